@@ -1,0 +1,63 @@
+"""The broker port: one async interface that the paper broker, ccxt and MT5 adapters provide.
+
+Adapters answer with domain reports (:class:`~core.domain.OrderReport`,
+:class:`~core.domain.Position`, :class:`~core.domain.Account`), never raw dicts, and
+translate their library's exceptions at the boundary into :mod:`core.errors`:
+
+- :class:`~core.errors.BrokerTemporaryError`: nothing happened, retrying is safe;
+- :class:`~core.errors.BrokerPermanentError` (and subclasses): refused, do not retry;
+- :class:`~core.errors.BrokerAmbiguousError`: the order may exist; the caller marks it
+  UNKNOWN and the reconciler looks it up by client order id. Never retried blindly.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from core.domain import Account, OrderReport, OrderRequest, Position, Quote
+
+__all__ = ["Broker"]
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """An execution venue. All methods are coroutines; amounts are Decimal.
+
+    ``name`` is a short label for status messages ("paper", "ccxt:binance", "mt5").
+    """
+
+    name: str
+
+    async def account(self) -> Account:
+        """Balance, equity (open positions included) and margin in the account currency."""
+        ...
+
+    async def positions(self) -> list[Position]:
+        """Open positions (non-zero net quantity), marked to the current price."""
+        ...
+
+    async def quote(self, symbol: str) -> Quote:
+        """Current bid/ask/last of ``symbol``. Raises UnknownSymbolError."""
+        ...
+
+    async def place_order(self, request: OrderRequest) -> OrderReport:
+        """Send one order under ``request.client_order_id``.
+
+        Returns the order's report (FILLED with its fills for a market order that executed,
+        OPEN for a resting limit order). Placing an id the broker already holds returns the
+        existing order, never a second one.
+        """
+        ...
+
+    async def get_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
+        """Look an order up by client order id; None when the broker has no such order."""
+        ...
+
+    async def close_position(self, symbol: str, client_order_id: str) -> OrderReport | None:
+        """Close the whole net position in ``symbol`` with a market order under
+        ``client_order_id``; None when there is no position to close."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads. The broker is not used afterwards."""
+        ...

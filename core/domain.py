@@ -1,0 +1,293 @@
+"""Domain value types: signals, orders, fills, positions and accounts.
+
+Conventions, everywhere in SignalDesk:
+
+- Money, prices and quantities are :class:`~decimal.Decimal`, never float.
+- Prices and amounts are in the symbol's quote currency (USDT for ``BTC/USDT``);
+  quantities are in the base currency (BTC for ``BTC/USDT``).
+- Symbols use the unified ``BASE/QUOTE`` form (ccxt's convention); MT5 symbols such as
+  ``EURUSD`` are used as the terminal names them.
+- Datetimes are timezone-aware UTC.
+- Percent values are named ``*_pct`` (1.5 means 1.5 %); fractions are named ``*_fraction``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+__all__ = [
+    "ZERO",
+    "Account",
+    "Candle",
+    "Fill",
+    "OrderReport",
+    "OrderRequest",
+    "OrderState",
+    "OrderType",
+    "Position",
+    "Quote",
+    "Side",
+    "Signal",
+    "SignalStatus",
+    "utcnow",
+]
+
+ZERO = Decimal(0)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Side(enum.StrEnum):
+    """Order or signal side. A position's side is derived from the sign of its quantity."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def sign(self) -> int:
+        """+1 for buy, -1 for sell: the sign a fill of this side adds to a net position."""
+        return 1 if self is Side.BUY else -1
+
+    @property
+    def opposite(self) -> Side:
+        """The side that closes a position opened by this side."""
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(enum.StrEnum):
+    """Market orders fill at once at the best price; limit orders at ``limit_price`` or better."""
+
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+class SignalStatus(enum.StrEnum):
+    """States of the signal lifecycle (see DESIGN.md, "The signal lifecycle")."""
+
+    PROPOSED = "PROPOSED"
+    APPROVED = "APPROVED"
+    SUBMITTED = "SUBMITTED"
+    FILLED = "FILLED"
+    REJECTED = "REJECTED"
+    BLOCKED = "BLOCKED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_final(self) -> bool:
+        """True when no further transition is allowed."""
+        return not ALLOWED_TRANSITIONS[self]
+
+
+#: The state machine: for each status, the statuses it may move to.
+ALLOWED_TRANSITIONS: dict[SignalStatus, frozenset[SignalStatus]] = {
+    SignalStatus.PROPOSED: frozenset(
+        {
+            SignalStatus.APPROVED,
+            SignalStatus.REJECTED,
+            SignalStatus.EXPIRED,
+            SignalStatus.CANCELLED,
+        }
+    ),
+    SignalStatus.APPROVED: frozenset({SignalStatus.SUBMITTED, SignalStatus.BLOCKED}),
+    SignalStatus.SUBMITTED: frozenset(
+        {SignalStatus.FILLED, SignalStatus.FAILED, SignalStatus.UNKNOWN}
+    ),
+    SignalStatus.UNKNOWN: frozenset({SignalStatus.FILLED, SignalStatus.FAILED}),
+    SignalStatus.FILLED: frozenset(),
+    SignalStatus.REJECTED: frozenset(),
+    SignalStatus.BLOCKED: frozenset(),
+    SignalStatus.EXPIRED: frozenset(),
+    SignalStatus.CANCELLED: frozenset(),
+    SignalStatus.FAILED: frozenset(),
+}
+
+
+class OrderState(enum.StrEnum):
+    """State of one order as SignalDesk records it.
+
+    SUBMITTED is written before the broker is called; UNKNOWN means the call's outcome is
+    unknown (timeout, crash) and the reconciler must resolve it by client order id.
+    """
+
+    SUBMITTED = "SUBMITTED"
+    OPEN = "OPEN"
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A proposed trade waiting for (or past) the owner's decision.
+
+    ``quantity`` is in base units; ``limit_price``, ``stop_loss``, ``take_profit`` and
+    ``reference_price`` (the market price when proposed) are in quote currency.
+    """
+
+    id: int
+    source: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType
+    reference_price: Decimal
+    created_at: datetime
+    expires_at: datetime
+    status: SignalStatus = SignalStatus.PROPOSED
+    limit_price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    note: str = ""
+    status_reason: str = ""
+    decided_by: str = ""
+    decided_at: datetime | None = None
+
+    @property
+    def risk(self) -> Decimal | None:
+        """Loss in quote currency if the stop loss is hit, from the entry price
+        (limit price, else reference price); None without a stop loss."""
+        if self.stop_loss is None:
+            return None
+        entry = self.limit_price if self.limit_price is not None else self.reference_price
+        return abs(entry - self.stop_loss) * self.quantity
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What is sent to a broker. ``client_order_id`` is persisted before the broker is
+    called and makes the request idempotent: a broker never holds two orders with one id."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    reduce_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution: ``quantity`` base units at ``price`` (quote); ``fee`` in ``fee_currency``."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    at: datetime
+    broker_fill_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReport:
+    """A broker's account of one order, looked up or returned by ``place_order``.
+
+    ``filled_quantity`` in base units, ``average_price`` in quote currency (None before any
+    fill), ``fee`` the total fee in ``fee_currency``.
+    """
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    state: OrderState
+    broker_order_id: str = ""
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    filled_quantity: Decimal = ZERO
+    average_price: Decimal | None = None
+    fee: Decimal = ZERO
+    fee_currency: str = ""
+    fills: tuple[Fill, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A net position in one symbol.
+
+    ``quantity`` is signed base units (positive long, negative short); ``average_entry``
+    and ``mark_price`` are quote prices; ``realized_pnl`` and ``unrealized_pnl`` are in quote
+    currency, before fees. ``opened_by_signaldesk`` is False for a position the broker holds
+    that SignalDesk did not open (reported, never touched).
+    """
+
+    symbol: str
+    quantity: Decimal
+    average_entry: Decimal
+    mark_price: Decimal
+    realized_pnl: Decimal = ZERO
+    unrealized_pnl: Decimal = ZERO
+    opened_by_signaldesk: bool = True
+
+    @property
+    def side(self) -> Side:
+        """BUY for a long position, SELL for a short one."""
+        return Side.BUY if self.quantity > 0 else Side.SELL
+
+    @property
+    def notional(self) -> Decimal:
+        """Absolute position value at the mark price, in quote currency."""
+        return abs(self.quantity) * self.mark_price
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Account figures in ``currency`` (the quote currency of the account).
+
+    ``balance`` is cash after realized PnL and fees; ``equity`` is balance plus unrealized
+    PnL of open positions; ``margin`` is the margin in use; ``free_margin`` = equity - margin.
+    """
+
+    balance: Decimal
+    equity: Decimal
+    margin: Decimal
+    currency: str
+
+    @property
+    def free_margin(self) -> Decimal:
+        """Equity not tied up as margin, in ``currency``."""
+        return self.equity - self.margin
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """Best bid and ask and the last traded price of ``symbol`` (quote currency), at ``at``."""
+
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+    at: datetime = field(default_factory=utcnow)
+
+    @property
+    def mid(self) -> Decimal:
+        """(bid + ask) / 2."""
+        return (self.bid + self.ask) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One OHLCV candle; ``at`` is the candle's open time (UTC); volume in base units."""
+
+    at: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
