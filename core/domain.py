@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 __all__ = [
+    "ALLOWED_TRANSITIONS",
     "ZERO",
     "Account",
+    "AuditEvent",
     "Candle",
     "Fill",
     "OrderReport",
@@ -32,6 +34,7 @@ __all__ = [
     "Side",
     "Signal",
     "SignalStatus",
+    "can_transition",
     "utcnow",
 ]
 
@@ -109,6 +112,11 @@ ALLOWED_TRANSITIONS: dict[SignalStatus, frozenset[SignalStatus]] = {
     SignalStatus.CANCELLED: frozenset(),
     SignalStatus.FAILED: frozenset(),
 }
+
+
+def can_transition(current: SignalStatus, new: SignalStatus) -> bool:
+    """True when the lifecycle allows ``current -> new``."""
+    return new in ALLOWED_TRANSITIONS[current]
 
 
 class OrderState(enum.StrEnum):
@@ -291,3 +299,19 @@ class Candle:
     low: Decimal
     close: Decimal
     volume: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One entry of the audit trail: ``actor`` did ``action`` at ``at`` (UTC), moving
+    signal ``signal_id`` (if any) ``from_status -> to_status``, because ``reason``."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    signal_id: int | None = None
+    order_id: int | None = None
+    from_status: str = ""
+    to_status: str = ""
+    reason: str = ""

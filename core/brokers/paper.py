@@ -1,0 +1,411 @@
+"""The paper broker: simulated execution on the replay feed, persisted in the database.
+
+The account is a netting margin account (like an MT5 netting account or a futures
+account): one signed net position per symbol; the balance moves only by realized PnL and
+fees; equity = balance + unrealized PnL; margin = sum of |quantity| x mark / leverage.
+
+Execution rules (deterministic for a given feed position):
+
+- A market buy fills at ``price x (1 + (spread_bps / 2 + slippage_bps) / 10_000)``, a sell at
+  ``price x (1 - (spread_bps / 2 + slippage_bps) / 10_000)``, where ``price`` is the current
+  candle's close; the fill price is rounded to the 0.01 tick against the taker.
+- A limit order that is marketable on arrival fills like a market order but never worse
+  than its limit; otherwise it rests and fills at its limit (or at a candle's open if that
+  is better) on the first later candle whose low (buy) or high (sell) reaches the limit.
+- The fee is ``fill notional x fee_bps / 10_000`` in the quote currency, rounded half-up to
+  1e-8.
+- An order that adds exposure needs free margin for ``added notional / leverage + fee``.
+
+Every order, fill, position and the balance are rows in the database, so a restart loses
+nothing, and a second process on the same database sees the same account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.config import Settings
+from core.db.engine import Database
+from core.db.models import PaperAccountRow, PaperOrderRow, PaperPositionRow
+from core.domain import (
+    ZERO,
+    Account,
+    Fill,
+    OrderReport,
+    OrderRequest,
+    OrderState,
+    OrderType,
+    Position,
+    Quote,
+    Side,
+    utcnow,
+)
+from core.errors import (
+    InsufficientMarginError,
+    InvalidQuantityError,
+    OrderRejectedError,
+    QuantityLimitError,
+)
+from core.marketdata.replay import ReplayFeed
+
+__all__ = ["PaperBroker"]
+
+PRICE_TICK = Decimal("0.01")
+FEE_QUANTUM = Decimal("0.00000001")
+BPS = Decimal(10_000)
+
+
+class PaperBroker:
+    """Simulated broker over a :class:`ReplayFeed` (see the module docstring for the rules).
+
+    Args:
+        db: where the ledger lives (tables ``paper_account``, ``paper_orders``,
+            ``paper_positions``).
+        feed: the price source; its symbol is the only tradable one.
+        currency: account currency (the feed's quote currency).
+        starting_balance: the balance of a new account, in ``currency``.
+        spread_bps, slippage_bps, fee_bps: execution costs in basis points.
+        leverage: margin = notional / leverage.
+        max_order_quantity: largest base quantity of one opening order.
+        clock: current UTC time (injectable).
+    """
+
+    name = "paper"
+
+    def __init__(
+        self,
+        db: Database,
+        feed: ReplayFeed,
+        *,
+        currency: str = "USDT",
+        starting_balance: Decimal = Decimal(10000),
+        spread_bps: Decimal = Decimal(2),
+        slippage_bps: Decimal = Decimal(1),
+        fee_bps: Decimal = Decimal(10),
+        leverage: Decimal = Decimal(1),
+        max_order_quantity: Decimal = Decimal(1),
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self.feed = feed
+        self.currency = currency
+        self.starting_balance = starting_balance
+        self.spread_bps = spread_bps
+        self.slippage_bps = slippage_bps
+        self.fee_bps = fee_bps
+        self.leverage = leverage
+        self.max_order_quantity = max_order_quantity
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._account_ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, db: Database, feed: ReplayFeed) -> PaperBroker:
+        """A paper broker configured by the ``PAPER_*`` and ``MAX_ORDER_QUANTITY`` settings."""
+        return cls(
+            db,
+            feed,
+            currency=settings.paper_currency,
+            starting_balance=settings.paper_starting_balance,
+            spread_bps=settings.paper_spread_bps,
+            slippage_bps=settings.paper_slippage_bps,
+            fee_bps=settings.paper_fee_bps,
+            leverage=settings.paper_leverage,
+            max_order_quantity=settings.max_order_quantity,
+        )
+
+    # --- prices ---------------------------------------------------------------------------
+
+    async def quote(self, symbol: str) -> Quote:
+        """Bid and ask around the current close by half the spread, rounded outwards to
+        the tick. Raises UnknownSymbolError."""
+        last = self.feed.price(symbol)
+        half = last * self.spread_bps / 2 / BPS
+        return Quote(
+            symbol=symbol,
+            bid=(last - half).quantize(PRICE_TICK, ROUND_FLOOR),
+            ask=(last + half).quantize(PRICE_TICK, ROUND_CEILING),
+            last=last,
+            at=self._clock(),
+        )
+
+    def market_fill_price(self, symbol: str, side: Side) -> Decimal:
+        """Where a market order of ``side`` fills now (see the module docstring)."""
+        price = self.feed.price(symbol)
+        cost = (self.spread_bps / 2 + self.slippage_bps) / BPS
+        if side is Side.BUY:
+            return (price * (1 + cost)).quantize(PRICE_TICK, ROUND_CEILING)
+        return (price * (1 - cost)).quantize(PRICE_TICK, ROUND_FLOOR)
+
+    def fee_for(self, quantity: Decimal, price: Decimal) -> Decimal:
+        """Fee in quote currency for ``quantity`` base units filled at ``price``."""
+        return (quantity * price * self.fee_bps / BPS).quantize(FEE_QUANTUM, ROUND_HALF_UP)
+
+    # --- orders ---------------------------------------------------------------------------
+
+    async def place_order(self, request: OrderRequest) -> OrderReport:
+        """Execute or rest ``request``; idempotent on its client order id.
+
+        Raises:
+            UnknownSymbolError, InvalidQuantityError, QuantityLimitError,
+            InsufficientMarginError, OrderRejectedError (limit order without a price).
+        """
+        self.feed.price(request.symbol)  # unknown symbol -> UnknownSymbolError
+        if request.quantity <= 0:
+            raise InvalidQuantityError(f"quantity must be positive, got {request.quantity}")
+        if not request.reduce_only and request.quantity > self.max_order_quantity:
+            raise QuantityLimitError(
+                f"quantity {request.quantity} exceeds the limit {self.max_order_quantity}"
+            )
+        if request.order_type is OrderType.LIMIT and (
+            request.limit_price is None or request.limit_price <= 0
+        ):
+            raise OrderRejectedError("a limit order needs a positive limit price")
+        async with self._ledger() as session:
+            existing = await self._order_row(session, request.client_order_id)
+            if existing is not None:
+                return self._report(existing)
+            row = PaperOrderRow(
+                client_order_id=request.client_order_id,
+                symbol=request.symbol,
+                side=request.side.value,
+                quantity=request.quantity,
+                order_type=request.order_type.value,
+                limit_price=request.limit_price,
+                state=OrderState.OPEN.value,
+                placed_candle_at=self.feed.current().at,
+                created_at=self._clock(),
+            )
+            price = self.market_fill_price(request.symbol, request.side)
+            if request.order_type is OrderType.LIMIT:
+                assert request.limit_price is not None
+                marketable = (
+                    price <= request.limit_price
+                    if request.side is Side.BUY
+                    else price >= request.limit_price
+                )
+                if not marketable:
+                    await self._check_margin(session, request, request.limit_price)
+                    session.add(row)
+                    await session.flush()
+                    return self._report(row)
+            await self._check_margin(session, request, price)
+            await self._fill(session, row, price)
+            session.add(row)
+            await session.flush()
+            return self._report(row)
+
+    async def get_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
+        """The paper ledger's order with this client id, after matching resting limits."""
+        async with self._ledger() as session:
+            await self._match_resting(session)
+            row = await self._order_row(session, client_order_id)
+            return None if row is None else self._report(row)
+
+    async def close_position(self, symbol: str, client_order_id: str) -> OrderReport | None:
+        """Market order for the whole net position in ``symbol``; None when flat."""
+        async with self._db.session() as session:
+            position = await session.get(PaperPositionRow, symbol, populate_existing=True)
+        if position is None or position.quantity == 0:
+            return None
+        side = Side.SELL if position.quantity > 0 else Side.BUY
+        return await self.place_order(
+            OrderRequest(
+                client_order_id=client_order_id,
+                symbol=symbol,
+                side=side,
+                quantity=abs(position.quantity),
+                reduce_only=True,
+            )
+        )
+
+    # --- account --------------------------------------------------------------------------
+
+    async def positions(self) -> list[Position]:
+        """Open positions marked at the current close."""
+        async with self._ledger() as session:
+            await self._match_resting(session)
+            rows = await self._position_rows(session)
+        return [self._position(row) for row in rows if row.quantity != 0]
+
+    async def account(self) -> Account:
+        """Balance, equity and margin in the account currency."""
+        async with self._ledger() as session:
+            await self._match_resting(session)
+            account = await self._account_row(session)
+            rows = await self._position_rows(session)
+        return self._account(account.balance, [self._position(r) for r in rows if r.quantity])
+
+    async def close(self) -> None:
+        """Nothing to release: the ledger lives in the database."""
+
+    # --- internals ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _ledger(self) -> AsyncIterator[AsyncSession]:
+        """One serialized paper transaction. Its first statement bumps ``paper_account.seq``,
+        so writers in other processes queue behind it (a row lock on PostgreSQL, the write
+        lock on SQLite) and every read inside sees a stable ledger."""
+        async with self._lock:
+            if not self._account_ready:
+                await self._ensure_account()
+                self._account_ready = True
+            async with self._db.session() as session:
+                await session.execute(
+                    update(PaperAccountRow)
+                    .where(col(PaperAccountRow.id) == 1)
+                    .values(seq=PaperAccountRow.seq + 1)
+                )
+                yield session
+
+    async def _ensure_account(self) -> None:
+        try:
+            async with self._db.session() as session:
+                if await session.get(PaperAccountRow, 1) is None:
+                    session.add(
+                        PaperAccountRow(id=1, currency=self.currency, balance=self.starting_balance)
+                    )
+        except IntegrityError:  # created concurrently by another process
+            pass
+
+    @staticmethod
+    async def _order_row(session: AsyncSession, client_order_id: str) -> PaperOrderRow | None:
+        query = select(PaperOrderRow).where(col(PaperOrderRow.client_order_id) == client_order_id)
+        return (await session.exec(query)).first()
+
+    @staticmethod
+    async def _account_row(session: AsyncSession) -> PaperAccountRow:
+        row = await session.get(PaperAccountRow, 1, populate_existing=True)
+        assert row is not None, "the ledger context creates the account"
+        return row
+
+    @staticmethod
+    async def _position_rows(session: AsyncSession) -> list[PaperPositionRow]:
+        query = select(PaperPositionRow).order_by(col(PaperPositionRow.symbol))
+        return list((await session.exec(query)).all())
+
+    def _position(self, row: PaperPositionRow) -> Position:
+        mark = self.feed.price(row.symbol)
+        return Position(
+            symbol=row.symbol,
+            quantity=row.quantity,
+            average_entry=row.average_entry,
+            mark_price=mark,
+            realized_pnl=row.realized_pnl,
+            unrealized_pnl=(mark - row.average_entry) * row.quantity,
+        )
+
+    def _account(self, balance: Decimal, positions: list[Position]) -> Account:
+        unrealized = sum((p.unrealized_pnl for p in positions), ZERO)
+        margin = sum((p.notional for p in positions), ZERO) / self.leverage
+        return Account(
+            balance=balance, equity=balance + unrealized, margin=margin, currency=self.currency
+        )
+
+    async def _check_margin(
+        self, session: AsyncSession, request: OrderRequest, price: Decimal
+    ) -> None:
+        position = await session.get(PaperPositionRow, request.symbol, populate_existing=True)
+        held = position.quantity if position is not None else ZERO
+        after = held + request.side.sign * request.quantity
+        added = abs(after) - abs(held)
+        if added <= 0:
+            return
+        account = await self._account_row(session)
+        positions = [self._position(r) for r in await self._position_rows(session) if r.quantity]
+        free = self._account(account.balance, positions).free_margin
+        needed = added * price / self.leverage + self.fee_for(request.quantity, price)
+        if needed > free:
+            raise InsufficientMarginError(
+                f"order needs {needed:.2f} {self.currency} of margin, "
+                f"free margin is {free:.2f} {self.currency}"
+            )
+
+    async def _fill(self, session: AsyncSession, row: PaperOrderRow, price: Decimal) -> None:
+        """Fill ``row`` completely at ``price``: update position, balance and the row."""
+        side = Side(row.side)
+        fee = self.fee_for(row.quantity, price)
+        position = await session.get(PaperPositionRow, row.symbol, populate_existing=True)
+        if position is None:
+            position = PaperPositionRow(symbol=row.symbol)
+            session.add(position)
+        held, entry = position.quantity, position.average_entry
+        signed = side.sign * row.quantity
+        realized = ZERO
+        if held == 0 or (held > 0) == (signed > 0):  # opening or adding
+            new_quantity = held + signed
+            position.average_entry = (abs(held) * entry + row.quantity * price) / abs(new_quantity)
+        else:  # reducing, closing or flipping
+            closed = min(abs(held), row.quantity)
+            realized = closed * (price - entry) * (1 if held > 0 else -1)
+            new_quantity = held + signed
+            if new_quantity == 0:
+                position.average_entry = ZERO
+            elif (new_quantity > 0) != (held > 0):  # flipped: the rest opens at price
+                position.average_entry = price
+        position.quantity = new_quantity
+        position.realized_pnl += realized
+        account = await self._account_row(session)
+        account.balance += realized - fee
+        row.state = OrderState.FILLED.value
+        row.fill_price = price
+        row.fee = fee
+        row.filled_at = self._clock()
+
+    async def _match_resting(self, session: AsyncSession) -> None:
+        """Fill resting limit orders whose limit a later candle reached."""
+        query = select(PaperOrderRow).where(col(PaperOrderRow.state) == OrderState.OPEN.value)
+        for row in (await session.exec(query)).all():
+            assert row.limit_price is not None
+            limit = row.limit_price
+            for candle in self.feed.candles_since(row.symbol, row.placed_candle_at)[1:]:
+                if row.side == Side.BUY.value and candle.low <= limit:
+                    await self._fill(session, row, min(limit, candle.open))
+                    break
+                if row.side == Side.SELL.value and candle.high >= limit:
+                    await self._fill(session, row, max(limit, candle.open))
+                    break
+
+    def _report(self, row: PaperOrderRow) -> OrderReport:
+        filled = row.state == OrderState.FILLED.value
+        side = Side(row.side)
+        fills: tuple[Fill, ...] = ()
+        if filled:
+            assert row.fill_price is not None and row.filled_at is not None
+            fills = (
+                Fill(
+                    client_order_id=row.client_order_id,
+                    symbol=row.symbol,
+                    side=side,
+                    quantity=row.quantity,
+                    price=row.fill_price,
+                    fee=row.fee,
+                    fee_currency=self.currency,
+                    at=row.filled_at,
+                    broker_fill_id=f"paper-{row.client_order_id}",
+                ),
+            )
+        return OrderReport(
+            client_order_id=row.client_order_id,
+            symbol=row.symbol,
+            side=side,
+            quantity=row.quantity,
+            state=OrderState(row.state),
+            broker_order_id=f"paper-{row.id}" if row.id else "",
+            order_type=OrderType(row.order_type),
+            limit_price=row.limit_price,
+            filled_quantity=row.quantity if filled else ZERO,
+            average_price=row.fill_price,
+            fee=row.fee,
+            fee_currency=self.currency,
+            fills=fills,
+        )

@@ -1,0 +1,236 @@
+"""SQLModel tables. Money columns are :class:`~core.db.types.Money` (NUMERIC, exact);
+datetimes are :class:`~core.db.types.UTCDateTime`. Status columns hold the enum values
+of :mod:`core.domain` as text so the database stays readable."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+from core.db.types import Money, UTCDateTime
+from core.domain import ZERO, utcnow
+
+__all__ = [
+    "AuditEventRow",
+    "EquitySnapshotRow",
+    "FillRow",
+    "OperatorStateRow",
+    "OrderRow",
+    "OutboxRow",
+    "PaperAccountRow",
+    "PaperOrderRow",
+    "PaperPositionRow",
+    "SignalCardRow",
+    "SignalRow",
+]
+
+
+def _money(default: Decimal | None = None, *, nullable: bool = False) -> Any:
+    return Field(default=default, sa_type=Money, nullable=nullable)
+
+
+def _when(*, nullable: bool = False, index: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=UTCDateTime, nullable=True, index=index)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
+
+
+class SignalRow(SQLModel, table=True):
+    """A proposed trade and where it is in the lifecycle (see ``core.domain.SignalStatus``)."""
+
+    __tablename__ = "signals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=64)
+    symbol: str = Field(max_length=32)
+    side: str = Field(max_length=4)
+    quantity: Decimal = _money()
+    order_type: str = Field(max_length=8)
+    limit_price: Decimal | None = _money(nullable=True)
+    stop_loss: Decimal | None = _money(nullable=True)
+    take_profit: Decimal | None = _money(nullable=True)
+    reference_price: Decimal = _money()
+    note: str = Field(default="", max_length=500)
+    status: str = Field(max_length=16, index=True)
+    status_reason: str = Field(default="", max_length=500)
+    decided_by: str = Field(default="", max_length=128)
+    decided_at: datetime | None = _when(nullable=True)
+    created_at: datetime = _when()
+    expires_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
+class SignalCardRow(SQLModel, table=True):
+    """Where a signal's card was posted, so it can be edited in place."""
+
+    __tablename__ = "signal_cards"
+
+    signal_id: int = Field(foreign_key="signals.id", primary_key=True)
+    chat_id: int = Field(primary_key=True)
+    message_id: int
+
+
+class OrderRow(SQLModel, table=True):
+    """An order SignalDesk sent (or is about to send). Written SUBMITTED before the broker
+    is called; ``client_order_id`` is unique, so an order can never be recorded twice."""
+
+    __tablename__ = "orders"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_order_id: str = Field(max_length=64, unique=True)
+    signal_id: int | None = Field(default=None, foreign_key="signals.id", index=True)
+    purpose: str = Field(default="open", max_length=16)  # open | close
+    symbol: str = Field(max_length=32)
+    side: str = Field(max_length=4)
+    quantity: Decimal = _money()
+    order_type: str = Field(max_length=8)
+    limit_price: Decimal | None = _money(nullable=True)
+    state: str = Field(max_length=16, index=True)
+    broker_order_id: str = Field(default="", max_length=128)
+    filled_quantity: Decimal = _money(ZERO)
+    average_price: Decimal | None = _money(nullable=True)
+    fee: Decimal = _money(ZERO)
+    fee_currency: str = Field(default="", max_length=16)
+    error: str = Field(default="", max_length=500)
+    resubmitted: bool = False
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
+class FillRow(SQLModel, table=True):
+    """One execution of an order, as reported by the broker."""
+
+    __tablename__ = "fills"
+    __table_args__ = (Index("ix_fills_order_broker_fill", "order_id", "broker_fill_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="orders.id")
+    client_order_id: str = Field(max_length=64)
+    symbol: str = Field(max_length=32)
+    side: str = Field(max_length=4)
+    quantity: Decimal = _money()
+    price: Decimal = _money()
+    fee: Decimal = _money(ZERO)
+    fee_currency: str = Field(default="", max_length=16)
+    broker_fill_id: str = Field(default="", max_length=128)
+    at: datetime = _when()
+
+
+class AuditEventRow(SQLModel, table=True):
+    """Append-only trail: who did what, when, from which state to which, and why."""
+
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(index=True)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=32)
+    signal_id: int | None = Field(default=None, foreign_key="signals.id", index=True)
+    order_id: int | None = Field(default=None, foreign_key="orders.id")
+    from_status: str = Field(default="", max_length=16)
+    to_status: str = Field(default="", max_length=16)
+    reason: str = Field(default="", max_length=500)
+
+
+class EquitySnapshotRow(SQLModel, table=True):
+    """Account equity over time (quote currency), written by the drawdown checks."""
+
+    __tablename__ = "equity_snapshots"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(index=True)
+    balance: Decimal = _money()
+    equity: Decimal = _money()
+    peak_equity: Decimal = _money()
+    drawdown_pct: Decimal = _money()
+
+
+class OperatorStateRow(SQLModel, table=True):
+    """The single row (id 1) of state that must survive restarts: pause, high-water mark,
+    day-start equity, the drawdown breach, and this installation's client-id tag."""
+
+    __tablename__ = "operator_state"
+
+    id: int = Field(default=1, primary_key=True)
+    instance_tag: str = Field(max_length=8)
+    paused: bool = False
+    pause_reason: str = Field(default="", max_length=500)
+    paused_by: str = Field(default="", max_length=128)
+    paused_at: datetime | None = _when(nullable=True)
+    peak_equity: Decimal | None = _money(nullable=True)
+    day_start_equity: Decimal | None = _money(nullable=True)
+    day_start_date: str = Field(default="", max_length=10)
+    breach_level: str = Field(default="", max_length=16)  # "", warn, max
+    breach_at: datetime | None = _when(nullable=True)
+    replay_anchor_at: datetime | None = _when(nullable=True)
+
+
+class OutboxRow(SQLModel, table=True):
+    """A message for the owner, written before it is delivered (the outbox).
+
+    ``priority`` 0 is an alert (delivered first), 1 routine. ``kind`` says how the face
+    renders it: ``signal_card``, ``signal_update`` (edit the card), ``text``.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "delivered_at", "priority", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    priority: int = 1
+    signal_id: int | None = Field(default=None, foreign_key="signals.id")
+    text: str = Field(default="")
+    silent: bool = False
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _when()
+    delivered_at: datetime | None = _when(nullable=True)
+    attempts: int = 0
+    last_error: str = Field(default="", max_length=500)
+
+
+class PaperAccountRow(SQLModel, table=True):
+    """The paper broker's cash balance (quote currency). ``seq`` is bumped first in every
+    paper transaction so that writers serialize on this row, on SQLite and PostgreSQL."""
+
+    __tablename__ = "paper_account"
+
+    id: int = Field(default=1, primary_key=True)
+    currency: str = Field(max_length=16)
+    balance: Decimal = _money()
+    seq: int = 0
+
+
+class PaperOrderRow(SQLModel, table=True):
+    """An order as the paper broker's own ledger records it."""
+
+    __tablename__ = "paper_orders"
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_order_id: str = Field(max_length=64, unique=True)
+    symbol: str = Field(max_length=32)
+    side: str = Field(max_length=4)
+    quantity: Decimal = _money()
+    order_type: str = Field(max_length=8)
+    limit_price: Decimal | None = _money(nullable=True)
+    state: str = Field(max_length=16)
+    placed_candle_at: datetime = _when()
+    fill_price: Decimal | None = _money(nullable=True)
+    fee: Decimal = _money(ZERO)
+    created_at: datetime = _when()
+    filled_at: datetime | None = _when(nullable=True)
+
+
+class PaperPositionRow(SQLModel, table=True):
+    """The paper ledger's net position per symbol: signed base quantity, average entry
+    (quote) and realized PnL (quote, before fees)."""
+
+    __tablename__ = "paper_positions"
+
+    symbol: str = Field(primary_key=True, max_length=32)
+    quantity: Decimal = _money(ZERO)
+    average_entry: Decimal = _money(ZERO)
+    realized_pnl: Decimal = _money(ZERO)

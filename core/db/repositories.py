@@ -1,0 +1,220 @@
+"""Repository functions: the only place that turns rows into domain objects and back.
+
+Each function takes an open :class:`~sqlalchemy.ext.asyncio.AsyncSession`; the caller owns
+the transaction. Signal transitions are compare-and-set: ``UPDATE ... WHERE id = ? AND
+status = ?`` changes one row or none, so exactly one of several concurrent callers wins.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.db.models import AuditEventRow, OperatorStateRow, OrderRow, SignalRow
+from core.domain import (
+    AuditEvent,
+    OrderReport,
+    OrderState,
+    OrderType,
+    Side,
+    Signal,
+    SignalStatus,
+    can_transition,
+)
+from core.errors import NotFoundError
+
+__all__ = [
+    "add_audit",
+    "get_signal",
+    "list_audit",
+    "list_signals",
+    "load_operator_state",
+    "order_report",
+    "order_row_for_signal",
+    "signal_from_row",
+    "transition_signal",
+]
+
+
+def signal_from_row(row: SignalRow) -> Signal:
+    """The domain :class:`Signal` of a row."""
+    assert row.id is not None
+    return Signal(
+        id=row.id,
+        source=row.source,
+        symbol=row.symbol,
+        side=Side(row.side),
+        quantity=row.quantity,
+        order_type=OrderType(row.order_type),
+        reference_price=row.reference_price,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        status=SignalStatus(row.status),
+        limit_price=row.limit_price,
+        stop_loss=row.stop_loss,
+        take_profit=row.take_profit,
+        note=row.note,
+        status_reason=row.status_reason,
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
+    )
+
+
+def order_report(row: OrderRow) -> OrderReport:
+    """The recorded state of an order, as an :class:`OrderReport` (without fills)."""
+    return OrderReport(
+        client_order_id=row.client_order_id,
+        symbol=row.symbol,
+        side=Side(row.side),
+        quantity=row.quantity,
+        state=OrderState(row.state),
+        broker_order_id=row.broker_order_id,
+        order_type=OrderType(row.order_type),
+        limit_price=row.limit_price,
+        filled_quantity=row.filled_quantity,
+        average_price=row.average_price,
+        fee=row.fee,
+        fee_currency=row.fee_currency,
+        reason=row.error,
+    )
+
+
+async def get_signal(session: AsyncSession, signal_id: int) -> Signal:
+    """Load one signal. Raises NotFoundError."""
+    row = await session.get(SignalRow, signal_id, populate_existing=True)
+    if row is None:
+        raise NotFoundError(f"no signal with id {signal_id}")
+    return signal_from_row(row)
+
+
+async def list_signals(
+    session: AsyncSession,
+    statuses: Sequence[SignalStatus] | None = None,
+    limit: int = 50,
+) -> list[Signal]:
+    """Signals, newest first, optionally only those in ``statuses``."""
+    query = select(SignalRow).order_by(col(SignalRow.id).desc()).limit(limit)
+    if statuses:
+        query = query.where(col(SignalRow.status).in_([s.value for s in statuses]))
+    return [signal_from_row(row) for row in (await session.exec(query)).all()]
+
+
+async def add_audit(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    at: datetime,
+    signal_id: int | None = None,
+    order_id: int | None = None,
+    from_status: str = "",
+    to_status: str = "",
+    reason: str = "",
+) -> None:
+    """Append one audit event to the session's transaction."""
+    session.add(
+        AuditEventRow(
+            at=at,
+            actor=actor,
+            action=action,
+            signal_id=signal_id,
+            order_id=order_id,
+            from_status=from_status,
+            to_status=to_status,
+            reason=reason[:500],
+        )
+    )
+
+
+async def transition_signal(
+    session: AsyncSession,
+    signal_id: int,
+    current: SignalStatus,
+    new: SignalStatus,
+    *,
+    actor: str,
+    at: datetime,
+    reason: str = "",
+    action: str | None = None,
+    **values: Any,
+) -> bool:
+    """Compare-and-set ``current -> new`` and append its audit event.
+
+    Returns False (and changes nothing) when the signal is no longer ``current``.
+    ``values`` are further columns to set in the same UPDATE.
+
+    Raises:
+        ValueError: the lifecycle forbids ``current -> new`` (a programming error).
+    """
+    if not can_transition(current, new):
+        raise ValueError(f"forbidden transition {current} -> {new}")
+    result = await session.execute(
+        update(SignalRow)
+        .where(col(SignalRow.id) == signal_id, col(SignalRow.status) == current.value)
+        .values(status=new.value, status_reason=reason[:500], updated_at=at, **values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    await add_audit(
+        session,
+        actor=actor,
+        action=action or new.value.lower(),
+        at=at,
+        signal_id=signal_id,
+        from_status=current.value,
+        to_status=new.value,
+        reason=reason,
+    )
+    return True
+
+
+async def order_row_for_signal(session: AsyncSession, signal_id: int) -> OrderRow | None:
+    """The order placed for a signal, if any."""
+    query = select(OrderRow).where(col(OrderRow.signal_id) == signal_id)
+    return (await session.exec(query)).first()
+
+
+async def list_audit(
+    session: AsyncSession, *, limit: int = 20, signal_id: int | None = None
+) -> list[AuditEvent]:
+    """Audit events, newest first; only one signal's lineage when ``signal_id`` is given."""
+    query = select(AuditEventRow).order_by(col(AuditEventRow.id).desc()).limit(limit)
+    if signal_id is not None:
+        query = query.where(col(AuditEventRow.signal_id) == signal_id)
+    rows = (await session.exec(query)).all()
+    return [
+        AuditEvent(
+            id=row.id or 0,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            signal_id=row.signal_id,
+            order_id=row.order_id,
+            from_status=row.from_status,
+            to_status=row.to_status,
+            reason=row.reason,
+        )
+        for row in rows
+    ]
+
+
+async def load_operator_state(session: AsyncSession) -> OperatorStateRow:
+    """The operator state row, created on first use with a random instance tag."""
+    row = await session.get(OperatorStateRow, 1, populate_existing=True)
+    if row is not None:
+        return row
+    try:
+        async with session.begin_nested():
+            session.add(OperatorStateRow(id=1, instance_tag=secrets.token_hex(3)))
+    except IntegrityError:  # another process created it first
+        pass
+    row = await session.get(OperatorStateRow, 1, populate_existing=True)
+    assert row is not None
+    return row

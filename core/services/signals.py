@@ -1,0 +1,331 @@
+"""SignalService: the signal lifecycle (propose, approve, reject, cancel, expire).
+
+Every transition is a compare-and-set in the database with an audit event (see
+:func:`core.db.repositories.transition_signal`): of two taps, two owners, a retry or a
+replayed callback, exactly one wins; the others get :class:`TransitionConflictError`
+carrying the current state.
+
+Approval re-checks at tap time (DESIGN.md): not expired, not paused, drawdown not breached,
+price has not drifted more than ``MAX_PRICE_DRIFT_PCT`` since the proposal, size within
+``MAX_ORDER_QUANTITY`` and ``MAX_ORDER_NOTIONAL``. A failed check leaves the signal BLOCKED
+with the reason; nothing is sent to the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from core.brokers.base import Broker
+from core.config import Settings
+from core.db import repositories as repo
+from core.db.engine import Database
+from core.db.models import SignalRow
+from core.domain import (
+    AuditEvent,
+    OrderReport,
+    OrderType,
+    Side,
+    Signal,
+    SignalStatus,
+    utcnow,
+)
+from core.errors import BrokerError, InvalidInputError, TransitionConflictError
+from core.notify import NoticeKind, Notification, Notifier
+from core.services.trading import TradingService
+
+__all__ = ["Decision", "Proposal", "SignalService"]
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A trade idea before validation. Quantity in base units, prices in quote currency;
+    ``ttl_seconds`` overrides ``SIGNAL_TTL_SECONDS``."""
+
+    source: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    note: str = ""
+    ttl_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Outcome of an approval: the signal in its new state and the order's report, if an
+    order was placed and the broker answered."""
+
+    signal: Signal
+    report: OrderReport | None = None
+
+
+class SignalService:
+    """Runs the signal lifecycle.
+
+    Args:
+        db: the database.
+        broker: used for the reference price at proposal and the drift check at approval.
+        trading: executes approved signals.
+        notifier: posts cards and card updates.
+        settings: TTL, drift and size limits.
+        clock: current UTC time (injectable).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        trading: TradingService,
+        notifier: Notifier,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self._broker = broker
+        self._trading = trading
+        self._notifier = notifier
+        self._settings = settings
+        self._clock = clock
+
+    async def propose(self, proposal: Proposal) -> Signal:
+        """Validate ``proposal``, store it as PROPOSED with the current price as reference,
+        and post its card.
+
+        Raises:
+            InvalidInputError: non-positive quantity or prices, a limit order without a
+                limit price, a stop loss or take profit on the wrong side of the entry.
+            UnknownSymbolError: the broker does not trade the symbol.
+            BrokerError: the broker could not give a price.
+        """
+        _validate(proposal)
+        quote = await self._broker.quote(proposal.symbol)
+        entry = proposal.limit_price if proposal.limit_price is not None else quote.last
+        _check_exits(proposal.side, entry, proposal.stop_loss, proposal.take_profit)
+        now = self._clock()
+        ttl = proposal.ttl_seconds or self._settings.signal_ttl_seconds
+        row = SignalRow(
+            source=proposal.source[:64],
+            symbol=proposal.symbol,
+            side=proposal.side.value,
+            quantity=proposal.quantity,
+            order_type=proposal.order_type.value,
+            limit_price=proposal.limit_price,
+            stop_loss=proposal.stop_loss,
+            take_profit=proposal.take_profit,
+            reference_price=quote.last,
+            note=proposal.note[:500],
+            status=SignalStatus.PROPOSED.value,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+            updated_at=now,
+        )
+        async with self._db.session() as session:
+            session.add(row)
+            await session.flush()
+            assert row.id is not None
+            await repo.add_audit(
+                session,
+                actor=proposal.source[:128],
+                action="propose",
+                at=now,
+                signal_id=row.id,
+                to_status=SignalStatus.PROPOSED.value,
+                reason=proposal.note,
+            )
+            signal = repo.signal_from_row(row)
+        await self._notifier.notify(Notification(NoticeKind.SIGNAL_CARD, signal_id=signal.id))
+        return signal
+
+    async def get(self, signal_id: int) -> Signal:
+        """One signal. Raises NotFoundError."""
+        async with self._db.session() as session:
+            return await repo.get_signal(session, signal_id)
+
+    async def order_for(self, signal_id: int) -> OrderReport | None:
+        """The recorded order of a signal, if one was placed."""
+        async with self._db.session() as session:
+            row = await repo.order_row_for_signal(session, signal_id)
+            return None if row is None else repo.order_report(row)
+
+    async def recent(
+        self, statuses: list[SignalStatus] | None = None, limit: int = 50
+    ) -> list[Signal]:
+        """Signals, newest first, optionally only those in ``statuses``."""
+        async with self._db.session() as session:
+            return await repo.list_signals(session, statuses, limit)
+
+    async def pending(self) -> list[Signal]:
+        """PROPOSED signals, oldest first (the order the owner should decide them)."""
+        return list(reversed(await self.recent([SignalStatus.PROPOSED], limit=100)))
+
+    async def history(self, limit: int = 20, signal_id: int | None = None) -> list[AuditEvent]:
+        """Audit events, newest first (one signal's lineage when ``signal_id`` is given)."""
+        async with self._db.session() as session:
+            return await repo.list_audit(session, limit=limit, signal_id=signal_id)
+
+    async def approve(self, signal_id: int, actor: str) -> Decision:
+        """Approve and, if the tap-time checks pass, execute the signal.
+
+        Returns the decision; the signal ends EXPIRED, BLOCKED (with the reason), FILLED,
+        SUBMITTED (a resting limit order), FAILED or UNKNOWN.
+
+        Raises:
+            NotFoundError: no such signal.
+            TransitionConflictError: the signal was no longer PROPOSED (already decided by
+                another tap); ``current`` carries its state.
+        """
+        now = self._clock()
+        async with self._db.session() as session:
+            signal = await repo.get_signal(session, signal_id)
+            if signal.status is not SignalStatus.PROPOSED:
+                raise TransitionConflictError(signal_id, signal.status, "approve")
+            if now >= signal.expires_at:
+                won = await repo.transition_signal(
+                    session,
+                    signal_id,
+                    SignalStatus.PROPOSED,
+                    SignalStatus.EXPIRED,
+                    actor="system",
+                    at=now,
+                    reason="expired before approval",
+                )
+            else:
+                won = await repo.transition_signal(
+                    session,
+                    signal_id,
+                    SignalStatus.PROPOSED,
+                    SignalStatus.APPROVED,
+                    actor=actor,
+                    at=now,
+                    decided_by=actor[:128],
+                    decided_at=now,
+                )
+            if not won:
+                current = await repo.get_signal(session, signal_id)
+                raise TransitionConflictError(signal_id, current.status, "approve")
+            signal = await repo.get_signal(session, signal_id)
+        if signal.status is SignalStatus.EXPIRED:
+            await self._card_update(signal_id)
+            return Decision(signal)
+        blocked = await self._pre_trade_block(signal)
+        if blocked:
+            async with self._db.session() as session:
+                await repo.transition_signal(
+                    session,
+                    signal_id,
+                    SignalStatus.APPROVED,
+                    SignalStatus.BLOCKED,
+                    actor="system",
+                    at=self._clock(),
+                    reason=blocked,
+                )
+                signal = await repo.get_signal(session, signal_id)
+            await self._card_update(signal_id)
+            return Decision(signal)
+        final, report = await self._trading.execute(signal, actor)
+        return Decision(final, report)
+
+    async def reject(self, signal_id: int, actor: str, reason: str = "") -> Signal:
+        """PROPOSED -> REJECTED by ``actor``. Raises NotFoundError, TransitionConflictError."""
+        return await self._decide(signal_id, SignalStatus.REJECTED, actor, reason, record=True)
+
+    async def cancel(self, signal_id: int, actor: str, reason: str) -> Signal:
+        """PROPOSED -> CANCELLED (owner cancels, or the pause policy). Raises as reject."""
+        return await self._decide(signal_id, SignalStatus.CANCELLED, actor, reason, record=True)
+
+    async def expire_due(self) -> list[Signal]:
+        """Move every PROPOSED signal past its ``expires_at`` to EXPIRED; returns them."""
+        now = self._clock()
+        expired = []
+        for signal in await self.recent([SignalStatus.PROPOSED], limit=1000):
+            if now < signal.expires_at:
+                continue
+            try:
+                expired.append(
+                    await self._decide(signal.id, SignalStatus.EXPIRED, "system", "ttl passed")
+                )
+            except TransitionConflictError:  # decided meanwhile: nothing to expire
+                continue
+        return expired
+
+    async def _decide(
+        self, signal_id: int, new: SignalStatus, actor: str, reason: str, record: bool = False
+    ) -> Signal:
+        now = self._clock()
+        extra: dict[str, Any] = {"decided_by": actor[:128], "decided_at": now} if record else {}
+        async with self._db.session() as session:
+            if not await repo.transition_signal(
+                session,
+                signal_id,
+                SignalStatus.PROPOSED,
+                new,
+                actor=actor,
+                at=now,
+                reason=reason,
+                **extra,
+            ):
+                current = await repo.get_signal(session, signal_id)
+                raise TransitionConflictError(signal_id, current.status, new.value.lower())
+            signal = await repo.get_signal(session, signal_id)
+        await self._card_update(signal_id)
+        return signal
+
+    async def _pre_trade_block(self, signal: Signal) -> str:
+        """The reason the approved signal must not be sent, or "" when it may."""
+        settings = self._settings
+        operator = await self._trading.operator_status()
+        if operator.breach_level == "max":
+            return "drawdown limit breached"
+        if operator.paused:
+            return "paused" + (f" ({operator.pause_reason})" if operator.pause_reason else "")
+        if signal.quantity > settings.max_order_quantity:
+            return f"quantity {signal.quantity} over the limit {settings.max_order_quantity}"
+        try:
+            price = (await self._broker.quote(signal.symbol)).last
+        except BrokerError as exc:
+            return f"no price from the broker ({exc})"
+        drift = abs(price - signal.reference_price) / signal.reference_price * 100
+        if drift > settings.max_price_drift_pct:
+            return f"price moved {drift:.1f}% (limit {settings.max_price_drift_pct:.1f}%)"
+        notional = signal.quantity * (signal.limit_price or price)
+        if notional > settings.max_order_notional:
+            return f"notional {notional:.2f} over the limit {settings.max_order_notional:.2f}"
+        return ""
+
+    async def _card_update(self, signal_id: int) -> None:
+        await self._notifier.notify(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
+
+
+def _validate(proposal: Proposal) -> None:
+    if proposal.quantity <= 0:
+        raise InvalidInputError(f"quantity must be positive, got {proposal.quantity}")
+    for name in ("limit_price", "stop_loss", "take_profit"):
+        value = getattr(proposal, name)
+        if value is not None and value <= 0:
+            raise InvalidInputError(f"{name.replace('_', ' ')} must be positive, got {value}")
+    if proposal.order_type is OrderType.LIMIT and proposal.limit_price is None:
+        raise InvalidInputError("a limit order needs a limit price")
+    if proposal.order_type is OrderType.MARKET and proposal.limit_price is not None:
+        raise InvalidInputError("a market order takes no limit price")
+
+
+def _check_exits(
+    side: Side, entry: Decimal, stop_loss: Decimal | None, take_profit: Decimal | None
+) -> None:
+    """A buy's stop loss is below the entry and its take profit above; a sell's reversed."""
+    below, above = (
+        ("stop loss", "take profit") if side is Side.BUY else ("take profit", "stop loss")
+    )
+    low = stop_loss if side is Side.BUY else take_profit
+    high = take_profit if side is Side.BUY else stop_loss
+    if low is not None and low >= entry:
+        raise InvalidInputError(f"the {below} {low} must be below the entry {entry} for a {side}")
+    if high is not None and high <= entry:
+        raise InvalidInputError(f"the {above} {high} must be above the entry {entry} for a {side}")

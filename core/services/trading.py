@@ -1,0 +1,420 @@
+"""TradingService: executes approved signals and runs the account (positions, closes,
+pause/resume, status) through the broker port.
+
+Exactly-once orders (DESIGN.md): the order row, with its client order id and state
+SUBMITTED, is committed *before* the broker is called. A permanent refusal marks it FAILED;
+any other failure (timeout, network, crash) leaves it UNKNOWN for the reconciler, which
+looks it up by client order id. A market order is never blindly retried here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.brokers.base import Broker
+from core.config import Settings
+from core.db import repositories as repo
+from core.db.engine import Database
+from core.db.models import FillRow, OperatorStateRow, OrderRow
+from core.domain import (
+    ZERO,
+    Account,
+    OrderReport,
+    OrderRequest,
+    OrderState,
+    Position,
+    Signal,
+    SignalStatus,
+    can_transition,
+    utcnow,
+)
+from core.errors import (
+    BrokerError,
+    BrokerPermanentError,
+    SignalDeskError,
+    TransitionConflictError,
+)
+from core.notify import NoticeKind, Notification, Notifier, Priority
+
+__all__ = ["CloseResult", "OperatorStatus", "StatusSummary", "TradingService"]
+
+#: At most this many closes run against the broker at once (close all, flatten).
+CLOSE_CONCURRENCY = 4
+
+
+@dataclass(frozen=True, slots=True)
+class CloseResult:
+    """Outcome of closing one symbol: ``report`` when an order was placed, ``error`` (a
+    user-facing line) when it failed; both empty when there was nothing to close."""
+
+    symbol: str
+    report: OrderReport | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True unless the close failed."""
+        return not self.error
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorStatus:
+    """Persisted operator state: pause, high-water mark (quote), breach level."""
+
+    paused: bool
+    pause_reason: str
+    paused_by: str
+    paused_at: datetime | None
+    peak_equity: Decimal | None
+    day_start_equity: Decimal | None
+    breach_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSummary:
+    """What ``/status`` and ``signaldesk status`` show. ``drawdown_pct`` is percent below
+    the high-water mark (None before the first equity reading)."""
+
+    broker: str
+    account: Account | None
+    broker_error: str
+    positions: list[Position]
+    pending_signals: int
+    operator: OperatorStatus
+
+    @property
+    def drawdown_pct(self) -> Decimal | None:
+        """(1 - equity / peak) x 100, or None without both figures."""
+        peak = self.operator.peak_equity
+        if self.account is None or not peak:
+            return None
+        return max((1 - self.account.equity / peak) * 100, ZERO)
+
+
+def _operator_status(row: OperatorStateRow) -> OperatorStatus:
+    return OperatorStatus(
+        paused=row.paused,
+        pause_reason=row.pause_reason,
+        paused_by=row.paused_by,
+        paused_at=row.paused_at,
+        peak_equity=row.peak_equity,
+        day_start_equity=row.day_start_equity,
+        breach_level=row.breach_level,
+    )
+
+
+class TradingService:
+    """Executes orders and runs the account. Every method may be called concurrently.
+
+    Args:
+        db: the database.
+        broker: where orders go.
+        notifier: tells the owner about fills, failures, pauses.
+        clock: current UTC time (injectable).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        notifier: Notifier,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self.broker = broker
+        self._notifier = notifier
+        self._settings = settings
+        self._clock = clock
+
+    # --- execution ------------------------------------------------------------------------
+
+    async def execute(self, signal: Signal, actor: str) -> tuple[Signal, OrderReport | None]:
+        """Submit an APPROVED signal's order and record the outcome.
+
+        Returns the signal in its new state (FILLED, SUBMITTED for a resting limit order,
+        FAILED or UNKNOWN) and the broker's report (None when the outcome is unknown).
+
+        Raises:
+            TransitionConflictError: the signal was not APPROVED.
+        """
+        now = self._clock()
+        async with self._db.session() as session:
+            tag = (await repo.load_operator_state(session)).instance_tag
+            client_order_id = f"sd{tag}-s{signal.id}"
+            if not await repo.transition_signal(
+                session,
+                signal.id,
+                SignalStatus.APPROVED,
+                SignalStatus.SUBMITTED,
+                actor=actor,
+                at=now,
+                reason=f"order {client_order_id}",
+            ):
+                current = await repo.get_signal(session, signal.id)
+                raise TransitionConflictError(signal.id, current.status, "submit")
+            order = OrderRow(
+                client_order_id=client_order_id,
+                signal_id=signal.id,
+                symbol=signal.symbol,
+                side=signal.side.value,
+                quantity=signal.quantity,
+                order_type=signal.order_type.value,
+                limit_price=signal.limit_price,
+                state=OrderState.SUBMITTED.value,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(order)
+        request = OrderRequest(
+            client_order_id=client_order_id,
+            symbol=signal.symbol,
+            side=signal.side,
+            quantity=signal.quantity,
+            order_type=signal.order_type,
+            limit_price=signal.limit_price,
+            stop_loss=signal.stop_loss,
+            take_profit=signal.take_profit,
+        )
+        report: OrderReport | None
+        try:
+            report = await self.broker.place_order(request)
+        except BrokerPermanentError as exc:
+            report = None
+            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
+        except (BrokerError, OSError, TimeoutError) as exc:
+            report = None
+            await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
+        else:
+            await self.record_report(report, actor)
+        async with self._db.session() as session:
+            final = await repo.get_signal(session, signal.id)
+        await self._notifier.notify(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id))
+        return final, report
+
+    async def record_report(self, report: OrderReport, actor: str) -> None:
+        """Adopt a broker report for one of our orders: state, fills, and the signal's
+        status (FILLED when filled, FAILED when cancelled or rejected). Idempotent."""
+        now = self._clock()
+        async with self._db.session() as session:
+            order = await self._order_by_client_id(session, report.client_order_id)
+            order.state = report.state.value
+            order.broker_order_id = report.broker_order_id or order.broker_order_id
+            order.filled_quantity = report.filled_quantity
+            order.average_price = report.average_price
+            order.fee = report.fee
+            order.fee_currency = report.fee_currency
+            order.error = report.reason[:500]
+            order.updated_at = now
+            assert order.id is not None
+            await self._record_fills(session, order.id, report)
+            if order.signal_id is not None:
+                await self._settle_signal(session, order, report.state, actor, report.reason)
+
+    async def record_failure(
+        self, client_order_id: str, state: OrderState, error: str, actor: str
+    ) -> None:
+        """Mark an order FAILED (refused) or UNKNOWN (outcome unknown) and its signal too."""
+        async with self._db.session() as session:
+            order = await self._order_by_client_id(session, client_order_id)
+            order.state = state.value
+            order.error = error[:500]
+            order.updated_at = self._clock()
+            if order.signal_id is not None:
+                await self._settle_signal(session, order, state, actor, error)
+        if state is OrderState.UNKNOWN:
+            await self._notifier.notify(
+                Notification(
+                    NoticeKind.TEXT,
+                    f"Order {client_order_id}: outcome unknown ({error}). "
+                    "It will be reconciled with the broker by its client order id.",
+                    priority=Priority.ALERT,
+                )
+            )
+
+    async def _settle_signal(
+        self, session: AsyncSession, order: OrderRow, state: OrderState, actor: str, why: str
+    ) -> None:
+        targets = {
+            OrderState.FILLED: SignalStatus.FILLED,
+            OrderState.FAILED: SignalStatus.FAILED,
+            OrderState.CANCELLED: SignalStatus.FAILED,
+            OrderState.UNKNOWN: SignalStatus.UNKNOWN,
+        }
+        new = targets.get(state)
+        if new is None or order.signal_id is None:  # OPEN / SUBMITTED: nothing settled yet
+            return
+        current = (await repo.get_signal(session, order.signal_id)).status
+        if current == new or not can_transition(current, new):
+            return
+        reason = why or f"order {order.client_order_id} {state.value.lower()}"
+        await repo.transition_signal(
+            session, order.signal_id, current, new, actor=actor, at=self._clock(), reason=reason
+        )
+
+    @staticmethod
+    async def _order_by_client_id(session: AsyncSession, client_order_id: str) -> OrderRow:
+        query = select(OrderRow).where(col(OrderRow.client_order_id) == client_order_id)
+        order = (await session.exec(query)).first()
+        if order is None:
+            raise SignalDeskError(f"no order with client order id {client_order_id}")
+        return order
+
+    @staticmethod
+    async def _record_fills(session: AsyncSession, order_id: int, report: OrderReport) -> None:
+        known = set(
+            (
+                await session.exec(
+                    select(FillRow.broker_fill_id).where(col(FillRow.order_id) == order_id)
+                )
+            ).all()
+        )
+        for fill in report.fills:
+            if fill.broker_fill_id and fill.broker_fill_id in known:
+                continue
+            session.add(
+                FillRow(
+                    order_id=order_id,
+                    client_order_id=fill.client_order_id,
+                    symbol=fill.symbol,
+                    side=fill.side.value,
+                    quantity=fill.quantity,
+                    price=fill.price,
+                    fee=fill.fee,
+                    fee_currency=fill.fee_currency,
+                    broker_fill_id=fill.broker_fill_id,
+                    at=fill.at,
+                )
+            )
+
+    # --- account --------------------------------------------------------------------------
+
+    async def positions(self) -> list[Position]:
+        """Open positions at the broker."""
+        return await self.broker.positions()
+
+    async def account(self) -> Account:
+        """The broker's account figures."""
+        return await self.broker.account()
+
+    async def close_position(self, symbol: str, actor: str) -> CloseResult:
+        """Close the whole position in ``symbol`` with a market order whose client order id
+        is persisted first. Broker errors become ``CloseResult.error``; never raises them."""
+        now = self._clock()
+        try:
+            position = next((p for p in await self.broker.positions() if p.symbol == symbol), None)
+        except BrokerError as exc:
+            return CloseResult(symbol, error=str(exc))
+        if position is None:
+            return CloseResult(symbol)
+        async with self._db.session() as session:
+            tag = (await repo.load_operator_state(session)).instance_tag
+            client_order_id = f"sd{tag}-c{uuid.uuid4().hex[:12]}"
+            order = OrderRow(
+                client_order_id=client_order_id,
+                purpose="close",
+                symbol=symbol,
+                side=position.side.opposite.value,
+                quantity=abs(position.quantity),
+                order_type="market",
+                state=OrderState.SUBMITTED.value,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(order)
+            await session.flush()
+            await repo.add_audit(
+                session, actor=actor, action="close", at=now, order_id=order.id, reason=symbol
+            )
+        try:
+            report = await self.broker.close_position(symbol, client_order_id)
+        except BrokerPermanentError as exc:
+            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
+            return CloseResult(symbol, error=str(exc))
+        except (BrokerError, OSError, TimeoutError) as exc:
+            await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
+            return CloseResult(symbol, error=f"outcome unknown, reconciling: {exc}")
+        if report is None:
+            await self.record_failure(client_order_id, OrderState.CANCELLED, "already flat", actor)
+            return CloseResult(symbol)
+        await self.record_report(report, actor)
+        return CloseResult(symbol, report=report)
+
+    async def close_all(self, actor: str) -> list[CloseResult]:
+        """Close every open position, at most :data:`CLOSE_CONCURRENCY` at a time.
+
+        Positions SignalDesk did not open are closed too: the owner asked for all.
+        """
+        try:
+            positions = await self.broker.positions()
+        except BrokerError as exc:
+            return [CloseResult("*", error=str(exc))]
+        gate = asyncio.Semaphore(CLOSE_CONCURRENCY)
+
+        async def close_one(symbol: str) -> CloseResult:
+            async with gate:
+                return await self.close_position(symbol, actor)
+
+        return list(await asyncio.gather(*(close_one(p.symbol) for p in positions)))
+
+    # --- operator state -------------------------------------------------------------------
+
+    async def operator_status(self) -> OperatorStatus:
+        """The persisted pause, high-water mark and breach state."""
+        async with self._db.session() as session:
+            return _operator_status(await repo.load_operator_state(session))
+
+    async def pause(self, reason: str, actor: str) -> OperatorStatus:
+        """Stop approvals from executing until an owner resumes. Idempotent."""
+        now = self._clock()
+        async with self._db.session() as session:
+            state = await repo.load_operator_state(session)
+            if not state.paused:
+                state.paused, state.pause_reason = True, reason[:500] or "paused by owner"
+                state.paused_by, state.paused_at = actor, now
+                await repo.add_audit(session, actor=actor, action="pause", at=now, reason=reason)
+            return _operator_status(state)
+
+    async def resume(self, actor: str) -> OperatorStatus:
+        """Lift the pause and clear a max-level breach (the owner has looked at it)."""
+        now = self._clock()
+        async with self._db.session() as session:
+            state = await repo.load_operator_state(session)
+            if state.paused or state.breach_level == "max":
+                state.paused, state.pause_reason, state.paused_by = False, "", ""
+                state.paused_at = None
+                if state.breach_level == "max":
+                    state.breach_level, state.breach_at = "", None
+                await repo.add_audit(session, actor=actor, action="resume", at=now)
+            return _operator_status(state)
+
+    async def status(self) -> StatusSummary:
+        """Broker, account, positions, pending signals and operator state in one read.
+        A broker failure is reported in ``broker_error`` instead of raised."""
+        async with self._db.session() as session:
+            operator = _operator_status(await repo.load_operator_state(session))
+            pending = len(await repo.list_signals(session, [SignalStatus.PROPOSED], limit=1000))
+        account: Account | None = None
+        positions: list[Position] = []
+        error = ""
+        try:
+            account = await self.broker.account()
+            positions = await self.broker.positions()
+        except BrokerError as exc:
+            error = str(exc)
+        return StatusSummary(
+            broker=self.broker.name,
+            account=account,
+            broker_error=error,
+            positions=positions,
+            pending_signals=pending,
+            operator=operator,
+        )
