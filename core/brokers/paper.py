@@ -260,7 +260,7 @@ class PaperBroker:
                 await self._ensure_account()
                 self._account_ready = True
             async with self._db.session() as session:
-                await session.execute(
+                await session.exec(
                     update(PaperAccountRow)
                     .where(col(PaperAccountRow.id) == 1)
                     .values(seq=PaperAccountRow.seq + 1)

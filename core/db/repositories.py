@@ -155,7 +155,7 @@ async def transition_signal(
     """
     if not can_transition(current, new):
         raise ValueError(f"forbidden transition {current} -> {new}")
-    result = await session.execute(
+    result = await session.exec(
         update(SignalRow)
         .where(col(SignalRow.id) == signal_id, col(SignalRow.status) == current.value)
         .values(status=new.value, status_reason=reason[:500], updated_at=at, **values)

@@ -1,0 +1,246 @@
+"""The signal lifecycle through the real services, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+from sqlmodel import col, func, select
+
+from core.app import Engine, build_engine
+from core.db.models import AuditEventRow, FillRow, OrderRow, OutboxRow, PaperOrderRow
+from core.domain import OrderState, OrderType, Side, SignalStatus
+from core.errors import (
+    InvalidInputError,
+    NotFoundError,
+    TransitionConflictError,
+    UnknownSymbolError,
+)
+from core.services import Proposal
+
+BTC = "BTC/USDT"
+
+
+def buy(quantity: str = "0.01", **kwargs: object) -> Proposal:
+    return Proposal("test", BTC, Side.BUY, Decimal(quantity), **kwargs)  # type: ignore[arg-type]
+
+
+async def count(engine: Engine, model: type, *where: object) -> int:
+    async with engine.db.session() as session:
+        query = select(func.count()).select_from(model)
+        for condition in where:
+            query = query.where(condition)  # type: ignore[arg-type]
+        return (await session.exec(query)).one()
+
+
+async def test_propose_stores_the_signal_with_the_replay_price_and_queues_its_card(
+    engine: Engine,
+) -> None:
+    signal = await engine.signals.propose(buy(note="breakout"))
+
+    assert signal.status is SignalStatus.PROPOSED
+    assert signal.reference_price == Decimal("113666.68")  # close of the first real candle
+    assert (signal.expires_at - signal.created_at).total_seconds() == 900
+    assert await count(engine, OutboxRow, col(OutboxRow.kind) == "signal_card") == 1
+    assert (await engine.signals.get(signal.id)).note == "breakout"
+
+
+async def test_approve_fills_at_the_replay_price_and_records_order_fill_and_audit(
+    engine: Engine,
+) -> None:
+    signal = await engine.signals.propose(buy())
+
+    decision = await engine.signals.approve(signal.id, "owner:1")
+
+    assert decision.signal.status is SignalStatus.FILLED
+    assert decision.signal.decided_by == "owner:1"
+    assert decision.report is not None
+    # 113666.68 x (1 + (2/2 + 1) bps) = 113689.413... -> rounded up to the tick
+    assert decision.report.average_price == Decimal("113689.42")
+    assert decision.report.fee == Decimal("1.1368942")
+    positions = await engine.trading.positions()
+    assert [(p.symbol, p.quantity) for p in positions] == [(BTC, Decimal("0.01"))]
+    order = await engine.signals.order_for(signal.id)
+    assert order is not None and order.state is OrderState.FILLED
+    assert order.client_order_id.endswith(f"-s{signal.id}")
+    assert await count(engine, FillRow) == 1
+    lineage = [(e.from_status, e.to_status) for e in await engine.signals.history(10, signal.id)]
+    assert lineage == [
+        ("SUBMITTED", "FILLED"),
+        ("APPROVED", "SUBMITTED"),
+        ("PROPOSED", "APPROVED"),
+        ("", "PROPOSED"),
+    ]
+
+
+async def test_reject_is_final_and_a_later_approve_is_told_the_state(engine: Engine) -> None:
+    signal = await engine.signals.propose(buy())
+
+    rejected = await engine.signals.reject(signal.id, "owner:1", "not now")
+
+    assert rejected.status is SignalStatus.REJECTED
+    with pytest.raises(TransitionConflictError) as conflict:
+        await engine.signals.approve(signal.id, "owner:1")
+    assert conflict.value.current == SignalStatus.REJECTED
+    assert await count(engine, OrderRow) == 0
+
+
+async def test_cancel_moves_a_proposal_to_cancelled(engine: Engine) -> None:
+    signal = await engine.signals.propose(buy())
+    assert (await engine.signals.cancel(signal.id, "owner:1", "changed mind")).status is (
+        SignalStatus.CANCELLED
+    )
+
+
+async def test_approving_after_the_ttl_expires_the_signal_and_sends_nothing(
+    engine: Engine, clock: object
+) -> None:
+    signal = await engine.signals.propose(buy())
+    clock.advance(901)  # type: ignore[attr-defined]
+
+    decision = await engine.signals.approve(signal.id, "owner:1")
+
+    assert decision.signal.status is SignalStatus.EXPIRED
+    assert await count(engine, OrderRow) == 0
+
+
+async def test_expire_due_expires_only_proposals_past_their_ttl(
+    engine: Engine, clock: object
+) -> None:
+    old = await engine.signals.propose(buy())
+    clock.advance(600)  # type: ignore[attr-defined]
+    fresh = await engine.signals.propose(buy())
+    clock.advance(301)  # type: ignore[attr-defined]
+
+    expired = await engine.signals.expire_due()
+
+    assert [s.id for s in expired] == [old.id]
+    assert (await engine.signals.get(fresh.id)).status is SignalStatus.PROPOSED
+
+
+async def test_approve_while_paused_blocks_with_the_reason(engine: Engine) -> None:
+    signal = await engine.signals.propose(buy())
+    await engine.trading.pause("vacation", "owner:1")
+
+    decision = await engine.signals.approve(signal.id, "owner:1")
+
+    assert decision.signal.status is SignalStatus.BLOCKED
+    assert decision.signal.status_reason == "paused (vacation)"
+    assert await count(engine, PaperOrderRow) == 0
+
+
+async def test_approve_blocks_when_the_price_drifted_past_the_limit(engine: Engine) -> None:
+    signal = await engine.signals.propose(buy())
+    engine.feed.step(29)  # close 113666.68 -> 112379.58 (2025-08-21T16:00Z): -1.13 %
+
+    decision = await engine.signals.approve(signal.id, "owner:1")
+
+    assert decision.signal.status is SignalStatus.BLOCKED
+    assert decision.signal.status_reason == "price moved 1.1% (limit 1.0%)"
+
+
+async def test_approve_blocks_a_quantity_over_the_limit(engine: Engine) -> None:
+    signal = await engine.signals.propose(buy("1.5"))
+
+    decision = await engine.signals.approve(signal.id, "owner:1")
+
+    assert decision.signal.status is SignalStatus.BLOCKED
+    assert "over the limit 1" in decision.signal.status_reason
+
+
+async def test_a_broker_refusal_fails_the_signal(
+    database_url: str, make_settings: object, clock: object
+) -> None:
+    settings = make_settings(  # type: ignore[operator]
+        database_url=database_url, paper_starting_balance=Decimal(100)
+    )
+    engine = await build_engine(settings, clock=clock)  # type: ignore[arg-type]
+    try:
+        signal = await engine.signals.propose(buy())
+        decision = await engine.signals.approve(signal.id, "owner:1")
+        assert decision.signal.status is SignalStatus.FAILED
+        assert "free margin is 100.00 USDT" in decision.signal.status_reason
+        order = await engine.signals.order_for(signal.id)
+        assert order is not None and order.state is OrderState.FAILED
+    finally:
+        await engine.close()
+
+
+@pytest.mark.parametrize(
+    ("proposal", "message"),
+    [
+        (buy("0"), "quantity must be positive"),
+        (buy("-1"), "quantity must be positive"),
+        (buy(order_type=OrderType.LIMIT), "a limit order needs a limit price"),
+        (buy(stop_loss=Decimal(120000)), "stop loss 120000 must be below the entry"),
+        (buy(take_profit=Decimal(100000)), "take profit 100000 must be above the entry"),
+    ],
+)
+async def test_invalid_proposals_are_refused_and_write_nothing(
+    engine: Engine, proposal: Proposal, message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        await engine.signals.propose(proposal)
+    assert await count(engine, AuditEventRow) == 0
+
+
+async def test_unknown_symbol_and_unknown_signal_are_typed_errors(engine: Engine) -> None:
+    with pytest.raises(UnknownSymbolError):
+        await engine.signals.propose(Proposal("test", "DOGE/USDT", Side.BUY, Decimal(1)))
+    with pytest.raises(NotFoundError):
+        await engine.signals.approve(999, "owner:1")
+
+
+async def test_twenty_concurrent_approvals_place_exactly_one_order(engine: Engine) -> None:
+    signal = await engine.signals.propose(buy())
+
+    results = await asyncio.gather(
+        *(engine.signals.approve(signal.id, f"owner:{i}") for i in range(20)),
+        return_exceptions=True,
+    )
+
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, TransitionConflictError) for r in losers), losers
+    assert await count(engine, OrderRow) == 1
+    assert await count(engine, PaperOrderRow) == 1
+    assert (await engine.signals.get(signal.id)).status is SignalStatus.FILLED
+
+
+async def test_a_new_engine_on_the_same_database_sees_signals_positions_and_audit(
+    database_url: str, make_settings: object, clock: object
+) -> None:
+    settings = make_settings(database_url=database_url)  # type: ignore[operator]
+    first = await build_engine(settings, clock=clock)  # type: ignore[arg-type]
+    filled = await first.signals.propose(buy())
+    await first.signals.approve(filled.id, "owner:1")
+    pending = await first.signals.propose(buy("0.02"))
+    await first.close()
+
+    second = await build_engine(settings, clock=clock)  # type: ignore[arg-type]
+    try:
+        assert [(s.id, s.status) for s in await second.signals.recent()] == [
+            (pending.id, SignalStatus.PROPOSED),
+            (filled.id, SignalStatus.FILLED),
+        ]
+        positions = await second.trading.positions()
+        assert [(p.symbol, p.quantity) for p in positions] == [(BTC, Decimal("0.01"))]
+        assert len(await second.signals.history(50)) == 5
+    finally:
+        await second.close()
+
+
+async def test_close_all_flattens_and_books_the_round_trip(engine: Engine) -> None:
+    signal = await engine.signals.propose(buy())
+    await engine.signals.approve(signal.id, "owner:1")
+
+    results = await engine.trading.close_all("owner:1")
+
+    assert [(r.symbol, r.ok) for r in results] == [(BTC, True)]
+    assert await engine.trading.positions() == []
+    account = await engine.trading.account()
+    # bought at 113689.42, sold at 113643.94 (same candle): -0.4548 PnL, fees 2.2733336
+    assert account.balance == Decimal(10000) - Decimal("0.4548") - Decimal("2.2733336")
+    assert account.equity == account.balance
