@@ -1,0 +1,224 @@
+"""``signaldesk``: the command line (typer).
+
+Every command works on the configured database (``DATABASE_URL``) and broker (``BROKER``),
+through the same services as the Telegram bot; the schema is brought to the latest
+migration first. Errors print one line to stderr and exit non-zero; nothing is written when
+the input is bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, TypeVar
+
+import typer
+
+from core.app import Engine, build_engine
+from core.config import Settings, load_settings
+from core.db.engine import upgrade_schema
+from core.domain import OrderType, Side, Signal, SignalStatus
+from core.errors import InvalidInputError, SignalDeskError
+from core.logging import configure_logging
+from core.services import Proposal
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="SignalDesk: a human-in-the-loop trading operator. Settings come from the "
+    "environment and .env (see .env.example).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return settings
+
+
+def _run(action: Callable[[Engine], Awaitable[T]]) -> T:
+    """Build the engine, run ``action``, close it; a SignalDeskError exits 1 with its line."""
+
+    async def body() -> T:
+        engine = await build_engine(_settings())
+        try:
+            return await action(engine)
+        finally:
+            await engine.close()
+
+    try:
+        return asyncio.run(body())
+    except SignalDeskError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _decimal(name: str, text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise InvalidInputError(f"{name} must be a number, got {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive number, got {text}")
+    return value
+
+
+def _money(value: Decimal | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _signal_line(signal: Signal) -> str:
+    kind = "market" if signal.order_type is OrderType.MARKET else f"limit {signal.limit_price}"
+    reason = f" ({signal.status_reason})" if signal.status_reason else ""
+    return (
+        f"#{signal.id:<4} {signal.status.value:<9} {signal.side.value:<4} {signal.quantity} "
+        f"{signal.symbol} {kind}  ref {_money(signal.reference_price)}  "
+        f"sl {_money(signal.stop_loss)}  tp {_money(signal.take_profit)}  "
+        f"expires {signal.expires_at:%Y-%m-%d %H:%M} UTC{reason}"
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the latest migration (alembic upgrade head)."""
+    settings = _settings()
+    asyncio.run(upgrade_schema(settings.database_url))
+    typer.echo("database is at the latest migration")
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
+def propose(
+    symbol: Annotated[str, typer.Argument(help="unified symbol, e.g. BTC/USDT")],
+    side: Annotated[Side, typer.Argument(help="buy or sell")],
+    quantity: Annotated[str, typer.Argument(help="base quantity, e.g. 0.01 (BTC)")],
+    sl: Annotated[str | None, typer.Option(help="stop loss price (quote currency)")] = None,
+    tp: Annotated[str | None, typer.Option(help="take profit price (quote currency)")] = None,
+    limit: Annotated[
+        str | None, typer.Option(help="limit price (quote); without it a market order")
+    ] = None,
+    note: Annotated[str, typer.Option(help="free text shown on the card")] = "",
+) -> None:
+    """Propose a trade; it waits as PROPOSED for an owner's approval (card in Telegram)."""
+    try:
+        proposal = Proposal(
+            source="cli",
+            symbol=symbol.upper(),
+            side=side,
+            quantity=_decimal("quantity", quantity) or Decimal(0),
+            order_type=OrderType.LIMIT if limit else OrderType.MARKET,
+            limit_price=_decimal("limit", limit),
+            stop_loss=_decimal("sl", sl),
+            take_profit=_decimal("tp", tp),
+            note=note,
+        )
+    except InvalidInputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    signal = _run(lambda engine: engine.signals.propose(proposal))
+    typer.echo(_signal_line(signal))
+
+
+@app.command()
+def signals(
+    all_: Annotated[bool, typer.Option("--all", help="every state, not only pending")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 20,
+) -> None:
+    """List pending signals (or, with --all, recent signals in every state)."""
+    statuses = None if all_ else [SignalStatus.PROPOSED]
+    found = _run(lambda engine: engine.signals.recent(statuses, limit))
+    for signal in found:
+        typer.echo(_signal_line(signal))
+    if not found:
+        typer.echo("no signals" if all_ else "no pending signals")
+
+
+@app.command()
+def approve(signal_id: Annotated[int, typer.Argument(help="signal id, from `signals`")]) -> None:
+    """Approve a pending signal: re-check it, then execute it through the broker."""
+    decision = _run(lambda engine: engine.signals.approve(signal_id, "cli"))
+    typer.echo(_signal_line(decision.signal))
+    report = decision.report
+    if report is not None and report.average_price is not None:
+        typer.echo(
+            f"filled {report.filled_quantity} {report.symbol} @ {_money(report.average_price)}"
+            f" (fee {report.fee} {report.fee_currency}), order {report.client_order_id}"
+        )
+    if decision.signal.status not in (SignalStatus.FILLED, SignalStatus.SUBMITTED):
+        raise typer.Exit(1)
+
+
+@app.command()
+def reject(
+    signal_id: Annotated[int, typer.Argument(help="signal id, from `signals`")],
+    reason: Annotated[str, typer.Option(help="why, kept in the audit trail")] = "",
+) -> None:
+    """Reject a pending signal."""
+    signal = _run(lambda engine: engine.signals.reject(signal_id, "cli", reason))
+    typer.echo(_signal_line(signal))
+
+
+@app.command()
+def history(
+    limit: Annotated[int, typer.Argument(min=1, help="how many audit events, newest first")] = 20,
+) -> None:
+    """The audit trail: who moved which signal from which state to which, when and why."""
+    for event in _run(lambda engine: engine.signals.history(limit)):
+        subject = f"#{event.signal_id}" if event.signal_id is not None else "-"
+        move = f"{event.from_status or '-'} -> {event.to_status}" if event.to_status else ""
+        reason = f"  ({event.reason})" if event.reason else ""
+        typer.echo(
+            f"{event.at:%Y-%m-%d %H:%M:%S} UTC  {event.actor:<12} {event.action:<10} "
+            f"{subject:<5} {move}{reason}"
+        )
+
+
+@app.command()
+def positions() -> None:
+    """Open positions at the broker, marked to the current price (quote currency)."""
+    found = _run(lambda engine: engine.trading.positions())
+    for p in found:
+        typer.echo(
+            f"{p.symbol:<10} {'long' if p.quantity > 0 else 'short':<5} {abs(p.quantity)} "
+            f"entry {_money(p.average_entry)}  mark {_money(p.mark_price)}  "
+            f"uPnL {p.unrealized_pnl:+,.2f}  rPnL {p.realized_pnl:+,.2f}"
+        )
+    if not found:
+        typer.echo("no open positions")
+
+
+@app.command()
+def status() -> None:
+    """Broker, account, drawdown, pause state and pending signals."""
+    summary = _run(lambda engine: engine.trading.status())
+    typer.echo(f"broker     {summary.broker}")
+    if summary.account is not None:
+        a = summary.account
+        typer.echo(f"balance    {_money(a.balance)} {a.currency}")
+        typer.echo(f"equity     {_money(a.equity)} {a.currency}")
+        typer.echo(f"margin     {_money(a.margin)} {a.currency}")
+    else:
+        typer.echo(f"account    unavailable: {summary.broker_error}")
+    drawdown = summary.drawdown_pct
+    typer.echo(f"drawdown   {'-' if drawdown is None else f'{drawdown:.2f}%'}")
+    operator = summary.operator
+    paused = f"yes ({operator.pause_reason})" if operator.paused else "no"
+    typer.echo(f"paused     {paused}")
+    typer.echo(f"positions  {len(summary.positions)} open")
+    typer.echo(f"pending    {summary.pending_signals} signal(s)")
+
+
+def main() -> None:
+    """Entry point of the ``signaldesk`` script."""
+    try:
+        app()
+    except SignalDeskError as exc:  # a ConfigError raised while reading settings
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

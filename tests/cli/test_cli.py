@@ -1,0 +1,122 @@
+"""The ``signaldesk`` command line, run as real processes on a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SIGNALDESK = [sys.executable, "-c", "from bot.cli import main; main()"]
+
+
+@pytest.fixture
+def run(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run ``signaldesk ARGS`` in a fresh process on tmp_path/cli.db with a frozen replay."""
+    env = {k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME"}}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        FEED_SPEED="0",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SIGNALDESK, *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return run
+
+
+def _rows(db: Path, table: str) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        try:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        except sqlite3.OperationalError:  # no schema yet
+            return 0
+
+
+def test_propose_list_approve_and_see_the_position(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    proposed = run("propose", "BTC/USDT", "buy", "0.01", "--sl", "110000", "--note", "cli test")
+    assert proposed.returncode == 0, proposed.stderr
+    assert proposed.stdout.startswith("#1    PROPOSED  buy  0.01 BTC/USDT market")
+
+    listed = run("signals")
+    assert "#1    PROPOSED" in listed.stdout and "sl 110,000.00" in listed.stdout
+
+    approved = run("approve", "1")
+    assert approved.returncode == 0, approved.stderr
+    assert "#1    FILLED" in approved.stdout
+    # close of the first real candle 113,666.68 + 2 bps of half-spread and slippage
+    assert "filled 0.01 BTC/USDT @ 113,689.42 (fee 1.13689420 USDT)" in approved.stdout
+
+    positions = run("positions")
+    assert positions.stdout.startswith("BTC/USDT   long  0.01 entry 113,689.42")
+
+
+def test_a_new_process_sees_the_signals_positions_and_audit_of_the_previous_one(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("propose", "BTC/USDT", "buy", "0.02").returncode == 0
+    assert run("approve", "1").returncode == 0
+    assert run("propose", "BTC/USDT", "sell", "0.01").returncode == 0
+    assert run("reject", "2", "--reason", "too early").returncode == 0
+
+    listed = run("signals", "--all").stdout.splitlines()
+    assert [line.split()[:2] for line in listed] == [["#2", "REJECTED"], ["#1", "FILLED"]]
+    assert "BTC/USDT   long  0.02" in run("positions").stdout
+    trail = run("history").stdout.splitlines()
+    assert [line.split()[4] for line in trail] == [
+        "rejected",
+        "filled",
+        "submitted",
+        "approved",
+        "propose",
+        "propose",
+    ]
+    assert "(too early)" in trail[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("propose", "BTC/USDT", "sideways", "-1"), "'sideways' is not one of 'buy', 'sell'"),
+        (("propose", "BTC/USDT", "buy", "-1"), "quantity must be a positive number, got -1"),
+        (("propose", "BTC/USDT", "buy", "lots"), "quantity must be a number, got 'lots'"),
+        (("propose", "BTC/USDT", "buy", "0.01", "--sl", "0"), "sl must be a positive number"),
+        (("propose", "DOGE/USDT", "buy", "1"), "unknown symbol DOGE/USDT"),
+        (("approve", "42"), "no signal with id 42"),
+    ],
+)
+def test_bad_input_prints_a_clear_error_exits_non_zero_and_writes_nothing(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = run(*args)
+
+    assert result.returncode != 0
+    assert message in " ".join(result.stderr.replace("│", " ").split()), result.stderr
+    assert "Traceback" not in result.stderr
+    assert _rows(tmp_path / "cli.db", "signals") == 0
+    assert _rows(tmp_path / "cli.db", "audit_events") == 0
+
+
+def test_an_invalid_setting_names_the_variable(run, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    result = subprocess.run(
+        [*SIGNALDESK, "status"],
+        env={**os.environ, "BROKER": "nyse", "DATABASE_URL": "sqlite://"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "BROKER: Input should be 'paper', 'ccxt' or 'mt5' (got 'nyse')" in result.stderr
