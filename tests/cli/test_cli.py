@@ -77,10 +77,10 @@ def test_a_new_process_sees_the_signals_positions_and_audit_of_the_previous_one(
     trail = run("history").stdout.splitlines()
     assert [line.split()[4] for line in trail] == [
         "rejected",
+        "propose",
         "filled",
         "submitted",
         "approved",
-        "propose",
         "propose",
     ]
     assert "(too early)" in trail[0]
