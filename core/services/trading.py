@@ -48,6 +48,8 @@ __all__ = ["CloseResult", "OperatorStatus", "StatusSummary", "TradingService"]
 
 #: At most this many closes run against the broker at once (close all, flatten).
 CLOSE_CONCURRENCY = 4
+#: Why close_all leaves a position alone.
+FOREIGN_POSITION = "not opened by SignalDesk; left untouched"
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,21 +351,22 @@ class TradingService:
         return CloseResult(symbol, report=report)
 
     async def close_all(self, actor: str) -> list[CloseResult]:
-        """Close every open position, at most :data:`CLOSE_CONCURRENCY` at a time.
-
-        Positions SignalDesk did not open are closed too: the owner asked for all.
-        """
+        """Close every position SignalDesk opened, at most :data:`CLOSE_CONCURRENCY` at a
+        time. Positions it did not open are never touched: they come back as failed
+        results saying so, so that the caller reports them as left open."""
         try:
             positions = await self.broker.positions()
         except BrokerError as exc:
             return [CloseResult("*", error=str(exc))]
         gate = asyncio.Semaphore(CLOSE_CONCURRENCY)
 
-        async def close_one(symbol: str) -> CloseResult:
+        async def close_one(position: Position) -> CloseResult:
+            if not position.opened_by_signaldesk:
+                return CloseResult(position.symbol, error=FOREIGN_POSITION)
             async with gate:
-                return await self.close_position(symbol, actor)
+                return await self.close_position(position.symbol, actor)
 
-        return list(await asyncio.gather(*(close_one(p.symbol) for p in positions)))
+        return list(await asyncio.gather(*(close_one(p) for p in positions)))
 
     # --- operator state -------------------------------------------------------------------
 
