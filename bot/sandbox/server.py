@@ -527,6 +527,11 @@ class SandboxServer:
         return [dict(u) for u in self.state.updates]
 
     @property
+    def waiting_polls(self) -> int:
+        """How many ``getUpdates`` requests are held open right now (long polling)."""
+        return self.state.waiting_polls
+
+    @property
     def allowed_updates(self) -> frozenset[str]:
         """The update types currently delivered (set by ``getUpdates(allowed_updates=...)``)."""
         return self.state.allowed_updates

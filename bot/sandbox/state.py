@@ -106,6 +106,7 @@ class SandboxState:
         self.revision = 0
         self._event = asyncio.Event()
         self._poll_generation = 0
+        self.waiting_polls = 0
 
     # -- change notification -------------------------------------------------------------
 
@@ -329,15 +330,24 @@ class SandboxState:
             self.confirm_updates(offset)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
-        while True:
-            if generation != self._poll_generation:
-                raise BotAPIError(409, CONFLICT_DESCRIPTION)
-            if self.updates:
-                return [dict(u) for u in self.updates[:limit]]
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return []
-            await self.wait_wake(remaining)
+        waiting = False
+        try:
+            while True:
+                if generation != self._poll_generation:
+                    raise BotAPIError(409, CONFLICT_DESCRIPTION)
+                if self.updates:
+                    return [dict(u) for u in self.updates[:limit]]
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
+                if not waiting:
+                    waiting = True
+                    self.waiting_polls += 1
+                    self.wake()
+                await self.wait_wake(remaining)
+        finally:
+            if waiting:
+                self.waiting_polls -= 1
 
     # -- what the humans do ----------------------------------------------------------------
 

@@ -371,11 +371,30 @@ def format_text(
     else:
         raise BotAPIError.bad_request(f"unsupported parse_mode {parse_mode!r}")
     plain, found = _trim(plain, found)
+    found = _with_detected_commands(plain, found)
     if not plain:
         raise BotAPIError.bad_request("message text is empty")
     if utf16_len(plain) > MAX_TEXT_LENGTH:
         raise BotAPIError.bad_request(too_long)
     return plain, found
+
+
+def _with_detected_commands(text: str, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add the ``bot_command`` entities Telegram detects in a bot's text too, except inside
+    code, pre and links."""
+    opaque = [
+        (e["offset"], e["offset"] + e["length"])
+        for e in entities
+        if e["type"] in ("code", "pre", "text_link")
+    ]
+    detected = [
+        c
+        for c in bot_command_entities(text)
+        if not any(start < c["offset"] + c["length"] and c["offset"] < end for start, end in opaque)
+    ]
+    if not detected:
+        return entities
+    return sorted([*entities, *detected], key=lambda e: (e["offset"], -e["length"]))
 
 
 def bot_command_entities(text: str) -> list[dict[str, Any]]:
