@@ -538,7 +538,7 @@ class SandboxServer:
 
     @property
     def request_log(self) -> list[RequestLogEntry]:
-        """Every Bot API request answered, in arrival order of completion."""
+        """The Bot API requests answered (the latest 10 000), in order of completion."""
         return list(self.state.request_log)
 
     def requests(
@@ -650,7 +650,7 @@ class SandboxServer:
                 gone = " (deleted)" if message.deleted_at else ""
                 lines.append(f"    #{message.message_id} {who}: {body[:100]!r}{extra}{gone}")
         lines.append(f"  pending updates: {len(self.state.updates)}")
-        recent = self.state.request_log[-8:]
+        recent = list(self.state.request_log)[-8:]
         if recent:
             lines.append("  latest requests:")
             for entry in recent:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -84,10 +85,11 @@ def unix(moment: datetime) -> int:
 class SandboxState:
     """The Telegram side of the conversation: what humans did and what the bot sent.
 
-    ``bot_user`` is the Bot API ``User`` object of the bot (``getMe``).
+    ``bot_user`` is the Bot API ``User`` object of the bot (``getMe``); ``log_size`` bounds
+    the request log and the record of filtered-out updates (a long demo run stays small).
     """
 
-    def __init__(self, bot_user: dict[str, Any]) -> None:
+    def __init__(self, bot_user: dict[str, Any], *, log_size: int = 10_000) -> None:
         self.bot_user = bot_user
         self.users: dict[int, SimUser] = {}
         self.chats: dict[int, SimChat] = {}
@@ -95,13 +97,13 @@ class SandboxState:
         self.updates: list[dict[str, Any]] = []
         self._next_update_id = 1
         self.allowed_updates: frozenset[str] = DEFAULT_ALLOWED_UPDATES
-        self.dropped_updates: list[dict[str, Any]] = []
+        self.dropped_updates: deque[dict[str, Any]] = deque(maxlen=log_size)
         self.callbacks: dict[str, CallbackQueryRecord] = {}
         self._callback_ids = itertools.count(1)
         self.bot_commands: dict[tuple[str, str], list[dict[str, str]]] = {}
         self.last_commands: list[tuple[str, str]] = []
         self.chat_actions: list[ChatAction] = []
-        self.request_log: list[RequestLogEntry] = []
+        self.request_log: deque[RequestLogEntry] = deque(maxlen=log_size)
         self.stats = SandboxStats()
         self.revision = 0
         self._event = asyncio.Event()
