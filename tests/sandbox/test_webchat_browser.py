@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,18 @@ async def test_card_is_approved_from_the_web_page(sandbox: SandboxServer, bot: B
             await expect(page.locator(".message.in").last).to_contain_text("pong")
 
             await page.screenshot(path=str(SCREENSHOT))
+
+            # untrusted text stays text: no markup from a message reaches the DOM
+            hostile = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+            await bot.send_message(OWNER, html.escape(hostile), parse_mode="HTML")
+            await page.locator("#input").fill('<b onclick="window.pwned=3">typed</b>')
+            await page.locator("#input").press("Enter")
+            await expect(page.locator(".message.in").last).to_have_text(
+                re.compile(re.escape(hostile))
+            )
+            await expect(page.locator(".message.out").last).to_contain_text('<b onclick="')
+            assert await page.locator(".messages img, .messages script").count() == 0
+            assert await page.evaluate("window.pwned") is None
             assert problems == []
         finally:
             await browser.close()
@@ -125,4 +139,4 @@ async def test_card_is_approved_from_the_web_page(sandbox: SandboxServer, bot: B
     assert message.buttons == []
     [answer] = sandbox.callback_answers.values()
     assert answer.text == "Order filled"
-    assert [m.plain_text for m in sandbox.messages(OWNER)][-1] == "pong — the bot is alive"
+    assert "pong — the bot is alive" in [m.plain_text for m in sandbox.messages(OWNER)]
