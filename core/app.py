@@ -18,15 +18,24 @@ from core.db.engine import Database, upgrade_schema
 from core.domain import utcnow
 from core.marketdata.replay import ReplayFeed, load_candles
 from core.notify import Notifier, OutboxNotifier
+from core.services.heartbeat import Health, HeartbeatService
+from core.services.reconciler import Reconciler
+from core.services.risk import FillCheckedTradingService, RiskService
 from core.services.signals import SignalService
 from core.services.trading import TradingService
+from core.strategies.runner import StrategyRunner, build_strategy
 
 __all__ = ["Engine", "build_broker", "build_engine"]
 
 
 @dataclass
 class Engine:
-    """The wired engine. ``close()`` releases the broker and the database pool."""
+    """The wired engine. ``close()`` releases the broker and the database pool.
+
+    The always-on duties (``core.scheduler``) use ``risk`` (drawdown guard), ``heartbeat``,
+    ``reconciler`` and ``strategies`` (None when ``STRATEGY=none``); ``health`` holds this
+    process's last error; ``clock`` is the services' clock.
+    """
 
     settings: Settings
     db: Database
@@ -35,9 +44,16 @@ class Engine:
     notifier: Notifier
     trading: TradingService
     signals: SignalService
+    risk: RiskService
+    heartbeat: HeartbeatService
+    reconciler: Reconciler
+    strategies: StrategyRunner | None
+    health: Health
+    clock: Callable[[], datetime]
 
     async def close(self) -> None:
-        """Close the broker, then the database."""
+        """Stop background drawdown checks, close the broker, then the database."""
+        await self.risk.close()
         await self.broker.close()
         await self.db.close()
 
@@ -74,8 +90,10 @@ async def build_engine(
         clock: current UTC time for services and the replay (injectable for tests).
 
     Raises:
-        ConfigError: a setting cannot be served (bad feed file, missing broker extra).
+        ConfigError: a setting cannot be served (bad feed file, missing broker extra,
+            unknown ``STRATEGY``).
     """
+    strategy = build_strategy(settings)
     if migrate:
         await upgrade_schema(settings.database_url)
     db = Database(settings.database_url)
@@ -100,6 +118,30 @@ async def build_engine(
         await db.close()
         raise
     notifier = notifier or OutboxNotifier(db)
-    trading = TradingService(db, broker, notifier, settings, clock)
+    trading = FillCheckedTradingService(db, broker, notifier, settings, clock)
     signals = SignalService(db, broker, trading, notifier, settings, clock)
-    return Engine(settings, db, feed, broker, notifier, trading, signals)
+    reconciler = Reconciler(db, broker, trading, notifier, settings, clock)
+    risk = RiskService(db, broker, trading, reconciler, notifier, settings, clock)
+    trading.on_fill = risk.request_check  # the drawdown guard checks after every fill
+    health = Health(clock)
+    heartbeat = HeartbeatService(broker, signals, risk, notifier, health, settings, clock)
+    strategies = (
+        None
+        if strategy is None
+        else StrategyRunner(strategy, feed, broker, signals, settings.feed_symbol)
+    )
+    return Engine(
+        settings,
+        db,
+        feed,
+        broker,
+        notifier,
+        trading,
+        signals,
+        risk,
+        heartbeat,
+        reconciler,
+        strategies,
+        health,
+        clock,
+    )
