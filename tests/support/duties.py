@@ -3,9 +3,13 @@ database (a "restart" is a second engine on the same URL), and outbox readers.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from sqlmodel import col, select
 
 from core.app import Engine, build_engine
@@ -56,3 +60,46 @@ async def alerts(engine: Engine, containing: str = "") -> list[str]:
         for row in await outbox(engine)
         if row.priority == Priority.ALERT and containing in row.text
     ]
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    """Poll ``condition`` every 20 ms until it holds; fail after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {seconds}s")
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class PingServer:
+    """A local dead man's switch endpoint: records each request's path and answers
+    ``status``."""
+
+    url: str = ""
+    hits: list[str] = field(default_factory=list)
+    status: int = 200
+
+
+@asynccontextmanager
+async def ping_server() -> AsyncIterator[PingServer]:
+    """An aiohttp server on 127.0.0.1 (a free port) whose URL carries a token, as
+    healthchecks.io's do."""
+    server = PingServer()
+
+    async def handle(request: web.Request) -> web.Response:
+        server.hits.append(request.path)
+        return web.Response(status=server.status, text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    server.url = f"http://{host}:{port}/ping/token-5f1e"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()

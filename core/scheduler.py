@@ -1,0 +1,202 @@
+"""The always-on duties on an APScheduler 3 ``AsyncIOScheduler`` (UTC).
+
+==========  ============================  ==================================================
+job id      every                         does
+==========  ============================  ==================================================
+heartbeat   ``HEARTBEAT_INTERVAL``        :meth:`HeartbeatService.beat` (silent message, ping)
+drawdown    ``DRAWDOWN_CHECK_INTERVAL``   :meth:`RiskService.check` (the drawdown guard)
+expiry      ``EXPIRY_CHECK_INTERVAL``     :meth:`SignalService.expire_due` (edits the cards)
+reconcile   ``RECONCILE_INTERVAL``        :meth:`Reconciler.run` (orders left unresolved)
+strategy    ``STRATEGY_CRON`` or          :meth:`StrategyRunner.run`; only when ``STRATEGY``
+            ``STRATEGY_INTERVAL``         is not ``none``
+==========  ============================  ==================================================
+
+Every job also runs once as soon as the scheduler starts: start-up reconciliation, a first
+drawdown check, a heartbeat saying the process is up. Jobs coalesce missed runs into one,
+never overlap themselves (``max_instances=1``), and count as missed when they start later
+than their ``misfire_grace_time`` (the job's own interval, at least 10 seconds). A job
+error or a missed run is logged and alerted to the owner, at most once per job per
+``alert_every`` seconds, and shown as the last error in heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from core.app import Engine
+from core.config import Settings
+from core.errors import ConfigError
+from core.notify import NoticeKind, Notification, Notifier, Priority
+from core.services.heartbeat import Health
+
+__all__ = ["ALERT_EVERY_SECONDS", "JOB_IDS", "DutyScheduler", "JobAlarm", "build_scheduler"]
+
+log = structlog.get_logger(__name__)
+
+JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "strategy")
+
+#: Default minimum seconds between two alerts about the same job.
+ALERT_EVERY_SECONDS = 600.0
+
+#: The smallest misfire grace time, in seconds.
+MIN_GRACE_SECONDS = 10
+
+
+class DutyScheduler(AsyncIOScheduler):
+    """An ``AsyncIOScheduler`` that knows which of its jobs are running, so :meth:`stop`
+    can let them finish (a flatten half done is worse than a late shutdown)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def add_duty(
+        self,
+        job_id: str,
+        func: Callable[[], Awaitable[Any]],
+        trigger: BaseTrigger,
+        grace: int,
+    ) -> None:
+        """Add one duty: coalesced, never overlapping itself, first run at once, missed
+        when it starts more than ``grace`` seconds (at least 10) late."""
+
+        async def run() -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                return await func()
+            finally:
+                self._running.discard(task)
+
+        self.add_job(
+            run,
+            trigger,
+            id=job_id,
+            name=job_id,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(grace, MIN_GRACE_SECONDS),
+            next_run_time=datetime.now(UTC),
+        )
+
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Start no more jobs, wait up to ``grace_seconds`` for running ones, cancel what
+        is left, and shut down. Safe to call when not running."""
+        if not self.running:
+            return
+        self.pause()
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=grace_seconds)
+        left = set(self._running)
+        self.shutdown(wait=False)  # runs on the next loop iteration and cancels the rest
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        await asyncio.sleep(0)
+
+
+def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS) -> DutyScheduler:
+    """A scheduler with the duties of ``engine`` (see the module docstring), not started.
+
+    Call ``start()`` inside the running event loop (the bot's start-up hook, or
+    :func:`core.runner.run_engine`) and ``await stop()`` before closing the engine.
+    Run it in one process per database: two would send two heartbeats per interval.
+
+    Args:
+        engine: the wired engine whose services the jobs call.
+        alert_every: minimum seconds between two alerts about the same job.
+
+    Raises:
+        ConfigError: ``STRATEGY_CRON`` is not a valid crontab expression.
+    """
+    settings = engine.settings
+    scheduler = DutyScheduler(timezone=UTC)
+    alarm = JobAlarm(engine.notifier, engine.health, engine.clock, alert_every)
+    scheduler.add_listener(alarm, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+
+    intervals: dict[str, tuple[Callable[[], Awaitable[Any]], int]] = {
+        "heartbeat": (engine.heartbeat.beat, settings.heartbeat_interval),
+        "drawdown": (engine.risk.check, settings.drawdown_check_interval),
+        "expiry": (engine.signals.expire_due, settings.expiry_check_interval),
+        "reconcile": (engine.reconciler.run, settings.reconcile_interval),
+    }
+    for job_id, (func, seconds) in intervals.items():
+        scheduler.add_duty(job_id, func, IntervalTrigger(seconds=seconds, timezone=UTC), seconds)
+    if engine.strategies is not None:
+        trigger, grace = _strategy_trigger(settings)
+        scheduler.add_duty("strategy", engine.strategies.run, trigger, grace)
+    return scheduler
+
+
+def _strategy_trigger(settings: Settings) -> tuple[BaseTrigger, int]:
+    """The strategy's trigger and grace in seconds: ``STRATEGY_CRON`` (grace 60) when
+    set, else every ``STRATEGY_INTERVAL`` seconds (grace one interval)."""
+    if settings.strategy_cron:
+        try:
+            return CronTrigger.from_crontab(settings.strategy_cron, timezone=UTC), 60
+        except ValueError as exc:
+            raise ConfigError(f"STRATEGY_CRON: {exc}") from exc
+    seconds = settings.strategy_interval
+    return IntervalTrigger(seconds=seconds, timezone=UTC), seconds
+
+
+class JobAlarm:
+    """The scheduler's listener for job errors and missed runs: logs each, records it as
+    the last error, and alerts the owner at most once per job per ``alert_every`` seconds.
+
+    APScheduler calls listeners synchronously on the event loop, so the alert is queued
+    as a task; a failure to queue it is logged.
+    """
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        health: Health,
+        clock: Callable[[], datetime],
+        alert_every: float = ALERT_EVERY_SECONDS,
+    ) -> None:
+        self._notifier = notifier
+        self._health = health
+        self._clock = clock
+        self._every = timedelta(seconds=alert_every)
+        self._last_alert: dict[str, datetime] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_ERROR:
+            exc = event.exception
+            problem = f"failed: {type(exc).__name__}: {exc}"[:300]
+            log.error("job failed", job=event.job_id, exc_info=exc)
+        else:
+            late = datetime.now(UTC) - event.scheduled_run_time
+            problem = f"missed its run at {event.scheduled_run_time:%H:%M:%S} UTC"
+            log.warning("job missed", job=event.job_id, late_seconds=late.total_seconds())
+        self._health.record_error(event.job_id, problem)
+        now = self._clock()
+        last = self._last_alert.get(event.job_id)
+        if last is not None and now - last < self._every:
+            return
+        self._last_alert[event.job_id] = now
+        text = f"⚠️ Scheduled job {event.job_id} {problem}"
+        task = asyncio.get_running_loop().create_task(self._send(text))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self._notifier.notify(
+                Notification(NoticeKind.TEXT, text, priority=Priority.ALERT)
+            )
+        except Exception as exc:  # the outbox itself is down: the log line is all we have
+            log.error("job alert could not be queued", error=str(exc))

@@ -1,0 +1,178 @@
+"""The scheduler's wiring, driven by moving APScheduler's clock with time-machine (it reads
+``datetime.now``; asyncio's monotonic clock is left alone, so the loop runs normally) and
+waking the scheduler up: heartbeats on schedule with their pings, job options, and job
+errors alerted at most once per job per 10 minutes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from core.app import Engine
+from core.errors import ConfigError
+from core.notify import Priority
+from core.scheduler import DutyScheduler, JobAlarm, build_scheduler
+from tests.conftest import Clock
+from tests.support.duties import Engines, alerts, eventually, outbox, ping_server
+
+START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def engines(make_settings: Callable[..., Any], clock: Clock) -> AsyncIterator[Engines]:
+    factory = Engines(make_settings, clock)
+    yield factory
+    await factory.close_all()
+
+
+@pytest.fixture
+def traveller() -> Iterator[time_machine.Traveller]:
+    """Wall time frozen at the test clock's start; ``shift()`` moves it."""
+    with time_machine.travel(START, tick=False) as coordinates:
+        yield coordinates
+
+
+class Driver:
+    """Moves the wall clock (APScheduler) and the services' clock together."""
+
+    def __init__(self, scheduler: DutyScheduler, traveller: Any, clock: Clock) -> None:
+        self.scheduler, self._traveller, self._clock = scheduler, traveller, clock
+
+    def advance(self, seconds: float) -> None:
+        self._traveller.shift(timedelta(seconds=seconds))
+        self._clock.advance(seconds)
+        self.scheduler.wakeup()
+
+
+async def heartbeats(engine: Engine) -> list[datetime]:
+    return [row.created_at for row in await outbox(engine) if row.text.startswith("💓")]
+
+
+async def test_heartbeats_are_posted_on_schedule_and_ping_the_monitor(
+    engines: Engines, database_url: str, clock: Clock, traveller: Any
+) -> None:
+    async with ping_server() as server:
+        engine = await engines.start(database_url, heartbeat_ping_url=server.url)
+        scheduler = build_scheduler(engine)
+        scheduler.start()
+        drive = Driver(scheduler, traveller, clock)
+        try:
+            await eventually(lambda: has(heartbeats(engine), 1))  # one at start-up
+            drive.advance(1800)  # half an interval: not due yet
+            drive.advance(1800)
+            await eventually(lambda: has(heartbeats(engine), 2))
+            drive.advance(3600)
+            await eventually(lambda: has(heartbeats(engine), 3))
+            drive.advance(3600)
+            await eventually(lambda: has(heartbeats(engine), 4))
+        finally:
+            await scheduler.stop()
+
+    times = await heartbeats(engine)
+    assert times == [START + timedelta(hours=h) for h in range(4)]
+    assert all(row.silent for row in await outbox(engine) if row.text.startswith("💓"))
+    assert server.hits == ["/ping/token-5f1e"] * 4
+
+
+async def has(rows: Awaitable[list[Any]], n: int) -> bool:
+    return len(await rows) == n
+
+
+async def test_a_failing_job_is_alerted_at_most_once_per_ten_minutes_and_recorded(
+    engines: Engines, database_url: str, clock: Clock, traveller: Any, monkeypatch: Any
+) -> None:
+    engine = await engines.start(database_url, reconcile_interval=60)
+
+    async def broken() -> None:
+        raise RuntimeError("ledger unreadable")
+
+    monkeypatch.setattr(engine.reconciler, "run", broken)
+    scheduler = build_scheduler(engine)
+    scheduler.start()
+    drive = Driver(scheduler, traveller, clock)
+    try:
+        failed = "Scheduled job reconcile failed: RuntimeError: ledger unreadable"
+        await eventually(lambda: has(alerts(engine, failed), 1))
+        for _ in range(9):  # nine more failures within the next ten minutes: no new alert
+            drive.advance(60)
+            await eventually(lambda: _health_at(engine, clock.now))
+        assert len(await alerts(engine, failed)) == 1
+        drive.advance(60)
+        await eventually(lambda: has(alerts(engine, failed), 2))
+    finally:
+        await scheduler.stop()
+
+    assert engine.health.last_error is not None
+    assert engine.health.last_error.source == "reconcile"
+    rows = [r for r in await outbox(engine) if "reconcile failed" in r.text]
+    assert {r.priority for r in rows} == {Priority.ALERT}
+
+
+async def _health_at(engine: Engine, at: datetime) -> bool:
+    return engine.health.last_error is not None and engine.health.last_error.at == at
+
+
+async def test_a_missed_run_is_alerted_and_recorded(
+    engines: Engines, database_url: str, clock: Clock
+) -> None:
+    engine = await engines.start(database_url)
+    alarm = JobAlarm(engine.notifier, engine.health, clock)
+    due = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
+
+    alarm(JobExecutionEvent(EVENT_JOB_MISSED, "heartbeat", "default", due))
+    alarm(JobExecutionEvent(EVENT_JOB_MISSED, "heartbeat", "default", due))
+    await eventually(lambda: has(alerts(engine, "heartbeat missed"), 1))
+
+    assert await alerts(engine, "heartbeat") == [
+        "⚠️ Scheduled job heartbeat missed its run at 11:00:00 UTC"
+    ]
+    assert engine.health.last_error is not None
+    assert engine.health.last_error.source == "heartbeat"
+
+
+async def test_jobs_have_ids_coalesce_never_overlap_and_a_grace_time(
+    engines: Engines, sqlite_url: str
+) -> None:
+    engine = await engines.start(
+        sqlite_url, strategy="sma_cross", drawdown_check_interval=5, heartbeat_interval=600
+    )
+
+    scheduler = build_scheduler(engine)
+
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"heartbeat", "drawdown", "expiry", "reconcile", "strategy"}
+    assert all(job.coalesce and job.max_instances == 1 for job in jobs.values())
+    assert jobs["heartbeat"].misfire_grace_time == 600
+    assert jobs["drawdown"].misfire_grace_time == 10  # at least 10 s
+    assert isinstance(jobs["strategy"].trigger, IntervalTrigger)
+    assert jobs["strategy"].trigger.interval == timedelta(seconds=60)
+    assert str(scheduler.timezone) == "UTC"
+
+
+async def test_the_strategy_runs_on_a_cron_schedule_when_one_is_set(
+    engines: Engines, sqlite_url: str
+) -> None:
+    engine = await engines.start(sqlite_url, strategy="sma_cross", strategy_cron="5 * * * *")
+
+    job = build_scheduler(engine).get_job("strategy")
+
+    assert job is not None and isinstance(job.trigger, CronTrigger)
+    assert str(job.trigger) == "cron[month='*', day='*', day_of_week='*', hour='*', minute='5']"
+
+
+async def test_no_strategy_job_without_a_strategy_and_a_bad_cron_is_a_config_error(
+    engines: Engines, sqlite_url: str
+) -> None:
+    plain = await engines.start(sqlite_url)
+    assert build_scheduler(plain).get_job("strategy") is None
+
+    broken = await engines.start(sqlite_url, strategy="sma_cross", strategy_cron="every hour")
+    with pytest.raises(ConfigError, match="STRATEGY_CRON"):
+        build_scheduler(broken)
