@@ -1,0 +1,298 @@
+"""The outbox deliverer: engine messages from the ``outbox`` table to Telegram.
+
+Core's :class:`~core.notify.OutboxNotifier` writes one :class:`~core.db.models.OutboxRow`
+per notification (a signal card, a card update, a text) and commits it; this module sends
+them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat):
+
+- **Order.** Alerts (``priority`` 0) before routine rows (1), each in ``id`` order. A
+  ``signal_update`` row waits while its signal's ``signal_card`` row is undelivered.
+- **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows);
+  ``signal_card`` and ``signal_update`` -> the card rendered from the signal's *current*
+  state: ``editMessageText`` of the posted card (a 400 "message is not modified" counts as
+  delivered: the tap handler edits the card first), or ``sendMessage`` when the card was
+  never posted or can no longer be edited; the posted message is recorded in
+  ``signal_cards`` so later updates edit it.
+- **Limits** (Bot API FAQ): about one message per second per chat and 30 per second
+  overall (aiolimiter). The token is taken *before* the next row is chosen, so an alert
+  queued behind a burst of cards goes out with the next token.
+- **Failures.** 429: sleep ``retry_after`` and send the same row again. 5xx, network
+  errors and 401: exponential backoff (stamina), forever, without skipping the row, so
+  order is kept and nothing is lost while Telegram is unreachable. Any other 4xx is
+  permanent for that row: its ``last_error`` is recorded and it is marked done
+  (``delivered_at`` set), so one bad row cannot block the queue.
+- **Latency.** Woken at once by the in-process notifier (:meth:`OutboxDeliverer.wake` as
+  ``OutboxNotifier.on_enqueue``) and polling every ``poll_interval`` seconds for rows
+  written by other processes (the CLI, the webhook).
+
+Delivery is at-least-once: a crash between a successful send and the commit that marks the
+row repeats that one message after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from dataclasses import dataclass
+
+import stamina
+import structlog
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import Message
+from aiolimiter import AsyncLimiter
+from sqlalchemy import and_, exists, func, not_
+from sqlalchemy.orm import aliased
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot import render
+from core.app import Engine
+from core.db.models import OutboxRow, SignalCardRow
+from core.domain import OrderReport, Signal, SignalStatus, utcnow
+from core.errors import BrokerError, SignalDeskError
+from core.notify import NoticeKind
+
+__all__ = [
+    "Cards",
+    "DeliveryPolicy",
+    "OutboxDeliverer",
+    "edit_card",
+    "is_not_modified",
+    "retry_wait",
+]
+
+log = structlog.get_logger(__name__)
+
+_WITH_ORDER = frozenset(
+    {SignalStatus.FILLED, SignalStatus.SUBMITTED, SignalStatus.FAILED, SignalStatus.UNKNOWN}
+)
+
+
+def is_not_modified(error: TelegramBadRequest) -> bool:
+    """Whether Telegram refused an edit because nothing would change (the Bot API answers
+    400 "message is not modified"); the message already shows what was wanted."""
+    return "message is not modified" in error.message
+
+
+def retry_wait(error: Exception) -> bool | float:
+    """stamina backoff hook for Bot API calls.
+
+    Returns ``retry_after`` (seconds) for a 429, ``True`` (exponential backoff) for 5xx,
+    network errors and 401 (a revoked token is not the row's fault), ``False`` for
+    everything else, which is permanent for the request.
+    """
+    if isinstance(error, TelegramRetryAfter):
+        return float(error.retry_after)
+    if isinstance(error, TelegramEntityTooLarge):
+        return False
+    return isinstance(error, TelegramServerError | TelegramNetworkError | TelegramUnauthorizedError)
+
+
+async def edit_card(bot: Bot, chat_id: int, message_id: int, card: render.Card) -> None:
+    """``editMessageText`` the card; "message is not modified" counts as success.
+
+    Raises:
+        TelegramAPIError: any other failure.
+    """
+    try:
+        await bot.edit_message_text(
+            text=card.text, chat_id=chat_id, message_id=message_id, reply_markup=card.markup
+        )
+    except TelegramBadRequest as exc:
+        if not is_not_modified(exc):
+            raise
+
+
+async def _remember(session: AsyncSession, signal_id: int, chat_id: int, message_id: int) -> None:
+    row = await session.get(SignalCardRow, (signal_id, chat_id))
+    if row is None:
+        session.add(SignalCardRow(signal_id=signal_id, chat_id=chat_id, message_id=message_id))
+    else:
+        row.message_id = message_id
+
+
+class Cards:
+    """Renders signal cards from the engine's current state and remembers where each card
+    was posted (table ``signal_cards``, one card per signal and chat)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def render(self, signal: Signal, report: OrderReport | None = None) -> render.Card:
+        """The card of ``signal``. ``report`` is the order's report when the caller has it;
+        otherwise the recorded order is read. Equity (for the risk %) is asked of the broker
+        only when the signal has a stop loss; a broker failure just leaves the % out."""
+        if report is None and signal.status in _WITH_ORDER:
+            report = await self._engine.signals.order_for(signal.id)
+        account = None
+        if signal.stop_loss is not None:
+            with suppress(BrokerError):
+                account = await self._engine.trading.account()
+        return render.card(signal, report, account)
+
+    async def location(self, signal_id: int, chat_id: int) -> int | None:
+        """The message id of the signal's card in ``chat_id``, if one was posted."""
+        async with self._engine.db.session() as session:
+            row = await session.get(SignalCardRow, (signal_id, chat_id))
+            return None if row is None else row.message_id
+
+    async def remember(self, signal_id: int, chat_id: int, message_id: int) -> None:
+        """Record (or move) the signal's card in ``chat_id`` to ``message_id``."""
+        async with self._engine.db.session() as session:
+            await _remember(session, signal_id, chat_id, message_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """Pace and patience of the deliverer.
+
+    Attributes:
+        chat_interval: seconds between two messages to one chat (Telegram: about 1 s).
+        global_per_second: messages per second over all chats (Telegram: about 30).
+        poll_interval: seconds between outbox scans for rows of other processes.
+        backoff_initial: first wait (seconds) after a 5xx or network error; it doubles...
+        backoff_max: ...up to this many seconds, and the row is retried forever.
+    """
+
+    chat_interval: float = 1.0
+    global_per_second: float = 30.0
+    poll_interval: float = 0.5
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+class OutboxDeliverer:
+    """Delivers the outbox to ``chat_id`` (see the module docstring for the rules).
+
+    Run :meth:`run` as a task and cancel it to stop; wire :meth:`wake` to the notifier.
+    """
+
+    def __init__(
+        self,
+        bot: Bot,
+        engine: Engine,
+        cards: Cards,
+        chat_id: int,
+        policy: DeliveryPolicy | None = None,
+    ) -> None:
+        self._bot = bot
+        self._engine = engine
+        self._cards = cards
+        self.chat_id = chat_id
+        self.policy = policy or DeliveryPolicy()
+        self._chat_limit = AsyncLimiter(1, self.policy.chat_interval)
+        self._global_limit = AsyncLimiter(self.policy.global_per_second, 1.0)
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Tell the deliverer a row was committed (``OutboxNotifier.on_enqueue``)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled: drain the outbox, then sleep until woken or the poll
+        interval passes. An unexpected error (a database hiccup) is logged and the row is
+        tried again on the next round; it is never dropped."""
+        while True:
+            self._wake.clear()
+            try:
+                while await self.deliver_next():
+                    pass
+            except Exception:
+                log.exception("outbox.round_failed")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.policy.poll_interval)
+
+    async def pending(self) -> int:
+        """How many rows are not yet delivered."""
+        async with self._engine.db.session() as session:
+            query = select(func.count()).select_from(OutboxRow)
+            return (await session.exec(query.where(col(OutboxRow.delivered_at).is_(None)))).one()
+
+    async def deliver_next(self) -> bool:
+        """Deliver the most urgent deliverable row, after waiting for a rate-limit token.
+        Returns False when there was nothing to deliver."""
+        if await self._next_row() is None:
+            return False
+        async with self._chat_limit, self._global_limit:
+            row = await self._next_row()  # an alert may have arrived while we waited
+            if row is None:
+                return False
+            await self._deliver(row)
+        return True
+
+    async def _next_row(self) -> OutboxRow | None:
+        card = aliased(OutboxRow)
+        card_pending = exists().where(
+            col(card.kind) == NoticeKind.SIGNAL_CARD.value,
+            col(card.signal_id) == col(OutboxRow.signal_id),
+            col(card.delivered_at).is_(None),
+        )
+        query = (
+            select(OutboxRow)
+            .where(col(OutboxRow.delivered_at).is_(None))
+            .where(not_(and_(col(OutboxRow.kind) == NoticeKind.SIGNAL_UPDATE.value, card_pending)))
+            .order_by(col(OutboxRow.priority), col(OutboxRow.id))
+            .limit(1)
+        )
+        async with self._engine.db.session() as session:
+            return (await session.exec(query)).first()
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        attempts = 0
+        error = ""
+        posted: Message | None = None
+        try:
+            async for attempt in stamina.retry_context(
+                on=retry_wait,
+                attempts=None,
+                timeout=None,
+                wait_initial=self.policy.backoff_initial,
+                wait_max=self.policy.backoff_max,
+            ):
+                with attempt:
+                    attempts += 1
+                    posted = await self._send(row)
+        except TelegramAPIError as exc:
+            if retry_wait(exc):  # retries exhausted (stamina testing mode): keep the row
+                raise
+            error = exc.message
+        except SignalDeskError as exc:  # the signal is gone: nothing to show
+            error = str(exc)
+        if error:
+            log.warning("outbox.undeliverable", row=row.id, kind=row.kind, error=error)
+        async with self._engine.db.session() as session:
+            stored = await session.get(OutboxRow, row.id)
+            assert stored is not None
+            stored.delivered_at = utcnow()
+            stored.attempts += attempts
+            stored.last_error = error[:500]
+            if posted is not None and row.signal_id is not None:
+                await _remember(session, row.signal_id, posted.chat.id, posted.message_id)
+
+    async def _send(self, row: OutboxRow) -> Message | None:
+        """One delivery attempt; returns the message of a newly posted card."""
+        if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
+            await self._bot.send_message(
+                self.chat_id, render.text_notice(row.text), disable_notification=row.silent
+            )
+            return None
+        signal = await self._engine.signals.get(row.signal_id)
+        card = await self._cards.render(signal)
+        message_id = await self._cards.location(signal.id, self.chat_id)
+        if message_id is not None:
+            try:
+                await edit_card(self._bot, self.chat_id, message_id, card)
+                return None
+            except TelegramBadRequest as exc:  # deleted, or too old to edit: post it anew
+                log.info("outbox.card_reposted", signal=signal.id, reason=exc.message)
+        return await self._bot.send_message(
+            self.chat_id, card.text, reply_markup=card.markup, disable_notification=row.silent
+        )

@@ -1,0 +1,16 @@
+"""The bot's routers, one per concern, in the order the dispatcher tries them."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from bot.handlers import approvals, commands, control
+
+__all__ = ["get_routers"]
+
+
+def get_routers() -> list[Router]:
+    """Fresh routers (a router can belong to one dispatcher only): card buttons, control
+    commands with their confirmations, then the read-only commands and the fallbacks, which
+    must come last."""
+    return [approvals.create_router(), control.create_router(), commands.create_router()]

@@ -1,0 +1,62 @@
+"""Command argument parsing as an aiogram filter.
+
+``Args(parser)`` runs after ``Command(...)``: it parses ``CommandObject.args`` and hands the
+result to the handler as ``args``; when the parser raises ``ValueError`` the filter fails and
+the catch-all in :mod:`bot.handlers.commands` answers with the command's usage line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from aiogram.filters import CommandObject, Filter
+from aiogram.types import Message
+
+from bot.render import DEFAULT_HISTORY, MAX_HISTORY
+
+__all__ = ["Args", "free_text", "history_count", "no_args", "symbol"]
+
+_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/:._-]{0,31}$")
+
+
+class Args(Filter):
+    """Passes when ``parse(command.args or "")`` succeeds; injects the result as ``args``."""
+
+    def __init__(self, parse: Callable[[str], Any]) -> None:
+        self._parse = parse
+
+    async def __call__(self, message: Message, command: CommandObject) -> bool | dict[str, Any]:
+        try:
+            return {"args": self._parse((command.args or "").strip())}
+        except ValueError:
+            return False
+
+
+def no_args(text: str) -> None:
+    """A command that takes nothing."""
+    if text:
+        raise ValueError("no arguments expected")
+
+
+def history_count(text: str) -> int:
+    """``[N]``: 1 to :data:`~bot.render.MAX_HISTORY`, default 10."""
+    if not text:
+        return DEFAULT_HISTORY
+    count = int(text)  # ValueError for non-numbers
+    if not 1 <= count <= MAX_HISTORY:
+        raise ValueError("out of range")
+    return count
+
+
+def symbol(text: str) -> str:
+    """``SYMBOL``: one token such as ``BTC/USDT``, ``btcusdt`` or ``EURUSD``, upper-cased."""
+    if not _SYMBOL.match(text):
+        raise ValueError("one symbol expected")
+    return text.upper()
+
+
+def free_text(text: str) -> str:
+    """``[reason]``: anything, up to 500 characters."""
+    return text[:500]

@@ -1,0 +1,167 @@
+"""Account control: ``/pause [reason]``, ``/resume``, ``/closeall``, ``/close SYMBOL`` and
+their confirmation buttons.
+
+Destructive commands (closing positions, resuming after a max drawdown breach) first ask
+with a [Confirm] [Cancel] keyboard. The button's callback data holds the Unix time the
+question was asked, so a press more than ``CONFIRM_TTL_SECONDS`` later is refused without
+any stored state, also after a restart. One confirmation runs once: a second press (double
+tap, a second owner) gets "Already confirmed". Every press is answered
+(``answerCallbackQuery``) before the closes run, and the question is edited into the result.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import structlog
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+
+from bot import render
+from bot.callbacks import ConfirmAction, ConfirmCallback
+from bot.handlers.args import Args, free_text, no_args, symbol
+from core.app import Engine
+from core.config import Settings
+
+__all__ = ["create_router"]
+
+log = structlog.get_logger(__name__)
+
+_NO_SYMBOL = "-"
+
+
+def create_router() -> Router:
+    """The router of the control commands and their confirmation buttons."""
+    router = Router(name="control")
+    confirmations = _Confirmations()
+    router.message.register(on_pause, Command("pause"), Args(free_text))
+    router.message.register(on_resume, Command("resume"), Args(no_args))
+    router.message.register(on_closeall, Command("closeall"), Args(no_args))
+    router.message.register(on_close, Command("close"), Args(symbol))
+    router.callback_query.register(confirmations.on_press, ConfirmCallback.filter())
+    return router
+
+
+async def on_pause(message: Message, args: str, engine: Engine) -> None:
+    """``/pause [reason]``: approvals are blocked (BLOCKED: paused) until ``/resume``."""
+    assert message.from_user is not None
+    operator = await engine.trading.pause(args, render.actor_name(message.from_user))
+    await message.answer(render.paused_text(operator))
+
+
+async def on_resume(message: Message, engine: Engine, settings: Settings) -> None:
+    """``/resume``: lift the pause at once, or ask first after a max drawdown breach (the
+    guard is then re-armed from the current equity)."""
+    assert message.from_user is not None
+    operator = await engine.trading.operator_status()
+    if operator.breach_level == "max":
+        await _ask(
+            message,
+            render.resume_prompt(operator, settings.confirm_ttl_seconds),
+            ConfirmAction.RESUME,
+            _NO_SYMBOL,
+        )
+    elif not operator.paused:
+        await message.answer(render.not_paused())
+    else:
+        await engine.risk.resume(render.actor_name(message.from_user))
+        await message.answer(render.resumed_text())
+
+
+async def on_closeall(message: Message, engine: Engine, settings: Settings) -> None:
+    """``/closeall``: list the open positions and ask to confirm closing them all."""
+    positions = await engine.trading.positions()
+    if not positions:
+        await message.answer(render.no_positions())
+        return
+    prompt = render.confirm_prompt(positions, settings.confirm_ttl_seconds)
+    await _ask(message, prompt, ConfirmAction.CLOSE_ALL, _NO_SYMBOL)
+
+
+async def on_close(message: Message, args: str, engine: Engine, settings: Settings) -> None:
+    """``/close SYMBOL``: show that position and ask to confirm closing it. The symbol is
+    matched loosely (``btcusdt`` finds ``BTC/USDT``)."""
+    wanted = _symbol_key(args)
+    found = [p for p in await engine.trading.positions() if _symbol_key(p.symbol) == wanted]
+    if not found:
+        await message.answer(render.no_position(args))
+        return
+    prompt = render.confirm_prompt(found, settings.confirm_ttl_seconds)
+    await _ask(message, prompt, ConfirmAction.CLOSE, found[0].symbol)
+
+
+def _symbol_key(text: str) -> str:
+    """``BTC/USDT``, ``btcusdt`` and ``BTC/USDT:USDT`` all give ``BTCUSDT``."""
+    return re.sub(r"[^A-Z0-9]", "", text.upper().partition(":")[0])
+
+
+async def _ask(message: Message, prompt: str, action: ConfirmAction, symbol_: str) -> None:
+    keyboard = render.confirm_keyboard(action, symbol_, int(time.time()))
+    await message.answer(prompt, reply_markup=keyboard)
+
+
+_COMMAND_OF = {
+    ConfirmAction.CLOSE_ALL: "closeall",
+    ConfirmAction.CLOSE: "close",
+    ConfirmAction.RESUME: "resume",
+}
+
+
+class _Confirmations:
+    """Runs confirmed actions; remembers which questions were already confirmed (in
+    memory, only as long as their buttons are valid) so each runs once."""
+
+    def __init__(self) -> None:
+        self._used: dict[tuple[int, int], int] = {}
+
+    def _claim(self, key: tuple[int, int], issued: int, ttl: int) -> bool:
+        horizon = time.time() - ttl - 1
+        for old in [k for k, at in self._used.items() if at < horizon]:
+            del self._used[old]
+        if key in self._used:
+            return False
+        self._used[key] = issued
+        return True
+
+    async def on_press(
+        self,
+        query: CallbackQuery,
+        callback_data: ConfirmCallback,
+        engine: Engine,
+        settings: Settings,
+    ) -> None:
+        """Cancel, refuse an expired button, or run the confirmed action and edit the
+        question into its result."""
+        message = query.message
+        action = callback_data.action
+        if not isinstance(message, Message):  # older than 48 h: long expired
+            await query.answer("Expired")
+            return
+        if action is ConfirmAction.CANCEL:
+            await query.answer("Cancelled")
+            await message.edit_text(render.confirm_cancelled())
+            return
+        ttl = settings.confirm_ttl_seconds
+        if time.time() - callback_data.issued > ttl:
+            await query.answer("Expired")
+            await message.edit_text(render.confirm_expired(_COMMAND_OF[action]))
+            return
+        if not self._claim((message.chat.id, message.message_id), callback_data.issued, ttl):
+            await query.answer(render.confirm_taken())
+            return
+        actor = render.actor_name(query.from_user)
+        log.info("confirm.run", action=action.name, symbol=callback_data.symbol, actor=actor)
+        if action is ConfirmAction.RESUME:
+            await query.answer("Resuming")
+            await engine.risk.resume(actor)  # re-arms the drawdown guard from current equity
+            await message.edit_text(render.resumed_text())
+            return
+        await query.answer("Closing…")
+        await message.edit_text(render.closing_text(actor))
+        if action is ConfirmAction.CLOSE_ALL:
+            results = await engine.trading.close_all(actor)
+        else:
+            results = [await engine.trading.close_position(callback_data.symbol, actor)]
+        await message.edit_text(render.close_results_text(results, actor))
