@@ -1,0 +1,61 @@
+"""Fixtures: ``start_desk(**settings)`` runs the sandbox and the real bot on a temp SQLite
+file, and stops both after the test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import BotApp
+from bot.delivery import DeliveryPolicy
+from bot.sandbox import SandboxServer
+from tests.e2e.support import FAST, GROUP, OWNER, STRANGER, TOKEN, Desk, test_settings
+
+StartDesk = Callable[..., Awaitable[Desk]]
+
+
+@pytest.fixture
+async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
+    """``await start_desk(group=False, policy=FAST, rate_limits=False, **settings)``.
+
+    ``group=True`` makes the card chat a group shared by the owner and a stranger.
+    """
+    running: list[Desk] = []
+
+    async def start(
+        *,
+        group: bool = False,
+        policy: DeliveryPolicy = FAST,
+        rate_limits: bool = False,
+        **overrides: Any,
+    ) -> Desk:
+        sandbox = SandboxServer(TOKEN, enforce_rate_limits=rate_limits, web_user_id=OWNER)
+        sandbox.add_user(OWNER, "Ada", "ada")
+        sandbox.add_user(STRANGER, "Mallory", "mallory")
+        if group:
+            sandbox.add_group(GROUP, "Trading desk", [OWNER, STRANGER])
+            overrides.setdefault("telegram_chat_id", GROUP)
+        await sandbox.start()
+        app = BotApp.from_settings(test_settings(tmp_path, sandbox.base_url, **overrides), policy)
+        task = asyncio.create_task(app.run(handle_signals=False))
+        desk = Desk(sandbox, app, task)
+        running.append(desk)
+        await sandbox.wait_for(
+            lambda s: (app.ready.is_set() and s.waiting_polls > 0) or task.done(),
+            10,
+            description="the bot's long poll",
+        )
+        if task.done():
+            task.result()
+        return desk
+
+    yield start
+    for desk in running:
+        if not desk.task.done():
+            await desk.app.stop()
+        await asyncio.wait_for(desk.task, 10)
+        await desk.sandbox.stop()

@@ -1,0 +1,159 @@
+"""Signal cards end to end: propose -> card -> tap -> toast -> card edited in place."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.callbacks import CardAction
+from bot.delivery import DeliveryPolicy
+from core.domain import SignalStatus
+from tests.e2e.conftest import StartDesk
+
+FILLED = "Filled 0.01 BTC @ 113,689.42 (fee 1.14 USDT)"  # 113,666.68 + 3 bps, fee 10 bps
+
+
+async def test_approve_fills_edits_card_and_positions_lists_it(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    signal = await desk.propose(note="breakout <retest>")
+    card = await desk.card(signal.id)
+    assert card.parse_mode == "HTML"
+    for line in (
+        f"🟢 BUY 0.01 BTC/USDT · signal #{signal.id}",
+        "Order: market",
+        "Stop loss: 112,000.00 · Take profit: 116,000.00",
+        "Reference price: 113,666.68 USDT",
+        "Risk: 16.67 USDT (0.17% of equity)",
+        "Source: e2e",
+        "Note: breakout <retest>",
+        f"Expires: {signal.expires_at:%Y-%m-%d %H:%M} UTC",
+    ):
+        assert line in card.plain_text.splitlines()
+    assert [text for text, _ in card.buttons[0]] == ["✅ Approve", "❌ Reject"]
+
+    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+
+    assert answer.text == FILLED
+    text = await desk.edited(card, FILLED)
+    assert text.endswith(f"✅ {FILLED}")
+    assert desk.sandbox.message(card.chat_id, card.message_id).buttons == []
+    assert (await desk.engine.signals.get(signal.id)).status is SignalStatus.FILLED
+    positions = await desk.say("/positions")
+    assert "BTC/USDT long 0.01 · entry 113,689.42 · mark 113,666.68" in positions.plain_text
+    # the engine's own card update arrives after the tap's edit: "not modified" = delivered
+    await desk.drained()
+    rows = [(r.kind, r.last_error) for r in await desk.outbox()]
+    assert rows == [("signal_card", ""), ("signal_update", "")]
+    assert len(desk.sandbox.messages(desk.chat_id)) == 2  # the card and the /positions reply
+
+
+async def test_reject_edits_card_with_owner_and_time(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+
+    answer = await desk.answer(desk.tap(card, CardAction.REJECT))
+
+    assert answer.text == f"Rejected signal #{signal.id}"
+    decided = await desk.engine.signals.get(signal.id)
+    assert decided.status is SignalStatus.REJECTED
+    assert decided.decided_at is not None
+    text = await desk.edited(card, "Rejected by @ada")
+    assert text.endswith(f"❌ Rejected by @ada at {decided.decided_at:%H:%M} UTC")
+    assert desk.sandbox.message(card.chat_id, card.message_id).buttons == []
+    assert await desk.orders_for(signal.id) == 0
+
+
+async def test_unanswered_card_expires_and_loses_its_buttons(start_desk: StartDesk) -> None:
+    desk = await start_desk(expiry_check_interval=1)
+    signal = await desk.propose(ttl_seconds=1)
+    card = await desk.card(signal.id)
+
+    text = await desk.edited(card, "Expired", within=5)
+
+    assert text.endswith("⌛ Expired")
+    assert desk.sandbox.message(card.chat_id, card.message_id).buttons == []
+    assert (await desk.engine.signals.get(signal.id)).status is SignalStatus.EXPIRED
+
+
+async def test_two_concurrent_taps_place_one_order(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+
+    first = desk.tap(card, CardAction.APPROVE)
+    second = desk.tap(card, CardAction.APPROVE)  # queued before the bot sees the first
+    answers = sorted(
+        [(await desk.answer(first)).text or "", (await desk.answer(second)).text or ""]
+    )
+
+    assert answers[1] == FILLED
+    assert answers[0].startswith("Already decided: ")
+    assert await desk.orders_for(signal.id) == 1
+    assert (await desk.engine.trading.positions())[0].quantity == signal.quantity
+    await desk.edited(card, FILLED)
+
+
+async def test_approve_while_paused_is_blocked(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+    reply = await desk.say("/pause news at 14:30")
+    assert reply.plain_text.startswith("⏸ Paused: news at 14:30")
+
+    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+
+    assert answer.text == "Blocked: paused (news at 14:30)"
+    await desk.edited(card, "⛔ Blocked: paused (news at 14:30)")
+    assert await desk.orders_for(signal.id) == 0
+
+
+async def test_approve_after_price_drift_is_blocked(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    signal = await desk.propose(stop_loss=None, take_profit=None)
+    card = await desk.card(signal.id)
+    desk.engine.feed.step(32)  # 32 hourly candles later BTC is 1.3 % lower
+
+    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+
+    assert answer.text == "Blocked: price moved 1.3% (limit 1.0%)"
+    await desk.edited(card, "⛔ Blocked: price moved 1.3% (limit 1.0%)")
+    assert await desk.orders_for(signal.id) == 0
+
+
+async def test_card_from_another_process_reaches_the_chat_within_2s(
+    start_desk: StartDesk, tmp_path: Path
+) -> None:
+    desk = await start_desk(policy=DeliveryPolicy())  # production pacing and polling
+    script = (
+        "import asyncio, sys, time\n"
+        "from decimal import Decimal\n"
+        "from core.app import build_engine\n"
+        "from core.config import Settings\n"
+        "from core.domain import Side\n"
+        "from core.services import Proposal\n"
+        "async def main():\n"
+        "    settings = Settings(_env_file=None, database_url=sys.argv[1], feed_speed=0)\n"
+        "    engine = await build_engine(settings)\n"
+        "    signal = await engine.signals.propose(Proposal(source='cli', symbol='BTC/USDT',\n"
+        "        side=Side.SELL, quantity=Decimal('0.02')))\n"
+        "    print(signal.id, time.time(), flush=True)\n"
+        "    await engine.close()\n"
+        "asyncio.run(main())\n"
+    )
+    url = f"sqlite:///{tmp_path / 'desk.db'}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, url, stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0
+    signal_id, proposed_at = out.decode().split()
+
+    card = await desk.card(int(signal_id), within=5)
+
+    assert card.sent_at is not None
+    assert card.sent_at.timestamp() - float(proposed_at) < 2.0
+    assert "🔴 SELL 0.02 BTC/USDT" in card.plain_text
+    assert "Source: cli" in card.plain_text
