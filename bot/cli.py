@@ -215,6 +215,44 @@ def status() -> None:
     typer.echo(f"pending    {summary.pending_signals} signal(s)")
 
 
+@app.command()
+def engine() -> None:
+    """Run the always-on duties without Telegram (scheduler: heartbeat, drawdown guard,
+    expiry, reconciliation, strategy; the webhook on $PORT when set) until Ctrl-C. Its
+    messages wait in the outbox for a bot process to deliver them."""
+    from core.runner import run_engine
+
+    try:
+        asyncio.run(run_engine(_settings()))
+    except SignalDeskError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def demo(
+    autopilot: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="run headless: a scripted owner approves and rejects N cards through the "
+            "sandbox, then print a summary and exit",
+        ),
+    ] = None,
+) -> None:
+    """The whole product on the embedded defaults, no token or account needed: the sandbox
+    Telegram server with a web chat page, the bot, the paper broker on the real BTC/USDT
+    replay and a demo signal source. Prints the web chat's URL."""
+    from bot.demo import run_demo
+
+    try:
+        code = asyncio.run(run_demo(_settings(), autopilot))
+    except SignalDeskError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Entry point of the ``signaldesk`` script."""
     try:
