@@ -2,10 +2,14 @@
 
 :class:`BotApp` is what ``python -m bot``, the demo, the e2e tests and the benchmarks all
 run, so they share one code path. Its dispatcher's start-up hook builds the engine, wires
-the outbox deliverer to the notifier and starts the background tasks; its shutdown hook
-stops them and closes the engine; aiogram's ``start_polling`` closes the bot's HTTP session
-after that. Services reach handlers through the dispatcher's workflow data: ``engine``,
-``cards``, ``settings``, ``started_at`` (the ``time.monotonic()`` of start-up).
+the outbox deliverer to the notifier, starts the deliverer, the always-on duties
+(:mod:`core.scheduler`: heartbeat, drawdown guard, expiry, reconciliation, strategy) and,
+when ``PORT`` is set, the webhook; its shutdown hook stops them in reverse order and closes
+the engine; aiogram's ``start_polling`` closes the bot's HTTP session after that. So one
+``python -m bot`` process is a whole SignalDesk; do not run ``signaldesk engine`` beside
+it on the same database (two heartbeats, two guards). Services reach handlers through the
+dispatcher's workflow data: ``engine``, ``cards``, ``settings``, ``started_at`` (the
+``time.monotonic()`` of start-up).
 
 Long polling goes to Telegram, or to ``TELEGRAM_API_BASE`` when set (a self-hosted Bot API
 server, or the sandbox). The token is only ever handed to aiogram; nothing logs it.
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 
 import structlog
@@ -35,6 +39,8 @@ from core.app import Engine, build_engine
 from core.config import Settings
 from core.errors import ConfigError, SignalDeskError
 from core.notify import OutboxNotifier
+from core.scheduler import build_scheduler
+from core.webhook import start_webhook
 
 __all__ = ["BotApp", "check_settings"]
 
@@ -74,17 +80,6 @@ def _create_bot(settings: Settings) -> Bot:
     )
 
 
-async def _expire_due(engine: Engine, interval: float) -> None:
-    """Every ``interval`` seconds, move overdue proposals to EXPIRED (their cards follow
-    through the outbox)."""
-    while True:
-        try:
-            await engine.signals.expire_due()
-        except Exception:
-            log.exception("expiry.failed")
-        await asyncio.sleep(interval)
-
-
 async def _on_error(event: ErrorEvent) -> None:
     """A handler failed: a SignalDeskError is answered with its one line, anything else
     with a generic line and logged with its traceback."""
@@ -116,7 +111,7 @@ class BotApp:
     dispatcher: Dispatcher
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @classmethod
     def from_settings(cls, settings: Settings, policy: DeliveryPolicy | None = None) -> BotApp:
@@ -157,28 +152,34 @@ class BotApp:
         await self.dispatcher.stop_polling()
 
     async def _startup(self, dispatcher: Dispatcher, bot: Bot) -> None:
+        """Build and start everything; on failure, undo what was started and re-raise."""
         settings = self.settings
         chat_id = settings.card_chat_id
         assert chat_id is not None  # check_settings: there are owners
-        engine = await build_engine(settings)
-        cards = Cards(engine)
-        deliverer = OutboxDeliverer(bot, engine, cards, chat_id, self.policy)
-        if isinstance(engine.notifier, OutboxNotifier):
-            engine.notifier.on_enqueue = deliverer.wake
-        dispatcher.workflow_data.update(
-            engine=engine, cards=cards, deliverer=deliverer, started_at=time.monotonic()
-        )
-        try:
-            await bot.delete_webhook()  # getUpdates answers 409 while a webhook is set
-            await bot.set_my_commands(render.bot_commands())
-        except TelegramAPIError as exc:  # polling retries the connection; the menu can wait
-            log.warning("bot.setup_incomplete", error=exc.message)
-        self._tasks = [
-            asyncio.create_task(deliverer.run(), name="outbox-deliverer"),
-            asyncio.create_task(
-                _expire_due(engine, settings.expiry_check_interval), name="signal-expiry"
-            ),
-        ]
+        async with AsyncExitStack() as stack:
+            engine = await build_engine(settings)
+            stack.push_async_callback(engine.close)
+            cards = Cards(engine)
+            deliverer = OutboxDeliverer(bot, engine, cards, chat_id, self.policy)
+            if isinstance(engine.notifier, OutboxNotifier):
+                engine.notifier.on_enqueue = deliverer.wake
+            dispatcher.workflow_data.update(
+                engine=engine, cards=cards, deliverer=deliverer, started_at=time.monotonic()
+            )
+            try:
+                await bot.delete_webhook()  # getUpdates answers 409 while a webhook is set
+                await bot.set_my_commands(render.bot_commands())
+            except TelegramAPIError as exc:  # polling retries the connection; the menu can wait
+                log.warning("bot.setup_incomplete", error=exc.message)
+            delivering = asyncio.create_task(deliverer.run(), name="outbox-deliverer")
+            stack.push_async_callback(_cancel, delivering)
+            scheduler = build_scheduler(engine)
+            scheduler.start()
+            stack.push_async_callback(scheduler.stop)
+            if settings.port is not None:
+                webhook = await start_webhook(engine, settings.port)
+                stack.push_async_callback(webhook.cleanup)
+            self._stack = stack.pop_all()
         log.info(
             "bot.started",
             api=settings.telegram_api_base or "https://api.telegram.org",
@@ -186,16 +187,20 @@ class BotApp:
             owners=len(settings.owner_ids),
             database=engine.db.dialect,
             broker=engine.broker.name,
+            jobs=[job.id for job in scheduler.get_jobs()],
+            webhook=settings.port,
         )
         self.ready.set()
 
     async def _shutdown(self, dispatcher: Dispatcher) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        engine: Engine | None = dispatcher.workflow_data.pop("engine", None)
-        if engine is not None:
-            await engine.close()
+        """Webhook, duties and deliverer stop, then the engine closes."""
         self.ready.clear()
+        await self._stack.aclose()
+        dispatcher.workflow_data.pop("engine", None)
         log.info("bot.stopped")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task

@@ -51,6 +51,8 @@ async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
         )
         if task.done():
             task.result()
+        # the duties start with a heartbeat: let it pass so replies are not confused with it
+        await sandbox.wait_for_message(desk.chat_id, contains="SignalDesk alive")
         return desk
 
     yield start
