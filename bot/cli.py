@@ -9,9 +9,9 @@ the input is bad.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -52,8 +52,13 @@ def _run(action: Callable[[Engine], Awaitable[T]]) -> T:
         finally:
             await engine.close()
 
+    return _complete(body())
+
+
+def _complete(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; a SignalDeskError becomes its one line on stderr and exit code 1."""
     try:
-        return asyncio.run(body())
+        return asyncio.run(work)
     except SignalDeskError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -222,11 +227,7 @@ def engine() -> None:
     messages wait in the outbox for a bot process to deliver them."""
     from core.runner import run_engine
 
-    try:
-        asyncio.run(run_engine(_settings()))
-    except SignalDeskError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    _complete(run_engine(_settings()))
 
 
 @app.command()
@@ -245,12 +246,7 @@ def demo(
     replay and a demo signal source. Prints the web chat's URL."""
     from bot.demo import run_demo
 
-    try:
-        code = asyncio.run(run_demo(_settings(), autopilot))
-    except SignalDeskError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    raise typer.Exit(code)
+    raise typer.Exit(_complete(run_demo(_settings(), autopilot)))
 
 
 def main() -> None:
