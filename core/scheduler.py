@@ -60,6 +60,11 @@ class DutyScheduler(AsyncIOScheduler):
         super().__init__(**options)
         self._running: set[asyncio.Task[Any]] = set()
 
+    @property
+    def busy(self) -> bool:
+        """True while one of the duties is running."""
+        return bool(self._running)
+
     def add_duty(
         self,
         job_id: str,

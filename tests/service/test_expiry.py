@@ -37,6 +37,11 @@ async def test_the_expiry_job_expires_a_stale_proposal_and_queues_its_card_updat
         scheduler = build_scheduler(engine)
         scheduler.start()
         try:
+
+            async def idle() -> bool:  # the start-up runs are over
+                return not scheduler.busy
+
+            await eventually(idle)
             clock.advance(101)  # the first proposal is now 301 s old
             traveller.shift(timedelta(seconds=101))
             scheduler.wakeup()

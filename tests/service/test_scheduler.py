@@ -40,15 +40,20 @@ def traveller() -> Iterator[time_machine.Traveller]:
 
 
 class Driver:
-    """Moves the wall clock (APScheduler) and the services' clock together."""
+    """Moves the wall clock (APScheduler) and the services' clock together, once no job
+    is running (a job still running when its next run is due is skipped, by design)."""
 
     def __init__(self, scheduler: DutyScheduler, traveller: Any, clock: Clock) -> None:
         self.scheduler, self._traveller, self._clock = scheduler, traveller, clock
 
-    def advance(self, seconds: float) -> None:
+    async def advance(self, seconds: float) -> None:
+        await eventually(self._idle)
         self._traveller.shift(timedelta(seconds=seconds))
         self._clock.advance(seconds)
         self.scheduler.wakeup()
+
+    async def _idle(self) -> bool:
+        return not self.scheduler.busy
 
 
 async def heartbeats(engine: Engine) -> list[datetime]:
@@ -65,12 +70,12 @@ async def test_heartbeats_are_posted_on_schedule_and_ping_the_monitor(
         drive = Driver(scheduler, traveller, clock)
         try:
             await eventually(lambda: has(heartbeats(engine), 1))  # one at start-up
-            drive.advance(1800)  # half an interval: not due yet
-            drive.advance(1800)
+            await drive.advance(1800)  # half an interval: not due yet
+            await drive.advance(1800)
             await eventually(lambda: has(heartbeats(engine), 2))
-            drive.advance(3600)
+            await drive.advance(3600)
             await eventually(lambda: has(heartbeats(engine), 3))
-            drive.advance(3600)
+            await drive.advance(3600)
             await eventually(lambda: has(heartbeats(engine), 4))
         finally:
             await scheduler.stop()
@@ -101,10 +106,10 @@ async def test_a_failing_job_is_alerted_at_most_once_per_ten_minutes_and_recorde
         failed = "Scheduled job reconcile failed: RuntimeError: ledger unreadable"
         await eventually(lambda: has(alerts(engine, failed), 1))
         for _ in range(9):  # nine more failures within the next ten minutes: no new alert
-            drive.advance(60)
+            await drive.advance(60)
             await eventually(lambda: _health_at(engine, clock.now))
         assert len(await alerts(engine, failed)) == 1
-        drive.advance(60)
+        await drive.advance(60)
         await eventually(lambda: has(alerts(engine, failed), 2))
     finally:
         await scheduler.stop()
