@@ -274,7 +274,8 @@ class CcxtBroker:
         if sandbox:
             try:
                 exchange.set_sandbox_mode(True)
-            except self._errors.NotSupported as exc:
+            # NotSupported, or a TypeError where the exchange's urls["test"] is None (kraken)
+            except (self._errors.NotSupported, TypeError) as exc:
                 raise ConfigError(
                     f"{exchange_id} has no testnet in ccxt; set CCXT_SANDBOX=false to trade "
                     "on the live exchange"

@@ -445,6 +445,11 @@ async def test_unknown_exchange_id_is_a_config_error() -> None:
         CcxtBroker("not-an-exchange")
 
 
+async def test_exchange_without_a_testnet_in_sandbox_mode_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="CCXT_SANDBOX=false"):
+        CcxtBroker("kraken", sandbox=True)
+
+
 async def test_missing_ccxt_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ccxt", None)
     monkeypatch.setitem(sys.modules, "ccxt.async_support", None)
