@@ -1,0 +1,52 @@
+"""The sandbox's web chat page in headless Chromium, driving the REAL SignalDesk bot: the
+page loads, a card appears, a click on Approve is seen as the edited card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import StartDesk
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
+    ),
+]
+
+
+async def test_web_page_shows_card_and_click_on_approve_edits_it(start_desk: StartDesk) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    desk = await start_desk()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 720, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(desk.sandbox.base_url + "/")
+            await expect(page.locator("#bot-name")).to_have_text("SignalDesk")
+
+            signal = await desk.propose()
+            card = await desk.card(signal.id)
+            row = page.locator(f'.message[data-message-id="{card.message_id}"]')
+            await expect(row.locator(".text")).to_contain_text(f"signal #{signal.id}")
+            await expect(row.locator(".text")).to_contain_text("Risk: 16.67 USDT")
+
+            await row.get_by_role("button", name="✅ Approve").click()
+
+            await expect(row.locator(".text")).to_contain_text(
+                "Filled 0.01 BTC @ 113,689.42 (fee 1.14 USDT)"
+            )
+            await expect(row.locator(".keyboard button")).to_have_count(0)
+            await expect(page.locator("#toast")).to_contain_text("Filled 0.01 BTC")
+            assert errors == []
+        finally:
+            await browser.close()
