@@ -20,7 +20,7 @@ from core.marketdata.replay import ReplayFeed, load_candles
 from core.notify import Notifier, OutboxNotifier
 from core.services.heartbeat import Health, HeartbeatService
 from core.services.reconciler import Reconciler
-from core.services.risk import FillCheckedTradingService, RiskService
+from core.services.risk import RiskService
 from core.services.signals import SignalService
 from core.services.trading import TradingService
 from core.strategies.runner import StrategyRunner, build_strategy
@@ -118,7 +118,7 @@ async def build_engine(
         await db.close()
         raise
     notifier = notifier or OutboxNotifier(db)
-    trading = FillCheckedTradingService(db, broker, notifier, settings, clock)
+    trading = TradingService(db, broker, notifier, settings, clock)
     signals = SignalService(db, broker, trading, notifier, settings, clock)
     reconciler = Reconciler(db, broker, trading, notifier, settings, clock)
     risk = RiskService(db, broker, trading, reconciler, notifier, settings, clock)

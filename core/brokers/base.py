@@ -12,11 +12,17 @@ translate their library's exceptions at the boundary into :mod:`core.errors`:
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar, runtime_checkable
+
+import stamina
 
 from core.domain import Account, OrderReport, OrderRequest, Position, Quote
+from core.errors import BrokerTemporaryError
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "retry_temporary"]
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -61,3 +67,13 @@ class Broker(Protocol):
     async def close(self) -> None:
         """Release connections and threads. The broker is not used afterwards."""
         ...
+
+
+async def retry_temporary(call: Callable[[], Awaitable[T]]) -> T:
+    """Await ``call()``, retrying :class:`BrokerTemporaryError` (which by contract had no
+    effect) with stamina's jittered backoff: at most 3 attempts within 10 seconds. Any other
+    error, and the last temporary one, propagates."""
+    async for attempt in stamina.retry_context(on=BrokerTemporaryError, attempts=3, timeout=10):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover

@@ -25,14 +25,12 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
 
-import stamina
 import structlog
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from core.brokers.base import Broker
+from core.brokers.base import Broker, retry_temporary
 from core.config import Settings
 from core.db import repositories as repo
 from core.db.engine import Database
@@ -46,7 +44,7 @@ from core.domain import (
     Side,
     utcnow,
 )
-from core.errors import BrokerError, BrokerPermanentError, BrokerTemporaryError
+from core.errors import BrokerError, BrokerPermanentError
 from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.trading import TradingService
 
@@ -59,7 +57,6 @@ __all__ = [
     "Resolution",
     "decide_order",
     "foreign_positions",
-    "retry_temporary",
 ]
 
 log = structlog.get_logger(__name__)
@@ -72,18 +69,6 @@ IN_FLIGHT_GRACE_SECONDS = 30.0
 FOREIGN_ACTION = "foreign_position"
 
 ACTOR = "reconciler"
-
-T = TypeVar("T")
-
-
-async def retry_temporary(call: Callable[[], Awaitable[T]]) -> T:
-    """Await ``call()``, retrying :class:`BrokerTemporaryError` (which by contract had no
-    effect) with stamina's jittered backoff: at most 3 attempts within 10 seconds. Any other
-    error, and the last temporary one, propagates."""
-    async for attempt in stamina.retry_context(on=BrokerTemporaryError, attempts=3, timeout=10):
-        with attempt:
-            return await call()
-    raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
 
 class Resolution(enum.StrEnum):

@@ -19,7 +19,7 @@ of two concurrent checks (or two processes) exactly one alerts and acts; the bre
 pause are rows, so a restart neither forgets nor repeats them.
 
 Checks run every ``DRAWDOWN_CHECK_INTERVAL`` seconds (the scheduler) and after every fill:
-:class:`FillCheckedTradingService` calls :meth:`RiskService.request_check` whenever it
+``TradingService.on_fill`` calls :meth:`RiskService.request_check` whenever it
 records a broker report that carries fills, whatever recorded it (an approval, a close, the
 reconciler). The request schedules a check in the background so the caller (an approval
 tap, or the flatten itself) never waits for it or deadlocks on it.
@@ -39,21 +39,20 @@ from sqlalchemy import update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.brokers.base import Broker
+from core.brokers.base import Broker, retry_temporary
 from core.config import DrawdownAction, Settings
 from core.db import repositories as repo
 from core.db.engine import Database
 from core.db.models import EquitySnapshotRow, OperatorStateRow
-from core.domain import ZERO, Account, OrderReport, utcnow
+from core.domain import ZERO, Account, utcnow
 from core.errors import BrokerError
 from core.notify import NoticeKind, Notification, Notifier, Priority
-from core.services.reconciler import Reconciler, retry_temporary
+from core.services.reconciler import Reconciler
 from core.services.trading import CloseResult, OperatorStatus, TradingService
 
 __all__ = [
     "Baselines",
     "BreachLevel",
-    "FillCheckedTradingService",
     "Limits",
     "RiskFigures",
     "RiskService",
@@ -209,20 +208,6 @@ _ACTION_WORDS = {
     DrawdownAction.PAUSE: "pause trading",
     DrawdownAction.FLATTEN: "pause and close every position",
 }
-
-
-class FillCheckedTradingService(TradingService):
-    """A :class:`TradingService` that calls ``on_fill`` after recording any broker report
-    carrying fills, so the drawdown guard checks after every fill (see the module
-    docstring). ``on_fill`` must not block; :meth:`RiskService.request_check` does not."""
-
-    on_fill: Callable[[], None] | None = None
-
-    async def record_report(self, report: OrderReport, actor: str) -> None:
-        """Record ``report`` (see :meth:`TradingService.record_report`), then ``on_fill``."""
-        await super().record_report(report, actor)
-        if report.fills and self.on_fill is not None:
-            self.on_fill()
 
 
 class RiskService:

@@ -2,9 +2,11 @@
 pause/resume, status) through the broker port.
 
 Exactly-once orders (DESIGN.md): the order row, with its client order id and state
-SUBMITTED, is committed *before* the broker is called. A permanent refusal marks it FAILED;
-any other failure (timeout, network, crash) leaves it UNKNOWN for the reconciler, which
-looks it up by client order id. A market order is never blindly retried here.
+SUBMITTED, is committed *before* the broker is called. A temporary error (by the broker
+port's contract, the request had no effect) is retried a few times under the same client
+order id; a permanent refusal, or temporary errors that outlast the retries, mark the
+order FAILED; any other failure (an ambiguous timeout, a crash) leaves it UNKNOWN for the
+reconciler, which looks it up by client order id. Nothing ambiguous is ever retried here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from decimal import Decimal
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.brokers.base import Broker
+from core.brokers.base import Broker, retry_temporary
 from core.config import Settings
 from core.db import repositories as repo
 from core.db.engine import Database
@@ -39,6 +41,7 @@ from core.domain import (
 from core.errors import (
     BrokerError,
     BrokerPermanentError,
+    BrokerTemporaryError,
     SignalDeskError,
     TransitionConflictError,
 )
@@ -136,6 +139,9 @@ class TradingService:
         self._notifier = notifier
         self._settings = settings
         self._clock = clock
+        #: Called (without awaiting anything) after every recorded report carrying fills;
+        #: the drawdown guard sets it to check after every fill. Must not block.
+        self.on_fill: Callable[[], None] | None = None
 
     # --- execution ------------------------------------------------------------------------
 
@@ -188,8 +194,8 @@ class TradingService:
         )
         report: OrderReport | None
         try:
-            report = await self.broker.place_order(request)
-        except BrokerPermanentError as exc:
+            report = await retry_temporary(lambda: self.broker.place_order(request))
+        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
             report = None
             await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
         except (BrokerError, OSError, TimeoutError) as exc:
@@ -220,6 +226,8 @@ class TradingService:
             await self._record_fills(session, order.id, report)
             if order.signal_id is not None:
                 await self._settle_signal(session, order, report.state, actor, report.reason)
+        if report.fills and self.on_fill is not None:
+            self.on_fill()
 
     async def record_failure(
         self, client_order_id: str, state: OrderState, error: str, actor: str
@@ -337,8 +345,10 @@ class TradingService:
                 session, actor=actor, action="close", at=now, order_id=order.id, reason=symbol
             )
         try:
-            report = await self.broker.close_position(symbol, client_order_id)
-        except BrokerPermanentError as exc:
+            report = await retry_temporary(
+                lambda: self.broker.close_position(symbol, client_order_id)
+            )
+        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
             await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
             return CloseResult(symbol, error=str(exc))
         except (BrokerError, OSError, TimeoutError) as exc:
