@@ -213,17 +213,18 @@ class PaperBroker:
 
     async def close_position(self, symbol: str, client_order_id: str) -> OrderReport | None:
         """Market order for the whole net position in ``symbol``; None when flat."""
-        async with self._db.session() as session:
+        async with self._ledger() as session:
+            await self._match_resting(session)
             position = await session.get(PaperPositionRow, symbol, populate_existing=True)
-        if position is None or position.quantity == 0:
+            held = position.quantity if position is not None else ZERO
+        if held == 0:
             return None
-        side = Side.SELL if position.quantity > 0 else Side.BUY
         return await self.place_order(
             OrderRequest(
                 client_order_id=client_order_id,
                 symbol=symbol,
-                side=side,
-                quantity=abs(position.quantity),
+                side=Side.SELL if held > 0 else Side.BUY,
+                quantity=abs(held),
                 reduce_only=True,
             )
         )
