@@ -101,7 +101,7 @@ if TYPE_CHECKING:
 
     from core.config import Settings
 
-__all__ = ["UNAVAILABLE_MESSAGE", "CcxtBroker", "order_report"]
+__all__ = ["UNAVAILABLE_MESSAGE", "CcxtBroker", "order_report", "translate_error"]
 
 log = structlog.get_logger(__name__)
 
@@ -369,8 +369,8 @@ class CcxtBroker:
         ``fetch_order("", symbol, {<client id param>: client_order_id})`` (Binance:
         ``GET /api/v3/order?origClientOrderId=...``; ``-2013 Order does not exist.`` is
         ccxt's ``OrderNotFound``, answered here as None). An order with fills but no
-        trades in the answer gets them from ``fetch_order_trades`` (Binance
-        ``GET /api/v3/myTrades?orderId=...``).
+        trades in the answer gets them from ``fetch_my_trades`` (Binance
+        ``GET /api/v3/myTrades``, ``/fapi/v1/userTrades``).
 
         Raises:
             UnknownSymbolError, BrokerTemporaryError, BrokerPermanentError.
@@ -382,7 +382,8 @@ class CcxtBroker:
         except self._errors.OrderNotFound:
             return None
         except self._errors.BaseError as exc:
-            raise self._translate(exc, f"look up order {client_order_id}", placing=False) from exc
+            action = f"look up order {client_order_id}"
+            raise translate_error(exc, broker=self.name, action=action, placing=False) from exc
         return await self._report(order, market, client_order_id)
 
     # --- orders ---------------------------------------------------------------------------
@@ -483,7 +484,13 @@ class CcxtBroker:
         else:
             quote = await self.quote(request.symbol)
             price = quote.ask if request.side is Side.BUY else quote.bid
-        self._check_value(market, sized.quantity, price, capped=not request.reduce_only)
+        self._check_value(
+            market,
+            sized.quantity,
+            price,
+            capped=not request.reduce_only,
+            reducing=request.reduce_only,
+        )
         params: dict[str, Any] = {"clientOrderId": request.client_order_id}
         if request.reduce_only and market.get("contract"):
             params["reduceOnly"] = True
@@ -563,13 +570,27 @@ class CcxtBroker:
                 f"{plain(self.max_order_quantity)}"
             )
 
-    def _check_value(self, market: Any, quantity: Decimal, price: Decimal, *, capped: bool) -> None:
+    def _check_value(
+        self,
+        market: Any,
+        quantity: Decimal,
+        price: Decimal,
+        *,
+        capped: bool,
+        reducing: bool = False,
+    ) -> None:
         """Check ``quantity x price`` against the market's minimum value (Binance
-        ``NOTIONAL``/``MIN_NOTIONAL``) and, when ``capped``, ``MAX_ORDER_NOTIONAL``."""
+        ``NOTIONAL``/``MIN_NOTIONAL``) and, when ``capped``, ``MAX_ORDER_NOTIONAL``.
+
+        A reducing order on a contract market is exempt from the minimum, as Binance
+        USDⓈ-M exempts reduce-only orders (``-4164 ... unless you choose reduce only``), so
+        a small remaining position can always be closed.
+        """
         symbol, quote = market["symbol"], market["quote"]
         value = quantity * price
         minimum = dec(market["limits"]["cost"].get("min"))
-        if minimum is not None and value < minimum:
+        exempt = reducing and bool(market.get("contract"))
+        if minimum is not None and value < minimum and not exempt:
             raise OrderRejectedError(
                 f"order value {plain(value)} {quote} ({plain(quantity)} at {plain(price)}) is "
                 f"below {symbol}'s minimum order value of {plain(minimum)} {quote}"
@@ -679,23 +700,34 @@ class CcxtBroker:
     async def _report(
         self, order: Any, market: Any, client_order_id: str, note: str = ""
     ) -> OrderReport:
-        """:func:`order_report` of a ccxt order, fetching its trades when it has fills but
-        the answer carried none."""
+        """:func:`order_report` of a ccxt order. When the order has fills but the answer
+        carried no trades (Binance ``GET /api/v3/order``), they are read with
+        ``fetch_my_trades`` from the order's time on, kept where ``trade["order"]`` is the
+        order's id. Failing to read them never fails the report: the order's own filled
+        amount and average price stand, and the reason says the fills are missing."""
         trades = list(order.get("trades") or ())
+        notes = [note] if note else []
         if (
             not trades
             and dec_or_zero(order.get("filled")) > 0
             and order.get("id")
-            and self._exchange.has.get("fetchOrderTrades")
+            and self._exchange.has.get("fetchMyTrades")
         ):
-            with self._boundary(f"fetch the trades of order {client_order_id}"):
-                trades = await self._exchange.fetch_order_trades(order["id"], market["symbol"])
+            try:
+                with self._boundary(f"read the fills of order {client_order_id}"):
+                    raw = await self._exchange.fetch_my_trades(
+                        market["symbol"], order.get("timestamp")
+                    )
+                trades = [t for t in raw if str(t.get("order")) == str(order["id"])]
+            except BrokerError as exc:
+                log.warning("order_fills_unread", client_order_id=client_order_id, error=str(exc))
+                notes.append(f"fills not read: {exc}")
         return order_report(
             order,
             trades,
             client_order_id=client_order_id,
             contract_size=self._contract_size(market),
-            note=note,
+            note="; ".join(notes),
         )
 
     def _quote(self, symbol: str, ticker: Mapping[str, Any]) -> Quote:
@@ -719,44 +751,55 @@ class CcxtBroker:
         try:
             yield
         except self._errors.BaseError as exc:
-            raise self._translate(exc, action, placing=placing) from exc
+            raise translate_error(exc, broker=self.name, action=action, placing=placing) from exc
 
-    def _translate(self, exc: BaseException, action: str, *, placing: bool) -> BrokerError:
-        errors = self._errors
-        text = f"{self.name} could not {action}: {_brief(exc)}"
-        if isinstance(exc, errors.BadSymbol):
-            return UnknownSymbolError(text)
-        if isinstance(exc, errors.InsufficientFunds):
-            return InsufficientMarginError(text)
-        if isinstance(exc, errors.AuthenticationError):
-            return BrokerPermanentError(
-                f"{self.name} refused the API key ({type(exc).__name__}) when trying to "
-                f"{action}: check CCXT_API_KEY, CCXT_SECRET and CCXT_PASSWORD, that the key "
-                "may trade and allows this IP, and CCXT_SANDBOX (testnet keys work only on "
-                f"the testnet). {_brief(exc)}"
-            )
-        if isinstance(exc, errors.InvalidOrder):
-            return OrderRejectedError(text)
-        answered_no = (
-            errors.RateLimitExceeded,
-            errors.DDoSProtection,
-            errors.InvalidNonce,
-            errors.OnMaintenance,
+
+def translate_error(exc: BaseException, *, broker: str, action: str, placing: bool) -> BrokerError:
+    """SignalDesk's error for a ccxt exception (the table in the module docstring; pure).
+
+    Args:
+        exc: an instance of ``ccxt.BaseError``.
+        broker: the broker's name, for the message ("ccxt:binance").
+        action: what was being done, completing "could not ...".
+        placing: the request was an order placement, where a lost answer is ambiguous.
+    """
+    _, errors = _import_ccxt()
+    text = f"{broker} could not {action}: {_brief(exc)}"
+    if isinstance(exc, errors.BadSymbol):
+        return UnknownSymbolError(text)
+    if isinstance(exc, errors.InsufficientFunds):
+        return InsufficientMarginError(text)
+    if isinstance(exc, errors.AuthenticationError):
+        return BrokerPermanentError(
+            f"{broker} refused the API key ({type(exc).__name__}) when trying to {action}: "
+            "check CCXT_API_KEY, CCXT_SECRET and CCXT_PASSWORD, that the key may trade and "
+            "allows this IP, and CCXT_SANDBOX (testnet keys work only on the testnet). "
+            f"{_brief(exc)}"
         )
-        if isinstance(exc, answered_no) or _never_sent(exc):
-            return BrokerTemporaryError(f"{text} (nothing was done; safe to retry)")
-        in_flight = isinstance(exc, errors.OperationFailed) or (
-            isinstance(exc, errors.ExchangeError) and exc.__cause__ is not None
+    if isinstance(exc, errors.InvalidOrder):
+        return OrderRejectedError(text)
+    answered_no = (
+        errors.RateLimitExceeded,
+        errors.DDoSProtection,
+        errors.InvalidNonce,
+        errors.OnMaintenance,
+    )
+    if isinstance(exc, answered_no) or _never_sent(exc):
+        return BrokerTemporaryError(f"{text} (nothing was done; safe to retry)")
+    # a transport failure after sending: ccxt's NetworkError/BadResponse family, or an
+    # ExchangeError raised from an aiohttp error (a broken answer body)
+    in_flight = isinstance(exc, errors.OperationFailed) or (
+        isinstance(exc, errors.ExchangeError) and exc.__cause__ is not None
+    )
+    if placing and in_flight:
+        return BrokerAmbiguousError(
+            f"{text}; the order may or may not exist: reconcile it by client order id"
         )
-        if placing and in_flight:
-            return BrokerAmbiguousError(
-                f"{text}; the order may or may not exist: reconcile it by client order id"
-            )
-        if in_flight:
-            return BrokerTemporaryError(text)
-        if placing:
-            return OrderRejectedError(text)
-        return BrokerPermanentError(text)
+    if in_flight:
+        return BrokerTemporaryError(text)
+    if placing:
+        return OrderRejectedError(text)
+    return BrokerPermanentError(text)
 
 
 def _never_sent(exc: BaseException) -> bool:
