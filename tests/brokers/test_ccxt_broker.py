@@ -9,14 +9,21 @@ import sys
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import pytest
 
 from core.brokers.base import Broker
-from core.brokers.ccxt_broker import UNAVAILABLE_MESSAGE, CcxtBroker, order_report
+from core.brokers.ccxt_broker import (
+    UNAVAILABLE_MESSAGE,
+    CcxtBroker,
+    order_report,
+    translate_error,
+)
 from core.config import Settings
 from core.domain import OrderRequest, OrderState, OrderType, Side
 from core.errors import (
     BrokerAmbiguousError,
+    BrokerError,
     BrokerPermanentError,
     BrokerTemporaryError,
     BrokerUnavailableError,
@@ -29,6 +36,8 @@ from core.errors import (
 )
 from tests.support import binance_fake
 from tests.support.binance_fake import BinanceFake
+
+ccxt = pytest.importorskip("ccxt", reason="the ccxt extra is not installed")
 
 D = Decimal
 
@@ -258,6 +267,77 @@ async def test_server_error_is_ambiguous_when_placing_and_temporary_when_reading
     with pytest.raises(BrokerTemporaryError) as caught:
         await ccxt_broker.account()
     assert not isinstance(caught.value, BrokerAmbiguousError)
+
+
+async def test_unreadable_fills_do_not_fail_the_look_up(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    await ccxt_broker.place_order(buy("sd-1", "0.01"))
+    binance.fail_next("GET", "/api/v3/myTrades", *binance_fake.INTERNAL_ERROR)
+
+    found = await ccxt_broker.get_order("sd-1", "BTC/USDT")
+
+    assert found is not None and found.state is OrderState.FILLED
+    assert found.filled_quantity == D("0.01") and found.average_price == D("60000.01")
+    assert found.fills == () and "fills not read" in found.reason
+
+
+# --- USDⓈ-M perpetuals (CCXT_MARKET_TYPE=swap) ----------------------------------------------
+
+PERP = "BTC/USDT:USDT"
+
+
+async def test_perpetual_position_and_account_from_the_futures_api(binance: BinanceFake) -> None:
+    broker = binance.broker(market_type="swap")
+    report = await broker.place_order(buy("sd-1", "0.01", PERP))
+    binance.set_price("BTC/USDT", "61000")
+
+    (position,) = await broker.positions()
+    account = await broker.account()
+
+    assert report.state is OrderState.FILLED and report.fee_currency == "USDT"
+    assert (position.symbol, position.quantity) == (PERP, D("0.01"))
+    assert position.average_entry == D("60000.01") and position.mark_price == D(61000)
+    assert position.unrealized_pnl == D("9.9999")
+    assert account.equity == binance.futures.wallet + D("9.9999")
+    assert account.balance == binance.futures.wallet
+    assert account.margin == D("30.5")  # 0.01 x 61 000 / 20
+
+
+async def test_perpetual_close_is_reduce_only_and_exempt_from_the_minimum_value(
+    binance: BinanceFake,
+) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(buy("sd-1", "0.002", PERP))  # 120 USDT, minimum 100
+    binance.set_price("BTC/USDT", "40000")  # now worth 80 USDT
+
+    report = await broker.close_position(PERP, "sd-c1")
+
+    assert report is not None and report.state is OrderState.FILLED
+    assert report.side is Side.SELL and report.quantity == D("0.002")
+    sent = [p for m, path, p in binance.requests if (m, path) == ("POST", "/fapi/v1/order")]
+    assert sent[-1]["reduceOnly"] == "true" and sent[-1]["newClientOrderId"] == "sd-c1"
+    assert await broker.positions() == []
+
+
+async def test_perpetual_short_is_closed_by_a_buy(binance: BinanceFake) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(OrderRequest("sd-1", "ETH/USDT:USDT", Side.SELL, D("0.5")))
+    assert [p.quantity for p in await broker.positions()] == [D("-0.5")]
+
+    report = await broker.close_position("ETH/USDT:USDT", "sd-c1")
+
+    assert report is not None and report.side is Side.BUY
+    assert binance.futures.positions["ETHUSDT"][0] == 0
+
+
+async def test_perpetual_opening_order_below_the_minimum_value_is_refused(
+    binance: BinanceFake,
+) -> None:
+    broker = binance.broker(market_type="swap")
+
+    with pytest.raises(OrderRejectedError, match="minimum order value of 100 USDT"):
+        await broker.place_order(buy("sd-1", "0.001", PERP))  # 60 USDT
 
 
 # --- refusals before sending --------------------------------------------------------------
@@ -502,3 +582,52 @@ def test_contract_amounts_become_base_units() -> None:
     assert report.fills[0].quantity == D("0.003") and report.fills[0].price == D(100000)
     assert report.average_price == D(100000)  # cost 300 / 0.003 base units
     assert (report.fee, report.fee_currency) == (D("0.1"), "USDT")
+
+
+def _caused(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+# what aiohttp raises when the connection is refused (built bare: its constructor wants
+# aiohttp's internal connection key)
+_REFUSED = aiohttp.ClientConnectorError.__new__(aiohttp.ClientConnectorError)
+
+
+@pytest.mark.parametrize(
+    ("exc", "placing", "expected"),
+    [
+        (ccxt.BadSymbol("x"), False, UnknownSymbolError),
+        (ccxt.InsufficientFunds("x"), True, InsufficientMarginError),
+        (ccxt.AuthenticationError("x"), False, BrokerPermanentError),
+        (ccxt.PermissionDenied("x"), True, BrokerPermanentError),
+        (ccxt.InvalidOrder("x"), True, OrderRejectedError),
+        (ccxt.BadRequest("x"), True, OrderRejectedError),
+        (ccxt.BadRequest("x"), False, BrokerPermanentError),
+        (ccxt.RateLimitExceeded("x"), True, BrokerTemporaryError),
+        (ccxt.DDoSProtection("x"), True, BrokerTemporaryError),
+        (ccxt.OnMaintenance("x"), True, BrokerTemporaryError),
+        (ccxt.InvalidNonce("x"), True, BrokerTemporaryError),
+        (_caused(ccxt.ExchangeNotAvailable("x"), _REFUSED), True, BrokerTemporaryError),
+        (_caused(ccxt.ExchangeNotAvailable("x"), socket.gaierror()), True, BrokerTemporaryError),
+        (ccxt.RequestTimeout("x"), True, BrokerAmbiguousError),
+        (ccxt.RequestTimeout("x"), False, BrokerTemporaryError),
+        (ccxt.ExchangeNotAvailable("x"), True, BrokerAmbiguousError),
+        (ccxt.NetworkError("x"), True, BrokerAmbiguousError),
+        (ccxt.BadResponse("x"), True, BrokerAmbiguousError),
+        (
+            _caused(ccxt.ExchangeError("x"), aiohttp.ClientPayloadError()),
+            True,
+            BrokerAmbiguousError,
+        ),
+        (ccxt.ExchangeError("x"), True, OrderRejectedError),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_ccxt_exceptions_translate_by_the_table(
+    exc: BaseException, placing: bool, expected: type[BrokerError]
+) -> None:
+    error = translate_error(exc, broker="ccxt:test", action="do it", placing=placing)
+
+    assert type(error) is expected
+    assert str(error).startswith("ccxt:test")

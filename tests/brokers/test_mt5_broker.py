@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from decimal import Decimal
@@ -398,8 +399,11 @@ async def test_every_terminal_call_runs_on_one_worker_thread(
     mt5: FakeTerminal, mt5_broker: Mt5Broker
 ) -> None:
     await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
-    await mt5_broker.positions()
-    await mt5_broker.account()
+    await asyncio.gather(
+        *(mt5_broker.positions() for _ in range(4)),
+        *(mt5_broker.account() for _ in range(4)),
+        *(mt5_broker.quote(symbol) for symbol in ("EURUSD", "XAUUSD", "US500")),
+    )
     await mt5_broker.close_position("EURUSD", "sd-c1")
 
     threads = {thread for _, thread in mt5.calls}

@@ -20,7 +20,12 @@ Served (the shapes of Binance's spot API, ``/api/v3``): ``GET /time``, ``GET /ex
 ``orderId`` or ``origClientOrderId``) and ``GET /myTrades``. Signed endpoints want the
 ``X-MBX-APIKEY`` header to be :data:`API_KEY` and a ``signature`` parameter (any value).
 
-Matching: a market order fills at once at the ask (buy) or bid (sell); a limit order fills
+USDⓈ-M perpetuals (``/fapi``, for ``market_type="swap"`` brokers; see :class:`_UsdmFutures`):
+``GET /fapi/v1/exchangeInfo``, ``/fapi/v1/ticker/24hr``, and the signed
+``/fapi/v1/leverageBracket``, ``/fapi/v3/positionRisk``, ``/fapi/v3/account``,
+``POST``/``GET /fapi/v1/order`` (market orders, ``reduceOnly``) and ``/fapi/v1/userTrades``.
+
+Spot matching: a market order fills at once at the ask (buy) or bid (sell); a limit order fills
 at the ask/bid when marketable, else rests ``NEW`` with its funds locked. The taker
 commission (:attr:`BinanceFake.commission`, 0.1 %) is charged in the asset received, as
 Binance does without BNB. Order checks, in Binance's order: unknown symbol (``-1121``),
@@ -117,6 +122,29 @@ DEFAULT_SYMBOLS = (
     ),
 )
 
+#: USDⓈ-M perpetuals (``/fapi/v1/exchangeInfo``): BTCUSDT and ETHUSDT, 100 and 20 USDT
+#: minimum notional (reduce-only orders exempt, as on Binance).
+DEFAULT_PERPETUALS = (
+    SymbolSpec(
+        "BTC",
+        "USDT",
+        Decimal("0.10"),
+        Decimal("0.001"),
+        Decimal("0.001"),
+        Decimal(1000),
+        Decimal(100),
+    ),
+    SymbolSpec(
+        "ETH",
+        "USDT",
+        Decimal("0.01"),
+        Decimal("0.001"),
+        Decimal("0.001"),
+        Decimal(10000),
+        Decimal(20),
+    ),
+)
+
 
 @dataclass(slots=True)
 class _Fault:
@@ -143,6 +171,7 @@ class _Order:
     quote_executed: Decimal = Decimal(0)
     updated_ms: int = 0
     fills: list[dict[str, Any]] = field(default_factory=list)
+    reduce_only: bool = False
 
 
 class _BinanceError(Exception):
@@ -170,6 +199,387 @@ def _binance_id(symbol: str) -> str:
     return symbol.replace("/", "")
 
 
+class _UsdmFutures:
+    """Binance USDⓈ-M futures (``/fapi``) for ccxt's ``swap`` markets: a one-way-mode
+    account in USDT with one signed position per symbol, cross margin at :attr:`leverage`,
+    a 0.05 % taker fee and realized PnL booked to the wallet when a position shrinks."""
+
+    def __init__(self, exchange: BinanceFake, wallet: Decimal, symbols: tuple[SymbolSpec, ...]):
+        self.exchange = exchange
+        self.specs = {spec.symbol: spec for spec in symbols}
+        self.wallet = wallet
+        self.leverage = 20
+        self.commission = Decimal("0.0005")
+        self.positions: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (amount, entry)
+        self.orders: dict[int, _Order] = {}
+
+    def routes(self, params: Mapping[str, str]) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        """``(public, signed)`` handlers by ``(method, path)``."""
+        public = {
+            ("GET", "/fapi/v1/time"): lambda: {"serverTime": _now_ms()},
+            ("GET", "/fapi/v1/exchangeInfo"): self._exchange_info,
+            ("GET", "/fapi/v1/ticker/24hr"): lambda: self._tickers(params),
+        }
+        signed = {
+            ("GET", "/fapi/v1/leverageBracket"): self._leverage_brackets,
+            ("GET", "/fapi/v3/positionRisk"): self._position_risk,
+            ("GET", "/fapi/v3/account"): self._account,
+            ("POST", "/fapi/v1/order"): self._new_order,
+            ("GET", "/fapi/v1/order"): self._query_order,
+            ("GET", "/fapi/v1/userTrades"): self._user_trades,
+        }
+        return public, signed
+
+    def _spec(self, symbol: str) -> SymbolSpec:
+        spec = self.specs.get(symbol)
+        if spec is None:
+            raise _BinanceError((400, -1121, "Invalid symbol."))
+        return spec
+
+    def _mark(self, symbol: str) -> Decimal:
+        return self.exchange.books[symbol][2]
+
+    def _unrealized(self, symbol: str) -> Decimal:
+        amount, entry = self.positions[symbol]
+        return (self._mark(symbol) - entry) * amount
+
+    def _initial_margin(self, symbol: str) -> Decimal:
+        return abs(self.positions[symbol][0]) * self._mark(symbol) / self.leverage
+
+    def _exchange_info(self) -> dict[str, Any]:
+        return {
+            "timezone": "UTC",
+            "serverTime": _now_ms(),
+            "futuresType": "U_MARGINED",
+            "rateLimits": [],
+            "exchangeFilters": [],
+            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+            "symbols": [self._symbol_info(spec) for spec in self.specs.values()],
+        }
+
+    @staticmethod
+    def _symbol_info(spec: SymbolSpec) -> dict[str, Any]:
+        return {
+            "symbol": spec.symbol,
+            "pair": spec.symbol,
+            "contractType": "PERPETUAL",
+            "deliveryDate": 4133404800000,
+            "onboardDate": 1569398400000,
+            "status": "TRADING",
+            "maintMarginPercent": "2.5000",
+            "requiredMarginPercent": "5.0000",
+            "baseAsset": spec.base,
+            "quoteAsset": spec.quote,
+            "marginAsset": spec.quote,
+            "pricePrecision": 2,
+            "quantityPrecision": 3,
+            "baseAssetPrecision": 8,
+            "quotePrecision": 8,
+            "underlyingType": "COIN",
+            "underlyingSubType": ["PoW"],
+            "triggerProtect": "0.0500",
+            "liquidationFee": "0.012500",
+            "marketTakeBound": "0.05",
+            "maxMoveOrderLimit": 10000,
+            "filters": [
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": str(spec.tick_size),
+                    "maxPrice": "4529764",
+                    "tickSize": str(spec.tick_size),
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": str(spec.min_qty),
+                    "maxQty": str(spec.max_qty),
+                    "stepSize": str(spec.step_size),
+                },
+                {
+                    "filterType": "MARKET_LOT_SIZE",
+                    "minQty": str(spec.min_qty),
+                    "maxQty": str(spec.max_qty),
+                    "stepSize": str(spec.step_size),
+                },
+                {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                {"filterType": "MIN_NOTIONAL", "notional": str(spec.min_notional)},
+                {
+                    "filterType": "PERCENT_PRICE",
+                    "multiplierUp": "1.0500",
+                    "multiplierDown": "0.9500",
+                    "multiplierDecimal": "4",
+                },
+            ],
+            "orderTypes": [
+                "LIMIT",
+                "MARKET",
+                "STOP",
+                "STOP_MARKET",
+                "TAKE_PROFIT",
+                "TAKE_PROFIT_MARKET",
+                "TRAILING_STOP_MARKET",
+            ],
+            "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+        }
+
+    def _tickers(self, params: Mapping[str, str]) -> Any:
+        specs = [self._spec(params["symbol"])] if "symbol" in params else self.specs.values()
+        now = _now_ms()
+        tickers = [
+            {
+                "symbol": spec.symbol,
+                "priceChange": "0.00",
+                "priceChangePercent": "0.000",
+                "weightedAvgPrice": str(self._mark(spec.symbol)),
+                "lastPrice": str(self._mark(spec.symbol)),
+                "lastQty": "0.010",
+                "openPrice": str(self._mark(spec.symbol)),
+                "highPrice": str(self._mark(spec.symbol)),
+                "lowPrice": str(self._mark(spec.symbol)),
+                "volume": "1000.000",
+                "quoteVolume": "60000000.00",
+                "openTime": now - 86_400_000,
+                "closeTime": now,
+                "firstId": 1,
+                "lastId": 1000,
+                "count": 1000,
+            }
+            for spec in specs
+        ]
+        return tickers[0] if "symbol" in params else tickers
+
+    def _leverage_brackets(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        bracket = {
+            "bracket": 1,
+            "initialLeverage": 125,
+            "notionalCap": 50000,
+            "notionalFloor": 0,
+            "maintMarginRatio": 0.004,
+            "cum": 0.0,
+        }
+        return [{"symbol": symbol, "brackets": [bracket]} for symbol in self.specs]
+
+    def _position_risk(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        rows = []
+        for symbol, (amount, entry) in sorted(self.positions.items()):
+            if amount == 0 or params.get("symbol") not in (None, symbol):
+                continue
+            margin = self._initial_margin(symbol)
+            rows.append(
+                {
+                    "symbol": symbol,
+                    "positionSide": "BOTH",
+                    "positionAmt": str(amount),
+                    "entryPrice": str(entry),
+                    "breakEvenPrice": str(entry),
+                    "markPrice": str(self._mark(symbol)),
+                    "unRealizedProfit": str(self._unrealized(symbol)),
+                    "liquidationPrice": "0",
+                    "isolatedMargin": "0",
+                    "notional": str(amount * self._mark(symbol)),
+                    "marginAsset": "USDT",
+                    "isolatedWallet": "0",
+                    "initialMargin": str(margin),
+                    "maintMargin": str(margin / 10),
+                    "positionInitialMargin": str(margin),
+                    "openOrderInitialMargin": "0",
+                    "adl": 1,
+                    "bidNotional": "0",
+                    "askNotional": "0",
+                    "updateTime": _now_ms(),
+                }
+            )
+        return rows
+
+    def _totals(self) -> tuple[Decimal, Decimal]:
+        """``(unrealized PnL, initial margin)`` over the open positions."""
+        open_symbols = [s for s, (amount, _) in self.positions.items() if amount != 0]
+        unrealized = sum((self._unrealized(s) for s in open_symbols), Decimal(0))
+        margin = sum((self._initial_margin(s) for s in open_symbols), Decimal(0))
+        return unrealized, margin
+
+    def _account(self, params: Mapping[str, str]) -> dict[str, Any]:
+        unrealized, margin = self._totals()
+        equity = self.wallet + unrealized
+        asset = {
+            "asset": "USDT",
+            "walletBalance": str(self.wallet),
+            "unrealizedProfit": str(unrealized),
+            "marginBalance": str(equity),
+            "maintMargin": str(margin / 10),
+            "initialMargin": str(margin),
+            "positionInitialMargin": str(margin),
+            "openOrderInitialMargin": "0",
+            "crossWalletBalance": str(self.wallet),
+            "crossUnPnl": str(unrealized),
+            "availableBalance": str(equity - margin),
+            "maxWithdrawAmount": str(equity - margin),
+            "updateTime": _now_ms(),
+        }
+        return {
+            "totalInitialMargin": str(margin),
+            "totalMaintMargin": str(margin / 10),
+            "totalWalletBalance": str(self.wallet),
+            "totalUnrealizedProfit": str(unrealized),
+            "totalMarginBalance": str(equity),
+            "totalPositionInitialMargin": str(margin),
+            "totalOpenOrderInitialMargin": "0",
+            "totalCrossWalletBalance": str(self.wallet),
+            "totalCrossUnPnl": str(unrealized),
+            "availableBalance": str(equity - margin),
+            "maxWithdrawAmount": str(equity - margin),
+            "assets": [asset],
+            "positions": [],
+        }
+
+    def _new_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+        spec = self._spec(params.get("symbol", ""))
+        if params.get("type") != "MARKET":
+            raise _BinanceError((400, -1116, "Invalid orderType."))
+        if "quantity" not in params:
+            raise _BinanceError(_missing("quantity"))
+        quantity = Decimal(params["quantity"])
+        if quantity < spec.min_qty or quantity > spec.max_qty or quantity % spec.step_size:
+            raise _BinanceError(
+                (400, -1111, "Precision is over the maximum defined for this asset.")
+            )
+        buy = params.get("side") == "BUY"
+        reduce_only = params.get("reduceOnly", "false").lower() == "true"
+        bid, ask, _ = self.exchange.books[spec.symbol]
+        price = ask if buy else bid
+        held, entry = self.positions.get(spec.symbol, (Decimal(0), Decimal(0)))
+        signed = quantity if buy else -quantity
+        if reduce_only and (held == 0 or (held > 0) == buy or quantity > abs(held)):
+            raise _BinanceError((400, -2022, "ReduceOnly Order is rejected."))
+        if not reduce_only and quantity * price < spec.min_notional:
+            raise _BinanceError(
+                (
+                    400,
+                    -4164,
+                    f"Order's notional must be no smaller than {spec.min_notional} (unless you "
+                    "choose reduce only).",
+                )
+            )
+        opening = held == 0 or (held > 0) == buy
+        unrealized, margin = self._totals()
+        if opening and quantity * price / self.leverage > self.wallet + unrealized - margin:
+            raise _BinanceError((400, -2019, "Margin is insufficient."))
+        order_id = self.exchange.new_order_id()
+        now = _now_ms()
+        order = _Order(
+            spec=spec,
+            order_id=order_id,
+            client_order_id=params.get("newClientOrderId") or f"fake{order_id}",
+            side=params["side"],
+            type="MARKET",
+            quantity=quantity,
+            price=Decimal(0),
+            time_in_force="GTC",
+            created_ms=now,
+            updated_ms=now,
+            reduce_only=reduce_only,
+        )
+        self.orders[order.order_id] = order
+        realized = Decimal(0)
+        after = held + signed
+        if opening:
+            entry = (abs(held) * entry + quantity * price) / abs(after)
+        else:
+            closed = min(quantity, abs(held))
+            realized = closed * (price - entry) * (1 if held > 0 else -1)
+            if after == 0:
+                entry = Decimal(0)
+            elif (after > 0) != (held > 0):
+                entry = price
+        self.positions[spec.symbol] = (after, entry)
+        fee = quantity * price * self.commission
+        self.wallet += realized - fee
+        order.status, order.executed, order.quote_executed = "FILLED", quantity, quantity * price
+        order.fills.append(
+            {
+                "price": str(price),
+                "qty": str(quantity),
+                "commission": str(fee),
+                "commissionAsset": "USDT",
+                "tradeId": self.exchange.new_trade_id(),
+                "time": now,
+                "realizedPnl": str(realized),
+            }
+        )
+        answer = self._order_json(order)
+        answer.pop("time")
+        return answer
+
+    def _query_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+        spec = self._spec(params.get("symbol", ""))
+        wanted = params.get("origClientOrderId")
+        found = [
+            o
+            for o in self.orders.values()
+            if o.spec is spec
+            and (o.client_order_id == wanted or str(o.order_id) == params.get("orderId"))
+        ]
+        if not found:
+            raise _BinanceError(ORDER_DOES_NOT_EXIST)
+        return self._order_json(found[-1])
+
+    def _user_trades(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        spec = self._spec(params.get("symbol", ""))
+        return [
+            {
+                "buyer": order.side == "BUY",
+                "commission": fill["commission"],
+                "commissionAsset": "USDT",
+                "id": fill["tradeId"],
+                "maker": False,
+                "orderId": order.order_id,
+                "price": fill["price"],
+                "qty": fill["qty"],
+                "quoteQty": str(Decimal(fill["price"]) * Decimal(fill["qty"])),
+                "realizedPnl": fill["realizedPnl"],
+                "side": order.side,
+                "positionSide": "BOTH",
+                "symbol": spec.symbol,
+                "time": fill["time"],
+            }
+            for order in self.orders.values()
+            if order.spec is spec
+            and str(order.order_id) == params.get("orderId", str(order.order_id))
+            for fill in order.fills
+            if fill["time"] >= int(params.get("startTime", 0))
+        ]
+
+    @staticmethod
+    def _order_json(order: _Order) -> dict[str, Any]:
+        average = order.quote_executed / order.executed if order.executed else Decimal(0)
+        return {
+            "orderId": order.order_id,
+            "symbol": order.spec.symbol,
+            "status": order.status,
+            "clientOrderId": order.client_order_id,
+            "price": "0",
+            "avgPrice": str(average),
+            "origQty": str(order.quantity),
+            "executedQty": str(order.executed),
+            "cumQty": str(order.executed),
+            "cumQuote": str(order.quote_executed),
+            "timeInForce": order.time_in_force,
+            "type": order.type,
+            "reduceOnly": order.reduce_only,
+            "closePosition": False,
+            "side": order.side,
+            "positionSide": "BOTH",
+            "stopPrice": "0",
+            "workingType": "CONTRACT_PRICE",
+            "priceProtect": False,
+            "origType": order.type,
+            "priceMatch": "NONE",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "goodTillDate": 0,
+            "time": order.created_ms,
+            "updateTime": order.updated_ms,
+        }
+
+
 class BinanceFake:
     """The fake exchange: state, scenario switches and the aiohttp server.
 
@@ -191,6 +601,8 @@ class BinanceFake:
         balances: Mapping[str, Decimal | str | int] | None = None,
         prices: Mapping[str, Decimal | str | int] | None = None,
         symbols: tuple[SymbolSpec, ...] = DEFAULT_SYMBOLS,
+        futures_wallet: Decimal | str | int = 10000,
+        perpetuals: tuple[SymbolSpec, ...] = DEFAULT_PERPETUALS,
     ) -> None:
         self.specs = {spec.symbol: spec for spec in symbols}
         self.free: dict[str, Decimal] = {}
@@ -210,6 +622,7 @@ class BinanceFake:
             self.set_price(symbol, price)
         self.commission = Decimal("0.001")
         self.orders: dict[int, _Order] = {}
+        self.futures = _UsdmFutures(self, Decimal(str(futures_wallet)), perpetuals)
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._faults: dict[tuple[str, str], list[_Fault]] = {}
         self._next_order_id = 4_000_000
@@ -240,27 +653,37 @@ class BinanceFake:
         fault = _Fault(stall=seconds, process=process)
         self._faults.setdefault((method, path), []).append(fault)
 
+    def new_order_id(self) -> int:
+        """The next order id (spot and futures share the sequence)."""
+        self._next_order_id += 1
+        return self._next_order_id
+
+    def new_trade_id(self) -> int:
+        """The next trade id."""
+        self._next_trade_id += 1
+        return self._next_trade_id
+
     def order_by_client_id(self, client_order_id: str) -> _Order | None:
         """The latest order with this client id, or None."""
         found = [o for o in self.orders.values() if o.client_order_id == client_order_id]
         return found[-1] if found else None
 
-    def posted_orders(self) -> int:
-        """How many ``POST /api/v3/order`` requests were served."""
-        return sum(
-            1 for method, path, _ in self.requests if (method, path) == ("POST", "/api/v3/order")
-        )
-
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
     def api_urls(self) -> dict[str, str]:
-        """The ``urls["api"]`` entries that point ccxt's binance spot API at this server."""
-        return {
+        """The ``urls["api"]`` entries that point ccxt's binance spot (``public``,
+        ``private``) and USDⓈ-M (``fapi*``) APIs at this server."""
+        urls = {
             "public": f"{self.base_url}/api/v3",
             "private": f"{self.base_url}/api/v3",
             "v1": f"{self.base_url}/api/v1",
         }
+        for version in ("", "V2", "V3"):
+            number = {"": "1", "V2": "2", "V3": "3"}[version]
+            for side in ("Public", "Private"):
+                urls[f"fapi{side}{version}"] = f"{self.base_url}/fapi/v{number}"
+        return urls
 
     async def start(self) -> None:
         """Listen on 127.0.0.1 on a free port; sets :attr:`base_url`."""
@@ -287,25 +710,30 @@ class BinanceFake:
         *,
         timeout_ms: int = 3000,
         api_key: str = API_KEY,
+        market_type: str = "spot",
         **overrides: Any,
     ) -> CcxtBroker:
-        """A :class:`CcxtBroker` (binance, spot, testnet mode) pointed at this server; ccxt's
-        rate limiter stays on with a 1 ms interval. Keyword ``overrides`` go to the
-        constructor (``max_order_quantity=...``)."""
+        """A :class:`CcxtBroker` (binance, testnet mode) pointed at this server, on spot or,
+        with ``market_type="swap"``, on the USDⓈ-M perpetuals; ccxt's rate limiter stays on
+        with a 1 ms interval. Keyword ``overrides`` go to the constructor
+        (``max_order_quantity=...``)."""
         from core.brokers.ccxt_broker import CcxtBroker
 
         config = {
             "timeout": timeout_ms,
             "rateLimit": 1,
             "timeout_on_exit": 0,  # ccxt waits 250 ms on close for TLS; plain HTTP here
-            # spot only: no USDⓈ-M/COIN-M exchangeInfo, no sapi currency list on load
-            "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
+            # one market family per broker, and no sapi currency list on load
+            "options": {
+                "fetchMarkets": {"types": ["spot" if market_type == "spot" else "linear"]},
+                "fetchCurrencies": False,
+            },
         }
         kwargs: dict[str, Any] = {
             "api_key": SecretStr(api_key),
             "secret": SecretStr(SECRET),
             "sandbox": True,
-            "market_type": "spot",
+            "market_type": market_type,
             "account_currency": "USDT",
             "api_urls": self.api_urls,
             "config": config,
@@ -357,14 +785,17 @@ class BinanceFake:
             ("GET", "/api/v3/ticker/price"): lambda: self._tickers(params, self._ticker_price),
             ("GET", "/api/v3/ticker/bookTicker"): lambda: self._tickers(params, self._book),
         }
-        if (method, path) in public:
-            return public[(method, path)]()
         signed = {
             ("GET", "/api/v3/account"): self._account,
             ("POST", "/api/v3/order"): self._new_order,
             ("GET", "/api/v3/order"): self._query_order,
             ("GET", "/api/v3/myTrades"): self._my_trades,
         }
+        futures_public, futures_signed = self.futures.routes(params)
+        public.update(futures_public)
+        signed.update(futures_signed)
+        if (method, path) in public:
+            return public[(method, path)]()
         if (method, path) not in signed:
             raise _BinanceError((404, -1000, f"fake Binance does not serve {method} {path}"))
         if headers.get("X-MBX-APIKEY") != API_KEY:
@@ -556,7 +987,8 @@ class BinanceFake:
             raise _BinanceError((400, -1116, "Invalid orderType."))
         if quantity * price < spec.min_notional:
             raise _BinanceError(MIN_NOTIONAL_FAILURE)
-        client_id = params.get("newClientOrderId") or f"fake{self._next_order_id}"
+        order_id = self.new_order_id()
+        client_id = params.get("newClientOrderId") or f"fake{order_id}"
         if any(
             o.client_order_id == client_id and o.status in ("NEW", "PARTIALLY_FILLED")
             for o in self.orders.values()
@@ -573,7 +1005,7 @@ class BinanceFake:
         now = _now_ms()
         order = _Order(
             spec=spec,
-            order_id=self._next_order_id,
+            order_id=order_id,
             client_order_id=client_id,
             side=side,
             type=kind,
@@ -583,7 +1015,6 @@ class BinanceFake:
             created_ms=now,
             updated_ms=now,
         )
-        self._next_order_id += 1
         self.orders[order.order_id] = order
         if marketable:
             self._fill(order, fill_price)
@@ -624,11 +1055,10 @@ class BinanceFake:
                 "qty": _fmt(quantity),
                 "commission": _fmt(commission),
                 "commissionAsset": commission_asset,
-                "tradeId": self._next_trade_id,
+                "tradeId": self.new_trade_id(),
                 "time": order.updated_ms,
             }
         )
-        self._next_trade_id += 1
 
     def _query_order(self, params: Mapping[str, str]) -> dict[str, Any]:
         spec = self._spec(params.get("symbol", ""))
@@ -648,6 +1078,8 @@ class BinanceFake:
             if order.spec is not spec or wanted not in (None, order.order_id):
                 continue
             for fill in order.fills:
+                if fill["time"] < int(params.get("startTime", 0)):
+                    continue
                 price, qty = Decimal(fill["price"]), Decimal(fill["qty"])
                 trades.append(
                     {
