@@ -500,3 +500,17 @@ def test_fake_module_mirrors_the_real_packages_surface() -> None:
     assert not hasattr(module, "SYMBOL_FILLING_FOK")  # the real package lacks it too
     for name in ("initialize", "login", "order_send", "history_deals_get", "last_error"):
         assert callable(getattr(module, name))
+
+
+async def test_importing_the_adapters_imports_neither_library() -> None:
+    code = (
+        "import sys, core.app, core.brokers.ccxt_broker, core.brokers.mt5_broker; "
+        "print(sorted(m for m in ('ccxt', 'MetaTrader5') if m in sys.modules))"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+
+    assert process.returncode == 0
+    assert out.decode().strip() == "[]"

@@ -274,7 +274,8 @@ class SymbolSpec:
 
 def default_symbols() -> list[SymbolSpec]:
     """EURUSD (FOK or IOC, 3.5 USD commission per lot), XAUUSD (IOC only, hidden from
-    Market Watch) and US500 (no FOK/IOC flag: RETURN)."""
+    Market Watch), US500 (no FOK/IOC flag: RETURN) and BTCUSD (a crypto CFD of one coin
+    per lot, for scenarios shared with the crypto brokers)."""
     return [
         SymbolSpec(
             "EURUSD",
@@ -305,6 +306,19 @@ def default_symbols() -> list[SymbolSpec]:
             visible=False,
         ),
         SymbolSpec("US500", 1, 1.0, 0.1, 500.0, 0.1, 0, 5800.0, 5800.5, "USD", "USD"),
+        SymbolSpec(
+            "BTCUSD",
+            2,
+            1.0,
+            0.01,
+            100.0,
+            0.01,
+            SYMBOL_FILLING_FOK | SYMBOL_FILLING_IOC,
+            59999.50,
+            60000.50,
+            "BTC",
+            "USD",
+        ),
     ]
 
 
