@@ -327,6 +327,17 @@ async def test_return_codes_map_to_error_classes(
     assert mt5.positions == {}
 
 
+async def test_done_partial_is_a_success_that_says_so(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    mt5.reject_next(mt5_fake.TRADE_RETCODE_DONE_PARTIAL, "partial", execute=True)
+
+    report = await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+
+    assert report.state is OrderState.FILLED and report.filled_quantity == D(10000)
+    assert "TRADE_RETCODE_DONE_PARTIAL" in report.reason
+
+
 async def test_temporary_return_codes_say_a_retry_is_safe(
     mt5: FakeTerminal, mt5_broker: Mt5Broker
 ) -> None:
