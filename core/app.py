@@ -79,6 +79,7 @@ async def build_engine(
     settings: Settings,
     *,
     notifier: Notifier | None = None,
+    broker: Broker | None = None,
     migrate: bool = True,
     clock: Callable[[], datetime] = utcnow,
 ) -> Engine:
@@ -86,6 +87,8 @@ async def build_engine(
 
     Args:
         notifier: defaults to an :class:`OutboxNotifier` on the same database.
+        broker: an already-built broker (the engine closes it); default: the one ``BROKER``
+            names, built by :func:`build_broker`.
         migrate: run ``alembic upgrade head`` first (idempotent).
         clock: current UTC time for services and the replay (injectable for tests).
 
@@ -113,7 +116,7 @@ async def build_engine(
             anchor=anchor,
             clock=clock,
         )
-        broker = build_broker(settings, db, feed)
+        broker = broker or build_broker(settings, db, feed)
     except BaseException:
         await db.close()
         raise

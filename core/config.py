@@ -93,7 +93,9 @@ class Settings(BaseSettings):
     max_price_drift_pct: Decimal = Field(
         Decimal("1.0"), gt=0, description="approval blocks if price moved more since proposal"
     )
-    max_order_quantity: Decimal = Field(Decimal(1), gt=0, description="base units per order")
+    max_order_quantity: Decimal = Field(
+        Decimal(1), gt=0, description="base units per order (MT5 forex: 100000 = 1 lot)"
+    )
     max_order_notional: Decimal = Field(
         Decimal(10000), gt=0, description="quote currency per order"
     )
@@ -152,6 +154,9 @@ class Settings(BaseSettings):
     ccxt_password: SecretStr | None = None
     ccxt_sandbox: bool = Field(True, description="use the exchange's testnet")
     ccxt_market_type: str = Field("spot", pattern=r"^(spot|swap|future)$")
+    ccxt_account_currency: str = Field(
+        "USDT", min_length=1, description="currency equity and positions are valued in"
+    )
 
     # --- MetaTrader 5 -------------------------------------------------------------------
     mt5_login: int | None = None

@@ -141,11 +141,6 @@ def _import_ccxt() -> tuple[Any, Any]:
     return ccxt_async, errors
 
 
-def _quote_currency(symbol: str) -> str:
-    """``"USDT"`` for ``"BTC/USDT"`` (and for ``"BTC/USDT:USDT"``)."""
-    return symbol.partition("/")[2].partition(":")[0]
-
-
 def _brief(exc: BaseException) -> str:
     """One line naming the ccxt exception and its (truncated) message; never a secret:
     ccxt messages carry the exchange's answer and the URL, not the keys."""
@@ -242,7 +237,7 @@ class CcxtBroker:
             password=settings.ccxt_password,
             sandbox=settings.ccxt_sandbox,
             market_type=settings.ccxt_market_type,
-            account_currency=_quote_currency(settings.feed_symbol),
+            account_currency=settings.ccxt_account_currency,
             max_order_quantity=settings.max_order_quantity,
             max_order_notional=settings.max_order_notional,
         )
