@@ -504,7 +504,7 @@ async def test_from_settings_builds_a_testnet_client_with_the_keys() -> None:
         broker="ccxt",
         ccxt_api_key="k-123",
         ccxt_secret="s-456",
-        feed_symbol="ETH/BTC",
+        ccxt_account_currency="BTC",
         max_order_quantity=D(2),
     )
 
