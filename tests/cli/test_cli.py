@@ -120,3 +120,32 @@ def test_an_invalid_setting_names_the_variable(run, monkeypatch) -> None:  # typ
     )
     assert result.returncode != 0
     assert "BROKER: Input should be 'paper', 'ccxt' or 'mt5' (got 'nyse')" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("broker", "prelude", "message"),
+    [
+        (
+            "ccxt",
+            "import sys; sys.modules['ccxt'] = None",
+            "BROKER=ccxt needs the ccxt extra: pip install 'signaldesk[ccxt]'",
+        ),
+        ("mt5", "", "BROKER=mt5 needs Windows and the mt5 extra: pip install 'signaldesk[mt5]'"),
+    ],
+)
+def test_a_broker_whose_extra_is_missing_stops_start_up_with_one_line_naming_it(
+    tmp_path: Path, broker: str, prelude: str, message: str
+) -> None:
+    code = f"{prelude}\nimport sys; sys.argv = ['signaldesk', 'status']\n"
+    code += "from bot.cli import main; main()"
+    env = {**os.environ, "BROKER": broker, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"error: {message}"]
