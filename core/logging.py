@@ -17,7 +17,13 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     for noisy in ("aiosqlite", "sqlalchemy.engine", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     renderer = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        # plain tracebacks: rich's default shows each frame's locals, and aiogram's
+        # make_request holds the request URL, which embeds the bot token
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
