@@ -10,16 +10,18 @@ import asyncio
 import sys
 
 from bot.app import BotApp
+from bot.delivery import DeliveryPolicy
 from core.config import load_settings
 from core.errors import ConfigError
 from core.logging import configure_logging
 
 
-def main() -> int:
-    """Load the settings, refuse to start without a token or owners, then poll."""
+def main(policy: DeliveryPolicy | None = None) -> int:
+    """Load the settings, refuse to start without a token or owners, then poll.
+    ``policy`` changes the outbox's pace (the benchmarks post cards unpaced)."""
     try:
         settings = load_settings()
-        app = BotApp.from_settings(settings)
+        app = BotApp.from_settings(settings, policy)
     except ConfigError as exc:
         sys.stderr.write(f"signaldesk bot: {exc}\n")
         return 2
