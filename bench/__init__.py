@@ -1,0 +1,1 @@
+"""Benchmarks of the Telegram face: ``python -m bench`` prints the table."""
