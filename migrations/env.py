@@ -44,6 +44,11 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # WAL is a property of the file: set it once here, before any two engines race to
+        # switch it at connect time (which needs an exclusive lock).
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        connection.commit()
     _configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()

@@ -75,7 +75,8 @@ class PaperBroker:
         starting_balance: the balance of a new account, in ``currency``.
         spread_bps, slippage_bps, fee_bps: execution costs in basis points.
         leverage: margin = notional / leverage.
-        max_order_quantity: largest base quantity of one opening order.
+        max_order_quantity: largest base quantity of one order; reduce-only closes are
+            exempt so a position can always be closed.
         clock: current UTC time (injectable).
     """
 

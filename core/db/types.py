@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Numeric, String
@@ -11,12 +11,19 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = ["Money", "UTCDateTime", "canonical"]
 
+#: Enough precision for NUMERIC(36, 18); the default context keeps only 28 digits.
+_EXACT = Context(prec=60)
+
 
 def canonical(value: Decimal) -> Decimal:
-    """``value`` without trailing zeros and without an exponent (``10.00`` -> ``10``)."""
-    normal = value.normalize()
+    """``value`` without trailing zeros (``10.00`` -> ``10``, ``0.000100`` -> ``0.0001``),
+    exact to 60 significant digits; write it with ``format(value, "f")`` to avoid
+    Python's scientific notation for small values (``str`` gives ``1E-7``)."""
+    normal = value.normalize(_EXACT)
     exponent = normal.as_tuple().exponent
-    return normal.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else normal
+    if isinstance(exponent, int) and exponent > 0:
+        return normal.quantize(Decimal(1), context=_EXACT)
+    return normal
 
 
 class Money(TypeDecorator[Decimal]):

