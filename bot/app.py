@@ -18,6 +18,7 @@ server, or the sandbox). The token is only ever handed to aiogram; nothing logs 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
@@ -216,6 +217,10 @@ class BotApp:
             jobs=[job.id for job in scheduler.get_jobs()],
             webhook=settings.port,
         )
+        # aiogram's models and the engine are ~240k long-lived objects: a full collection
+        # scanning them takes ~140 ms (a tap that meets one waits); frozen, it takes ~0
+        gc.collect()
+        gc.freeze()
         self.ready.set()
 
     async def _shutdown(self, dispatcher: Dispatcher) -> None:
