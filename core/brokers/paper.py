@@ -216,7 +216,7 @@ class PaperBroker:
         """Market order for the whole net position in ``symbol``; None when flat."""
         async with self._ledger() as session:
             await self._match_resting(session)
-            position = await session.get(PaperPositionRow, symbol, populate_existing=True)
+            position = await session.get(PaperPositionRow, symbol)
             held = position.quantity if position is not None else ZERO
         if held == 0:
             return None
@@ -256,7 +256,8 @@ class PaperBroker:
     async def _ledger(self) -> AsyncIterator[AsyncSession]:
         """One serialized paper transaction. Its first statement bumps ``paper_account.seq``,
         so writers in other processes queue behind it (a row lock on PostgreSQL, the write
-        lock on SQLite) and every read inside sees a stable ledger."""
+        lock on SQLite) and every read inside sees a stable ledger; rows are read once per
+        transaction and then served from the session's identity map."""
         async with self._lock:
             if not self._account_ready:
                 await self._ensure_account()
@@ -286,7 +287,7 @@ class PaperBroker:
 
     @staticmethod
     async def _account_row(session: AsyncSession) -> PaperAccountRow:
-        row = await session.get(PaperAccountRow, 1, populate_existing=True)
+        row = await session.get(PaperAccountRow, 1)
         assert row is not None, "the ledger context creates the account"
         return row
 
@@ -316,7 +317,7 @@ class PaperBroker:
     async def _check_margin(
         self, session: AsyncSession, request: OrderRequest, price: Decimal
     ) -> None:
-        position = await session.get(PaperPositionRow, request.symbol, populate_existing=True)
+        position = await session.get(PaperPositionRow, request.symbol)
         held = position.quantity if position is not None else ZERO
         after = held + request.side.sign * request.quantity
         added = abs(after) - abs(held)
@@ -336,7 +337,7 @@ class PaperBroker:
         """Fill ``row`` completely at ``price``: update position, balance and the row."""
         side = Side(row.side)
         fee = self.fee_for(row.quantity, price)
-        position = await session.get(PaperPositionRow, row.symbol, populate_existing=True)
+        position = await session.get(PaperPositionRow, row.symbol)
         if position is None:
             position = PaperPositionRow(symbol=row.symbol)
             session.add(position)

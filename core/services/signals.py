@@ -14,7 +14,7 @@ with the reason; nothing is sent to the broker.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -173,6 +173,11 @@ class SignalService:
     async def approve(self, signal_id: int, actor: str) -> Decision:
         """Approve and, if the tap-time checks pass, execute the signal.
 
+        The checks (expiry, pause, drawdown breach, size, price drift) read only; then one
+        transaction moves the signal PROPOSED -> APPROVED (the compare-and-set that exactly
+        one concurrent approver wins) and on to BLOCKED, or to SUBMITTED with its order row.
+        Only after that commit is the broker called.
+
         Returns the decision; the signal ends EXPIRED, BLOCKED (with the reason), FILLED,
         SUBMITTED (a resting limit order), FAILED or UNKNOWN.
 
@@ -181,55 +186,51 @@ class SignalService:
             TransitionConflictError: the signal was no longer PROPOSED (already decided by
                 another tap); ``current`` carries its state.
         """
-        now = self._clock()
         async with self._db.session() as session:
             signal = await repo.get_signal(session, signal_id)
             if signal.status is not SignalStatus.PROPOSED:
                 raise TransitionConflictError(signal_id, signal.status, "approve")
-            if now >= signal.expires_at:
-                won = await repo.transition_signal(
-                    session,
-                    signal_id,
-                    SignalStatus.PROPOSED,
-                    SignalStatus.EXPIRED,
-                    actor="system",
-                    at=now,
-                    reason="expired before approval",
-                )
-            else:
-                won = await repo.transition_signal(
-                    session,
-                    signal_id,
-                    SignalStatus.PROPOSED,
-                    SignalStatus.APPROVED,
-                    actor=actor,
-                    at=now,
-                    decided_by=actor[:128],
-                    decided_at=now,
-                )
-            if not won:
+            operator = await repo.load_operator_state(session)
+            paused, pause_reason = operator.paused, operator.pause_reason
+            breached = operator.breach_level == "max"
+        now = self._clock()
+        if now >= signal.expires_at:
+            return Decision(
+                await self._decide(signal_id, SignalStatus.EXPIRED, "system", "expired")
+            )
+        blocked = await self._pre_trade_block(signal, paused, pause_reason, breached)
+        async with self._db.session() as session:
+            if not await repo.transition_signal(
+                session,
+                signal_id,
+                SignalStatus.PROPOSED,
+                SignalStatus.APPROVED,
+                actor=actor,
+                at=now,
+                decided_by=actor[:128],
+                decided_at=now,
+            ):
                 current = await repo.get_signal(session, signal_id)
                 raise TransitionConflictError(signal_id, current.status, "approve")
-            signal = await repo.get_signal(session, signal_id)
-        if signal.status is SignalStatus.EXPIRED:
-            await self._card_update(signal_id)
-            return Decision(signal)
-        blocked = await self._pre_trade_block(signal)
-        if blocked:
-            async with self._db.session() as session:
+            approved = replace(
+                signal, status=SignalStatus.APPROVED, decided_by=actor[:128], decided_at=now
+            )
+            if blocked:
                 await repo.transition_signal(
                     session,
                     signal_id,
                     SignalStatus.APPROVED,
                     SignalStatus.BLOCKED,
                     actor="system",
-                    at=self._clock(),
+                    at=now,
                     reason=blocked,
                 )
-                signal = await repo.get_signal(session, signal_id)
+            else:
+                request = await self._trading.submit(session, approved, actor)
+        if blocked:
             await self._card_update(signal_id)
-            return Decision(signal)
-        final, report = await self._trading.execute(signal, actor)
+            return Decision(replace(approved, status=SignalStatus.BLOCKED, status_reason=blocked))
+        final, report = await self._trading.send(request, signal_id, actor)
         return Decision(final, report)
 
     async def reject(self, signal_id: int, actor: str, reason: str = "") -> Signal:
@@ -277,14 +278,15 @@ class SignalService:
         await self._card_update(signal_id)
         return signal
 
-    async def _pre_trade_block(self, signal: Signal) -> str:
-        """The reason the approved signal must not be sent, or "" when it may."""
+    async def _pre_trade_block(
+        self, signal: Signal, paused: bool, pause_reason: str, breached: bool
+    ) -> str:
+        """The reason the signal must not be sent, or "" when it may."""
         settings = self._settings
-        operator = await self._trading.operator_status()
-        if operator.breach_level == "max":
+        if breached:
             return "drawdown limit breached"
-        if operator.paused:
-            return "paused" + (f" ({operator.pause_reason})" if operator.pause_reason else "")
+        if paused:
+            return "paused" + (f" ({pause_reason})" if pause_reason else "")
         if signal.quantity > settings.max_order_quantity:
             return f"quantity {signal.quantity} over the limit {settings.max_order_quantity}"
         try:

@@ -142,34 +142,33 @@ class TradingService:
         #: Called (without awaiting anything) after every recorded report carrying fills;
         #: the drawdown guard sets it to check after every fill. Must not block.
         self.on_fill: Callable[[], None] | None = None
+        self._tag: str | None = None
 
     # --- execution ------------------------------------------------------------------------
 
-    async def execute(self, signal: Signal, actor: str) -> tuple[Signal, OrderReport | None]:
-        """Submit an APPROVED signal's order and record the outcome.
-
-        Returns the signal in its new state (FILLED, SUBMITTED for a resting limit order,
-        FAILED or UNKNOWN) and the broker's report (None when the outcome is unknown).
+    async def submit(self, session: AsyncSession, signal: Signal, actor: str) -> OrderRequest:
+        """In the caller's transaction: move an APPROVED signal to SUBMITTED and insert its
+        order row (state SUBMITTED, client order id ``sd<tag>-s<signal id>``). Once the
+        transaction commits, pass the returned request to :meth:`send`.
 
         Raises:
             TransitionConflictError: the signal was not APPROVED.
         """
         now = self._clock()
-        async with self._db.session() as session:
-            tag = (await repo.load_operator_state(session)).instance_tag
-            client_order_id = f"sd{tag}-s{signal.id}"
-            if not await repo.transition_signal(
-                session,
-                signal.id,
-                SignalStatus.APPROVED,
-                SignalStatus.SUBMITTED,
-                actor=actor,
-                at=now,
-                reason=f"order {client_order_id}",
-            ):
-                current = await repo.get_signal(session, signal.id)
-                raise TransitionConflictError(signal.id, current.status, "submit")
-            order = OrderRow(
+        client_order_id = f"sd{await self._instance_tag(session)}-s{signal.id}"
+        if not await repo.transition_signal(
+            session,
+            signal.id,
+            SignalStatus.APPROVED,
+            SignalStatus.SUBMITTED,
+            actor=actor,
+            at=now,
+            reason=f"order {client_order_id}",
+        ):
+            current = await repo.get_signal(session, signal.id)
+            raise TransitionConflictError(signal.id, current.status, "submit")
+        session.add(
+            OrderRow(
                 client_order_id=client_order_id,
                 signal_id=signal.id,
                 symbol=signal.symbol,
@@ -181,8 +180,8 @@ class TradingService:
                 created_at=now,
                 updated_at=now,
             )
-            session.add(order)
-        request = OrderRequest(
+        )
+        return OrderRequest(
             client_order_id=client_order_id,
             symbol=signal.symbol,
             side=signal.side,
@@ -192,21 +191,36 @@ class TradingService:
             stop_loss=signal.stop_loss,
             take_profit=signal.take_profit,
         )
-        report: OrderReport | None
+
+    async def send(
+        self, request: OrderRequest, signal_id: int, actor: str
+    ) -> tuple[Signal, OrderReport | None]:
+        """Send a submitted order (its row is committed) and record the outcome.
+
+        Returns the signal in its new state (FILLED, SUBMITTED for a resting limit order,
+        FAILED or UNKNOWN) and the broker's report (None when the outcome is unknown or
+        nothing was placed); queues the card update.
+        """
+        report: OrderReport | None = None
+        cid = request.client_order_id
         try:
             report = await retry_temporary(lambda: self.broker.place_order(request))
         except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
-            report = None
-            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
+            await self.record_failure(cid, OrderState.FAILED, str(exc), actor)
         except (BrokerError, OSError, TimeoutError) as exc:
-            report = None
-            await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
+            await self.record_failure(cid, OrderState.UNKNOWN, str(exc), actor)
         else:
             await self.record_report(report, actor)
         async with self._db.session() as session:
-            final = await repo.get_signal(session, signal.id)
-        await self._notifier.notify(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id))
+            final = await repo.get_signal(session, signal_id)
+        await self._notifier.notify(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
         return final, report
+
+    async def _instance_tag(self, session: AsyncSession) -> str:
+        """This database's client-order-id tag; it never changes, so it is read once."""
+        if self._tag is None:
+            self._tag = (await repo.load_operator_state(session)).instance_tag
+        return self._tag
 
     async def record_report(self, report: OrderReport, actor: str) -> None:
         """Adopt a broker report for one of our orders: state, fills, and the signal's
@@ -326,8 +340,7 @@ class TradingService:
         if position is None:
             return CloseResult(symbol)
         async with self._db.session() as session:
-            tag = (await repo.load_operator_state(session)).instance_tag
-            client_order_id = f"sd{tag}-c{uuid.uuid4().hex[:12]}"
+            client_order_id = f"sd{await self._instance_tag(session)}-c{uuid.uuid4().hex[:12]}"
             order = OrderRow(
                 client_order_id=client_order_id,
                 purpose="close",
