@@ -148,6 +148,8 @@ class HeartbeatService:
         self._ping_url = settings.heartbeat_ping_url
         self._clock = clock
         self.started_at = clock()
+        self.last_beat_at: datetime | None = None
+        """When this process last queued a heartbeat (UTC); None before the first."""
 
     async def compose(self) -> Heartbeat:
         """The current figures. A broker failure is reported in the heartbeat, not raised."""
@@ -184,6 +186,7 @@ class HeartbeatService:
         if set. Returns the heartbeat (``/heartbeat`` may show ``.text()`` too)."""
         heartbeat = await self.compose()
         await self._notifier.notify(Notification(NoticeKind.TEXT, heartbeat.text(), silent=True))
+        self.last_beat_at = heartbeat.at
         if self._ping_url:
             await self._ping(self._ping_url)
         return heartbeat

@@ -37,6 +37,7 @@ async def test_a_beat_queues_one_silent_message_with_the_account_figures(
     engine.health.record_error("reconcile", "BrokerTemporaryError: exchange busy")
     clock.advance(2 * 86400 + 3 * 3600 + 7 * 60)
     before = len(await outbox(engine))
+    assert engine.heartbeat.last_beat_at is None
 
     heartbeat = await engine.heartbeat.beat()
 
@@ -56,6 +57,7 @@ async def test_a_beat_queues_one_silent_message_with_the_account_figures(
         "Last error: 2026-01-05 12:00 UTC, reconcile: BrokerTemporaryError: exchange busy"
     )
     assert heartbeat.round_trip_ms is not None and heartbeat.round_trip_ms >= 0
+    assert engine.heartbeat.last_beat_at == heartbeat.at == clock.now  # /status shows it
 
 
 async def test_each_beat_pings_the_dead_mans_switch_url(
