@@ -22,7 +22,7 @@ from decimal import Decimal
 from aiogram.types import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, User
 
 from bot.callbacks import CardAction, ConfirmAction, ConfirmCallback, SignalCallback
-from core.config import BrokerName, Settings
+from core.config import BrokerName, DrawdownAction, Settings
 from core.db.types import canonical
 from core.domain import (
     ZERO,
@@ -36,6 +36,8 @@ from core.domain import (
     SignalStatus,
 )
 from core.services import CloseResult, Decision, OperatorStatus, StatusSummary
+from core.services.heartbeat import Heartbeat
+from core.services.risk import BreachLevel, RiskFigures
 
 __all__ = [
     "COMMANDS",
@@ -58,8 +60,10 @@ __all__ = [
     "confirm_prompt",
     "confirm_taken",
     "conflict_toast",
+    "drawdown_text",
     "error_line",
     "esc",
+    "heartbeat_text",
     "help_text",
     "history_text",
     "inactive_button",
@@ -326,6 +330,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("start", "What this bot does", "/start"),
     CommandSpec("help", "The commands", "/help"),
     CommandSpec("status", "Mode, equity, drawdown, pause, uptime", "/status"),
+    CommandSpec("drawdown", "Drawdown and daily loss against the limits", "/drawdown"),
+    CommandSpec("heartbeat", "Send a heartbeat now", "/heartbeat"),
     CommandSpec("positions", "Open positions and their PnL", "/positions"),
     CommandSpec("signals", "Pending signals with their buttons", "/signals"),
     CommandSpec("pause", "Block approvals: /pause [reason]", "/pause [reason]"),
@@ -411,9 +417,34 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes}m" if hours else f"{minutes}m"
 
 
-def status_text(summary: StatusSummary, settings: Settings, uptime_seconds: float) -> str:
+def _ago(seconds: float) -> str:
+    return f"{max(int(seconds), 0)} s ago" if seconds < 60 else f"{_duration(seconds)} ago"
+
+
+def _every(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+
+def _last_heartbeat(at: datetime | None, now: datetime, interval: int) -> str:
+    every = f"every {_every(interval)}"
+    if at is None:
+        return f"Last heartbeat: none yet ({every})"
+    ago = _ago((now - at).total_seconds())
+    return f"Last heartbeat: {at:%Y-%m-%d %H:%M:%S} UTC ({ago}; {every})"
+
+
+def status_text(
+    summary: StatusSummary,
+    settings: Settings,
+    uptime_seconds: float,
+    last_heartbeat: datetime | None,
+    now: datetime,
+) -> str:
     """``/status``: mode and broker, equity, drawdown against the limits, pause state,
-    open positions, pending signals and the bot's uptime."""
+    open positions, pending signals, the bot's uptime and when the last heartbeat went
+    out (UTC, and how long before ``now``)."""
     op = summary.operator
     lines = ["<b>SignalDesk status</b>", f"Mode: {_mode(settings)} · broker {esc(summary.broker)}"]
     account = summary.account
@@ -438,7 +469,53 @@ def status_text(summary: StatusSummary, settings: Settings, uptime_seconds: floa
         f"Open positions: {len(summary.positions)} · pending signals: {summary.pending_signals}"
     )
     lines.append(f"Uptime: {_duration(uptime_seconds)}")
+    lines.append(_last_heartbeat(last_heartbeat, now, settings.heartbeat_interval))
     return "\n".join(lines)
+
+
+_ACTION_WORDS = {
+    DrawdownAction.ALERT: "alert only",
+    DrawdownAction.PAUSE: "pause trading",
+    DrawdownAction.FLATTEN: "pause and close every position",
+}
+
+
+def _limit(value: Decimal) -> str:
+    return f"{format(canonical(value), 'f')}%"
+
+
+def drawdown_text(figures: RiskFigures) -> str:
+    """``/drawdown``: equity, drawdown from the peak and daily loss from the day's start
+    against their limits, the action at the max level, the guard's level and the pause."""
+    f, lim = figures, figures.limits
+    cur = esc(f.currency)
+    rearm = _limit(max(lim.warn_pct - lim.hysteresis_pct, ZERO))
+    since = f" since {_utc(f.breach_at)}" if f.breach_at is not None else ""
+    guard = {
+        BreachLevel.NONE: "✅ within limits",
+        BreachLevel.WARN: f"⚠️ warn level reached{since}",
+        BreachLevel.MAX: f"⛔ max level breached{since}: approvals are blocked until an "
+        "owner sends /resume",
+    }[f.level]
+    return "\n".join(
+        [
+            "<b>Drawdown guard</b>",
+            f"Equity: {money(f.equity)} {cur}",
+            f"Drawdown: {_pct(f.drawdown_pct)} from the peak {money(f.peak_equity)} {cur} "
+            f"(warn {_limit(lim.warn_pct)}, re-armed below {rearm}; max {_limit(lim.max_pct)})",
+            f"Daily loss: {_pct(f.daily_loss_pct)} from {money(f.day_start_equity)} {cur} at "
+            f"the start of {esc(f.day_start_date)} UTC (max {_limit(lim.daily_loss_max_pct)})",
+            f"At the max level: {_ACTION_WORDS[lim.action]}",
+            f"Guard: {guard}",
+            "Trading: ⏸ paused" if f.paused else "Trading: ▶️ active",
+        ]
+    )
+
+
+def heartbeat_text(heartbeat: Heartbeat) -> str:
+    """A heartbeat (its plain-text lines) as an HTML-mode message: ``/heartbeat``'s reply
+    in a chat other than the one heartbeats go to."""
+    return text_notice(heartbeat.text())
 
 
 def positions_text(positions: Sequence[Position]) -> str:

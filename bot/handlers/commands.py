@@ -1,11 +1,12 @@
 """Read-only owner commands and the fallbacks.
 
-``/start``, ``/help``, ``/status``, ``/positions``, ``/signals``, ``/balance``,
-``/history [N]``: each parses its arguments, calls one service and formats the answer with
-:mod:`bot.render`. This router is included last: its fallbacks answer a known command with
-bad arguments by its usage line, an unknown command by a one-line hint, plain text in a
-private chat by a hint, and any button no handler claimed (an outdated keyboard) with a
-toast, because every callback query must be answered.
+``/start``, ``/help``, ``/status``, ``/drawdown``, ``/heartbeat``, ``/positions``,
+``/signals``, ``/balance``, ``/history [N]``: each parses its arguments, calls one service
+and formats the answer with :mod:`bot.render`. (``/heartbeat`` changes no state either: it
+sends a heartbeat ahead of the schedule.) This router is included last: its fallbacks
+answer a known command with bad arguments by its usage line, an unknown command by a
+one-line hint, plain text in a private chat by a hint, and any button no handler claimed
+(an outdated keyboard) with a toast, because every callback query must be answered.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def create_router() -> Router:
     router.message.register(on_start, Command("start"), Args(no_args))
     router.message.register(on_help, Command("help"), Args(no_args))
     router.message.register(on_status, Command("status"), Args(no_args))
+    router.message.register(on_drawdown, Command("drawdown"), Args(no_args))
+    router.message.register(on_heartbeat, Command("heartbeat"), Args(no_args))
     router.message.register(on_positions, Command("positions"), Args(no_args))
     router.message.register(on_signals, Command("signals"), Args(no_args))
     router.message.register(on_balance, Command("balance"), Args(no_args))
@@ -60,10 +63,26 @@ async def on_help(message: Message) -> None:
 async def on_status(
     message: Message, engine: Engine, settings: Settings, started_at: float
 ) -> None:
-    """``/status``: mode, broker, equity, drawdown, pause, positions, pending, uptime.
-    ``started_at`` is the bot's ``time.monotonic()`` at start-up."""
+    """``/status``: mode, broker, equity, drawdown, pause, positions, pending, uptime and
+    the last heartbeat. ``started_at`` is the bot's ``time.monotonic()`` at start-up."""
     summary = await engine.trading.status()
-    await message.answer(render.status_text(summary, settings, time.monotonic() - started_at))
+    uptime = time.monotonic() - started_at
+    last_beat = engine.heartbeat.last_beat_at
+    await message.answer(render.status_text(summary, settings, uptime, last_beat, engine.clock()))
+
+
+async def on_drawdown(message: Message, engine: Engine) -> None:
+    """``/drawdown``: the guard's figures and limits, read without changing anything."""
+    await message.answer(render.drawdown_text(await engine.risk.figures()))
+
+
+async def on_heartbeat(message: Message, engine: Engine, settings: Settings) -> None:
+    """``/heartbeat``: send one now, as the schedule would (silent, to the card chat,
+    pinging ``HEARTBEAT_PING_URL``). Asked from another chat (an owner's private chat when
+    cards go to a group), it is also the reply there."""
+    heartbeat = await engine.heartbeat.beat()
+    if message.chat.id != settings.card_chat_id:
+        await message.answer(render.heartbeat_text(heartbeat), disable_notification=True)
 
 
 async def on_positions(message: Message, engine: Engine) -> None:

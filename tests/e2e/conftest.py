@@ -1,5 +1,6 @@
 """Fixtures: ``start_desk(**settings)`` runs the sandbox and the real bot on a temp SQLite
-file, and stops both after the test."""
+file, and stops both after the test. Every desk of a test uses the same database file, so
+``await desk.stop()`` then ``start_desk(sandbox=desk.sandbox)`` is a restart."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ StartDesk = Callable[..., Awaitable[Desk]]
 
 @pytest.fixture
 async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
-    """``await start_desk(group=False, policy=FAST, rate_limits=False, **settings)``.
+    """``await start_desk(group=False, policy=FAST, rate_limits=False, sandbox=None,
+    **settings)``.
 
     ``group=True`` makes the card chat a group shared by the owner and a stranger.
+    ``sandbox`` runs the new bot on that (running) sandbox, as a restarted bot meets the
+    same Telegram; stop the previous bot first.
     """
     running: list[Desk] = []
 
@@ -31,16 +35,23 @@ async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
         group: bool = False,
         policy: DeliveryPolicy = FAST,
         rate_limits: bool = False,
+        sandbox: SandboxServer | None = None,
         **overrides: Any,
     ) -> Desk:
-        sandbox = SandboxServer(TOKEN, enforce_rate_limits=rate_limits, web_user_id=OWNER)
-        sandbox.add_user(OWNER, "Ada", "ada")
-        sandbox.add_user(STRANGER, "Mallory", "mallory")
+        if sandbox is None:
+            sandbox = SandboxServer(TOKEN, enforce_rate_limits=rate_limits, web_user_id=OWNER)
+            sandbox.add_user(OWNER, "Ada", "ada")
+            sandbox.add_user(STRANGER, "Mallory", "mallory")
+            if group:
+                sandbox.add_group(GROUP, "Trading desk", [OWNER, STRANGER])
+            await sandbox.start()
         if group:
-            sandbox.add_group(GROUP, "Trading desk", [OWNER, STRANGER])
             overrides.setdefault("telegram_chat_id", GROUP)
-        await sandbox.start()
         app = BotApp.from_settings(test_settings(tmp_path, sandbox.base_url, **overrides), policy)
+        chat = app.settings.card_chat_id
+        assert chat is not None
+        earlier = sandbox.messages(chat) if chat in sandbox.chats else []
+        after = earlier[-1].message_id if earlier else 0  # a restart: its own heartbeat
         task = asyncio.create_task(app.run(handle_signals=False))
         desk = Desk(sandbox, app, task)
         running.append(desk)
@@ -52,7 +63,7 @@ async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
         if task.done():
             task.result()
         # the duties start with a heartbeat: let it pass so replies are not confused with it
-        await sandbox.wait_for_message(desk.chat_id, contains="SignalDesk alive")
+        await sandbox.wait_for_message(chat, contains="SignalDesk alive", after_message_id=after)
         return desk
 
     yield start

@@ -68,6 +68,11 @@ class Desk:
         assert chat is not None
         return chat
 
+    async def stop(self) -> None:
+        """Stop the bot (its duties, deliverer and engine); the sandbox keeps running."""
+        await self.app.stop()
+        await asyncio.wait_for(self.task, 10)
+
     async def propose(self, **overrides: Any) -> Signal:
         """Propose BUY 0.01 BTC/USDT with SL 112,000 and TP 116,000 (or ``overrides``)."""
         values: dict[str, Any] = {
