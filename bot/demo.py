@@ -13,9 +13,18 @@ at the default ``FEED_SPEED``), so the first card arrives within about 20 second
 another source, pass any ``Strategy`` (for example ``core.strategies.sma_cross.SmaCross``)
 as ``strategy`` to :func:`run_demo`.
 
-With ``autopilot=N`` it runs headless: a scripted owner presses Approve and Reject
-alternately on N cards through the sandbox (real button presses, real getUpdates), waits
-for each card to be edited, then prints a summary and returns 0.
+The interactive demo also shows the always-on duties within about three minutes. It uses
+:data:`DEMO_DEFAULTS`, each where the user did not set it: the replay starts at 2025-10-10
+12:00 UTC, hours before the crash of that day, a heartbeat goes out every minute, and the
+drawdown guard warns at 3 % and at 6 % pauses and closes every position. At start it buys
+:data:`DEMO_LONG` (0.075 BTC, about 90 % of the paper account) through the normal approval
+path, so the owner watches a warn alert (about 50 s in), then the max breach, the flatten
+and its report (about 90 s in). docs/telegram.md has the timeline.
+
+With ``autopilot=N`` it runs headless, without the demo long and the guard's defaults: a
+scripted owner presses Approve and Reject alternately on N cards through the sandbox (real
+button presses, real getUpdates), waits for each card to be edited, then prints a summary
+and returns 0.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import suppress
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,15 +47,24 @@ from bot.app import BotApp
 from bot.callbacks import CardAction, SignalCallback
 from bot.sandbox import SandboxServer, SentMessage
 from core.app import Engine
-from core.config import Settings
+from core.config import DrawdownAction, Settings
 from core.domain import Candle, Side, SignalStatus
 from core.errors import ConfigError, SignalDeskError
 from core.logging import configure_logging
+from core.notify import NoticeKind, Notification
 from core.services import Proposal
 from core.strategies.base import Strategy
 from core.strategies.runner import StrategyRunner
 
-__all__ = ["DEMO_OWNER_ID", "DEMO_TOKEN", "DemoMomentum", "run_demo"]
+__all__ = [
+    "DEMO_DEFAULTS",
+    "DEMO_LONG",
+    "DEMO_OWNER_ID",
+    "DEMO_TOKEN",
+    "DemoMomentum",
+    "open_demo_long",
+    "run_demo",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +79,21 @@ AUTOPILOT_FEED_SPEED = 2.0
 is set."""
 CARD_TIMEOUT = 60.0
 """Seconds the autopilot waits for the next card before giving up."""
+DEMO_DEFAULTS: dict[str, Any] = {
+    "feed_start": datetime(2025, 10, 10, 12, tzinfo=UTC),
+    "feed_speed": 0.1,
+    "heartbeat_interval": 60,
+    "drawdown_warn_pct": Decimal(3),
+    "drawdown_max_pct": Decimal(6),
+    "daily_loss_max_pct": Decimal(6),
+    "drawdown_action": DrawdownAction.FLATTEN,
+}
+"""Settings of the interactive demo, each used only where the user did not set it
+(environment or ``.env``). Measured on the real candles with :data:`DEMO_LONG` bought at the
+first one: drawdown 3.09 % at the 17:00 candle (50 s in at 0.1 candles/s), 6.22 % at 21:00
+(90 s in)."""
+DEMO_LONG = Decimal("0.075")
+"""BTC the interactive demo buys at start (about 9,100 USDT of the 10,000 paper account)."""
 
 
 class DemoMomentum:
@@ -128,9 +162,61 @@ def _demo_settings(settings: Settings, base_url: str, autopilot: int | None) -> 
         for suffix in ("", "-wal", "-shm"):
             Path(f"{DEMO_DATABASE}{suffix}").unlink(missing_ok=True)
         update["database_url"] = f"sqlite+aiosqlite:///{DEMO_DATABASE}"
-    if autopilot is not None and "feed_speed" not in given:
-        update["feed_speed"] = AUTOPILOT_FEED_SPEED
+    if autopilot is not None:
+        if "feed_speed" not in given:
+            update["feed_speed"] = AUTOPILOT_FEED_SPEED
+    else:
+        update.update({k: v for k, v in DEMO_DEFAULTS.items() if k not in given})
     return settings.model_copy(update=update)
+
+
+async def open_demo_long(engine: Engine, quantity: Decimal = DEMO_LONG) -> bool:
+    """Buy ``quantity`` of the feed's symbol through the normal path (a proposal, its card,
+    an approval by ``demo``) and tell the owner why, so the drawdown guard has something
+    to guard. Does nothing when a position is already open (a kept ``DATABASE_URL``).
+    Returns whether it bought.
+
+    The guard is checked first, so the peak and the day's start are the equity before the
+    purchase, whatever the scheduler's first check has done by then.
+    """
+    if await engine.trading.positions():
+        return False
+    await engine.risk.check()
+    signals = engine.signals
+    proposal = Proposal(
+        source="demo",
+        symbol=engine.settings.feed_symbol,
+        side=Side.BUY,
+        quantity=quantity,
+        note="the demo's long, bought for you so the drawdown guard has work to do",
+    )
+    decision = await signals.approve((await signals.propose(proposal)).id, "demo")
+    if decision.signal.status is not SignalStatus.FILLED:
+        log.warning("demo.long_not_filled", status=decision.signal.status.value)
+        return False
+    lim = engine.risk.limits
+    candle = engine.feed.current()
+    price = decision.report.average_price if decision.report else candle.close
+    base = proposal.symbol.partition("/")[0]
+    await engine.notifier.notify(
+        Notification(
+            NoticeKind.TEXT,
+            f"🎬 Demo: SignalDesk bought {quantity} {base} for you at {price:,.2f}, "
+            f"on the replay's {candle.at:%Y-%m-%d %H:%M} UTC candle. Watch the drawdown "
+            f"guard: it warns at {lim.warn_pct}% below the peak and at {lim.max_pct}% "
+            f"(or a {lim.daily_loss_max_pct}% daily loss) it will "
+            f"{_GUARD_ACTION[lim.action]}. /drawdown shows the figures, /heartbeat sends a "
+            "heartbeat now.",
+        )
+    )
+    return True
+
+
+_GUARD_ACTION = {
+    DrawdownAction.ALERT: "alert you",
+    DrawdownAction.PAUSE: "pause trading",
+    DrawdownAction.FLATTEN: "pause trading and close every position",
+}
 
 
 async def _propose(engine: Engine, strategy: Strategy, interval: float) -> None:
@@ -185,6 +271,11 @@ async def run_demo(
             await polling  # start-up failed: raise its error
             return 1
         interval = 0.25 if autopilot is not None else 1.0
+        if autopilot is None:
+            try:
+                await open_demo_long(app.engine)
+            except SignalDeskError as exc:  # the demo goes on without the guard's show
+                log.warning("demo.long_failed", error=str(exc))
         proposing = asyncio.create_task(_propose(app.engine, strategy or DemoMomentum(), interval))
         if autopilot is not None:
             equity_before = (await app.engine.trading.account()).equity
@@ -198,9 +289,12 @@ async def run_demo(
             "SignalDesk demo is running.\n"
             f"  Web chat: {sandbox.base_url}/  (you are the owner, {DEMO_OWNER_ID})\n"
             f"  Database: {demo.database_url}\n"
-            f"  Market:   paper broker on the real {demo.feed_symbol} replay, "
+            f"  Market:   paper broker on the real {demo.feed_symbol} replay{_from(demo)}, "
             f"{demo.feed_speed:g} candles/s\n"
             "  Signals:  a demo momentum source proposes a trade on new candles\n"
+            f"  Duties:   a heartbeat every {demo.heartbeat_interval} s; the drawdown guard "
+            f"warns at {demo.drawdown_warn_pct}%, at {demo.drawdown_max_pct}% it will "
+            f"{_GUARD_ACTION[demo.drawdown_action]}\n"
             "Press Ctrl-C to stop."
         )
         await polling
@@ -215,6 +309,11 @@ async def run_demo(
         with suppress(asyncio.CancelledError):
             await polling
         await sandbox.stop()
+
+
+def _from(settings: Settings) -> str:
+    start = settings.feed_start
+    return f" from {start.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if start is not None else ""
 
 
 async def _autopilot(sandbox: SandboxServer, count: int) -> float | None:
