@@ -496,5 +496,5 @@ def _close_line(result: CloseResult) -> str:
     report = result.report
     if report is None:
         return f"{result.symbol}: already flat"
-    price = f" at {report.average_price}" if report.average_price is not None else ""
+    price = f" at {report.average_price:,.2f}" if report.average_price is not None else ""
     return f"{result.symbol}: {report.state.value.lower()} {report.filled_quantity}{price}"
