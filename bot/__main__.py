@@ -22,11 +22,11 @@ def main(policy: DeliveryPolicy | None = None) -> int:
     try:
         settings = load_settings()
         app = BotApp.from_settings(settings, policy)
-    except ConfigError as exc:
+        configure_logging(settings.log_level, json=settings.log_json)
+        asyncio.run(app.run())
+    except ConfigError as exc:  # also a broker extra missing when the engine is built
         sys.stderr.write(f"signaldesk bot: {exc}\n")
         return 2
-    configure_logging(settings.log_level, json=settings.log_json)
-    asyncio.run(app.run())
     return 0
 
 

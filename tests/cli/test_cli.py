@@ -123,6 +123,17 @@ def test_an_invalid_setting_names_the_variable(run, monkeypatch) -> None:  # typ
 
 
 @pytest.mark.parametrize(
+    ("entry", "prefix"),
+    [
+        (
+            "import sys; sys.argv = ['signaldesk', 'status']; from bot.cli import main; main()",
+            "error",
+        ),
+        ("import sys; from bot.__main__ import main; sys.exit(main())", "signaldesk bot"),
+    ],
+    ids=["signaldesk", "python -m bot"],
+)
+@pytest.mark.parametrize(
     ("broker", "prelude", "message"),
     [
         (
@@ -134,11 +145,16 @@ def test_an_invalid_setting_names_the_variable(run, monkeypatch) -> None:  # typ
     ],
 )
 def test_a_broker_whose_extra_is_missing_stops_start_up_with_one_line_naming_it(
-    tmp_path: Path, broker: str, prelude: str, message: str
+    tmp_path: Path, entry: str, prefix: str, broker: str, prelude: str, message: str
 ) -> None:
-    code = f"{prelude}\nimport sys; sys.argv = ['signaldesk', 'status']\n"
-    code += "from bot.cli import main; main()"
-    env = {**os.environ, "BROKER": broker, "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    code = f"{prelude}\n{entry}"
+    env = {
+        **os.environ,
+        "BROKER": broker,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "TELEGRAM_BOT_TOKEN": "123456:not-a-real-token",
+        "TELEGRAM_OWNER_IDS": "1",
+    }
     result = subprocess.run(
         [sys.executable, "-c", code],
         env=env,
@@ -148,4 +164,4 @@ def test_a_broker_whose_extra_is_missing_stops_start_up_with_one_line_naming_it(
         check=False,
     )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [f"error: {message}"]
+    assert result.stderr.strip().splitlines() == [f"{prefix}: {message}"]
