@@ -13,7 +13,7 @@ from aiogram.utils.backoff import BackoffConfig
 
 from bot.sandbox import SandboxServer
 
-TOKEN = "123456789:AAH-sandbox-test-token-0123456789abc"
+TOKEN = "123456789:sandbox-test-token"  # fake: the sandbox accepts any well-formed token
 OWNER = 1001
 OTHER = 1002
 GROUP = -4001
