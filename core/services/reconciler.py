@@ -44,7 +44,7 @@ from core.domain import (
     Side,
     utcnow,
 )
-from core.errors import BrokerError, BrokerPermanentError
+from core.errors import BrokerError, BrokerPermanentError, BrokerTemporaryError
 from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.trading import TradingService
 
@@ -310,7 +310,7 @@ class Reconciler:
             )
             if won.rowcount != 1:  # type: ignore[attr-defined]
                 return False
-            request = await self._request_for(order) if order.purpose != "close" else None
+        request = await self._request_for(order) if order.purpose != "close" else None
         send: Callable[[], Awaitable[OrderReport | None]]
         if request is None:
             send = lambda: self._broker.close_position(order.symbol, cid)  # noqa: E731
@@ -318,7 +318,7 @@ class Reconciler:
             send = lambda: self._broker.place_order(request)  # noqa: E731
         try:
             report = await retry_temporary(send)
-        except BrokerPermanentError as exc:
+        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
             await self._trading.record_failure(cid, OrderState.FAILED, str(exc), ACTOR)
             await self._tell(order, f"resubmission refused: {exc}", alert=True)
             return True
