@@ -24,6 +24,8 @@ __all__ = [
     "Account",
     "AuditEvent",
     "Candle",
+    "ExitReason",
+    "ExitStyle",
     "Fill",
     "OrderReport",
     "OrderRequest",
@@ -34,6 +36,9 @@ __all__ = [
     "Side",
     "Signal",
     "SignalStatus",
+    "Trade",
+    "TradeStatus",
+    "TradingState",
     "can_transition",
     "utcnow",
 ]
@@ -64,10 +69,72 @@ class Side(enum.StrEnum):
 
 
 class OrderType(enum.StrEnum):
-    """Market orders fill at once at the best price; limit orders at ``limit_price`` or better."""
+    """Market orders fill at once at the best price; limit orders at ``limit_price`` or better.
+
+    ``STOP`` (a stop-market order) and ``TAKE_PROFIT`` (a take-profit-market order) rest
+    until the market trades through ``trigger_price`` (at or below it for a sell stop, at
+    or above for a buy stop; the reverse for a take profit), then execute at market. They
+    are protective exits: always ``reduce_only``.
+    """
 
     MARKET = "market"
     LIMIT = "limit"
+    STOP = "stop"
+    TAKE_PROFIT = "take_profit"
+
+    @property
+    def is_trigger(self) -> bool:
+        """True for the protective trigger orders (STOP, TAKE_PROFIT)."""
+        return self in (OrderType.STOP, OrderType.TAKE_PROFIT)
+
+
+class TradingState(enum.StrEnum):
+    """The one switch of the pre-trade gate (nautilus_trader's ``TradingState``).
+
+    ACTIVE: every order may pass. REDUCING: only orders that reduce risk (closes,
+    protective exits). HALTED: no new risk at all; reducing orders still pass, so a stop
+    or a flatten is never held back. Pause, resume, a drawdown breach and the flatten
+    change it; nothing else does.
+    """
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+class ExitStyle(enum.StrEnum):
+    """Where a trade's protective exits live.
+
+    ``ORDERS``: the venue holds separate reduce-only stop and take-profit orders (paper,
+    ccxt exchanges that accept trigger orders). ``ATTACHED``: the venue holds stop loss and
+    take profit on the position itself (MT5 ``sl``/``tp``). ``WATCHED``: the venue holds
+    neither, so SignalDesk watches prices and closes with a market order when a level
+    trades (ccxt spot without trigger orders).
+    """
+
+    ORDERS = "orders"
+    ATTACHED = "attached"
+    WATCHED = "watched"
+
+
+class TradeStatus(enum.StrEnum):
+    """A trade is OPEN while any quantity of it is held, CLOSED after."""
+
+    OPEN = "OPEN"
+    CLOSED = "CLOSED"
+
+
+class ExitReason(enum.StrEnum):
+    """Why (part of) a trade was closed."""
+
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    TRAILING_STOP = "trailing_stop"
+    MANUAL_CLOSE = "manual_close"
+    CLOSE_ALL = "close_all"
+    DRAWDOWN_FLATTEN = "drawdown_flatten"
+    REVERSED = "reversed"
+    RECONCILED = "reconciled"
 
 
 class SignalStatus(enum.StrEnum):
@@ -159,6 +226,8 @@ class Signal:
     status_reason: str = ""
     decided_by: str = ""
     decided_at: datetime | None = None
+    trail_pct: Decimal | None = None
+    breakeven_at_r: Decimal | None = None
 
     @property
     def risk(self) -> Decimal | None:
@@ -173,7 +242,13 @@ class Signal:
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
     """What is sent to a broker. ``client_order_id`` is persisted before the broker is
-    called and makes the request idempotent: a broker never holds two orders with one id."""
+    called and makes the request idempotent: a broker never holds two orders with one id.
+
+    ``trigger_price`` (quote) is the level of a STOP or TAKE_PROFIT order.
+    ``position_ref`` names the position an order reduces on venues that keep one position
+    per ticket (MT5 hedging: the client order id of the entry that opened it); empty
+    elsewhere.
+    """
 
     client_order_id: str
     symbol: str
@@ -184,6 +259,8 @@ class OrderRequest:
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
     reduce_only: bool = False
+    trigger_price: Decimal | None = None
+    position_ref: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +300,7 @@ class OrderReport:
     fee_currency: str = ""
     fills: tuple[Fill, ...] = ()
     reason: str = ""
+    trigger_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +310,9 @@ class Position:
     ``quantity`` is signed base units (positive long, negative short); ``average_entry``
     and ``mark_price`` are quote prices; ``realized_pnl`` and ``unrealized_pnl`` are in quote
     currency, before fees. ``opened_by_signaldesk`` is False for a position the broker holds
-    that SignalDesk did not open (reported, never touched).
+    that SignalDesk did not open (reported, never touched). ``position_ref`` is set on
+    venues that keep one position per ticket (MT5 hedging): the client order id of the
+    entry that opened it, or ``ticket:<n>`` for a ticket SignalDesk did not open.
     """
 
     symbol: str
@@ -242,6 +322,7 @@ class Position:
     realized_pnl: Decimal = ZERO
     unrealized_pnl: Decimal = ZERO
     opened_by_signaldesk: bool = True
+    position_ref: str = ""
 
     @property
     def side(self) -> Side:
@@ -315,3 +396,50 @@ class AuditEvent:
     from_status: str = ""
     to_status: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """A position SignalDesk opened from a signal, from its entry fills to its last exit.
+
+    ``side`` is the entry side (BUY: a long trade). Quantities are base units; prices are
+    quote currency; ``realized_pnl`` is the gross price PnL of the quantity closed so far
+    (quote), ``fees`` every entry and exit fee (quote), so ``net_pnl`` = realized - fees.
+    ``initial_risk`` is |entry - initial stop| x quantity (quote; None without a stop),
+    and ``r_multiple`` = net PnL / initial risk. ``exit_style`` says where the protective
+    exits live. Times are UTC.
+    """
+
+    id: int
+    signal_id: int | None
+    symbol: str
+    side: Side
+    status: TradeStatus
+    quantity: Decimal
+    quantity_open: Decimal
+    average_entry: Decimal
+    opened_at: datetime
+    average_exit: Decimal | None = None
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    initial_risk: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    trail_pct: Decimal | None = None
+    breakeven_at_r: Decimal | None = None
+    exit_style: ExitStyle = ExitStyle.WATCHED
+    exit_reason: ExitReason | None = None
+    closed_at: datetime | None = None
+    position_ref: str = ""
+
+    @property
+    def net_pnl(self) -> Decimal:
+        """Realized PnL after fees, quote currency."""
+        return self.realized_pnl - self.fees
+
+    @property
+    def r_multiple(self) -> Decimal | None:
+        """Net PnL in units of the initial risk; None without an initial stop."""
+        if not self.initial_risk:
+            return None
+        return self.net_pnl / self.initial_risk

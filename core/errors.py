@@ -21,6 +21,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidQuantityError",
     "NotFoundError",
+    "OrderNotFoundError",
     "OrderRejectedError",
     "QuantityLimitError",
     "SignalDeskError",
@@ -86,6 +87,10 @@ class BrokerPermanentError(BrokerError):
 
 class OrderRejectedError(BrokerPermanentError):
     """The broker rejected the order (invalid order, below minimums, market closed, ...)."""
+
+
+class OrderNotFoundError(BrokerPermanentError):
+    """The broker has no order with this client order id (cancel, look-up)."""
 
 
 class UnknownSymbolError(BrokerPermanentError):

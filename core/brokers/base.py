@@ -13,11 +13,12 @@ translate their library's exceptions at the boundary into :mod:`core.errors`:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Protocol, TypeVar, runtime_checkable
 
 import stamina
 
-from core.domain import Account, OrderReport, OrderRequest, Position, Quote
+from core.domain import Account, ExitStyle, OrderReport, OrderRequest, Position, Quote
 from core.errors import BrokerTemporaryError
 
 __all__ = ["Broker", "retry_temporary"]
@@ -59,9 +60,40 @@ class Broker(Protocol):
         """Look an order up by client order id; None when the broker has no such order."""
         ...
 
-    async def close_position(self, symbol: str, client_order_id: str) -> OrderReport | None:
-        """Close the whole net position in ``symbol`` with a market order under
-        ``client_order_id``; None when there is no position to close."""
+    async def close_position(
+        self,
+        symbol: str,
+        client_order_id: str,
+        quantity: Decimal | None = None,
+        position_ref: str = "",
+    ) -> OrderReport | None:
+        """Close the position in ``symbol`` with a reduce-only market order under
+        ``client_order_id``: all of it, or ``quantity`` base units of it (a partial close;
+        capped at what is held). ``position_ref`` selects one ticket on per-ticket venues
+        (MT5 hedging) and never touches another. None when there is nothing to close."""
+        ...
+
+    async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
+        """Cancel a resting order (limit, stop or take profit) by client order id.
+
+        Returns the order's final report: CANCELLED, or FILLED when it filled before the
+        cancel arrived (the fills are in the report). Cancelling an order that is already
+        final returns its report unchanged.
+
+        Raises:
+            OrderNotFoundError: the broker has no order with this id.
+        """
+        ...
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
+        """Resting orders (state OPEN) at the venue, all symbols or one; each report
+        carries its client order id (empty for orders placed outside SignalDesk)."""
+        ...
+
+    async def exit_style(self, symbol: str) -> ExitStyle:
+        """Where this venue can hold the protective exits of a position in ``symbol``:
+        ORDERS (reduce-only STOP / TAKE_PROFIT orders), ATTACHED (sl/tp on the position),
+        or WATCHED (neither; SignalDesk watches the price). Raises UnknownSymbolError."""
         ...
 
     async def close(self) -> None:

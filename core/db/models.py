@@ -26,6 +26,7 @@ __all__ = [
     "PaperPositionRow",
     "SignalCardRow",
     "SignalRow",
+    "TradeRow",
 ]
 
 
@@ -62,6 +63,8 @@ class SignalRow(SQLModel, table=True):
     created_at: datetime = _when()
     expires_at: datetime = _when()
     updated_at: datetime = _when()
+    trail_pct: Decimal | None = _money(nullable=True)
+    breakeven_at_r: Decimal | None = _money(nullable=True)
 
 
 class SignalCardRow(SQLModel, table=True):
@@ -83,7 +86,9 @@ class OrderRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     client_order_id: str = Field(max_length=64, unique=True)
     signal_id: int | None = Field(default=None, foreign_key="signals.id", index=True)
-    purpose: str = Field(default="open", max_length=16)  # open | close
+    #: open (a signal's entry) | close (manual, close all, flatten) | stop_loss | take_profit
+    purpose: str = Field(default="open", max_length=16)
+    trade_id: int | None = Field(default=None, foreign_key="trades.id", index=True)
     symbol: str = Field(max_length=32)
     side: str = Field(max_length=4)
     quantity: Decimal = _money()
@@ -99,6 +104,10 @@ class OrderRow(SQLModel, table=True):
     resubmitted: bool = False
     created_at: datetime = _when()
     updated_at: datetime = _when()
+    trigger_price: Decimal | None = _money(nullable=True)
+    reduce_only: bool = False
+    position_ref: str = Field(default="", max_length=64)
+    exit_reason: str = Field(default="", max_length=32)
 
 
 class FillRow(SQLModel, table=True):
@@ -109,6 +118,7 @@ class FillRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     order_id: int = Field(foreign_key="orders.id")
+    trade_id: int | None = Field(default=None, foreign_key="trades.id", index=True)
     client_order_id: str = Field(max_length=64)
     symbol: str = Field(max_length=32)
     side: str = Field(max_length=4)
@@ -134,6 +144,42 @@ class AuditEventRow(SQLModel, table=True):
     from_status: str = Field(default="", max_length=16)
     to_status: str = Field(default="", max_length=16)
     reason: str = Field(default="", max_length=500)
+
+
+class TradeRow(SQLModel, table=True):
+    """A position SignalDesk opened from a signal (see :class:`core.domain.Trade` for the
+    units): entry and exit averages, the open quantity, realized PnL and fees in quote
+    currency, the live protective levels and where they live, and why it closed."""
+
+    __tablename__ = "trades"
+
+    id: int | None = Field(default=None, primary_key=True)
+    signal_id: int | None = Field(default=None, foreign_key="signals.id", index=True)
+    symbol: str = Field(max_length=32, index=True)
+    side: str = Field(max_length=4)
+    status: str = Field(default="OPEN", max_length=8, index=True)
+    quantity: Decimal = _money(ZERO)
+    quantity_open: Decimal = _money(ZERO)
+    average_entry: Decimal = _money(ZERO)
+    average_exit: Decimal | None = _money(nullable=True)
+    quantity_closed: Decimal = _money(ZERO)
+    realized_pnl: Decimal = _money(ZERO)
+    fees: Decimal = _money(ZERO)
+    initial_risk: Decimal | None = _money(nullable=True)
+    stop_loss: Decimal | None = _money(nullable=True)
+    take_profit: Decimal | None = _money(nullable=True)
+    trail_pct: Decimal | None = _money(nullable=True)
+    breakeven_at_r: Decimal | None = _money(nullable=True)
+    #: best price since entry (highest for a long, lowest for a short): the trailing anchor
+    extreme_price: Decimal | None = _money(nullable=True)
+    exit_style: str = Field(default="watched", max_length=16)
+    exit_reason: str = Field(default="", max_length=32)
+    position_ref: str = Field(default="", max_length=64)
+    #: bumped on every change of the protective levels (compare-and-set for trailing moves)
+    version: int = 0
+    opened_at: datetime = _when()
+    closed_at: datetime | None = _when(nullable=True)
+    updated_at: datetime = _when()
 
 
 class EquitySnapshotRow(SQLModel, table=True):
@@ -167,6 +213,8 @@ class OperatorStateRow(SQLModel, table=True):
     breach_level: str = Field(default="", max_length=16)  # "", warn, max
     breach_at: datetime | None = _when(nullable=True)
     replay_anchor_at: datetime | None = _when(nullable=True)
+    #: core.domain.TradingState; the pre-trade gate re-reads it inside every approval
+    trading_state: str = Field(default="ACTIVE", max_length=16)
 
 
 class OutboxRow(SQLModel, table=True):

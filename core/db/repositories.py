@@ -64,6 +64,8 @@ def signal_from_row(row: SignalRow) -> Signal:
         status_reason=row.status_reason,
         decided_by=row.decided_by,
         decided_at=row.decided_at,
+        trail_pct=row.trail_pct,
+        breakeven_at_r=row.breakeven_at_r,
     )
 
 
@@ -83,6 +85,7 @@ def order_report(row: OrderRow) -> OrderReport:
         fee=row.fee,
         fee_currency=row.fee_currency,
         reason=row.error,
+        trigger_price=row.trigger_price,
     )
 
 
