@@ -675,24 +675,7 @@ class CcxtBroker:
         if request.reduce_only and market.get("contract"):
             params["reduceOnly"] = True
         limit = str(price) if request.order_type is OrderType.LIMIT else None
-        log.info(
-            "order_sending",
-            client_order_id=request.client_order_id,
-            broker=self.name,
-            symbol=request.symbol,
-            side=request.side.value,
-            amount=sized.amount,
-        )
-        with self._boundary(f"place order {request.client_order_id}", placing=True):
-            order = await self._exchange.create_order(
-                market["symbol"],
-                request.order_type.value,
-                request.side.value,
-                sized.amount,
-                limit,
-                params,
-            )
-        return await self._report(order, market, request.client_order_id)
+        return await self._create(market, request, sized, limit, params)
 
     async def _submit_trigger(self, market: Any, request: OrderRequest) -> OrderReport:
         """Send a STOP or TAKE_PROFIT as a reduce-only trigger market order (its id is known
@@ -711,6 +694,19 @@ class CcxtBroker:
             "reduceOnly": True,
             _TRIGGER_PARAM[request.order_type]: trigger,
         }
+        return await self._create(market, request, sized, None, params)
+
+    async def _create(
+        self,
+        market: Any,
+        request: OrderRequest,
+        sized: _Sized,
+        limit: str | None,
+        params: Mapping[str, Any],
+    ) -> OrderReport:
+        """``create_order`` (a trigger order goes as a ``market`` order with its trigger
+        param) and the report of the answer."""
+        kind = "market" if request.order_type.is_trigger else request.order_type.value
         log.info(
             "order_sending",
             client_order_id=request.client_order_id,
@@ -718,13 +714,14 @@ class CcxtBroker:
             symbol=request.symbol,
             side=request.side.value,
             amount=sized.amount,
-            trigger=trigger,
+            type=request.order_type.value,
         )
         with self._boundary(f"place order {request.client_order_id}", placing=True):
             order = await self._exchange.create_order(
-                market["symbol"], "market", request.side.value, sized.amount, None, params
+                market["symbol"], kind, request.side.value, sized.amount, limit, dict(params)
             )
-        return await self._report(order, market, request.client_order_id, trigger=True)
+        trigger = request.order_type.is_trigger
+        return await self._report(order, market, request.client_order_id, trigger=trigger)
 
     def _client_id_param(self) -> str:
         """The ``fetch_order``/``cancel_order`` parameter that carries a client order id."""

@@ -36,6 +36,7 @@ from core.errors import (
     QuantityLimitError,
     UnknownSymbolError,
 )
+from tests.brokers.exits import exit_request
 from tests.support import binance_fake
 from tests.support.binance_fake import BinanceFake
 
@@ -833,15 +834,7 @@ def stop(
     kind: OrderType = OrderType.STOP,
     side: Side = Side.SELL,
 ) -> OrderRequest:
-    return OrderRequest(
-        client_order_id,
-        symbol,
-        side,
-        D(quantity),
-        order_type=kind,
-        trigger_price=D(trigger),
-        reduce_only=True,
-    )
+    return exit_request(client_order_id, symbol, quantity, trigger, kind=kind, side=side)
 
 
 def algo_posts(fake: BinanceFake) -> list[dict[str, str]]:

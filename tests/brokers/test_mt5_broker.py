@@ -27,6 +27,7 @@ from core.errors import (
     QuantityLimitError,
     UnknownSymbolError,
 )
+from tests.brokers.exits import exit_request
 from tests.support import mt5_fake
 from tests.support.mt5_fake import FakeTerminal
 
@@ -605,17 +606,7 @@ def exit_order(
     quantity: str = "10000",
     symbol: str = "EURUSD",
 ) -> OrderRequest:
-    entry = client_order_id.rsplit("-", 1)[0]
-    return OrderRequest(
-        client_order_id,
-        symbol,
-        side,
-        D(quantity),
-        order_type=kind,
-        trigger_price=D(trigger),
-        reduce_only=True,
-        position_ref=entry,
-    )
+    return exit_request(client_order_id, symbol, quantity, trigger, kind=kind, side=side)
 
 
 def sltp_requests(fake: FakeTerminal) -> list[dict[str, Any]]:

@@ -650,18 +650,9 @@ class _UsdmFutures:
         )
 
     def _cancel_order(self, params: Mapping[str, str]) -> dict[str, Any]:
-        spec = self._spec(params.get("symbol", ""))
-        wanted = params.get("origClientOrderId")
-        found = [
-            o
-            for o in self.orders.values()
-            if o.spec is spec
-            and o.status == "NEW"
-            and (o.client_order_id == wanted or str(o.order_id) == params.get("orderId"))
-        ]
-        if not found:
+        order = self._find_order(params)
+        if order is None or order.status != "NEW":
             raise _BinanceError(UNKNOWN_ORDER)
-        order = found[-1]
         order.status, order.updated_ms = "CANCELED", _now_ms()
         return self._order_json(order)
 
@@ -777,7 +768,8 @@ class _UsdmFutures:
             "goodTillDate": 0,
         }
 
-    def _query_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+    def _find_order(self, params: Mapping[str, str]) -> _Order | None:
+        """The latest order of ``symbol`` with ``origClientOrderId`` or ``orderId``."""
         spec = self._spec(params.get("symbol", ""))
         wanted = params.get("origClientOrderId")
         found = [
@@ -786,9 +778,13 @@ class _UsdmFutures:
             if o.spec is spec
             and (o.client_order_id == wanted or str(o.order_id) == params.get("orderId"))
         ]
-        if not found:
+        return found[-1] if found else None
+
+    def _query_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+        order = self._find_order(params)
+        if order is None:
             raise _BinanceError(ORDER_DOES_NOT_EXIST)
-        return self._order_json(found[-1])
+        return self._order_json(order)
 
     def _user_trades(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
         spec = self._spec(params.get("symbol", ""))
