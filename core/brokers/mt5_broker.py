@@ -58,7 +58,8 @@ return codes (``TRADE_RETCODE_*``):
     trigger price. Placing again under a new id moves the level (trailing); the old id is
     never cancelled. The ticket and the kind are parsed from the client order id, so they
     are known after a restart; nothing about the exit is stored at the broker beyond the
-    level itself.
+    level itself. The request's quantity is not used: a level covers the whole ticket (on
+    a netting account, the symbol's whole position).
   * ``get_order(<exit id>)``: OPEN while the ticket is open with that level set
     (CANCELLED when the level is 0); once the ticket is closed, FILLED with the closing
     deal(s) as fills (price, volume, commission and fee) when a deal with ``reason``
