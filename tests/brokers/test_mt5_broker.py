@@ -881,3 +881,26 @@ async def test_open_orders_lists_pending_orders_with_our_client_ids(
     assert [(r.client_order_id, r.limit_price, r.quantity) for r in eur] == [
         ("sd-1", D("1.08"), D(10000))
     ]
+
+
+async def test_close_all_on_a_hedging_account_closes_ours_and_leaves_a_hand_ticket_beside_it(
+    mt5: FakeTerminal, sqlite_url: str, make_settings: Any, clock: Any
+) -> None:
+    from core.app import build_engine
+    from core.services import Proposal
+    from core.services.trading import FOREIGN_POSITION
+
+    engine = await build_engine(
+        make_settings(database_url=sqlite_url), broker=mt5.broker(), clock=clock
+    )
+    try:
+        signal = await engine.signals.propose(Proposal("test", "BTCUSD", Side.BUY, D("0.01")))
+        await engine.signals.approve(signal.id, "owner:1")
+        by_hand = mt5.open_position("BTCUSD", buy=True, volume=0.02)
+
+        results = await engine.trading.close_all("owner:1")
+    finally:
+        await engine.close()
+
+    assert sorted((r.ok, r.error) for r in results) == [(False, FOREIGN_POSITION), (True, "")]
+    assert list(mt5.positions) == [by_hand]
