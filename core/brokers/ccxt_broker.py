@@ -12,30 +12,53 @@ The rules this adapter follows, and where each comes from:
 
 - **Markets** are loaded once (``load_markets``), lazily, under a lock. Amounts are rounded
   with ``amount_to_precision`` (Binance: down to the ``LOT_SIZE`` ``stepSize``) and limit
-  prices with ``price_to_precision`` (``PRICE_FILTER`` ``tickSize``); the rounded order is
-  checked against ``market["limits"]`` (``LOT_SIZE`` ``minQty``/``maxQty`` and the
-  ``NOTIONAL``/``MIN_NOTIONAL`` filter's minimum) *before* it is sent, so a refusal names
-  the minimum instead of Binance's bare ``-1013 Filter failure: NOTIONAL``.
+  and trigger prices with ``price_to_precision`` (``PRICE_FILTER`` ``tickSize``); the
+  rounded order is checked against ``market["limits"]`` (``LOT_SIZE`` ``minQty``/``maxQty``
+  and the ``NOTIONAL``/``MIN_NOTIONAL`` filter's minimum) *before* it is sent, so a refusal
+  names the minimum instead of Binance's bare ``-1013 Filter failure: NOTIONAL``.
 - **Orders** go out with ``create_order(..., {"clientOrderId": id})``; on Binance spot that
   is ``POST /api/v3/order`` with ``newClientOrderId`` and ``newOrderRespType=FULL``, whose
-  answer carries the fills.
+  answer carries the fills. An order never carries attached stop loss / take profit
+  parameters: protective exits are separate orders (below) or watched by SignalDesk.
+- **Protective exits** (:meth:`CcxtBroker.exit_style`). ORDERS on a contract market whose
+  exchange creates reduce-only stop-loss and take-profit orders (ccxt's
+  ``has["createStopLossOrder"]`` and ``has["createTakeProfitOrder"]``, and, where the
+  market lists its order types as Binance does, ``STOP_MARKET`` and ``TAKE_PROFIT_MARKET``
+  among them): a STOP is ``create_order(symbol, "market", side, amount, None,
+  {"stopLossPrice": trigger, "reduceOnly": True, "clientOrderId": id})``, a TAKE_PROFIT
+  the same with ``takeProfitPrice``. On Binance USDⓈ-M ccxt sends them to the Algo
+  Order API (``POST /fapi/v1/algoOrder``, ``algoType=CONDITIONAL``, ``type=STOP_MARKET`` /
+  ``TAKE_PROFIT_MARKET``, ``clientAlgoId``), where conditional orders live since Binance
+  moved them there; they are read (``GET /fapi/v1/algoOrder``), listed
+  (``GET /fapi/v1/openAlgoOrders``) and cancelled (``DELETE /fapi/v1/algoOrder``) with
+  ccxt's ``trigger`` parameter. A triggered one names the market order it placed
+  (``actualOrderId``), whose fills are the exit's fills. WATCHED everywhere else,
+  spot included: a spot account has no position to reduce, so there is no reduce-only
+  order, and Binance spot's ``STOP_LOSS`` and ``TAKE_PROFIT`` orders each lock the coins
+  they would sell, so a stop and a take profit for the same coins cannot rest side by
+  side (only as an OCO pair, which the port does not model). SignalDesk then watches the
+  price and closes with a market order.
 - **Exactly once.** Binance refuses a ``newClientOrderId`` only while an order with that id
   is *open*; a filled market order's id is accepted again. So ``place_order`` and
   ``close_position`` first look the id up (``fetch_order`` with Binance's
-  ``origClientOrderId``, ``GET /api/v3/order``) and return the order found instead of
-  sending a second one.
+  ``origClientOrderId``, ``GET /api/v3/order``; on ORDERS markets also the trigger orders)
+  and return the order found instead of sending a second one. A refusal *because* the id
+  is taken (Binance ``-2010 Duplicate order sent.``, USDⓈ-M ``-4116 ClientOrderId is
+  duplicated.``) means an order with that id may exist: it is ambiguous, not a rejection.
 - **Errors** are translated at the boundary (``raise ... from exc``):
 
   ========================================  ==================================================
   ccxt exception                            SignalDesk error
   ========================================  ==================================================
   ``BadSymbol``                             :class:`UnknownSymbolError`
+  a duplicate client order id refusal       :class:`BrokerAmbiguousError` while placing (the
+  while placing (:data:`DUPLICATE_ID`)      first order may exist: reconcile by client id)
   ``InsufficientFunds``                     :class:`InsufficientMarginError`
   ``AuthenticationError``,                  :class:`BrokerPermanentError` naming the settings
   ``PermissionDenied``                      to check
   ``InvalidOrder``, other refusals          :class:`OrderRejectedError` (placing),
                                             :class:`BrokerPermanentError` (reading)
-  ``OrderNotFound`` on a look-up            ``None``
+  ``OrderNotFound`` on a look-up            ``None`` (:class:`OrderNotFoundError` to cancel)
   ``RateLimitExceeded``, ``DDoSProtection``,  :class:`BrokerTemporaryError`: the exchange
   ``InvalidNonce``, ``OnMaintenance``       answered and did nothing
   connection refused, DNS failure           :class:`BrokerTemporaryError`: nothing was sent
@@ -48,15 +71,18 @@ The rules this adapter follows, and where each comes from:
 - **Positions.** On derivatives (``CCXT_MARKET_TYPE`` swap/future) they come from
   ``fetch_positions``. A spot account has balances, not positions: each non-zero balance of
   a currency that has a spot market quoted in the account currency is reported as a long
-  position marked at that market's ticker (see :meth:`CcxtBroker.positions`).
+  position marked at that market's ticker, its entry price from the account's own trades
+  where they explain the balance (see :meth:`CcxtBroker.positions`).
 
 ccxt venues do not tag positions with the program that opened them, so every position is
 reported with ``opened_by_signaldesk=True``; run SignalDesk on a dedicated (sub-)account.
+One position per symbol: ``position_ref`` is always empty and ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -72,6 +98,7 @@ from core.brokers._numbers import dec, dec_or_zero, from_epoch_ms, plain
 from core.domain import (
     ZERO,
     Account,
+    ExitStyle,
     Fill,
     OrderReport,
     OrderRequest,
@@ -91,6 +118,7 @@ from core.errors import (
     ConfigError,
     InsufficientMarginError,
     InvalidQuantityError,
+    OrderNotFoundError,
     OrderRejectedError,
     QuantityLimitError,
     UnknownSymbolError,
@@ -101,7 +129,14 @@ if TYPE_CHECKING:
 
     from core.config import Settings
 
-__all__ = ["UNAVAILABLE_MESSAGE", "CcxtBroker", "order_report", "translate_error"]
+__all__ = [
+    "DUPLICATE_ID",
+    "UNAVAILABLE_MESSAGE",
+    "CcxtBroker",
+    "order_report",
+    "spot_average_entry",
+    "translate_error",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -129,6 +164,29 @@ _CLIENT_ID_LOOKUP_PARAM: Mapping[str, str] = {
 }
 
 _DERIVATIVE_TYPES = frozenset({"swap", "future"})
+
+#: An exchange's refusal of an order *because its client order id is taken*, matched in
+#: ccxt's message (which carries the exchange's answer): Binance spot ``-2010 Duplicate
+#: order sent.`` (matched by text: ``-2010`` is also "insufficient balance"), Binance
+#: USDⓈ-M ``-4116 ClientOrderId is duplicated.``, OKX ``51016``, Bybit ``110072`` /
+#: ``170141`` / ``12141``, KuCoin ``126044`` (the codes of ccxt's exception tables).
+DUPLICATE_ID = re.compile(
+    r"Duplicate order sent|ClientOrderId is duplicated"
+    r'|"(?:code|retCode|sCode)"\s*:\s*"?(?:-4116|51016|110072|170141|12141|126044)\b'
+)
+
+#: The ccxt ``create_order`` parameter that carries a trigger order's level.
+_TRIGGER_PARAM: Mapping[OrderType, str] = {
+    OrderType.STOP: "stopLossPrice",
+    OrderType.TAKE_PROFIT: "takeProfitPrice",
+}
+
+#: Order types a market must list (``market["info"]["orderTypes"]``, where it lists them)
+#: for SignalDesk to place its exits there as reduce-only trigger orders.
+_TRIGGER_ORDER_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
+
+#: The most trades one ``fetch_my_trades`` call asks for (Binance's maximum page).
+_TRADES_PAGE = 1000
 
 
 def _import_ccxt() -> tuple[Any, Any]:
@@ -219,6 +277,7 @@ class CcxtBroker:
         self.account_currency = account_currency
         self.max_order_quantity = max_order_quantity
         self.max_order_notional = max_order_notional
+        self._market_type = market_type
         self._derivatives = market_type in _DERIVATIVE_TYPES
         self._markets_lock = asyncio.Lock()
         self._markets_loaded = False
@@ -303,10 +362,15 @@ class CcxtBroker:
         Spot: every non-zero balance (free + locked) of a currency ``C`` for which a spot
         market ``C/<account currency>`` exists, marked at that market's last price. Dust
         that the market's minimum size or value would refuse to sell is left out (it still
-        counts in :meth:`account`'s equity). A balance has no cost basis: deriving one
-        from the trade history would be wrong for deposits, transfers and trades made
-        outside SignalDesk, so ``average_entry`` is the mark and ``unrealized_pnl`` is 0;
-        SignalDesk's own fill ledger holds the entry prices of its trades.
+        counts in :meth:`account`'s equity). ``average_entry`` comes from the account's own
+        trades in that market (``fetch_my_trades``, Binance ``GET /api/v3/myTrades``, the
+        latest 1000, one call per held symbol): the average cost of the coins held, buys
+        net of fees taken in the coin, sells taking out coins at the average so far, before
+        fees. Where those trades do not explain the balance (coins deposited or
+        transferred in, a history longer than one page, or the trades unreadable) the
+        balance has no known cost: ``average_entry`` is then the mark and
+        ``unrealized_pnl`` 0. SignalDesk's own trade record holds the entries of its
+        trades either way.
 
         Raises:
             BrokerTemporaryError, BrokerPermanentError.
@@ -319,10 +383,18 @@ class CcxtBroker:
         for symbol, mark in sorted(marks.items()):
             market = self._exchange.market(symbol)
             quantity = totals[market["base"]]
-            if not self._is_dust(market, quantity, mark):
-                positions.append(
-                    Position(symbol=symbol, quantity=quantity, average_entry=mark, mark_price=mark)
+            if self._is_dust(market, quantity, mark):
+                continue
+            entry = await self._spot_entry(market, quantity) or mark
+            positions.append(
+                Position(
+                    symbol=symbol,
+                    quantity=quantity,
+                    average_entry=entry,
+                    mark_price=mark,
+                    unrealized_pnl=(mark - entry) * quantity,
                 )
+            )
         return positions
 
     async def account(self) -> Account:
@@ -363,23 +435,73 @@ class CcxtBroker:
 
         ``fetch_order("", symbol, {<client id param>: client_order_id})`` (Binance:
         ``GET /api/v3/order?origClientOrderId=...``; ``-2013 Order does not exist.`` is
-        ccxt's ``OrderNotFound``, answered here as None). An order with fills but no
-        trades in the answer gets them from ``fetch_my_trades`` (Binance
-        ``GET /api/v3/myTrades``, ``/fapi/v1/userTrades``).
+        ccxt's ``OrderNotFound``, answered here as None); on an ORDERS market (see
+        :meth:`exit_style`) an id not found there is looked up among the trigger orders
+        (ccxt's ``trigger`` parameter; Binance USDⓈ-M ``GET /fapi/v1/algoOrder``). An
+        order with fills but no trades in the answer gets them from ``fetch_my_trades``
+        (Binance ``GET /api/v3/myTrades``, ``/fapi/v1/userTrades``). A STOP or
+        TAKE_PROFIT is OPEN while it rests and, once triggered, reports the market order
+        it placed: FILLED with its fills (CANCELLED if that order found nothing to reduce).
 
         Raises:
             UnknownSymbolError, BrokerTemporaryError, BrokerPermanentError.
         """
         market = await self._market(symbol)
-        param = _CLIENT_ID_LOOKUP_PARAM.get(self._exchange.id, "clientOrderId")
-        try:
-            order = await self._exchange.fetch_order("", market["symbol"], {param: client_order_id})
-        except self._errors.OrderNotFound:
+        found = await self._lookup(client_order_id, market)
+        if found is None:
             return None
-        except self._errors.BaseError as exc:
-            action = f"look up order {client_order_id}"
-            raise translate_error(exc, broker=self.name, action=action, placing=False) from exc
-        return await self._report(order, market, client_order_id)
+        order, trigger = found
+        return await self._report(order, market, client_order_id, trigger=trigger)
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
+        """Resting orders, of one symbol or all: ``fetch_open_orders`` (Binance spot
+        ``GET /api/v3/openOrders``; USDⓈ-M ``/fapi/v1/openOrders`` plus the trigger orders
+        of ``/fapi/v1/openAlgoOrders``). Each report carries the order's client order id
+        (the exchange's own id for orders placed elsewhere: ccxt cannot tell them apart)
+        and, for STOP / TAKE_PROFIT, its trigger price. Without a symbol Binance weighs
+        the call 10 (spot) to 40 (futures) times heavier; SignalDesk accepts that.
+
+        Raises:
+            UnknownSymbolError, BrokerTemporaryError, BrokerPermanentError.
+        """
+        await self._load_markets()
+        market = await self._market(symbol) if symbol is not None else None
+        unified = market["symbol"] if market is not None else None
+        options = self._exchange.options.get("fetchOpenOrders")
+        if unified is None and isinstance(options, dict):
+            options["warnWithoutSymbol"] = False  # acknowledged: the heavier weight
+        # without a symbol ccxt does not infer the market family: name it
+        family = {"type": self._market_type} if unified is None else {}
+        with self._boundary("list open orders"):
+            raw = list(await self._exchange.fetch_open_orders(unified, None, None, family))
+        if self._derivatives and (market is None or self._holds_trigger_orders(market)):
+            with self._boundary("list open trigger orders"):
+                raw += await self._exchange.fetch_open_orders(
+                    unified, None, None, {**family, "trigger": True}
+                )
+        reports = []
+        for order in raw:
+            order_market = self._exchange.market(order["symbol"])
+            reports.append(
+                order_report(
+                    order,
+                    list(order.get("trades") or ()),
+                    client_order_id=order.get("clientOrderId") or str(order.get("id") or ""),
+                    contract_size=self._contract_size(order_market),
+                )
+            )
+        return reports
+
+    async def exit_style(self, symbol: str) -> ExitStyle:
+        """ORDERS where ``symbol``'s market takes reduce-only stop-loss and take-profit
+        trigger orders (Binance USDⓈ-M: ``STOP_MARKET`` / ``TAKE_PROFIT_MARKET``), WATCHED
+        elsewhere, spot included (why: see the module docstring).
+
+        Raises:
+            UnknownSymbolError, BrokerTemporaryError, BrokerPermanentError.
+        """
+        market = await self._market(symbol)
+        return ExitStyle.ORDERS if self._holds_trigger_orders(market) else ExitStyle.WATCHED
 
     # --- orders ---------------------------------------------------------------------------
 
@@ -387,39 +509,102 @@ class CcxtBroker:
         """Send ``request`` as one order under its client order id (see the module
         docstring for the exactly-once look-up and the checks made before sending).
 
-        A market order's minimum value is checked at the ask (buy) or bid (sell). Stop
-        loss and take profit are attached (ccxt's ``stopLoss``/``takeProfit`` params)
-        where the venue supports it (``has["createOrderWithTakeProfitAndStopLoss"]``);
-        elsewhere (Binance spot) they are not placed and the report's ``reason`` says so.
+        A market order's minimum value is checked at the ask (buy) or bid (sell). A
+        request's ``stop_loss`` / ``take_profit`` are not sent with it: exits are separate
+        orders. STOP and TAKE_PROFIT (``trigger_price``) go out as reduce-only trigger
+        orders on ORDERS markets (:meth:`exit_style`) and are refused elsewhere; they are
+        exempt from the ``MAX_ORDER_*`` caps and, on contracts, from the minimum value.
 
         Raises:
             UnknownSymbolError; InvalidQuantityError (not positive, rounds to zero, outside
             the market's size limits); OrderRejectedError (below the market's minimum
-            value, refused by the exchange); QuantityLimitError (``MAX_ORDER_*``);
+            value, a trigger order on a WATCHED market or without a positive trigger
+            price, refused by the exchange); QuantityLimitError (``MAX_ORDER_*``);
             InsufficientMarginError; BrokerTemporaryError (nothing was placed);
             BrokerAmbiguousError (the order may exist: look it up by client order id).
         """
         market = await self._market(request.symbol)
+        if request.order_type.is_trigger and not self._holds_trigger_orders(market):
+            raise OrderRejectedError(
+                f"{self.name} holds no reduce-only stop or take-profit orders for "
+                f"{request.symbol}; its exits are watched by SignalDesk"
+            )
         existing = await self.get_order(request.client_order_id, request.symbol)
         if existing is not None:
             log.info(
                 "order_already_at_broker", client_order_id=request.client_order_id, broker=self.name
             )
             return existing
+        if request.order_type.is_trigger:
+            return await self._submit_trigger(market, request)
         return await self._submit(market, request)
 
-    async def close_position(self, symbol: str, client_order_id: str) -> OrderReport | None:
-        """Close ``symbol``'s whole position with one market order under ``client_order_id``.
+    async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
+        """Cancel the resting order with this client order id and return its final report.
 
-        Derivatives: a ``reduceOnly`` market order for the net position. Spot: a market sell
-        of the base currency's *free* balance (amounts locked in open orders stay). None
-        when there is nothing to close (flat, or only unsellable dust). An id the exchange
-        already holds returns that order.
+        The order is looked up first (as :meth:`get_order`); one already final is returned
+        as it is. Otherwise ``cancel_order("", symbol, {<client id param>: id})`` (Binance
+        spot ``DELETE /api/v3/order?origClientOrderId=...``; trigger orders with ccxt's
+        ``trigger`` parameter, USDⓈ-M ``DELETE /fapi/v1/algoOrder?clientAlgoId=...``), then
+        the order is read again: CANCELLED, or FILLED with its fills when it filled or
+        triggered before the cancel arrived (the exchange then answers ``-2011 Unknown
+        order sent.``, ccxt's ``OrderNotFound``).
 
         Raises:
-            like :meth:`place_order`, without the ``MAX_ORDER_*`` caps.
+            OrderNotFoundError (no order with this id); UnknownSymbolError;
+            BrokerTemporaryError (the cancel may not have happened, or the order still
+            shows open after it: safe to retry); BrokerPermanentError.
         """
         market = await self._market(symbol)
+        found = await self._lookup(client_order_id, market)
+        if found is None:
+            raise OrderNotFoundError(f"{self.name} has no order {client_order_id} in {symbol}")
+        order, trigger = found
+        if order.get("status") == "open":
+            params: dict[str, Any] = {self._client_id_param(): client_order_id}
+            if trigger:
+                params["trigger"] = True
+            log.info("order_cancelling", client_order_id=client_order_id, broker=self.name)
+            try:
+                await self._exchange.cancel_order("", market["symbol"], params)
+            except self._errors.OrderNotFound:
+                log.info("order_final_before_cancel", client_order_id=client_order_id)
+            except self._errors.BaseError as exc:
+                action = f"cancel order {client_order_id}"
+                raise translate_error(exc, broker=self.name, action=action, placing=False) from exc
+            order, trigger = await self._lookup(client_order_id, market) or found
+            if order.get("status") == "open":
+                raise BrokerTemporaryError(
+                    f"{self.name} still shows order {client_order_id} open after cancelling "
+                    "it; try again"
+                )
+        return await self._report(order, market, client_order_id, trigger=trigger)
+
+    async def close_position(
+        self,
+        symbol: str,
+        client_order_id: str,
+        quantity: Decimal | None = None,
+        position_ref: str = "",
+    ) -> OrderReport | None:
+        """Close ``symbol``'s position, all of it or ``quantity`` base units of it, with one
+        market order under ``client_order_id``. ``position_ref`` is ignored (one position
+        per symbol).
+
+        Derivatives: a ``reduceOnly`` market order for the net position, or for
+        ``quantity`` capped at it. Spot: a market sell of the base currency's *free*
+        balance (amounts locked in open orders stay), or of ``quantity`` capped at it. The
+        amount is rounded down to the market's size step. None when there is nothing to
+        close (flat, or only unsellable dust). An id the exchange already holds returns
+        that order.
+
+        Raises:
+            like :meth:`place_order`, without the ``MAX_ORDER_*`` caps; InvalidQuantityError
+            when ``quantity`` is not positive or rounds below the market's minimum size.
+        """
+        market = await self._market(symbol)
+        if quantity is not None and quantity <= 0:
+            raise InvalidQuantityError(f"quantity must be positive, got {plain(quantity)}")
         existing = await self.get_order(client_order_id, symbol)
         if existing is not None:
             return existing
@@ -430,19 +615,19 @@ class CcxtBroker:
             if held == 0:
                 return None
             side = Side.SELL if held > 0 else Side.BUY
-            quantity = abs(held)
+            amount = abs(held)
         else:
             _, free, _ = await self._spot_book(marks=False)
-            quantity = free.get(market["base"], ZERO)
-            quote = await self.quote(symbol) if quantity > 0 else None
-            if quote is None or self._is_dust(market, quantity, quote.bid):
+            amount = free.get(market["base"], ZERO)
+            quote = await self.quote(symbol) if amount > 0 else None
+            if quote is None or self._is_dust(market, amount, quote.bid):
                 return None
             side = Side.SELL
         request = OrderRequest(
             client_order_id=client_order_id,
             symbol=symbol,
             side=side,
-            quantity=quantity,
+            quantity=amount if quantity is None else min(quantity, amount),
             reduce_only=True,
         )
         return await self._submit(market, request)
@@ -489,19 +674,39 @@ class CcxtBroker:
         params: dict[str, Any] = {"clientOrderId": request.client_order_id}
         if request.reduce_only and market.get("contract"):
             params["reduceOnly"] = True
-        note = ""
-        if request.stop_loss is not None or request.take_profit is not None:
-            if self._exchange.has.get("createOrderWithTakeProfitAndStopLoss"):
-                if request.stop_loss is not None:
-                    params["stopLoss"] = {"triggerPrice": str(request.stop_loss)}
-                if request.take_profit is not None:
-                    params["takeProfit"] = {"triggerPrice": str(request.take_profit)}
-            else:
-                note = (
-                    f"stop loss / take profit not placed: {self.name} cannot attach them "
-                    "to an order"
-                )
         limit = str(price) if request.order_type is OrderType.LIMIT else None
+        return await self._create(market, request, sized, limit, params)
+
+    async def _submit_trigger(self, market: Any, request: OrderRequest) -> OrderReport:
+        """Send a STOP or TAKE_PROFIT as a reduce-only trigger market order (its id is known
+        not to exist yet; the market is known to hold trigger orders)."""
+        if request.trigger_price is None or request.trigger_price <= 0:
+            raise OrderRejectedError(
+                f"a {request.order_type.value} order needs a positive trigger price"
+            )
+        sized = self._sized(market, request.quantity)
+        with self._boundary("round the trigger price", placing=True):
+            trigger = self._exchange.price_to_precision(
+                market["symbol"], str(request.trigger_price)
+            )
+        params: dict[str, Any] = {
+            "clientOrderId": request.client_order_id,
+            "reduceOnly": True,
+            _TRIGGER_PARAM[request.order_type]: trigger,
+        }
+        return await self._create(market, request, sized, None, params)
+
+    async def _create(
+        self,
+        market: Any,
+        request: OrderRequest,
+        sized: _Sized,
+        limit: str | None,
+        params: Mapping[str, Any],
+    ) -> OrderReport:
+        """``create_order`` (a trigger order goes as a ``market`` order with its trigger
+        param) and the report of the answer."""
+        kind = "market" if request.order_type.is_trigger else request.order_type.value
         log.info(
             "order_sending",
             client_order_id=request.client_order_id,
@@ -509,17 +714,71 @@ class CcxtBroker:
             symbol=request.symbol,
             side=request.side.value,
             amount=sized.amount,
+            type=request.order_type.value,
         )
         with self._boundary(f"place order {request.client_order_id}", placing=True):
             order = await self._exchange.create_order(
-                market["symbol"],
-                request.order_type.value,
-                request.side.value,
-                sized.amount,
-                limit,
-                params,
+                market["symbol"], kind, request.side.value, sized.amount, limit, dict(params)
             )
-        return await self._report(order, market, request.client_order_id, note)
+        trigger = request.order_type.is_trigger
+        return await self._report(order, market, request.client_order_id, trigger=trigger)
+
+    def _client_id_param(self) -> str:
+        """The ``fetch_order``/``cancel_order`` parameter that carries a client order id."""
+        return _CLIENT_ID_LOOKUP_PARAM.get(self._exchange.id, "clientOrderId")
+
+    def _holds_trigger_orders(self, market: Any) -> bool:
+        """True where the exchange holds reduce-only STOP / TAKE_PROFIT orders for
+        ``market`` (the rule of the module docstring)."""
+        has = self._exchange.has
+        if not market.get("contract") or market.get("inverse"):
+            return False
+        if not (has.get("createStopLossOrder") and has.get("createTakeProfitOrder")):
+            return False
+        listed = (market.get("info") or {}).get("orderTypes")
+        return listed is None or all(kind in listed for kind in _TRIGGER_ORDER_TYPES)
+
+    async def _lookup(self, client_order_id: str, market: Any) -> tuple[Any, bool] | None:
+        """``(ccxt order, is a trigger order)`` for this client order id, or None: the
+        plain orders first, then, on ORDERS markets, the trigger orders."""
+        order = await self._fetch_by_client_id(client_order_id, market, trigger=False)
+        if order is not None:
+            return order, False
+        if self._holds_trigger_orders(market):
+            order = await self._fetch_by_client_id(client_order_id, market, trigger=True)
+            if order is not None:
+                return order, True
+        return None
+
+    async def _fetch_by_client_id(
+        self, client_order_id: str, market: Any, *, trigger: bool
+    ) -> Any | None:
+        params: dict[str, Any] = {self._client_id_param(): client_order_id}
+        if trigger:
+            params["trigger"] = True
+        try:
+            return await self._exchange.fetch_order("", market["symbol"], params)
+        except self._errors.OrderNotFound:
+            return None
+        except self._errors.BaseError as exc:
+            action = f"look up order {client_order_id}"
+            raise translate_error(exc, broker=self.name, action=action, placing=False) from exc
+
+    async def _spot_entry(self, market: Any, held: Decimal) -> Decimal | None:
+        """The average cost of ``held`` base units from the account's own trades in
+        ``market`` (the rule of :meth:`positions`); None when they do not explain it."""
+        if not self._exchange.has.get("fetchMyTrades"):
+            return None
+        try:
+            with self._boundary(f"read the {market['symbol']} trades"):
+                trades = await self._exchange.fetch_my_trades(market["symbol"], None, _TRADES_PAGE)
+        except BrokerError as exc:
+            log.warning("spot_entry_unread", symbol=market["symbol"], error=str(exc))
+            return None
+        if len(trades) >= _TRADES_PAGE:
+            return None  # older trades missing: the walk would not start flat
+        step = dec((market.get("precision") or {}).get("amount")) or ZERO
+        return spot_average_entry(trades, market["base"], held, step)
 
     def _sized(self, market: Any, quantity: Decimal, *, check_max: bool = True) -> _Sized:
         """Round ``quantity`` (base units) down to the market's amount step and check it
@@ -693,19 +952,45 @@ class CcxtBroker:
         return positions
 
     async def _report(
-        self, order: Any, market: Any, client_order_id: str, note: str = ""
+        self,
+        order: Any,
+        market: Any,
+        client_order_id: str,
+        note: str = "",
+        *,
+        trigger: bool = False,
     ) -> OrderReport:
         """:func:`order_report` of a ccxt order. When the order has fills but the answer
         carried no trades (Binance ``GET /api/v3/order``), they are read with
         ``fetch_my_trades`` from the order's time on, kept where ``trade["order"]`` is the
-        order's id. Failing to read them never fails the report: the order's own filled
-        amount and average price stand, and the reason says the fills are missing."""
-        trades = list(order.get("trades") or ())
+        order's id. A triggered trigger order that names the order it placed
+        (``info["actualOrderId"]``, Binance's Algo Order API) reports that order's status,
+        amounts and fills under its own id, type and trigger price. Failing to read them
+        never fails the report: the order's own figures stand, and the reason says the
+        fills are missing."""
         notes = [note] if note else []
+        actual = str((order.get("info") or {}).get("actualOrderId") or "")
+        if trigger and actual and order.get("status") != "open":
+            try:
+                with self._boundary(f"read the order placed by {client_order_id}"):
+                    placed = await self._exchange.fetch_order(actual, market["symbol"])
+                order = {
+                    **order,
+                    **{
+                        key: placed.get(key)
+                        for key in ("status", "filled", "average", "cost", "trades", "timestamp")
+                    },
+                    "lastTradeTimestamp": placed.get("lastTradeTimestamp"),
+                }
+            except BrokerError as exc:
+                log.warning("order_fills_unread", client_order_id=client_order_id, error=str(exc))
+                notes.append(f"the order it placed was not read: {exc}")
+        trades = list(order.get("trades") or ())
+        fills_of = actual or str(order.get("id") or "")
         if (
             not trades
             and dec_or_zero(order.get("filled")) > 0
-            and order.get("id")
+            and fills_of
             and self._exchange.has.get("fetchMyTrades")
         ):
             try:
@@ -713,7 +998,7 @@ class CcxtBroker:
                     raw = await self._exchange.fetch_my_trades(
                         market["symbol"], order.get("timestamp")
                     )
-                trades = [t for t in raw if str(t.get("order")) == str(order["id"])]
+                trades = [t for t in raw if str(t.get("order")) == fills_of]
             except BrokerError as exc:
                 log.warning("order_fills_unread", client_order_id=client_order_id, error=str(exc))
                 notes.append(f"fills not read: {exc}")
@@ -762,6 +1047,11 @@ def translate_error(exc: BaseException, *, broker: str, action: str, placing: bo
     text = f"{broker} could not {action}: {_brief(exc)}"
     if isinstance(exc, errors.BadSymbol):
         return UnknownSymbolError(text)
+    if placing and DUPLICATE_ID.search(str(exc)):
+        return BrokerAmbiguousError(
+            f"{text}; the exchange already holds this client order id, so an order may "
+            "exist: reconcile it by client order id"
+        )
     if isinstance(exc, errors.InsufficientFunds):
         return InsufficientMarginError(text)
     if isinstance(exc, errors.AuthenticationError):
@@ -849,7 +1139,16 @@ def order_report(
     else:
         raw_fee = order.get("fee") or {}
         fee, fee_currency = dec_or_zero(raw_fee.get("cost")), raw_fee.get("currency") or ""
-    order_type = OrderType.LIMIT if order.get("type") == "limit" else OrderType.MARKET
+    trigger_price = dec(order.get("triggerPrice")) or dec(order.get("stopLossPrice"))
+    if order.get("takeProfitPrice"):
+        order_type = OrderType.TAKE_PROFIT
+        trigger_price = dec(order.get("takeProfitPrice"))
+    elif trigger_price:
+        order_type = OrderType.STOP
+    elif order.get("type") == "limit":
+        order_type = OrderType.LIMIT
+    else:
+        order_type = OrderType.MARKET
     reasons = [note] if note else []
     if state is OrderState.FAILED:
         reasons.insert(0, "rejected by the exchange")
@@ -868,7 +1167,39 @@ def order_report(
         fee_currency=fee_currency,
         fills=fills,
         reason="; ".join(reasons),
+        trigger_price=trigger_price or None,
     )
+
+
+def spot_average_entry(
+    trades: Sequence[Mapping[str, Any]], base: str, held: Decimal, step: Decimal
+) -> Decimal | None:
+    """The average entry (quote per base unit) of ``held`` base units bought through
+    ``trades`` (ccxt trade structures, oldest first; pure).
+
+    Average cost: a buy adds its amount less any fee taken in ``base`` at its price; a
+    sell takes coins out at the running average (its own price does not change the
+    entry). None when the trades do not explain the holding: a sell of more than was
+    bought (older trades missing), or ``held`` more than one size ``step`` above what the
+    trades leave (coins deposited or transferred in).
+    """
+    quantity, cost = ZERO, ZERO
+    for trade in trades:
+        amount, price = dec_or_zero(trade.get("amount")), dec_or_zero(trade.get("price"))
+        if trade.get("side") == "buy":
+            fee = trade.get("fee") or {}
+            if fee.get("currency") == base:
+                amount -= dec_or_zero(fee.get("cost"))
+            quantity += amount
+            cost += amount * price
+        else:
+            if amount > quantity:
+                return None
+            cost -= cost * amount / quantity if quantity else ZERO
+            quantity -= amount
+    if quantity <= 0 or held > quantity + step:
+        return None
+    return cost / quantity
 
 
 def _fill(

@@ -27,21 +27,57 @@ return codes (``TRADE_RETCODE_*``):
   (``SYMBOL_FILLING_FOK`` = 1, ``SYMBOL_FILLING_IOC`` = 2): FOK if allowed, else IOC, else
   ``ORDER_FILLING_RETURN``.
 - **Return codes.** ``TRADE_RETCODE_DONE`` (10009), ``PLACED`` (10008) and ``DONE_PARTIAL``
-  (10010) succeed. ``REQUOTE`` (10004), ``PRICE_CHANGED`` (10020), ``PRICE_OFF`` (10021) and
-  ``TOO_MANY_REQUESTS`` (10024) mean the server executed nothing: BrokerTemporaryError,
-  safe to retry. ``TIMEOUT`` (10012), ``CONNECTION`` (10031) and a ``None`` result (the
-  terminal lost the answer; ``last_error()`` says why) may hide an executed deal:
-  BrokerAmbiguousError, reconciled with :meth:`Mt5Broker.get_order`. ``NO_MONEY`` (10019)
-  is InsufficientMarginError, ``INVALID_VOLUME`` (10014) InvalidQuantityError, any other
-  code OrderRejectedError naming the code's constant and the server's comment.
-- **Positions** (``positions_get``) are netted per symbol; on a hedging account a symbol
-  may hold several tickets, and closing it sends one opposite deal per ticket
-  (``position=<ticket>``).
+  (10010) succeed; so does ``NO_CHANGES`` (10025) for a ``TRADE_ACTION_SLTP`` (the levels
+  asked for are already set). ``REQUOTE`` (10004), ``PRICE_CHANGED`` (10020), ``PRICE_OFF``
+  (10021) and ``TOO_MANY_REQUESTS`` (10024) mean the server executed nothing:
+  BrokerTemporaryError, safe to retry. ``TIMEOUT`` (10012), ``CONNECTION`` (10031) and a
+  ``None`` result (the terminal lost the answer; ``last_error()`` says why) may hide an
+  executed deal: BrokerAmbiguousError, reconciled with :meth:`Mt5Broker.get_order` (for a
+  ``TRADE_ACTION_SLTP`` the ticket is read back at once instead: the level is there, or
+  BrokerTemporaryError). ``NO_MONEY`` (10019) is InsufficientMarginError,
+  ``INVALID_VOLUME`` (10014) InvalidQuantityError, any other code OrderRejectedError naming
+  the code's constant and the server's comment.
+- **Positions** (``positions_get``). A hedging account (``account_info().margin_mode ==
+  ACCOUNT_MARGIN_MODE_RETAIL_HEDGING``) is reported per ticket: ``position_ref`` is the
+  client order id of the entry that opened it (the ticket's comment) for a ticket with our
+  magic, ``ticket:<n>`` for any other, each with its own ``opened_by_signaldesk``. A netting
+  account has one position per symbol, reported as such (``position_ref`` empty).
+- **Closing** (``close_position``) sends opposite ``TRADE_ACTION_DEAL`` s with
+  ``position=<ticket>``. With a ``position_ref`` exactly that ticket is closed (the entry's
+  client order id names one of ours; ``ticket:<n>`` names any ticket explicitly); without
+  one, only our tickets in the symbol, oldest first. A ticket with another magic is never
+  closed unless ``ticket:<n>`` names it. Partial closes round down to ``volume_step``.
+- **Protective exits are ATTACHED**: a stop loss and take profit live on the position
+  ticket as its ``sl`` / ``tp``, and the trade server closes the ticket when one trades. The
+  port maps onto them so (the exit service relies on exactly this):
+
+  * ``place_order`` of a STOP (``trigger_price=X``, ``reduce_only``,
+    ``position_ref=<entry id>``, client order id ``<entry id>-sl<n>``) sets the ticket's
+    ``sl`` to X with ``TRADE_ACTION_SLTP`` and keeps its ``tp``; a TAKE_PROFIT
+    (``<entry id>-tp<n>``) sets ``tp`` and keeps ``sl``. The report is OPEN with the
+    trigger price. Placing again under a new id moves the level (trailing); the old id is
+    never cancelled. The ticket and the kind are parsed from the client order id, so they
+    are known after a restart; nothing about the exit is stored at the broker beyond the
+    level itself. The request's quantity is not used: a level covers the whole ticket (on
+    a netting account, the symbol's whole position).
+  * ``get_order(<exit id>)``: OPEN while the ticket is open with that level set
+    (CANCELLED when the level is 0); once the ticket is closed, FILLED with the closing
+    deal(s) as fills (price, volume, commission and fee) when a deal with ``reason``
+    ``DEAL_REASON_SL`` (a ``-sl`` id) or ``DEAL_REASON_TP`` (a ``-tp`` id) closed it, else
+    CANCELLED. None when no ticket was opened by the entry id.
+  * ``cancel_order(<exit id>)`` sets that level to 0 if the ticket is still open; the
+    answer is CANCELLED (FILLED if the level traded first).
+  * Entry orders never carry ``sl`` / ``tp``: the exit service attaches them after the
+    fill, the same path on every venue.
+
+  Pending (limit) orders are cancelled with ``TRADE_ACTION_REMOVE``; ``open_orders``
+  lists ``orders_get`` (the attached levels are not orders and are not listed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -54,6 +90,7 @@ from core.brokers._numbers import dec_or_zero, floor_to_step, from_epoch_ms, pla
 from core.domain import (
     ZERO,
     Account,
+    ExitStyle,
     Fill,
     OrderReport,
     OrderRequest,
@@ -72,6 +109,7 @@ from core.errors import (
     BrokerUnavailableError,
     InsufficientMarginError,
     InvalidQuantityError,
+    OrderNotFoundError,
     OrderRejectedError,
     QuantityLimitError,
     UnknownSymbolError,
@@ -108,6 +146,13 @@ _RETRYABLE = frozenset(
     }
 )
 _AMBIGUOUS = frozenset({"TRADE_RETCODE_TIMEOUT", "TRADE_RETCODE_CONNECTION"})
+#: Also a success for a TRADE_ACTION_SLTP: the levels asked for are already set.
+_NO_CHANGES = "TRADE_RETCODE_NO_CHANGES"
+
+#: An exit's client order id: ``<entry client order id>-sl<n>`` or ``-tp<n>``.
+_EXIT_ID = re.compile(r"^(?P<entry>.+)-(?P<kind>sl|tp)(?P<n>\d+)$")
+#: A position_ref naming a ticket explicitly.
+_TICKET_REF = re.compile(r"^ticket:(?P<ticket>\d+)$")
 
 # last_error() codes (the package's RES_* constants).
 _RES_S_OK = 1
@@ -181,9 +226,10 @@ class Mt5Broker:
         }
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mt5")
         self._closed = False
-        # Only the worker thread reads or writes these two.
+        # Only the worker thread reads or writes these three.
         self._connected = False
         self._currency = ""
+        self._hedging = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Mt5Broker:
@@ -239,14 +285,25 @@ class Mt5Broker:
 
         Market orders go at the current ask (buy) or bid (sell) with ``deviation``; limit
         orders as ``ORDER_TYPE_BUY_LIMIT``/``SELL_LIMIT`` at the limit rounded to the
-        symbol's digits. Stop loss and take profit go in the request's ``sl``/``tp``.
+        symbol's digits. A request's ``stop_loss`` / ``take_profit`` are not sent. STOP and
+        TAKE_PROFIT set the ``sl`` / ``tp`` of the entry's ticket (the ATTACHED mapping of
+        the module docstring); one for a ticket already closed answers that exit's report.
 
         Raises:
-            OrderRejectedError (id longer than 31 characters, refused by the server),
+            OrderRejectedError (id longer than 31 characters; an exit id that is not
+            ``<entry id>-sl<n>`` / ``-tp<n>`` for its type, or without a positive trigger
+            price, or whose entry opened no position; refused by the server, e.g.
+            ``TRADE_RETCODE_INVALID_STOPS`` for a level on the wrong side of the price),
             UnknownSymbolError, InvalidQuantityError, QuantityLimitError,
             InsufficientMarginError, BrokerTemporaryError (nothing executed; retry is safe),
             BrokerAmbiguousError (may have executed: reconcile with :meth:`get_order`).
         """
+        if request.order_type.is_trigger:
+            return await self._run(
+                lambda: self._place_exit_sync(request),
+                f"place exit {request.client_order_id}",
+                placing=True,
+            )
         _check_client_order_id(request.client_order_id)
         return await self._run(
             lambda: self._place_sync(request),
@@ -260,31 +317,87 @@ class Mt5Broker:
         (over :attr:`history_lookback`, to a day ahead for server clocks ahead of UTC);
         deals with our magic and comment if the orders have left the history. None when
         there is none. Several orders under one id (a close of several tickets) are
-        reported as one.
+        reported as one. An exit id (``<entry id>-sl<n>`` / ``-tp<n>``) whose entry opened
+        a ticket is reported from the ticket (OPEN, FILLED or CANCELLED: see the module
+        docstring).
 
         Raises:
             UnknownSymbolError, BrokerTemporaryError, BrokerPermanentError.
         """
         return await self._run(
-            lambda: self._find_sync(client_order_id, symbol),
+            lambda: self._get_sync(client_order_id, symbol),
             f"look up order {client_order_id}",
         )
 
-    async def close_position(self, symbol: str, client_order_id: str) -> OrderReport | None:
-        """Close every ticket in ``symbol``: one opposite ``TRADE_ACTION_DEAL`` with
-        ``position=<ticket>`` and the ticket's volume each, all under ``client_order_id``.
+    async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
+        """Cancel by client order id and return the final report.
 
-        Returns one report for all of them (side of the first close, summed quantities,
-        every deal as a fill); None when there is no position. If a later ticket fails after
-        an earlier one closed, raises BrokerAmbiguousError (the done part is found by
-        :meth:`get_order`).
+        An exit id: its level (``sl`` or ``tp``) is set to 0 on the ticket if it is still
+        open (``TRADE_ACTION_SLTP``, the other level kept); CANCELLED, or FILLED when the
+        level traded first. A pending order with our magic and this comment:
+        ``TRADE_ACTION_REMOVE``; CANCELLED, or its report if it filled first. An order
+        that is already final is returned as it is.
 
         Raises:
-            like :meth:`place_order`, without the ``MAX_ORDER_*`` caps.
+            OrderNotFoundError (nothing under this id), UnknownSymbolError,
+            OrderRejectedError (the server refused), BrokerTemporaryError,
+            BrokerAmbiguousError (the terminal lost the answer: look it up again).
+        """
+        return await self._run(
+            lambda: self._cancel_sync(client_order_id, symbol),
+            f"cancel order {client_order_id}",
+            placing=True,
+        )
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
+        """Pending orders from ``orders_get`` (all symbols, or ``symbol``), OPEN; the
+        client order id is the comment for orders with our magic, empty for others.
+        Attached ``sl`` / ``tp`` levels are not orders and are not listed.
+
+        Raises:
+            UnknownSymbolError, BrokerTemporaryError, BrokerPermanentError.
+        """
+        return await self._run(lambda: self._open_orders_sync(symbol), "list pending orders")
+
+    async def exit_style(self, symbol: str) -> ExitStyle:
+        """ATTACHED: MT5 holds stop loss and take profit on the position ticket.
+
+        Raises:
+            UnknownSymbolError, BrokerTemporaryError.
+        """
+
+        def check() -> ExitStyle:
+            self._ensure_connected()
+            self._symbol(symbol)
+            return ExitStyle.ATTACHED
+
+        return await self._run(check, f"read symbol {symbol}")
+
+    async def close_position(
+        self,
+        symbol: str,
+        client_order_id: str,
+        quantity: Decimal | None = None,
+        position_ref: str = "",
+    ) -> OrderReport | None:
+        """Close tickets in ``symbol`` (the rule of the module docstring): the one
+        ``position_ref`` names, else our tickets, oldest first; all of their volume, or
+        ``quantity`` base units (rounded down to ``volume_step``, capped at what they
+        hold). One opposite ``TRADE_ACTION_DEAL`` with ``position=<ticket>`` per ticket,
+        all under ``client_order_id``.
+
+        Returns one report for all of them (side of the first close, summed quantities,
+        every deal as a fill); None when there is nothing of ours (or nothing named) to
+        close. If a later ticket fails after an earlier one closed, raises
+        BrokerAmbiguousError (the done part is found by :meth:`get_order`).
+
+        Raises:
+            like :meth:`place_order`, without the ``MAX_ORDER_*`` caps; InvalidQuantityError
+            when ``quantity`` is not positive or rounds below the minimum volume.
         """
         _check_client_order_id(client_order_id)
         return await self._run(
-            lambda: self._close_sync(symbol, client_order_id),
+            lambda: self._close_sync(symbol, client_order_id, quantity, position_ref),
             f"close {symbol}",
             placing=True,
         )
@@ -345,6 +458,9 @@ class Mt5Broker:
                 raise BrokerPermanentError(f"{text}: check MT5_LOGIN, MT5_PASSWORD, MT5_SERVER")
         info = mt5.account_info()
         self._currency = info.currency if info is not None else ""
+        self._hedging = info is not None and info.margin_mode == getattr(
+            mt5, "ACCOUNT_MARGIN_MODE_RETAIL_HEDGING", 2
+        )
         self._connected = True
         log.info("mt5_connected", login=self._login, server=self._server)
 
@@ -384,6 +500,9 @@ class Mt5Broker:
     def _positions_sync(self) -> list[Position]:
         self._ensure_connected()
         tickets = self._rows(self._mt5.positions_get(), "read positions")
+        if self._hedging:  # ours first within a symbol, then by ticket
+            ordered = sorted(tickets, key=lambda t: (t.symbol, t.magic != self.magic, t.ticket))
+            return [self._ticket_position(t) for t in ordered]
         by_symbol: dict[str, list[Any]] = {}
         for ticket in tickets:
             by_symbol.setdefault(ticket.symbol, []).append(ticket)
@@ -408,6 +527,20 @@ class Mt5Broker:
                 )
             )
         return positions
+
+    def _ticket_position(self, ticket: Any) -> Position:
+        """One hedging ticket as a Position (``position_ref`` as in the module docstring)."""
+        contract = dec_or_zero(self._symbol(ticket.symbol).trade_contract_size)
+        ours = ticket.magic == self.magic
+        return Position(
+            symbol=ticket.symbol,
+            quantity=self._signed_volume(ticket) * contract,
+            average_entry=dec_or_zero(ticket.price_open),
+            mark_price=dec_or_zero(ticket.price_current),
+            unrealized_pnl=dec_or_zero(ticket.profit),
+            opened_by_signaldesk=ours,
+            position_ref=ticket.comment if ours and ticket.comment else f"ticket:{ticket.ticket}",
+        )
 
     def _quote_sync(self, symbol: str) -> Quote:
         self._ensure_connected()
@@ -453,30 +586,38 @@ class Mt5Broker:
             "type_time": mt5.ORDER_TIME_GTC,
             "type_filling": self._filling(info),
         }
-        if request.stop_loss is not None:
-            order["sl"] = float(_round_price(request.stop_loss, info.digits))
-        if request.take_profit is not None:
-            order["tp"] = float(_round_price(request.take_profit, info.digits))
         return self._send(order, request.client_order_id, info)
 
-    def _close_sync(self, symbol: str, client_order_id: str) -> OrderReport | None:
+    def _close_sync(
+        self, symbol: str, client_order_id: str, quantity: Decimal | None, position_ref: str
+    ) -> OrderReport | None:
         self._ensure_connected()
         mt5 = self._mt5
         info = self._symbol(symbol)
+        if quantity is not None and quantity <= 0:
+            raise InvalidQuantityError(f"quantity must be positive, got {plain(quantity)}")
         existing = self._find_sync(client_order_id, symbol)
         if existing is not None:
             return existing
-        tickets = self._rows(mt5.positions_get(symbol=symbol), f"read the {symbol} positions")
+        if position_ref:
+            named, _ = self._resolve_ticket(symbol, position_ref)
+            tickets = [named] if named is not None else []
+        else:
+            held = self._rows(mt5.positions_get(symbol=symbol), f"read the {symbol} positions")
+            tickets = sorted(
+                (t for t in held if t.magic == self.magic), key=lambda t: (t.time_msc, t.ticket)
+            )
         if not tickets:
             return None
+        plan = self._close_plan(info, tickets, quantity)
         reports: list[OrderReport] = []
-        for ticket in tickets:
+        for ticket, volume in plan:
             tick = self._tick(symbol)
             sell = ticket.type == mt5.POSITION_TYPE_BUY
             order = {
                 "action": mt5.TRADE_ACTION_DEAL,
                 "symbol": symbol,
-                "volume": ticket.volume,
+                "volume": float(volume),
                 "type": mt5.ORDER_TYPE_SELL if sell else mt5.ORDER_TYPE_BUY,
                 "position": ticket.ticket,
                 "price": tick.bid if sell else tick.ask,
@@ -492,10 +633,70 @@ class Mt5Broker:
                 if not reports:
                     raise
                 raise BrokerAmbiguousError(
-                    f"closed {len(reports)} of {len(tickets)} {symbol} tickets under "
+                    f"closed {len(reports)} of {len(plan)} {symbol} tickets under "
                     f"{client_order_id}, then: {exc}"
                 ) from exc
         return _merge(reports)
+
+    def _close_plan(
+        self, info: Any, tickets: Sequence[Any], quantity: Decimal | None
+    ) -> list[tuple[Any, Decimal]]:
+        """``(ticket, lots)`` to close: every ticket's volume, or ``quantity`` base units
+        rounded down to ``volume_step`` and taken from the tickets in order."""
+        volumes = [(t, dec_or_zero(t.volume)) for t in tickets]
+        if quantity is None:
+            return volumes
+        contract = dec_or_zero(info.trade_contract_size)
+        step, minimum = dec_or_zero(info.volume_step), dec_or_zero(info.volume_min)
+        held = sum((v for _, v in volumes), ZERO)
+        lots = min(floor_to_step(quantity / contract, step), held).normalize()
+        if lots < minimum:
+            raise InvalidQuantityError(
+                f"closing {plain(quantity)} of {info.name} is {plain(quantity / contract)} "
+                f"lots, below the minimum volume of {plain(minimum)} lots "
+                f"({plain(minimum * contract)} units; volume step {plain(step)} lots)"
+            )
+        plan = []
+        for ticket, volume in volumes:
+            if lots <= 0:
+                break
+            take = min(volume, lots)
+            plan.append((ticket, take))
+            lots -= take
+        return plan
+
+    def _resolve_ticket(self, symbol: str, ref: str) -> tuple[Any | None, int | None]:
+        """``(open ticket or None, position id or None)`` for a ``position_ref``:
+        ``ticket:<n>`` names any ticket; an entry's client order id names the ticket it
+        opened (an open ticket of ours with that comment, else the position of our entry
+        deal with that comment in the history)."""
+        mt5 = self._mt5
+        named = _TICKET_REF.match(ref)
+        if named:
+            number = int(named["ticket"])
+            rows = self._rows(mt5.positions_get(ticket=number), f"read ticket {number}")
+            found = next((t for t in rows if t.symbol == symbol), None)
+            return found, number
+        held = self._rows(mt5.positions_get(symbol=symbol), f"read the {symbol} positions")
+        found = next((t for t in held if t.magic == self.magic and t.comment == ref), None)
+        if found is not None:
+            return found, found.ticket
+        now = datetime.now(UTC)
+        deals = self._rows(
+            mt5.history_deals_get(
+                now - self.history_lookback, now + timedelta(days=1), group=symbol
+            ),
+            "read the deal history",
+        )
+        entries = (mt5.DEAL_ENTRY_IN, mt5.DEAL_ENTRY_INOUT)
+        opening = next(
+            (d for d in deals if self._ours(ref)(d) and d.entry in entries and d.symbol == symbol),
+            None,
+        )
+        if opening is None:
+            return None, None
+        found = next((t for t in held if t.ticket == opening.position_id), None)
+        return found, opening.position_id
 
     def _find_sync(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """The look-up behind :meth:`get_order` (runs on the worker thread)."""
@@ -528,15 +729,219 @@ class Mt5Broker:
         fills = tuple(self._fill(d, client_order_id, contract) for d in mine)
         return self._order_report(client_order_id, symbol, orders, bool(pending), fills, contract)
 
+    def _get_sync(self, client_order_id: str, symbol: str) -> OrderReport | None:
+        """The look-up behind :meth:`get_order`: an exit id first, then the orders."""
+        self._ensure_connected()
+        exit_id = _EXIT_ID.match(client_order_id)
+        if exit_id:
+            info = self._symbol(symbol)
+            position, position_id = self._resolve_ticket(symbol, exit_id["entry"])
+            if position_id is not None:
+                kind = exit_id["kind"]
+                return self._exit_report(client_order_id, symbol, kind, position, position_id, info)
+        return self._find_sync(client_order_id, symbol)
+
+    def _place_exit_sync(self, request: OrderRequest) -> OrderReport:
+        """STOP / TAKE_PROFIT: set the ticket's ``sl`` / ``tp`` (the module docstring)."""
+        self._ensure_connected()
+        cid, symbol = request.client_order_id, request.symbol
+        info = self._symbol(symbol)
+        kind = "sl" if request.order_type is OrderType.STOP else "tp"
+        exit_id = _EXIT_ID.match(cid)
+        if exit_id is None or exit_id["kind"] != kind:
+            raise OrderRejectedError(
+                f"a {request.order_type.value} on MT5 needs a client order id "
+                f"'<entry id>-{kind}<n>' naming the entry whose ticket holds it, got {cid!r}"
+            )
+        entry = exit_id["entry"]
+        if request.position_ref and request.position_ref != entry:
+            raise OrderRejectedError(
+                f"exit {cid} names entry {entry!r} but position_ref is {request.position_ref!r}"
+            )
+        if request.trigger_price is None or request.trigger_price <= 0:
+            raise OrderRejectedError(f"exit {cid} needs a positive trigger price")
+        position, position_id = self._resolve_ticket(symbol, entry)
+        if position_id is None:
+            raise OrderRejectedError(f"MT5 has no {symbol} position opened by {entry}")
+        if position is None:  # closed already: what became of this exit
+            return self._exit_report(cid, symbol, kind, None, position_id, info)
+        level = _round_price(request.trigger_price, info.digits)
+        self._set_level(cid, position, kind, level, info)
+        return self._exit_report(cid, symbol, kind, position, position_id, info, level=level)
+
+    def _set_level(self, cid: str, position: Any, kind: str, level: Decimal, info: Any) -> None:
+        """``TRADE_ACTION_SLTP`` on ``position`` with its ``kind`` level at ``level`` (0
+        removes it), the other level kept. A lost answer is settled by reading the ticket
+        back: the level is there, or BrokerTemporaryError (nothing changed)."""
+        mt5 = self._mt5
+        sl = float(level) if kind == "sl" else position.sl
+        tp = float(level) if kind == "tp" else position.tp
+        request = {
+            "action": mt5.TRADE_ACTION_SLTP,
+            "symbol": position.symbol,
+            "position": position.ticket,
+            "sl": sl,
+            "tp": tp,
+            "magic": self.magic,
+        }
+        try:
+            self._order_send(request, cid, ok=frozenset({_NO_CHANGES}))
+        except BrokerAmbiguousError:
+            rows = self._rows(mt5.positions_get(ticket=position.ticket), "read the ticket back")
+            now = next(iter(rows), None)
+            if now is not None and _round_price(
+                dec_or_zero(getattr(now, kind)), info.digits
+            ) == _round_price(level, info.digits):
+                return
+            raise BrokerTemporaryError(
+                f"MT5 did not confirm the {kind} of ticket {position.ticket} for {cid} and the "
+                "ticket does not show it: nothing changed, safe to retry"
+            ) from None
+
+    def _exit_report(
+        self,
+        cid: str,
+        symbol: str,
+        kind: str,
+        position: Any | None,
+        position_id: int,
+        info: Any,
+        *,
+        level: Decimal | None = None,
+    ) -> OrderReport:
+        """An attached exit's report (the module docstring's rules)."""
+        mt5 = self._mt5
+        contract = dec_or_zero(info.trade_contract_size)
+        order_type = OrderType.STOP if kind == "sl" else OrderType.TAKE_PROFIT
+        if position is not None:
+            current = level if level is not None else dec_or_zero(getattr(position, kind))
+            long = position.type == mt5.POSITION_TYPE_BUY
+            return OrderReport(
+                client_order_id=cid,
+                symbol=symbol,
+                side=Side.SELL if long else Side.BUY,
+                quantity=dec_or_zero(position.volume) * contract,
+                state=OrderState.OPEN if current else OrderState.CANCELLED,
+                broker_order_id=str(position.ticket),
+                order_type=order_type,
+                trigger_price=current or None,
+                fee_currency=self._currency,
+            )
+        deals = self._rows(
+            mt5.history_deals_get(position=position_id), f"read the deals of {position_id}"
+        )
+        reason = mt5.DEAL_REASON_SL if kind == "sl" else mt5.DEAL_REASON_TP
+        hit = [d for d in deals if d.entry != mt5.DEAL_ENTRY_IN and d.reason == reason]
+        opened = [d for d in deals if d.entry == mt5.DEAL_ENTRY_IN]
+        fills = tuple(self._fill(d, cid, contract) for d in hit)
+        if fills:
+            side = fills[0].side
+        elif opened:
+            side = Side.SELL if opened[0].type == mt5.DEAL_TYPE_BUY else Side.BUY
+        else:
+            side = Side.SELL
+        quantity = sum((dec_or_zero(d.volume) for d in hit or opened), ZERO) * contract
+        return OrderReport(
+            client_order_id=cid,
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            state=OrderState.FILLED if fills else OrderState.CANCELLED,
+            broker_order_id=str(position_id),
+            order_type=order_type,
+            filled_quantity=sum((f.quantity for f in fills), ZERO),
+            average_price=_average(fills),
+            fee=sum((f.fee for f in fills), ZERO),
+            fee_currency=self._currency,
+            fills=fills,
+            reason="" if fills else f"ticket {position_id} closed without its {kind}",
+        )
+
+    def _cancel_sync(self, client_order_id: str, symbol: str) -> OrderReport:
+        """The work behind :meth:`cancel_order`."""
+        self._ensure_connected()
+        mt5 = self._mt5
+        info = self._symbol(symbol)
+        exit_id = _EXIT_ID.match(client_order_id)
+        if exit_id:
+            kind = exit_id["kind"]
+            position, position_id = self._resolve_ticket(symbol, exit_id["entry"])
+            if position_id is not None:
+                if position is not None and getattr(position, kind):
+                    self._set_level(client_order_id, position, kind, ZERO, info)
+                    position, position_id = self._resolve_ticket(symbol, exit_id["entry"])
+                return self._exit_report(
+                    client_order_id, symbol, kind, position, position_id or 0, info
+                )
+        ours = self._ours(client_order_id)
+        pending = [o for o in self._rows(mt5.orders_get(symbol=symbol), "read orders") if ours(o)]
+        for order in pending:
+            request = {"action": mt5.TRADE_ACTION_REMOVE, "order": order.ticket}
+            try:
+                self._order_send(request, client_order_id)
+            except OrderRejectedError:
+                still = self._rows(mt5.orders_get(ticket=order.ticket), "read the order back")
+                if still:
+                    raise
+        found = self._find_sync(client_order_id, symbol)
+        if found is None:
+            raise OrderNotFoundError(f"MT5 has no order {client_order_id} in {symbol}")
+        return found
+
+    def _open_orders_sync(self, symbol: str | None) -> list[OrderReport]:
+        self._ensure_connected()
+        mt5 = self._mt5
+        if symbol is not None:
+            self._symbol(symbol)
+        rows = mt5.orders_get(symbol=symbol) if symbol is not None else mt5.orders_get()
+        reports = []
+        for order in self._rows(rows, "read orders"):
+            contract = dec_or_zero(self._symbol(order.symbol).trade_contract_size)
+            limit = order.type in (mt5.ORDER_TYPE_BUY_LIMIT, mt5.ORDER_TYPE_SELL_LIMIT)
+            stop = order.type in (mt5.ORDER_TYPE_BUY_STOP, mt5.ORDER_TYPE_SELL_STOP)
+            price = dec_or_zero(order.price_open)
+            reports.append(
+                OrderReport(
+                    client_order_id=order.comment if order.magic == self.magic else "",
+                    symbol=order.symbol,
+                    side=Side.BUY if order.type % 2 == 0 else Side.SELL,
+                    quantity=dec_or_zero(order.volume_current) * contract,
+                    state=OrderState.OPEN,
+                    broker_order_id=str(order.ticket),
+                    order_type=OrderType.LIMIT
+                    if limit
+                    else OrderType.STOP
+                    if stop
+                    else OrderType.MARKET,
+                    limit_price=price if limit else None,
+                    trigger_price=price if stop else None,
+                    fee_currency=self._currency,
+                )
+            )
+        return reports
+
     def _send(self, order: Mapping[str, Any], client_order_id: str, info: Any) -> OrderReport:
-        """``order_send`` and the return-code rules of the module docstring."""
+        """``order_send`` (the return-code rules of the module docstring) and the report."""
+        result, name = self._order_send(order, client_order_id)
+        return self._result_report(result, order, client_order_id, info, name)
+
+    def _order_send(
+        self,
+        order: Mapping[str, Any],
+        client_order_id: str,
+        *,
+        ok: frozenset[str] = frozenset(),
+    ) -> tuple[Any, str]:
+        """``order_send`` and the return-code rules of the module docstring: the result
+        and its code's name on success (``ok`` names further codes that count as one)."""
         mt5 = self._mt5
         log.info(
             "order_sending",
             client_order_id=client_order_id,
-            symbol=order["symbol"],
-            volume=order["volume"],
-            type=order["type"],
+            symbol=order.get("symbol", ""),
+            action=order["action"],
+            volume=order.get("volume"),
+            type=order.get("type"),
         )
         result = mt5.order_send(dict(order))
         if result is None:
@@ -553,8 +958,8 @@ class Mt5Broker:
             )
         name = self._retcode_names.get(result.retcode, "unknown return code")
         text = f"MT5 {name} ({result.retcode}) for order {client_order_id}: {result.comment!r}"
-        if name in _SUCCESS:
-            return self._result_report(result, order, client_order_id, info, name)
+        if name in _SUCCESS or name in ok:
+            return result, name
         if name in _RETRYABLE:
             raise BrokerTemporaryError(f"{text}; the server executed nothing, safe to retry")
         if name in _AMBIGUOUS:

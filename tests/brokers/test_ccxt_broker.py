@@ -17,10 +17,11 @@ from core.brokers.ccxt_broker import (
     UNAVAILABLE_MESSAGE,
     CcxtBroker,
     order_report,
+    spot_average_entry,
     translate_error,
 )
 from core.config import Settings
-from core.domain import OrderRequest, OrderState, OrderType, Side
+from core.domain import ExitStyle, OrderRequest, OrderState, OrderType, Side
 from core.errors import (
     BrokerAmbiguousError,
     BrokerError,
@@ -30,10 +31,12 @@ from core.errors import (
     ConfigError,
     InsufficientMarginError,
     InvalidQuantityError,
+    OrderNotFoundError,
     OrderRejectedError,
     QuantityLimitError,
     UnknownSymbolError,
 )
+from tests.brokers.exits import exit_request
 from tests.support import binance_fake
 from tests.support.binance_fake import BinanceFake
 
@@ -122,8 +125,9 @@ async def test_spot_positions_are_balances_marked_at_the_ticker(
     assert set(positions) == {"BTC/USDT", "ETH/USDT"}
     btc = positions["BTC/USDT"]
     assert btc.quantity == D("0.00999")  # after the commission taken in BTC
-    assert btc.mark_price == btc.average_entry == D(61000)
-    assert btc.unrealized_pnl == 0 and btc.opened_by_signaldesk
+    assert btc.mark_price == D(61000) and btc.opened_by_signaldesk
+    assert btc.average_entry == D("60000.01")  # from the account's own trades
+    assert btc.unrealized_pnl == (D(61000) - D("60000.01")) * D("0.00999") > 0
     assert positions["ETH/USDT"].quantity == D("0.4995")
 
 
@@ -383,13 +387,17 @@ async def test_signaldesk_caps_apply_to_opening_orders_only(binance: BinanceFake
     assert closed is not None and closed.quantity == D("0.03")
 
 
-async def test_stop_loss_that_binance_spot_cannot_attach_is_reported(
-    ccxt_broker: CcxtBroker,
+async def test_an_entry_never_carries_stop_loss_or_take_profit_params(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
 ) -> None:
-    report = await ccxt_broker.place_order(buy("sd-1", "0.01", stop_loss=D(55000)))
+    report = await ccxt_broker.place_order(
+        buy("sd-1", "0.01", stop_loss=D(55000), take_profit=D(65000))
+    )
 
-    assert report.state is OrderState.FILLED
-    assert "stop loss / take profit not placed" in report.reason
+    assert report.state is OrderState.FILLED and report.reason == ""
+    (sent,) = posted(binance)
+    assert sent["type"] == "MARKET" and "stopPrice" not in sent
+    assert not any("stop" in key.lower() or "profit" in key.lower() for key in sent)
 
 
 # --- errors from the exchange -------------------------------------------------------------
@@ -584,6 +592,11 @@ def test_contract_amounts_become_base_units() -> None:
     assert (report.fee, report.fee_currency) == (D("0.1"), "USDT")
 
 
+_BODY_2010_DUPLICATE = 'binance {"code":-2010,"msg":"Duplicate order sent."}'
+_BODY_4116 = 'binance {"code":-4116,"msg":"ClientOrderId is duplicated."}'
+_BODY_OKX_51016 = 'okx {"code":"1","data":[{"sCode":"51016","sMsg":"Duplicated clOrdId"}]}'
+
+
 def _caused(exc: BaseException, cause: BaseException) -> BaseException:
     exc.__cause__ = cause
     return exc
@@ -621,6 +634,20 @@ _REFUSED = aiohttp.ClientConnectorError.__new__(aiohttp.ClientConnectorError)
             BrokerAmbiguousError,
         ),
         (ccxt.ExchangeError("x"), True, OrderRejectedError),
+        (ccxt.InvalidOrder(_BODY_2010_DUPLICATE), True, BrokerAmbiguousError),
+        (ccxt.ExchangeError(_BODY_4116), True, BrokerAmbiguousError),
+        (ccxt.InvalidOrder(_BODY_OKX_51016), True, BrokerAmbiguousError),
+        (ccxt.ExchangeError(_BODY_4116), False, BrokerPermanentError),
+        (
+            ccxt.InvalidOrder('binance {"code":-2010,"msg":"Order would trigger immediately."}'),
+            True,
+            OrderRejectedError,
+        ),
+        (
+            ccxt.InvalidOrder('binance {"code":-1013,"msg":"price 12141.5 rejected"}'),
+            True,
+            OrderRejectedError,
+        ),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
 )
@@ -631,3 +658,356 @@ def test_ccxt_exceptions_translate_by_the_table(
 
     assert type(error) is expected
     assert str(error).startswith("ccxt:test")
+
+
+def test_spot_average_entry_is_the_average_cost_of_the_coins_held() -> None:
+    trades = [
+        {"side": "buy", "amount": 1, "price": 100, "fee": {"cost": 0.001, "currency": "BTC"}},
+        {"side": "buy", "amount": 1, "price": 200, "fee": {"cost": 0.2, "currency": "USDT"}},
+        {"side": "sell", "amount": 0.5, "price": 300},
+    ]
+    held = D("1.499")
+
+    entry = spot_average_entry(trades, "BTC", held, D("0.00001"))
+
+    bought = D("0.999") * 100 + 200  # the BTC fee leaves 0.999 at 100
+    assert entry == bought / D("1.999")  # a sale takes coins out at the average
+
+
+def test_spot_average_entry_is_unknown_where_the_trades_do_not_explain_the_balance() -> None:
+    buys = [{"side": "buy", "amount": 1, "price": 100}]
+
+    assert spot_average_entry(buys, "BTC", D(1), D("0.001")) == D(100)
+    assert spot_average_entry(buys, "BTC", D(2), D("0.001")) is None  # deposited coins
+    oversold = [*buys, {"side": "sell", "amount": 2, "price": 100}]
+    assert spot_average_entry(oversold, "BTC", D(1), D("0.001")) is None  # older trades missing
+
+
+async def test_spot_coins_without_trades_behind_them_are_entered_at_the_mark(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    await ccxt_broker.place_order(buy("sd-1", "0.01"))
+    binance.free["BTC"] += D(1)  # a deposit: no trade explains it
+    binance.set_price("BTC/USDT", "61000")
+
+    (position,) = await ccxt_broker.positions()
+
+    assert position.average_entry == position.mark_price == D(61000)
+    assert position.unrealized_pnl == 0
+
+
+# --- cancel and open orders ---------------------------------------------------------------
+
+
+def deleted(fake: BinanceFake, path: str = "/api/v3/order") -> list[dict[str, str]]:
+    return [p for m, pth, p in fake.requests if (m, pth) == ("DELETE", path)]
+
+
+def limit(
+    client_order_id: str, quantity: str, price: str, symbol: str = "BTC/USDT"
+) -> OrderRequest:
+    return buy(client_order_id, quantity, symbol, order_type=OrderType.LIMIT, limit_price=D(price))
+
+
+async def test_cancel_a_resting_limit_order_by_client_id_releases_its_funds(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    await ccxt_broker.place_order(limit("sd-1", "0.01", "50000"))
+    assert binance.locked["USDT"] == D(500)
+
+    report = await ccxt_broker.cancel_order("sd-1", "BTC/USDT")
+
+    assert report.state is OrderState.CANCELLED and report.client_order_id == "sd-1"
+    assert report.filled_quantity == 0 and report.limit_price == D(50000)
+    assert deleted(binance)[0]["origClientOrderId"] == "sd-1"
+    assert binance.locked["USDT"] == 0 and binance.free["USDT"] == D(10000)
+    again = await ccxt_broker.cancel_order("sd-1", "BTC/USDT")  # final: returned as it is
+    assert again.state is OrderState.CANCELLED and len(deleted(binance)) == 1
+
+
+async def test_cancel_a_filled_order_returns_it_filled_without_sending_a_cancel(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    placed = await ccxt_broker.place_order(buy("sd-1", "0.01"))
+
+    report = await ccxt_broker.cancel_order("sd-1", "BTC/USDT")
+
+    assert report.state is OrderState.FILLED and report.fills == placed.fills
+    assert deleted(binance) == []
+
+
+async def test_cancel_an_unknown_order_is_order_not_found(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    with pytest.raises(OrderNotFoundError, match="never-sent"):
+        await ccxt_broker.cancel_order("never-sent", "BTC/USDT")
+
+    assert deleted(binance) == []
+
+
+async def test_cancel_refused_by_the_exchange_is_permanent(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    await ccxt_broker.place_order(limit("sd-1", "0.01", "50000"))
+    binance.fail_next("DELETE", "/api/v3/order", 400, -1100, "Illegal characters found.")
+
+    with pytest.raises(BrokerPermanentError, match="Illegal characters") as caught:
+        await ccxt_broker.cancel_order("sd-1", "BTC/USDT")
+
+    assert type(caught.value) is BrokerPermanentError
+
+
+async def test_open_orders_lists_resting_orders_with_their_client_ids(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    await ccxt_broker.place_order(limit("sd-1", "0.01", "50000"))
+    await ccxt_broker.place_order(limit("sd-2", "0.1", "2500", "ETH/USDT"))
+    await ccxt_broker.place_order(buy("sd-3", "0.01"))  # filled: not resting
+    await ccxt_broker.place_order(limit("sd-4", "0.01", "49000"))
+    await ccxt_broker.cancel_order("sd-4", "BTC/USDT")
+
+    every = await ccxt_broker.open_orders()
+    eth = await ccxt_broker.open_orders("ETH/USDT")
+
+    assert sorted(r.client_order_id for r in every) == ["sd-1", "sd-2"]
+    assert all(r.state is OrderState.OPEN and r.order_type is OrderType.LIMIT for r in every)
+    assert [(r.client_order_id, r.symbol, r.limit_price) for r in eth] == [
+        ("sd-2", "ETH/USDT", D(2500))
+    ]
+
+
+# --- partial closes -----------------------------------------------------------------------
+
+
+async def test_spot_partial_close_sells_part_rounded_to_the_step_and_capped_at_the_balance(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    await ccxt_broker.place_order(buy("sd-1", "0.01"))  # 0.00999 held after the fee
+
+    part = await ccxt_broker.close_position("BTC/USDT", "sd-c1", D("0.0041234"))
+    rest = await ccxt_broker.close_position("BTC/USDT", "sd-c2", D(1))
+
+    assert part is not None and part.side is Side.SELL and part.quantity == D("0.00412")
+    assert rest is not None and rest.quantity == D("0.00587")  # capped at what is held
+    assert binance.free["BTC"] == 0 and await ccxt_broker.positions() == []
+
+
+async def test_partial_close_of_a_non_positive_quantity_is_refused(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    await ccxt_broker.place_order(buy("sd-1", "0.01"))
+
+    with pytest.raises(InvalidQuantityError, match="positive"):
+        await ccxt_broker.close_position("BTC/USDT", "sd-c1", D(0))
+
+
+# --- protective exits ---------------------------------------------------------------------
+
+
+async def test_exit_style_is_orders_on_usdm_swaps_and_watched_on_spot(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    swap = binance.broker(market_type="swap")
+
+    assert await ccxt_broker.exit_style("BTC/USDT") is ExitStyle.WATCHED
+    assert await swap.exit_style(PERP) is ExitStyle.ORDERS
+    with pytest.raises(UnknownSymbolError):
+        await ccxt_broker.exit_style("DOGE/USDT")
+
+
+async def test_a_trigger_order_on_spot_is_refused_before_sending(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    await ccxt_broker.place_order(buy("sd-1", "0.01"))
+
+    with pytest.raises(OrderRejectedError, match="watched by SignalDesk"):
+        await ccxt_broker.place_order(stop("sd-1-sl1", "0.00999", "55000", "BTC/USDT"))
+
+    assert len(posted(binance)) == 1
+
+
+def stop(
+    client_order_id: str,
+    quantity: str,
+    trigger: str,
+    symbol: str = PERP,
+    kind: OrderType = OrderType.STOP,
+    side: Side = Side.SELL,
+) -> OrderRequest:
+    return exit_request(client_order_id, symbol, quantity, trigger, kind=kind, side=side)
+
+
+def algo_posts(fake: BinanceFake) -> list[dict[str, str]]:
+    return [p for m, path, p in fake.requests if (m, path) == ("POST", "/fapi/v1/algoOrder")]
+
+
+async def test_exit_lifecycle_on_a_perpetual_stop_fills_once_and_the_take_profit_is_cancelled(
+    binance: BinanceFake,
+) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(buy("sd-1", "0.01", PERP))
+
+    sl = await broker.place_order(stop("sd-1-sl1", "0.01", "55000.04"))
+    tp = await broker.place_order(stop("sd-1-tp1", "0.01", "65000", kind=OrderType.TAKE_PROFIT))
+
+    assert (sl.state, sl.order_type, sl.trigger_price) == (
+        OrderState.OPEN,
+        OrderType.STOP,
+        D("55000"),  # rounded to the 0.10 tick
+    )
+    assert (tp.state, tp.order_type, tp.trigger_price) == (
+        OrderState.OPEN,
+        OrderType.TAKE_PROFIT,
+        D(65000),
+    )
+    sent_sl, sent_tp = algo_posts(binance)
+    assert (sent_sl["type"], sent_sl["triggerPrice"], sent_sl["reduceOnly"]) == (
+        "STOP_MARKET",
+        "55000",
+        "true",
+    )
+    assert sent_sl["clientAlgoId"] == "sd-1-sl1" and sent_sl["algoType"] == "CONDITIONAL"
+    assert sent_tp["type"] == "TAKE_PROFIT_MARKET"
+    resting = {r.client_order_id: r for r in await broker.open_orders(PERP)}
+    assert set(resting) == {"sd-1-sl1", "sd-1-tp1"}
+    assert resting["sd-1-sl1"].trigger_price == D(55000)
+
+    binance.set_price("BTC/USDT", "54000")  # gapped through the stop
+    binance.set_price("BTC/USDT", "53000")
+
+    filled = await broker.get_order("sd-1-sl1", PERP)
+    assert filled is not None and filled.state is OrderState.FILLED
+    assert filled.order_type is OrderType.STOP and filled.trigger_price == D(55000)
+    (fill,) = filled.fills  # exactly once
+    assert (fill.quantity, fill.price, fill.side) == (D("0.01"), D(54000), Side.SELL)
+    assert fill.fee == D("0.27") and fill.client_order_id == "sd-1-sl1"
+    assert await broker.positions() == []
+    assert [r.client_order_id for r in await broker.open_orders()] == ["sd-1-tp1"]
+
+    cancelled = await broker.cancel_order("sd-1-tp1", PERP)
+    binance.set_price("BTC/USDT", "66000")
+
+    assert cancelled.state is OrderState.CANCELLED and cancelled.filled_quantity == 0
+    deletes = deleted(binance, "/fapi/v1/algoOrder")
+    assert [d["clientAlgoId"] for d in deletes] == ["sd-1-tp1"]
+    assert await broker.open_orders(PERP) == []
+    assert await broker.positions() == []
+    assert len([o for o in binance.futures.orders.values() if o.executed]) == 2  # entry, stop
+
+
+async def test_a_stop_reached_exactly_fills_at_its_trigger(binance: BinanceFake) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(OrderRequest("sd-1", PERP, Side.SELL, D("0.01")))  # a short
+    await broker.place_order(stop("sd-1-sl1", "0.01", "61000", side=Side.BUY))
+
+    binance.set_price("BTC/USDT", "61000")
+
+    report = await broker.get_order("sd-1-sl1", PERP)
+    assert report is not None and report.state is OrderState.FILLED
+    assert report.side is Side.BUY and report.average_price == D(61000)
+    assert await broker.positions() == []
+
+
+async def test_a_trigger_that_fires_while_it_is_being_cancelled_reports_filled(
+    binance: BinanceFake,
+) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(buy("sd-1", "0.01", PERP))
+    await broker.place_order(stop("sd-1-tp1", "0.01", "65000", kind=OrderType.TAKE_PROFIT))
+    binance.before_next(
+        "DELETE", "/fapi/v1/algoOrder", lambda: binance.set_price("BTC/USDT", "65000")
+    )
+
+    report = await broker.cancel_order("sd-1-tp1", PERP)
+
+    assert report.state is OrderState.FILLED and report.filled_quantity == D("0.01")
+    assert report.fills[0].price == D(65000)
+    assert await broker.positions() == []
+
+
+async def test_placing_a_trigger_id_the_exchange_holds_returns_it(binance: BinanceFake) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(buy("sd-1", "0.01", PERP))
+    first = await broker.place_order(stop("sd-1-sl1", "0.01", "55000"))
+
+    again = await broker.place_order(stop("sd-1-sl1", "0.01", "55000"))
+
+    assert again.broker_order_id == first.broker_order_id and again.state is OrderState.OPEN
+    assert len(algo_posts(binance)) == 1
+
+
+async def test_a_trigger_without_a_positive_trigger_price_is_refused(
+    binance: BinanceFake,
+) -> None:
+    broker = binance.broker(market_type="swap")
+
+    with pytest.raises(OrderRejectedError, match="positive trigger price"):
+        await broker.place_order(stop("sd-1-sl1", "0.01", "0"))
+
+    assert algo_posts(binance) == []
+
+
+async def test_a_stop_that_would_trigger_at_once_is_rejected(binance: BinanceFake) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(buy("sd-1", "0.01", PERP))
+
+    with pytest.raises(OrderRejectedError, match="immediately trigger"):
+        await broker.place_order(stop("sd-1-sl1", "0.01", "61000"))  # a sell stop above
+
+
+async def test_a_triggered_stop_with_no_position_left_reports_cancelled(
+    binance: BinanceFake,
+) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(buy("sd-1", "0.01", PERP))
+    await broker.place_order(stop("sd-1-sl1", "0.01", "55000"))
+    await broker.close_position(PERP, "sd-c1")
+
+    binance.set_price("BTC/USDT", "54000")
+
+    report = await broker.get_order("sd-1-sl1", PERP)
+    assert report is not None and report.state is OrderState.CANCELLED
+    assert report.fills == () and await broker.positions() == []
+
+
+async def test_perpetual_partial_close_is_reduce_only_and_capped(binance: BinanceFake) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(buy("sd-1", "0.01", PERP))
+
+    part = await broker.close_position(PERP, "sd-c1", D("0.0045"))
+    rest = await broker.close_position(PERP, "sd-c2", D(1))
+
+    assert part is not None and part.quantity == D("0.004")  # the 0.001 step
+    assert rest is not None and rest.quantity == D("0.006")
+    sent = [p for m, path, p in binance.requests if (m, path) == ("POST", "/fapi/v1/order")]
+    assert [s["reduceOnly"] for s in sent[1:]] == ["true", "true"]
+    assert await broker.positions() == []
+
+
+# --- a duplicate client order id is ambiguous ---------------------------------------------
+
+
+async def test_spot_duplicate_order_sent_is_ambiguous(
+    binance: BinanceFake, ccxt_broker: CcxtBroker
+) -> None:
+    await ccxt_broker.place_order(limit("sd-1", "0.01", "50000"))
+    binance.fail_next("GET", "/api/v3/order", *binance_fake.ORDER_DOES_NOT_EXIST)  # a stale read
+
+    with pytest.raises(BrokerAmbiguousError, match="Duplicate order sent"):
+        await ccxt_broker.place_order(limit("sd-1", "0.01", "50000"))
+
+    assert len(binance.orders) == 1
+    found = await ccxt_broker.get_order("sd-1", "BTC/USDT")
+    assert found is not None and found.state is OrderState.OPEN
+
+
+async def test_usdm_client_order_id_is_duplicated_is_ambiguous(binance: BinanceFake) -> None:
+    broker = binance.broker(market_type="swap")
+    await broker.place_order(buy("sd-1", "0.01", PERP))
+    await broker.place_order(stop("sd-1-sl1", "0.01", "55000"))
+    binance.fail_next("GET", "/fapi/v1/algoOrder", *binance_fake.ORDER_DOES_NOT_EXIST)
+
+    with pytest.raises(BrokerAmbiguousError, match="-4116"):
+        await broker.place_order(stop("sd-1-sl1", "0.01", "55000"))
+
+    assert len(binance.futures.algo_orders) == 1

@@ -13,7 +13,7 @@ import pytest
 from core.brokers.base import Broker
 from core.brokers.mt5_broker import UNAVAILABLE_MESSAGE, Mt5Broker
 from core.config import Settings
-from core.domain import OrderRequest, OrderState, OrderType, Side
+from core.domain import ExitStyle, OrderRequest, OrderState, OrderType, Side
 from core.errors import (
     BrokerAmbiguousError,
     BrokerError,
@@ -22,10 +22,12 @@ from core.errors import (
     BrokerUnavailableError,
     InsufficientMarginError,
     InvalidQuantityError,
+    OrderNotFoundError,
     OrderRejectedError,
     QuantityLimitError,
     UnknownSymbolError,
 )
+from tests.brokers.exits import exit_request
 from tests.support import mt5_fake
 from tests.support.mt5_fake import FakeTerminal
 
@@ -102,14 +104,13 @@ async def test_limit_order_is_a_pending_order_found_open_by_its_id(
     assert found.limit_price == D("1.08012") and found.quantity == D(10000)
 
 
-async def test_stop_loss_and_take_profit_go_in_the_request(
-    mt5: FakeTerminal, mt5_broker: Mt5Broker
-) -> None:
+async def test_an_entry_never_carries_sl_or_tp(mt5: FakeTerminal, mt5_broker: Mt5Broker) -> None:
     await mt5_broker.place_order(
         order("sd-1", "EURUSD", Side.BUY, "10000", stop_loss=D("1.07"), take_profit=D("1.1"))
     )
 
-    assert (mt5.requests[0]["sl"], mt5.requests[0]["tp"]) == (1.07, 1.1)
+    assert "sl" not in mt5.requests[0] and "tp" not in mt5.requests[0]
+    assert [(p.sl, p.tp) for p in mt5.positions.values()] == [(0.0, 0.0)]
 
 
 async def test_quote_selects_a_hidden_symbol_and_uses_the_mid_without_a_last_price(
@@ -135,45 +136,111 @@ async def test_account_reads_account_info(mt5: FakeTerminal, mt5_broker: Mt5Brok
     assert account.margin == D("1085.1")  # 100 000 x 1.0851 / 100
 
 
-async def test_positions_net_each_symbols_tickets_in_base_units(
+async def test_hedging_positions_are_one_per_ticket_in_base_units(
     mt5: FakeTerminal, mt5_broker: Mt5Broker
 ) -> None:
     await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "20000"))
     await mt5_broker.place_order(order("sd-2", "EURUSD", Side.SELL, "5000"))
     await mt5_broker.place_order(order("sd-3", "XAUUSD", Side.SELL, "2"))
-    mt5.open_position("US500", buy=True, volume=1.0)  # by hand: magic 0
+    by_hand = mt5.open_position("US500", buy=True, volume=1.0)  # magic 0
 
-    positions = {p.symbol: p for p in await mt5_broker.positions()}
+    positions = {p.position_ref: p for p in await mt5_broker.positions()}
 
-    eur = positions["EURUSD"]
-    assert eur.quantity == D(15000) and eur.side is Side.BUY
-    assert eur.average_entry == D("1.0851") and eur.mark_price == D("1.085")
-    assert eur.opened_by_signaldesk
-    assert positions["XAUUSD"].quantity == D(-2)
-    assert positions["XAUUSD"].mark_price == D("2400.3")  # a short is marked at the ask
-    assert positions["US500"].quantity == D(1)
-    assert not positions["US500"].opened_by_signaldesk
+    assert set(positions) == {"sd-1", "sd-2", "sd-3", f"ticket:{by_hand}"}
+    long, short = positions["sd-1"], positions["sd-2"]
+    assert (long.symbol, long.quantity, long.side) == ("EURUSD", D(20000), Side.BUY)
+    assert long.average_entry == D("1.0851") and long.mark_price == D("1.085")
+    assert short.quantity == D(-5000) and short.mark_price == D("1.0851")  # a short: the ask
+    assert long.opened_by_signaldesk and short.opened_by_signaldesk
+    assert positions["sd-3"].quantity == D(-2)
+    assert positions["sd-3"].mark_price == D("2400.3")
+    hand = positions[f"ticket:{by_hand}"]
+    assert hand.quantity == D(1) and not hand.opened_by_signaldesk
 
 
-async def test_close_position_sends_an_opposite_deal_per_ticket(
+async def test_netting_positions_are_one_per_symbol() -> None:
+    async with mt5_fake.running(hedging=False) as fake:
+        broker = fake.broker()
+        await broker.place_order(order("sd-1", "EURUSD", Side.BUY, "20000"))
+        await broker.place_order(order("sd-2", "EURUSD", Side.SELL, "5000"))
+
+        (position,) = await broker.positions()
+
+        assert (position.symbol, position.quantity, position.position_ref) == (
+            "EURUSD",
+            D(15000),
+            "",
+        )
+        assert position.opened_by_signaldesk
+
+
+async def test_a_hand_opened_ticket_beside_ours_is_neither_closed_nor_makes_ours_foreign(
     mt5: FakeTerminal, mt5_broker: Mt5Broker
 ) -> None:
     await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "20000"))
     await mt5_broker.place_order(order("sd-2", "EURUSD", Side.BUY, "10000"))
     by_hand = mt5.open_position("EURUSD", buy=True, volume=0.05)
-    tickets = {p.ticket for p in mt5.positions.values()}
+    ours = {t for t, p in mt5.positions.items() if p.magic == mt5_broker.magic}
 
+    owners = {p.position_ref: p.opened_by_signaldesk for p in await mt5_broker.positions()}
     report = await mt5_broker.close_position("EURUSD", "sd-c1")
 
+    assert owners == {"sd-1": True, "sd-2": True, f"ticket:{by_hand}": False}
     assert report is not None and report.state is OrderState.FILLED
-    assert report.side is Side.SELL and report.filled_quantity == D(35000)
-    assert len(report.fills) == 3
-    closes = mt5.requests[-3:]
-    assert {r["position"] for r in closes} == tickets and by_hand in tickets
+    assert report.side is Side.SELL and report.filled_quantity == D(30000)
+    closes = mt5.requests[-2:]
+    assert {r["position"] for r in closes} == ours
     assert all(r["comment"] == "sd-c1" and r["type"] == mt5_fake.ORDER_TYPE_SELL for r in closes)
-    assert await mt5_broker.positions() == []
+    assert list(mt5.positions) == [by_hand]
     found = await mt5_broker.get_order("sd-c1", "EURUSD")
-    assert found is not None and found.filled_quantity == D(35000)
+    assert found is not None and found.filled_quantity == D(30000)
+    assert await mt5_broker.close_position("EURUSD", "sd-c2") is None  # nothing of ours
+    assert list(mt5.positions) == [by_hand]
+
+
+async def test_close_position_by_ref_closes_exactly_that_ticket(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "20000"))
+    await mt5_broker.place_order(order("sd-2", "EURUSD", Side.BUY, "10000"))
+    by_hand = mt5.open_position("EURUSD", buy=True, volume=0.05)
+
+    second = await mt5_broker.close_position("EURUSD", "sd-c1", position_ref="sd-2")
+    named = await mt5_broker.close_position("EURUSD", "sd-c2", position_ref=f"ticket:{by_hand}")
+
+    assert second is not None and second.filled_quantity == D(10000)
+    assert named is not None and named.filled_quantity == D(5000)
+    assert [p.position_ref for p in await mt5_broker.positions()] == ["sd-1"]
+    assert await mt5_broker.close_position("EURUSD", "sd-c3", position_ref="sd-2") is None
+
+
+async def test_partial_close_rounds_to_the_volume_step_and_caps_at_the_ticket(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+
+    part = await mt5_broker.close_position("EURUSD", "sd-c1", D(4321), "sd-1")
+    with pytest.raises(InvalidQuantityError, match=r"minimum volume of 0\.01 lots"):
+        await mt5_broker.close_position("EURUSD", "sd-c2", D(500), "sd-1")
+    rest = await mt5_broker.close_position("EURUSD", "sd-c3", D(1_000_000), "sd-1")
+
+    assert part is not None and part.filled_quantity == D(4000)  # 0.04 lots
+    assert mt5.requests[1]["volume"] == 0.04
+    assert rest is not None and rest.filled_quantity == D(6000)
+    assert mt5.positions == {}
+
+
+async def test_partial_close_without_a_ref_takes_our_oldest_tickets_first(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "20000"))
+    await mt5_broker.place_order(order("sd-2", "EURUSD", Side.BUY, "10000"))
+
+    report = await mt5_broker.close_position("EURUSD", "sd-c1", D(25000))
+
+    assert report is not None and report.filled_quantity == D(25000)
+    assert [r["volume"] for r in mt5.requests[-2:]] == [0.2, 0.05]
+    assert {p.position_ref: p.quantity for p in await mt5_broker.positions()} == {"sd-2": D(5000)}
 
 
 async def test_close_all_over_several_symbols(mt5: FakeTerminal, mt5_broker: Mt5Broker) -> None:
@@ -525,3 +592,315 @@ async def test_importing_the_adapters_imports_neither_library() -> None:
 
     assert process.returncode == 0
     assert out.decode().strip() == "[]"
+
+
+# --- attached protective exits ------------------------------------------------------------
+
+
+def exit_order(
+    client_order_id: str,
+    trigger: str,
+    *,
+    kind: OrderType = OrderType.STOP,
+    side: Side = Side.SELL,
+    quantity: str = "10000",
+    symbol: str = "EURUSD",
+) -> OrderRequest:
+    return exit_request(client_order_id, symbol, quantity, trigger, kind=kind, side=side)
+
+
+def sltp_requests(fake: FakeTerminal) -> list[dict[str, Any]]:
+    return [r for r in fake.requests if r["action"] == mt5_fake.TRADE_ACTION_SLTP]
+
+
+async def test_exit_style_is_attached(mt5_broker: Mt5Broker) -> None:
+    assert await mt5_broker.exit_style("EURUSD") is ExitStyle.ATTACHED
+    with pytest.raises(UnknownSymbolError):
+        await mt5_broker.exit_style("GBPJPY")
+
+
+async def test_exit_lifecycle_sl_and_tp_live_on_the_ticket_the_stop_fills_once(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+    (ticket,) = mt5.positions
+
+    sl = await mt5_broker.place_order(exit_order("sd-1-sl1", "1.0800004"))
+    tp = await mt5_broker.place_order(exit_order("sd-1-tp1", "1.09", kind=OrderType.TAKE_PROFIT))
+    trailed = await mt5_broker.place_order(exit_order("sd-1-sl2", "1.082"))
+
+    assert (sl.state, sl.order_type, sl.trigger_price) == (
+        OrderState.OPEN,
+        OrderType.STOP,
+        D("1.08"),  # five digits
+    )
+    assert (tp.state, tp.order_type, tp.trigger_price) == (
+        OrderState.OPEN,
+        OrderType.TAKE_PROFIT,
+        D("1.09"),
+    )
+    assert sl.side is Side.SELL and sl.quantity == D(10000)
+    assert trailed.trigger_price == D("1.082")
+    requests = sltp_requests(mt5)
+    assert [(r["position"], r["sl"], r["tp"]) for r in requests] == [
+        (ticket, 1.08, 0.0),
+        (ticket, 1.08, 1.09),  # the take profit keeps the stop
+        (ticket, 1.082, 1.09),  # the trail moves the stop, keeps the take profit
+    ]
+    assert (mt5.positions[ticket].sl, mt5.positions[ticket].tp) == (1.082, 1.09)
+    found = await mt5_broker.get_order("sd-1-sl2", "EURUSD")
+    assert found is not None and found.state is OrderState.OPEN
+    assert found.trigger_price == D("1.082")
+
+    mt5.set_tick("EURUSD", bid="1.07900", ask="1.07910")  # gapped through the stop
+    mt5.set_tick("EURUSD", bid="1.07800", ask="1.07810")
+
+    stop = await mt5_broker.get_order("sd-1-sl2", "EURUSD")
+    assert stop is not None and stop.state is OrderState.FILLED
+    (fill,) = stop.fills  # exactly once
+    assert (fill.price, fill.quantity, fill.side, fill.fee) == (
+        D("1.079"),
+        D(10000),
+        Side.SELL,
+        D("0.35"),
+    )
+    assert fill.client_order_id == "sd-1-sl2" and stop.average_price == D("1.079")
+    assert mt5.positions == {} and len(mt5.deals) == 2
+    take = await mt5_broker.cancel_order("sd-1-tp1", "EURUSD")
+    assert take.state is OrderState.CANCELLED and take.fills == ()
+    assert len(sltp_requests(mt5)) == 3  # nothing left to change
+
+
+async def test_a_take_profit_reached_exactly_fills_at_its_level(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "XAUUSD", Side.SELL, "2"))  # a short
+    await mt5_broker.place_order(exit_order("sd-1-sl1", "2450", side=Side.BUY, symbol="XAUUSD"))
+    await mt5_broker.place_order(
+        exit_order("sd-1-tp1", "2350", kind=OrderType.TAKE_PROFIT, side=Side.BUY, symbol="XAUUSD")
+    )
+
+    mt5.set_tick("XAUUSD", bid="2349.70", ask="2350.00")
+
+    take = await mt5_broker.get_order("sd-1-tp1", "XAUUSD")
+    stop = await mt5_broker.get_order("sd-1-sl1", "XAUUSD")
+    assert take is not None and take.state is OrderState.FILLED
+    assert take.side is Side.BUY and take.average_price == D(2350)
+    assert take.filled_quantity == D(2)
+    assert stop is not None and stop.state is OrderState.CANCELLED
+
+
+async def test_cancelling_an_exit_clears_only_its_level(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+    await mt5_broker.place_order(exit_order("sd-1-sl1", "1.08"))
+    await mt5_broker.place_order(exit_order("sd-1-tp1", "1.09", kind=OrderType.TAKE_PROFIT))
+    (ticket,) = mt5.positions
+
+    report = await mt5_broker.cancel_order("sd-1-sl1", "EURUSD")
+    mt5.set_tick("EURUSD", bid="1.07000", ask="1.07010")  # through the old stop
+
+    assert report.state is OrderState.CANCELLED and report.trigger_price is None
+    assert (mt5.positions[ticket].sl, mt5.positions[ticket].tp) == (0.0, 1.09)
+    again = await mt5_broker.get_order("sd-1-sl1", "EURUSD")
+    assert again is not None and again.state is OrderState.CANCELLED
+    take = await mt5_broker.get_order("sd-1-tp1", "EURUSD")
+    assert take is not None and take.state is OrderState.OPEN
+
+
+async def test_an_exit_is_found_from_its_id_after_a_restart(mt5: FakeTerminal) -> None:
+    first = mt5.broker()
+    await first.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+    await first.place_order(exit_order("sd-1-sl3", "1.08"))
+    await first.close()
+    mt5.set_tick("EURUSD", bid="1.08000", ask="1.08010")
+
+    report = await mt5.broker().get_order("sd-1-sl3", "EURUSD")
+
+    assert report is not None and report.state is OrderState.FILLED
+    assert report.fills[0].price == D("1.08")
+
+
+async def test_placing_the_same_level_again_is_a_success(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+    await mt5_broker.place_order(exit_order("sd-1-sl1", "1.08"))
+
+    again = await mt5_broker.place_order(exit_order("sd-1-sl1", "1.08"))  # NO_CHANGES
+
+    assert again.state is OrderState.OPEN and again.trigger_price == D("1.08")
+
+
+async def test_a_stop_on_the_wrong_side_of_the_price_is_rejected(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+
+    with pytest.raises(OrderRejectedError, match="TRADE_RETCODE_INVALID_STOPS"):
+        await mt5_broker.place_order(exit_order("sd-1-sl1", "1.09"))  # above the bid
+
+
+@pytest.mark.parametrize(
+    ("request_", "match"),
+    [
+        (exit_order("sd-1-stop", "1.08"), "<entry id>-sl<n>"),
+        (exit_order("sd-1-tp1", "1.08"), "<entry id>-sl<n>"),  # a STOP under a -tp id
+        (exit_order("sd-9-sl1", "1.08"), "no EURUSD position opened by sd-9"),
+        (exit_order("sd-1-sl1", "0"), "positive trigger price"),
+    ],
+)
+async def test_malformed_or_unmatched_exits_are_rejected(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker, request_: OrderRequest, match: str
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+
+    with pytest.raises(OrderRejectedError, match=match):
+        await mt5_broker.place_order(request_)
+
+    assert sltp_requests(mt5) == []
+
+
+async def test_an_exit_of_an_entry_that_opened_nothing_is_not_found(
+    mt5_broker: Mt5Broker,
+) -> None:
+    assert await mt5_broker.get_order("sd-9-sl1", "EURUSD") is None
+    with pytest.raises(OrderNotFoundError):
+        await mt5_broker.cancel_order("sd-9-sl1", "EURUSD")
+
+
+async def test_a_lost_sltp_answer_is_settled_by_reading_the_ticket(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+    mt5.lose_next(execute=True)
+
+    done = await mt5_broker.place_order(exit_order("sd-1-sl1", "1.08"))
+
+    assert done.state is OrderState.OPEN and done.trigger_price == D("1.08")
+    mt5.lose_next(execute=False)
+    with pytest.raises(BrokerTemporaryError, match="safe to retry"):
+        await mt5_broker.place_order(exit_order("sd-1-sl2", "1.081"))
+    assert [p.sl for p in mt5.positions.values()] == [1.08]
+
+
+async def test_exits_on_a_netting_account_live_on_the_symbols_position() -> None:
+    async with mt5_fake.running(hedging=False) as fake:
+        broker = fake.broker()
+        await broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+        await broker.place_order(order("sd-2", "EURUSD", Side.BUY, "10000"))  # adds to it
+
+        report = await broker.place_order(exit_order("sd-2-sl1", "1.08", quantity="20000"))
+        fake.set_tick("EURUSD", bid="1.08000", ask="1.08010")
+
+        assert report.state is OrderState.OPEN and report.quantity == D(20000)
+        filled = await broker.get_order("sd-2-sl1", "EURUSD")
+        assert filled is not None and filled.state is OrderState.FILLED
+        assert filled.filled_quantity == D(20000) and fake.positions == {}
+
+
+# --- pending orders: cancel and list ------------------------------------------------------
+
+
+def limit_order(client_order_id: str, price: str = "1.08") -> OrderRequest:
+    return order(
+        client_order_id,
+        "EURUSD",
+        Side.BUY,
+        "10000",
+        order_type=OrderType.LIMIT,
+        limit_price=D(price),
+    )
+
+
+async def test_cancel_a_pending_order_removes_it(mt5: FakeTerminal, mt5_broker: Mt5Broker) -> None:
+    placed = await mt5_broker.place_order(limit_order("sd-1"))
+
+    report = await mt5_broker.cancel_order("sd-1", "EURUSD")
+
+    assert report.state is OrderState.CANCELLED and report.client_order_id == "sd-1"
+    remove = mt5.requests[-1]
+    assert remove["action"] == mt5_fake.TRADE_ACTION_REMOVE
+    assert str(remove["order"]) == placed.broker_order_id
+    assert mt5.orders == {}
+    again = await mt5_broker.cancel_order("sd-1", "EURUSD")  # final: returned as it is
+    assert again.state is OrderState.CANCELLED and sends(mt5) == 2
+
+
+async def test_cancel_a_filled_order_returns_it_and_an_unknown_one_is_not_found(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(order("sd-1", "EURUSD", Side.BUY, "10000"))
+
+    filled = await mt5_broker.cancel_order("sd-1", "EURUSD")
+    with pytest.raises(OrderNotFoundError, match="never-sent"):
+        await mt5_broker.cancel_order("never-sent", "EURUSD")
+
+    assert filled.state is OrderState.FILLED and sends(mt5) == 1
+
+
+async def test_a_refused_remove_is_a_rejection(mt5: FakeTerminal, mt5_broker: Mt5Broker) -> None:
+    await mt5_broker.place_order(limit_order("sd-1"))
+    mt5.reject_next(mt5_fake.TRADE_RETCODE_MARKET_CLOSED)
+
+    with pytest.raises(OrderRejectedError, match="TRADE_RETCODE_MARKET_CLOSED"):
+        await mt5_broker.cancel_order("sd-1", "EURUSD")
+
+    assert len(mt5.orders) == 1
+
+
+async def test_open_orders_lists_pending_orders_with_our_client_ids(
+    mt5: FakeTerminal, mt5_broker: Mt5Broker
+) -> None:
+    await mt5_broker.place_order(limit_order("sd-1"))
+    await mt5_broker.place_order(limit_order("sd-2", "1.07"))
+    await mt5_broker.place_order(order("sd-3", "EURUSD", Side.BUY, "10000"))  # a deal
+    await mt5_broker.cancel_order("sd-2", "EURUSD")
+    await mt5_broker.place_order(exit_order("sd-3-sl1", "1.08"))  # attached: not an order
+    await mt5_broker.account()
+    mt5.module.order_send(  # a pending order placed by hand
+        {
+            "action": mt5_fake.TRADE_ACTION_PENDING,
+            "symbol": "XAUUSD",
+            "volume": 0.01,
+            "type": mt5_fake.ORDER_TYPE_SELL_LIMIT,
+            "price": 2500.0,
+            "type_filling": mt5_fake.ORDER_FILLING_IOC,
+        }
+    )
+
+    every = await mt5_broker.open_orders()
+    eur = await mt5_broker.open_orders("EURUSD")
+
+    assert sorted((r.client_order_id, r.symbol) for r in every) == [
+        ("", "XAUUSD"),
+        ("sd-1", "EURUSD"),
+    ]
+    assert all(r.state is OrderState.OPEN for r in every)
+    assert [(r.client_order_id, r.limit_price, r.quantity) for r in eur] == [
+        ("sd-1", D("1.08"), D(10000))
+    ]
+
+
+async def test_close_all_on_a_hedging_account_closes_ours_and_leaves_a_hand_ticket_beside_it(
+    mt5: FakeTerminal, sqlite_url: str, make_settings: Any, clock: Any
+) -> None:
+    from core.app import build_engine
+    from core.services import Proposal
+    from core.services.trading import FOREIGN_POSITION
+
+    engine = await build_engine(
+        make_settings(database_url=sqlite_url), broker=mt5.broker(), clock=clock
+    )
+    try:
+        signal = await engine.signals.propose(Proposal("test", "BTCUSD", Side.BUY, D("0.01")))
+        await engine.signals.approve(signal.id, "owner:1")
+        by_hand = mt5.open_position("BTCUSD", buy=True, volume=0.02)
+
+        results = await engine.trading.close_all("owner:1")
+    finally:
+        await engine.close()
+
+    assert sorted((r.ok, r.error) for r in results) == [(False, FOREIGN_POSITION), (True, "")]
+    assert list(mt5.positions) == [by_hand]

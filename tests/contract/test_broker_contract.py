@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from core.app import Engine, build_engine
-from core.domain import OrderState, Side, SignalStatus
-from core.errors import TransitionConflictError
+from core.domain import ExitStyle, OrderRequest, OrderState, OrderType, Side, SignalStatus
+from core.errors import OrderNotFoundError, TransitionConflictError
 from core.services import Proposal
 from tests.support import binance_fake, mt5_fake
 
@@ -26,6 +26,7 @@ class Venue:
     engine: Engine
     symbol: str
     quantity: Decimal
+    name: str = ""
 
 
 @pytest.fixture(params=["paper", "ccxt", "mt5"])
@@ -35,17 +36,17 @@ async def venue(
     settings = make_settings(database_url=sqlite_url)
     if request.param == "paper":
         engine = await build_engine(settings, clock=clock)
-        yield Venue(engine, "BTC/USDT", Decimal("0.01"))
+        yield Venue(engine, "BTC/USDT", Decimal("0.01"), "paper")
         await engine.close()
     elif request.param == "ccxt":
         async with binance_fake.running() as fake:
             engine = await build_engine(settings, broker=fake.broker(), clock=clock)
-            yield Venue(engine, "BTC/USDT", Decimal("0.01"))
+            yield Venue(engine, "BTC/USDT", Decimal("0.01"), "ccxt")
             await engine.close()
     else:
         async with mt5_fake.running() as terminal:
             engine = await build_engine(settings, broker=terminal.broker(), clock=clock)
-            yield Venue(engine, "BTCUSD", Decimal("0.01"))
+            yield Venue(engine, "BTCUSD", Decimal("0.01"), "mt5")
             await engine.close()
 
 
@@ -102,3 +103,54 @@ async def test_concurrent_approvals_of_one_signal_send_one_order(venue: Venue) -
     )
     [position] = await engine.trading.positions()
     assert position.quantity <= venue.quantity
+
+
+def _paper_lacks(venue: Venue, what: str) -> None:
+    if venue.name == "paper":  # implemented by the paper broker's own stream of work
+        pytest.skip(f"paper: {what}")
+
+
+async def test_a_resting_limit_order_is_listed_then_cancelled(venue: Venue) -> None:
+    _paper_lacks(venue, "cancel_order / open_orders")
+    broker = venue.engine.broker
+    request = OrderRequest(
+        "ct-limit-1",
+        venue.symbol,
+        Side.BUY,
+        venue.quantity,
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal(50000),
+    )
+    placed = await broker.place_order(request)
+    assert placed.state is OrderState.OPEN
+
+    listed = await broker.open_orders(venue.symbol)
+    cancelled = await broker.cancel_order("ct-limit-1", venue.symbol)
+
+    assert [(r.client_order_id, r.state) for r in listed] == [("ct-limit-1", OrderState.OPEN)]
+    assert cancelled.state is OrderState.CANCELLED and cancelled.filled_quantity == 0
+    assert await broker.open_orders() == []
+    again = await broker.cancel_order("ct-limit-1", venue.symbol)
+    assert again.state is OrderState.CANCELLED
+    with pytest.raises(OrderNotFoundError):
+        await broker.cancel_order("ct-never-sent", venue.symbol)
+
+
+async def test_a_partial_close_leaves_the_rest_open(venue: Venue) -> None:
+    _paper_lacks(venue, "partial close_position")
+    broker = venue.engine.broker
+    await broker.place_order(OrderRequest("ct-entry-1", venue.symbol, Side.BUY, venue.quantity * 2))
+
+    report = await broker.close_position(venue.symbol, "ct-close-1", venue.quantity)
+
+    assert report is not None and report.state is OrderState.FILLED
+    assert report.side is Side.SELL and report.filled_quantity == venue.quantity
+    [position] = await broker.positions()
+    assert venue.quantity * Decimal("0.99") <= position.quantity <= venue.quantity
+
+
+async def test_exit_style_says_where_the_exits_live(venue: Venue) -> None:
+    _paper_lacks(venue, "exit_style")
+    expected = {"ccxt": ExitStyle.WATCHED, "mt5": ExitStyle.ATTACHED}  # ccxt here is spot
+
+    assert await venue.engine.broker.exit_style(venue.symbol) is expected[venue.name]

@@ -12,25 +12,39 @@ Binance. A ready :class:`~core.brokers.ccxt_broker.CcxtBroker` comes from the fa
         fake.set_price("BTC/USDT", "61000")
         fake.fail_next("POST", "/api/v3/order", *binance_fake.INSUFFICIENT_BALANCE)
         fake.stall_next("POST", "/api/v3/order", 1.0, process=True)   # order made, answer lost
+        fake.before_next("DELETE", "/api/v3/order", lambda: ...)       # a race, made exact
 
 Served (the shapes of Binance's spot API, ``/api/v3``): ``GET /time``, ``GET /exchangeInfo``
 (``PRICE_FILTER``, ``LOT_SIZE``, ``MARKET_LOT_SIZE``, ``NOTIONAL`` filters),
 ``GET /ticker/24hr``, ``GET /ticker/price``, ``GET /ticker/bookTicker``, and the signed
 ``GET /account``, ``POST /order`` (ACK/RESULT/FULL answers), ``GET /order`` (by
-``orderId`` or ``origClientOrderId``) and ``GET /myTrades``. Signed endpoints want the
-``X-MBX-APIKEY`` header to be :data:`API_KEY` and a ``signature`` parameter (any value).
+``orderId`` or ``origClientOrderId``), ``DELETE /order`` (cancel a resting order; ``-2011
+Unknown order sent.`` for an unknown or final one), ``GET /openOrders`` and
+``GET /myTrades``. Signed endpoints want the ``X-MBX-APIKEY`` header to be :data:`API_KEY`
+and a ``signature`` parameter (any value). Markets: BTC, ETH, SOL and BNB against USDT.
 
 USDⓈ-M perpetuals (``/fapi``, for ``market_type="swap"`` brokers; see :class:`_UsdmFutures`):
 ``GET /fapi/v1/exchangeInfo``, ``/fapi/v1/ticker/24hr``, and the signed
 ``/fapi/v1/leverageBracket``, ``/fapi/v3/positionRisk``, ``/fapi/v3/account``,
-``POST``/``GET /fapi/v1/order`` (market orders, ``reduceOnly``) and ``/fapi/v1/userTrades``.
+``POST``/``GET``/``DELETE /fapi/v1/order`` (market orders, ``reduceOnly``, partial
+reduce-only closes; conditional types answer ``-4120``, as Binance does since they moved to
+the Algo Order API), ``GET /fapi/v1/openOrders``, ``/fapi/v1/userTrades``, and the Algo
+Order API for ``STOP_MARKET`` / ``TAKE_PROFIT_MARKET`` orders: ``POST``/``GET``/``DELETE
+/fapi/v1/algoOrder`` (by ``clientAlgoId`` or ``algoId``) and ``GET /fapi/v1/openAlgoOrders``.
+A resting algo order triggers when :meth:`BinanceFake.set_price` moves the last price
+through its trigger (a sell stop at or below it, a sell take profit at or above it; the
+reverse for buys): it places a reduce-only market order (``actualOrderId``) that fills at
+the new last price, which is the trigger when the price moved to it and beyond it when the
+price gapped, capped at the position held, ``EXPIRED`` when there is none to reduce.
+Triggering one never cancels another (Binance does not either).
 
 Spot matching: a market order fills at once at the ask (buy) or bid (sell); a limit order fills
 at the ask/bid when marketable, else rests ``NEW`` with its funds locked. The taker
 commission (:attr:`BinanceFake.commission`, 0.1 %) is charged in the asset received, as
 Binance does without BNB. Order checks, in Binance's order: unknown symbol (``-1121``),
-``LOT_SIZE``, ``PRICE_FILTER``, ``NOTIONAL`` (``-1013``), duplicate open client id and
-balance (``-2010``).
+``LOT_SIZE``, ``PRICE_FILTER``, ``NOTIONAL`` (``-1013``), duplicate open client id
+(:data:`DUPLICATE_ORDER`) and balance (``-2010``). On USDⓈ-M a client id that an open order
+or algo order holds answers :data:`DUPLICATE_CLIENT_ID` (``-4116``).
 """
 
 from __future__ import annotations
@@ -38,7 +52,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -54,12 +68,15 @@ __all__ = [
     "API_KEY",
     "BAD_API_KEY",
     "DEFAULT_SYMBOLS",
+    "DUPLICATE_CLIENT_ID",
+    "DUPLICATE_ORDER",
     "INSUFFICIENT_BALANCE",
     "INTERNAL_ERROR",
     "MIN_NOTIONAL_FAILURE",
     "ORDER_DOES_NOT_EXIST",
     "RATE_LIMITED",
     "SECRET",
+    "UNKNOWN_ORDER",
     "BinanceFake",
     "SymbolSpec",
     "running",
@@ -72,6 +89,9 @@ SECRET = "fake-binance-secret"
 INSUFFICIENT_BALANCE = (400, -2010, "Account has insufficient balance for requested action.")
 MIN_NOTIONAL_FAILURE = (400, -1013, "Filter failure: NOTIONAL")
 ORDER_DOES_NOT_EXIST = (400, -2013, "Order does not exist.")
+UNKNOWN_ORDER = (400, -2011, "Unknown order sent.")
+DUPLICATE_ORDER = (400, -2010, "Duplicate order sent.")
+DUPLICATE_CLIENT_ID = (400, -4116, "ClientOrderId is duplicated.")
 BAD_API_KEY = (401, -2015, "Invalid API-key, IP, or permissions for action.")
 RATE_LIMITED = (
     429,
@@ -120,10 +140,28 @@ DEFAULT_SYMBOLS = (
         Decimal(9000),
         Decimal(5),
     ),
+    SymbolSpec(
+        "SOL",
+        "USDT",
+        Decimal("0.01"),
+        Decimal("0.001"),
+        Decimal("0.001"),
+        Decimal(90000),
+        Decimal(5),
+    ),
+    SymbolSpec(
+        "BNB",
+        "USDT",
+        Decimal("0.01"),
+        Decimal("0.001"),
+        Decimal("0.001"),
+        Decimal(90000),
+        Decimal(5),
+    ),
 )
 
-#: USDⓈ-M perpetuals (``/fapi/v1/exchangeInfo``): BTCUSDT and ETHUSDT, 100 and 20 USDT
-#: minimum notional (reduce-only orders exempt, as on Binance).
+#: USDⓈ-M perpetuals (``/fapi/v1/exchangeInfo``): BTCUSDT, ETHUSDT and SOLUSDT, 100, 20 and
+#: 5 USDT minimum notional (reduce-only orders exempt, as on Binance).
 DEFAULT_PERPETUALS = (
     SymbolSpec(
         "BTC",
@@ -143,6 +181,15 @@ DEFAULT_PERPETUALS = (
         Decimal(10000),
         Decimal(20),
     ),
+    SymbolSpec(
+        "SOL",
+        "USDT",
+        Decimal("0.01"),
+        Decimal("1"),
+        Decimal("1"),
+        Decimal(100000),
+        Decimal(5),
+    ),
 )
 
 
@@ -153,6 +200,7 @@ class _Fault:
     error: tuple[int, int, str] | None = None
     stall: float = 0.0
     process: bool = False
+    before: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -172,6 +220,33 @@ class _Order:
     updated_ms: int = 0
     fills: list[dict[str, Any]] = field(default_factory=list)
     reduce_only: bool = False
+
+
+@dataclass(slots=True)
+class _AlgoOrder:
+    """A USDⓈ-M conditional order of the Algo Order API (``STOP_MARKET`` /
+    ``TAKE_PROFIT_MARKET``)."""
+
+    spec: SymbolSpec
+    algo_id: int
+    client_algo_id: str
+    side: str
+    order_type: str
+    quantity: Decimal
+    trigger_price: Decimal
+    reduce_only: bool
+    created_ms: int
+    status: str = "NEW"
+    updated_ms: int = 0
+    trigger_ms: int = 0
+    actual_order_id: int | None = None
+
+    def triggers_at(self, last: Decimal) -> bool:
+        """True when ``last`` is at or through the trigger (Binance's CONTRACT_PRICE)."""
+        stop = self.order_type == "STOP_MARKET"
+        if (self.side == "SELL") == stop:  # a sell stop or a buy take profit: price falls
+            return last <= self.trigger_price
+        return last >= self.trigger_price
 
 
 class _BinanceError(Exception):
@@ -212,6 +287,7 @@ class _UsdmFutures:
         self.commission = Decimal("0.0005")
         self.positions: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (amount, entry)
         self.orders: dict[int, _Order] = {}
+        self.algo_orders: dict[int, _AlgoOrder] = {}
 
     def routes(self, params: Mapping[str, str]) -> tuple[dict[Any, Any], dict[Any, Any]]:
         """``(public, signed)`` handlers by ``(method, path)``."""
@@ -226,9 +302,34 @@ class _UsdmFutures:
             ("GET", "/fapi/v3/account"): self._account,
             ("POST", "/fapi/v1/order"): self._new_order,
             ("GET", "/fapi/v1/order"): self._query_order,
+            ("DELETE", "/fapi/v1/order"): self._cancel_order,
+            ("GET", "/fapi/v1/openOrders"): self._open_orders,
             ("GET", "/fapi/v1/userTrades"): self._user_trades,
+            ("POST", "/fapi/v1/algoOrder"): self._new_algo_order,
+            ("GET", "/fapi/v1/algoOrder"): self._query_algo_order,
+            ("DELETE", "/fapi/v1/algoOrder"): self._cancel_algo_order,
+            ("GET", "/fapi/v1/openAlgoOrders"): self._open_algo_orders,
         }
         return public, signed
+
+    def trigger(self, symbol: str) -> None:
+        """Trigger the resting algo orders of ``symbol`` that its last price has reached,
+        each once, in the order they were placed."""
+        last = self._mark(symbol)
+        for algo in list(self.algo_orders.values()):
+            if algo.spec.symbol != symbol or algo.status != "NEW" or not algo.triggers_at(last):
+                continue
+            held = self.positions.get(symbol, (Decimal(0), Decimal(0)))[0]
+            reducible = held < 0 if algo.side == "BUY" else held > 0
+            quantity = min(algo.quantity, abs(held)) if reducible else algo.quantity
+            order = self._order(algo.spec, f"algo{algo.algo_id}", algo.side, quantity, True)
+            if reducible:
+                self._execute(order, last)
+            else:
+                order.status = "EXPIRED"  # a reduce-only order with nothing to reduce
+            now = _now_ms()
+            algo.status, algo.actual_order_id = "FINISHED", order.order_id
+            algo.trigger_ms = algo.updated_ms = now
 
     def _spec(self, symbol: str) -> SymbolSpec:
         spec = self.specs.get(symbol)
@@ -433,21 +534,23 @@ class _UsdmFutures:
 
     def _new_order(self, params: Mapping[str, str]) -> dict[str, Any]:
         spec = self._spec(params.get("symbol", ""))
+        if params.get("type") in ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"):
+            raise _BinanceError(
+                (
+                    400,
+                    -4120,
+                    "Order type not supported for this endpoint. Please use the Algo Order "
+                    "API endpoints instead.",
+                )
+            )
         if params.get("type") != "MARKET":
             raise _BinanceError((400, -1116, "Invalid orderType."))
-        if "quantity" not in params:
-            raise _BinanceError(_missing("quantity"))
-        quantity = Decimal(params["quantity"])
-        if quantity < spec.min_qty or quantity > spec.max_qty or quantity % spec.step_size:
-            raise _BinanceError(
-                (400, -1111, "Precision is over the maximum defined for this asset.")
-            )
+        quantity = self._quantity(spec, params)
         buy = params.get("side") == "BUY"
         reduce_only = params.get("reduceOnly", "false").lower() == "true"
         bid, ask, _ = self.exchange.books[spec.symbol]
         price = ask if buy else bid
-        held, entry = self.positions.get(spec.symbol, (Decimal(0), Decimal(0)))
-        signed = quantity if buy else -quantity
+        held, _ = self.positions.get(spec.symbol, (Decimal(0), Decimal(0)))
         if reduce_only and (held == 0 or (held > 0) == buy or quantity > abs(held)):
             raise _BinanceError((400, -2022, "ReduceOnly Order is rejected."))
         if not reduce_only and quantity * price < spec.min_notional:
@@ -463,13 +566,43 @@ class _UsdmFutures:
         unrealized, margin = self._totals()
         if opening and quantity * price / self.leverage > self.wallet + unrealized - margin:
             raise _BinanceError((400, -2019, "Margin is insufficient."))
-        order_id = self.exchange.new_order_id()
+        client_id = self._client_id(params.get("newClientOrderId"))
+        order = self._order(spec, client_id, params["side"], quantity, reduce_only)
+        self._execute(order, price)
+        answer = self._order_json(order)
+        answer.pop("time")
+        return answer
+
+    def _quantity(self, spec: SymbolSpec, params: Mapping[str, str]) -> Decimal:
+        if "quantity" not in params:
+            raise _BinanceError(_missing("quantity"))
+        quantity = Decimal(params["quantity"])
+        if quantity < spec.min_qty or quantity > spec.max_qty or quantity % spec.step_size:
+            raise _BinanceError(
+                (400, -1111, "Precision is over the maximum defined for this asset.")
+            )
+        return quantity
+
+    def _client_id(self, wanted: str | None) -> str:
+        """``wanted``, refused with -4116 while an open order or algo order holds it."""
+        if wanted and (
+            any(o.client_order_id == wanted and o.status == "NEW" for o in self.orders.values())
+            or any(
+                a.client_algo_id == wanted and a.status == "NEW" for a in self.algo_orders.values()
+            )
+        ):
+            raise _BinanceError(DUPLICATE_CLIENT_ID)
+        return wanted or f"fake{self.exchange._next_order_id + 1}"
+
+    def _order(
+        self, spec: SymbolSpec, client_id: str, side: str, quantity: Decimal, reduce_only: bool
+    ) -> _Order:
         now = _now_ms()
         order = _Order(
             spec=spec,
-            order_id=order_id,
-            client_order_id=params.get("newClientOrderId") or f"fake{order_id}",
-            side=params["side"],
+            order_id=self.exchange.new_order_id(),
+            client_order_id=client_id,
+            side=side,
             type="MARKET",
             quantity=quantity,
             price=Decimal(0),
@@ -479,6 +612,14 @@ class _UsdmFutures:
             reduce_only=reduce_only,
         )
         self.orders[order.order_id] = order
+        return order
+
+    def _execute(self, order: _Order, price: Decimal) -> None:
+        """Fill ``order`` at ``price``: move the position, book realized PnL and the fee."""
+        spec, quantity, buy = order.spec, order.quantity, order.side == "BUY"
+        held, entry = self.positions.get(spec.symbol, (Decimal(0), Decimal(0)))
+        signed = quantity if buy else -quantity
+        opening = held == 0 or (held > 0) == buy
         realized = Decimal(0)
         after = held + signed
         if opening:
@@ -493,7 +634,9 @@ class _UsdmFutures:
         self.positions[spec.symbol] = (after, entry)
         fee = quantity * price * self.commission
         self.wallet += realized - fee
+        now = _now_ms()
         order.status, order.executed, order.quote_executed = "FILLED", quantity, quantity * price
+        order.updated_ms = now
         order.fills.append(
             {
                 "price": str(price),
@@ -505,11 +648,128 @@ class _UsdmFutures:
                 "realizedPnl": str(realized),
             }
         )
-        answer = self._order_json(order)
-        answer.pop("time")
-        return answer
 
-    def _query_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+    def _cancel_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+        order = self._find_order(params)
+        if order is None or order.status != "NEW":
+            raise _BinanceError(UNKNOWN_ORDER)
+        order.status, order.updated_ms = "CANCELED", _now_ms()
+        return self._order_json(order)
+
+    def _open_orders(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        wanted = self._spec(params["symbol"]) if "symbol" in params else None
+        return [
+            self._order_json(o)
+            for o in self.orders.values()
+            if o.status == "NEW" and wanted in (None, o.spec)
+        ]
+
+    def _new_algo_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+        spec = self._spec(params.get("symbol", ""))
+        if params.get("algoType") != "CONDITIONAL":
+            raise _BinanceError((400, -1116, "Invalid algoType."))
+        kind = params.get("type", "")
+        if kind not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
+            raise _BinanceError((400, -1116, "Invalid orderType."))
+        if "triggerPrice" not in params:
+            raise _BinanceError(_missing("triggerPrice"))
+        trigger = Decimal(params["triggerPrice"])
+        if trigger <= 0 or trigger % spec.tick_size:
+            raise _BinanceError(
+                (400, -1111, "Precision is over the maximum defined for this asset.")
+            )
+        quantity = self._quantity(spec, params)
+        client_id = self._client_id(params.get("clientAlgoId"))
+        now = _now_ms()
+        algo = _AlgoOrder(
+            spec=spec,
+            algo_id=self.exchange.new_order_id(),
+            client_algo_id=client_id,
+            side=params.get("side", ""),
+            order_type=kind,
+            quantity=quantity,
+            trigger_price=trigger,
+            reduce_only=params.get("reduceOnly", "false").lower() == "true",
+            created_ms=now,
+            updated_ms=now,
+        )
+        if algo.triggers_at(self._mark(spec.symbol)):
+            raise _BinanceError((400, -2021, "Order would immediately trigger."))
+        self.algo_orders[algo.algo_id] = algo
+        return self._algo_json(algo)
+
+    def _find_algo(self, params: Mapping[str, str]) -> _AlgoOrder | None:
+        spec = self._spec(params.get("symbol", ""))
+        found = [
+            a
+            for a in self.algo_orders.values()
+            if a.spec is spec
+            and (
+                a.client_algo_id == params.get("clientAlgoId")
+                or str(a.algo_id) == params.get("algoId")
+            )
+        ]
+        return found[-1] if found else None
+
+    def _query_algo_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+        algo = self._find_algo(params)
+        if algo is None:
+            raise _BinanceError(ORDER_DOES_NOT_EXIST)
+        return self._algo_json(algo)
+
+    def _cancel_algo_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+        algo = self._find_algo(params)
+        if algo is None or algo.status != "NEW":
+            raise _BinanceError(UNKNOWN_ORDER)
+        algo.status, algo.updated_ms = "CANCELED", _now_ms()
+        return {
+            "algoId": algo.algo_id,
+            "clientAlgoId": algo.client_algo_id,
+            "code": "200",
+            "msg": "success",
+        }
+
+    def _open_algo_orders(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        wanted = self._spec(params["symbol"]) if "symbol" in params else None
+        return [
+            self._algo_json(a)
+            for a in self.algo_orders.values()
+            if a.status == "NEW" and wanted in (None, a.spec)
+        ]
+
+    def _algo_json(self, algo: _AlgoOrder) -> dict[str, Any]:
+        actual = self.orders.get(algo.actual_order_id or 0)
+        average = actual.quote_executed / actual.executed if actual and actual.executed else 0
+        return {
+            "algoId": algo.algo_id,
+            "clientAlgoId": algo.client_algo_id,
+            "algoType": "CONDITIONAL",
+            "orderType": algo.order_type,
+            "symbol": algo.spec.symbol,
+            "side": algo.side,
+            "positionSide": "BOTH",
+            "timeInForce": "GTC",
+            "quantity": str(algo.quantity),
+            "algoStatus": algo.status,
+            "actualOrderId": str(algo.actual_order_id or ""),
+            "actualPrice": str(average),
+            "triggerPrice": str(algo.trigger_price),
+            "price": "0",
+            "icebergQuantity": None,
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "workingType": "CONTRACT_PRICE",
+            "priceMatch": "NONE",
+            "closePosition": False,
+            "priceProtect": False,
+            "reduceOnly": algo.reduce_only,
+            "createTime": algo.created_ms,
+            "updateTime": algo.updated_ms,
+            "triggerTime": algo.trigger_ms,
+            "goodTillDate": 0,
+        }
+
+    def _find_order(self, params: Mapping[str, str]) -> _Order | None:
+        """The latest order of ``symbol`` with ``origClientOrderId`` or ``orderId``."""
         spec = self._spec(params.get("symbol", ""))
         wanted = params.get("origClientOrderId")
         found = [
@@ -518,9 +778,13 @@ class _UsdmFutures:
             if o.spec is spec
             and (o.client_order_id == wanted or str(o.order_id) == params.get("orderId"))
         ]
-        if not found:
+        return found[-1] if found else None
+
+    def _query_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+        order = self._find_order(params)
+        if order is None:
             raise _BinanceError(ORDER_DOES_NOT_EXIST)
-        return self._order_json(found[-1])
+        return self._order_json(order)
 
     def _user_trades(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
         spec = self._spec(params.get("symbol", ""))
@@ -615,7 +879,7 @@ class BinanceFake:
             self.free[asset] = Decimal(str(amount))
             self.locked.setdefault(asset, Decimal(0))
         self.books: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
-        defaults = {"BTCUSDT": 60000, "ETHUSDT": 3000}
+        defaults = {"BTCUSDT": 60000, "ETHUSDT": 3000, "SOLUSDT": 150, "BNBUSDT": 600}
         for symbol in self.specs:
             self.set_price(symbol, defaults.get(symbol, 100))
         for symbol, price in (prices or {}).items():
@@ -635,10 +899,13 @@ class BinanceFake:
     # --- scenario switches ----------------------------------------------------------------
 
     def set_price(self, symbol: str, last: Decimal | str | int) -> None:
-        """Set ``symbol``'s last price; bid and ask are one tick below and above."""
+        """Set ``symbol``'s last price; bid and ask are one tick below and above. USDⓈ-M
+        algo orders that the new price reaches trigger (see the module docstring)."""
         spec = self.specs[_binance_id(symbol)]
         price = Decimal(str(last))
         self.books[spec.symbol] = (price - spec.tick_size, price + spec.tick_size, price)
+        if hasattr(self, "futures"):
+            self.futures.trigger(spec.symbol)
 
     def fail_next(self, method: str, path: str, status: int, code: int, msg: str) -> None:
         """Answer the next ``method path`` request with Binance's error body
@@ -652,6 +919,12 @@ class BinanceFake:
         and only the answer is held (lost on the way out)."""
         fault = _Fault(stall=seconds, process=process)
         self._faults.setdefault((method, path), []).append(fault)
+
+    def before_next(self, method: str, path: str, action: Callable[[], None]) -> None:
+        """Run ``action()`` when the next ``method path`` request arrives, then serve it as
+        usual: something that happens at the exchange between a client's look-up and its
+        request (an order triggering just before its cancel)."""
+        self._faults.setdefault((method, path), []).append(_Fault(before=action))
 
     def new_order_id(self) -> int:
         """The next order id (spot and futures share the sequence)."""
@@ -753,6 +1026,9 @@ class BinanceFake:
         self.requests.append((request.method, path, params))
         queue = self._faults.get((request.method, path))
         fault = queue.pop(0) if queue else None
+        if fault is not None and fault.before is not None:
+            fault.before()
+            fault = None
         if fault is not None and fault.error is not None:
             return self._error(fault.error)
         if fault is not None and not fault.process:
@@ -789,6 +1065,8 @@ class BinanceFake:
             ("GET", "/api/v3/account"): self._account,
             ("POST", "/api/v3/order"): self._new_order,
             ("GET", "/api/v3/order"): self._query_order,
+            ("DELETE", "/api/v3/order"): self._cancel_order,
+            ("GET", "/api/v3/openOrders"): self._open_orders,
             ("GET", "/api/v3/myTrades"): self._my_trades,
         }
         futures_public, futures_signed = self.futures.routes(params)
@@ -993,7 +1271,7 @@ class BinanceFake:
             o.client_order_id == client_id and o.status in ("NEW", "PARTIALLY_FILLED")
             for o in self.orders.values()
         ):
-            raise _BinanceError((400, -2010, "Duplicate order sent."))
+            raise _BinanceError(DUPLICATE_ORDER)
         marketable = kind == "MARKET" or (price >= ask if side == "BUY" else price <= bid)
         fill_price = (ask if side == "BUY" else bid) if marketable else price
         if side == "BUY":
@@ -1069,6 +1347,36 @@ class BinanceFake:
         if order is None or order.spec is not spec:
             raise _BinanceError(ORDER_DOES_NOT_EXIST)
         return self._order_json(order)
+
+    def _cancel_order(self, params: Mapping[str, str]) -> dict[str, Any]:
+        spec = self._spec(params.get("symbol", ""))
+        if "orderId" in params:
+            order = self.orders.get(int(params["orderId"]))
+        else:
+            order = self.order_by_client_id(params.get("origClientOrderId", ""))
+        if order is None or order.spec is not spec or order.status not in ("NEW",):
+            raise _BinanceError(UNKNOWN_ORDER)
+        if order.side == "BUY":
+            asset, locked = spec.quote, order.quantity * order.price
+        else:
+            asset, locked = spec.base, order.quantity
+        self.locked[asset] -= locked
+        self.free[asset] += locked
+        order.status, order.updated_ms = "CANCELED", _now_ms()
+        answer = self._order_json(order)
+        answer["origClientOrderId"] = order.client_order_id
+        answer["transactTime"] = order.updated_ms
+        for key in ("time", "updateTime", "isWorking", "workingTime", "stopPrice", "icebergQty"):
+            answer.pop(key)
+        return answer
+
+    def _open_orders(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        wanted = self._spec(params["symbol"]) if "symbol" in params else None
+        return [
+            self._order_json(o)
+            for o in self.orders.values()
+            if o.status == "NEW" and wanted in (None, o.spec)
+        ]
 
     def _my_trades(self, params: Mapping[str, str]) -> list[dict[str, Any]]:
         spec = self._spec(params.get("symbol", ""))

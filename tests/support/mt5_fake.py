@@ -13,6 +13,7 @@ constant names and values, and namedtuples with the real field names. A ready
         fake.set_tick("EURUSD", bid="1.09000", ask="1.09010")
         fake.reject_next(mt5_fake.TRADE_RETCODE_REQUOTE)          # next order_send
         fake.lose_next(execute=True)            # deal done, order_send answers None
+        fake.set_tick("EURUSD", bid="1.07", ask="1.0701")   # a long's sl at 1.07 closes it
 
 ``fake.module`` is the module object (``sys.modules["MetaTrader5"] = fake.module`` works
 too); ``fake.calls`` records ``(function name, thread id)`` of every call.
@@ -25,7 +26,11 @@ within ``deviation`` points (else ``TRADE_RETCODE_REQUOTE``); ``volume`` must li
 IOC flag 2, RETURN no flag; else ``INVALID_FILL``); opening needs free margin
 (``volume x contract x price / leverage``, else ``NO_MONEY``). A hedging account opens a
 ticket per deal and ``position=<ticket>`` closes that ticket; a netting account keeps one
-position per symbol. ``TRADE_ACTION_PENDING`` limit orders rest (``TRADE_RETCODE_PLACED``).
+position per symbol. ``TRADE_ACTION_PENDING`` limit orders rest (``TRADE_RETCODE_PLACED``);
+``TRADE_ACTION_REMOVE`` deletes one. ``TRADE_ACTION_SLTP`` sets a position's ``sl``/``tp``
+(validated against the price; ``NO_CHANGES`` when they are already set), and
+:meth:`FakeTerminal.set_tick` closes the positions whose level it reaches with a deal of
+``reason`` ``DEAL_REASON_SL`` / ``DEAL_REASON_TP``, as the trade server does.
 Comments are cut to 31 characters as MT5 does. ``symbol_info_tick`` answers only for
 symbols shown in Market Watch (``symbol_select``). Note that the real package has no
 ``SYMBOL_FILLING_*`` constants; they are module constants here, not on ``fake.module``.
@@ -87,8 +92,28 @@ ORDER_STATE_FILLED = 4
 ORDER_STATE_REJECTED = 5
 ORDER_STATE_EXPIRED = 6
 
+ORDER_REASON_CLIENT = 0
+ORDER_REASON_MOBILE = 1
+ORDER_REASON_WEB = 2
 ORDER_REASON_EXPERT = 3
+ORDER_REASON_SL = 4
+ORDER_REASON_TP = 5
+ORDER_REASON_SO = 6
+
+DEAL_REASON_CLIENT = 0
+DEAL_REASON_MOBILE = 1
+DEAL_REASON_WEB = 2
 DEAL_REASON_EXPERT = 3
+DEAL_REASON_SL = 4
+DEAL_REASON_TP = 5
+DEAL_REASON_SO = 6
+DEAL_REASON_ROLLOVER = 7
+DEAL_REASON_VMARGIN = 8
+DEAL_REASON_SPLIT = 9
+
+POSITION_REASON_CLIENT = 0
+POSITION_REASON_MOBILE = 1
+POSITION_REASON_WEB = 2
 POSITION_REASON_EXPERT = 3
 
 DEAL_TYPE_BUY = 0
@@ -96,6 +121,7 @@ DEAL_TYPE_SELL = 1
 DEAL_ENTRY_IN = 0
 DEAL_ENTRY_OUT = 1
 DEAL_ENTRY_INOUT = 2
+DEAL_ENTRY_OUT_BY = 3
 
 POSITION_TYPE_BUY = 0
 POSITION_TYPE_SELL = 1
@@ -242,6 +268,9 @@ _MESSAGES = {
     TRADE_RETCODE_CONNECTION: "No connection",
     TRADE_RETCODE_POSITION_CLOSED: "Position closed",
     TRADE_RETCODE_INVALID_CLOSE_VOLUME: "Invalid close volume",
+    TRADE_RETCODE_INVALID_STOPS: "Invalid stops",
+    TRADE_RETCODE_NO_CHANGES: "No changes in request",
+    TRADE_RETCODE_INVALID_ORDER: "Invalid or prohibited order type",
 }
 
 _SUCCESS = (1, "Success")
@@ -363,6 +392,7 @@ class _Order:
     position_id: int = 0
     sl: float = 0.0
     tp: float = 0.0
+    reason: int = ORDER_REASON_EXPERT
 
 
 @dataclass(slots=True)
@@ -380,6 +410,7 @@ class _Deal:
     profit: float
     symbol: str
     comment: str
+    reason: int = DEAL_REASON_EXPERT
 
 
 @dataclass
@@ -426,9 +457,43 @@ class FakeTerminal:
     # --- scenario switches ----------------------------------------------------------------
 
     def set_tick(self, symbol: str, *, bid: float | str, ask: float | str) -> None:
-        """Move ``symbol``'s price."""
+        """Move ``symbol``'s price. The server then closes each position of ``symbol``
+        whose stop loss or take profit the new price reached (a long's at the bid, a
+        short's at the ask: SL when it is at or beyond ``sl``, TP at or beyond ``tp``), at
+        the new price, which is the level when the price moved to it and beyond it when
+        the price gapped; the closing deal has ``reason`` ``DEAL_REASON_SL`` /
+        ``DEAL_REASON_TP`` and the comment ``[sl <level>]`` / ``[tp <level>]``."""
         spec = self.symbols[symbol]
         spec.bid, spec.ask = float(bid), float(ask)
+        for position in list(self.positions.values()):
+            if position.symbol != symbol:
+                continue
+            buy = position.type == POSITION_TYPE_BUY
+            price = spec.bid if buy else spec.ask
+            sign = 1 if buy else -1
+            if position.sl and (position.sl - price) * sign >= 0:
+                self._stop_out(position, price, "sl", position.sl)
+            elif position.tp and (price - position.tp) * sign >= 0:
+                self._stop_out(position, price, "tp", position.tp)
+
+    def _stop_out(self, position: _Position, price: float, kind: str, level: float) -> None:
+        """The server closes ``position`` at ``price`` because its ``kind`` level traded."""
+        spec = self.symbols[position.symbol]
+        request = {
+            "action": TRADE_ACTION_DEAL,
+            "symbol": position.symbol,
+            "volume": position.volume,
+            "type": ORDER_TYPE_SELL if position.type == POSITION_TYPE_BUY else ORDER_TYPE_BUY,
+            "position": position.ticket,
+            "magic": position.magic,
+            "comment": f"[{kind} {level:.{spec.digits}f}]",
+        }
+        buy = request["type"] == ORDER_TYPE_BUY
+        result = self._deal(spec, request, buy, position.volume, price, position)
+        reason = (
+            (DEAL_REASON_SL, ORDER_REASON_SL) if kind == "sl" else (DEAL_REASON_TP, ORDER_REASON_TP)
+        )
+        self.deals[result.deal].reason, self.history[result.order].reason = reason
 
     def reject_next(
         self, retcode: int, comment: str = "", *, execute: bool = False, skip: int = 0
@@ -812,7 +877,11 @@ class FakeTerminal:
         return result._replace(retcode=script.retcode, comment=script.comment)
 
     def _execute(self, request: dict[str, Any]) -> Any:
+        if request.get("action") == TRADE_ACTION_REMOVE:
+            return self._remove(request)
         spec = self.symbols.get(request.get("symbol", ""))
+        if spec is not None and request.get("action") == TRADE_ACTION_SLTP:
+            return self._modify_position(spec, request)
         if spec is None or request.get("action") not in (TRADE_ACTION_DEAL, TRADE_ACTION_PENDING):
             return self._result(TRADE_RETCODE_INVALID, request)
         volume = float(request.get("volume", 0))
@@ -965,6 +1034,35 @@ class FakeTerminal:
             price=price,
         )
 
+    def _modify_position(self, spec: SymbolSpec, request: dict[str, Any]) -> Any:
+        """``TRADE_ACTION_SLTP``: set the ``sl`` and ``tp`` of ``position=<ticket>`` (0
+        removes a level). A long's stop must lie below the bid and its take profit above;
+        a short's the reverse (else ``INVALID_STOPS``); the same levels again answer
+        ``NO_CHANGES``."""
+        position = self.positions.get(int(request.get("position", 0)))
+        if position is None or position.symbol != spec.name:
+            return self._result(TRADE_RETCODE_POSITION_CLOSED, request)
+        sl, tp = float(request.get("sl", 0.0)), float(request.get("tp", 0.0))
+        if position.type == POSITION_TYPE_BUY:
+            valid = (not sl or sl < spec.bid) and (not tp or tp > spec.bid)
+        else:
+            valid = (not sl or sl > spec.ask) and (not tp or tp < spec.ask)
+        if not valid:
+            return self._result(TRADE_RETCODE_INVALID_STOPS, request)
+        if (sl, tp) == (position.sl, position.tp):
+            return self._result(TRADE_RETCODE_NO_CHANGES, request)
+        position.sl, position.tp = sl, tp
+        return self._result(TRADE_RETCODE_DONE, request)
+
+    def _remove(self, request: dict[str, Any]) -> Any:
+        """``TRADE_ACTION_REMOVE``: delete the pending order ``order=<ticket>``."""
+        order = self.orders.pop(int(request.get("order", 0)), None)
+        if order is None:
+            return self._result(TRADE_RETCODE_INVALID_ORDER, request)
+        order.state, order.time_done_ms = ORDER_STATE_CANCELED, self._now_ms()
+        self.history[order.ticket] = order
+        return self._result(TRADE_RETCODE_DONE, request, order=order.ticket)
+
     def _place_pending(self, spec: SymbolSpec, request: dict[str, Any], volume: float) -> Any:
         kind, price = request.get("type"), float(request.get("price", 0))
         if kind == ORDER_TYPE_BUY_LIMIT:
@@ -1071,7 +1169,7 @@ class FakeTerminal:
             magic=o.magic,
             position_id=o.position_id,
             position_by_id=0,
-            reason=ORDER_REASON_EXPERT,
+            reason=o.reason,
             volume_initial=o.volume_initial,
             volume_current=o.volume_current,
             price_open=o.price_open,
@@ -1095,7 +1193,7 @@ class FakeTerminal:
             entry=d.entry,
             magic=d.magic,
             position_id=d.position_id,
-            reason=DEAL_REASON_EXPERT,
+            reason=d.reason,
             volume=d.volume,
             price=d.price,
             commission=d.commission,
