@@ -7,7 +7,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -17,7 +17,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import ConfigError
 
-__all__ = ["ALEMBIC_INI", "SSL_MODES", "Database", "connect_options", "upgrade_schema"]
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = [
+    "SSL_MODES",
+    "Database",
+    "alembic_config",
+    "connect_options",
+    "migrations_dir",
+    "upgrade_schema",
+]
 
 #: libpq's ``sslmode`` values (PostgreSQL manual, "SSL Mode Descriptions"); asyncpg's
 #: ``connect(ssl=...)`` accepts the same names.
@@ -65,7 +75,15 @@ def connect_options(url: str) -> tuple[URL, dict[str, Any]]:
     return parsed, {"ssl": mode}
 
 
-ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
+
+
+def migrations_dir() -> Path:
+    """The alembic scripts: ``core/db/migrations`` inside an installed wheel (the build
+    copies the repository's top-level ``migrations/`` there), else ``migrations/`` of the
+    checkout this package runs from."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "migrations"
+    return packaged if packaged.is_dir() else here.parents[1] / "migrations"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -117,13 +135,22 @@ class Database:
         await self.engine.dispose()
 
 
+def alembic_config(url: str) -> Config:
+    """An alembic configuration for ``url`` that needs no ``alembic.ini``, so migrations run
+    from any directory and from an installed wheel. The caller's logging is left alone."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["embedded"] = True
+    return config
+
+
 async def upgrade_schema(url: str) -> None:
     """Run ``alembic upgrade head`` on ``url`` (idempotent), in a worker thread because
     alembic's env.py runs its own event loop."""
     from alembic import command
-    from alembic.config import Config
 
-    config = Config(str(ALEMBIC_INI))
-    config.attributes["embedded"] = True
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
