@@ -75,8 +75,6 @@ def connect_options(url: str) -> tuple[URL, dict[str, Any]]:
     return parsed, {"ssl": mode}
 
 
-
-
 def migrations_dir() -> Path:
     """The alembic scripts: ``core/db/migrations`` inside an installed wheel (the build
     copies the repository's top-level ``migrations/`` there), else ``migrations/`` of the
