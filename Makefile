@@ -7,15 +7,24 @@ UV_VER  := 0.9.30
 .PHONY: demo test lint bench clean
 
 $(BIN)/uv:
+	@echo "==> creating $(VENV) and installing uv $(UV_VER)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VER)
 
-# The stamp is newer than the lock file once the environment matches it.
-$(VENV)/.synced: $(BIN)/uv uv.lock pyproject.toml
-	$(BIN)/uv sync --frozen --inexact --all-extras --python $(BIN)/python
+# Two stamps, each newer than the lock file once .venv matches it: .run holds what running
+# SignalDesk needs (no extras, no dev tools), .synced adds every extra and the dev group.
+$(VENV)/.run: $(BIN)/uv uv.lock pyproject.toml
+	@echo "==> installing SignalDesk's locked runtime dependencies into $(VENV) (first time: about a minute)"
+	$(BIN)/uv sync --frozen --inexact --no-default-groups --python $(BIN)/python
 	@touch $@
 
-demo: $(VENV)/.synced  ## run the bot, the sandbox Telegram and the paper broker on the embedded defaults
+$(VENV)/.synced: $(BIN)/uv uv.lock pyproject.toml
+	@echo "==> installing the locked dependencies, every extra and the dev tools into $(VENV)"
+	$(BIN)/uv sync --frozen --inexact --all-extras --python $(BIN)/python
+	@touch $@ $(VENV)/.run
+
+demo: $(VENV)/.run  ## run the bot, the sandbox Telegram and the paper broker on the embedded defaults
+	@echo "==> starting the demo: database, sandbox Telegram server, bot (a few seconds)"
 	$(BIN)/signaldesk demo
 
 test: $(VENV)/.synced  ## run the whole test suite (PostgreSQL tests skip with a reason when no server answers)
@@ -30,4 +39,4 @@ bench: $(VENV)/.synced  ## print the latency, burst and memory figures
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

@@ -9,6 +9,7 @@ the input is bad.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
@@ -34,6 +35,33 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"signaldesk {importlib.metadata.version('signaldesk')}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Options that come before any command."""
+
+
+@app.command()
+def run() -> None:
+    """Run the Telegram bot and every always-on duty, like python -m bot (needs
+    TELEGRAM_BOT_TOKEN and TELEGRAM_OWNER_IDS; signaldesk demo needs neither)."""
+    from bot.__main__ import main as bot_main
+
+    raise typer.Exit(bot_main())
 
 
 def _settings() -> Settings:

@@ -15,6 +15,7 @@ from sqlmodel import SQLModel
 
 import core.db.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from core.config import load_settings
+from core.db.engine import connect_options
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("embedded"):
@@ -55,7 +56,8 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    url, connect_args = connect_options(_url())
+    engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
     await engine.dispose()

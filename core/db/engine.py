@@ -3,18 +3,85 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-__all__ = ["ALEMBIC_INI", "Database", "upgrade_schema"]
+from core.errors import ConfigError
 
-ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = [
+    "SSL_MODES",
+    "Database",
+    "alembic_config",
+    "connect_options",
+    "migrations_dir",
+    "upgrade_schema",
+]
+
+#: libpq's ``sslmode`` values (PostgreSQL manual, "SSL Mode Descriptions"); asyncpg's
+#: ``connect(ssl=...)`` accepts the same names.
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def connect_options(url: str) -> tuple[URL, dict[str, Any]]:
+    """Split a database URL as users get it into SQLAlchemy's URL and the driver's
+    ``connect_args``.
+
+    PostgreSQL providers (Render, Neon, Supabase) hand out libpq URLs with ``sslmode`` and
+    ``sslrootcert`` query parameters, which asyncpg does not take as keywords. They are
+    translated into asyncpg's ``ssl`` argument: the mode name itself, or, with
+    ``sslrootcert`` and a verifying mode (``verify-ca``, ``verify-full``, and ``require``,
+    which libpq treats as ``verify-ca`` when a root certificate is given), an
+    :class:`ssl.SSLContext` trusting that file (``verify-ca`` does not check the host name).
+
+    Raises:
+        ConfigError: the URL cannot be parsed, or ``sslmode`` is not one of
+            :data:`SSL_MODES`; the message names ``DATABASE_URL`` and never echoes the
+            password.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "DATABASE_URL: not a database URL (postgresql://... or sqlite:///...)"
+        ) from None
+    if parsed.get_backend_name() != "postgresql":
+        return parsed, {}
+    query = dict(parsed.query)
+    mode = query.pop("sslmode", None)
+    root = query.pop("sslrootcert", None)
+    if isinstance(mode, tuple) or isinstance(root, tuple):
+        raise ConfigError("DATABASE_URL: sslmode and sslrootcert may be given once each")
+    parsed = parsed.set(query=query)
+    if mode is None:
+        return parsed, {}
+    if mode not in SSL_MODES:
+        raise ConfigError(f"DATABASE_URL: sslmode={mode!r} is not one of {', '.join(SSL_MODES)}")
+    if root and mode in ("require", "verify-ca", "verify-full"):
+        context = ssl.create_default_context(cafile=root)
+        context.check_hostname = mode == "verify-full"
+        return parsed, {"ssl": context}
+    return parsed, {"ssl": mode}
+
+
+def migrations_dir() -> Path:
+    """The alembic scripts: ``core/db/migrations`` inside an installed wheel (the build
+    copies the repository's top-level ``migrations/`` there), else ``migrations/`` of the
+    checkout this package runs from."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "migrations"
+    return packaged if packaged.is_dir() else here.parents[1] / "migrations"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -36,12 +103,14 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
+        parsed, connect_args = connect_options(url)
         kwargs: dict[str, Any] = {"echo": echo}
-        if url.startswith("sqlite"):
+        if parsed.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}
         else:
+            kwargs["connect_args"] = connect_args
             kwargs["pool_pre_ping"] = True
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.engine: AsyncEngine = create_async_engine(parsed, **kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(
@@ -64,13 +133,22 @@ class Database:
         await self.engine.dispose()
 
 
+def alembic_config(url: str) -> Config:
+    """An alembic configuration for ``url`` that needs no ``alembic.ini``, so migrations run
+    from any directory and from an installed wheel. The caller's logging is left alone."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["embedded"] = True
+    return config
+
+
 async def upgrade_schema(url: str) -> None:
     """Run ``alembic upgrade head`` on ``url`` (idempotent), in a worker thread because
     alembic's env.py runs its own event loop."""
     from alembic import command
-    from alembic.config import Config
 
-    config = Config(str(ALEMBIC_INI))
-    config.attributes["embedded"] = True
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
