@@ -26,7 +26,7 @@ runs, in this order, in ONE transaction:
 
 1. the compare-and-set ``UPDATE signals SET status='APPROVED' WHERE id=? AND
    status='PROPOSED'``;
-2. :meth:`Gate.state_in` — ``SELECT ... FROM operator_state WHERE id = 1 FOR SHARE``;
+2. :meth:`Gate.state_in` — ``SELECT ... FROM operator_state WHERE id = 1 FOR UPDATE``;
 3. when the state is ACTIVE, ``APPROVED -> SUBMITTED`` and the order row; otherwise
    ``APPROVED -> BLOCKED`` with the reason and no order row.
 
@@ -42,13 +42,17 @@ event is inserted after that UPDATE.
   (step 2 reads HALTED: BLOCKED) or the approval commits first (its order row precedes the
   pause). A read *before* the first write would be a separate, unprotected snapshot: the
   old code read the state that way, which is why approvals overtook pauses.
-- PostgreSQL (READ COMMITTED): ``FOR SHARE`` on the one ``operator_state`` row conflicts
-  with the pause's UPDATE. An approval holding the share lock commits before the pause's
+- PostgreSQL (READ COMMITTED): ``FOR UPDATE`` on the one ``operator_state`` row conflicts
+  with the pause's UPDATE. An approval holding the row lock commits before the pause's
   UPDATE can proceed (so before the pause commits, and before the pause's audit event id
-  is drawn); an approval that asks for the share lock while the pause holds the row waits
+  is drawn); an approval that asks for the lock while the pause holds or awaits it waits
   for the pause to commit and then, READ COMMITTED re-reading the newest row version,
-  sees HALTED. Approvals share the lock with one another, so they do not queue behind
-  each other.
+  sees HALTED. The lock is exclusive rather than ``FOR SHARE`` on purpose: share lockers
+  do not queue behind a waiting UPDATE, so a stream of overlapping approvals could hold
+  the kill switch back; with FOR UPDATE every locker queues in order. Approvals hold it
+  for a few statements (no broker I/O), so serialising them costs nothing a person
+  tapping buttons could notice. No deadlock: the approval locks its signal row, then
+  this row; the pause and the guard lock this row only.
 
 So no order row of an approval is committed after a pause commits, on either database.
 Orders committed just before a pause may still be on their way to the broker;
@@ -253,7 +257,7 @@ class Gate:
 
     async def state_in(self, session: AsyncSession) -> GateState:
         """The state inside the caller's transaction, locked against a concurrent pause
-        (``FOR SHARE`` on PostgreSQL; on SQLite the caller must already have written in
+        (``FOR UPDATE`` on PostgreSQL; on SQLite the caller must already have written in
         this transaction, which holds the database's write lock). See the module
         docstring."""
         await repo.load_operator_state(session)  # make sure the row exists

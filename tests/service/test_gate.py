@@ -27,7 +27,9 @@ from core.config import DrawdownAction
 from core.db.models import AuditEventRow, OrderRow, SignalRow
 from core.domain import Quote, Side, SignalStatus, TradingState
 from core.services import Proposal
+from core.services.risk import BreachLevel, next_level
 from tests.conftest import Clock
+from tests.service.test_risk import MAX_STEP, open_long
 from tests.support.duties import BTC, PEAK, Engines, alerts, eventually
 
 APPROVALS = 40
@@ -36,9 +38,6 @@ ROUNDS = 5
 QUOTE_DELAYS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35]
 #: The pause (or the breach's check) acts once this many of the 40 are SUBMITTED.
 KILL_AFTER = 6
-#: The candle after the peak at which the default 10 % max drawdown is crossed
-#: (tests/service/test_risk.py).
-MAX_STEP = 103
 
 
 @pytest.fixture
@@ -83,10 +82,13 @@ async def approve(engine: Engine, signal_id: int) -> None:
 
 
 async def once_submitted(engine: Engine, signal_ids: list[int], action: Any) -> None:
-    """Run ``action`` once ``KILL_AFTER`` of ``signal_ids`` are SUBMITTED, so the kill
-    switch lands in the middle of the stream of approvals."""
+    """Run ``action`` once ``KILL_AFTER`` of ``signal_ids`` are SUBMITTED (or trading was
+    halted already, by the guard's after-fill check), so the kill switch lands in the
+    middle of the stream of approvals."""
 
     async def enough() -> bool:
+        if (await engine.trading.operator_status()).paused:
+            return True
         async with engine.db.session() as session:
             rows = await session.exec(
                 select(AuditEventRow.id).where(
@@ -135,8 +137,8 @@ async def race_outcome(engine: Engine, signal_ids: list[int], kill_event: int) -
         )
     with_order = {o.signal_id for o in orders}
     for order in orders:
-        assert order.signal_id is not None
-        assert submitted[order.signal_id] < kill_event, (
+        event = submitted[order.signal_id]
+        assert event is not None and event < kill_event, (
             f"order {order.client_order_id} was submitted after the kill switch committed"
         )
     blocked = 0
@@ -198,19 +200,24 @@ async def test_a_flatten_breach_racing_40_approvals_leaves_the_account_flat(
         max_price_drift_pct=50,
         paper_leverage=10,
     )
-    entry = await engine.signals.propose(Proposal("test", BTC, Side.BUY, Decimal("0.075")))
-    assert (await engine.signals.approve(entry.id, "owner:1")).signal.status is (
-        SignalStatus.FILLED
-    )
-    for _ in range(MAX_STEP - 1):  # up to the candle before the breach
+    await open_long(engine)
+
+    async def first_check_done() -> bool:  # the after-fill check sets the peak
+        return (await engine.trading.operator_status()).peak_equity is not None
+
+    await eventually(first_check_done)
+    for _ in range(2 * MAX_STEP):  # step to the breaching candle, checking the ones before
         engine.feed.step()
         clock.advance(10)
+        f = await engine.risk.figures()
+        if next_level(f.level, f.drawdown_pct, f.daily_loss_pct, engine.risk.limits) is (
+            BreachLevel.MAX
+        ):
+            break
         await engine.risk.check()
+    ids = await propose_many(engine)  # on the breaching candle, not yet checked
     assert (await engine.trading.operator_status()).trading_state is TradingState.ACTIVE
-    ids = await propose_many(engine)
     slow_quotes(engine, monkeypatch, stretch=6)  # the guard reads equity while 40 fill
-    engine.feed.step()  # the breaching candle
-    clock.advance(10)
 
     await asyncio.gather(
         once_submitted(engine, ids, engine.risk.check()), *(approve(engine, i) for i in ids)
