@@ -242,8 +242,8 @@ def status() -> None:
     drawdown = summary.drawdown_pct
     typer.echo(f"drawdown   {'-' if drawdown is None else f'{drawdown:.2f}%'}")
     operator = summary.operator
-    paused = f"yes ({operator.pause_reason})" if operator.paused else "no"
-    typer.echo(f"paused     {paused}")
+    why = f" ({operator.pause_reason})" if operator.paused and operator.pause_reason else ""
+    typer.echo(f"trading    {operator.trading_state.value}{why}")
     typer.echo(f"positions  {len(summary.positions)} open")
     typer.echo(f"pending    {summary.pending_signals} signal(s)")
 

@@ -34,6 +34,7 @@ from core.domain import (
     Side,
     Signal,
     SignalStatus,
+    TradingState,
 )
 from core.services import CloseResult, Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
@@ -89,6 +90,7 @@ __all__ = [
     "status_text",
     "stranger_notice",
     "text_notice",
+    "trading_line",
     "unknown_command",
     "usage",
 ]
@@ -458,19 +460,35 @@ def status_text(
     limits = f"warn {settings.drawdown_warn_pct}%, max {settings.drawdown_max_pct}%"
     drawdown = summary.drawdown_pct
     shown = _pct(drawdown) if drawdown is not None else "n/a"
-    breach = {"max": " · ⛔ max level breached", "warn": " · ⚠️ warn level crossed"}
-    lines.append(f"Drawdown: {shown} ({limits}){breach.get(op.breach_level, '')}")
-    if op.paused:
-        by = f" by {esc(op.paused_by)}" if op.paused_by else ""
-        lines.append(f"Trading: ⏸ paused{by}: {esc(op.pause_reason)}")
-    else:
-        lines.append("Trading: ▶️ active")
+    breach = {
+        BreachLevel.MAX: " · ⛔ max level breached",
+        BreachLevel.WARN: " · ⚠️ warn level crossed",
+    }
+    lines.append(f"Drawdown: {shown} ({limits}){breach.get(BreachLevel(op.breach_level), '')}")
+    lines.append(trading_line(op.trading_state, op.paused_by, op.pause_reason))
     lines.append(
         f"Open positions: {len(summary.positions)} · pending signals: {summary.pending_signals}"
     )
     lines.append(f"Uptime: {_duration(uptime_seconds)}")
     lines.append(_last_heartbeat(last_heartbeat, now, settings.heartbeat_interval))
     return "\n".join(lines)
+
+
+_TRADING_WORDS = {
+    TradingState.ACTIVE: "▶️ active",
+    TradingState.REDUCING: "↘️ reducing only (closes and exits pass, nothing new)",
+    TradingState.HALTED: "⏸ paused",
+}
+
+
+def trading_line(state: TradingState, by: str = "", reason: str = "") -> str:
+    """``Trading: ▶️ active``, ``Trading: ⏸ paused by ada: news`` (HALTED, by a pause or a
+    drawdown breach) or the REDUCING words: the gate's trading state for ``/status`` and
+    ``/drawdown``."""
+    line = f"Trading: {_TRADING_WORDS[state]}"
+    if state is not TradingState.ACTIVE:
+        line += (f" by {esc(by)}" if by else "") + (f": {esc(reason)}" if reason else "")
+    return line
 
 
 _ACTION_WORDS = {
@@ -507,7 +525,7 @@ def drawdown_text(figures: RiskFigures) -> str:
             f"the start of {esc(f.day_start_date)} UTC (max {_limit(lim.daily_loss_max_pct)})",
             f"At the max level: {_ACTION_WORDS[lim.action]}",
             f"Guard: {guard}",
-            "Trading: ⏸ paused" if f.paused else "Trading: ▶️ active",
+            trading_line(f.trading_state),
         ]
     )
 

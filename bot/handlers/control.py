@@ -56,7 +56,7 @@ async def on_resume(message: Message, engine: Engine, settings: Settings) -> Non
     guard is then re-armed from the current equity)."""
     assert message.from_user is not None
     operator = await engine.trading.operator_status()
-    if operator.breach_level == "max":
+    if operator.breached:
         await _ask(
             message,
             render.resume_prompt(operator, settings.confirm_ttl_seconds),

@@ -196,14 +196,15 @@ class EquitySnapshotRow(SQLModel, table=True):
 
 
 class OperatorStateRow(SQLModel, table=True):
-    """The single row (id 1) of state that must survive restarts: pause, high-water mark,
-    day-start equity, the drawdown breach, and this installation's client-id tag."""
+    """The single row (id 1) of state that must survive restarts: the trading state (and
+    why, by whom, since when it was stopped), high-water mark, day-start equity, the
+    drawdown breach, and this installation's client-id tag. Only
+    ``core.services.gate.Gate`` writes ``trading_state``."""
 
     __tablename__ = "operator_state"
 
     id: int = Field(default=1, primary_key=True)
     instance_tag: str = Field(max_length=8)
-    paused: bool = False
     pause_reason: str = Field(default="", max_length=500)
     paused_by: str = Field(default="", max_length=128)
     paused_at: datetime | None = _when(nullable=True)

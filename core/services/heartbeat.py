@@ -21,10 +21,10 @@ import structlog
 
 from core.brokers.base import Broker
 from core.config import Settings
-from core.domain import Account, Position, utcnow
+from core.domain import Account, Position, TradingState, utcnow
 from core.errors import BrokerError
 from core.notify import NoticeKind, Notification, Notifier
-from core.services.risk import RiskFigures, RiskService
+from core.services.risk import BreachLevel, RiskFigures, RiskService
 from core.services.signals import SignalService
 
 __all__ = ["ErrorNote", "Health", "Heartbeat", "HeartbeatService", "format_duration"]
@@ -86,11 +86,20 @@ class Heartbeat:
             lines.append(f"Equity {self.account.equity:,.2f} {self.account.currency}")
         if self.risk is not None:
             r, lim = self.risk, self.risk.limits
-            guard = {"": "ok", "warn": "WARN", "max": "MAX BREACHED"}[r.level.value]
+            guard = {
+                BreachLevel.NONE: "ok",
+                BreachLevel.WARN: "WARN",
+                BreachLevel.MAX: "MAX BREACHED",
+            }[r.level]
+            trading = {
+                TradingState.ACTIVE: "",
+                TradingState.REDUCING: ", reducing only",
+                TradingState.HALTED: ", paused",
+            }[r.trading_state]
             lines.append(
                 f"Drawdown {r.drawdown_pct:.2f}% (warn {lim.warn_pct}%, max {lim.max_pct}%), "
                 f"daily loss {r.daily_loss_pct:.2f}% (max {lim.daily_loss_max_pct}%), "
-                f"guard {guard}" + (", paused" if r.paused else "")
+                f"guard {guard}{trading}"
             )
         if self.positions is not None:
             held = ", ".join(f"{p.symbol} {p.quantity}" for p in self.positions) or "none"

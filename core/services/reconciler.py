@@ -7,9 +7,29 @@ crashed is left SUBMITTED or UNKNOWN. The reconciler (at start-up and every
 
 - adopts the broker's report when the broker has the order (the fills are recorded and the
   signal settles FILLED or FAILED);
-- resubmits it under the **same** client order id, once, when the broker has no such order
-  (the id makes the resubmission idempotent: a broker never holds two orders with one id);
-- marks it FAILED when it is still not found after that one resubmission.
+- waits while the order is younger than ``IN_FLIGHT_GRACE_SECONDS`` (the broker's own
+  timeout: a request the broker is still working on may not be visible yet);
+- an OPENING order the broker has no trace of after that is marked FAILED and reported to
+  the owner ("... was not found at the broker; re-approve if you still want it"). It is
+  **never** resubmitted: had the original reached the venue after all (a lookup miss is
+  evidence, not proof), a resubmission would double the position;
+- a REDUCING order (close, stop_loss, take_profit, or ``reduce_only``) proven absent is
+  re-sent **once under a NEW client order id**, on a new order row written before the
+  send; the old row is marked FAILED in the same transaction (a compare-and-set, so one
+  process wins). A re-sent order that is absent too is failed and reported.
+
+Why a new id and not the same one: a venue's duplicate-id refusal protects only while the
+first order is open there. Binance refuses a ``newClientOrderId`` that duplicates an OPEN
+order (-2010 "Duplicate order sent", which the ccxt adapter reports as ambiguous, so a
+same-id re-send would itself end UNKNOWN); a filled or cancelled order's id may be reused.
+MT5 has no client order id at all (our id rides in the comment), and IBKR's ``orderRef``
+is not unique. So the same id buys no exactly-once guarantee, while every order having its
+own row and id, persisted before the send, keeps the record exact. Exactly-once then rests
+on (1) re-sending only after the lookup by the old id proved it absent past the broker's
+timeout, (2) re-sending at most once, and (3) re-sending only orders that reduce risk:
+closes are reduce-only (``close_position`` finds nothing to close when the position is
+already flat) and exits are reduce-only trigger orders, so a late original cannot add
+exposure together with its re-send.
 
 Resting limit orders (OPEN) are looked up too, so a later fill is adopted.
 
@@ -21,6 +41,7 @@ nautilus_trader's reconciliation; :class:`Reconciler` does the I/O around them.
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +55,7 @@ from core.brokers.base import Broker, retry_temporary
 from core.config import Settings
 from core.db import repositories as repo
 from core.db.engine import Database
-from core.db.models import AuditEventRow, FillRow, OrderRow, SignalRow
+from core.db.models import AuditEventRow, FillRow, OrderRow
 from core.domain import (
     OrderReport,
     OrderRequest,
@@ -46,6 +67,7 @@ from core.domain import (
 )
 from core.errors import BrokerError, BrokerPermanentError, BrokerTemporaryError
 from core.notify import NoticeKind, Notification, Notifier, Priority
+from core.services.gate import reduces_risk
 from core.services.trading import TradingService
 
 __all__ = [
@@ -77,7 +99,8 @@ class Resolution(enum.StrEnum):
     ADOPT = "adopt"
     """The broker has the order: record its report."""
     RESUBMIT = "resubmit"
-    """The broker has no such order and it was never resubmitted: send it again, same id."""
+    """A reducing order the broker has no trace of, never re-sent: send it again under a
+    new client order id (a new order row)."""
     FAIL = "fail"
     """Not found and must not be sent (again): mark it FAILED."""
     WAIT = "wait"
@@ -88,8 +111,10 @@ class Resolution(enum.StrEnum):
 class OrderView:
     """What a decision needs to know about one recorded order.
 
-    ``purpose`` is ``open`` (a signal's order) or ``close``; ``age_seconds`` is the time
-    since the order row was written; ``filled_quantity`` is in base units.
+    ``purpose`` is ``open`` (a signal's entry), ``close``, ``stop_loss`` or
+    ``take_profit``; ``reduce_only`` marks an order that can only reduce a position;
+    ``resubmitted`` is True for an order row that is itself a re-send; ``age_seconds`` is
+    the time since the order row was written; ``filled_quantity`` is in base units.
     """
 
     client_order_id: str
@@ -99,6 +124,12 @@ class OrderView:
     resubmitted: bool
     age_seconds: float
     filled_quantity: Decimal
+    reduce_only: bool = False
+
+    @property
+    def reduces(self) -> bool:
+        """True for an order that only reduces risk (see :func:`reduces_risk`)."""
+        return reduces_risk(self.purpose, self.reduce_only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +145,6 @@ def decide_order(
     order: OrderView,
     report: OrderReport | None,
     *,
-    trading_blocked: bool,
     max_resubmit_age_seconds: float,
     in_flight_grace_seconds: float = IN_FLIGHT_GRACE_SECONDS,
 ) -> OrderDecision:
@@ -123,24 +153,30 @@ def decide_order(
 
     Rules, in order:
 
-    1. A SUBMITTED order younger than ``in_flight_grace_seconds`` waits: the process that
-       wrote it may still be waiting for the broker.
-    2. Found: adopt the report, unless the order is OPEN and the report shows no change.
-    3. Not found and OPEN: wait (the order was acknowledged earlier; a lookup miss on a
-       resting order is not evidence that it never existed).
-    4. Not found after one resubmission: fail.
-    5. Not found and older than ``max_resubmit_age_seconds``: fail; the trade idea is stale.
-    6. Not found, an opening order, and trading paused or the drawdown limit breached
-       (``trading_blocked``): fail; resubmitting would add exposure the guard forbids.
-       Closing orders are resubmitted regardless, since they reduce exposure.
-    7. Otherwise: resubmit under the same client order id.
+    ==  =====================================================  =========================
+    #   when                                                   then
+    ==  =====================================================  =========================
+    1   SUBMITTED, younger than ``in_flight_grace_seconds``    WAIT (may be in flight)
+    2   not found, younger than ``in_flight_grace_seconds``    WAIT (the broker's timeout)
+    3   found, OPEN before and after, same filled quantity     WAIT (still resting)
+    4   found                                                  ADOPT the report
+    5   not found, OPEN                                        WAIT (a miss on a resting
+                                                               order proves nothing)
+    6   not found, an opening order                            FAIL and tell the owner
+                                                               (never resubmitted)
+    7   not found, itself a re-send                            FAIL (re-sent once only)
+    8   not found, older than ``max_resubmit_age_seconds``     FAIL (stale)
+    9   not found, a reducing order                            RESUBMIT under a new
+                                                               client order id
+    ==  =====================================================  =========================
     """
     cid = order.client_order_id
 
     def decision(resolution: Resolution, reason: str) -> OrderDecision:
         return OrderDecision(cid, resolution, reason)
 
-    if order.state is OrderState.SUBMITTED and order.age_seconds < in_flight_grace_seconds:
+    young = order.age_seconds < in_flight_grace_seconds
+    if young and (order.state is OrderState.SUBMITTED or report is None):
         return decision(Resolution.WAIT, "may still be in flight")
     if report is not None:
         unchanged = (
@@ -153,19 +189,21 @@ def decide_order(
         return decision(Resolution.ADOPT, f"found at the broker: {report.state.value.lower()}")
     if order.state is OrderState.OPEN:
         return decision(Resolution.WAIT, "resting order not reported by the broker")
+    if not order.reduces:
+        return decision(
+            Resolution.FAIL,
+            f"order {cid} was not found at the broker; re-approve if you still want it",
+        )
     if order.resubmitted:
-        return decision(Resolution.FAIL, "not found at the broker after one resubmission")
+        return decision(Resolution.FAIL, "not found at the broker after one re-send")
     if order.age_seconds > max_resubmit_age_seconds:
         return decision(
             Resolution.FAIL,
-            f"not found at the broker and older than {max_resubmit_age_seconds:.0f}s; "
-            "not resubmitted",
+            f"not found at the broker and older than {max_resubmit_age_seconds:.0f}s; not re-sent",
         )
-    if order.purpose != "close" and trading_blocked:
-        return decision(
-            Resolution.FAIL, "not found at the broker; not resubmitted while trading is blocked"
-        )
-    return decision(Resolution.RESUBMIT, "not found at the broker; resubmitting under the same id")
+    return decision(
+        Resolution.RESUBMIT, "not found at the broker; re-sending under a new client order id"
+    )
 
 
 def foreign_key(position: Position) -> str:
@@ -244,10 +282,8 @@ class Reconciler:
                 )
             )
             orders = list((await session.exec(query.order_by(col(OrderRow.id)))).all())
-            operator = await repo.load_operator_state(session)
-            blocked = operator.paused or operator.breach_level == "max"
         for order in orders:
-            await self._reconcile_order(order, blocked, summary)
+            await self._reconcile_order(order, summary)
         await self._report_foreign(summary)
         if summary.adopted or summary.resubmitted or summary.failed or summary.foreign:
             log.info(
@@ -259,9 +295,7 @@ class Reconciler:
             )
         return summary
 
-    async def _reconcile_order(
-        self, order: OrderRow, blocked: bool, summary: ReconcileSummary
-    ) -> None:
+    async def _reconcile_order(self, order: OrderRow, summary: ReconcileSummary) -> None:
         cid = order.client_order_id
         try:
             report = await retry_temporary(lambda: self._broker.get_order(cid, order.symbol))
@@ -277,12 +311,10 @@ class Reconciler:
             resubmitted=order.resubmitted,
             age_seconds=(self._clock() - order.created_at).total_seconds(),
             filled_quantity=order.filled_quantity,
+            reduce_only=order.reduce_only,
         )
         decision = decide_order(
-            view,
-            report,
-            trading_blocked=blocked,
-            max_resubmit_age_seconds=self._settings.signal_ttl_seconds,
+            view, report, max_resubmit_age_seconds=self._settings.signal_ttl_seconds
         )
         if decision.resolution is Resolution.WAIT:
             return
@@ -299,58 +331,91 @@ class Reconciler:
             summary.resubmitted.append(cid)
 
     async def _resubmit(self, order: OrderRow) -> bool:
-        """Mark the order resubmitted (compare-and-set, so one process wins), then send it
-        again under the same client order id. Returns False when another pass won."""
-        cid = order.client_order_id
+        """Re-send a reducing order proven absent under a NEW client order id: in one
+        transaction, mark the old row FAILED (compare-and-set on its state, so one process
+        wins) and insert the new row (``resubmitted`` True, state SUBMITTED); then send it.
+        Returns False when another pass won."""
+        now = self._clock()
         async with self._db.session() as session:
+            tag = (await repo.load_operator_state(session)).instance_tag
+            new_cid = f"sd{tag}-r{uuid.uuid4().hex[:12]}"
             won = await session.exec(
                 update(OrderRow)
-                .where(col(OrderRow.id) == order.id, col(OrderRow.resubmitted).is_(False))
-                .values(resubmitted=True, updated_at=self._clock())
+                .where(col(OrderRow.id) == order.id, col(OrderRow.state) == order.state)
+                .values(
+                    state=OrderState.FAILED.value,
+                    error=f"not found at the broker; re-sent as {new_cid}",
+                    updated_at=now,
+                )
             )
             if won.rowcount != 1:  # type: ignore[attr-defined]
                 return False
-        request = await self._request_for(order) if order.purpose != "close" else None
+            resend = OrderRow(
+                client_order_id=new_cid,
+                signal_id=None,
+                purpose=order.purpose,
+                trade_id=order.trade_id,
+                symbol=order.symbol,
+                side=order.side,
+                quantity=order.quantity,
+                order_type=order.order_type,
+                limit_price=order.limit_price,
+                state=OrderState.SUBMITTED.value,
+                resubmitted=True,
+                created_at=now,
+                updated_at=now,
+                trigger_price=order.trigger_price,
+                reduce_only=order.reduce_only,
+                position_ref=order.position_ref,
+                exit_reason=order.exit_reason,
+            )
+            session.add(resend)
+            await session.flush()
+            await repo.add_audit(
+                session,
+                actor=ACTOR,
+                action="resend",
+                at=now,
+                order_id=resend.id,
+                reason=f"{order.client_order_id} not found at the broker; re-sent as {new_cid}",
+            )
         send: Callable[[], Awaitable[OrderReport | None]]
-        if request is None:
-            send = lambda: self._broker.close_position(order.symbol, cid)  # noqa: E731
+        if order.purpose == "close" and not order.position_ref:
+            send = lambda: self._broker.close_position(order.symbol, new_cid)  # noqa: E731
+        elif order.purpose == "close":
+            send = lambda: self._broker.close_position(  # noqa: E731
+                order.symbol, new_cid, position_ref=order.position_ref
+            )
         else:
+            request = OrderRequest(
+                client_order_id=new_cid,
+                symbol=order.symbol,
+                side=Side(order.side),
+                quantity=order.quantity,
+                order_type=OrderType(order.order_type),
+                limit_price=order.limit_price,
+                reduce_only=True,
+                trigger_price=order.trigger_price,
+                position_ref=order.position_ref,
+            )
             send = lambda: self._broker.place_order(request)  # noqa: E731
+        what = f"re-sent as {new_cid}"
         try:
             report = await retry_temporary(send)
         except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
-            await self._trading.record_failure(cid, OrderState.FAILED, str(exc), ACTOR)
-            await self._tell(order, f"resubmission refused: {exc}", alert=True)
+            await self._trading.record_failure(new_cid, OrderState.FAILED, str(exc), ACTOR)
+            await self._tell(order, f"{what}, refused: {exc}", alert=True)
             return True
         except (BrokerError, OSError, TimeoutError) as exc:
-            await self._trading.record_failure(cid, OrderState.UNKNOWN, str(exc), ACTOR)
+            await self._trading.record_failure(new_cid, OrderState.UNKNOWN, str(exc), ACTOR)
             return True
         if report is None:  # a close found nothing to close
-            await self._trading.record_failure(cid, OrderState.CANCELLED, "already flat", ACTOR)
-            await self._tell(order, "resubmitted close found the position already flat")
+            await self._trading.record_failure(new_cid, OrderState.CANCELLED, "already flat", ACTOR)
+            await self._tell(order, f"{what}; the position was already flat")
             return True
         await self._trading.record_report(report, ACTOR)
-        await self._tell(order, f"resubmitted under the same id, {_describe(report)}")
+        await self._tell(order, f"{what}, {_describe(report)}")
         return True
-
-    async def _request_for(self, order: OrderRow) -> OrderRequest:
-        """The original request of an opening order, its exits read from its signal."""
-        stop_loss = take_profit = None
-        if order.signal_id is not None:
-            async with self._db.session() as session:
-                signal = await session.get(SignalRow, order.signal_id)
-            if signal is not None:
-                stop_loss, take_profit = signal.stop_loss, signal.take_profit
-        return OrderRequest(
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=Side(order.side),
-            quantity=order.quantity,
-            order_type=OrderType(order.order_type),
-            limit_price=order.limit_price,
-            stop_loss=stop_loss,
-            take_profit=take_profit,
-        )
 
     async def _tell(self, order: OrderRow, what: str, *, alert: bool = False) -> None:
         """Tell the owner what happened to ``order`` and refresh its signal's card."""

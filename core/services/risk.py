@@ -10,13 +10,17 @@
   alert when it falls below the warn level minus ``DRAWDOWN_HYSTERESIS_PCT`` (so a drawdown
   hovering at the line does not alert on every check).
 - Max level (drawdown reaches ``DRAWDOWN_MAX_PCT`` or daily loss ``DAILY_LOSS_MAX_PCT``):
-  one alert and the ``DRAWDOWN_ACTION``: ``alert`` only, ``pause``, or ``flatten`` (pause,
-  close every position, report each result and anything left open). The breach stays until
-  an owner resumes (:meth:`RiskService.resume`); while it stands, approvals are blocked.
+  the trading state becomes HALTED in the same transaction as the level change (the
+  breach's pause, through the one owner of the state, :class:`~core.services.gate.Gate`),
+  then one alert and the ``DRAWDOWN_ACTION``: ``alert`` or ``pause`` (nothing more: the
+  account is already halted), or ``flatten`` (wait for opening orders committed before the
+  halt to come back from the broker, close every position we own, report each result and
+  anything left open). The breach stays until an owner resumes
+  (:meth:`RiskService.resume`); while it stands, approvals are blocked.
 
 Exactly once per crossing: the level change is a compare-and-set on ``operator_state``, so
-of two concurrent checks (or two processes) exactly one alerts and acts; the breach and the
-pause are rows, so a restart neither forgets nor repeats them.
+of two concurrent checks (or two processes) exactly one halts, alerts and acts; the breach
+and the halt are rows, so a restart neither forgets nor repeats them.
 
 Checks run every ``DRAWDOWN_CHECK_INTERVAL`` seconds (the scheduler) and after every fill:
 ``TradingService.on_fill`` calls :meth:`RiskService.request_check` whenever it
@@ -44,7 +48,7 @@ from core.config import DrawdownAction, Settings
 from core.db import repositories as repo
 from core.db.engine import Database
 from core.db.models import EquitySnapshotRow, OperatorStateRow
-from core.domain import ZERO, Account, utcnow
+from core.domain import ZERO, Account, TradingState, utcnow
 from core.errors import BrokerError
 from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.reconciler import Reconciler
@@ -165,7 +169,7 @@ def next_level(
 @dataclass(frozen=True, slots=True)
 class RiskFigures:
     """What ``/drawdown`` shows: equity and baselines in ``currency``, drawdown and daily
-    loss in percent, the limits, the level (and since when, UTC) and the pause."""
+    loss in percent, the limits, the level (and since when, UTC) and the trading state."""
 
     at: datetime
     equity: Decimal
@@ -178,7 +182,12 @@ class RiskFigures:
     limits: Limits
     level: BreachLevel
     breach_at: datetime | None
-    paused: bool
+    trading_state: TradingState
+
+    @property
+    def paused(self) -> bool:
+        """True unless trading is ACTIVE."""
+        return self.trading_state is not TradingState.ACTIVE
 
     def text(self) -> str:
         """Plain-text lines for a chat message or the CLI."""
@@ -198,10 +207,16 @@ class RiskFigures:
                 f"Daily loss {self.daily_loss_pct:.2f}% from {self.day_start_equity:,.2f} {cur} "
                 f"at the start of {self.day_start_date} UTC (max {lim.daily_loss_max_pct}%)",
                 f"At the max level: {_ACTION_WORDS[lim.action]}",
-                f"Guard: {state}" + ("; trading paused" if self.paused else ""),
+                f"Guard: {state}" + _STATE_WORDS[self.trading_state],
             ]
         )
 
+
+_STATE_WORDS = {
+    TradingState.ACTIVE: "",
+    TradingState.REDUCING: "; trading reducing only",
+    TradingState.HALTED: "; trading paused",
+}
 
 _ACTION_WORDS = {
     DrawdownAction.ALERT: "alert only",
@@ -307,6 +322,11 @@ class RiskService:
             figures = self._figures(account, base, state, now)
             new = next_level(old, figures.drawdown_pct, figures.daily_loss_pct, self.limits)
             won = new is not old and await _move_level(session, old, new, now)
+            if won and new is BreachLevel.MAX:  # the breach's pause, in the same transaction
+                await self._trading.gate.halt_in(
+                    session, f"drawdown guard: {_cause(figures)}", ACTOR
+                )
+                figures = replace(figures, trading_state=TradingState.HALTED)
             if won:
                 figures = _with_level(figures, new, now)
             if won or self._snapshot_due(now):
@@ -349,7 +369,7 @@ class RiskService:
             limits=self.limits,
             level=BreachLevel(state.breach_level),
             breach_at=state.breach_at,
-            paused=state.paused,
+            trading_state=TradingState(state.trading_state),
         )
 
     # --- crossings ------------------------------------------------------------------------
@@ -376,18 +396,12 @@ class RiskService:
 
     async def _on_max(self, f: RiskFigures, where: str) -> None:
         lim = self.limits
-        if f.drawdown_pct >= lim.max_pct:
-            cause = f"drawdown {f.drawdown_pct:.2f}% reached the max {lim.max_pct}%"
-        else:
-            cause = f"daily loss {f.daily_loss_pct:.2f}% reached the max {lim.daily_loss_max_pct}%"
         await self._alert(
-            f"🛑 Drawdown guard: {cause}. {where} Action: {_ACTION_WORDS[lim.action]}. "
+            f"🛑 Drawdown guard: {_cause(f)}. {where} Action: {_ACTION_WORDS[lim.action]}. "
             "Approvals are blocked until an owner resumes (/resume)."
         )
-        if lim.action is DrawdownAction.ALERT:
-            return
-        # Pause first, so a crash during the flatten still leaves the account paused.
-        await self._trading.pause(f"drawdown guard: {cause}", ACTOR)
+        # Trading is already HALTED (committed with the breach), so a crash during the
+        # flatten still leaves the account halted.
         if lim.action is DrawdownAction.FLATTEN:
             await self._flatten()
 
@@ -395,7 +409,11 @@ class RiskService:
         """Close every position (bounded concurrency, in TradingService.close_all), settle
         closes whose outcome was unknown through the reconciler (lookup by client order id,
         one resubmission under the same id, temporary errors retried), then report each
-        position's result and alert on anything still open."""
+        position's result and alert on anything still open. Opening orders committed before
+        the halt are waited for first, so a late entry fill cannot follow "flat"."""
+        still_in_flight = await self._trading.gate.settle_in_flight()
+        if still_in_flight:
+            log.error("flatten proceeds with opening orders in flight", count=still_in_flight)
         results = await self._trading.close_all(ACTOR)
         if any(not r.ok for r in results):
             await self._reconciler.run()
@@ -484,6 +502,13 @@ async def _move_level(
         .values(breach_level=new.value, breach_at=now if new is not BreachLevel.NONE else None)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _cause(f: RiskFigures) -> str:
+    """Which limit the max breach crossed, in words."""
+    if f.drawdown_pct >= f.limits.max_pct:
+        return f"drawdown {f.drawdown_pct:.2f}% reached the max {f.limits.max_pct}%"
+    return f"daily loss {f.daily_loss_pct:.2f}% reached the max {f.limits.daily_loss_max_pct}%"
 
 
 def _with_level(figures: RiskFigures, level: BreachLevel, now: datetime) -> RiskFigures:

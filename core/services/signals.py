@@ -5,10 +5,11 @@ Every transition is a compare-and-set in the database with an audit event (see
 replayed callback, exactly one wins; the others get :class:`TransitionConflictError`
 carrying the current state.
 
-Approval re-checks at tap time (DESIGN.md): not expired, not paused, drawdown not breached,
-price has not drifted more than ``MAX_PRICE_DRIFT_PCT`` since the proposal, size within
-``MAX_ORDER_QUANTITY`` and ``MAX_ORDER_NOTIONAL``. A failed check leaves the signal BLOCKED
-with the reason; nothing is sent to the broker.
+Approval re-checks at tap time (DESIGN.md): not expired, then the one pre-trade gate
+(:mod:`core.services.gate`: trading state, size, price drift, notional, free margin), with
+the trading state read again, locked, inside the transaction that approves the signal and
+inserts its order row, so no approval commits after a pause or a breach has committed. A
+failed check leaves the signal BLOCKED with the reason; nothing is sent to the broker.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from core.domain import (
     SignalStatus,
     utcnow,
 )
-from core.errors import BrokerError, InvalidInputError, TransitionConflictError
+from core.errors import InvalidInputError, TransitionConflictError
 from core.notify import NoticeKind, Notification, Notifier
+from core.services.gate import state_reason
 from core.services.trading import TradingService
 
 __all__ = ["Decision", "Proposal", "SignalService"]
@@ -171,12 +173,15 @@ class SignalService:
             return await repo.list_audit(session, limit=limit, signal_id=signal_id)
 
     async def approve(self, signal_id: int, actor: str) -> Decision:
-        """Approve and, if the tap-time checks pass, execute the signal.
+        """Approve and, if the pre-trade gate passes, execute the signal.
 
-        The checks (expiry, pause, drawdown breach, size, price drift) read only; then one
-        transaction moves the signal PROPOSED -> APPROVED (the compare-and-set that exactly
-        one concurrent approver wins) and on to BLOCKED, or to SUBMITTED with its order row.
-        Only after that commit is the broker called.
+        The gate's checks that need the broker (quote for the drift, account) are awaited
+        first, outside any transaction. Then ONE transaction moves the signal PROPOSED ->
+        APPROVED (the compare-and-set that exactly one concurrent approver wins; on SQLite
+        this first write takes the write lock), reads the trading state locked
+        (:meth:`Gate.state_in`), and moves on to BLOCKED, or to SUBMITTED with its order
+        row. Only after that commit is the broker called. See :mod:`core.services.gate`
+        for why no approval can commit after a pause commits.
 
         Returns the decision; the signal ends EXPIRED, BLOCKED (with the reason), FILLED,
         SUBMITTED (a resting limit order), FAILED or UNKNOWN.
@@ -188,17 +193,15 @@ class SignalService:
         """
         async with self._db.session() as session:
             signal = await repo.get_signal(session, signal_id)
-            if signal.status is not SignalStatus.PROPOSED:
-                raise TransitionConflictError(signal_id, signal.status, "approve")
-            operator = await repo.load_operator_state(session)
-            paused, pause_reason = operator.paused, operator.pause_reason
-            breached = operator.breach_level == "max"
+        if signal.status is not SignalStatus.PROPOSED:
+            raise TransitionConflictError(signal_id, signal.status, "approve")
         now = self._clock()
         if now >= signal.expires_at:
             return Decision(
                 await self._decide(signal_id, SignalStatus.EXPIRED, "system", "expired")
             )
-        blocked = await self._pre_trade_block(signal, paused, pause_reason, breached)
+        gate = self._trading.gate
+        checked = await gate.check_entry(signal)
         async with self._db.session() as session:
             if not await repo.transition_signal(
                 session,
@@ -215,6 +218,7 @@ class SignalService:
             approved = replace(
                 signal, status=SignalStatus.APPROVED, decided_by=actor[:128], decided_at=now
             )
+            blocked = state_reason(await gate.state_in(session)) or checked
             if blocked:
                 await repo.transition_signal(
                     session,
@@ -277,29 +281,6 @@ class SignalService:
             signal = await repo.get_signal(session, signal_id)
         await self._card_update(signal_id)
         return signal
-
-    async def _pre_trade_block(
-        self, signal: Signal, paused: bool, pause_reason: str, breached: bool
-    ) -> str:
-        """The reason the signal must not be sent, or "" when it may."""
-        settings = self._settings
-        if breached:
-            return "drawdown limit breached"
-        if paused:
-            return "paused" + (f" ({pause_reason})" if pause_reason else "")
-        if signal.quantity > settings.max_order_quantity:
-            return f"quantity {signal.quantity} over the limit {settings.max_order_quantity}"
-        try:
-            price = (await self._broker.quote(signal.symbol)).last
-        except BrokerError as exc:
-            return f"no price from the broker ({exc})"
-        drift = abs(price - signal.reference_price) / signal.reference_price * 100
-        if drift > settings.max_price_drift_pct:
-            return f"price moved {drift:.1f}% (limit {settings.max_price_drift_pct:.1f}%)"
-        notional = signal.quantity * (signal.limit_price or price)
-        if notional > settings.max_order_notional:
-            return f"notional {notional:.2f} over the limit {settings.max_order_notional:.2f}"
-        return ""
 
     async def _card_update(self, signal_id: int) -> None:
         await self._notifier.notify(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))

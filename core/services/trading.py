@@ -35,6 +35,7 @@ from core.domain import (
     Position,
     Signal,
     SignalStatus,
+    TradingState,
     can_transition,
     utcnow,
 )
@@ -46,6 +47,7 @@ from core.errors import (
     TransitionConflictError,
 )
 from core.notify import NoticeKind, Notification, Notifier, Priority
+from core.services.gate import BREACH_MAX, Gate, owns
 
 __all__ = ["CloseResult", "OperatorStatus", "StatusSummary", "TradingService"]
 
@@ -72,15 +74,27 @@ class CloseResult:
 
 @dataclass(frozen=True, slots=True)
 class OperatorStatus:
-    """Persisted operator state: pause, high-water mark (quote), breach level."""
+    """Persisted operator state: the trading state (the gate decides on it alone), why and
+    by whom it was stopped, the high-water mark (quote) and the breach level (``""``,
+    ``warn``, ``max``; information)."""
 
-    paused: bool
+    trading_state: TradingState
     pause_reason: str
     paused_by: str
     paused_at: datetime | None
     peak_equity: Decimal | None
     day_start_equity: Decimal | None
     breach_level: str
+
+    @property
+    def paused(self) -> bool:
+        """True unless trading is ACTIVE (HALTED by a pause or a breach, or REDUCING)."""
+        return self.trading_state is not TradingState.ACTIVE
+
+    @property
+    def breached(self) -> bool:
+        """True while a max drawdown breach stands (only a confirmed resume clears it)."""
+        return self.breach_level == BREACH_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +120,7 @@ class StatusSummary:
 
 def _operator_status(row: OperatorStateRow) -> OperatorStatus:
     return OperatorStatus(
-        paused=row.paused,
+        trading_state=TradingState(row.trading_state),
         pause_reason=row.pause_reason,
         paused_by=row.paused_by,
         paused_at=row.paused_at,
@@ -139,6 +153,8 @@ class TradingService:
         self._notifier = notifier
         self._settings = settings
         self._clock = clock
+        #: The one owner of the trading state and the pre-trade check.
+        self.gate = Gate(db, broker, settings, clock)
         #: Called (without awaiting anything) after every recorded report carrying fills;
         #: the drawdown guard sets it to check after every fill. Must not block.
         self.on_fill: Callable[[], None] | None = None
@@ -384,7 +400,7 @@ class TradingService:
         gate = asyncio.Semaphore(CLOSE_CONCURRENCY)
 
         async def close_one(position: Position) -> CloseResult:
-            if not position.opened_by_signaldesk:
+            if not owns(position):
                 return CloseResult(position.symbol, error=FOREIGN_POSITION)
             async with gate:
                 return await self.close_position(position.symbol, actor)
@@ -399,28 +415,16 @@ class TradingService:
             return _operator_status(await repo.load_operator_state(session))
 
     async def pause(self, reason: str, actor: str) -> OperatorStatus:
-        """Stop approvals from executing until an owner resumes. Idempotent."""
-        now = self._clock()
-        async with self._db.session() as session:
-            state = await repo.load_operator_state(session)
-            if not state.paused:
-                state.paused, state.pause_reason = True, reason[:500] or "paused by owner"
-                state.paused_by, state.paused_at = actor, now
-                await repo.add_audit(session, actor=actor, action="pause", at=now, reason=reason)
-            return _operator_status(state)
+        """HALT trading (approvals are blocked, reducing orders still pass) until an owner
+        resumes. Idempotent: a second pause keeps the first reason."""
+        await self.gate.pause(reason, actor)
+        return await self.operator_status()
 
     async def resume(self, actor: str) -> OperatorStatus:
-        """Lift the pause and clear a max-level breach (the owner has looked at it)."""
-        now = self._clock()
-        async with self._db.session() as session:
-            state = await repo.load_operator_state(session)
-            if state.paused or state.breach_level == "max":
-                state.paused, state.pause_reason, state.paused_by = False, "", ""
-                state.paused_at = None
-                if state.breach_level == "max":
-                    state.breach_level, state.breach_at = "", None
-                await repo.add_audit(session, actor=actor, action="resume", at=now)
-            return _operator_status(state)
+        """Trading ACTIVE again, clearing a max-level breach (the owner has looked at it;
+        after a breach the caller confirms first, see RiskService.resume)."""
+        await self.gate.resume(actor)
+        return await self.operator_status()
 
     async def status(self) -> StatusSummary:
         """Broker, account, positions, pending signals and operator state in one read.

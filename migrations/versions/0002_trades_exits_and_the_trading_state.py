@@ -84,6 +84,9 @@ def upgrade() -> None:
     op.execute(
         "UPDATE operator_state SET trading_state = 'HALTED' WHERE paused OR breach_level = 'max'"
     )
+    # The trading state replaces the pause flag (the gate decides on trading_state alone).
+    with op.batch_alter_table("operator_state", schema=None) as batch_op:
+        batch_op.drop_column("paused")
 
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.add_column(sa.Column("trade_id", sa.Integer(), nullable=True))
@@ -139,6 +142,11 @@ def downgrade() -> None:
         batch_op.drop_column("trigger_price")
         batch_op.drop_column("trade_id")
 
+    with op.batch_alter_table("operator_state", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+    op.execute("UPDATE operator_state SET paused = (trading_state <> 'ACTIVE')")
     with op.batch_alter_table("operator_state", schema=None) as batch_op:
         batch_op.drop_column("trading_state")
 

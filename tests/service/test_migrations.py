@@ -54,3 +54,35 @@ def test_upgrade_is_idempotent_and_downgrade_to_base_empties_the_schema(
     command.downgrade(alembic_config(database_url), "base")
 
     assert asyncio.run(_tables(database_url)) <= {"alembic_version"}
+
+
+async def _operator_state(url: str, sql: str) -> list[tuple[object, ...]]:
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            result = await conn.exec_driver_sql(sql)
+            return [tuple(row) for row in result.all()] if result.returns_rows else []
+    finally:
+        await db.close()
+
+
+def test_a_paused_or_breached_installation_upgrades_halted_and_downgrades_paused(
+    database_url: str,
+) -> None:
+    config = _config(database_url)
+    command.upgrade(config, "0001")
+    asyncio.run(
+        _operator_state(
+            database_url,
+            "INSERT INTO operator_state (id, instance_tag, paused, pause_reason, paused_by, "
+            "breach_level, day_start_date) VALUES (1, 'abc123', false, '', '', 'max', '')",
+        )
+    )
+
+    command.upgrade(config, "head")
+    halted = asyncio.run(_operator_state(database_url, "SELECT trading_state FROM operator_state"))
+    command.downgrade(config, "0001")
+    paused = asyncio.run(_operator_state(database_url, "SELECT paused FROM operator_state"))
+
+    assert halted == [("HALTED",)]
+    assert [bool(row[0]) for row in paused] == [True]

@@ -1,8 +1,9 @@
 """Reconciliation through the real services and the paper broker, on SQLite and
 PostgreSQL: an order whose placement timed out (UNKNOWN) is adopted when the broker has
-it and resubmitted under the same client order id, once, when it does not; a crash that
-left an order SUBMITTED is resolved by the next process; positions SignalDesk did not open
-are reported once and never touched."""
+it; when the broker has no trace of it past its timeout, an opening order is failed and
+reported (never resubmitted) and a close is re-sent once under a new client order id; a
+crash that left an order SUBMITTED is resolved by the next process; positions SignalDesk
+did not open are reported once and never touched."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from core.db.models import FillRow, OrderRow, PaperOrderRow
 from core.domain import OrderRequest, OrderState, Side, Signal, SignalStatus
 from core.errors import BrokerAmbiguousError
 from core.services import Proposal
+from core.services.reconciler import IN_FLIGHT_GRACE_SECONDS
 from tests.conftest import Clock
 from tests.support.duties import BTC, Engines, outbox
 
@@ -88,59 +90,104 @@ async def test_an_unknown_order_the_broker_has_is_adopted(
     assert (await engine.reconciler.run()).adopted == []  # settled: nothing left to do
 
 
-async def test_an_unknown_order_the_broker_never_got_is_resubmitted_once_under_the_same_id(
-    engines: Engines, database_url: str, monkeypatch: pytest.MonkeyPatch
+async def test_an_opening_order_the_broker_never_got_is_failed_and_reported_not_resubmitted(
+    engines: Engines, database_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = await engines.start(database_url)
     signal = await approve_with_timeout(engine, monkeypatch, reached_broker=False)
     cid = (await order_of(engine, signal.id)).client_order_id
-    assert await paper_orders(engine, cid) == 0
+
+    assert (await engine.reconciler.run()).failed == []  # within the broker's timeout
+    clock.advance(IN_FLIGHT_GRACE_SECONDS + 1)
+    summary = await engine.reconciler.run()
+
+    assert summary.failed == [cid] and summary.resubmitted == []
+    assert (await engine.signals.get(signal.id)).status is SignalStatus.FAILED
+    order = await order_of(engine, signal.id)
+    assert (order.state, order.resubmitted) == ("FAILED", False)
+    assert await paper_orders(engine, cid) == 0  # nothing was sent again
+    assert await engine.trading.positions() == []
+    [alert] = [
+        row.text for row in await outbox(engine) if row.priority == 0 and "re-approve" in row.text
+    ]
+    assert f"order {cid} was not found at the broker; re-approve if you still want it" in alert
+    assert (await engine.reconciler.run()).failed == []  # settled
+
+
+async def close_with_timeout(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> OrderRow:
+    """Open 0.01 BTC, then close it with a placement that times out before reaching the
+    broker; returns the close's order row (UNKNOWN)."""
+    signal = await engine.signals.propose(Proposal("test", BTC, Side.BUY, Decimal("0.01")))
+    assert (await engine.signals.approve(signal.id, "owner:1")).signal.status is (
+        SignalStatus.FILLED
+    )
+
+    async def timeout(*args: Any, **kwargs: Any) -> Any:
+        raise BrokerAmbiguousError("timed out waiting for the exchange")
+
+    monkeypatch.setattr(engine.broker, "close_position", timeout)
+    result = await engine.trading.close_position(BTC, "owner:1")
+    monkeypatch.undo()
+    assert "outcome unknown" in result.error
+    async with engine.db.session() as session:
+        query = select(OrderRow).where(col(OrderRow.purpose) == "close")
+        return (await session.exec(query)).one()
+
+
+async def test_a_close_the_broker_never_got_is_re_sent_once_under_a_new_client_order_id(
+    engines: Engines, database_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await engines.start(database_url)
+    lost = await close_with_timeout(engine, monkeypatch)
+    assert lost.state == "UNKNOWN"
+    clock.advance(IN_FLIGHT_GRACE_SECONDS + 1)
 
     summary = await engine.reconciler.run()
 
-    assert summary.resubmitted == [cid]
-    assert (await engine.signals.get(signal.id)).status is SignalStatus.FILLED
-    order = await order_of(engine, signal.id)
-    assert (order.state, order.resubmitted) == ("FILLED", True)
-    assert await paper_orders(engine, cid) == 1
-    assert [p.quantity for p in await engine.trading.positions()] == [Decimal("0.01")]
-    assert "resubmitted under the same id, filled 0.01 at" in (await outbox(engine))[-2].text
+    assert summary.resubmitted == [lost.client_order_id]
+    assert await engine.trading.positions() == []
+    async with engine.db.session() as session:
+        query = select(OrderRow).where(col(OrderRow.purpose) == "close").order_by(col(OrderRow.id))
+        old, new = (await session.exec(query)).all()
+    assert new.client_order_id != old.client_order_id
+    assert (old.state, old.error) == (
+        "FAILED",
+        f"not found at the broker; re-sent as {new.client_order_id}",
+    )
+    assert (new.state, new.resubmitted, new.filled_quantity) == ("FILLED", True, Decimal("0.01"))
+    assert await paper_orders(engine, old.client_order_id) == 0
+    assert await paper_orders(engine, new.client_order_id) == 1
+    assert f"re-sent as {new.client_order_id}, filled 0.01 at" in (await outbox(engine))[-1].text
+    assert (await engine.reconciler.run()).resubmitted == []  # exactly once
 
 
-async def test_an_order_still_missing_after_its_resubmission_is_marked_failed(
-    engines: Engines, database_url: str, monkeypatch: pytest.MonkeyPatch
+async def test_a_re_sent_close_still_missing_is_marked_failed_not_sent_a_third_time(
+    engines: Engines, database_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = await engines.start(database_url)
-    signal = await approve_with_timeout(engine, monkeypatch, reached_broker=False)
+    lost = await close_with_timeout(engine, monkeypatch)
 
-    async def still_timing_out(request: OrderRequest) -> Any:
+    async def still_timing_out(*args: Any, **kwargs: Any) -> Any:
         raise BrokerAmbiguousError("timed out again")
 
-    monkeypatch.setattr(engine.broker, "place_order", still_timing_out)
+    monkeypatch.setattr(engine.broker, "close_position", still_timing_out)
+    clock.advance(IN_FLIGHT_GRACE_SECONDS + 1)
     first = await engine.reconciler.run()
+    clock.advance(IN_FLIGHT_GRACE_SECONDS + 1)
     second = await engine.reconciler.run()
+    third = await engine.reconciler.run()
 
-    assert first.resubmitted and not first.failed
-    assert second.failed == [(await order_of(engine, signal.id)).client_order_id]
-    assert (await engine.signals.get(signal.id)).status is SignalStatus.FAILED
-    assert (await order_of(engine, signal.id)).error == (
-        "not found at the broker after one resubmission"
-    )
-    assert await engine.trading.positions() == []
-
-
-async def test_an_opening_order_is_not_resubmitted_while_trading_is_paused(
-    engines: Engines, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine = await engines.start(database_url)
-    signal = await approve_with_timeout(engine, monkeypatch, reached_broker=False)
-    await engine.trading.pause("owner is away", "owner:1")
-
-    summary = await engine.reconciler.run()
-
-    assert summary.failed and not summary.resubmitted
-    assert (await engine.signals.get(signal.id)).status is SignalStatus.FAILED
-    assert await engine.trading.positions() == []
+    assert first.resubmitted == [lost.client_order_id] and not first.failed
+    [resent] = second.failed
+    assert resent != lost.client_order_id and not second.resubmitted
+    assert not third.resubmitted and not third.failed
+    async with engine.db.session() as session:
+        rows = (await session.exec(select(OrderRow).where(col(OrderRow.purpose) == "close"))).all()
+    assert {(r.client_order_id, r.state, r.error) for r in rows} == {
+        (lost.client_order_id, "FAILED", f"not found at the broker; re-sent as {resent}"),
+        (resent, "FAILED", "not found at the broker after one re-send"),
+    }
+    assert [p.quantity for p in await engine.trading.positions()] == [Decimal("0.01")]
 
 
 async def test_an_order_left_submitted_by_a_crash_is_resolved_by_the_next_process(

@@ -39,58 +39,85 @@ def report(state: OrderState, filled: str = "0") -> OrderReport:
     )
 
 
-def decide(order: OrderView, found: OrderReport | None, blocked: bool = False) -> Resolution:
-    return decide_order(
-        order, found, trading_blocked=blocked, max_resubmit_age_seconds=900
-    ).resolution
+CLOSE = replace(UNKNOWN, client_order_id="sdabc-c1", purpose="close")
+
+
+def decide(order: OrderView, found: OrderReport | None) -> Resolution:
+    return decide_order(order, found, max_resubmit_age_seconds=900).resolution
 
 
 @pytest.mark.parametrize("state", [OrderState.FILLED, OrderState.CANCELLED, OrderState.OPEN])
+@pytest.mark.parametrize("order", [UNKNOWN, CLOSE])
 def test_an_unknown_order_found_at_the_broker_is_adopted_whatever_its_state(
+    order: OrderView, state: OrderState
+) -> None:
+    assert decide(order, report(state)) is Resolution.ADOPT
+
+
+def test_an_opening_order_the_broker_has_no_trace_of_fails_and_asks_for_re_approval() -> None:
+    decision = decide_order(UNKNOWN, None, max_resubmit_age_seconds=900)
+
+    assert decision.resolution is Resolution.FAIL
+    assert decision.reason == (
+        "order sdabc-s1 was not found at the broker; re-approve if you still want it"
+    )
+
+
+@pytest.mark.parametrize("state", [OrderState.UNKNOWN, OrderState.SUBMITTED])
+def test_an_opening_order_is_never_resubmitted_whatever_its_age_or_state(
     state: OrderState,
 ) -> None:
-    assert decide(UNKNOWN, report(state)) is Resolution.ADOPT
+    for age in (31, 120, 899, 10_000):
+        assert decide(replace(UNKNOWN, state=state, age_seconds=age), None) is Resolution.FAIL
 
 
-def test_an_unknown_order_not_found_is_resubmitted_under_the_same_id() -> None:
-    decision = decide_order(UNKNOWN, None, trading_blocked=False, max_resubmit_age_seconds=900)
+@pytest.mark.parametrize(
+    "order",
+    [
+        CLOSE,
+        replace(UNKNOWN, purpose="stop_loss"),
+        replace(UNKNOWN, purpose="take_profit"),
+        replace(UNKNOWN, reduce_only=True),  # a reduce-only order whatever its purpose
+    ],
+)
+def test_a_reducing_order_proven_absent_is_re_sent_under_a_new_id(order: OrderView) -> None:
+    decision = decide_order(order, None, max_resubmit_age_seconds=900)
 
     assert decision.resolution is Resolution.RESUBMIT
-    assert decision.client_order_id == "sdabc-s1"
+    assert "new client order id" in decision.reason
 
 
-def test_an_order_not_found_after_its_one_resubmission_fails() -> None:
-    assert decide(replace(UNKNOWN, resubmitted=True), None) is Resolution.FAIL
+def test_a_re_sent_reducing_order_not_found_either_fails() -> None:
+    decision = decide_order(replace(CLOSE, resubmitted=True), None, max_resubmit_age_seconds=900)
+
+    assert decision.resolution is Resolution.FAIL
+    assert decision.reason == "not found at the broker after one re-send"
 
 
-def test_a_resubmitted_order_found_later_is_still_adopted() -> None:
+def test_a_re_sent_order_found_later_is_still_adopted() -> None:
     found = report(OrderState.FILLED, "0.01")
-    assert decide(replace(UNKNOWN, resubmitted=True), found) is Resolution.ADOPT
+    assert decide(replace(CLOSE, resubmitted=True), found) is Resolution.ADOPT
 
 
-def test_a_young_submitted_order_waits_because_it_may_still_be_in_flight() -> None:
-    young = replace(UNKNOWN, state=OrderState.SUBMITTED, age_seconds=5)
+def test_a_young_order_waits_because_it_may_still_be_in_flight_at_the_broker() -> None:
+    young = replace(CLOSE, state=OrderState.SUBMITTED, age_seconds=5)
 
     assert decide(young, None) is Resolution.WAIT
     assert decide(young, report(OrderState.FILLED)) is Resolution.WAIT
-    assert decide(replace(young, age_seconds=31), None) is Resolution.RESUBMIT
-
-
-def test_a_stale_order_not_found_fails_instead_of_trading_on_an_old_idea() -> None:
-    decision = decide_order(
-        replace(UNKNOWN, age_seconds=901), None, trading_blocked=False, max_resubmit_age_seconds=900
+    # an UNKNOWN order (its placement timed out) not found yet: the broker's timeout first
+    assert decide(replace(young, state=OrderState.UNKNOWN), None) is Resolution.WAIT
+    assert decide(replace(young, state=OrderState.UNKNOWN), report(OrderState.FILLED)) is (
+        Resolution.ADOPT
     )
+    assert decide(replace(young, age_seconds=31), None) is Resolution.RESUBMIT
+    assert decide(replace(UNKNOWN, age_seconds=5), None) is Resolution.WAIT
+
+
+def test_a_stale_reducing_order_not_found_fails_instead_of_acting_on_an_old_position() -> None:
+    decision = decide_order(replace(CLOSE, age_seconds=901), None, max_resubmit_age_seconds=900)
 
     assert decision.resolution is Resolution.FAIL
     assert "older than 900s" in decision.reason
-
-
-def test_an_opening_order_is_not_resubmitted_while_trading_is_blocked() -> None:
-    assert decide(UNKNOWN, None, blocked=True) is Resolution.FAIL
-
-
-def test_a_closing_order_is_resubmitted_even_while_trading_is_blocked() -> None:
-    assert decide(replace(UNKNOWN, purpose="close"), None, blocked=True) is Resolution.RESUBMIT
 
 
 def test_a_resting_order_waits_until_the_broker_reports_a_change() -> None:
