@@ -307,12 +307,12 @@ def card(
     if signal.note:
         lines.append(f"Note: {esc(signal.note)}")
     lines.append(f"Expires: {_utc(signal.expires_at)}")
+    exits = exits_line(trade, venue) if trade is not None else ""
+    if exits:
+        lines.append(f"Exits: {esc(exits)}")
     status = outcome(signal, report)
     if status:
         lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(status)}</b>")
-        exits = exits_line(trade, venue) if trade is not None else ""
-        if exits:
-            lines.append(esc(exits))
         return Card(_clip("\n".join(lines), MAX_MESSAGE), None)
     return Card(_clip("\n".join(lines), MAX_MESSAGE), _card_keyboard(signal.id))
 
