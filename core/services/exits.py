@@ -35,7 +35,7 @@ died before deciding it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -360,6 +360,9 @@ class ExitService:
         now = self._clock()
         reason = await self._reason(trade, purpose)
         async with self._db.session() as session:
+            fresh = await session.get(TradeRow, trade.id, populate_existing=True)
+            if fresh is None or fresh.status != TradeStatus.OPEN.value:
+                return True  # closed meanwhile (e.g. by the other exit): nothing to place
             placed = await session.exec(
                 select(func.count())
                 .select_from(OrderRow)
@@ -371,27 +374,11 @@ class ExitService:
             )
             n = placed.one() + 1
         cid = f"{entry_cid}-{'sl' if purpose == 'stop_loss' else 'tp'}{n}"
-        side = Side(trade.side).opposite
         kind = OrderType.STOP if purpose == "stop_loss" else OrderType.TAKE_PROFIT
         position_ref = entry_cid if style is ExitStyle.ATTACHED else trade.position_ref
+        row = _exit_row(trade, cid, purpose, kind, reason, position_ref, now, trigger=level)
         try:
             async with self._db.session() as session:
-                row = OrderRow(
-                    client_order_id=cid,
-                    purpose=purpose,
-                    trade_id=trade.id,
-                    symbol=trade.symbol,
-                    side=side.value,
-                    quantity=trade.quantity_open,
-                    order_type=kind.value,
-                    trigger_price=level,
-                    reduce_only=True,
-                    position_ref=position_ref,
-                    exit_reason=reason.value,
-                    state=OrderState.SUBMITTED.value,
-                    created_at=now,
-                    updated_at=now,
-                )
                 session.add(row)
                 await session.flush()
                 await repo.add_audit(
@@ -408,31 +395,47 @@ class ExitService:
         request = OrderRequest(
             client_order_id=cid,
             symbol=trade.symbol,
-            side=side,
-            quantity=trade.quantity_open,
+            side=Side(row.side),
+            quantity=row.quantity,
             order_type=kind,
             reduce_only=True,
             trigger_price=level,
             position_ref=position_ref,
         )
-        try:
-            report = await retry_temporary(lambda: self._broker.place_order(request))
-        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
-            await self._trading.record_failure(cid, OrderState.FAILED, str(exc), ACTOR)
-            if purpose == "stop_loss":
-                await self._fall_back(trade, str(exc))
-                return False
+        outcome, error = await self._send(cid, partial(self._broker.place_order, request))
+        if outcome == "refused" and purpose == "stop_loss":
+            await self._fall_back(trade, error)
+            return False
+        if outcome == "refused":
             await self._alert(
                 f"Take profit of trade #{trade.id} ({trade.symbol}) at {level} "
-                f"was refused by {self._broker.name}: {exc}."
+                f"was refused by {self._broker.name}: {error}."
             )
-            return True
+        if outcome == "done":
+            await self._cancel_all(active, style, superseded_by=cid)
+        return True
+
+    async def _send(
+        self, cid: str, call: Callable[[], Awaitable[OrderReport | None]]
+    ) -> tuple[str, str]:
+        """Send an exit whose row is committed and record the outcome: ``("done", "")``
+        when the venue answered (a None answer, nothing to close, is recorded
+        CANCELLED), ``("refused", why)`` when it refused (FAILED: nothing was placed),
+        ``("unknown", why)`` when the outcome is unknown (UNKNOWN: the reconciler
+        resolves it by client order id)."""
+        try:
+            report = await retry_temporary(call)
+        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
+            await self._trading.record_failure(cid, OrderState.FAILED, str(exc), ACTOR)
+            return "refused", str(exc)
         except (BrokerError, OSError, TimeoutError) as exc:
             await self._trading.record_failure(cid, OrderState.UNKNOWN, str(exc), ACTOR)
-            return True
-        await self._trading.record_report(report, ACTOR)
-        await self._cancel_all(active, style, superseded_by=cid)
-        return True
+            return "unknown", str(exc)
+        if report is None:
+            await self._trading.record_failure(cid, OrderState.CANCELLED, "already flat", ACTOR)
+        else:
+            await self._trading.record_report(report, ACTOR)
+        return "done", ""
 
     async def _cancel_all(
         self,
@@ -611,20 +614,8 @@ class ExitService:
                 )
                 if in_flight.one():
                     raise _Skip
-                row = OrderRow(
-                    client_order_id=cid,
-                    purpose=purpose,
-                    trade_id=trade_id,
-                    symbol=trade.symbol,
-                    side=Side(trade.side).opposite.value,
-                    quantity=trade.quantity_open,
-                    order_type=OrderType.MARKET.value,
-                    reduce_only=True,
-                    position_ref=trade.position_ref,
-                    exit_reason=reason.value,
-                    state=OrderState.SUBMITTED.value,
-                    created_at=now,
-                    updated_at=now,
+                row = _exit_row(
+                    trade, cid, purpose, OrderType.MARKET, reason, trade.position_ref, now
                 )
                 session.add(row)
                 await session.flush()
@@ -645,26 +636,19 @@ class ExitService:
 
     async def _send_close(self, trade: TradeRow, cid: str) -> None:
         """Send a watched exit's reduce-only market close and record the outcome."""
-        try:
-            report = await retry_temporary(
-                lambda: self._broker.close_position(
-                    trade.symbol, cid, trade.quantity_open, trade.position_ref
-                )
-            )
-        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
-            await self._trading.record_failure(cid, OrderState.FAILED, str(exc), ACTOR)
+        call = partial(
+            self._broker.close_position,
+            trade.symbol,
+            cid,
+            trade.quantity_open,
+            trade.position_ref,
+        )
+        outcome, error = await self._send(cid, call)
+        if outcome == "refused":
             await self._alert(
                 f"🚨 The watched exit of trade #{trade.id} ({trade.symbol}) was refused by "
-                f"{self._broker.name}: {exc}. SignalDesk tries again on its next check."
+                f"{self._broker.name}: {error}. SignalDesk tries again on its next check."
             )
-            return
-        except (BrokerError, OSError, TimeoutError) as exc:
-            await self._trading.record_failure(cid, OrderState.UNKNOWN, str(exc), ACTOR)
-            return
-        if report is None:
-            await self._trading.record_failure(cid, OrderState.CANCELLED, "already flat", ACTOR)
-            return
-        await self._trading.record_report(report, ACTOR)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -705,6 +689,37 @@ class ExitService:
 
     async def _alert(self, text: str) -> None:
         await self._notifier.notify(Notification(NoticeKind.TEXT, text, priority=Priority.ALERT))
+
+
+def _exit_row(
+    trade: TradeRow,
+    cid: str,
+    purpose: str,
+    kind: OrderType,
+    reason: ExitReason,
+    position_ref: str,
+    now: datetime,
+    *,
+    trigger: Decimal | None = None,
+) -> OrderRow:
+    """The SUBMITTED row of an exit of ``trade``: reduce-only, on the other side, for the
+    trade's open quantity, written before the broker is called."""
+    return OrderRow(
+        client_order_id=cid,
+        purpose=purpose,
+        trade_id=trade.id,
+        symbol=trade.symbol,
+        side=Side(trade.side).opposite.value,
+        quantity=trade.quantity_open,
+        order_type=kind.value,
+        trigger_price=trigger,
+        reduce_only=True,
+        position_ref=position_ref,
+        exit_reason=reason.value,
+        state=OrderState.SUBMITTED.value,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 class PriceWatchBroker:
