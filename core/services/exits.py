@@ -391,19 +391,9 @@ class ExitService:
         kind = OrderType.STOP if purpose == "stop_loss" else OrderType.TAKE_PROFIT
         position_ref = entry_cid if style is ExitStyle.ATTACHED else trade.position_ref
         row = _exit_row(trade, cid, purpose, kind, reason, position_ref, now, trigger=level)
-        try:
+        try:  # the order row is the record of a placement (no audit event: moves have one)
             async with self._db.session() as session:
                 session.add(row)
-                await session.flush()
-                await repo.add_audit(
-                    session,
-                    actor=ACTOR,
-                    action=f"{purpose}_placed",
-                    at=now,
-                    order_id=row.id,
-                    reason=f"trade #{trade.id} {trade.symbol} {kind.value} at {level} "
-                    f"for {trade.quantity_open}",
-                )
         except IntegrityError:  # another check is placing this very exit
             return True
         request = OrderRequest(
