@@ -379,12 +379,13 @@ class Reconciler:
                 order_id=resend.id,
                 reason=f"{order.client_order_id} not found at the broker; re-sent as {new_cid}",
             )
+        # a close, or a watched exit (a reduce-only market close of the trade's quantity),
+        # closes the quantity and ticket it recorded, so a partial close never comes back whole
+        watched_exit = order.reduce_only and order.order_type == OrderType.MARKET.value
         send: Callable[[], Awaitable[OrderReport | None]]
-        if order.purpose == "close" and not order.position_ref:
-            send = lambda: self._broker.close_position(order.symbol, new_cid)  # noqa: E731
-        elif order.purpose == "close":
+        if order.purpose == "close" or watched_exit:
             send = lambda: self._broker.close_position(  # noqa: E731
-                order.symbol, new_cid, position_ref=order.position_ref
+                order.symbol, new_cid, order.quantity, order.position_ref
             )
         else:
             request = OrderRequest(

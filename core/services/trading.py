@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -48,6 +49,7 @@ from core.errors import (
 )
 from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.gate import BREACH_MAX, Gate, owns
+from core.services.trades import TradeEvent, TradeService
 
 __all__ = ["CloseResult", "OperatorStatus", "StatusSummary", "TradingService"]
 
@@ -138,6 +140,8 @@ class TradingService:
         broker: where orders go.
         notifier: tells the owner about fills, failures, pauses.
         clock: current UTC time (injectable).
+        trades: the trade record that every recorded fill updates (default: a netting
+            :class:`TradeService` on ``db``).
     """
 
     def __init__(
@@ -147,6 +151,7 @@ class TradingService:
         notifier: Notifier,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        trades: TradeService | None = None,
     ) -> None:
         self._db = db
         self.broker = broker
@@ -158,6 +163,11 @@ class TradingService:
         #: Called (without awaiting anything) after every recorded report carrying fills;
         #: the drawdown guard sets it to check after every fill. Must not block.
         self.on_fill: Callable[[], None] | None = None
+        self.trades = trades or TradeService(db, clock=clock)
+        #: Awaited after every recorded report that changed trades (opened, grown,
+        #: reduced, closed); the exit service sets it to place, resize or cancel the
+        #: protective exits (one-cancels-other).
+        self.on_trades: Callable[[Sequence[TradeEvent]], Awaitable[None]] | None = None
         self._tag: str | None = None
 
     # --- execution ------------------------------------------------------------------------
@@ -239,10 +249,14 @@ class TradingService:
         return self._tag
 
     async def record_report(self, report: OrderReport, actor: str) -> None:
-        """Adopt a broker report for one of our orders: state, fills, and the signal's
-        status (FILLED when filled, FAILED when cancelled or rejected). Idempotent."""
+        """Adopt a broker report for one of our orders: state, fills, the signal's status
+        (FILLED when filled, FAILED when cancelled or rejected) and, in the same
+        transaction, the trade record (:meth:`TradeService.apply_fills`). Idempotent:
+        concurrent calls for one order serialize on its row and a known fill is skipped,
+        so a fill counts once in its trade."""
         now = self._clock()
         async with self._db.session() as session:
+            await self._lock_order(session, report.client_order_id, now)
             order = await self._order_by_client_id(session, report.client_order_id)
             order.state = report.state.value
             order.broker_order_id = report.broker_order_id or order.broker_order_id
@@ -253,11 +267,14 @@ class TradingService:
             order.error = report.reason[:500]
             order.updated_at = now
             assert order.id is not None
-            await self._record_fills(session, order.id, report)
+            fills = await self._record_fills(session, order.id, report)
+            events = await self.trades.apply_fills(session, order, fills)
             if order.signal_id is not None:
                 await self._settle_signal(session, order, report.state, actor, report.reason)
         if report.fills and self.on_fill is not None:
             self.on_fill()
+        if events and self.on_trades is not None:
+            await self.on_trades(events)
 
     async def record_failure(
         self, client_order_id: str, state: OrderState, error: str, actor: str
@@ -301,6 +318,16 @@ class TradingService:
         )
 
     @staticmethod
+    async def _lock_order(session: AsyncSession, client_order_id: str, now: datetime) -> None:
+        """Make the order row this transaction's first write: a row lock on PostgreSQL,
+        the write lock on SQLite, so two recordings of one report cannot interleave."""
+        await session.exec(
+            update(OrderRow)
+            .where(col(OrderRow.client_order_id) == client_order_id)
+            .values(updated_at=now)
+        )
+
+    @staticmethod
     async def _order_by_client_id(session: AsyncSession, client_order_id: str) -> OrderRow:
         query = select(OrderRow).where(col(OrderRow.client_order_id) == client_order_id)
         order = (await session.exec(query)).first()
@@ -309,7 +336,11 @@ class TradingService:
         return order
 
     @staticmethod
-    async def _record_fills(session: AsyncSession, order_id: int, report: OrderReport) -> None:
+    async def _record_fills(
+        session: AsyncSession, order_id: int, report: OrderReport
+    ) -> list[FillRow]:
+        """Add the report's fills not recorded yet; returns the new rows."""
+        added: list[FillRow] = []
         known = set(
             (
                 await session.exec(
@@ -320,20 +351,21 @@ class TradingService:
         for fill in report.fills:
             if fill.broker_fill_id and fill.broker_fill_id in known:
                 continue
-            session.add(
-                FillRow(
-                    order_id=order_id,
-                    client_order_id=fill.client_order_id,
-                    symbol=fill.symbol,
-                    side=fill.side.value,
-                    quantity=fill.quantity,
-                    price=fill.price,
-                    fee=fill.fee,
-                    fee_currency=fill.fee_currency,
-                    broker_fill_id=fill.broker_fill_id,
-                    at=fill.at,
-                )
+            row = FillRow(
+                order_id=order_id,
+                client_order_id=fill.client_order_id,
+                symbol=fill.symbol,
+                side=fill.side.value,
+                quantity=fill.quantity,
+                price=fill.price,
+                fee=fill.fee,
+                fee_currency=fill.fee_currency,
+                broker_fill_id=fill.broker_fill_id,
+                at=fill.at,
             )
+            session.add(row)
+            added.append(row)
+        return added
 
     # --- account --------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ async def _operator_state(url: str, sql: str) -> list[tuple[object, ...]]:
 def test_a_paused_or_breached_installation_upgrades_halted_and_downgrades_paused(
     database_url: str,
 ) -> None:
-    config = _config(database_url)
+    config = alembic_config(database_url)
     command.upgrade(config, "0001")
     asyncio.run(
         _operator_state(
