@@ -105,13 +105,7 @@ async def test_concurrent_approvals_of_one_signal_send_one_order(venue: Venue) -
     assert position.quantity <= venue.quantity
 
 
-def _paper_lacks(venue: Venue, what: str) -> None:
-    if venue.name == "paper":  # implemented by the paper broker's own stream of work
-        pytest.skip(f"paper: {what}")
-
-
 async def test_a_resting_limit_order_is_listed_then_cancelled(venue: Venue) -> None:
-    _paper_lacks(venue, "cancel_order / open_orders")
     broker = venue.engine.broker
     request = OrderRequest(
         "ct-limit-1",
@@ -137,7 +131,6 @@ async def test_a_resting_limit_order_is_listed_then_cancelled(venue: Venue) -> N
 
 
 async def test_a_partial_close_leaves_the_rest_open(venue: Venue) -> None:
-    _paper_lacks(venue, "partial close_position")
     broker = venue.engine.broker
     await broker.place_order(OrderRequest("ct-entry-1", venue.symbol, Side.BUY, venue.quantity * 2))
 
@@ -150,7 +143,7 @@ async def test_a_partial_close_leaves_the_rest_open(venue: Venue) -> None:
 
 
 async def test_exit_style_says_where_the_exits_live(venue: Venue) -> None:
-    _paper_lacks(venue, "exit_style")
-    expected = {"ccxt": ExitStyle.WATCHED, "mt5": ExitStyle.ATTACHED}  # ccxt here is spot
+    # paper holds stop orders; ccxt here is spot (no trigger orders); MT5 keeps sl/tp on tickets
+    expected = {"paper": ExitStyle.ORDERS, "ccxt": ExitStyle.WATCHED, "mt5": ExitStyle.ATTACHED}
 
     assert await venue.engine.broker.exit_style(venue.symbol) is expected[venue.name]
