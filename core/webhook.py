@@ -12,18 +12,20 @@ headers, so the secret travels in the body)::
 ``quantity`` is in base units; ``risk_pct`` (percent of equity lost at the stop) sizes the
 order instead and needs ``stop_loss`` (see :func:`core.strategies.sizing.size_for_risk`).
 Prices are in quote currency. Numbers may be JSON numbers or strings; they are read as
-exact decimals.
+exact decimals and bounded by :mod:`core.bounds` (finite, below 10^18, at most 18 decimal
+places, positive; ``risk_pct`` at most 100). ``symbol`` (32 characters) and ``note`` (500)
+may not contain NUL or other control characters.
 
 Answers (JSON ``{"error": reason}`` on failure; nothing is written on any 4xx):
 
 ======  =====================================================================
 201     proposed: ``{"signal_id", "status", "symbol", "side", "quantity"}``
-400     the body is not a JSON object
+400     the body is not UTF-8 JSON, not an object, or nests deeper than 8 levels
 401     no ``secret`` in the body
 403     wrong secret, or the webhook is disabled (``WEBHOOK_SECRET`` unset)
 413     the body exceeds ``WEBHOOK_MAX_BODY_BYTES``
-422     a field is missing or invalid, the symbol is unknown to the broker, or the stop
-        loss / take profit is on the wrong side of the price
+422     a field is missing or out of bounds (``field: reason``), the symbol is unknown
+        to the broker, or the stop loss / take profit is on the wrong side of the price
 502     the broker refused to quote; 503 it is temporarily unreachable (retry)
 ======  =====================================================================
 
@@ -42,7 +44,6 @@ from aiohttp import web
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Field,
     StringConstraints,
     ValidationError,
     model_validator,
@@ -50,6 +51,7 @@ from pydantic import (
 from sqlalchemy import text
 
 from core.app import Engine
+from core.bounds import Percent, PositiveDecimal, check_json_depth, text_bounds
 from core.domain import Side
 from core.errors import BrokerError, BrokerTemporaryError, InvalidInputError, UnknownSymbolError
 from core.services.signals import Proposal
@@ -64,8 +66,6 @@ ENGINE_KEY = web.AppKey("engine", Engine)
 #: Bind address for ``$PORT``: platforms route public traffic to it on every interface.
 PUBLIC_HOST = "0.0.0.0"  # noqa: S104  (the $PORT contract of Heroku-style platforms)
 
-Positive = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
-
 
 class WebhookAlert(BaseModel):
     """The validated alert, without its secret. Unknown fields are refused, so a typo such
@@ -73,13 +73,13 @@ class WebhookAlert(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    symbol: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+    symbol: Annotated[str, text_bounds(32), StringConstraints(min_length=1)]
     side: Side
-    quantity: Positive | None = None
-    risk_pct: Annotated[Decimal, Field(gt=0, le=100, allow_inf_nan=False)] | None = None
-    stop_loss: Positive | None = None
-    take_profit: Positive | None = None
-    note: Annotated[str, StringConstraints(max_length=500)] = ""
+    quantity: PositiveDecimal | None = None
+    risk_pct: Percent | None = None
+    stop_loss: PositiveDecimal | None = None
+    take_profit: PositiveDecimal | None = None
+    note: Annotated[str, text_bounds(500)] = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -141,9 +141,14 @@ async def _webhook(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _refuse(413, f"body larger than {limit} bytes")
     try:
-        data = json.loads(body, parse_float=Decimal)
+        text = body.decode("utf-8")
+        check_json_depth(text)
+        # every number as an exact Decimal: no float rounding, and no int() of 5,000 digits
+        data = json.loads(text, parse_float=Decimal, parse_int=Decimal)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return _refuse(400, f"body is not valid JSON: {exc}")
+    except InvalidInputError as exc:
+        return _refuse(400, str(exc))
     if not isinstance(data, dict):
         return _refuse(400, "body must be a JSON object")
     given = data.pop("secret", None)
