@@ -244,7 +244,8 @@ async def run_demo(
         ConfigError: the sandbox port is taken, or a setting cannot be served.
     """
     if "log_level" not in settings.model_fields_set:
-        configure_logging("WARNING", json=settings.log_json)  # keep the console for the URL
+        # keep the console for the URL
+        configure_logging("WARNING", json=settings.log_json, secrets=settings.secrets())
     sandbox = SandboxServer(
         DEMO_TOKEN,
         host=settings.sandbox_host,

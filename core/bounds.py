@@ -115,7 +115,7 @@ def decimal_problem(
     if value and exponent + trailing < -MONEY_SCALE:
         return f"must have at most {MONEY_SCALE} decimal places"
     if positive and value <= 0:
-        return "must be greater than 0"
+        return "must be a positive number"
     if value < 0:
         return "must not be negative"
     if lower is not None and value < lower:

@@ -34,6 +34,7 @@ The secret is compared in constant time (``hmac.compare_digest``); bodies are ne
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 from decimal import Decimal
@@ -53,7 +54,13 @@ from sqlalchemy import text
 from core.app import Engine
 from core.bounds import Percent, PositiveDecimal, check_json_depth, text_bounds
 from core.domain import Side
-from core.errors import BrokerError, BrokerTemporaryError, InvalidInputError, UnknownSymbolError
+from core.errors import (
+    BrokerError,
+    BrokerTemporaryError,
+    ConfigError,
+    InvalidInputError,
+    UnknownSymbolError,
+)
 from core.services.signals import Proposal
 from core.strategies.sizing import size_for_risk
 
@@ -113,11 +120,20 @@ def build_webhook_app(engine: Engine) -> web.Application:
 
 async def start_webhook(engine: Engine, port: int, host: str = PUBLIC_HOST) -> web.AppRunner:
     """Serve :func:`build_webhook_app` on ``host:port``; the caller awaits
-    ``runner.cleanup()`` to stop. Raises OSError when the port cannot be bound."""
+    ``runner.cleanup()`` to stop.
+
+    Raises:
+        ConfigError: ``PORT 8080 is in use`` (or why else it cannot be bound).
+    """
     runner = web.AppRunner(build_webhook_app(engine), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"PORT {port} is in use") from None
+        raise ConfigError(f"PORT {port}: cannot listen on {host} ({exc.strerror})") from None
     except BaseException:
         await runner.cleanup()
         raise

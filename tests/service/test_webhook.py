@@ -120,7 +120,7 @@ BAD: list[tuple[str, Any, int, str]] = [
     ("no side", json.dumps(without("side")), 422, "side: Field required"),
     ("typo field", json.dumps(GOOD | {"stoploss": 1}), 422, "stoploss: Extra inputs"),
     ("two sizes", json.dumps(GOOD | {"risk_pct": 1}), 422, "exactly one of quantity or risk"),
-    ("negative size", json.dumps(GOOD | {"quantity": "-1"}), 422, "quantity: must be greater"),
+    ("negative size", json.dumps(GOOD | {"quantity": "-1"}), 422, "quantity: must be a positive"),
     ("stop above a buy", json.dumps(GOOD | {"stop_loss": 130000}), 422, "must be below"),
     # hostile inputs that used to answer 500 or store a rounded value
     ("1e309", raw_quantity("1e309"), 422, "quantity: must be below 10^18"),
