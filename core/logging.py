@@ -12,7 +12,8 @@ last step before it is written, tracebacks included. It replaces with ``***``:
 - whatever looks like a bot token (``bot<digits>:<30+ characters>`` in a Bot API URL, or
   ``<digits>:<30+ characters>`` alone) and the password of any ``scheme://user:password@``.
 
-httpx's and aiohttp's per-request INFO lines (which carry URLs) are off at every level.
+httpx's and aiohttp's per-request INFO lines (which carry URLs) are off at every level, and
+an uncaught exception's traceback is logged (so redacted) instead of printed raw.
 """
 
 from __future__ import annotations
@@ -101,6 +102,14 @@ def _redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
     return redactor(rendered) if isinstance(rendered, str) else rendered
 
 
+def _log_uncaught(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+    """``sys.excepthook``: an uncaught exception's traceback, through the redaction."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    logging.getLogger("signaldesk").critical("uncaught exception", exc_info=(kind, error, tb))
+
+
 def configure_logging(
     level: str = "INFO", *, json: bool = False, secrets: Iterable[str | None] = ()
 ) -> None:
@@ -108,6 +117,7 @@ def configure_logging(
     line redacted (see the module's docstring); ``secrets`` are registered with
     :data:`redactor` first (pass :meth:`core.config.Settings.secrets`)."""
     redactor.add(secrets)
+    sys.excepthook = _log_uncaught  # a crash's traceback is a log line too
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_RedactingFormatter("%(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -135,3 +135,20 @@ async def engine(database_url: str, make_settings: Any, clock: Clock) -> AsyncIt
     built = await build_engine(make_settings(database_url=database_url), clock=clock)
     yield built
     await built.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """After a test that configured logging (at DEBUG, with secrets): forget the secrets,
+    back to WARNING, writing to the real stderr (a capture closes after the test)."""
+    yield
+    import logging
+    import sys
+
+    from core.logging import configure_logging, redactor
+
+    redactor.clear()
+    configure_logging("WARNING")
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.__stderr__)
