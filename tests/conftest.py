@@ -139,16 +139,24 @@ async def engine(database_url: str, make_settings: Any, clock: Clock) -> AsyncIt
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
-    """After a test that configured logging (at DEBUG, with secrets): forget the secrets,
-    back to WARNING, writing to the real stderr (a capture closes after the test)."""
-    yield
+    """After a test that configured logging (at DEBUG, with secrets, onto the test's
+    captured stderr, which closes after the test): forget the secrets and put structlog,
+    the root logger and ``sys.excepthook`` back as they were before any configuration."""
     import logging
     import sys
 
-    from core.logging import configure_logging, redactor
+    import structlog
 
+    from core.logging import redactor
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
     redactor.clear()
-    configure_logging("WARNING")
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.__stderr__)
+    structlog.reset_defaults()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    sys.excepthook = sys.__excepthook__
