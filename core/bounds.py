@@ -82,7 +82,7 @@ def _as_decimal(value: Any) -> Decimal | str:
     if isinstance(value, float):
         return Decimal(repr(value))  # the shortest text that reads back as the float
     if isinstance(value, str):
-        text = value.strip().replace("_", "")
+        text = value.strip()
         if len(text) > MAX_NUMBER_CHARS:
             return f"must be a number of at most {MAX_NUMBER_CHARS} characters"
         try:

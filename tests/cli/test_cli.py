@@ -155,7 +155,7 @@ CONFIG: list[tuple[str, dict[str, str], str]] = [
 
 @pytest.mark.parametrize(("env", "message"), [c[1:] for c in CONFIG], ids=[c[0] for c in CONFIG])
 def test_a_setting_that_cannot_be_served_exits_2_with_one_line_naming_it(  # type: ignore[no-untyped-def]
-    run, env: dict[str, str], message: str
+    run, tmp_path: Path, env: dict[str, str], message: str
 ) -> None:
     result = run("status", env=env)
 
@@ -164,6 +164,8 @@ def test_a_setting_that_cannot_be_served_exits_2_with_one_line_naming_it(  # typ
     assert "Traceback" not in result.stderr
     assert "hunter22" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) <= 2  # "invalid settings:" and its line
+    assert _rows(tmp_path / "cli.db", "signals") == 0
+    assert _rows(tmp_path / "cli.db", "audit_events") == 0
 
 
 def test_a_busy_port_stops_the_engine_with_one_line(run) -> None:  # type: ignore[no-untyped-def]
