@@ -13,7 +13,9 @@ last step before it is written, tracebacks included. It replaces with ``***``:
   ``<digits>:<30+ characters>`` alone) and the password of any ``scheme://user:password@``.
 
 httpx's and aiohttp's per-request INFO lines (which carry URLs) are off at every level, and
-an uncaught exception's traceback is logged (so redacted) instead of printed raw.
+an uncaught exception's traceback is logged (so redacted) instead of printed raw. A line
+that cannot be written is dropped, never raised into the code that logged it (the standard
+library's handlers already behave so).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -102,6 +105,19 @@ def _redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
     return redactor(rendered) if isinstance(rendered, str) else rendered
 
 
+class _SafePrintLogger(structlog.PrintLogger):
+    """structlog's print logger that never raises: a log line that cannot be written (a
+    closed or broken stderr, a dead log collector's pipe) is dropped, so the duty that
+    logged it (the drawdown guard, a heartbeat) carries on."""
+
+    def msg(self, message: str) -> None:
+        with suppress(OSError, ValueError):  # ValueError: I/O operation on a closed file
+            super().msg(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
 def _log_uncaught(kind: type[BaseException], error: BaseException, tb: Any) -> None:
     """``sys.excepthook``: an uncaught exception's traceback, through the redaction."""
     if issubclass(kind, KeyboardInterrupt):
@@ -118,7 +134,8 @@ def configure_logging(
     :data:`redactor` first (pass :meth:`core.config.Settings.secrets`)."""
     redactor.add(secrets)
     sys.excepthook = _log_uncaught  # a crash's traceback is a log line too
-    handler = logging.StreamHandler(sys.stderr)
+    stream = sys.stderr
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(_RedactingFormatter("%(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     numeric = logging.getLevelName(level)
@@ -147,6 +164,6 @@ def configure_logging(
             _redact_rendered,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=lambda *_: _SafePrintLogger(stream),
         cache_logger_on_first_use=False,
     )

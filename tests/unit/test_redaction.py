@@ -3,7 +3,9 @@ token and URL-password patterns, on structlog's and the standard library's lines
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 
 import pytest
 import structlog
@@ -66,3 +68,15 @@ def test_every_line_is_redacted_structlog_stdlib_and_tracebacks(
     assert TOKEN.partition(":")[2] not in err
     assert err.count(MASK) >= 5
     assert "HTTP Request" not in err  # httpx's request lines are off
+
+
+def test_a_line_that_cannot_be_written_is_dropped_not_raised_into_the_caller(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("INFO")
+    stream.close()  # a closed stderr, a dead collector's pipe
+
+    structlog.get_logger("risk").warning("drawdown level changed", new="max")  # no raise
+    structlog.get_logger("risk").info("and again")
