@@ -22,7 +22,7 @@ def main(policy: DeliveryPolicy | None = None) -> int:
     try:
         settings = load_settings()
         app = BotApp.from_settings(settings, policy)
-        configure_logging(settings.log_level, json=settings.log_json)
+        configure_logging(settings.log_level, json=settings.log_json, secrets=settings.secrets())
         asyncio.run(app.run())
     except ConfigError as exc:  # also a broker extra missing when the engine is built
         sys.stderr.write(f"signaldesk bot: {exc}\n")

@@ -4,6 +4,11 @@ Telegram limits ``callback_data`` to 1-64 bytes; ``CallbackData.pack()`` raises 
 past that. Both payloads here stay far below it (``sig:a:123456`` is 12 bytes, a confirmation
 with a 32-character symbol about 50).
 
+Callback data comes from the client and can be forged: ``sig:a:<20 digits>`` unpacks to an
+id no column can hold, and core answers it like any unknown id (``NotFoundError``, "no signal
+with id ...", shown as the tap's toast; see :func:`core.bounds.signal_id`). An unknown
+action or a non-number does not unpack, and the fallback answers "inactive button".
+
 A confirmation carries the Unix time it was issued, so its expiry needs no server-side state
 and still holds after a restart.
 """

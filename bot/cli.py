@@ -2,8 +2,9 @@
 
 Every command works on the configured database (``DATABASE_URL``) and broker (``BROKER``),
 through the same services as the Telegram bot; the schema is brought to the latest
-migration first. Errors print one line to stderr and exit non-zero; nothing is written when
-the input is bad.
+migration first. Errors print one line to stderr and exit non-zero (2 for a setting that
+cannot be served, 1 otherwise); nothing is written when the input is bad. Numbers, ids and
+text are read through :mod:`core.bounds`, like the webhook's and the chat's.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 from collections.abc import Awaitable, Callable, Coroutine
-from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, TypeVar
+from decimal import Decimal
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from core import bounds
 from core.app import Engine, build_engine
 from core.config import Settings, load_settings
 from core.db.engine import upgrade_schema
 from core.domain import OrderType, Side, Signal, SignalStatus
-from core.errors import InvalidInputError, SignalDeskError
+from core.errors import ConfigError, SignalDeskError
 from core.logging import configure_logging
 from core.services import Proposal
 
@@ -35,6 +37,9 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
+
+MAX_LIST = 1000
+"""The most signals or audit events one listing prints."""
 
 
 def _print_version(value: bool) -> None:
@@ -66,7 +71,7 @@ def run() -> None:
 
 def _settings() -> Settings:
     settings = load_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.log_json, secrets=settings.secrets())
     return settings
 
 
@@ -84,24 +89,30 @@ def _run(action: Callable[[Engine], Awaitable[T]]) -> T:
 
 
 def _complete(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work``; a SignalDeskError becomes its one line on stderr and exit code 1."""
+    """Run ``work``; a SignalDeskError becomes its one line on stderr (see :func:`_fail`)."""
     try:
         return asyncio.run(work)
     except SignalDeskError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _fail(exc)
+
+
+def _fail(exc: SignalDeskError) -> NoReturn:
+    """Print ``error: <line>`` to stderr and exit 2 for a ConfigError, else 1."""
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
+
+
+def _checked(parse: Callable[[], T]) -> T:
+    """``parse()`` before any engine is built: its SignalDeskError exits via :func:`_fail`."""
+    try:
+        return parse()
+    except SignalDeskError as exc:
+        _fail(exc)
 
 
 def _decimal(name: str, text: str | None) -> Decimal | None:
-    if text is None:
-        return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise InvalidInputError(f"{name} must be a number, got {text!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise InvalidInputError(f"{name} must be a positive number, got {text}")
-    return value
+    """``text`` as a positive, storable Decimal (None stays None); see core.bounds."""
+    return None if text is None else bounds.decimal_value(name, text)
 
 
 def _money(value: Decimal | None) -> str:
@@ -123,7 +134,7 @@ def _signal_line(signal: Signal) -> str:
 def migrate() -> None:
     """Bring the database schema to the latest migration (alembic upgrade head)."""
     settings = _settings()
-    asyncio.run(upgrade_schema(settings.database_url))
+    _complete(upgrade_schema(settings.database_url))
     typer.echo("database is at the latest migration")
 
 
@@ -146,23 +157,21 @@ def propose(
     ] = None,
 ) -> None:
     """Propose a trade; it waits as PROPOSED for an owner's approval (card in Telegram)."""
-    try:
-        proposal = Proposal(
+    proposal = _checked(
+        lambda: Proposal(
             source="cli",
-            symbol=symbol.upper(),
+            symbol=bounds.clean_text("symbol", symbol.strip(), 32).upper(),
             side=side,
             quantity=_decimal("quantity", quantity) or Decimal(0),
             order_type=OrderType.LIMIT if limit else OrderType.MARKET,
             limit_price=_decimal("limit", limit),
             stop_loss=_decimal("sl", sl),
             take_profit=_decimal("tp", tp),
-            note=note,
+            note=bounds.clean_text("note", note, 500),
             trail_pct=_decimal("trail", trail),
             breakeven_at_r=_decimal("breakeven-r", breakeven_r),
         )
-    except InvalidInputError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    )
     signal = _run(lambda engine: engine.signals.propose(proposal))
     typer.echo(_signal_line(signal))
 
@@ -170,7 +179,9 @@ def propose(
 @app.command()
 def signals(
     all_: Annotated[bool, typer.Option("--all", help="every state, not only pending")] = False,
-    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 20,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIST, help="at most this many, newest first")
+    ] = 20,
 ) -> None:
     """List pending signals (or, with --all, recent signals in every state)."""
     statuses = None if all_ else [SignalStatus.PROPOSED]
@@ -184,6 +195,7 @@ def signals(
 @app.command()
 def approve(signal_id: Annotated[int, typer.Argument(help="signal id, from `signals`")]) -> None:
     """Approve a pending signal: re-check it, then execute it through the broker."""
+    signal_id = _checked(lambda: bounds.signal_id(signal_id))
     decision = _run(lambda engine: engine.signals.approve(signal_id, "cli"))
     typer.echo(_signal_line(decision.signal))
     report = decision.report
@@ -202,13 +214,17 @@ def reject(
     reason: Annotated[str, typer.Option(help="why, kept in the audit trail")] = "",
 ) -> None:
     """Reject a pending signal."""
+    signal_id = _checked(lambda: bounds.signal_id(signal_id))
+    reason = _checked(lambda: bounds.clean_text("reason", reason, 500))
     signal = _run(lambda engine: engine.signals.reject(signal_id, "cli", reason))
     typer.echo(_signal_line(signal))
 
 
 @app.command()
 def history(
-    limit: Annotated[int, typer.Argument(min=1, help="how many audit events, newest first")] = 20,
+    limit: Annotated[
+        int, typer.Argument(min=1, max=MAX_LIST, help="how many audit events, newest first")
+    ] = 20,
 ) -> None:
     """The audit trail: who moved which signal from which state to which, when and why."""
     for event in _run(lambda engine: engine.signals.history(limit)):
@@ -291,4 +307,4 @@ def main() -> None:
         app()
     except SignalDeskError as exc:  # a ConfigError raised while reading settings
         typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+        raise SystemExit(2 if isinstance(exc, ConfigError) else 1) from None

@@ -16,10 +16,13 @@ as ``strategy`` to :func:`run_demo`.
 The interactive demo also shows the always-on duties within about three minutes. It uses
 :data:`DEMO_DEFAULTS`, each where the user did not set it: the replay starts at 2025-10-10
 12:00 UTC, hours before the crash of that day, a heartbeat goes out every minute, and the
-drawdown guard warns at 3 % and at 6 % pauses and closes every position. At start it buys
-:data:`DEMO_LONG` (0.075 BTC, about 90 % of the paper account) through the normal approval
-path, so the owner watches a warn alert (about 50 s in), then the max breach, the flatten
-and its report (about 90 s in). docs/telegram.md has the timeline.
+drawdown guard warns at 3 % and at 6 % pauses and closes every position; the paper
+account's leverage is 2 and the drift limit 5 %, so the source's cards fill when approved.
+At start it buys :data:`DEMO_LONG` (0.075 BTC, about 91 % of the paper account's equity)
+through the normal approval path, so the owner watches a warn alert (about 50 s in), then
+the max breach, the flatten and its report (about 90 s in). docs/telegram.md has the
+timeline. The banner prints the ``signaldesk propose`` line (with ``DATABASE_URL`` and
+``FEED_START``, see :func:`cli_environment`) that reaches the running demo's chat.
 
 With ``autopilot=N`` it runs headless, without the demo long and the guard's defaults: a
 scripted owner presses Approve and Reject alternately on N cards through the sandbox (real
@@ -42,6 +45,7 @@ from typing import Any
 
 import structlog
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
 from bot.app import BotApp
 from bot.callbacks import CardAction, SignalCallback
@@ -62,6 +66,8 @@ __all__ = [
     "DEMO_OWNER_ID",
     "DEMO_TOKEN",
     "DemoMomentum",
+    "card_ttl",
+    "cli_environment",
     "open_demo_long",
     "run_demo",
 ]
@@ -87,13 +93,24 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "drawdown_max_pct": Decimal(6),
     "daily_loss_max_pct": Decimal(6),
     "drawdown_action": DrawdownAction.FLATTEN,
+    "paper_leverage": Decimal(2),
+    "max_price_drift_pct": Decimal(5),
 }
 """Settings of the interactive demo, each used only where the user did not set it
 (environment or ``.env``). Measured on the real candles with :data:`DEMO_LONG` bought at the
 first one: drawdown 3.09 % at the 17:00 candle (50 s in at 0.1 candles/s), 6.22 % at 21:00
-(90 s in)."""
+(90 s in). Leverage 2 leaves the long's margin at about 4,560 USDT, so about 5,400 USDT stay
+free for the source's cards (0.01 BTC needs about 610); a replayed hour every 10 s moves
+the price up to 4.0 % within a card's :data:`DEMO_CARD_CANDLES` candles, so the drift limit
+is 5 % (1 % would block most approvals of the crash)."""
 DEMO_LONG = Decimal("0.075")
-"""BTC the interactive demo buys at start (about 9,100 USDT of the 10,000 paper account)."""
+"""BTC the interactive demo buys at start (about 9,100 USDT, 91 % of the 10,000 USDT paper
+account's equity, on 4,560 USDT of margin at the demo's leverage 2)."""
+DEMO_CARD_CANDLES = 5
+"""The interactive demo's cards expire after this many replayed candles (50 s at 0.1
+candles/s), so none is approved at a price more than 4.0 % away from its card."""
+CLI_EXAMPLE = "signaldesk propose BTC/USDT buy 0.01"
+"""The command the banner shows, with the variables that point it at the demo."""
 
 
 class DemoMomentum:
@@ -170,6 +187,36 @@ def _demo_settings(settings: Settings, base_url: str, autopilot: int | None) -> 
     return settings.model_copy(update=update)
 
 
+def cli_environment(demo: Settings) -> dict[str, str]:
+    """The variables that point ``signaldesk`` (another process) at the running demo: its
+    database (absolute path) and its replay (start and speed, so the CLI quotes the same
+    candle the demo is at; the replay's clock anchor is in the database)."""
+    url = make_url(demo.database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        url = url.set(drivername="sqlite", database=str(Path(url.database).resolve()))
+    env = {"DATABASE_URL": url.render_as_string(hide_password=False)}
+    if demo.feed_start is not None:
+        env["FEED_START"] = f"{demo.feed_start.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    if demo.feed_speed != Settings.model_fields["feed_speed"].default:
+        env["FEED_SPEED"] = f"{demo.feed_speed:g}"
+    return env
+
+
+def _cli_line(demo: Settings) -> str:
+    """``KEY=value ... signaldesk propose ...`` for the banner (the password masked)."""
+    env = cli_environment(demo)
+    env["DATABASE_URL"] = make_url(env["DATABASE_URL"]).render_as_string(hide_password=True)
+    return " ".join(f"{k}={v}" for k, v in env.items()) + " " + CLI_EXAMPLE
+
+
+def card_ttl(demo: Settings) -> int:
+    """Seconds a demo card lives: :data:`DEMO_CARD_CANDLES` candles at the replay's speed
+    (300 s when the replay is manual)."""
+    if demo.feed_speed <= 0:
+        return 300
+    return max(5, round(DEMO_CARD_CANDLES / demo.feed_speed))
+
+
 async def open_demo_long(engine: Engine, quantity: Decimal = DEMO_LONG) -> bool:
     """Buy ``quantity`` of the feed's symbol through the normal path (a proposal, its card,
     an approval by ``demo``) and tell the owner why, so the drawdown guard has something
@@ -244,7 +291,8 @@ async def run_demo(
         ConfigError: the sandbox port is taken, or a setting cannot be served.
     """
     if "log_level" not in settings.model_fields_set:
-        configure_logging("WARNING", json=settings.log_json)  # keep the console for the URL
+        # keep the console for the URL
+        configure_logging("WARNING", json=settings.log_json, secrets=settings.secrets())
     sandbox = SandboxServer(
         DEMO_TOKEN,
         host=settings.sandbox_host,
@@ -276,7 +324,10 @@ async def run_demo(
                 await open_demo_long(app.engine)
             except SignalDeskError as exc:  # the demo goes on without the guard's show
                 log.warning("demo.long_failed", error=str(exc))
-        proposing = asyncio.create_task(_propose(app.engine, strategy or DemoMomentum(), interval))
+        source = strategy or (
+            DemoMomentum() if autopilot is not None else DemoMomentum(ttl_seconds=card_ttl(demo))
+        )
+        proposing = asyncio.create_task(_propose(app.engine, source, interval))
         if autopilot is not None:
             equity_before = (await app.engine.trading.account()).equity
             elapsed = await _autopilot(sandbox, autopilot)
@@ -289,12 +340,16 @@ async def run_demo(
             "SignalDesk demo is running.\n"
             f"  Web chat: {sandbox.base_url}/  (you are the owner, {DEMO_OWNER_ID})\n"
             f"  Database: {demo.database_url}\n"
-            f"  Market:   paper broker on the real {demo.feed_symbol} replay{_from(demo)}, "
-            f"{demo.feed_speed:g} candles/s\n"
-            "  Signals:  a demo momentum source proposes a trade on new candles\n"
+            f"  Market:   paper broker (leverage {demo.paper_leverage:g}) on the real "
+            f"{demo.feed_symbol} replay{_from(demo)}, {demo.feed_speed:g} candles/s\n"
+            "  Signals:  a demo momentum source proposes a trade on new candles "
+            f"(cards live {card_ttl(demo)} s; approval blocks past a "
+            f"{demo.max_price_drift_pct:g}% price drift)\n"
             f"  Duties:   a heartbeat every {demo.heartbeat_interval} s; the drawdown guard "
             f"warns at {demo.drawdown_warn_pct}%, at {demo.drawdown_max_pct}% it will "
             f"{_GUARD_ACTION[demo.drawdown_action]}\n"
+            f"  CLI:      {_cli_line(demo)}\n"
+            "            (in another shell: the card reaches this chat)\n"
             "Press Ctrl-C to stop."
         )
         await polling

@@ -2,24 +2,47 @@
 
 Every field maps to the upper-case environment variable of the same name, and every one is
 listed with a comment in ``.env.example``. :func:`load_settings` turns validation errors
-into one :class:`~core.errors.ConfigError` that names each bad variable and what it expects.
+into one :class:`~core.errors.ConfigError` that names each bad variable and what it expects,
+one line each, never echoing a secret (a token, a key, a URL's password).
+
+Checked here, beyond each field's type and range (numbers through :mod:`core.bounds`):
+``DATABASE_URL`` is a URL of a supported driver (SQLite or PostgreSQL; reachability is
+checked at start-up by :func:`core.db.engine.upgrade_schema`, with
+:func:`database_location` naming the place), ``TELEGRAM_BOT_TOKEN`` has the shape
+``<digits>:<35 characters>`` that @BotFather gives (any ``<digits>:<characters>`` when
+``TELEGRAM_API_BASE`` points at a self-hosted server or the sandbox),
+``TELEGRAM_API_BASE`` is an http(s) URL, and ``DRAWDOWN_WARN_PCT`` is below
+``DRAWDOWN_MAX_PCT``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+from core.bounds import NonNegativeDecimal, PositiveDecimal
 from core.errors import ConfigError
 
-__all__ = ["BrokerName", "DrawdownAction", "Settings", "load_settings", "normalize_database_url"]
+__all__ = [
+    "BrokerName",
+    "DrawdownAction",
+    "Settings",
+    "database_location",
+    "load_settings",
+    "normalize_database_url",
+]
 
 DEFAULT_FEED_CSV = Path(__file__).parent / "marketdata" / "data" / "btc_usdt_1h.csv.gz"
 
@@ -40,21 +63,64 @@ class DrawdownAction(StrEnum):
     FLATTEN = "flatten"
 
 
+SUPPORTED_DATABASES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+"""The drivers SignalDesk runs on (after :func:`normalize_database_url`)."""
+_DATABASE_EXAMPLE = "sqlite:///signaldesk.db or postgresql://USER:PASSWORD@HOST:5432/DB"
+#: @BotFather's token: the bot's id, a colon, 35 characters (the secret part).
+TELEGRAM_TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{35}$")
+#: A token a self-hosted Bot API server or the sandbox accepts: the same shape, any length.
+TELEGRAM_TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
+MAX_INTERVAL_SECONDS = 366 * 86400
+"""The longest interval, age or time to live a setting may give (a year)."""
+
+Seconds = Annotated[int, Field(gt=0, le=MAX_INTERVAL_SECONDS)]
+
+
 def normalize_database_url(url: str) -> str:
-    """Rewrite a database URL to its async driver.
+    """Rewrite a database URL to its async driver and check that SignalDesk supports it.
 
     ``postgres://`` (Heroku's form) and ``postgresql://`` become ``postgresql+asyncpg://``;
-    ``sqlite://`` becomes ``sqlite+aiosqlite://``. URLs naming a driver are kept as they are.
+    ``sqlite://`` becomes ``sqlite+aiosqlite://``. URLs naming a driver are kept as they
+    are and must be one of :data:`SUPPORTED_DATABASES`.
+
+    Raises:
+        ValueError: not a URL, a malformed one (a port that is not a number), or an
+            unsupported database or driver. The message never contains the URL.
     """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError("expected a URL such as sqlite:///signaldesk.db or postgresql://...")
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep or not scheme:
+        raise ValueError(f"expected a URL such as {_DATABASE_EXAMPLE}")
     rewrites = {
         "postgres": "postgresql+asyncpg",
         "postgresql": "postgresql+asyncpg",
         "sqlite": "sqlite+aiosqlite",
     }
-    return f"{rewrites.get(scheme, scheme)}://{rest}"
+    normalized = f"{rewrites.get(scheme, scheme)}://{rest}"
+    try:
+        parsed = make_url(normalized)
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            f"not a valid database URL (check the port and special characters; "
+            f"percent-encode them in the password), e.g. {_DATABASE_EXAMPLE}"
+        ) from None
+    if parsed.drivername not in SUPPORTED_DATABASES:
+        raise ValueError(
+            f"unsupported database {parsed.drivername!r}: use {_DATABASE_EXAMPLE} "
+            f"(drivers: {', '.join(SUPPORTED_DATABASES)})"
+        )
+    return normalized
+
+
+def database_location(url: str) -> str:
+    """Where ``url`` points, without its password: ``host:port`` (PostgreSQL; 5432 when
+    not given) or the SQLite file (``:memory:`` for an in-memory database)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "the database"
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
 
 
 def _parse_id_list(value: Any) -> Any:
@@ -89,26 +155,28 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; postgres:// and postgresql:// are rewritten to asyncpg",
     )
     broker: BrokerName = Field(BrokerName.PAPER, description="paper, ccxt or mt5")
-    signal_ttl_seconds: int = Field(900, gt=0, description="how long a proposal can be approved")
-    max_price_drift_pct: Decimal = Field(
-        Decimal("1.0"), gt=0, description="approval blocks if price moved more since proposal"
+    signal_ttl_seconds: Seconds = Field(900, description="how long a proposal can be approved")
+    max_price_drift_pct: PositiveDecimal = Field(
+        Decimal("1.0"), description="approval blocks if price moved more since proposal"
     )
-    max_order_quantity: Decimal = Field(
-        Decimal(1), gt=0, description="base units per order (MT5 forex: 100000 = 1 lot)"
+    max_order_quantity: PositiveDecimal = Field(
+        Decimal(1), description="base units per order (MT5 forex: 100000 = 1 lot)"
     )
-    max_order_notional: Decimal = Field(
-        Decimal(10000), gt=0, description="quote currency per order"
+    max_order_notional: PositiveDecimal = Field(
+        Decimal(10000), description="quote currency per order"
     )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_json: bool = Field(False, description="JSON log lines instead of the console format")
 
     # --- paper broker and replay feed ---------------------------------------------------
-    paper_starting_balance: Decimal = Field(Decimal(10000), gt=0)
+    paper_starting_balance: PositiveDecimal = Field(Decimal(10000))
     paper_currency: str = Field("USDT", min_length=1)
-    paper_spread_bps: Decimal = Field(Decimal(2), ge=0, description="full bid/ask spread")
-    paper_slippage_bps: Decimal = Field(Decimal(1), ge=0, description="added against the taker")
-    paper_fee_bps: Decimal = Field(Decimal(10), ge=0, description="fee on fill notional")
-    paper_leverage: Decimal = Field(Decimal(1), gt=0, description="margin = notional / leverage")
+    paper_spread_bps: NonNegativeDecimal = Field(Decimal(2), description="full bid/ask spread")
+    paper_slippage_bps: NonNegativeDecimal = Field(
+        Decimal(1), description="added against the taker"
+    )
+    paper_fee_bps: NonNegativeDecimal = Field(Decimal(10), description="fee on fill notional")
+    paper_leverage: PositiveDecimal = Field(Decimal(1), description="margin = notional / leverage")
     feed_csv: Path = Field(DEFAULT_FEED_CSV, description="CSV(.gz) of candles to replay")
     feed_symbol: str = Field("BTC/USDT", pattern=r"^[A-Z0-9]+/[A-Z0-9]+$")
     feed_speed: float = Field(
@@ -121,29 +189,29 @@ class Settings(BaseSettings):
     telegram_owner_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     telegram_chat_id: int | None = Field(None, description="default: first owner's chat")
     telegram_api_base: str | None = Field(None, description="Bot API server base URL")
-    command_max_age_seconds: int = Field(
-        120, gt=0, description="commands older than this (sent while down) are skipped"
+    command_max_age_seconds: Seconds = Field(
+        120, description="commands older than this (sent while down) are skipped"
     )
-    confirm_ttl_seconds: int = Field(60, gt=0, description="destructive-command confirmation")
+    confirm_ttl_seconds: Seconds = Field(60, description="destructive-command confirmation")
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = Field(8081, ge=0, le=65535)
 
     # --- always-on duties ---------------------------------------------------------------
-    heartbeat_interval: int = Field(3600, gt=0, description="seconds between heartbeats")
+    heartbeat_interval: Seconds = Field(3600, description="seconds between heartbeats")
     heartbeat_ping_url: str | None = Field(None, description="dead man's switch URL")
-    drawdown_check_interval: int = Field(10, gt=0)
+    drawdown_check_interval: Seconds = Field(10)
     drawdown_warn_pct: Decimal = Field(Decimal(5), gt=0, lt=100)
     drawdown_max_pct: Decimal = Field(Decimal(10), gt=0, lt=100)
     daily_loss_max_pct: Decimal = Field(Decimal(5), gt=0, lt=100)
     drawdown_hysteresis_pct: Decimal = Field(Decimal(1), ge=0, lt=100)
     drawdown_action: DrawdownAction = DrawdownAction.PAUSE
-    expiry_check_interval: int = Field(15, gt=0)
-    reconcile_interval: int = Field(60, gt=0)
-    exit_check_interval: int = Field(
-        10, gt=0, description="seconds between checks of protective exits and trailing stops"
+    expiry_check_interval: Seconds = Field(15)
+    reconcile_interval: Seconds = Field(60)
+    exit_check_interval: Seconds = Field(
+        10, description="seconds between checks of protective exits and trailing stops"
     )
     strategy: str = Field("none", description="none or sma_cross")
-    strategy_interval: int = Field(60, gt=0, description="seconds between strategy runs")
+    strategy_interval: Seconds = Field(60, description="seconds between strategy runs")
     strategy_cron: str | None = Field(None, description="crontab; overrides the interval")
     strategy_risk_pct: Decimal = Field(Decimal(1), gt=0, le=100)
     webhook_secret: SecretStr | None = None
@@ -174,10 +242,75 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         return normalize_database_url(value)
 
+    @field_validator("telegram_api_base", "heartbeat_ping_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PydanticCustomError(
+                "http_url", "must be an http(s) URL such as https://host:port"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        token = self.telegram_bot_token
+        if token is not None:
+            value = token.get_secret_value()
+            shape = TELEGRAM_TOKEN if self.telegram_api_base is None else TELEGRAM_TOKEN_SHAPE
+            if not shape.match(value):
+                raise PydanticCustomError(
+                    "token",
+                    "TELEGRAM_BOT_TOKEN: expected <digits>:<35 letters, digits, - or _>, "
+                    "the token @BotFather gives",
+                )
+        if self.drawdown_warn_pct >= self.drawdown_max_pct:
+            raise PydanticCustomError(
+                "drawdown",
+                "DRAWDOWN_WARN_PCT must be below DRAWDOWN_MAX_PCT "
+                f"(got {self.drawdown_warn_pct} and {self.drawdown_max_pct})",
+            )
+        return self
+
     @field_validator("telegram_owner_ids", mode="before")
     @classmethod
     def _owner_ids(cls, value: Any) -> Any:
         return _parse_id_list(value)
+
+    def secrets(self) -> list[str]:
+        """Every secret value these settings hold, for the log redaction
+        (:func:`core.logging.configure_logging`): the bot token and its secret part, the
+        webhook secret, the exchange's key, secret and password, the MT5 password, the
+        database password and the path and query of ``HEARTBEAT_PING_URL``."""
+        values = [
+            secret.get_secret_value()
+            for secret in (
+                self.telegram_bot_token,
+                self.webhook_secret,
+                self.ccxt_api_key,
+                self.ccxt_secret,
+                self.ccxt_password,
+                self.mt5_password,
+            )
+            if secret is not None
+        ]
+        if self.telegram_bot_token is not None:
+            values.append(self.telegram_bot_token.get_secret_value().partition(":")[2])
+        password = make_url(self.database_url).password
+        if password:  # decoded; the redactor adds its URL-encoded form
+            values.append(str(password))
+        if self.heartbeat_ping_url:
+            parts = urlsplit(self.heartbeat_ping_url)
+            path = parts.path.strip("/")
+            values += [parts.path, path, *path.split("/"), parts.query]
+        return [v for v in values if v]
 
     @property
     def owner_ids(self) -> frozenset[int]:
@@ -203,8 +336,28 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = "_".join(str(part) for part in error["loc"][:1]).upper() or "SETTINGS"
+            message = error["msg"].removeprefix("Value error, ")
+            if not error["loc"]:  # a rule across fields names its variables itself
+                lines.append(message)
+                continue
+            field = str(error["loc"][0])
             got = error.get("input")
-            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"{name}: {error['msg']}{got_text}")
+            shown = not isinstance(got, dict) and field not in _UNECHOED
+            got_text = f" (got {_shown(got)})" if shown else ""
+            lines.append(f"{field.upper()}: {message}{got_text}")
         raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+#: Settings whose value is never repeated in an error: secrets, and URLs that may hold
+#: a password, a token or a dead man's switch's key.
+_UNECHOED = frozenset(
+    name
+    for name, info in Settings.model_fields.items()
+    if "SecretStr" in str(info.annotation) or name.endswith("_url") or name.endswith("_base")
+)
+
+
+def _shown(value: Any) -> str:
+    """``value`` as an error quotes it: at most 40 characters."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:36] + "..."

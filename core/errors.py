@@ -51,18 +51,37 @@ class NotFoundError(SignalDeskError):
     """The referenced signal, order or position does not exist."""
 
 
+#: The verb of each status a transition leads to, for "signal 3 is filled, cannot reject".
+_VERBS = {
+    "approved": "approve",
+    "blocked": "block",
+    "cancelled": "cancel",
+    "expired": "expire",
+    "failed": "fail",
+    "filled": "fill",
+    "rejected": "reject",
+    "submitted": "submit",
+}
+
+
 class TransitionConflictError(SignalDeskError):
     """A compare-and-set transition lost: the signal is no longer in the expected state.
+
+    ``wanted`` is the verb (``approve``) or the status the transition leads to
+    (``REJECTED``); the message reads ``signal 3 is filled, cannot reject``.
 
     Attributes:
         signal_id: the signal concerned.
         current: the status the signal has now (a :class:`core.domain.SignalStatus` value).
+        wanted: the verb of the transition that lost.
     """
 
     def __init__(self, signal_id: int, current: str, wanted: str) -> None:
-        super().__init__(f"signal {signal_id} is {current.lower()}, cannot {wanted}")
+        verb = _VERBS.get(wanted.lower(), wanted.lower())
+        super().__init__(f"signal {signal_id} is {current.lower()}, cannot {verb}")
         self.signal_id = signal_id
         self.current = current
+        self.wanted = verb
 
 
 class BrokerError(SignalDeskError):

@@ -1,21 +1,148 @@
 """structlog configuration: console lines for people, JSON lines (``LOG_JSON=true``) for
-log collectors. Secrets never reach the logs: settings hold them as ``SecretStr``."""
+log collectors, and one redaction of secrets for every line.
+
+Every line, whether it comes from structlog or from the standard library's logging (aiogram,
+aiohttp, httpx, APScheduler, alembic, ccxt, SQLAlchemy), passes :class:`Redactor` as the
+last step before it is written, tracebacks included. It replaces with ``***``:
+
+- the known secret values of the settings (:meth:`core.config.Settings.secrets`: the bot
+  token and its secret part, ``WEBHOOK_SECRET``, ``CCXT_API_KEY``/``CCXT_SECRET``/
+  ``CCXT_PASSWORD``, ``MT5_PASSWORD``, the database password, the path and query of
+  ``HEARTBEAT_PING_URL``), as written and as they appear URL-encoded or JSON-escaped;
+- whatever looks like a bot token (``bot<digits>:<30+ characters>`` in a Bot API URL, or
+  ``<digits>:<30+ characters>`` alone) and the password of any ``scheme://user:password@``.
+
+httpx's and aiohttp's per-request INFO lines (which carry URLs) are off at every level, and
+an uncaught exception's traceback is logged (so redacted) instead of printed raw. A line
+that cannot be written is dropped, never raised into the code that logged it (the standard
+library's handlers already behave so).
+"""
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
+import re
 import sys
+from collections.abc import Iterable
+from contextlib import suppress
+from typing import Any
+from urllib.parse import quote, quote_plus
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["MASK", "Redactor", "configure_logging", "redactor"]
+
+MASK = "***"
+"""What a redacted secret is replaced with."""
+MIN_SECRET_CHARS = 4
+"""Shorter values are not redacted by value (they would mask ordinary words)."""
+
+_PATTERNS = (
+    # a Bot API URL's /bot<token>/ and a bare token (digits, a colon, the secret part)
+    (re.compile(r"(?<![A-Za-z0-9])(bot)?\d{3,}:[A-Za-z0-9_-]{30,}"), r"\1" + MASK),
+    # the password in scheme://user:password@host
+    (re.compile(r"(://[^/\s:@]*:)[^@\s/]+@"), r"\1" + MASK + "@"),
+)
+
+#: Loggers whose INFO lines are per-request lines with URLs: WARNING and up only.
+QUIET = ("httpx", "httpcore", "aiohttp.access", "aiohttp.client")
+#: Loggers kept at WARNING unless LOG_LEVEL is higher (chatty at INFO).
+NOISY = ("aiosqlite", "sqlalchemy.engine", "alembic", "apscheduler")
 
 
-def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
-    """Route structlog and the standard library's logging to stderr at ``level``."""
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s", force=True)
-    for noisy in ("aiosqlite", "sqlalchemy.engine", "alembic", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+class Redactor:
+    """Masks secrets in text: the registered values and the token/URL-password patterns.
+
+    ``redactor(text) -> text``. Values are registered with :meth:`add` (the settings'
+    secrets at start-up); registering is idempotent and values shorter than
+    :data:`MIN_SECRET_CHARS` characters are ignored.
+    """
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._by_value: re.Pattern[str] | None = None
+
+    def add(self, values: Iterable[str | None]) -> None:
+        """Register secret values, with their URL-encoded and JSON-escaped forms."""
+        forms = set()
+        for value in values:
+            if not value or len(value) < MIN_SECRET_CHARS:
+                continue
+            forms.update({value, quote(value, safe=""), quote_plus(value)})
+            forms.add(jsonlib.dumps(value)[1:-1])
+        if forms - self._values:
+            self._values |= forms
+            ordered = sorted(self._values, key=len, reverse=True)  # longest first
+            self._by_value = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def clear(self) -> None:
+        """Forget the registered values (the patterns stay)."""
+        self._values.clear()
+        self._by_value = None
+
+    def __call__(self, text: str) -> str:
+        if self._by_value is not None:
+            text = self._by_value.sub(MASK, text)
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+redactor = Redactor()
+"""The process's redactor, used by every line :func:`configure_logging` sets up."""
+
+
+class _RedactingFormatter(logging.Formatter):
+    """The standard library's lines (message, arguments and traceback), redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redactor(super().format(record))
+
+
+def _redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
+    """structlog's last processor: redact the rendered line (a str after the renderer)."""
+    return redactor(rendered) if isinstance(rendered, str) else rendered
+
+
+class _SafePrintLogger(structlog.PrintLogger):
+    """structlog's print logger that never raises: a log line that cannot be written (a
+    closed or broken stderr, a dead log collector's pipe) is dropped, so the duty that
+    logged it (the drawdown guard, a heartbeat) carries on."""
+
+    def msg(self, message: str) -> None:
+        with suppress(OSError, ValueError):  # ValueError: I/O operation on a closed file
+            super().msg(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+    """``sys.excepthook``: an uncaught exception's traceback, through the redaction."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    logging.getLogger("signaldesk").critical("uncaught exception", exc_info=(kind, error, tb))
+
+
+def configure_logging(
+    level: str = "INFO", *, json: bool = False, secrets: Iterable[str | None] = ()
+) -> None:
+    """Route structlog and the standard library's logging to stderr at ``level``, every
+    line redacted (see the module's docstring); ``secrets`` are registered with
+    :data:`redactor` first (pass :meth:`core.config.Settings.secrets`)."""
+    redactor.add(secrets)
+    sys.excepthook = _log_uncaught  # a crash's traceback is a log line too
+    stream = sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_RedactingFormatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    numeric = logging.getLevelName(level)
+    for noisy in NOISY:
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, numeric))
+    for quiet in QUIET:
+        logging.getLogger(quiet).setLevel(max(logging.WARNING, numeric))
     renderer: list[structlog.types.Processor] = (
         # exceptions as a plain traceback string (no locals) in an "exception" field
         [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
@@ -34,8 +161,9 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             *renderer,
+            _redact_rendered,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=lambda *_: _SafePrintLogger(stream),
         cache_logger_on_first_use=False,
     )

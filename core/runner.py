@@ -31,8 +31,7 @@ async def run_engine(settings: Settings, *, stop: asyncio.Event | None = None) -
     ``stop`` is set, then shut down in order: webhook, scheduler, engine.
 
     Raises:
-        ConfigError: a setting cannot be served.
-        OSError: ``PORT`` cannot be bound.
+        ConfigError: a setting cannot be served (``PORT 8080 is in use``, ...).
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

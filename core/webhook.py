@@ -15,18 +15,20 @@ order instead and needs ``stop_loss`` (see :func:`core.strategies.sizing.size_fo
 ``trail_pct`` (percent, 0 < x < 100) and ``breakeven_at_r`` (R, > 0) are optional: a
 trailing stop and the move of the stop to the entry (see docs/trades.md).
 Prices are in quote currency. Numbers may be JSON numbers or strings; they are read as
-exact decimals.
+exact decimals and bounded by :mod:`core.bounds` (finite, below 10^18, at most 18 decimal
+places, positive; ``risk_pct`` at most 100). ``symbol`` (32 characters) and ``note`` (500)
+may not contain NUL or other control characters.
 
 Answers (JSON ``{"error": reason}`` on failure; nothing is written on any 4xx):
 
 ======  =====================================================================
 201     proposed: ``{"signal_id", "status", "symbol", "side", "quantity"}``
-400     the body is not a JSON object
+400     the body is not UTF-8 JSON, not an object, or nests deeper than 8 levels
 401     no ``secret`` in the body
 403     wrong secret, or the webhook is disabled (``WEBHOOK_SECRET`` unset)
 413     the body exceeds ``WEBHOOK_MAX_BODY_BYTES``
-422     a field is missing or invalid, the symbol is unknown to the broker, or the stop
-        loss / take profit is on the wrong side of the price
+422     a field is missing or out of bounds (``field: reason``), the symbol is unknown
+        to the broker, or the stop loss / take profit is on the wrong side of the price
 502     the broker refused to quote; 503 it is temporarily unreachable (retry)
 ======  =====================================================================
 
@@ -35,6 +37,7 @@ The secret is compared in constant time (``hmac.compare_digest``); bodies are ne
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 from decimal import Decimal
@@ -45,7 +48,6 @@ from aiohttp import web
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Field,
     StringConstraints,
     ValidationError,
     model_validator,
@@ -53,8 +55,15 @@ from pydantic import (
 from sqlalchemy import text
 
 from core.app import Engine
+from core.bounds import Percent, PositiveDecimal, check_json_depth, text_bounds
 from core.domain import Side
-from core.errors import BrokerError, BrokerTemporaryError, InvalidInputError, UnknownSymbolError
+from core.errors import (
+    BrokerError,
+    BrokerTemporaryError,
+    ConfigError,
+    InvalidInputError,
+    UnknownSymbolError,
+)
 from core.services.signals import Proposal
 from core.strategies.sizing import size_for_risk
 
@@ -67,8 +76,6 @@ ENGINE_KEY = web.AppKey("engine", Engine)
 #: Bind address for ``$PORT``: platforms route public traffic to it on every interface.
 PUBLIC_HOST = "0.0.0.0"  # noqa: S104  (the $PORT contract of Heroku-style platforms)
 
-Positive = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
-
 
 class WebhookAlert(BaseModel):
     """The validated alert, without its secret. Unknown fields are refused, so a typo such
@@ -76,15 +83,16 @@ class WebhookAlert(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    symbol: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+    symbol: Annotated[str, text_bounds(32), StringConstraints(min_length=1)]
     side: Side
-    quantity: Positive | None = None
-    risk_pct: Annotated[Decimal, Field(gt=0, le=100, allow_inf_nan=False)] | None = None
-    stop_loss: Positive | None = None
-    take_profit: Positive | None = None
-    note: Annotated[str, StringConstraints(max_length=500)] = ""
-    trail_pct: Annotated[Decimal, Field(gt=0, lt=100, allow_inf_nan=False)] | None = None
-    breakeven_at_r: Positive | None = None
+    quantity: PositiveDecimal | None = None
+    risk_pct: Percent | None = None
+    stop_loss: PositiveDecimal | None = None
+    take_profit: PositiveDecimal | None = None
+    note: Annotated[str, text_bounds(500)] = ""
+    #: below 100 is checked where every proposal is (SignalService.propose)
+    trail_pct: Percent | None = None
+    breakeven_at_r: PositiveDecimal | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -118,11 +126,20 @@ def build_webhook_app(engine: Engine) -> web.Application:
 
 async def start_webhook(engine: Engine, port: int, host: str = PUBLIC_HOST) -> web.AppRunner:
     """Serve :func:`build_webhook_app` on ``host:port``; the caller awaits
-    ``runner.cleanup()`` to stop. Raises OSError when the port cannot be bound."""
+    ``runner.cleanup()`` to stop.
+
+    Raises:
+        ConfigError: ``PORT 8080 is in use`` (or why else it cannot be bound).
+    """
     runner = web.AppRunner(build_webhook_app(engine), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"PORT {port} is in use") from None
+        raise ConfigError(f"PORT {port}: cannot listen on {host} ({exc.strerror})") from None
     except BaseException:
         await runner.cleanup()
         raise
@@ -146,9 +163,14 @@ async def _webhook(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _refuse(413, f"body larger than {limit} bytes")
     try:
-        data = json.loads(body, parse_float=Decimal)
+        text = body.decode("utf-8")
+        check_json_depth(text)
+        # every number as an exact Decimal: no float rounding, and no int() of 5,000 digits
+        data = json.loads(text, parse_float=Decimal, parse_int=Decimal)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return _refuse(400, f"body is not valid JSON: {exc}")
+    except InvalidInputError as exc:
+        return _refuse(400, str(exc))
     if not isinstance(data, dict):
         return _refuse(400, "body must be a JSON object")
     given = data.pop("secret", None)

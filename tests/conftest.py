@@ -135,3 +135,28 @@ async def engine(database_url: str, make_settings: Any, clock: Clock) -> AsyncIt
     built = await build_engine(make_settings(database_url=database_url), clock=clock)
     yield built
     await built.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """After a test that configured logging (at DEBUG, with secrets, onto the test's
+    captured stderr, which closes after the test): forget the secrets and put structlog,
+    the root logger and ``sys.excepthook`` back as they were before any configuration."""
+    import logging
+    import sys
+
+    import structlog
+
+    from core.logging import redactor
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    redactor.clear()
+    structlog.reset_defaults()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    sys.excepthook = sys.__excepthook__

@@ -3,20 +3,27 @@
 ``Args(parser)`` runs after ``Command(...)``: it parses ``CommandObject.args`` and hands the
 result to the handler as ``args``; when the parser raises ``ValueError`` the filter fails and
 the catch-all in :mod:`bot.handlers.commands` answers with the command's usage line.
+
+Numbers and ids are read through :mod:`core.bounds`, the same bounds as the webhook's and
+the CLI's: :func:`decimal` builds the parser of one bounded number (``decimal("quantity")``,
+``decimal("trail_pct", upper=Decimal(100))``), :func:`signal_ref` reads a signal id.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from aiogram.filters import CommandObject, Filter
 from aiogram.types import Message
 
 from bot.render import DEFAULT_HISTORY, MAX_HISTORY
+from core import bounds
+from core.errors import InvalidInputError
 
-__all__ = ["Args", "free_text", "history_count", "no_args", "symbol"]
+__all__ = ["Args", "decimal", "free_text", "history_count", "no_args", "signal_ref", "symbol"]
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/:._-]{0,31}$")
 
@@ -58,5 +65,30 @@ def symbol(text: str) -> str:
 
 
 def free_text(text: str) -> str:
-    """``[reason]``: anything, up to 500 characters."""
-    return text[:500]
+    """``[reason]``: anything but control characters, up to 500 characters."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", text[:500])
+
+
+def decimal(
+    name: str, *, positive: bool = True, upper: Decimal | None = None
+) -> Callable[[str], Decimal]:
+    """The parser of one number named ``name``: finite, storable as ``NUMERIC(36,18)``
+    (below 10^18, at most 18 decimals), positive (or ``>= 0``), at most ``upper``. See
+    :func:`core.bounds.decimal_value`; its refusal is a ``ValueError`` (the usage line)."""
+
+    def parse(text: str) -> Decimal:
+        try:
+            return bounds.decimal_value(name, text, positive=positive, upper=upper)
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from None
+
+    return parse
+
+
+def signal_ref(text: str) -> int:
+    """``ID`` or ``#ID``: a signal id. Not a whole number: ``ValueError`` (the usage line);
+    one no column can hold: :class:`~core.errors.NotFoundError` ("no signal with id ...",
+    answered by the error handler)."""
+    if not re.fullmatch(r"#?\d+", text.strip()):
+        raise ValueError("a signal id expected")
+    return bounds.signal_id(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -148,7 +149,47 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade_schema(url: str) -> None:
     """Run ``alembic upgrade head`` on ``url`` (idempotent), in a worker thread because
-    alembic's env.py runs its own event loop."""
+    alembic's env.py runs its own event loop. Every entry point runs it at start-up, so it
+    is also the check that the database answers.
+
+    Raises:
+        ConfigError: ``DATABASE_URL: cannot connect to host:port (reason)`` when the
+            server does not answer, refuses the login or has no such database, or the
+            SQLite file cannot be opened; the password is never shown.
+    """
     from alembic import command
 
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+    _check_sqlite_file(url)
+    try:
+        await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+    except (OSError, TimeoutError, DBAPIError) as exc:
+        raise _unreachable(url, exc) from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("asyncpg"):  # refused login, no such database
+            raise _unreachable(url, exc) from None
+        raise
+
+
+def _check_sqlite_file(url: str) -> None:
+    """A SQLite file's folder must exist and be writable (checked up front: aiosqlite's
+    worker thread prints a traceback of its own when the open fails inside alembic)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    folder = Path(parsed.database).resolve().parent
+    if not folder.is_dir():
+        raise _unreachable(url, FileNotFoundError(0, f"no folder {folder}"))
+    if not os.access(folder, os.W_OK):
+        raise _unreachable(url, PermissionError(0, f"folder {folder} is not writable"))
+
+
+def _unreachable(url: str, exc: BaseException) -> ConfigError:
+    """``DATABASE_URL: cannot connect to host:port (reason)``, the password masked."""
+    from core.config import database_location
+    from core.logging import redactor
+
+    cause = getattr(exc, "orig", None) or exc
+    reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    return ConfigError(
+        f"DATABASE_URL: cannot connect to {database_location(url)} ({redactor(str(reason))})"
+    )

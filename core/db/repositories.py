@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core.bounds import is_storable_id
 from core.db.models import AuditEventRow, OperatorStateRow, OrderRow, SignalRow
 from core.domain import (
     AuditEvent,
@@ -90,7 +91,9 @@ def order_report(row: OrderRow) -> OrderReport:
 
 
 async def get_signal(session: AsyncSession, signal_id: int) -> Signal:
-    """Load one signal. Raises NotFoundError."""
+    """Load one signal. Raises NotFoundError (also for an id no column can hold)."""
+    if not is_storable_id(signal_id):
+        raise NotFoundError(f"no signal with id {signal_id}")
     row = await session.get(SignalRow, signal_id, populate_existing=True)
     if row is None:
         raise NotFoundError(f"no signal with id {signal_id}")
@@ -150,14 +153,16 @@ async def transition_signal(
 ) -> bool:
     """Compare-and-set ``current -> new`` and append its audit event.
 
-    Returns False (and changes nothing) when the signal is no longer ``current``.
-    ``values`` are further columns to set in the same UPDATE.
+    Returns False (and changes nothing) when the signal is no longer ``current`` or the
+    id is one no column can hold. ``values`` are further columns to set in the same UPDATE.
 
     Raises:
         ValueError: the lifecycle forbids ``current -> new`` (a programming error).
     """
     if not can_transition(current, new):
         raise ValueError(f"forbidden transition {current} -> {new}")
+    if not is_storable_id(signal_id):
+        return False
     result = await session.exec(
         update(SignalRow)
         .where(col(SignalRow.id) == signal_id, col(SignalRow.status) == current.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,18 +17,18 @@ SIGNALDESK = [sys.executable, "-c", "from bot.cli import main; main()"]
 @pytest.fixture
 def run(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Run ``signaldesk ARGS`` in a fresh process on tmp_path/cli.db with a frozen replay."""
-    env = {k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME"}}
-    env.update(
+    base = {k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME"}}
+    base.update(
         DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
         FEED_SPEED="0",
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
     )
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*SIGNALDESK, *args],
             cwd=tmp_path,
-            env=env,
+            env={**base, **(env or {})},
             capture_output=True,
             text=True,
             timeout=60,
@@ -91,10 +92,24 @@ def test_a_new_process_sees_the_signals_positions_and_audit_of_the_previous_one(
     [
         (("propose", "BTC/USDT", "sideways", "-1"), "'sideways' is not one of 'buy', 'sell'"),
         (("propose", "BTC/USDT", "buy", "-1"), "quantity must be a positive number, got -1"),
-        (("propose", "BTC/USDT", "buy", "lots"), "quantity must be a number, got 'lots'"),
+        (("propose", "BTC/USDT", "buy", "lots"), "quantity must be a number, got lots"),
         (("propose", "BTC/USDT", "buy", "0.01", "--sl", "0"), "sl must be a positive number"),
         (("propose", "DOGE/USDT", "buy", "1"), "unknown symbol DOGE/USDT"),
         (("approve", "42"), "no signal with id 42"),
+        # hostile inputs that used to end in a 120-line traceback or a rounded value
+        (("propose", "BTC/USDT", "buy", "1e309"), "quantity must be below 10^18, got 1e309"),
+        (("propose", "BTC/USDT", "buy", "9" * 5000), "quantity must be a number of at most 80"),
+        (("propose", "BTC/USDT", "buy", "1e-30"), "quantity must have at most 18 decimal"),
+        (("propose", "BTC/USDT", "buy", "NaN"), "quantity must be a finite number"),
+        (("propose", "BTC/USDT", "buy", "0.01", "--tp", "1e20"), "tp must be below 10^18"),
+        (("propose", "BTC/USDT", "buy", "0.01", "--note", "a\x1b[2Jb"), "note must not contain"),
+        (("approve", "9" * 20), "no signal with id 99999999999999999999"),
+        (("reject", "9" * 20), "no signal with id 99999999999999999999"),
+        (("approve", "0"), "no signal with id 0"),
+        (
+            ("history", "9" * 20),
+            "Invalid value for 'limit': Input should be less than or equal to 1000",
+        ),
     ],
 )
 def test_bad_input_prints_a_clear_error_exits_non_zero_and_writes_nothing(  # type: ignore[no-untyped-def]
@@ -107,6 +122,62 @@ def test_bad_input_prints_a_clear_error_exits_non_zero_and_writes_nothing(  # ty
     assert "Traceback" not in result.stderr
     assert _rows(tmp_path / "cli.db", "signals") == 0
     assert _rows(tmp_path / "cli.db", "audit_events") == 0
+
+
+def test_rejecting_a_filled_signal_says_so_in_plain_words(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("propose", "BTC/USDT", "buy", "0.01").returncode == 0
+    assert run("approve", "1").returncode == 0
+
+    result = run("reject", "1")
+
+    assert result.returncode == 1
+    assert result.stderr == "error: signal 1 is filled, cannot reject\n"
+
+
+CONFIG: list[tuple[str, dict[str, str], str]] = [
+    ("postgres down", {"DATABASE_URL": "postgresql://sd:hunter22@127.0.0.1:1/sd"},
+     "error: DATABASE_URL: cannot connect to 127.0.0.1:1 (Connect call failed"),
+    ("no such host", {"DATABASE_URL": "postgres://sd:hunter22@db.invalid:5432/sd"},
+     "error: DATABASE_URL: cannot connect to db.invalid:5432 ("),
+    ("sqlite folder", {"DATABASE_URL": "sqlite:////nonexistent/dir/sd.db"},
+     "error: DATABASE_URL: cannot connect to /nonexistent/dir/sd.db (no folder"),
+    ("unsupported", {"DATABASE_URL": "mysql://sd:hunter22@db/sd"},
+     "DATABASE_URL: unsupported database 'mysql'"),
+    ("malformed", {"DATABASE_URL": "postgres://sd:hunter22@db:54x2/sd"},
+     "DATABASE_URL: not a valid database URL"),
+    ("token", {"TELEGRAM_BOT_TOKEN": "123:hunter22"}, "TELEGRAM_BOT_TOKEN: expected <digits>:"),
+    ("api base", {"TELEGRAM_API_BASE": "api.telegram.org/hunter22"},
+     "TELEGRAM_API_BASE: must be an http(s) URL"),
+    ("warn over max", {"DRAWDOWN_WARN_PCT": "20", "DRAWDOWN_MAX_PCT": "10"},
+     "DRAWDOWN_WARN_PCT must be below DRAWDOWN_MAX_PCT"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("env", "message"), [c[1:] for c in CONFIG], ids=[c[0] for c in CONFIG])
+def test_a_setting_that_cannot_be_served_exits_2_with_one_line_naming_it(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    result = run("status", env=env)
+
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "hunter22" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) <= 2  # "invalid settings:" and its line
+    assert _rows(tmp_path / "cli.db", "signals") == 0
+    assert _rows(tmp_path / "cli.db", "audit_events") == 0
+
+
+def test_a_busy_port_stops_the_engine_with_one_line(run) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))  # where the webhook binds
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        result = run("engine", env={"PORT": str(port), "LOG_LEVEL": "ERROR"})
+
+    assert result.returncode == 2
+    assert result.stderr == f"error: PORT {port} is in use\n"
 
 
 def test_an_invalid_setting_names_the_variable(run, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -152,7 +223,7 @@ def test_a_broker_whose_extra_is_missing_stops_start_up_with_one_line_naming_it(
         **os.environ,
         "BROKER": broker,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
-        "TELEGRAM_BOT_TOKEN": "123456:not-a-real-token",
+        "TELEGRAM_BOT_TOKEN": "123456:not-a-real-token-" + "x" * 18,  # the real shape
         "TELEGRAM_OWNER_IDS": "1",
     }
     result = subprocess.run(

@@ -126,7 +126,7 @@ def test_bot_main_with_token_but_no_owners_refuses(
     for name in [n for n in os.environ if n.startswith("TELEGRAM_")]:
         monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no .env
-    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "1:real-looking")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "1:real-looking-" + "x" * 22)  # the real shape
 
     assert bot_main() == 2
 

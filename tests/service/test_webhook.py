@@ -105,6 +105,11 @@ def without(key: str) -> dict[str, Any]:
     return {k: v for k, v in GOOD.items() if k != key}
 
 
+def raw_quantity(number: str) -> str:
+    """GOOD with ``quantity`` written as the raw JSON ``number`` (json.dumps cannot)."""
+    return json.dumps(GOOD | {"quantity": "Q"}).replace('"Q"', number)
+
+
 BAD: list[tuple[str, Any, int, str]] = [
     ("wrong secret", json.dumps(GOOD | {"secret": "guess"}), 403, "wrong secret"),
     ("no secret", json.dumps(without("secret")), 401, "missing secret"),
@@ -115,16 +120,30 @@ BAD: list[tuple[str, Any, int, str]] = [
     ("no side", json.dumps(without("side")), 422, "side: Field required"),
     ("typo field", json.dumps(GOOD | {"stoploss": 1}), 422, "stoploss: Extra inputs"),
     ("two sizes", json.dumps(GOOD | {"risk_pct": 1}), 422, "exactly one of quantity or risk"),
-    ("negative size", json.dumps(GOOD | {"quantity": "-1"}), 422, "quantity: Input should be"),
+    ("negative size", json.dumps(GOOD | {"quantity": "-1"}), 422, "quantity: must be a positive"),
     ("stop above a buy", json.dumps(GOOD | {"stop_loss": 130000}), 422, "must be below"),
-]
+    # hostile inputs that used to answer 500 or store a rounded value
+    ("1e309", raw_quantity("1e309"), 422, "quantity: must be below 10^18"),
+    ("500 digits", raw_quantity("9" * 500), 422, "quantity: must be below 10^18"),
+    ("NaN", raw_quantity("NaN"), 422, "quantity: must be a finite number"),
+    ("rounds to 0", raw_quantity("1e-30"), 422, "quantity: must have at most 18 decimal"),
+    ("19 decimals", raw_quantity('"0.0000000000000000001"'), 422, "at most 18 decimal places"),
+    ("huge stop", json.dumps(GOOD | {"stop_loss": "1" + "0" * 18}), 422, "stop_loss: must be"),
+    ("risk over 100", json.dumps(without("quantity") | {"risk_pct": 101}), 422, "risk_pct: must"),
+    ("deep nesting", '{"secret": "tv-3f9a1c", "x": ' + "[" * 400 + "]" * 400 + "}", 400,
+     "body nests deeper than 8 levels"),
+    ("NUL in note", json.dumps(GOOD | {"note": "a\u0000b"}), 422, "note: must not contain control"),
+    ("escape in symbol", json.dumps(GOOD | {"symbol": "BTC\u001b/USDT"}), 422, "symbol: must not"),
+    ("number as symbol", json.dumps(GOOD | {"symbol": 5}), 422, "symbol: Input should be a valid"),
+    ("not UTF-8", b'{"secret": "\xff"}', 400, "body is not valid JSON"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("body", "status", "reason"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
 )
 async def test_a_bad_request_gets_a_4xx_with_its_reason_and_writes_nothing(
-    served: tuple[Engine, TestClient], body: str, status: int, reason: str
+    served: tuple[Engine, TestClient], body: str | bytes, status: int, reason: str
 ) -> None:
     engine, client = served
 
@@ -132,6 +151,28 @@ async def test_a_bad_request_gets_a_4xx_with_its_reason_and_writes_nothing(
 
     assert response.status == status
     assert reason in (await response.json())["error"]
+    assert await written(engine) == [0, 0, 0]
+
+
+BIG: list[tuple[str, str, int, str]] = [
+    ("6,000 levels", json.dumps(GOOD | {"note": "N"}).replace('"N"', "[" * 6000 + "]" * 6000),
+     400, "body nests deeper than 8 levels"),
+    ("5,000 digits", raw_quantity("9" * 5000), 422, "quantity: must be below 10^18"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"), [b[1:] for b in BIG], ids=[b[0] for b in BIG]
+)
+async def test_bodies_that_used_to_answer_500_get_a_4xx_within_the_default_body_limit(
+    engines: Engines, sqlite_url: str, body: str, status: int, reason: str
+) -> None:
+    engine = await engines.start(sqlite_url, webhook_secret=SECRET)  # 16 KiB bodies
+    async with TestClient(TestServer(build_webhook_app(engine))) as client:
+        response = await client.post("/webhook", data=body)
+        refusal = await response.json()
+
+    assert (response.status, refusal) == (status, {"error": reason})
     assert await written(engine) == [0, 0, 0]
 
 
