@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     daily_loss_max_pct: Decimal = Field(Decimal(5), gt=0, lt=100)
     drawdown_hysteresis_pct: Decimal = Field(Decimal(1), ge=0, lt=100)
     drawdown_action: DrawdownAction = DrawdownAction.PAUSE
+    flatten_external: bool = Field(
+        False, description="the drawdown flatten also closes positions SignalDesk did not open"
+    )
+    pause_cancels_entries: bool = Field(
+        True, description="/pause and the guard's pause cancel resting entry orders"
+    )
     expiry_check_interval: int = Field(15, gt=0)
     reconcile_interval: int = Field(60, gt=0)
     strategy: str = Field("none", description="none or sma_cross")
