@@ -22,16 +22,19 @@ async def test_commands_are_registered_with_set_my_commands(start_desk: StartDes
 
     assert names == [spec.name for spec in COMMANDS]
     assert names == [
-        "start", "help", "status", "drawdown", "heartbeat", "positions", "signals", "pause",
-        "resume", "closeall", "close", "balance", "history",
+        "start", "help", "status", "drawdown", "heartbeat", "positions", "orders", "signals",
+        "pause", "resume", "closeall", "close", "balance", "history",
     ]  # fmt: skip
 
 
 BAD_COMMANDS = [
     ("/history abc", "Usage: /history [N], N 1 to 25 — recent signals and outcomes"),
     ("/history 0", "Usage: /history [N], N 1 to 25 — recent signals and outcomes"),
-    ("/close", "Usage: /close SYMBOL — close one position"),
-    ("/close BTC USDT", "Usage: /close SYMBOL — close one position"),
+    ("/close", "Usage: /close SYMBOL [PERCENT|QUANTITY] — close a position or part of it"),
+    (
+        "/close BTC USDT 5",
+        "Usage: /close SYMBOL [PERCENT|QUANTITY] — close a position or part of it",
+    ),
     ("/status now", "Usage: /status — mode, equity, drawdown, pause, uptime"),
     ("/closeall BTC/USDT", "Usage: /closeall — close every position (asks to confirm)"),
     ("/frobnicate", "Unknown command /frobnicate. Send /help for the list."),
