@@ -12,6 +12,24 @@ Execution rules (deterministic for a given feed position):
 - A limit order that is marketable on arrival fills like a market order but never worse
   than its limit; otherwise it rests and fills at its limit (or at a candle's open if that
   is better) on the first later candle whose low (buy) or high (sell) reaches the limit.
+- A STOP or TAKE_PROFIT order (always reduce-only) rests with its ``trigger_price`` and is
+  matched on each later candle. A sell stop (a long's stop) triggers when the candle's low
+  <= trigger, a buy stop (a short's stop) when its high >= trigger; a sell take profit
+  triggers when the high >= trigger, a buy take profit when the low <= trigger. The base
+  price is the trigger, or the candle's open when the candle OPENED beyond the trigger (a
+  gap: worse than the trigger for a stop, better for a take profit). The fill is then
+  executed like a market order from that base price: ``base x (1 -/+ (spread_bps / 2 +
+  slippage_bps) / 10_000)`` (minus for a sell, plus for a buy), rounded to the tick against
+  the trader, and pays the same fee. A trigger whose level the current close has already
+  passed when it arrives executes at once as a market order.
+- Resting orders are matched candle by candle, oldest candle first across every resting
+  order of the symbol; within one candle stops are matched first, then the other orders in
+  the order they were placed. So when ONE candle touches both the stop and the take profit
+  of a position, the stop wins (the conservative reading of a candle whose path inside is
+  unknown) and the take profit then finds nothing left to reduce.
+- A reduce-only trigger never opens or flips a position: it fills at most what is held
+  against it (``fill_quantity`` records a capped fill); with nothing held in the opposite
+  direction it is CANCELLED.
 - The fee is ``fill notional x fee_bps / 10_000`` in the quote currency, rounded half-up to
   1e-8.
 - An order that adds exposure needs free margin for ``added notional / leverage + fee``.
@@ -39,6 +57,8 @@ from core.db.models import PaperAccountRow, PaperOrderRow, PaperPositionRow
 from core.domain import (
     ZERO,
     Account,
+    Candle,
+    ExitStyle,
     Fill,
     OrderReport,
     OrderRequest,
@@ -52,6 +72,7 @@ from core.domain import (
 from core.errors import (
     InsufficientMarginError,
     InvalidQuantityError,
+    OrderNotFoundError,
     OrderRejectedError,
     QuantityLimitError,
 )
@@ -141,7 +162,11 @@ class PaperBroker:
 
     def market_fill_price(self, symbol: str, side: Side) -> Decimal:
         """Where a market order of ``side`` fills now (see the module docstring)."""
-        price = self.feed.price(symbol)
+        return self.executed_price(self.feed.price(symbol), side)
+
+    def executed_price(self, price: Decimal, side: Side) -> Decimal:
+        """``price`` (quote) after half the spread and the slippage against a taker of
+        ``side``, rounded to the 0.01 tick against the taker."""
         cost = (self.spread_bps / 2 + self.slippage_bps) / BPS
         if side is Side.BUY:
             return (price * (1 + cost)).quantize(PRICE_TICK, ROUND_CEILING)
@@ -156,14 +181,20 @@ class PaperBroker:
     async def place_order(self, request: OrderRequest) -> OrderReport:
         """Execute or rest ``request``; idempotent on its client order id.
 
+        STOP and TAKE_PROFIT orders are reduce-only whatever ``request.reduce_only`` says;
+        they rest until triggered (or execute at once when the close already passed the
+        trigger; CANCELLED when nothing is held against them then).
+
         Raises:
             UnknownSymbolError, InvalidQuantityError, QuantityLimitError,
-            InsufficientMarginError, OrderRejectedError (limit order without a price).
+            InsufficientMarginError, OrderRejectedError (limit order without a price,
+            trigger order without a trigger price).
         """
         self.feed.price(request.symbol)  # unknown symbol -> UnknownSymbolError
+        trigger = request.order_type.is_trigger
         if request.quantity <= 0:
             raise InvalidQuantityError(f"quantity must be positive, got {request.quantity}")
-        if not request.reduce_only and request.quantity > self.max_order_quantity:
+        if not (request.reduce_only or trigger) and request.quantity > self.max_order_quantity:
             raise QuantityLimitError(
                 f"quantity {request.quantity} exceeds the limit {self.max_order_quantity}"
             )
@@ -171,6 +202,10 @@ class PaperBroker:
             request.limit_price is None or request.limit_price <= 0
         ):
             raise OrderRejectedError("a limit order needs a positive limit price")
+        if trigger and (request.trigger_price is None or request.trigger_price <= 0):
+            raise OrderRejectedError(
+                f"a {request.order_type.value} order needs a positive trigger price"
+            )
         async with self._ledger() as session:
             existing = await self._order_row(session, request.client_order_id)
             if existing is not None:
@@ -182,10 +217,20 @@ class PaperBroker:
                 quantity=request.quantity,
                 order_type=request.order_type.value,
                 limit_price=request.limit_price,
+                trigger_price=request.trigger_price if trigger else None,
                 state=OrderState.OPEN.value,
                 placed_candle_at=self.feed.current().at,
                 created_at=self._clock(),
             )
+            if trigger:
+                close = self.feed.price(request.symbol)
+                if self._trigger_base(row, close, close, close) is not None:
+                    await self._fill_reducing(
+                        session, row, self.executed_price(close, request.side)
+                    )
+                session.add(row)
+                await session.flush()
+                return self._report(row)
             price = self.market_fill_price(request.symbol, request.side)
             if request.order_type is OrderType.LIMIT:
                 assert request.limit_price is not None
@@ -212,23 +257,74 @@ class PaperBroker:
             row = await self._order_row(session, client_order_id)
             return None if row is None else self._report(row)
 
-    async def close_position(self, symbol: str, client_order_id: str) -> OrderReport | None:
-        """Market order for the whole net position in ``symbol``; None when flat."""
+    async def close_position(
+        self,
+        symbol: str,
+        client_order_id: str,
+        quantity: Decimal | None = None,
+        position_ref: str = "",
+    ) -> OrderReport | None:
+        """Reduce-only market order for the net position in ``symbol``: all of it, or
+        ``quantity`` base units (capped at what is held). None when flat. Idempotent on
+        ``client_order_id``: an id the ledger holds returns that order. ``position_ref`` is
+        ignored (one netting position per symbol).
+
+        Raises:
+            UnknownSymbolError, InvalidQuantityError (``quantity`` not positive).
+        """
+        self.feed.price(symbol)
+        if quantity is not None and quantity <= 0:
+            raise InvalidQuantityError(f"quantity must be positive, got {quantity}")
         async with self._ledger() as session:
             await self._match_resting(session)
+            existing = await self._order_row(session, client_order_id)
+            if existing is not None:
+                return self._report(existing)
             position = await session.get(PaperPositionRow, symbol)
             held = position.quantity if position is not None else ZERO
         if held == 0:
             return None
+        size = abs(held) if quantity is None else min(quantity, abs(held))
         return await self.place_order(
             OrderRequest(
                 client_order_id=client_order_id,
                 symbol=symbol,
                 side=Side.SELL if held > 0 else Side.BUY,
-                quantity=abs(held),
+                quantity=size,
                 reduce_only=True,
             )
         )
+
+    async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
+        """Cancel a resting order; its final report (FILLED if a candle filled it before
+        the cancel: resting orders are matched first). A final order is returned unchanged.
+
+        Raises:
+            OrderNotFoundError: the ledger has no order with this client id.
+        """
+        async with self._ledger() as session:
+            await self._match_resting(session)
+            row = await self._order_row(session, client_order_id)
+            if row is None:
+                raise OrderNotFoundError(f"paper has no order {client_order_id}")
+            if row.state == OrderState.OPEN.value:
+                row.state = OrderState.CANCELLED.value
+                session.add(row)
+                await session.flush()
+            return self._report(row)
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
+        """Resting orders (limit, stop, take profit), oldest first, after matching."""
+        async with self._ledger() as session:
+            await self._match_resting(session)
+            rows = await self._resting_rows(session)
+        return [self._report(row) for row in rows if symbol is None or row.symbol == symbol]
+
+    async def exit_style(self, symbol: str) -> ExitStyle:
+        """ORDERS: the paper ledger holds stop and take-profit orders.
+        Raises UnknownSymbolError."""
+        self.feed.price(symbol)
+        return ExitStyle.ORDERS
 
     # --- account --------------------------------------------------------------------------
 
@@ -333,22 +429,30 @@ class PaperBroker:
                 f"free margin is {free:.2f} {self.currency}"
             )
 
-    async def _fill(self, session: AsyncSession, row: PaperOrderRow, price: Decimal) -> None:
-        """Fill ``row`` completely at ``price``: update position, balance and the row."""
+    async def _fill(
+        self,
+        session: AsyncSession,
+        row: PaperOrderRow,
+        price: Decimal,
+        quantity: Decimal | None = None,
+    ) -> None:
+        """Fill ``row`` at ``price``: completely, or ``quantity`` of it (a capped
+        reduce-only trigger); update position, balance and the row."""
         side = Side(row.side)
-        fee = self.fee_for(row.quantity, price)
+        size = row.quantity if quantity is None else quantity
+        fee = self.fee_for(size, price)
         position = await session.get(PaperPositionRow, row.symbol)
         if position is None:
             position = PaperPositionRow(symbol=row.symbol)
             session.add(position)
         held, entry = position.quantity, position.average_entry
-        signed = side.sign * row.quantity
+        signed = side.sign * size
         realized = ZERO
         if held == 0 or (held > 0) == (signed > 0):  # opening or adding
             new_quantity = held + signed
-            position.average_entry = (abs(held) * entry + row.quantity * price) / abs(new_quantity)
+            position.average_entry = (abs(held) * entry + size * price) / abs(new_quantity)
         else:  # reducing, closing or flipping
-            closed = min(abs(held), row.quantity)
+            closed = min(abs(held), size)
             realized = closed * (price - entry) * (1 if held > 0 else -1)
             new_quantity = held + signed
             if new_quantity == 0:
@@ -362,25 +466,83 @@ class PaperBroker:
         row.state = OrderState.FILLED.value
         row.fill_price = price
         row.fee = fee
+        row.fill_quantity = None if size == row.quantity else size
         row.filled_at = self._clock()
 
+    async def _fill_reducing(
+        self, session: AsyncSession, row: PaperOrderRow, price: Decimal
+    ) -> None:
+        """Fill a reduce-only trigger at ``price`` for at most what is held against it;
+        CANCELLED when nothing is."""
+        position = await session.get(PaperPositionRow, row.symbol)
+        held = position.quantity if position is not None else ZERO
+        against = -Side(row.side).sign * held  # > 0 when the order reduces the position
+        if against <= 0:
+            row.state = OrderState.CANCELLED.value
+            return
+        await self._fill(session, row, price, min(row.quantity, against))
+
+    @staticmethod
+    async def _resting_rows(session: AsyncSession) -> list[PaperOrderRow]:
+        query = (
+            select(PaperOrderRow)
+            .where(col(PaperOrderRow.state) == OrderState.OPEN.value)
+            .order_by(col(PaperOrderRow.id))
+        )
+        return list((await session.exec(query)).all())
+
+    @staticmethod
+    def _trigger_base(
+        row: PaperOrderRow, open_: Decimal, high: Decimal, low: Decimal
+    ) -> Decimal | None:
+        """The base price a trigger order executes from on a candle (open, high, low), or
+        None when the candle does not reach its trigger (see the module docstring)."""
+        assert row.trigger_price is not None
+        level = row.trigger_price
+        # a sell stop and a buy take profit wait for the price to fall to the level
+        falling = (row.order_type == OrderType.STOP.value) == (row.side == Side.SELL.value)
+        if falling:
+            return min(level, open_) if low <= level else None
+        return max(level, open_) if high >= level else None
+
     async def _match_resting(self, session: AsyncSession) -> None:
-        """Fill resting limit orders whose limit a later candle reached."""
-        query = select(PaperOrderRow).where(col(PaperOrderRow.state) == OrderState.OPEN.value)
-        for row in (await session.exec(query)).all():
-            assert row.limit_price is not None
-            limit = row.limit_price
-            for candle in self.feed.candles_since(row.symbol, row.placed_candle_at)[1:]:
-                if row.side == Side.BUY.value and candle.low <= limit:
-                    await self._fill(session, row, min(limit, candle.open))
-                    break
-                if row.side == Side.SELL.value and candle.high >= limit:
-                    await self._fill(session, row, max(limit, candle.open))
-                    break
+        """Fill resting orders that a later candle reached, candle by candle: oldest
+        candle first across every resting order of a symbol; within a candle stops
+        first, then the rest in placement order (see the module docstring)."""
+        resting = await self._resting_rows(session)
+        for symbol in sorted({row.symbol for row in resting}):
+            rows = [row for row in resting if row.symbol == symbol]
+            since = min(row.placed_candle_at for row in rows)
+            for candle in self.feed.candles_since(symbol, since):
+                due = [r for r in rows if r.state == OrderState.OPEN.value and self._due(r, candle)]
+                due.sort(key=lambda r: r.order_type != OrderType.STOP.value)  # stable: stops first
+                for row in due:
+                    await self._match_one(session, row, candle)
+
+    @staticmethod
+    def _due(row: PaperOrderRow, candle: Candle) -> bool:
+        """True when ``candle`` opened after the candle ``row`` was placed on."""
+        return candle.at > row.placed_candle_at
+
+    async def _match_one(self, session: AsyncSession, row: PaperOrderRow, candle: Candle) -> None:
+        """Fill ``row`` on ``candle`` if the candle reaches its limit or trigger."""
+        side = Side(row.side)
+        if OrderType(row.order_type).is_trigger:
+            base = self._trigger_base(row, candle.open, candle.high, candle.low)
+            if base is not None:
+                await self._fill_reducing(session, row, self.executed_price(base, side))
+            return
+        assert row.limit_price is not None
+        limit = row.limit_price
+        if side is Side.BUY and candle.low <= limit:
+            await self._fill(session, row, min(limit, candle.open))
+        elif side is Side.SELL and candle.high >= limit:
+            await self._fill(session, row, max(limit, candle.open))
 
     def _report(self, row: PaperOrderRow) -> OrderReport:
         filled = row.state == OrderState.FILLED.value
         side = Side(row.side)
+        size = row.quantity if row.fill_quantity is None else row.fill_quantity
         fills: tuple[Fill, ...] = ()
         if filled:
             assert row.fill_price is not None and row.filled_at is not None
@@ -389,7 +551,7 @@ class PaperBroker:
                     client_order_id=row.client_order_id,
                     symbol=row.symbol,
                     side=side,
-                    quantity=row.quantity,
+                    quantity=size,
                     price=row.fill_price,
                     fee=row.fee,
                     fee_currency=self.currency,
@@ -406,9 +568,10 @@ class PaperBroker:
             broker_order_id=f"paper-{row.id}" if row.id else "",
             order_type=OrderType(row.order_type),
             limit_price=row.limit_price,
-            filled_quantity=row.quantity if filled else ZERO,
+            filled_quantity=size if filled else ZERO,
             average_price=row.fill_price,
             fee=row.fee,
             fee_currency=self.currency,
             fills=fills,
+            trigger_price=row.trigger_price,
         )

@@ -92,7 +92,7 @@ class OrderRow(SQLModel, table=True):
     symbol: str = Field(max_length=32)
     side: str = Field(max_length=4)
     quantity: Decimal = _money()
-    order_type: str = Field(max_length=8)
+    order_type: str = Field(max_length=16)
     limit_price: Decimal | None = _money(nullable=True)
     state: str = Field(max_length=16, index=True)
     broker_order_id: str = Field(default="", max_length=128)
@@ -262,7 +262,7 @@ class PaperOrderRow(SQLModel, table=True):
     symbol: str = Field(max_length=32)
     side: str = Field(max_length=4)
     quantity: Decimal = _money()
-    order_type: str = Field(max_length=8)
+    order_type: str = Field(max_length=16)
     limit_price: Decimal | None = _money(nullable=True)
     state: str = Field(max_length=16)
     placed_candle_at: datetime = _when()
@@ -270,6 +270,11 @@ class PaperOrderRow(SQLModel, table=True):
     fee: Decimal = _money(ZERO)
     created_at: datetime = _when()
     filled_at: datetime | None = _when(nullable=True)
+    #: the level of a STOP / TAKE_PROFIT order (quote currency)
+    trigger_price: Decimal | None = _money(nullable=True)
+    #: base quantity filled when a reduce-only trigger was capped at what was held;
+    #: None means the whole ``quantity`` (every other fill)
+    fill_quantity: Decimal | None = _money(nullable=True)
 
 
 class PaperPositionRow(SQLModel, table=True):

@@ -2,7 +2,8 @@
 
 A trade record per position SignalDesk opens (fills and orders link to it), protective
 exit orders (trigger price, reduce-only, the ticket they reduce, why they closed), the
-trailing and break-even settings of a signal, and the trading state of the one pre-trade
+trailing and break-even settings of a signal, trigger orders in the paper ledger (and
+order types up to 16 characters: ``take_profit``), and the trading state of the one pre-trade
 gate (an existing pause or max breach becomes HALTED).
 
 Revision ID: 0002
@@ -109,8 +110,29 @@ def upgrade() -> None:
                 server_default="",
             )
         )
+        batch_op.alter_column(
+            "order_type",
+            existing_type=sqlmodel.sql.sqltypes.AutoString(length=8),
+            type_=sqlmodel.sql.sqltypes.AutoString(length=16),
+            existing_nullable=False,
+        )
         batch_op.create_index(batch_op.f("ix_orders_trade_id"), ["trade_id"], unique=False)
         batch_op.create_foreign_key("fk_orders_trade_id_trades", "trades", ["trade_id"], ["id"])
+
+    # "take_profit" needs more than 8 characters; the paper ledger keeps trigger orders too
+    with op.batch_alter_table("paper_orders", schema=None) as batch_op:
+        batch_op.alter_column(
+            "order_type",
+            existing_type=sqlmodel.sql.sqltypes.AutoString(length=8),
+            type_=sqlmodel.sql.sqltypes.AutoString(length=16),
+            existing_nullable=False,
+        )
+        batch_op.add_column(
+            sa.Column("trigger_price", core.db.types.Money(precision=36, scale=18), nullable=True)
+        )
+        batch_op.add_column(
+            sa.Column("fill_quantity", core.db.types.Money(precision=36, scale=18), nullable=True)
+        )
 
     with op.batch_alter_table("signals", schema=None) as batch_op:
         batch_op.add_column(
@@ -130,7 +152,23 @@ def downgrade() -> None:
         batch_op.drop_column("breakeven_at_r")
         batch_op.drop_column("trail_pct")
 
+    with op.batch_alter_table("paper_orders", schema=None) as batch_op:
+        batch_op.drop_column("fill_quantity")
+        batch_op.drop_column("trigger_price")
+        batch_op.alter_column(
+            "order_type",
+            existing_type=sqlmodel.sql.sqltypes.AutoString(length=16),
+            type_=sqlmodel.sql.sqltypes.AutoString(length=8),
+            existing_nullable=False,
+        )
+
     with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.alter_column(
+            "order_type",
+            existing_type=sqlmodel.sql.sqltypes.AutoString(length=16),
+            type_=sqlmodel.sql.sqltypes.AutoString(length=8),
+            existing_nullable=False,
+        )
         batch_op.drop_constraint("fk_orders_trade_id_trades", type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_orders_trade_id"))
         batch_op.drop_column("exit_reason")

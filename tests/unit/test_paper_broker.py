@@ -10,6 +10,10 @@ Candles used (from core/marketdata/data/btc_usdt_1h.csv.gz, index: open time, O/
     10 2025-08-20T21:00Z  O 114370.00  H 114476.13  L 114000.00  C 114356.24
     11 2025-08-20T22:00Z  O 114356.24  H 114615.38  L 114206.89  C 114595.19
     candles 1..30: the lowest low is 112201.00 (candle 30)
+    2145 2025-11-17T20:00Z O 91678.93  H 92234.53  L 91292.00  C 91920.59
+    2146 2025-11-17T21:00Z O 91914.01  H 92253.72  L 91500.00  C 91959.71  (opens 6.58 lower)
+    2337 2025-11-25T20:00Z O 86882.84  H 87463.00  L 86706.28  C 87382.70
+    2338 2025-11-25T21:00Z O 87387.48  H 87449.73  L 86985.02  C 87032.37  (opens 4.78 higher)
 
 Default costs: spread 2 bps, slippage 1 bps, fee 10 bps, so a market order pays
 (2 / 2 + 1) / 10000 = 0.0002 of the close, rounded to the 0.01 tick against the taker:
@@ -19,6 +23,8 @@ Default costs: spread 2 bps, slippage 1 bps, fee 10 bps, so a market order pays
     buy  at candle 2: 112693.15 x 1.0002 = 112715.688630 -> up   112715.69
     sell at candle 2: 112693.15 x 0.9998 = 112670.611370 -> down 112670.61
     sell at candle 11: 114595.19 x 0.9998 = 114572.270962 -> down 114572.27
+
+A triggered STOP / TAKE_PROFIT pays the same costs from its trigger (or the gap open).
 
 and the fee is notional x 10 / 10000 = notional x 0.001, rounded half-up to 1e-8.
 The account starts with 10000 USDT at leverage 1 and a maximum order quantity of 1 BTC.
@@ -42,10 +48,11 @@ from core.brokers.paper import PaperBroker
 from core.config import DEFAULT_FEED_CSV
 from core.db.engine import Database, upgrade_schema
 from core.db.models import PaperOrderRow, PaperPositionRow
-from core.domain import OrderRequest, OrderState, OrderType, Side
+from core.domain import ExitStyle, OrderRequest, OrderState, OrderType, Side
 from core.errors import (
     InsufficientMarginError,
     InvalidQuantityError,
+    OrderNotFoundError,
     OrderRejectedError,
     QuantityLimitError,
     UnknownSymbolError,
@@ -105,6 +112,26 @@ def limit(cid: str, side: Side, quantity: str, price: str) -> OrderRequest:
         order_type=OrderType.LIMIT,
         limit_price=D(price),
     )
+
+
+def trigger(cid: str, kind: OrderType, side: Side, quantity: str, level: str) -> OrderRequest:
+    return OrderRequest(
+        client_order_id=cid,
+        symbol=SYMBOL,
+        side=side,
+        quantity=D(quantity),
+        order_type=kind,
+        trigger_price=D(level),
+        reduce_only=True,
+    )
+
+
+def stop(cid: str, side: Side, quantity: str, level: str) -> OrderRequest:
+    return trigger(cid, OrderType.STOP, side, quantity, level)
+
+
+def take_profit(cid: str, side: Side, quantity: str, level: str) -> OrderRequest:
+    return trigger(cid, OrderType.TAKE_PROFIT, side, quantity, level)
 
 
 async def _count(db: Database, model: Any) -> int:
@@ -703,3 +730,284 @@ async def test_a_second_broker_on_the_same_database_sees_the_same_ledger(
     )
     assert resting is not None
     assert (resting.state, resting.limit_price) == (OrderState.OPEN, D("110000"))
+
+
+# --- stop and take-profit orders ------------------------------------------------------------
+
+
+async def _state(broker: PaperBroker, cid: str) -> OrderState:
+    report = await broker.get_order(cid, SYMBOL)
+    assert report is not None
+    return report.state
+
+
+async def test_long_stop_fills_at_the_stop_on_the_candle_whose_low_crosses_it(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.01"))  # 113689.42, fee 1.1368942
+    placed = await broker.place_order(stop("open-sl1", Side.SELL, "0.01", "113000"))
+    assert placed.state is OrderState.OPEN and placed.trigger_price == D("113000")
+
+    feed.step()  # candle 1: low 113512.88 > 113000
+    assert await _state(broker, "open-sl1") is OrderState.OPEN
+    feed.step()  # candle 2: opens 113659.01 above the stop, low 112600.00 crosses it
+
+    report = await broker.get_order("open-sl1", SYMBOL)
+
+    assert report is not None and report.state is OrderState.FILLED
+    # 113000 x 0.9998 = 112977.4 -> 112977.40; fee 0.01 x 112977.40 x 0.001 = 1.129774
+    assert (report.filled_quantity, report.average_price, report.fee) == (
+        D("0.01"),
+        D("112977.40"),
+        D("1.129774"),
+    )
+    assert await broker.positions() == []
+    # realized 0.01 x (112977.40 - 113689.42) = -7.1202
+    # balance 10000 - 1.1368942 - 7.1202 - 1.129774 = 9990.6131318
+    assert (await broker.account()).balance == D("9990.6131318")
+
+
+async def test_long_stop_fills_at_the_open_of_a_candle_that_gaps_below_it(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    feed.step(2145)  # close 91920.59: buy 91920.59 x 1.0002 = 91938.974118 -> 91938.98
+    await broker.place_order(market("open", Side.BUY, "0.01"))
+    await broker.place_order(stop("open-sl1", Side.SELL, "0.01", "91917"))
+
+    feed.step()  # candle 2146 opens at 91914.01, already below the stop
+
+    report = await broker.get_order("open-sl1", SYMBOL)
+    assert report is not None and report.state is OrderState.FILLED
+    # from the open: 91914.01 x 0.9998 = 91895.627198 -> down 91895.62 (not 91898.61)
+    assert (report.average_price, report.fee) == (D("91895.62"), D("0.9189562"))
+    # realized 0.01 x (91895.62 - 91938.98) = -0.4336
+    # balance 10000 - 0.9193898 - 0.4336 - 0.9189562 = 9997.728054
+    assert (await broker.account()).balance == D("9997.728054")
+
+
+async def test_long_take_profit_fills_at_its_level_when_a_high_reaches_it(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.01"))  # 113689.42, fee 1.1368942
+    await broker.place_order(take_profit("open-tp1", Side.SELL, "0.01", "114000"))
+
+    feed.step(3)  # highs 113944.00, 113659.01, 113854.34: below 114000
+    assert await _state(broker, "open-tp1") is OrderState.OPEN
+    feed.step()  # candle 4: opens 113465.84, high 114326.35 >= 114000
+
+    report = await broker.get_order("open-tp1", SYMBOL)
+    assert report is not None and report.state is OrderState.FILLED
+    # 114000 x 0.9998 = 113977.2 -> 113977.20; fee 1.139772
+    assert (report.average_price, report.fee) == (D("113977.20"), D("1.139772"))
+    # realized 0.01 x (113977.20 - 113689.42) = 2.8778
+    # balance 10000 - 1.1368942 + 2.8778 - 1.139772 = 10000.6011338
+    assert (await broker.account()).balance == D("10000.6011338")
+
+
+async def test_short_stop_buys_back_on_the_high_and_its_take_profit_on_the_low(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    await broker.place_order(market("short-a", Side.SELL, "0.01"))  # 113643.94
+    await broker.place_order(market("short-b", Side.SELL, "0.01"))  # 113643.94
+    await broker.place_order(take_profit("short-a-tp1", Side.BUY, "0.01", "113000"))
+    await broker.place_order(stop("short-b-sl1", Side.BUY, "0.01", "114000"))
+
+    feed.step(2)  # candle 2: opens 113659.01, low 112600.00 <= 113000: the take profit
+    tp = await broker.get_order("short-a-tp1", SYMBOL)
+    assert tp is not None and tp.state is OrderState.FILLED
+    # 113000 x 1.0002 = 113022.6 -> 113022.60
+    assert tp.average_price == D("113022.60")
+    assert await _state(broker, "short-b-sl1") is OrderState.OPEN  # highs < 114000
+
+    feed.step(2)  # candle 4: opens 113465.84, high 114326.35 >= 114000: the stop
+    sl = await broker.get_order("short-b-sl1", SYMBOL)
+    assert sl is not None and sl.state is OrderState.FILLED
+    # 114000 x 1.0002 = 114022.8 -> 114022.80; fee 1.140228
+    assert (sl.average_price, sl.fee) == (D("114022.80"), D("1.140228"))
+    assert await broker.positions() == []
+    # realized 0.01 x (113643.94 - 113022.60) + 0.01 x (113643.94 - 114022.80)
+    #        = 6.2134 - 3.7886 = 2.4248
+    # fees 2 x 1.1364394 + 1.130226 + 1.140228 = 4.5433328
+    assert (await broker.account()).balance == D("9997.8814672")  # 10000 + 2.4248 - 4.5433328
+
+
+async def test_short_stop_fills_at_the_open_of_a_candle_that_gaps_above_it(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    feed.step(2337)  # close 87382.70: sell 87382.70 x 0.9998 = 87365.2234 -> 87365.22
+    await broker.place_order(market("short", Side.SELL, "0.01"))
+    await broker.place_order(stop("short-sl1", Side.BUY, "0.01", "87385"))
+
+    feed.step()  # candle 2338 opens at 87387.48, above the stop
+
+    report = await broker.get_order("short-sl1", SYMBOL)
+    assert report is not None and report.state is OrderState.FILLED
+    # 87387.48 x 1.0002 = 87404.957496 -> up 87404.96
+    assert report.average_price == D("87404.96")
+
+
+async def test_a_candle_touching_both_the_stop_and_the_take_profit_fills_the_stop(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    feed.step(3)  # close 113465.84: buy 113465.84 x 1.0002 = 113488.533168 -> 113488.54
+    await broker.place_order(market("open", Side.BUY, "0.01"))
+    # the take profit is placed first: the order of placement does not decide
+    await broker.place_order(take_profit("open-tp1", Side.SELL, "0.01", "114200"))
+    await broker.place_order(stop("open-sl1", Side.SELL, "0.01", "113300"))
+
+    feed.step()  # candle 4: high 114326.35 >= 114200 and low 113229.43 <= 113300
+
+    sl = await broker.get_order("open-sl1", SYMBOL)
+    tp = await broker.get_order("open-tp1", SYMBOL)
+    assert sl is not None and sl.state is OrderState.FILLED
+    assert sl.average_price == D("113277.34")  # 113300 x 0.9998 = 113277.34
+    assert tp is not None and tp.state is OrderState.CANCELLED  # nothing left to reduce
+    assert tp.fills == ()
+    # realized 0.01 x (113277.34 - 113488.54) = -2.112
+    # balance 10000 - 1.1348854 - 2.112 - 1.1327734 = 9995.6203412
+    assert (await broker.account()).balance == D("9995.6203412")
+
+
+async def test_a_stop_and_target_resolve_in_time_order_across_orders(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.01"))  # candle 0
+    # placed first, but its level trades later: candle 4's high 114326.35 >= 114200
+    await broker.place_order(take_profit("open-tp1", Side.SELL, "0.01", "114200"))
+    # candle 3's low 112380.00 <= 112500 (candles 1 and 2 stay above)
+    await broker.place_order(stop("open-sl1", Side.SELL, "0.01", "112500"))
+    feed.step(4)  # nothing read the ledger on candles 1..3: both resolve on this read
+
+    sl = await broker.get_order("open-sl1", SYMBOL)
+
+    assert sl is not None and sl.state is OrderState.FILLED
+    assert sl.average_price == D("112477.50")  # 112500 x 0.9998 = 112477.5
+    assert await _state(broker, "open-tp1") is OrderState.CANCELLED
+    assert await broker.open_orders() == []
+
+
+async def test_a_trigger_fills_at_most_what_is_held_and_never_flips(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.01"))
+    await broker.place_order(stop("open-sl1", Side.SELL, "0.03", "113000"))
+    feed.step(2)
+
+    report = await broker.get_order("open-sl1", SYMBOL)
+
+    assert report is not None and report.state is OrderState.FILLED
+    assert (report.quantity, report.filled_quantity) == (D("0.03"), D("0.01"))
+    assert [f.quantity for f in report.fills] == [D("0.01")]
+    assert report.fee == D("1.129774")  # on 0.01 at 112977.40
+    assert await broker.positions() == []
+
+
+async def test_a_trigger_with_nothing_held_against_it_is_cancelled(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.01"))
+    await broker.place_order(stop("wrong-way", Side.BUY, "0.01", "113900"))  # would add
+    feed.step()  # candle 1: high 113944.00
+
+    assert await _state(broker, "wrong-way") is OrderState.CANCELLED
+    [position] = await broker.positions()
+    assert position.quantity == D("0.01")
+
+
+async def test_a_trigger_the_close_already_passed_executes_at_once_at_market(
+    broker: PaperBroker,
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.01"))
+
+    report = await broker.place_order(stop("open-sl1", Side.SELL, "0.01", "113700"))
+
+    assert report.state is OrderState.FILLED
+    assert report.average_price == D("113643.94")  # the market sell at candle 0
+    assert await broker.positions() == []
+
+
+async def test_a_trigger_order_needs_a_trigger_price(broker: PaperBroker, db: Database) -> None:
+    request = OrderRequest(
+        client_order_id="sl",
+        symbol=SYMBOL,
+        side=Side.SELL,
+        quantity=D("0.01"),
+        order_type=OrderType.STOP,
+    )
+
+    with pytest.raises(OrderRejectedError, match="stop order needs a positive trigger price"):
+        await broker.place_order(request)
+    assert await _count(db, PaperOrderRow) == 0
+
+
+async def test_cancel_order_cancels_a_resting_stop_which_then_never_fills(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.01"))
+    await broker.place_order(stop("open-sl1", Side.SELL, "0.01", "113000"))
+
+    cancelled = await broker.cancel_order("open-sl1", SYMBOL)
+    feed.step(2)  # candle 2 crosses 113000
+
+    assert cancelled.state is OrderState.CANCELLED
+    assert await _state(broker, "open-sl1") is OrderState.CANCELLED
+    assert await broker.open_orders() == []
+    [position] = await broker.positions()
+    assert position.quantity == D("0.01")
+
+
+async def test_cancel_after_the_trigger_traded_reports_the_fill(
+    broker: PaperBroker, feed: ReplayFeed
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.01"))
+    await broker.place_order(stop("open-sl1", Side.SELL, "0.01", "113000"))
+    feed.step(2)
+
+    report = await broker.cancel_order("open-sl1", SYMBOL)
+
+    assert report.state is OrderState.FILLED and report.average_price == D("112977.40")
+    assert await broker.cancel_order("open-sl1", SYMBOL) == report  # final: unchanged
+
+
+async def test_cancel_of_an_unknown_order_raises_order_not_found(broker: PaperBroker) -> None:
+    with pytest.raises(OrderNotFoundError):
+        await broker.cancel_order("nope", SYMBOL)
+
+
+async def test_open_orders_lists_resting_orders_of_one_symbol_oldest_first(
+    broker: PaperBroker,
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.01"))
+    await broker.place_order(take_profit("open-tp1", Side.SELL, "0.01", "115000"))
+    await broker.place_order(stop("open-sl1", Side.SELL, "0.01", "110000"))
+    await broker.place_order(limit("lim", Side.BUY, "0.01", "100000"))
+
+    orders = await broker.open_orders(SYMBOL)
+
+    assert [(o.client_order_id, o.order_type, o.trigger_price) for o in orders] == [
+        ("open-tp1", OrderType.TAKE_PROFIT, D("115000")),
+        ("open-sl1", OrderType.STOP, D("110000")),
+        ("lim", OrderType.LIMIT, None),
+    ]
+    assert await broker.open_orders("ETH/USDT") == []
+
+
+async def test_close_position_with_a_quantity_closes_part_and_is_capped_at_what_is_held(
+    broker: PaperBroker,
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.03"))
+
+    part = await broker.close_position(SYMBOL, "close-1", D("0.01"))
+    rest = await broker.close_position(SYMBOL, "close-2", D("5"))
+    again = await broker.close_position(SYMBOL, "close-1", D("0.01"))
+
+    assert part is not None and (part.side, part.filled_quantity) == (Side.SELL, D("0.01"))
+    assert rest is not None and rest.filled_quantity == D("0.02")
+    assert again == part  # idempotent on the client order id, even when flat
+    assert await broker.positions() == []
+
+
+async def test_paper_holds_exits_as_orders(broker: PaperBroker) -> None:
+    assert await broker.exit_style(SYMBOL) is ExitStyle.ORDERS
+    with pytest.raises(UnknownSymbolError):
+        await broker.exit_style("ETH/USDT")
