@@ -36,7 +36,9 @@ from core.domain import (
     OrderReport,
     OrderRequest,
     OrderState,
+    OrderType,
     Position,
+    Side,
     Signal,
     SignalStatus,
     can_transition,
@@ -718,23 +720,80 @@ class TradingService:
     ) -> tuple[CancelResult, ...]:
         """Cancel the protective exits of the positions closed whole, and re-place those of
         the positions closed in part for the quantity left (:meth:`_resize_exits`)."""
-        flat = [p for (p, _), c in zip(targets, closes, strict=True) if c.report and not c.partial]
-        resized = [p for (p, _), c in zip(targets, closes, strict=True) if c.report and c.partial]
-        for position in resized:
-            await self._resize_exits(position, actor)
-        if not flat:
+        done = [(p, c) for (p, _), c in zip(targets, closes, strict=True) if c.report]
+        if not done:
             return ()
-        exits = [
-            row
-            for row in await self._resting_rows(PROTECTIVE)
-            if any(_same_position(row, p) for p in flat)
-        ]
-        return tuple(await asyncio.gather(*(self._cancel_row(row, actor) for row in exits)))
+        exits = await self._resting_rows(PROTECTIVE)
+        cancels: list[OrderRow] = []
+        for position, close in done:
+            mine = [row for row in exits if _same_position(row, position)]
+            if not close.partial:
+                cancels += mine
+                continue
+            assert close.report is not None
+            left = abs(position.quantity) - close.report.filled_quantity
+            cancels += await self._resize_exits(mine, left, actor)
+        return tuple(await asyncio.gather(*(self._cancel_row(row, actor) for row in cancels)))
 
-    async def _resize_exits(self, position: Position, actor: str) -> None:
-        """After a partial close, the protective exits of ``position`` cover what is left.
-        (Re-placed by the trades engineer's exit service once merged.)"""
-        del position, actor
+    async def _place(self, request: OrderRequest) -> OrderReport:
+        return await retry_temporary(lambda: self.broker.place_order(request))
+
+    async def _resize_exits(
+        self, exits: list[OrderRow], left: Decimal, actor: str
+    ) -> list[OrderRow]:
+        """After a partial close, place each protective exit in ``exits`` again for the
+        ``left`` base units (client order id ``<entry cid>-sl<n+1>`` / ``-tp<n+1>``); return
+        the old orders to cancel. The new one is placed before the old one is cancelled, so
+        the position is never without its stop; both are reduce-only, so the moment both
+        rest can never open anything. An exit whose new order fails is kept as it is
+        (larger than the position, reduce-only: it still protects)."""
+        replaced = []
+        for old in exits:
+            if old.quantity <= left:
+                continue
+            now = self._clock()
+            async with self._db.session() as session:
+                cid = await _next_exit_id(session, old)
+                session.add(
+                    OrderRow(
+                        client_order_id=cid,
+                        purpose=old.purpose,
+                        trade_id=old.trade_id,
+                        symbol=old.symbol,
+                        side=old.side,
+                        quantity=left,
+                        order_type=old.order_type,
+                        trigger_price=old.trigger_price,
+                        limit_price=old.limit_price,
+                        reduce_only=True,
+                        position_ref=old.position_ref,
+                        state=OrderState.SUBMITTED.value,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            request = OrderRequest(
+                client_order_id=cid,
+                symbol=old.symbol,
+                side=Side(old.side),
+                quantity=left,
+                order_type=OrderType(old.order_type),
+                limit_price=old.limit_price,
+                reduce_only=True,
+                trigger_price=old.trigger_price,
+                position_ref=old.position_ref,
+            )
+            try:
+                report = await self._place(request)
+            except (BrokerPermanentError, BrokerTemporaryError) as exc:
+                await self.record_failure(cid, OrderState.FAILED, str(exc), actor)
+                continue
+            except (BrokerError, OSError, TimeoutError) as exc:
+                await self.record_failure(cid, OrderState.UNKNOWN, str(exc), actor)
+                continue
+            await self.record_report(report, actor)
+            replaced.append(old)
+        return replaced
 
     # --- resting orders -------------------------------------------------------------------
 
@@ -956,6 +1015,18 @@ def _view(position: Position, trades: list[TradeRow]) -> PositionView:
         take_profit=target,
         exit_style=ExitStyle(styles.pop()) if len(styles) == 1 else None,
     )
+
+
+async def _next_exit_id(session: AsyncSession, old: OrderRow) -> str:
+    """The client order id of ``old``'s replacement: ``<entry cid>-sl<n+1>`` for a stop
+    loss, ``-tp<n+1>`` for a take profit, n the number placed so far under that stem."""
+    stem = re.sub(r"-(sl|tp)\d*$", "", old.client_order_id)
+    kind = "sl" if old.purpose == "stop_loss" else "tp"
+    query = select(OrderRow.client_order_id).where(
+        col(OrderRow.client_order_id).startswith(f"{stem}-{kind}")
+    )
+    placed = len((await session.exec(query)).all())
+    return f"{stem}-{kind}{placed + 1}"
 
 
 def _same_position(row: OrderRow, position: Position) -> bool:

@@ -85,7 +85,9 @@ async def test_closeall_confirmed_closes_and_reports_each_position(start_desk: S
     await _open_position(desk)
 
     prompt = await desk.say("/closeall")
-    assert prompt.plain_text.startswith("Close this position at market?\nBTC/USDT long 0.01")
+    assert prompt.plain_text.startswith(
+        "Close this position SignalDesk opened at market?\nBTC/USDT long 0.01"
+    )
     assert "This button expires in 60 s." in prompt.plain_text
     first = desk.confirm(prompt, ConfirmAction.CLOSE_ALL)
     second = desk.confirm(prompt, ConfirmAction.CLOSE_ALL)  # a double tap runs once
@@ -93,7 +95,8 @@ async def test_closeall_confirmed_closes_and_reports_each_position(start_desk: S
     assert (await desk.answer(first)).text == "Closing…"
     assert (await desk.answer(second)).text == "Already confirmed"
     text = await desk.edited(prompt, "Close results")
-    assert "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT)" in text
+    # bought at 113,689.42, sold at 113,643.94: (113,643.94 - 113,689.42) x 0.01 = -0.45
+    assert "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45" in text
     assert desk.sandbox.message(prompt.chat_id, prompt.message_id).buttons == []
     assert (await desk.say("/positions")).plain_text == "No open positions."
 
