@@ -223,7 +223,8 @@ def orders() -> None:
     for o in found:
         r = o.report
         level = r.trigger_price if r.order_type.is_trigger else r.limit_price
-        what = o.purpose or "not placed by SignalDesk"
+        what = "entry" if o.is_entry else o.purpose.replace("_", " ")
+        what = what or "not placed by SignalDesk"
         if o.signal_id is not None:
             what += f" of signal #{o.signal_id}"
         typer.echo(
