@@ -20,8 +20,9 @@ from sqlmodel import col, func, select
 
 from core.app import Engine
 from core.config import DrawdownAction
-from core.db.models import AuditEventRow, OrderRow, PaperOrderRow, PaperPositionRow
+from core.db.models import AuditEventRow, OrderRow, PaperOrderRow, PaperPositionRow, TradeRow
 from core.domain import (
+    ExitStyle,
     OrderRequest,
     OrderState,
     OrderType,
@@ -374,3 +375,39 @@ def test_realized_pnl_of_a_short_gains_when_the_price_falls() -> None:
     )  # fmt: skip
     assert realized_pnl(Decimal(-2), Decimal(100), report) == Decimal(20)
     assert realized_pnl(Decimal(2), Decimal(100), report) == Decimal(-20)
+
+
+# --- the book ------------------------------------------------------------------------
+
+
+async def test_the_book_takes_the_entry_and_levels_from_the_trade_record_not_the_broker(
+    engine: Engine,
+) -> None:
+    signal_id = await market_long(engine)
+    # the trade record of that long, as the trades service writes it: an entry of our own
+    # fills that differs from what the venue reports (ccxt spot reports entry = mark)
+    async with engine.db.session() as session:
+        session.add(
+            TradeRow(
+                signal_id=signal_id,
+                symbol=BTC,
+                side="buy",
+                quantity=Decimal("0.01"),
+                quantity_open=Decimal("0.01"),
+                average_entry=Decimal(100000),
+                stop_loss=Decimal(98000),
+                take_profit=Decimal(120000),
+                exit_style=ExitStyle.ORDERS.value,
+            )
+        )
+
+    [view] = await engine.trading.book()
+
+    assert view.entry == Decimal(100000) and not view.external
+    assert view.position.average_entry == Decimal("113689.42")  # the broker's, not shown
+    assert view.unrealized_pnl == (Decimal("113666.68") - 100000) * Decimal("0.01")
+    assert (view.stop_loss, view.take_profit) == (Decimal(98000), Decimal(120000))
+    assert view.exit_style is ExitStyle.ORDERS
+    report = await engine.trading.close_all("owner:1")
+    # realized from our entry: (113,643.94 - 100,000) x 0.01
+    assert report.closes[0].realized_pnl == Decimal("136.4394")
