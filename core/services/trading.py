@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -689,20 +690,16 @@ class TradingService:
             await repo.add_audit(
                 session, actor=actor, action="close", at=now, order_id=order.id, reason=what
             )
-        try:
-            report = await retry_temporary(
-                lambda: self.broker.close_position(symbol, client_order_id, quantity, ref)
-            )
-        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
-            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
-            return CloseResult(symbol, error=str(exc), position_ref=ref)
-        except (BrokerError, OSError, TimeoutError) as exc:
-            await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
-            return CloseResult(symbol, error=f"outcome unknown, reconciling: {exc}")
+        report, error = await self._execute(
+            client_order_id,
+            lambda: self.broker.close_position(symbol, client_order_id, quantity, ref),
+            actor,
+        )
+        if error:
+            return CloseResult(symbol, error=error, position_ref=ref)
         if report is None:
             await self.record_failure(client_order_id, OrderState.CANCELLED, "already flat", actor)
             return CloseResult(symbol, position_ref=ref)
-        await self.record_report(report, actor)
         entry = _entry(position, trades)
         return CloseResult(
             symbol,
@@ -735,8 +732,27 @@ class TradingService:
             cancels += await self._resize_exits(mine, left, actor)
         return tuple(await asyncio.gather(*(self._cancel_row(row, actor) for row in cancels)))
 
-    async def _place(self, request: OrderRequest) -> OrderReport:
-        return await retry_temporary(lambda: self.broker.place_order(request))
+    async def _execute(
+        self,
+        client_order_id: str,
+        call: Callable[[], Awaitable[OrderReport | None]],
+        actor: str,
+    ) -> tuple[OrderReport | None, str]:
+        """Send an order whose row is committed (temporary errors retried) and record the
+        outcome: (the report, "") when the venue answered (None: nothing to do), else
+        (None, a user-facing error) with the row FAILED (refused: nothing was placed) or
+        UNKNOWN (may exist: the reconciler looks it up by client order id)."""
+        try:
+            report = await retry_temporary(call)
+        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
+            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
+            return None, str(exc)
+        except (BrokerError, OSError, TimeoutError) as exc:
+            await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
+            return None, f"outcome unknown, reconciling: {exc}"
+        if report is not None:
+            await self.record_report(report, actor)
+        return report, ""
 
     async def _resize_exits(
         self, exits: list[OrderRow], left: Decimal, actor: str
@@ -783,16 +799,9 @@ class TradingService:
                 trigger_price=old.trigger_price,
                 position_ref=old.position_ref,
             )
-            try:
-                report = await self._place(request)
-            except (BrokerPermanentError, BrokerTemporaryError) as exc:
-                await self.record_failure(cid, OrderState.FAILED, str(exc), actor)
-                continue
-            except (BrokerError, OSError, TimeoutError) as exc:
-                await self.record_failure(cid, OrderState.UNKNOWN, str(exc), actor)
-                continue
-            await self.record_report(report, actor)
-            replaced.append(old)
+            report, _ = await self._execute(cid, partial(self.broker.place_order, request), actor)
+            if report is not None:
+                replaced.append(old)
         return replaced
 
     # --- resting orders -------------------------------------------------------------------

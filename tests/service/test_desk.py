@@ -12,6 +12,7 @@ candle 3's low is 112,380.00, the first to reach a buy limit at 112,500.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +31,7 @@ from core.domain import (
     Side,
     SignalStatus,
 )
-from core.errors import InvalidInputError, NotFoundError
+from core.errors import InvalidInputError, NotFoundError, OrderRejectedError
 from core.marketdata.replay import load_candles
 from core.services import Proposal
 from core.services.trading import CloseAmount, owns, realized_pnl
@@ -268,9 +269,36 @@ class ForeignBroker:
         return getattr(self._inner, name)
 
     async def positions(self) -> list[Position]:
-        from dataclasses import replace
-
         return [replace(p, opened_by_signaldesk=False) for p in await self._inner.positions()]
+
+
+class RefusingBroker(ForeignBroker):
+    """The paper broker refusing every close (a market closed, a venue rule)."""
+
+    async def positions(self) -> list[Position]:
+        return list(await self._inner.positions())
+
+    async def close_position(self, *args: Any, **kwargs: Any) -> None:
+        raise OrderRejectedError("market closed")
+
+
+async def test_a_refused_close_keeps_the_stop_resting_and_is_reported(engine: Engine) -> None:
+    await market_long(engine)
+    stop = await protective_stop(engine, "0.01")
+    engine.trading.broker = RefusingBroker(engine.broker)  # type: ignore[assignment]
+
+    report = await engine.trading.close_all("owner:1")
+
+    assert not report.ok
+    [close] = report.closes
+    assert close.error == "market closed" and close.report is None
+    assert report.exits_cancelled == ()
+    assert [o.report.client_order_id for o in await engine.trading.open_orders()] == [stop]
+    async with engine.db.session() as session:
+        states = (
+            await session.exec(select(OrderRow.state).where(col(OrderRow.purpose) == "close"))
+        ).all()
+    assert states == ["FAILED"]
 
 
 @pytest.mark.parametrize("flatten_external", [False, True])
