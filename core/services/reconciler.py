@@ -313,7 +313,10 @@ class Reconciler:
         request = await self._request_for(order) if order.purpose != "close" else None
         send: Callable[[], Awaitable[OrderReport | None]]
         if request is None:
-            send = lambda: self._broker.close_position(order.symbol, cid)  # noqa: E731
+            # the recorded quantity and ticket: a partial close must not come back whole
+            send = lambda: self._broker.close_position(  # noqa: E731
+                order.symbol, cid, order.quantity, order.position_ref
+            )
         else:
             send = lambda: self._broker.place_order(request)  # noqa: E731
         try:

@@ -31,7 +31,12 @@ from core.domain import (
     Side,
     SignalStatus,
 )
-from core.errors import InvalidInputError, NotFoundError, OrderRejectedError
+from core.errors import (
+    BrokerAmbiguousError,
+    InvalidInputError,
+    NotFoundError,
+    OrderRejectedError,
+)
 from core.marketdata.replay import load_candles
 from core.services import Proposal
 from core.services.trading import CloseAmount, owns, realized_pnl
@@ -439,3 +444,26 @@ async def test_the_book_takes_the_entry_and_levels_from_the_trade_record_not_the
     report = await engine.trading.close_all("owner:1")
     # realized from our entry: (113,643.94 - 100,000) x 0.01
     assert report.closes[0].realized_pnl == Decimal("136.4394")
+
+
+class AmbiguousBroker(RefusingBroker):
+    """The paper broker whose close requests time out before reaching it."""
+
+    async def close_position(self, *args: Any, **kwargs: Any) -> None:
+        raise BrokerAmbiguousError("timed out")
+
+
+async def test_a_partial_close_of_unknown_outcome_is_resubmitted_as_the_same_part(
+    engine: Engine, clock: Clock
+) -> None:
+    await market_long(engine, "0.02")
+    engine.trading.broker = AmbiguousBroker(engine.broker)  # type: ignore[assignment]
+
+    report = await engine.trading.close(BTC, CloseAmount.parse("50%"), "owner:1")
+    engine.trading.broker = engine.broker  # the venue answers again
+    clock.advance(600)
+    await engine.reconciler.run()
+
+    assert report.closes[0].error == "outcome unknown, reconciling: timed out"
+    [position] = await engine.trading.positions()
+    assert position.quantity == Decimal("0.01")  # half, not the whole position
