@@ -749,19 +749,24 @@ def _untouched_line(p: Position) -> str:
     return f"{_position_line(p)}: external, left untouched"
 
 
-def confirm_prompt(views: Sequence[PositionView], ttl_seconds: int) -> str:
-    """The question before ``/closeall``: the positions it closes, and those it leaves
-    alone because SignalDesk did not open them."""
+def confirm_prompt(
+    views: Sequence[PositionView], entries: Sequence[RestingOrder], ttl_seconds: int
+) -> str:
+    """The question before ``/closeall``: the positions it closes, those it leaves alone
+    because SignalDesk did not open them, and the resting entry orders it cancels first."""
     mine = [v.position for v in views if not v.external]
     what = "this position" if len(mine) == 1 else f"all {len(mine)} positions"
     rows = [_position_line(p) for p in mine]
     rows += [_untouched_line(v.position) for v in views if v.external]
-    rows.append("Resting entry orders are cancelled first.")
-    return _lines(
-        f"Close {what} SignalDesk opened at market?" if mine else "Nothing SignalDesk opened.",
-        rows,
-        f"This button expires in {ttl_seconds} s.",
-    )
+    if entries:
+        noun = "order is" if len(entries) == 1 else "orders are"
+        rows.append(f"First {len(entries)} resting entry {noun} cancelled:")
+        rows += [_order_line(o) for o in entries]
+    if mine:
+        head = f"Close {what} SignalDesk opened at market?"
+    else:
+        head = "Cancel the resting entry orders? No position SignalDesk opened is open."
+    return _lines(head, rows, f"This button expires in {ttl_seconds} s.")
 
 
 def close_prompt(plan: ClosePlan, ttl_seconds: int) -> str:

@@ -77,13 +77,15 @@ async def on_resume(message: Message, engine: Engine, settings: Settings) -> Non
 
 
 async def on_closeall(message: Message, engine: Engine, settings: Settings) -> None:
-    """``/closeall``: list the open positions (and those it leaves alone) and ask to
-    confirm closing every position SignalDesk opened."""
+    """``/closeall``: list the open positions (and those it leaves alone) and the resting
+    entry orders, and ask to confirm cancelling those and closing every position
+    SignalDesk opened."""
     views = await engine.trading.book()
-    if not views:
+    entries = [o for o in await engine.trading.open_orders() if o.is_entry]
+    if not views and not entries:
         await message.answer(render.no_positions())
         return
-    prompt = render.confirm_prompt(views, settings.confirm_ttl_seconds)
+    prompt = render.confirm_prompt(views, entries, settings.confirm_ttl_seconds)
     await _ask(message, prompt, ConfirmAction.CLOSE_ALL, _NO_SYMBOL)
 
 

@@ -149,3 +149,23 @@ async def test_bad_close_input_is_named_and_changes_nothing(start_desk: StartDes
     assert await _order_rows(desk) == rows
     [position] = await desk.engine.trading.positions()
     assert position.quantity == Decimal("0.01")
+
+
+async def test_closeall_with_only_a_resting_entry_cancels_it(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    signal_id = await _resting_limit(desk)
+
+    prompt = await desk.say("/closeall")
+    asked = prompt.plain_text
+    await desk.answer(desk.confirm(prompt, ConfirmAction.CLOSE_ALL))
+    text = await desk.edited(prompt, "Close results")
+    desk.engine.feed.step(5)
+
+    assert asked.startswith(
+        "Cancel the resting entry orders? No position SignalDesk opened is open.\n"
+        "First 1 resting entry order is cancelled:\n"
+        f"BTC/USDT buy 0.01 limit @ 112,500.00 · entry of signal #{signal_id}"
+    )
+    assert f"🚫 BTC/USDT entry order of signal #{signal_id} " in text
+    assert await _paper_states(desk) == ["CANCELLED"]
+    assert await desk.engine.trading.positions() == []
