@@ -110,6 +110,12 @@ def propose(
         str | None, typer.Option(help="limit price (quote); without it a market order")
     ] = None,
     note: Annotated[str, typer.Option(help="free text shown on the card")] = "",
+    trail: Annotated[
+        str | None, typer.Option(help="trailing stop distance, percent of the best price")
+    ] = None,
+    breakeven_r: Annotated[
+        str | None, typer.Option(help="move the stop to the entry at this profit, in R")
+    ] = None,
 ) -> None:
     """Propose a trade; it waits as PROPOSED for an owner's approval (card in Telegram)."""
     try:
@@ -123,6 +129,8 @@ def propose(
             stop_loss=_decimal("sl", sl),
             take_profit=_decimal("tp", tp),
             note=note,
+            trail_pct=_decimal("trail", trail),
+            breakeven_at_r=_decimal("breakeven-r", breakeven_r),
         )
     except InvalidInputError as exc:
         typer.echo(f"error: {exc}", err=True)

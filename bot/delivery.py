@@ -7,6 +7,8 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
 - **Order.** Alerts (``priority`` 0) before routine rows (1), each in ``id`` order. A
   ``signal_update`` row waits while its signal's ``signal_card`` row is undelivered.
 - **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows);
+  ``trade_exit`` -> ``sendMessage`` of :func:`bot.render.trade_exit_text` over the row's
+  typed payload (:class:`core.notify.TradeExit`);
   ``signal_card`` and ``signal_update`` -> the card rendered from the signal's *current*
   state: ``editMessageText`` of the posted card (a 400 "message is not modified" counts as
   delivered: the tap handler edits the card first), or ``sendMessage`` when the card was
@@ -58,7 +60,7 @@ from core.app import Engine
 from core.db.models import OutboxRow, SignalCardRow
 from core.domain import OrderReport, Signal, SignalStatus, utcnow
 from core.errors import BrokerError, SignalDeskError
-from core.notify import NoticeKind
+from core.notify import NoticeKind, TradeExit
 
 __all__ = [
     "Cards",
@@ -129,14 +131,18 @@ class Cards:
     async def render(self, signal: Signal, report: OrderReport | None = None) -> render.Card:
         """The card of ``signal``. ``report`` is the order's report when the caller has it;
         otherwise the recorded order is read. Equity (for the risk %) is asked of the broker
-        only when the signal has a stop loss; a broker failure just leaves the % out."""
+        only when the signal has a stop loss; a broker failure just leaves the % out. A
+        filled signal's card also says where its trade's exits live."""
         if report is None and signal.status in _WITH_ORDER:
             report = await self._engine.signals.order_for(signal.id)
         account = None
         if signal.stop_loss is not None:
             with suppress(BrokerError):
                 account = await self._engine.trading.account()
-        return render.card(signal, report, account)
+        trade = None
+        if signal.status is SignalStatus.FILLED:
+            trade = await self._engine.trades.for_signal(signal.id)
+        return render.card(signal, report, account, trade, self._engine.broker.name)
 
     async def location(self, signal_id: int, chat_id: int) -> int | None:
         """The message id of the signal's card in ``chat_id``, if one was posted."""
@@ -279,6 +285,14 @@ class OutboxDeliverer:
 
     async def _send(self, row: OutboxRow) -> Message | None:
         """One delivery attempt; returns the message of a newly posted card."""
+        if row.kind == NoticeKind.TRADE_EXIT.value:
+            try:
+                exit_ = TradeExit.from_payload(row.payload)
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                raise SignalDeskError(f"malformed trade_exit payload: {exc!r}") from exc
+            text = render.trade_exit_text(exit_, self._engine.broker.name)
+            await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
+            return None
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
             await self._bot.send_message(
                 self.chat_id, render.text_notice(row.text), disable_notification=row.silent

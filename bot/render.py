@@ -36,6 +36,7 @@ from core.domain import (
     ZERO,
     Account,
     AuditEvent,
+    ExitReason,
     ExitStyle,
     OrderReport,
     OrderType,
@@ -43,7 +44,9 @@ from core.domain import (
     Side,
     Signal,
     SignalStatus,
+    Trade,
 )
+from core.notify import TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
 from core.services.risk import BreachLevel, RiskFigures
@@ -85,6 +88,7 @@ __all__ = [
     "error_line",
     "esc",
     "exit_place",
+    "exits_line",
     "heartbeat_text",
     "help_text",
     "history_text",
@@ -115,9 +119,9 @@ __all__ = [
     "status_text",
     "stranger_notice",
     "text_notice",
+    "trade_exit_text",
     "unknown_command",
     "usage",
-    "venue_name",
 ]
 
 MAX_MESSAGE = 4096
@@ -297,11 +301,19 @@ _OUTCOME_MARK = {
 }
 
 
-def card(signal: Signal, report: OrderReport | None, account: Account | None) -> Card:
+def card(
+    signal: Signal,
+    report: OrderReport | None,
+    account: Account | None,
+    trade: Trade | None = None,
+    venue: str = "",
+) -> Card:
     """The card of ``signal``: symbol, side, quantity, order type and limit, stop loss and
     take profit, reference price, risk (quote currency, and % of ``account`` equity when the
     account is in the quote currency) where a stop loss is given, source, note, expiry, and
-    the outcome once decided. Approve/Reject buttons only while PROPOSED."""
+    the outcome once decided; with the ``trade`` it opened, where its exits live on
+    ``venue`` (the broker's name, see :func:`exits_line`). Approve/Reject buttons only
+    while PROPOSED."""
     quote = _base_quote(signal.symbol)[1]
     unit = f" {quote}" if quote else ""
     side = "🟢 BUY" if signal.side is Side.BUY else "🔴 SELL"
@@ -327,6 +339,9 @@ def card(signal: Signal, report: OrderReport | None, account: Account | None) ->
     if signal.note:
         lines.append(f"Note: {esc(signal.note)}")
     lines.append(f"Expires: {_utc(signal.expires_at)}")
+    exits = exits_line(trade, venue) if trade is not None else ""
+    if exits:
+        lines.append(f"Exits: {esc(exits)}")
     status = outcome(signal, report)
     if status:
         lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(status)}</b>")
@@ -556,25 +571,6 @@ def heartbeat_text(heartbeat: Heartbeat) -> str:
     """A heartbeat (its plain-text lines) as an HTML-mode message: ``/heartbeat``'s reply
     in a chat other than the one heartbeats go to."""
     return text_notice(heartbeat.text())
-
-
-def venue_name(broker: str) -> str:
-    """The venue as the owner knows it: ``paper``, ``Binance`` (``ccxt:binance``),
-    ``MT5``."""
-    kind, _, exchange = broker.partition(":")
-    if exchange:
-        return exchange.capitalize()
-    return "MT5" if kind == "mt5" else kind
-
-
-def exit_place(style: ExitStyle, broker: str) -> str:
-    """Where protective exits live: ``at paper`` / ``at Binance`` (orders at the venue),
-    ``on the MT5 ticket`` (attached to the position), ``watched by SignalDesk``."""
-    if style is ExitStyle.ORDERS:
-        return f"at {venue_name(broker)}"
-    if style is ExitStyle.ATTACHED:
-        return f"on the {venue_name(broker)} ticket"
-    return "watched by SignalDesk"
 
 
 def _side_word(position: Position) -> str:
@@ -948,6 +944,97 @@ def stale_notice(commands: Sequence[str], max_age_seconds: int) -> str:
         f"Skipped {len(commands)} {noun} sent while the bot was offline (older than "
         f"{max_age_seconds} s): {listed}{more}. Send again what you still want."
     )
+
+
+# --- trades and their exits --------------------------------------------------------------
+
+
+def _venue_label(venue: str) -> str:
+    """``paper`` -> ``paper``; ``ccxt:binance`` -> ``Binance``; ``mt5`` -> ``MT5``."""
+    if venue.startswith("ccxt:"):
+        return venue.partition(":")[2].capitalize()
+    return "MT5" if venue.lower() == "mt5" else venue
+
+
+def exit_place(style: ExitStyle | str, venue: str) -> str:
+    """Where an exit lives, as a phrase: ``at paper``, ``at Binance`` (orders at the
+    venue), ``on the MT5 ticket`` (attached), ``watched by SignalDesk``."""
+    style = ExitStyle(style) if style else ExitStyle.WATCHED
+    if style is ExitStyle.WATCHED:
+        return "watched by SignalDesk"
+    if style is ExitStyle.ATTACHED:
+        return f"on the {_venue_label(venue)} ticket"
+    return f"at {_venue_label(venue)}"
+
+
+def exits_line(trade: Trade, venue: str) -> str:
+    """The trade's live exits and where they live, plain text: ``Stop 116,000.00 at paper
+    · Take profit 117,100.00 at paper · trailing 1.5%``; "" when it has none."""
+    place = exit_place(trade.exit_style, venue)
+    parts = []
+    if trade.stop_loss is not None:
+        parts.append(f"Stop {price(trade.stop_loss)} {place}")
+    if trade.take_profit is not None:
+        parts.append(f"Take profit {price(trade.take_profit)} {place}")
+    if trade.trail_pct is not None:
+        parts.append(f"trailing {canonical(trade.trail_pct)}%")
+    if trade.breakeven_at_r is not None:
+        parts.append(f"break-even at {canonical(trade.breakeven_at_r)} R")
+    return " · ".join(parts)
+
+
+_EXIT_WORDS = {
+    ExitReason.STOP_LOSS: "🛑 Stop loss",
+    ExitReason.TAKE_PROFIT: "🎯 Take profit",
+    ExitReason.TRAILING_STOP: "🪜 Trailing stop",
+    ExitReason.MANUAL_CLOSE: "✋ Closed by the owner",
+    ExitReason.CLOSE_ALL: "✋ Close all",
+    ExitReason.DRAWDOWN_FLATTEN: "🚨 Drawdown flatten",
+    ExitReason.REVERSED: "🔁 Reversed by an opposite entry",
+    ExitReason.RECONCILED: "🔎 Found closed at the broker",
+}
+
+
+def _short_price(value: Decimal) -> str:
+    """An average price to at most 8 decimals (averages carry more digits than a tick)."""
+    return price(canonical(value.quantize(Decimal("1e-8"))))
+
+
+def trade_exit_text(exit_: TradeExit, venue: str = "") -> str:
+    """The exit message of a trade: why, symbol and side, the quantity, entry -> exit,
+    realized PnL after fees in quote currency and in R, fees, how long it was held, and
+    where the exit lived (on ``venue``). A partial exit says what is left."""
+    base, quote = _base_quote(exit_.symbol)
+    unit = f" {exit_.currency or quote}".rstrip()
+    direction = "long" if exit_.side is Side.BUY else "short"
+    head = _EXIT_WORDS.get(exit_.reason, exit_.reason.value)
+    if exit_.closed:
+        what = f"{esc(exit_.symbol)} {direction} closed"
+        size = f"{quantity(exit_.quantity)} {esc(base)}"
+        moved = (
+            f"entry {_short_price(exit_.average_entry)} → exit {_short_price(exit_.average_exit)}"
+        )
+        pnl_label = "PnL"
+    else:
+        what = f"{esc(exit_.symbol)} {direction} partly closed"
+        size = (
+            f"{quantity(exit_.closed_quantity)} of {quantity(exit_.quantity)} {esc(base)} "
+            f"({quantity(exit_.quantity_open)} left)"
+        )
+        moved = f"entry {_short_price(exit_.average_entry)} → exit {_short_price(exit_.exit_price)}"
+        pnl_label = "Realized so far"
+    r = exit_.r_multiple
+    in_r = f" ({'+' if r >= 0 else '-'}{abs(r):.2f} R)" if r is not None else ""
+    held = _duration((exit_.at - exit_.opened_at).total_seconds())
+    lines = [
+        f"<b>{head} · {what}</b>",
+        f"{size}: {moved}",
+        f"{pnl_label}: {signed(exit_.net_pnl)}{esc(unit)}{in_r} · "
+        f"fees {money(exit_.fees)}{esc(unit)}",
+        f"Held {held} · trade #{exit_.trade_id}"
+        + (f" · exit {esc(exit_place(exit_.exit_style, venue))}" if exit_.exit_style else ""),
+    ]
+    return _clip("\n".join(lines), MAX_MESSAGE)
 
 
 def text_notice(text: str) -> str:

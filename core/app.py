@@ -18,10 +18,12 @@ from core.db.engine import Database, upgrade_schema
 from core.domain import utcnow
 from core.marketdata.replay import ReplayFeed, load_candles
 from core.notify import Notifier, OutboxNotifier
+from core.services.exits import ExitService, PriceWatchBroker
 from core.services.heartbeat import Health, HeartbeatService
 from core.services.reconciler import Reconciler
 from core.services.risk import RiskService
 from core.services.signals import SignalService
+from core.services.trades import TradeService
 from core.services.trading import TradingService
 from core.strategies.runner import StrategyRunner, build_strategy
 
@@ -33,8 +35,10 @@ class Engine:
     """The wired engine. ``close()`` releases the broker and the database pool.
 
     The always-on duties (``core.scheduler``) use ``risk`` (drawdown guard), ``heartbeat``,
-    ``reconciler`` and ``strategies`` (None when ``STRATEGY=none``); ``health`` holds this
-    process's last error; ``clock`` is the services' clock.
+    ``reconciler``, ``exits`` (protective exits) and ``strategies`` (None when
+    ``STRATEGY=none``); ``health`` holds this process's last error; ``clock`` is the
+    services' clock. ``broker`` shows every quote to ``exits``
+    (:class:`~core.services.exits.PriceWatchBroker`); ``trades`` reads the trade record.
     """
 
     settings: Settings
@@ -50,10 +54,13 @@ class Engine:
     strategies: StrategyRunner | None
     health: Health
     clock: Callable[[], datetime]
+    exits: ExitService
+    trades: TradeService
 
     async def close(self) -> None:
-        """Stop background drawdown checks, close the broker, then the database."""
+        """Stop background drawdown and exit checks, close the broker, then the database."""
         await self.risk.close()
+        await self.exits.close()
         await self.broker.close()
         await self.db.close()
 
@@ -116,12 +123,22 @@ async def build_engine(
             anchor=anchor,
             clock=clock,
         )
-        broker = broker or build_broker(settings, db, feed)
+        venue = broker or build_broker(settings, db, feed)
     except BaseException:
         await db.close()
         raise
     notifier = notifier or OutboxNotifier(db)
-    trading = TradingService(db, broker, notifier, settings, clock)
+    trades = TradeService(
+        db,
+        hedging=bool(getattr(venue, "hedging", False)),  # a per-ticket venue says so
+        currency=getattr(venue, "currency", ""),
+        clock=clock,
+    )
+    broker = PriceWatchBroker(venue)
+    trading = TradingService(db, broker, notifier, settings, clock, trades)
+    exits = ExitService(db, venue, trading, notifier, clock)
+    broker.on_quote = exits.observe  # every quote the engine takes checks the exits
+    trading.on_trades = exits.on_trades  # place, resize and cancel protective exits
     signals = SignalService(db, broker, trading, notifier, settings, clock)
     reconciler = Reconciler(db, broker, trading, notifier, settings, clock)
     risk = RiskService(db, broker, trading, reconciler, notifier, settings, clock)
@@ -147,4 +164,6 @@ async def build_engine(
         strategies,
         health,
         clock,
+        exits,
+        trades,
     )

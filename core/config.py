@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     )
     expiry_check_interval: int = Field(15, gt=0)
     reconcile_interval: int = Field(60, gt=0)
+    exit_check_interval: int = Field(
+        10, gt=0, description="seconds between checks of protective exits and trailing stops"
+    )
     strategy: str = Field("none", description="none or sma_cross")
     strategy_interval: int = Field(60, gt=0, description="seconds between strategy runs")
     strategy_cron: str | None = Field(None, description="crontab; overrides the interval")

@@ -7,6 +7,8 @@ heartbeat   ``HEARTBEAT_INTERVAL``        :meth:`HeartbeatService.beat` (silent 
 drawdown    ``DRAWDOWN_CHECK_INTERVAL``   :meth:`RiskService.check` (the drawdown guard)
 expiry      ``EXPIRY_CHECK_INTERVAL``     :meth:`SignalService.expire_due` (edits the cards)
 reconcile   ``RECONCILE_INTERVAL``        :meth:`Reconciler.run` (orders left unresolved)
+exits       ``EXIT_CHECK_INTERVAL``       :meth:`ExitService.check` (fills of resting exits,
+                                          one-cancels-other, watched stops, trailing)
 strategy    ``STRATEGY_CRON`` or          :meth:`StrategyRunner.run`; only when ``STRATEGY``
             ``STRATEGY_INTERVAL``         is not ``none``
 ==========  ============================  ==================================================
@@ -43,7 +45,7 @@ __all__ = ["ALERT_EVERY_SECONDS", "JOB_IDS", "DutyScheduler", "JobAlarm", "build
 
 log = structlog.get_logger(__name__)
 
-JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "strategy")
+JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "exits", "strategy")
 
 #: Default minimum seconds between two alerts about the same job.
 ALERT_EVERY_SECONDS = 600.0
@@ -135,6 +137,7 @@ def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS)
         "drawdown": (engine.risk.check, settings.drawdown_check_interval),
         "expiry": (engine.signals.expire_due, settings.expiry_check_interval),
         "reconcile": (engine.reconciler.run, settings.reconcile_interval),
+        "exits": (engine.exits.check, settings.exit_check_interval),
     }
     for job_id, (func, seconds) in intervals.items():
         scheduler.add_duty(job_id, func, IntervalTrigger(seconds=seconds, timezone=UTC), seconds)

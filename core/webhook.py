@@ -7,10 +7,13 @@ headers, so the secret travels in the body)::
 
     {"secret": "...", "symbol": "BTC/USDT", "side": "buy",
      "quantity": "0.01" | "risk_pct": 1,
-     "stop_loss": 61000, "take_profit": 66000, "note": "breakout"}
+     "stop_loss": 61000, "take_profit": 66000, "note": "breakout",
+     "trail_pct": 1.5, "breakeven_at_r": 1}
 
 ``quantity`` is in base units; ``risk_pct`` (percent of equity lost at the stop) sizes the
 order instead and needs ``stop_loss`` (see :func:`core.strategies.sizing.size_for_risk`).
+``trail_pct`` (percent, 0 < x < 100) and ``breakeven_at_r`` (R, > 0) are optional: a
+trailing stop and the move of the stop to the entry (see docs/trades.md).
 Prices are in quote currency. Numbers may be JSON numbers or strings; they are read as
 exact decimals.
 
@@ -80,6 +83,8 @@ class WebhookAlert(BaseModel):
     stop_loss: Positive | None = None
     take_profit: Positive | None = None
     note: Annotated[str, StringConstraints(max_length=500)] = ""
+    trail_pct: Annotated[Decimal, Field(gt=0, lt=100, allow_inf_nan=False)] | None = None
+    breakeven_at_r: Positive | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -208,6 +213,8 @@ async def _proposal(engine: Engine, alert: WebhookAlert) -> Proposal:
         stop_loss=alert.stop_loss,
         take_profit=alert.take_profit,
         note=alert.note,
+        trail_pct=alert.trail_pct,
+        breakeven_at_r=alert.breakeven_at_r,
     )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.db.models import AuditEventRow, OperatorStateRow, OrderRow, SignalRow, TradeRow
+from core.db.models import AuditEventRow, OperatorStateRow, OrderRow, SignalRow
 from core.domain import (
     AuditEvent,
     OrderReport,
@@ -26,7 +26,6 @@ from core.domain import (
     Side,
     Signal,
     SignalStatus,
-    TradeStatus,
     can_transition,
 )
 from core.errors import NotFoundError
@@ -38,7 +37,6 @@ __all__ = [
     "list_signals",
     "live_orders",
     "load_operator_state",
-    "open_trade_rows",
     "order_by_client_id",
     "order_report",
     "order_row_for_signal",
@@ -258,15 +256,5 @@ async def live_orders(session: AsyncSession, purposes: Iterable[str]) -> list[Or
             col(OrderRow.state).in_([OrderState.SUBMITTED.value, OrderState.OPEN.value]),
         )
         .order_by(col(OrderRow.id))
-    )
-    return list((await session.exec(query)).all())
-
-
-async def open_trade_rows(session: AsyncSession) -> list[TradeRow]:
-    """The trade record's OPEN trades (positions SignalDesk opened), oldest first."""
-    query = (
-        select(TradeRow)
-        .where(col(TradeRow.status) == TradeStatus.OPEN.value)
-        .order_by(col(TradeRow.id))
     )
     return list((await session.exec(query)).all())

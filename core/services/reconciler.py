@@ -132,7 +132,8 @@ def decide_order(
     5. Not found and older than ``max_resubmit_age_seconds``: fail; the trade idea is stale.
     6. Not found, an opening order, and trading paused or the drawdown limit breached
        (``trading_blocked``): fail; resubmitting would add exposure the guard forbids.
-       Closing orders are resubmitted regardless, since they reduce exposure.
+       Closing orders and protective exits (stop loss, take profit) are resubmitted
+       regardless, since they reduce exposure.
     7. Otherwise: resubmit under the same client order id.
     """
     cid = order.client_order_id
@@ -161,7 +162,7 @@ def decide_order(
             f"not found at the broker and older than {max_resubmit_age_seconds:.0f}s; "
             "not resubmitted",
         )
-    if order.purpose != "close" and trading_blocked:
+    if order.purpose == "open" and trading_blocked:
         return decision(
             Resolution.FAIL, "not found at the broker; not resubmitted while trading is blocked"
         )
@@ -310,10 +311,14 @@ class Reconciler:
             )
             if won.rowcount != 1:  # type: ignore[attr-defined]
                 return False
-        request = await self._request_for(order) if order.purpose != "close" else None
+        # a watched exit is a reduce-only market close of the trade's quantity
+        watched_exit = order.reduce_only and order.order_type == OrderType.MARKET.value
+        closing = order.purpose == "close" or watched_exit
+        request = None if closing else await self._request_for(order)
         send: Callable[[], Awaitable[OrderReport | None]]
         if request is None:
-            # the recorded quantity and ticket: a partial close must not come back whole
+            # a close or a watched exit: the recorded quantity and ticket, so a partial
+            # close never comes back whole
             send = lambda: self._broker.close_position(  # noqa: E731
                 order.symbol, cid, order.quantity, order.position_ref
             )
@@ -337,7 +342,8 @@ class Reconciler:
         return True
 
     async def _request_for(self, order: OrderRow) -> OrderRequest:
-        """The original request of an opening order, its exits read from its signal."""
+        """The original request of an opening order (its exits read from its signal) or
+        of a protective STOP / TAKE_PROFIT order (trigger, reduce-only, ticket)."""
         stop_loss = take_profit = None
         if order.signal_id is not None:
             async with self._db.session() as session:
@@ -353,6 +359,9 @@ class Reconciler:
             limit_price=order.limit_price,
             stop_loss=stop_loss,
             take_profit=take_profit,
+            reduce_only=order.reduce_only,
+            trigger_price=order.trigger_price,
+            position_ref=order.position_ref,
         )
 
     async def _tell(self, order: OrderRow, what: str, *, alert: bool = False) -> None:

@@ -43,7 +43,9 @@ __all__ = ["Decision", "Proposal", "SignalService"]
 @dataclass(frozen=True, slots=True)
 class Proposal:
     """A trade idea before validation. Quantity in base units, prices in quote currency;
-    ``ttl_seconds`` overrides ``SIGNAL_TTL_SECONDS``."""
+    ``ttl_seconds`` overrides ``SIGNAL_TTL_SECONDS``. ``trail_pct`` (percent, 0 < x < 100)
+    trails the stop behind the best price; ``breakeven_at_r`` (R, > 0, needs a stop loss)
+    moves the stop to the entry once the open profit reaches that many times the risk."""
 
     source: str
     symbol: str
@@ -55,6 +57,8 @@ class Proposal:
     take_profit: Decimal | None = None
     note: str = ""
     ttl_seconds: int | None = None
+    trail_pct: Decimal | None = None
+    breakeven_at_r: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,9 @@ class SignalService:
 
         Raises:
             InvalidInputError: non-positive quantity or prices, a limit order without a
-                limit price, a stop loss or take profit on the wrong side of the entry.
+                limit price, a stop loss or take profit on the wrong side of the entry,
+                ``trail_pct`` outside (0, 100), ``breakeven_at_r`` not positive or
+                without a stop loss.
             UnknownSymbolError: the broker does not trade the symbol.
             BrokerError: the broker could not give a price.
         """
@@ -119,6 +125,8 @@ class SignalService:
             limit_price=proposal.limit_price,
             stop_loss=proposal.stop_loss,
             take_profit=proposal.take_profit,
+            trail_pct=proposal.trail_pct,
+            breakeven_at_r=proposal.breakeven_at_r,
             reference_price=quote.last,
             note=proposal.note[:500],
             status=SignalStatus.PROPOSED.value,
@@ -316,6 +324,20 @@ def _validate(proposal: Proposal) -> None:
         raise InvalidInputError("a limit order needs a limit price")
     if proposal.order_type is OrderType.MARKET and proposal.limit_price is not None:
         raise InvalidInputError("a market order takes no limit price")
+    _validate_trailing(proposal)
+
+
+def _validate_trailing(proposal: Proposal) -> None:
+    """trail_pct is a percent strictly between 0 and 100; breakeven_at_r is a positive R
+    multiple and needs the stop loss that defines R."""
+    trail = proposal.trail_pct
+    if trail is not None and not (0 < trail < 100):
+        raise InvalidInputError(f"trail_pct must be above 0 and below 100 (percent), got {trail}")
+    breakeven = proposal.breakeven_at_r
+    if breakeven is not None and breakeven <= 0:
+        raise InvalidInputError(f"breakeven_at_r must be positive (R), got {breakeven}")
+    if breakeven is not None and proposal.stop_loss is None:
+        raise InvalidInputError("breakeven_at_r needs a stop loss (R is the risk to the stop)")
 
 
 def _check_exits(

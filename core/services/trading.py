@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from functools import partial
 
+from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,7 +27,7 @@ from core.brokers.base import Broker, retry_temporary
 from core.config import Settings
 from core.db import repositories as repo
 from core.db.engine import Database
-from core.db.models import FillRow, OperatorStateRow, OrderRow, TradeRow
+from core.db.models import FillRow, OperatorStateRow, OrderRow
 from core.db.types import canonical
 from core.domain import (
     ZERO,
@@ -37,11 +37,10 @@ from core.domain import (
     OrderReport,
     OrderRequest,
     OrderState,
-    OrderType,
     Position,
-    Side,
     Signal,
     SignalStatus,
+    Trade,
     can_transition,
     utcnow,
 )
@@ -56,6 +55,7 @@ from core.errors import (
     TransitionConflictError,
 )
 from core.notify import NoticeKind, Notification, Notifier, Priority
+from core.services.trades import TradeEvent, TradeService
 
 __all__ = [
     "CancelResult",
@@ -331,6 +331,8 @@ class TradingService:
         broker: where orders go.
         notifier: tells the owner about fills, failures, pauses.
         clock: current UTC time (injectable).
+        trades: the trade record that every recorded fill updates (default: a netting
+            :class:`TradeService` on ``db``).
     """
 
     def __init__(
@@ -340,6 +342,7 @@ class TradingService:
         notifier: Notifier,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        trades: TradeService | None = None,
     ) -> None:
         self._db = db
         self.broker = broker
@@ -349,6 +352,11 @@ class TradingService:
         #: Called (without awaiting anything) after every recorded report carrying fills;
         #: the drawdown guard sets it to check after every fill. Must not block.
         self.on_fill: Callable[[], None] | None = None
+        self.trades = trades or TradeService(db, clock=clock)
+        #: Awaited after every recorded report that changed trades (opened, grown,
+        #: reduced, closed); the exit service sets it to place, resize or cancel the
+        #: protective exits (one-cancels-other).
+        self.on_trades: Callable[[Sequence[TradeEvent]], Awaitable[None]] | None = None
         self._tag: str | None = None
 
     # --- execution ------------------------------------------------------------------------
@@ -430,10 +438,14 @@ class TradingService:
         return self._tag
 
     async def record_report(self, report: OrderReport, actor: str) -> None:
-        """Adopt a broker report for one of our orders: state, fills, and the signal's
-        status (FILLED when filled, FAILED when cancelled or rejected). Idempotent."""
+        """Adopt a broker report for one of our orders: state, fills, the signal's status
+        (FILLED when filled, FAILED when cancelled or rejected) and, in the same
+        transaction, the trade record (:meth:`TradeService.apply_fills`). Idempotent:
+        concurrent calls for one order serialize on its row and a known fill is skipped,
+        so a fill counts once in its trade."""
         now = self._clock()
         async with self._db.session() as session:
+            await self._lock_order(session, report.client_order_id, now)
             order = await self._order_by_client_id(session, report.client_order_id)
             order.state = report.state.value
             order.broker_order_id = report.broker_order_id or order.broker_order_id
@@ -444,11 +456,14 @@ class TradingService:
             order.error = report.reason[:500]
             order.updated_at = now
             assert order.id is not None
-            await self._record_fills(session, order.id, report)
+            fills = await self._record_fills(session, order.id, report)
+            events = await self.trades.apply_fills(session, order, fills)
             if order.signal_id is not None:
                 await self._settle_signal(session, order, report.state, actor, report.reason)
         if report.fills and self.on_fill is not None:
             self.on_fill()
+        if events and self.on_trades is not None:
+            await self.on_trades(events)
 
     async def record_failure(
         self, client_order_id: str, state: OrderState, error: str, actor: str
@@ -492,6 +507,16 @@ class TradingService:
         )
 
     @staticmethod
+    async def _lock_order(session: AsyncSession, client_order_id: str, now: datetime) -> None:
+        """Make the order row this transaction's first write: a row lock on PostgreSQL,
+        the write lock on SQLite, so two recordings of one report cannot interleave."""
+        await session.exec(
+            update(OrderRow)
+            .where(col(OrderRow.client_order_id) == client_order_id)
+            .values(updated_at=now)
+        )
+
+    @staticmethod
     async def _order_by_client_id(session: AsyncSession, client_order_id: str) -> OrderRow:
         query = select(OrderRow).where(col(OrderRow.client_order_id) == client_order_id)
         order = (await session.exec(query)).first()
@@ -500,7 +525,11 @@ class TradingService:
         return order
 
     @staticmethod
-    async def _record_fills(session: AsyncSession, order_id: int, report: OrderReport) -> None:
+    async def _record_fills(
+        session: AsyncSession, order_id: int, report: OrderReport
+    ) -> list[FillRow]:
+        """Add the report's fills not recorded yet; returns the new rows."""
+        added: list[FillRow] = []
         known = set(
             (
                 await session.exec(
@@ -511,20 +540,21 @@ class TradingService:
         for fill in report.fills:
             if fill.broker_fill_id and fill.broker_fill_id in known:
                 continue
-            session.add(
-                FillRow(
-                    order_id=order_id,
-                    client_order_id=fill.client_order_id,
-                    symbol=fill.symbol,
-                    side=fill.side.value,
-                    quantity=fill.quantity,
-                    price=fill.price,
-                    fee=fill.fee,
-                    fee_currency=fill.fee_currency,
-                    broker_fill_id=fill.broker_fill_id,
-                    at=fill.at,
-                )
+            row = FillRow(
+                order_id=order_id,
+                client_order_id=fill.client_order_id,
+                symbol=fill.symbol,
+                side=fill.side.value,
+                quantity=fill.quantity,
+                price=fill.price,
+                fee=fill.fee,
+                fee_currency=fill.fee_currency,
+                broker_fill_id=fill.broker_fill_id,
+                at=fill.at,
             )
+            session.add(row)
+            added.append(row)
+        return added
 
     # --- account --------------------------------------------------------------------------
 
@@ -546,8 +576,7 @@ class TradingService:
             BrokerError: the positions could not be read.
         """
         positions = await retry_temporary(self.broker.positions)
-        async with self._db.session() as session:
-            trades = await repo.open_trade_rows(session)
+        trades = await self.trades.open_trades()
         return [_view(p, _trades_of(p, trades)) for p in positions]
 
     async def plan_close(
@@ -598,16 +627,17 @@ class TradingService:
     ) -> CloseReport:
         """Close (part of) the position in ``symbol`` as :meth:`plan_close` plans it, with
         the positions read once now: a market order per position whose client order id is
-        persisted first. A whole close then cancels the position's protective exits; a
-        partial close re-places them for the quantity left. Broker errors become the
-        results' ``error``; planning errors are raised before anything is sent.
+        persisted first. Recording the fill reduces or closes the trade in the trade
+        record, and the exit service (``on_trades``) then re-places the trade's protective
+        exits for the quantity left, or cancels them once nothing is left (the cancelled
+        ones are reported). Broker errors become the results' ``error``; planning errors
+        are raised before anything is sent.
 
         Raises:
             NotFoundError, InvalidInputError: as :meth:`plan_close` (nothing changed).
         """
         plan = await self.plan_close(symbol, amount, position_ref)
-        closes = await self._close_many(plan.targets, actor, ExitReason.MANUAL_CLOSE)
-        exits = await self._after_closes(plan.targets, closes, actor)
+        closes, exits = await self._close_many(plan.targets, actor, ExitReason.MANUAL_CLOSE)
         return CloseReport(closes=closes, exits_cancelled=exits, left_open=plan.left_open)
 
     async def close_all(
@@ -619,8 +649,9 @@ class TradingService:
     ) -> CloseReport:
         """Cancel every resting entry order, read the positions once, close the ones
         SignalDesk opened (all of them with ``include_external``: the drawdown flatten
-        under ``FLATTEN_EXTERNAL``) at most :data:`CLOSE_CONCURRENCY` at a time, then cancel
-        the protective exits of what was closed. Per-ticket venues are closed per ticket.
+        under ``FLATTEN_EXTERNAL``) at most :data:`CLOSE_CONCURRENCY` at a time; the exit
+        service cancels the protective exits of each trade the closes end. Per-ticket venues
+        are closed per ticket.
 
         Exits are cancelled after their position is closed, never before: until the close
         fills they still protect it, and being reduce-only they cannot open anything.
@@ -633,8 +664,7 @@ class TradingService:
             return CloseReport(cancelled=cancelled, error=str(exc))
         mine = tuple((p, None) for p in positions if include_external or owns(p))
         left = tuple(p for p in positions if not (include_external or owns(p)))
-        closes = await self._close_many(mine, actor, reason)
-        exits = await self._after_closes(mine, closes, actor)
+        closes, exits = await self._close_many(mine, actor, reason)
         return CloseReport(cancelled, closes, exits, left)
 
     async def _close_many(
@@ -642,10 +672,13 @@ class TradingService:
         targets: tuple[tuple[Position, Decimal | None], ...],
         actor: str,
         reason: ExitReason,
-    ) -> tuple[CloseResult, ...]:
+    ) -> tuple[tuple[CloseResult, ...], tuple[CancelResult, ...]]:
+        """Close ``targets`` concurrently (bounded); also return the protective exits of
+        the positions closed whole that were resting before and are cancelled after."""
         gate = asyncio.Semaphore(CLOSE_CONCURRENCY)
+        trades = await self.trades.open_trades()
         async with self._db.session() as session:
-            trades = await repo.open_trade_rows(session)
+            exits = await repo.live_orders(session, PROTECTIVE)
 
         async def close_one(position: Position, quantity: Decimal | None) -> CloseResult:
             async with gate:
@@ -653,13 +686,28 @@ class TradingService:
                     position, quantity, _trades_of(position, trades), actor, reason
                 )
 
-        return tuple(await asyncio.gather(*(close_one(p, q) for p, q in targets)))
+        closes = tuple(await asyncio.gather(*(close_one(p, q) for p, q in targets)))
+        ended = {
+            t.id
+            for (p, _), c in zip(targets, closes, strict=True)
+            if c.report is not None and not c.partial
+            for t in _trades_of(p, trades)
+        }
+        watched = [o.client_order_id for o in exits if o.trade_id in ended]
+        async with self._db.session() as session:
+            after = await repo.orders_by_client_ids(session, watched)
+        cancelled = tuple(
+            CancelResult(o.client_order_id, o.symbol, o.purpose)
+            for o in after
+            if o.state == OrderState.CANCELLED.value
+        )
+        return closes, cancelled
 
     async def _close_one(
         self,
         position: Position,
         quantity: Decimal | None,
-        trades: list[TradeRow],
+        trades: list[Trade],
         actor: str,
         reason: ExitReason,
     ) -> CloseResult:
@@ -700,37 +748,29 @@ class TradingService:
         if report is None:
             await self.record_failure(client_order_id, OrderState.CANCELLED, "already flat", actor)
             return CloseResult(symbol, position_ref=ref)
-        entry = _entry(position, trades)
         return CloseResult(
             symbol,
             report=report,
-            realized_pnl=realized_pnl(position.quantity, entry, report),
+            realized_pnl=await self._realized(position, trades, report),
             partial=quantity is not None and report.filled_quantity < abs(position.quantity),
             position_ref=ref,
         )
 
-    async def _after_closes(
-        self,
-        targets: tuple[tuple[Position, Decimal | None], ...],
-        closes: tuple[CloseResult, ...],
-        actor: str,
-    ) -> tuple[CancelResult, ...]:
-        """Cancel the protective exits of the positions closed whole, and re-place those of
-        the positions closed in part for the quantity left (:meth:`_resize_exits`)."""
-        done = [(p, c) for (p, _), c in zip(targets, closes, strict=True) if c.report]
-        if not done:
-            return ()
-        exits = await self._resting_rows(PROTECTIVE)
-        cancels: list[OrderRow] = []
-        for position, close in done:
-            mine = [row for row in exits if _same_position(row, position)]
-            if not close.partial:
-                cancels += mine
-                continue
-            assert close.report is not None
-            left = abs(position.quantity) - close.report.filled_quantity
-            cancels += await self._resize_exits(mine, left, actor)
-        return tuple(await asyncio.gather(*(self._cancel_row(row, actor) for row in cancels)))
+    async def _realized(
+        self, position: Position, before: list[Trade], report: OrderReport
+    ) -> Decimal | None:
+        """The close's realized PnL (quote, before fees): what it added to the realized PnL
+        of the position's trades in the trade record (which books it FIFO when recording
+        the report); for a position without a trade record, from the fill against the
+        broker's entry. None when nothing filled."""
+        if not report.filled_quantity:
+            return None
+        if not before:
+            return realized_pnl(position.quantity, position.average_entry, report)
+        after = [await self.trades.trade(t.id) for t in before]
+        return sum((t.realized_pnl for t in after), ZERO) - sum(
+            (t.realized_pnl for t in before), ZERO
+        )
 
     async def _execute(
         self,
@@ -753,56 +793,6 @@ class TradingService:
         if report is not None:
             await self.record_report(report, actor)
         return report, ""
-
-    async def _resize_exits(
-        self, exits: list[OrderRow], left: Decimal, actor: str
-    ) -> list[OrderRow]:
-        """After a partial close, place each protective exit in ``exits`` again for the
-        ``left`` base units (client order id ``<entry cid>-sl<n+1>`` / ``-tp<n+1>``); return
-        the old orders to cancel. The new one is placed before the old one is cancelled, so
-        the position is never without its stop; both are reduce-only, so the moment both
-        rest can never open anything. An exit whose new order fails is kept as it is
-        (larger than the position, reduce-only: it still protects)."""
-        replaced = []
-        for old in exits:
-            if old.quantity <= left:
-                continue
-            now = self._clock()
-            async with self._db.session() as session:
-                cid = await _next_exit_id(session, old)
-                session.add(
-                    OrderRow(
-                        client_order_id=cid,
-                        purpose=old.purpose,
-                        trade_id=old.trade_id,
-                        symbol=old.symbol,
-                        side=old.side,
-                        quantity=left,
-                        order_type=old.order_type,
-                        trigger_price=old.trigger_price,
-                        limit_price=old.limit_price,
-                        reduce_only=True,
-                        position_ref=old.position_ref,
-                        state=OrderState.SUBMITTED.value,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-            request = OrderRequest(
-                client_order_id=cid,
-                symbol=old.symbol,
-                side=Side(old.side),
-                quantity=left,
-                order_type=OrderType(old.order_type),
-                limit_price=old.limit_price,
-                reduce_only=True,
-                trigger_price=old.trigger_price,
-                position_ref=old.position_ref,
-            )
-            report, _ = await self._execute(cid, partial(self.broker.place_order, request), actor)
-            if report is not None:
-                replaced.append(old)
-        return replaced
 
     # --- resting orders -------------------------------------------------------------------
 
@@ -868,10 +858,6 @@ class TradingService:
         if not self._settings.pause_cancels_entries:
             return []
         return await self.cancel_entries(actor)
-
-    async def _resting_rows(self, purposes: frozenset[str]) -> list[OrderRow]:
-        async with self._db.session() as session:
-            return await repo.live_orders(session, purposes)
 
     async def _cancel_row(self, row: OrderRow, actor: str) -> CancelResult:
         """Cancel ``row``'s order at the venue and record the final report."""
@@ -986,22 +972,21 @@ _LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
 _GONE = "the venue has no such order"
 
 
-def _trades_of(position: Position, trades: list[TradeRow]) -> list[TradeRow]:
+def _trades_of(position: Position, trades: list[Trade]) -> list[Trade]:
     """The open trades that make up ``position``: same symbol, same direction and, on
     per-ticket venues, the same ticket. None for a position SignalDesk did not open."""
     if not owns(position):
         return []
-    side = position.side.value
     return [
         t
         for t in trades
         if t.symbol == position.symbol
-        and t.side == side
+        and t.side is position.side
         and (not position.position_ref or t.position_ref == position.position_ref)
     ]
 
 
-def _entry(position: Position, trades: list[TradeRow]) -> Decimal:
+def _entry(position: Position, trades: list[Trade]) -> Decimal:
     """The average entry of our open trades weighted by their open quantity; the
     broker's figure only when no trade record holds the position."""
     held = sum((t.quantity_open for t in trades), ZERO)
@@ -1010,11 +995,11 @@ def _entry(position: Position, trades: list[TradeRow]) -> Decimal:
     return sum((t.average_entry * t.quantity_open for t in trades), ZERO) / held
 
 
-def _view(position: Position, trades: list[TradeRow]) -> PositionView:
+def _view(position: Position, trades: list[Trade]) -> PositionView:
     entry = _entry(position, trades)
     levels = {(t.stop_loss, t.take_profit) for t in trades}
     stop, target = levels.pop() if len(levels) == 1 else (None, None)
-    styles = {t.exit_style for t in trades if t.stop_loss or t.take_profit}
+    styles = {t.exit_style for t in trades if t.stop_loss or t.take_profit or t.trail_pct}
     return PositionView(
         position=position,
         entry=entry,
@@ -1022,25 +1007,5 @@ def _view(position: Position, trades: list[TradeRow]) -> PositionView:
         external=not owns(position),
         stop_loss=stop,
         take_profit=target,
-        exit_style=ExitStyle(styles.pop()) if len(styles) == 1 else None,
+        exit_style=styles.pop() if len(styles) == 1 else None,
     )
-
-
-async def _next_exit_id(session: AsyncSession, old: OrderRow) -> str:
-    """The client order id of ``old``'s replacement: ``<entry cid>-sl<n+1>`` for a stop
-    loss, ``-tp<n+1>`` for a take profit, n the number placed so far under that stem."""
-    stem = re.sub(r"-(sl|tp)\d*$", "", old.client_order_id)
-    kind = "sl" if old.purpose == "stop_loss" else "tp"
-    query = select(OrderRow.client_order_id).where(
-        col(OrderRow.client_order_id).startswith(f"{stem}-{kind}")
-    )
-    placed = len((await session.exec(query)).all())
-    return f"{stem}-{kind}{placed + 1}"
-
-
-def _same_position(row: OrderRow, position: Position) -> bool:
-    """True when order ``row`` belongs to ``position`` (its symbol, and its ticket on
-    per-ticket venues)."""
-    if row.symbol != position.symbol:
-        return False
-    return not position.position_ref or row.position_ref == position.position_ref

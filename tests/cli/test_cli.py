@@ -165,3 +165,14 @@ def test_a_broker_whose_extra_is_missing_stops_start_up_with_one_line_naming_it(
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [f"{prefix}: {message}"]
+
+
+def test_propose_takes_a_trailing_stop_and_refuses_150_naming_the_field(run) -> None:  # type: ignore[no-untyped-def]
+    refused = run("propose", "BTC/USDT", "buy", "0.01", "--sl", "113000", "--trail", "150")
+    assert refused.returncode == 1
+    assert "trail_pct must be above 0 and below 100" in refused.stderr
+
+    proposed = run(
+        "propose", "BTC/USDT", "buy", "0.01", "--sl", "113000", "--trail", "1", "--breakeven-r", "2"
+    )
+    assert proposed.returncode == 0, proposed.stderr

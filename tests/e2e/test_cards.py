@@ -38,6 +38,7 @@ async def test_approve_fills_edits_card_and_positions_lists_it(start_desk: Start
     assert answer.text == FILLED
     text = await desk.edited(card, FILLED)
     assert text.endswith(f"✅ {FILLED}")
+    assert "Exits: Stop 112,000.00 at paper · Take profit 116,000.00 at paper" in text
     assert desk.sandbox.message(card.chat_id, card.message_id).buttons == []
     assert (await desk.engine.signals.get(signal.id)).status is SignalStatus.FILLED
     positions = await desk.say("/positions")

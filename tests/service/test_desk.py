@@ -21,10 +21,9 @@ from sqlmodel import col, func, select
 
 from core.app import Engine
 from core.config import DrawdownAction
-from core.db.models import AuditEventRow, OrderRow, PaperOrderRow, PaperPositionRow, TradeRow
+from core.db.models import AuditEventRow, OrderRow, PaperOrderRow, PaperPositionRow
 from core.domain import (
     ExitStyle,
-    OrderRequest,
     OrderState,
     OrderType,
     Position,
@@ -54,8 +53,20 @@ async def engines(make_settings: Callable[..., Any], clock: Clock) -> AsyncItera
     await factory.close_all()
 
 
-async def market_long(engine: Engine, quantity: str = "0.01") -> int:
-    signal = await engine.signals.propose(Proposal("test", BTC, Side.BUY, Decimal(quantity)))
+async def market_long(
+    engine: Engine, quantity: str = "0.01", stop: str | None = None, target: str | None = None
+) -> int:
+    """A filled market long; with ``stop`` / ``target`` its exits rest at paper (the exit
+    service places them when the entry fills)."""
+    proposal = Proposal(
+        "test",
+        BTC,
+        Side.BUY,
+        Decimal(quantity),
+        stop_loss=None if stop is None else Decimal(stop),
+        take_profit=None if target is None else Decimal(target),
+    )
+    signal = await engine.signals.propose(proposal)
     decision = await engine.signals.approve(signal.id, "owner:1")
     assert decision.signal.status is SignalStatus.FILLED
     return signal.id
@@ -73,38 +84,13 @@ async def resting_buy(engine: Engine, limit: Decimal = LIMIT, quantity: str = "0
     return decision.report.client_order_id
 
 
-async def protective_stop(engine: Engine, quantity: str, trigger: str = "100000") -> str:
-    """A sell stop under the long of signal 1, ``<entry cid>-sl1``, recorded as our
-    stop_loss order and placed at paper (what the exit service does for a filled entry
-    with a stop loss)."""
-    entry = await engine.signals.order_for(1)
-    assert entry is not None
-    cid = f"{entry.client_order_id}-sl1"
-    async with engine.db.session() as session:
-        session.add(
-            OrderRow(
-                client_order_id=cid,
-                purpose="stop_loss",
-                symbol=BTC,
-                side="sell",
-                quantity=Decimal(quantity),
-                order_type="stop",
-                trigger_price=Decimal(trigger),
-                reduce_only=True,
-                state=OrderState.SUBMITTED.value,
-            )
-        )
-    request = OrderRequest(
-        cid,
-        BTC,
-        Side.SELL,
-        Decimal(quantity),
-        order_type=OrderType.STOP,
-        trigger_price=Decimal(trigger),
-        reduce_only=True,
-    )
-    await engine.trading.record_report(await engine.broker.place_order(request), "test")
-    return cid
+async def resting_exits(engine: Engine) -> dict[str, Decimal]:
+    """Client order id -> quantity of every protective exit resting at the venue."""
+    return {
+        o.report.client_order_id: o.report.quantity
+        for o in await engine.trading.open_orders()
+        if o.is_protective
+    }
 
 
 async def paper_state(engine: Engine, client_order_id: str) -> str:
@@ -179,8 +165,8 @@ async def test_pause_cancels_resting_entries_by_the_setting_and_keeps_the_stop(
     engines: Engines, database_url: str, cancels: bool
 ) -> None:
     engine = await engines.start(database_url, pause_cancels_entries=cancels)
-    await market_long(engine)
-    stop = await protective_stop(engine, "0.01")
+    await market_long(engine, stop="100000")
+    [stop] = await resting_exits(engine)
     entry = await resting_buy(engine)
 
     await engine.trading.pause("lunch", "owner:1")
@@ -204,8 +190,8 @@ async def test_pause_cancels_resting_entries_by_the_setting_and_keeps_the_stop(
 async def test_close_all_cancels_the_resting_entry_first_then_closes_and_cancels_the_stop(
     engine: Engine,
 ) -> None:
-    await market_long(engine)
-    stop = await protective_stop(engine, "0.01")
+    await market_long(engine, stop="100000")
+    [stop] = await resting_exits(engine)
     entry = await resting_buy(engine)
 
     report = await engine.trading.close_all("owner:1")
@@ -288,8 +274,8 @@ class RefusingBroker(ForeignBroker):
 
 
 async def test_a_refused_close_keeps_the_stop_resting_and_is_reported(engine: Engine) -> None:
-    await market_long(engine)
-    stop = await protective_stop(engine, "0.01")
+    await market_long(engine, stop="100000")
+    [stop] = await resting_exits(engine)
     engine.trading.broker = RefusingBroker(engine.broker)  # type: ignore[assignment]
 
     report = await engine.trading.close_all("owner:1")
@@ -340,12 +326,13 @@ async def test_an_external_position_is_left_by_close_all_and_closed_by_the_flatt
 async def test_half_a_long_closes_then_the_rest_and_the_realized_pnl_adds_up(
     engine: Engine,
 ) -> None:
-    await market_long(engine, "0.02")
-    stop = await protective_stop(engine, "0.02")
+    signal_id = await market_long(engine, "0.02", stop="100000", target="130000")
+    before = await resting_exits(engine)
 
     half = await engine.trading.close(BTC, CloseAmount.parse("50%"), "owner:1")
     [position] = await engine.trading.positions()
-    resting = await engine.trading.open_orders()
+    resized = await resting_exits(engine)
+    trade = await engine.trading.trades.for_signal(signal_id)
     engine.feed.step(2)  # candle 2 closes at 112,693.15: sold 2 bps lower at 112,670.61
     rest = await engine.trading.close("btcusdt", CloseAmount.parse(""), "owner:1")
 
@@ -353,19 +340,23 @@ async def test_half_a_long_closes_then_the_rest_and_the_realized_pnl_adds_up(
     assert first.partial and first.report is not None
     assert first.report.filled_quantity == Decimal("0.01")
     assert position.quantity == Decimal("0.01")
-    # the stop was placed again for the 0.01 left, under the next id, then the old cancelled
-    [new_stop] = resting
-    assert new_stop.report.client_order_id == stop.replace("-sl1", "-sl2")
-    assert new_stop.report.quantity == Decimal("0.01") and new_stop.is_protective
-    assert [c.client_order_id for c in half.exits_cancelled] == [stop]
+    # the trade and its exits halve: stop and target re-placed for the 0.01 left under
+    # the next ids (the exit service), the old ones cancelled
+    assert trade is not None and trade.quantity_open == Decimal("0.01")
+    assert sorted(before.values()) == [Decimal("0.02")] * 2
+    assert sorted(resized) == sorted(cid[:-1] + "2" for cid in before)
+    assert set(resized.values()) == {Decimal("0.01")}
+    assert half.exits_cancelled == ()  # resized, not ended
     [second] = rest.closes
     assert not second.partial and second.report is not None
     assert second.report.average_price == Decimal("112670.61")
-    assert [c.client_order_id for c in rest.exits_cancelled] == [new_stop.report.client_order_id]
+    assert sorted(c.client_order_id for c in rest.exits_cancelled) == sorted(resized)
     # by hand: (113,643.94 - 113,689.42) x 0.01 + (112,670.61 - 113,689.42) x 0.01
     assert first.realized_pnl == Decimal("-0.4548")
     assert second.realized_pnl == Decimal("-10.1881")
     assert half.realized_pnl + rest.realized_pnl == Decimal("-10.6429")
+    closed = await engine.trading.trades.for_signal(signal_id)
+    assert closed is not None and closed.realized_pnl == Decimal("-10.6429")  # the record
     async with engine.db.session() as session:
         ledger = await session.get(PaperPositionRow, BTC)
     assert ledger is not None and ledger.realized_pnl == Decimal("-10.6429")  # paper agrees
@@ -413,37 +404,34 @@ def test_realized_pnl_of_a_short_gains_when_the_price_falls() -> None:
 # --- the book ------------------------------------------------------------------------
 
 
-async def test_the_book_takes_the_entry_and_levels_from_the_trade_record_not_the_broker(
+class SpotLikeBroker(ForeignBroker):
+    """The paper broker reporting positions the way ccxt spot does: from the balance,
+    entry = mark (so the unrealized PnL it reports is 0 whatever the move)."""
+
+    async def positions(self) -> list[Position]:
+        return [
+            replace(p, average_entry=p.mark_price, unrealized_pnl=Decimal(0))
+            for p in await self._inner.positions()
+        ]
+
+
+async def test_the_book_takes_entry_and_levels_from_the_trade_record_not_the_balance(
     engine: Engine,
 ) -> None:
-    signal_id = await market_long(engine)
-    # the trade record of that long, as the trades service writes it: an entry of our own
-    # fills that differs from what the venue reports (ccxt spot reports entry = mark)
-    async with engine.db.session() as session:
-        session.add(
-            TradeRow(
-                signal_id=signal_id,
-                symbol=BTC,
-                side="buy",
-                quantity=Decimal("0.01"),
-                quantity_open=Decimal("0.01"),
-                average_entry=Decimal(100000),
-                stop_loss=Decimal(98000),
-                take_profit=Decimal(120000),
-                exit_style=ExitStyle.ORDERS.value,
-            )
-        )
+    await market_long(engine, stop="100000", target="130000")
+    engine.trading.broker = SpotLikeBroker(engine.broker)  # type: ignore[assignment]
+    engine.feed.step(2)  # candle 2 closes at 112,693.15
 
     [view] = await engine.trading.book()
 
-    assert view.entry == Decimal(100000) and not view.external
-    assert view.position.average_entry == Decimal("113689.42")  # the broker's, not shown
-    assert view.unrealized_pnl == (Decimal("113666.68") - 100000) * Decimal("0.01")
-    assert (view.stop_loss, view.take_profit) == (Decimal(98000), Decimal(120000))
+    assert view.position.average_entry == Decimal("112693.15")  # what the venue says
+    assert view.entry == Decimal("113689.42") and not view.external  # our fill
+    assert view.unrealized_pnl == (Decimal("112693.15") - Decimal("113689.42")) * Decimal("0.01")
+    assert (view.stop_loss, view.take_profit) == (Decimal(100000), Decimal(130000))
     assert view.exit_style is ExitStyle.ORDERS
     report = await engine.trading.close_all("owner:1")
-    # realized from our entry: (113,643.94 - 100,000) x 0.01
-    assert report.closes[0].realized_pnl == Decimal("136.4394")
+    # realized from our entry: (112,670.61 - 113,689.42) x 0.01
+    assert report.closes[0].realized_pnl == Decimal("-10.1881")
 
 
 class AmbiguousBroker(RefusingBroker):

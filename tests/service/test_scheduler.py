@@ -152,7 +152,8 @@ async def test_jobs_have_ids_coalesce_never_overlap_and_a_grace_time(
     scheduler = build_scheduler(engine)
 
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"heartbeat", "drawdown", "expiry", "reconcile", "strategy"}
+    assert set(jobs) == {"heartbeat", "drawdown", "expiry", "reconcile", "exits", "strategy"}
+    assert jobs["exits"].trigger.interval == timedelta(seconds=10)  # EXIT_CHECK_INTERVAL
     assert all(job.coalesce and job.max_instances == 1 for job in jobs.values())
     assert jobs["heartbeat"].misfire_grace_time == 600
     assert jobs["drawdown"].misfire_grace_time == 10  # at least 10 s

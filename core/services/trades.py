@@ -1,0 +1,538 @@
+"""The trade record: one row per position SignalDesk opened from a signal (DESIGN.md,
+"Trades and protective exits"), built from fills.
+
+Accounting is pure functions over fills (:func:`add_entry`, :func:`add_exit`,
+:func:`allocate_fifo`, :func:`split_fee`), tested without I/O; :class:`TradeService`
+applies them inside the transaction that records a broker report
+(:meth:`core.services.trading.TradingService.record_report`) and offers a read API.
+
+Rules (documented in docs/trades.md):
+
+- An entry fill (the order of a signal) belongs to that signal's trade: partial fills of
+  one entry order add to one trade (average entry weighted by quantity).
+- Netting account: an entry in the SAME direction as an open trade opens its OWN trade
+  (each signal keeps its own stop; the venue's net position is the sum). An entry in the
+  OPPOSITE direction first reduces the open trades of the symbol, oldest first (FIFO;
+  their exit reason ``reversed``), and only the remainder opens the signal's trade.
+- Hedging venue (one ticket per entry, ``hedging=True``): every entry is its own ticket
+  and trade (``position_ref`` = the entry's client order id); nothing is netted.
+- A reducing fill (a close, a stop, a take profit) reduces the order's own trade
+  (``orders.trade_id``) or the ticket it names (``position_ref``); otherwise the open
+  trades of the symbol on the other side, oldest first. Its exit reason is the order's
+  ``exit_reason``, else ``stop_loss`` / ``take_profit`` by purpose, else ``manual_close``.
+  Quantity no trade accounts for belongs to an external position (no trade row).
+- A fee is in quote currency; a fee charged in the base currency (spot buys) is converted
+  at the fill price. A fill split over several trades splits its fee pro rata.
+- Realized PnL is gross price PnL of the closed quantity against the average entry;
+  ``fees`` holds every entry and exit fee; net PnL = realized - fees; the R multiple =
+  net PnL / initial risk, the initial risk being |average entry - the signal's stop loss|
+  x quantity (None without a stop loss).
+- Each exit (each reducing order's fills for one trade, within one recorded report) posts
+  one ``trade_exit`` notification, written in the same transaction, so exactly once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from core.db.engine import Database
+from core.db.models import FillRow, OrderRow, SignalRow, TradeRow
+from core.domain import (
+    ZERO,
+    ExitReason,
+    ExitStyle,
+    Side,
+    Trade,
+    TradeStatus,
+    utcnow,
+)
+from core.errors import NotFoundError
+from core.notify import TradeExit, enqueue
+
+__all__ = [
+    "AVERAGE_QUANTUM",
+    "Allocation",
+    "Ledger",
+    "TradeEvent",
+    "TradeEventKind",
+    "TradeService",
+    "add_entry",
+    "add_exit",
+    "allocate_fifo",
+    "fee_in_quote",
+    "has_exit_levels",
+    "initial_risk",
+    "split_fee",
+    "trade_from_row",
+]
+
+#: Averages and split fees are rounded (half-even) to this quantum so that SQLite (exact
+#: text) and PostgreSQL (NUMERIC(36, 18)) store the same value.
+AVERAGE_QUANTUM = Decimal("1e-12")
+
+#: Order purposes whose fills reduce a trade rather than open one.
+EXIT_PURPOSES = ("stop_loss", "take_profit")
+_PURPOSE_REASON = {"stop_loss": ExitReason.STOP_LOSS, "take_profit": ExitReason.TAKE_PROFIT}
+
+
+# --- pure accounting -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """A trade's figures. ``side`` is the entry side; quantities in base units; prices and
+    amounts in quote currency. ``quantity`` is everything entered, ``quantity_open`` what
+    is still held, ``quantity_closed`` what left at ``average_exit``; ``realized_pnl`` is
+    gross (before fees), ``fees`` all entry and exit fees."""
+
+    side: Side
+    quantity: Decimal = ZERO
+    quantity_open: Decimal = ZERO
+    average_entry: Decimal = ZERO
+    quantity_closed: Decimal = ZERO
+    average_exit: Decimal | None = None
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+
+
+def _average(q1: Decimal, p1: Decimal, q2: Decimal, p2: Decimal) -> Decimal:
+    return ((q1 * p1 + q2 * p2) / (q1 + q2)).quantize(AVERAGE_QUANTUM, ROUND_HALF_EVEN)
+
+
+def add_entry(ledger: Ledger, quantity: Decimal, price: Decimal, fee: Decimal) -> Ledger:
+    """``ledger`` after an entry fill of ``quantity`` at ``price`` paying ``fee`` (quote).
+
+    Raises:
+        ValueError: ``quantity`` is not positive.
+    """
+    if quantity <= 0:
+        raise ValueError(f"an entry fill needs a positive quantity, got {quantity}")
+    return replace(
+        ledger,
+        quantity=ledger.quantity + quantity,
+        quantity_open=ledger.quantity_open + quantity,
+        average_entry=_average(ledger.quantity, ledger.average_entry, quantity, price),
+        fees=ledger.fees + fee,
+    )
+
+
+def add_exit(ledger: Ledger, quantity: Decimal, price: Decimal, fee: Decimal) -> Ledger:
+    """``ledger`` after an exit fill of ``quantity`` at ``price`` paying ``fee`` (quote):
+    realized PnL grows by ``quantity x (price - average entry)`` for a long (the reverse
+    for a short); the average exit is weighted by quantity.
+
+    Raises:
+        ValueError: ``quantity`` is not positive or more than is open.
+    """
+    if quantity <= 0 or quantity > ledger.quantity_open:
+        raise ValueError(f"cannot close {quantity} of a trade with {ledger.quantity_open} open")
+    sign = ledger.side.sign
+    previous = ledger.average_exit if ledger.average_exit is not None else ZERO
+    return replace(
+        ledger,
+        quantity_open=ledger.quantity_open - quantity,
+        quantity_closed=ledger.quantity_closed + quantity,
+        average_exit=_average(ledger.quantity_closed, previous, quantity, price),
+        realized_pnl=ledger.realized_pnl + quantity * (price - ledger.average_entry) * sign,
+        fees=ledger.fees + fee,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """``quantity`` base units of a fill assigned to trade ``trade_id``."""
+
+    trade_id: int
+    quantity: Decimal
+
+
+def allocate_fifo(
+    open_trades: Sequence[tuple[int, Decimal]], quantity: Decimal
+) -> tuple[list[Allocation], Decimal]:
+    """Assign ``quantity`` to ``open_trades`` (``(trade id, open quantity)``, oldest
+    first), each up to its open quantity. Returns the allocations and what is left."""
+    allocations: list[Allocation] = []
+    left = quantity
+    for trade_id, open_quantity in open_trades:
+        if left <= 0:
+            break
+        take = min(left, open_quantity)
+        if take > 0:
+            allocations.append(Allocation(trade_id, take))
+            left -= take
+    return allocations, left
+
+
+def split_fee(fee: Decimal, parts: Sequence[Decimal], total: Decimal) -> list[Decimal]:
+    """``fee`` split over ``parts`` (quantities out of ``total``) pro rata, rounded to
+    :data:`AVERAGE_QUANTUM`; the last part takes the rounding so the parts sum to
+    ``fee x sum(parts) / total`` exactly when ``sum(parts) == total``."""
+    if not parts:
+        return []
+    if total <= 0:
+        return [ZERO for _ in parts]
+    shares = [(fee * part / total).quantize(AVERAGE_QUANTUM, ROUND_HALF_EVEN) for part in parts]
+    if sum(parts, ZERO) == total:
+        shares[-1] = fee - sum(shares[:-1], ZERO)
+    return shares
+
+
+def fee_in_quote(fee: Decimal, fee_currency: str, symbol: str, price: Decimal) -> Decimal:
+    """A fill's fee in the symbol's quote currency: a fee charged in the base currency
+    (``BTC`` for ``BTC/USDT``, as spot exchanges do on buys) is worth ``fee x price``."""
+    base = symbol.partition("/")[0]
+    if fee_currency and fee_currency == base and "/" in symbol:
+        return fee * price
+    return fee
+
+
+def initial_risk(
+    average_entry: Decimal, stop_loss: Decimal | None, quantity: Decimal
+) -> Decimal | None:
+    """|average entry - stop loss| x quantity (quote currency); None without a stop."""
+    if stop_loss is None:
+        return None
+    return abs(average_entry - stop_loss) * quantity
+
+
+# --- rows -----------------------------------------------------------------------------------
+
+
+def trade_from_row(row: TradeRow) -> Trade:
+    """The domain :class:`Trade` of a row (an undecided exit style reads as WATCHED)."""
+    assert row.id is not None
+    return Trade(
+        id=row.id,
+        signal_id=row.signal_id,
+        symbol=row.symbol,
+        side=Side(row.side),
+        status=TradeStatus(row.status),
+        quantity=row.quantity,
+        quantity_open=row.quantity_open,
+        average_entry=row.average_entry,
+        opened_at=row.opened_at,
+        average_exit=row.average_exit,
+        realized_pnl=row.realized_pnl,
+        fees=row.fees,
+        initial_risk=row.initial_risk,
+        stop_loss=row.stop_loss,
+        take_profit=row.take_profit,
+        trail_pct=row.trail_pct,
+        breakeven_at_r=row.breakeven_at_r,
+        exit_style=ExitStyle(row.exit_style) if row.exit_style else ExitStyle.WATCHED,
+        exit_reason=ExitReason(row.exit_reason) if row.exit_reason else None,
+        closed_at=row.closed_at,
+        position_ref=row.position_ref,
+    )
+
+
+def has_exit_levels(row: TradeRow) -> bool:
+    """True when the trade has a stop loss, take profit or trailing stop to keep."""
+    return any(level is not None for level in (row.stop_loss, row.take_profit, row.trail_pct))
+
+
+def _ledger(row: TradeRow) -> Ledger:
+    return Ledger(
+        side=Side(row.side),
+        quantity=row.quantity,
+        quantity_open=row.quantity_open,
+        average_entry=row.average_entry,
+        quantity_closed=row.quantity_closed,
+        average_exit=row.average_exit,
+        realized_pnl=row.realized_pnl,
+        fees=row.fees,
+    )
+
+
+def _store(row: TradeRow, ledger: Ledger, at: datetime) -> None:
+    row.quantity = ledger.quantity
+    row.quantity_open = ledger.quantity_open
+    row.average_entry = ledger.average_entry
+    row.quantity_closed = ledger.quantity_closed
+    row.average_exit = ledger.average_exit
+    row.realized_pnl = ledger.realized_pnl
+    row.fees = ledger.fees
+    row.version += 1
+    row.updated_at = at
+
+
+class TradeEventKind(enum.StrEnum):
+    """What a recorded report did to a trade."""
+
+    OPENED = "opened"
+    """A new trade (its first entry fill)."""
+    ADDED = "added"
+    """More entry fills on an open trade."""
+    REDUCED = "reduced"
+    """Part of the trade closed; some is still open."""
+    CLOSED = "closed"
+    """Nothing is left open."""
+
+
+@dataclass(frozen=True, slots=True)
+class TradeEvent:
+    """Trade ``trade_id`` was ``kind`` by the fills of order ``client_order_id``.
+    ``has_exits``: the trade has a stop loss, take profit or trailing stop to keep."""
+
+    trade_id: int
+    kind: TradeEventKind
+    client_order_id: str
+    has_exits: bool = True
+
+
+@dataclass(slots=True)
+class _Exit:
+    """Accumulates one trade's exit within one recorded report."""
+
+    quantity: Decimal = ZERO
+    notional: Decimal = ZERO
+    reason: ExitReason = ExitReason.MANUAL_CLOSE
+
+
+class TradeService:
+    """Keeps the trade record (see the module docstring) and reads it.
+
+    Args:
+        db: the database.
+        hedging: True on a venue that keeps one position per ticket (MT5 hedging): no
+            netting between trades; an exit reduces only the ticket its order names.
+        currency: the account currency, shown with PnL in exit messages.
+        clock: current UTC time (injectable).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        hedging: bool = False,
+        currency: str = "",
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self.hedging = hedging
+        self._currency = currency
+        self._clock = clock
+
+    # --- writing (inside TradingService.record_report's transaction) ----------------------
+
+    async def apply_fills(
+        self, session: AsyncSession, order: OrderRow, fills: Sequence[FillRow]
+    ) -> list[TradeEvent]:
+        """Apply the new ``fills`` of ``order`` to the trade record in the caller's
+        transaction: open or grow the signal's trade for an entry, reduce trades for an
+        exit, link each fill to its (first) trade, and enqueue one ``trade_exit``
+        notification per reduced trade. Returns what happened to which trade."""
+        if not fills:
+            return []
+        entry = order.purpose == "open" and order.signal_id is not None
+        touched: dict[int, TradeRow] = {}
+        exits: dict[int, _Exit] = {}
+        opened: set[int] = set()
+        for fill in fills:
+            side = Side(fill.side)
+            fee = fee_in_quote(fill.fee, fill.fee_currency, fill.symbol, fill.price)
+            if entry:
+                targets = (
+                    []
+                    if self.hedging
+                    else await self._open_trades(session, fill.symbol, side.opposite)
+                )
+                reason = ExitReason.REVERSED
+            else:
+                targets = await self._exit_targets(session, order, side)
+                reason = _exit_reason(order)
+            allocations, left = allocate_fifo(
+                [(t.id or 0, t.quantity_open) for t in targets], fill.quantity
+            )
+            parts = [a.quantity for a in allocations] + ([left] if entry and left > 0 else [])
+            fees = split_fee(fee, parts, fill.quantity)
+            by_id = {t.id: t for t in targets}
+            for allocation, part_fee in zip(allocations, fees, strict=False):
+                row = by_id[allocation.trade_id]
+                self._close_part(row, allocation.quantity, fill.price, part_fee, fill.at)
+                touched[allocation.trade_id] = row
+                tally = exits.setdefault(allocation.trade_id, _Exit(reason=reason))
+                tally.quantity += allocation.quantity
+                tally.notional += allocation.quantity * fill.price
+            if entry and left > 0:
+                row = await self._entry_trade(session, order, fill.at)
+                assert row.id is not None
+                if row.quantity == 0:
+                    opened.add(row.id)
+                ledger = add_entry(_ledger(row), left, fill.price, fees[-1])
+                _store(row, ledger, self._clock())
+                signal = await session.get(SignalRow, order.signal_id)
+                stop = signal.stop_loss if signal is not None else None
+                row.initial_risk = initial_risk(row.average_entry, stop, row.quantity)
+                touched[row.id] = row
+                fill.trade_id = row.id
+            elif allocations:
+                fill.trade_id = allocations[0].trade_id
+        events: list[TradeEvent] = []
+        for trade_id, row in touched.items():
+            session.add(row)
+            if trade_id in exits:
+                kind = TradeEventKind.CLOSED if row.quantity_open == 0 else TradeEventKind.REDUCED
+                self._notify_exit(session, row, exits[trade_id])
+            else:
+                kind = TradeEventKind.OPENED if trade_id in opened else TradeEventKind.ADDED
+            events.append(TradeEvent(trade_id, kind, order.client_order_id, has_exit_levels(row)))
+        await session.flush()
+        return events
+
+    def _close_part(
+        self, row: TradeRow, quantity: Decimal, price: Decimal, fee: Decimal, at: datetime
+    ) -> None:
+        _store(row, add_exit(_ledger(row), quantity, price, fee), self._clock())
+        if row.quantity_open == 0:
+            row.status = TradeStatus.CLOSED.value
+            row.closed_at = at
+
+    def _notify_exit(self, session: AsyncSession, row: TradeRow, tally: _Exit) -> None:
+        if row.quantity_open == 0:
+            row.exit_reason = tally.reason.value
+        trade = trade_from_row(row)
+        assert trade.average_exit is not None
+        enqueue(
+            session,
+            TradeExit(
+                trade_id=trade.id,
+                symbol=trade.symbol,
+                side=trade.side,
+                quantity=trade.quantity,
+                quantity_open=trade.quantity_open,
+                closed_quantity=tally.quantity,
+                exit_price=(tally.notional / tally.quantity).quantize(AVERAGE_QUANTUM),
+                average_entry=trade.average_entry,
+                average_exit=trade.average_exit,
+                realized_pnl=trade.realized_pnl,
+                fees=trade.fees,
+                r_multiple=trade.r_multiple,
+                reason=tally.reason,
+                opened_at=trade.opened_at,
+                at=row.closed_at or self._clock(),
+                currency=self._currency,
+                exit_style=row.exit_style,
+            ).notification(),
+        )
+
+    async def _open_trades(self, session: AsyncSession, symbol: str, side: Side) -> list[TradeRow]:
+        """OPEN trades of ``symbol`` entered on ``side``, oldest first, locked for update."""
+        query = (
+            select(TradeRow)
+            .where(
+                col(TradeRow.symbol) == symbol,
+                col(TradeRow.side) == side.value,
+                col(TradeRow.status) == TradeStatus.OPEN.value,
+            )
+            .order_by(col(TradeRow.opened_at), col(TradeRow.id))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list((await session.exec(query)).all())
+
+    async def _exit_targets(
+        self, session: AsyncSession, order: OrderRow, side: Side
+    ) -> list[TradeRow]:
+        """The trades a reducing fill of ``side`` reduces, in order (see the module
+        docstring): the order's own trade first, else the named ticket, else FIFO."""
+        candidates = await self._open_trades(session, order.symbol, side.opposite)
+        if order.trade_id is not None:
+            own = [t for t in candidates if t.id == order.trade_id]
+            if self.hedging:
+                return own
+            return own + [t for t in candidates if t.id != order.trade_id]
+        if order.position_ref:
+            return [t for t in candidates if t.position_ref == order.position_ref]
+        return candidates
+
+    async def _entry_trade(self, session: AsyncSession, order: OrderRow, at: datetime) -> TradeRow:
+        """The signal's trade, created (with the signal's exits) on its first fill."""
+        query = (
+            select(TradeRow)
+            .where(col(TradeRow.signal_id) == order.signal_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        row = (await session.exec(query)).first()
+        if row is not None:
+            return row
+        signal = await session.get(SignalRow, order.signal_id)
+        assert signal is not None
+        row = TradeRow(
+            signal_id=order.signal_id,
+            symbol=order.symbol,
+            side=order.side,
+            status=TradeStatus.OPEN.value,
+            stop_loss=signal.stop_loss,
+            take_profit=signal.take_profit,
+            trail_pct=signal.trail_pct,
+            breakeven_at_r=signal.breakeven_at_r,
+            exit_style="",  # decided by the exit service (ExitService.sync)
+            position_ref=order.client_order_id if self.hedging else "",
+            opened_at=at,
+            updated_at=self._clock(),
+        )
+        session.add(row)
+        await session.flush()
+        order.trade_id = row.id
+        return row
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def open_trades(self, symbol: str | None = None) -> list[Trade]:
+        """OPEN trades, oldest first; only ``symbol``'s when given."""
+        query = select(TradeRow).where(col(TradeRow.status) == TradeStatus.OPEN.value)
+        if symbol is not None:
+            query = query.where(col(TradeRow.symbol) == symbol)
+        async with self._db.session() as session:
+            rows = (await session.exec(query.order_by(col(TradeRow.id)))).all()
+        return [trade_from_row(row) for row in rows]
+
+    async def trade(self, trade_id: int) -> Trade:
+        """One trade. Raises NotFoundError."""
+        async with self._db.session() as session:
+            row = await session.get(TradeRow, trade_id, populate_existing=True)
+        if row is None:
+            raise NotFoundError(f"no trade with id {trade_id}")
+        return trade_from_row(row)
+
+    async def for_signal(self, signal_id: int) -> Trade | None:
+        """The trade a signal opened, if its entry filled."""
+        query = select(TradeRow).where(col(TradeRow.signal_id) == signal_id)
+        async with self._db.session() as session:
+            row = (await session.exec(query)).first()
+        return None if row is None else trade_from_row(row)
+
+    async def for_symbol(self, symbol: str, *, limit: int = 50) -> list[Trade]:
+        """Trades of ``symbol``, open and closed, newest first (at most ``limit``)."""
+        query = (
+            select(TradeRow)
+            .where(col(TradeRow.symbol) == symbol)
+            .order_by(col(TradeRow.id).desc())
+            .limit(limit)
+        )
+        async with self._db.session() as session:
+            rows = (await session.exec(query)).all()
+        return [trade_from_row(row) for row in rows]
+
+    async def recent(self, *, limit: int = 50) -> list[Trade]:
+        """Trades of every symbol, open and closed, newest first (at most ``limit``)."""
+        query = select(TradeRow).order_by(col(TradeRow.id).desc()).limit(limit)
+        async with self._db.session() as session:
+            rows = (await session.exec(query)).all()
+        return [trade_from_row(row) for row in rows]
+
+
+def _exit_reason(order: OrderRow) -> ExitReason:
+    """Why a reducing order's fills closed a trade (see the module docstring)."""
+    if order.exit_reason:
+        return ExitReason(order.exit_reason)
+    return _PURPOSE_REASON.get(order.purpose, ExitReason.MANUAL_CLOSE)
