@@ -112,7 +112,10 @@ async def test_close_half_then_the_rest_from_the_positions_buttons(start_desk: S
     assert position.quantity == Decimal("0.01")
 
     listed = await desk.say("/positions")
-    assert listed.plain_text.startswith("Open positions (1)\nBTC/USDT long 0.01 · entry ")
+    assert listed.plain_text.startswith(
+        "Open positions (1)\nBTC/USDT long 0.01 · entry 113,689.42 · mark 113,666.68 · "
+        "uPnL -0.23\n  stop loss 112,000.00 · take profit 116,000.00 · at paper"
+    )
     assert [text for text, _ in listed.buttons[0]] == ["Close 25%", "Close 50%", "Close 100%"]
     whole = button_data(listed, "Close 100%")
     assert PositionCallback.unpack(whole).percent == 100
