@@ -139,8 +139,8 @@ def _tick(price: Decimal) -> Decimal:
 @dataclass(slots=True)
 class CheckSummary:
     """What one check did: trades whose stop moved, watched trades closed, exit orders
-    whose new state was recorded, trades whose exit style was decided (ids / client
-    order ids)."""
+    whose new state was recorded, trades whose exits were (re)placed because their style
+    was undecided or their stop was missing (ids / client order ids)."""
 
     moved: list[int] = field(default_factory=list)
     triggered: list[int] = field(default_factory=list)
@@ -189,9 +189,20 @@ class ExitService:
     async def on_trades(self, events: Sequence[TradeEvent]) -> None:
         """``TradingService.on_trades``: place or resize the exits of opened, grown or
         reduced trades; cancel the remaining exits of closed ones (one-cancels-other).
-        Trades without any exit level need nothing (and nothing is awaited for them)."""
+        Trades without any exit level need nothing (and nothing is awaited for them).
+
+        Never raises: the fills are already recorded, so a failure here must not fail the
+        caller (an approval, the reconciler); it is logged and alerted, and the ``exits``
+        job (an undecided style) or the reconciler (a SUBMITTED exit) picks it up."""
         for trade_id in dict.fromkeys(e.trade_id for e in events if e.has_exits):
-            await self.sync(trade_id)
+            try:
+                await self.sync(trade_id)
+            except Exception as exc:  # any failure: the owner must hear the stop may be missing
+                log.exception("exits not synced", trade=trade_id)
+                await self._alert(
+                    f"🚨 The protective exits of trade #{trade_id} could not be placed "
+                    f"({type(exc).__name__}: {exc}). SignalDesk retries on its next check."
+                )
 
     def observe(self, quote: Quote) -> None:
         """Schedule a background :meth:`check` of ``quote.symbol`` at ``quote.last`` and
@@ -264,6 +275,9 @@ class ExitService:
                     continue
                 prices[trade.symbol] = quote.last
             last = prices[trade.symbol]
+            if await self._stop_missing(trade):  # e.g. a process died while placing it
+                await self.sync(trade.id)
+                summary.decided.append(trade.id)
             if await self._trail(trade, last):
                 summary.moved.append(trade.id)
             if trade.exit_style == ExitStyle.WATCHED.value and await self._watch(trade.id, last):
@@ -377,19 +391,9 @@ class ExitService:
         kind = OrderType.STOP if purpose == "stop_loss" else OrderType.TAKE_PROFIT
         position_ref = entry_cid if style is ExitStyle.ATTACHED else trade.position_ref
         row = _exit_row(trade, cid, purpose, kind, reason, position_ref, now, trigger=level)
-        try:
+        try:  # the order row is the record of a placement (no audit event: moves have one)
             async with self._db.session() as session:
                 session.add(row)
-                await session.flush()
-                await repo.add_audit(
-                    session,
-                    actor=ACTOR,
-                    action=f"{purpose}_placed",
-                    at=now,
-                    order_id=row.id,
-                    reason=f"trade #{trade.id} {trade.symbol} {kind.value} at {level} "
-                    f"for {trade.quantity_open}",
-                )
         except IntegrityError:  # another check is placing this very exit
             return True
         request = OrderRequest(
@@ -666,6 +670,16 @@ class ExitService:
             .execution_options(populate_existing=True)
         )
         return list((await session.exec(query)).all())
+
+    async def _stop_missing(self, trade: TradeRow) -> bool:
+        """True when a trade whose exits are native has a stop level but no stop order
+        that is live or in flight at the venue."""
+        if trade.stop_loss is None or trade.exit_style == ExitStyle.WATCHED.value:
+            return False
+        assert trade.id is not None
+        async with self._db.session() as session:
+            active = await self._active_exits(session, trade.id)
+        return not any(o.purpose == "stop_loss" and o.order_type in _TRIGGER_TYPES for o in active)
 
     async def _entry_cid(self, trade: TradeRow) -> str:
         """The client order id of the entry that opened the trade (the prefix of its exit

@@ -94,6 +94,18 @@ class RefusingStops(WatchedPaper):
         return await super().place_order(request)
 
 
+class FailsOnceDecidingExits(WatchedPaper):
+    """Holds orders, but the first question about exits fails unexpectedly."""
+
+    asked = 0
+
+    async def exit_style(self, symbol: str) -> ExitStyle:
+        self.asked += 1
+        if self.asked == 1:
+            raise ProcessDied("the terminal went away")
+        return ExitStyle.ORDERS
+
+
 @pytest.fixture
 async def venue(
     database_url: str, make_settings: Callable[..., Any], clock: Clock
@@ -269,3 +281,33 @@ async def test_the_webhook_takes_trailing_settings_and_refuses_bad_ones(
             assert (signal.trail_pct, signal.breakeven_at_r) == (D("0.8"), D(1))
     finally:
         await engine.close()
+
+
+async def test_exits_not_placed_at_the_fill_are_alerted_and_placed_by_the_next_check(
+    venue: Callable[..., Any],
+) -> None:
+    engine = await venue(FailsOnceDecidingExits)
+    signal = await engine.signals.propose(
+        Proposal("t", BTC, Side.BUY, D("0.01"), stop_loss=D(113000), take_profit=D(114000))
+    )
+
+    decision = await engine.signals.approve(signal.id, "owner:1")  # the fill is kept
+
+    assert decision.signal.status.value == "FILLED"
+    trade = await engine.trades.for_signal(signal.id)
+    assert trade is not None and await exit_orders(engine, trade.id) == []
+    async with engine.db.session() as session:
+        alerts = (
+            await session.exec(
+                select(OutboxRow.text).where(col(OutboxRow.priority) == Priority.ALERT)
+            )
+        ).all()
+    assert any("could not be placed" in text for text in alerts)
+
+    summary = await engine.exits.check()
+
+    assert summary.decided == [trade.id]
+    assert [(s, state) for s, _, state, _ in await exit_orders(engine, trade.id)] == [
+        ("sl1", "OPEN"),
+        ("tp1", "OPEN"),
+    ]
