@@ -829,7 +829,7 @@ def _close_line(r: CloseResult) -> str:
     at = f" @ {price(rep.average_price)}" if rep.average_price is not None else ""
     filled = quantity(rep.filled_quantity or rep.quantity)
     fee = esc(_fee(rep.fee, rep.fee_currency))
-    pnl = f" · realized {signed(r.realized_pnl)}" if r.realized_pnl is not None else ""
+    pnl = f" · realized {signed(r.realized_pnl)} before fees" if r.realized_pnl is not None else ""
     rest = " · the rest stays open" if r.partial else ""
     return f"✅ {esc(r.symbol)}: {verb} {filled}{at} ({fee}){pnl}{rest}"
 
@@ -846,7 +846,7 @@ def close_results_text(report: CloseReport, actor: str) -> str:
     if not rows:
         return f"Nothing to close (confirmed by {esc(actor)})."
     pnl = [c.realized_pnl for c in report.closes if c.realized_pnl is not None]
-    footer = f"Realized PnL: {signed(report.realized_pnl)}" if len(pnl) > 1 else ""
+    footer = f"Realized PnL before fees: {signed(report.realized_pnl)}" if len(pnl) > 1 else ""
     return _lines(f"<b>Close results</b> (confirmed by {esc(actor)})", rows, footer)
 
 

@@ -526,5 +526,9 @@ def _close_line(result: CloseResult) -> str:
     if report is None:
         return f"{result.symbol}: already flat"
     price = f" at {report.average_price:,.2f}" if report.average_price is not None else ""
-    pnl = f", realized {result.realized_pnl:+,.2f}" if result.realized_pnl is not None else ""
+    pnl = (
+        f", realized {result.realized_pnl:+,.2f} before fees"
+        if result.realized_pnl is not None
+        else ""
+    )
     return f"{result.symbol}: {report.state.value.lower()} {report.filled_quantity}{price}{pnl}"

@@ -96,7 +96,9 @@ async def test_closeall_confirmed_closes_and_reports_each_position(start_desk: S
     assert (await desk.answer(second)).text == "Already confirmed"
     text = await desk.edited(prompt, "Close results")
     # bought at 113,689.42, sold at 113,643.94: (113,643.94 - 113,689.42) x 0.01 = -0.45
-    assert "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45" in text
+    assert (
+        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees" in text
+    )
     assert desk.sandbox.message(prompt.chat_id, prompt.message_id).buttons == []
     assert (await desk.say("/positions")).plain_text == "No open positions."
 

@@ -106,11 +106,14 @@ async def test_close_half_then_the_rest_from_the_positions_buttons(start_desk: S
     assert [text for text, _ in prompt.buttons[0]] == ["✅ Close 50% of BTC/USDT", "✖️ Cancel"]
     assert (await desk.answer(desk.confirm(prompt, ConfirmAction.CLOSE))).text == "Closing…"
     text = await desk.edited(prompt, "Close results")
-    assert "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45" in text
+    assert (
+        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees" in text
+    )
     assert "the rest stays open" in text
     [position] = await desk.engine.trading.positions()
     assert position.quantity == Decimal("0.01")
 
+    await desk.drained()  # the trade's exit message first, so the reply is the next one
     listed = await desk.say("/positions")
     assert listed.plain_text.startswith(
         "Open positions (1)\nBTC/USDT long 0.01 · entry 113,689.42 · mark 113,666.68 · "

@@ -242,7 +242,7 @@ async def test_the_drawdown_flatten_cancels_the_resting_entry_which_never_fills_
     engine.feed.step(900)  # well past the later low that reaches the limit
 
     assert f"Entry order {entry} (BTC/USDT): cancelled" in report
-    assert "BTC/USDT: filled 0.075 at " in report and ", realized -" in report
+    assert "BTC/USDT: filled 0.075 at " in report and " before fees" in report
     assert "The account is flat." in report
     assert await paper_state(engine, entry) == "CANCELLED"
     assert await engine.trading.positions() == []
