@@ -100,6 +100,7 @@ __all__ = [
     "no_position",
     "no_positions",
     "not_paused",
+    "only_external",
     "orders_keyboard",
     "orders_text",
     "outcome",
@@ -763,6 +764,16 @@ def confirm_prompt(
     else:
         head = "Cancel the resting entry orders? No position SignalDesk opened is open."
     return _lines(head, rows, f"This button expires in {ttl_seconds} s.")
+
+
+def only_external(views: Sequence[PositionView]) -> str:
+    """``/closeall`` when every open position is one SignalDesk did not open (and no entry
+    order rests): nothing to do, and why."""
+    return _lines(
+        "Nothing to close: SignalDesk opened none of these.",
+        [_untouched_line(v.position) for v in views],
+        "Close one by hand with its buttons under /positions.",
+    )
 
 
 def close_prompt(plan: ClosePlan, ttl_seconds: int) -> str:

@@ -85,6 +85,9 @@ async def on_closeall(message: Message, engine: Engine, settings: Settings) -> N
     if not views and not entries:
         await message.answer(render.no_positions())
         return
+    if all(v.external for v in views) and not entries:
+        await message.answer(render.only_external(views))
+        return
     prompt = render.confirm_prompt(views, entries, settings.confirm_ttl_seconds)
     await _ask(message, prompt, ConfirmAction.CLOSE_ALL, _NO_SYMBOL)
 

@@ -130,3 +130,13 @@ def test_close_amounts_parse(text: str, percent: int | None, quantity: str | Non
 def test_bad_close_amounts_are_refused(text: str) -> None:
     with pytest.raises(InvalidInputError):
         CloseAmount.parse(text)
+
+
+def test_close_all_with_only_external_positions_says_nothing_is_closed() -> None:
+    text = render.only_external([_view("EURUSD", external=True)])
+
+    assert text == (
+        "Nothing to close: SignalDesk opened none of these.\n"
+        "EURUSD long 0.02 (uPnL +0.00): external, left untouched\n"
+        "Close one by hand with its buttons under /positions."
+    )
