@@ -19,7 +19,18 @@ import enum
 
 from aiogram.filters.callback_data import CallbackData
 
-__all__ = ["CardAction", "ConfirmAction", "ConfirmCallback", "SignalCallback"]
+__all__ = [
+    "CardAction",
+    "ConfirmAction",
+    "ConfirmCallback",
+    "OrderCallback",
+    "PositionCallback",
+    "SignalCallback",
+    "fits",
+]
+
+#: Bot API limit on ``callback_data``, in bytes.
+MAX_CALLBACK_DATA = 64
 
 
 class CardAction(enum.StrEnum):
@@ -46,14 +57,44 @@ class ConfirmAction(enum.StrEnum):
 
 
 class ConfirmCallback(CallbackData, prefix="cfm", sep="|"):
-    """A destructive command confirmed by a button: ``cfm|<action>|<symbol>|<issued>``.
+    """A destructive command confirmed by a button:
+    ``cfm|<action>|<symbol>|<issued>|<amount>|<ref>``.
 
     ``symbol`` is the position to close (``-`` when not applicable); ``|`` separates the
     fields because ccxt swap symbols contain ``:`` (``BTC/USDT:USDT``). ``issued`` is the Unix
     time (whole seconds) the question was asked; the button is void ``CONFIRM_TTL_SECONDS``
-    later.
+    later. ``amount`` is how much of the position a CLOSE closes (``50%``, ``0.01``; empty:
+    all of it) and ``ref`` the one ticket it closes on per-ticket venues (MT5 hedging; empty:
+    every position of ours in ``symbol``).
     """
 
     action: ConfirmAction
     symbol: str
     issued: int
+    amount: str = ""
+    ref: str = ""
+
+
+class OrderCallback(CallbackData, prefix="ord", sep="|"):
+    """Cancel the resting order with client order id ``cid``: ``ord|<cid>`` (a client
+    order id is at most 32 characters: ``sd<tag>-s<signal id>``)."""
+
+    cid: str
+
+
+class PositionCallback(CallbackData, prefix="pos", sep="|"):
+    """Close ``percent`` (25, 50, 100) of one position listed by ``/positions``:
+    ``pos|<symbol>|<ref>|<percent>``; ``ref`` names the ticket on per-ticket venues. The
+    press asks for confirmation like ``/close``."""
+
+    symbol: str
+    ref: str
+    percent: int
+
+
+def fits(data: CallbackData) -> bool:
+    """True when ``data`` packs within Telegram's 64-byte ``callback_data`` limit."""
+    try:
+        return len(data.pack().encode()) <= MAX_CALLBACK_DATA
+    except ValueError:  # aiogram refuses over-long data itself
+        return False

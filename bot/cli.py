@@ -21,7 +21,7 @@ from core import bounds
 from core.app import Engine, build_engine
 from core.config import Settings, load_settings
 from core.db.engine import upgrade_schema
-from core.domain import OrderType, Side, Signal, SignalStatus
+from core.domain import ExitStyle, OrderType, Side, Signal, SignalStatus
 from core.errors import ConfigError, SignalDeskError
 from core.logging import configure_logging
 from core.services import Proposal
@@ -237,18 +237,67 @@ def history(
         )
 
 
+_EXITS = {
+    ExitStyle.ORDERS: "orders at the venue",
+    ExitStyle.ATTACHED: "on the ticket",
+    ExitStyle.WATCHED: "watched by SignalDesk",
+}
+
+
 @app.command()
 def positions() -> None:
-    """Open positions at the broker, marked to the current price (quote currency)."""
-    found = _run(lambda engine: engine.trading.positions())
-    for p in found:
-        typer.echo(
-            f"{p.symbol:<10} {'long' if p.quantity > 0 else 'short':<5} {abs(p.quantity)} "
-            f"entry {_money(p.average_entry)}  mark {_money(p.mark_price)}  "
-            f"uPnL {p.unrealized_pnl:+,.2f}  rPnL {p.realized_pnl:+,.2f}"
+    """Open positions: entry from our own fills, mark, unrealized PnL (quote currency),
+    stop loss, take profit and where they live; external positions marked."""
+    found = _run(lambda engine: engine.trading.book())
+    for v in found:
+        p = v.position
+        ref = f" [{p.position_ref}]" if p.position_ref else ""
+        line = (
+            f"{p.symbol + ref:<10} {'long' if p.quantity > 0 else 'short':<5} {v.quantity} "
+            f"entry {_money(v.entry)}  mark {_money(p.mark_price)}  "
+            f"uPnL {v.unrealized_pnl:+,.2f}"
         )
+        if v.external:
+            line += "  external: not opened by SignalDesk"
+        else:
+            where = f" ({_EXITS[v.exit_style]})" if v.exit_style is not None else ""
+            line += f"  sl {_money(v.stop_loss)}  tp {_money(v.take_profit)}{where}"
+        typer.echo(line)
     if not found:
         typer.echo("no open positions")
+
+
+@app.command()
+def orders() -> None:
+    """Resting orders at the venue: client order id, symbol, side, quantity, type and
+    level, and what each is (a signal's entry, a stop loss, not ours)."""
+    found = _run(lambda engine: engine.trading.open_orders())
+    for o in found:
+        r = o.report
+        level = r.trigger_price if r.order_type.is_trigger else r.limit_price
+        what = "entry" if o.is_entry else o.purpose.replace("_", " ")
+        what = what or "not placed by SignalDesk"
+        if o.signal_id is not None:
+            what += f" of signal #{o.signal_id}"
+        typer.echo(
+            f"{r.client_order_id or r.broker_order_id:<20} {r.symbol:<10} {r.side.value:<4} "
+            f"{r.quantity} {r.order_type.value} @ {_money(level)}  {what}"
+        )
+    if not found:
+        typer.echo("no resting orders")
+
+
+@app.command()
+def cancel(
+    client_order_id: Annotated[str, typer.Argument(help="client order id, from `orders`")],
+) -> None:
+    """Cancel one of our resting orders; a cancelled entry fails its signal."""
+    result = _run(lambda engine: engine.trading.cancel(client_order_id, "cli"))
+    if result.error:
+        typer.echo(f"error: cancel {client_order_id} failed: {result.error}", err=True)
+        raise typer.Exit(1)
+    assert result.report is not None
+    typer.echo(f"{client_order_id} {result.symbol}: {result.report.state.value.lower()}")
 
 
 @app.command()

@@ -21,7 +21,15 @@ from decimal import Decimal
 
 from aiogram.types import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, User
 
-from bot.callbacks import CardAction, ConfirmAction, ConfirmCallback, SignalCallback
+from bot.callbacks import (
+    CardAction,
+    ConfirmAction,
+    ConfirmCallback,
+    OrderCallback,
+    PositionCallback,
+    SignalCallback,
+    fits,
+)
 from core.config import BrokerName, DrawdownAction, Settings
 from core.db.types import canonical
 from core.domain import (
@@ -40,11 +48,20 @@ from core.domain import (
     TradingState,
 )
 from core.notify import TradeExit
-from core.services import CloseResult, Decision, OperatorStatus, StatusSummary
+from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
 from core.services.risk import BreachLevel, RiskFigures
+from core.services.trading import (
+    CancelResult,
+    ClosePlan,
+    CloseReport,
+    CloseResult,
+    PositionView,
+    RestingOrder,
+)
 
 __all__ = [
+    "CLOSE_PERCENTS",
     "COMMANDS",
     "DEFAULT_HISTORY",
     "MAX_HISTORY",
@@ -56,7 +73,10 @@ __all__ = [
     "approve_toast",
     "balance_text",
     "bot_commands",
+    "cancel_result_text",
+    "cancel_toast",
     "card",
+    "close_prompt",
     "close_results_text",
     "closing_text",
     "confirm_cancelled",
@@ -76,13 +96,18 @@ __all__ = [
     "inactive_button",
     "internal_error",
     "money",
+    "no_orders",
     "no_pending",
     "no_position",
     "no_positions",
     "not_paused",
+    "only_external",
+    "orders_keyboard",
+    "orders_text",
     "outcome",
     "paused_text",
     "pending_more",
+    "positions_keyboard",
     "positions_text",
     "price",
     "private_hint",
@@ -183,17 +208,25 @@ def _clip(text: str, limit: int) -> str:
 
 def _lines(header: str, lines: Sequence[str], footer: str = "") -> str:
     """``header``, then as many ``lines`` as fit in one message, then ``footer``."""
+    return _fit(header, lines, footer)[0]
+
+
+def _fit(header: str, lines: Sequence[str], footer: str = "") -> tuple[str, int]:
+    """:func:`_lines` and how many of ``lines`` it shows; the rest are counted in an
+    ``… and N more`` line, never dropped silently."""
     out = [header]
     budget = MAX_MESSAGE - len(header) - len(footer) - 40
+    shown = len(lines)
     for index, line in enumerate(lines):
         budget -= len(line) + 1
         if budget < 0:
             out.append(f"… and {len(lines) - index} more")
+            shown = index
             break
         out.append(line)
     if footer:
         out.append(footer)
-    return "\n".join(out)
+    return "\n".join(out), shown
 
 
 # --- signal cards ----------------------------------------------------------------------
@@ -352,12 +385,17 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("status", "Mode, equity, drawdown, pause, uptime", "/status"),
     CommandSpec("drawdown", "Drawdown and daily loss against the limits", "/drawdown"),
     CommandSpec("heartbeat", "Send a heartbeat now", "/heartbeat"),
-    CommandSpec("positions", "Open positions and their PnL", "/positions"),
+    CommandSpec("positions", "Open positions, PnL, stops, with Close buttons", "/positions"),
+    CommandSpec("orders", "Resting orders, with Cancel buttons", "/orders"),
     CommandSpec("signals", "Pending signals with their buttons", "/signals"),
     CommandSpec("pause", "Block approvals: /pause [reason]", "/pause [reason]"),
     CommandSpec("resume", "Let approvals execute again", "/resume"),
     CommandSpec("closeall", "Close every position (asks to confirm)", "/closeall"),
-    CommandSpec("close", "Close one position: /close SYMBOL", "/close SYMBOL"),
+    CommandSpec(
+        "close",
+        "Close a position or part of it: /close SYMBOL [PERCENT|QUANTITY]",
+        "/close SYMBOL [PERCENT|QUANTITY]",
+    ),
     CommandSpec("balance", "Balance, equity and margin", "/balance"),
     CommandSpec(
         "history",
@@ -554,26 +592,63 @@ def heartbeat_text(heartbeat: Heartbeat) -> str:
     return text_notice(heartbeat.text())
 
 
-def positions_text(positions: Sequence[Position]) -> str:
-    """``/positions``: symbol, side, quantity, entry, mark and unrealized PnL per position,
-    then the totals (PnL in each position's quote currency)."""
-    if not positions:
-        return no_positions()
-    rows = []
-    total = ZERO
-    notional = ZERO
-    for p in positions:
-        side = "long" if p.side is Side.BUY else "short"
-        foreign = "" if p.opened_by_signaldesk else " (not opened by SignalDesk)"
-        rows.append(
-            f"<b>{esc(p.symbol)}</b> {side} {quantity(abs(p.quantity))} · entry "
-            f"{price(p.average_entry)} · mark {price(p.mark_price)} · uPnL "
-            f"{signed(p.unrealized_pnl)}{foreign}"
-        )
-        total += p.unrealized_pnl
-        notional += p.notional
+def _side_word(position: Position) -> str:
+    return "long" if position.side is Side.BUY else "short"
+
+
+def _view_lines(v: PositionView, broker: str) -> str:
+    p = v.position
+    ticket = f" [{esc(p.position_ref)}]" if p.position_ref else ""
+    head = (
+        f"<b>{esc(p.symbol)}</b>{ticket} {_side_word(p)} {quantity(v.quantity)} · entry "
+        f"{price(v.entry)} · mark {price(p.mark_price)} · uPnL {signed(v.unrealized_pnl)}"
+    )
+    if v.external:
+        return head + "\n  external: not opened by SignalDesk; close all leaves it alone"
+    stop = price(v.stop_loss) if v.stop_loss is not None else "none"
+    take = price(v.take_profit) if v.take_profit is not None else "none"
+    where = f" · {exit_place(v.exit_style, broker)}" if v.exit_style is not None else ""
+    return head + f"\n  stop loss {stop} · take profit {take}{where}"
+
+
+def _positions_fit(views: Sequence[PositionView], broker: str) -> tuple[str, int]:
+    rows = [_view_lines(v, broker) for v in views]
+    total = sum((v.unrealized_pnl for v in views), ZERO)
+    notional = sum((v.position.notional for v in views), ZERO)
     footer = f"Total: uPnL {signed(total)} · notional {money(notional)}"
-    return _lines(f"<b>Open positions ({len(positions)})</b>", rows, footer)
+    return _fit(f"<b>Open positions ({len(views)})</b>", rows, footer)
+
+
+def positions_text(views: Sequence[PositionView], broker: str) -> str:
+    """``/positions``: per position its side, quantity, entry (from our own fills), mark,
+    unrealized PnL, the live stop loss and take profit and where they live (``broker`` is
+    the broker's name), external positions marked; then the totals (PnL in each
+    position's quote currency). Positions past the message's length are counted."""
+    if not views:
+        return no_positions()
+    return _positions_fit(views, broker)[0]
+
+
+#: The Close buttons under each position of ``/positions``, in percent.
+CLOSE_PERCENTS = (25, 50, 100)
+
+
+def positions_keyboard(views: Sequence[PositionView], broker: str) -> InlineKeyboardMarkup | None:
+    """Close 25 % / 50 % / 100 % under each position shown by :func:`positions_text`
+    (each press asks to confirm); None when there is nothing to close."""
+    shown = _positions_fit(views, broker)[1] if views else 0
+    rows = []
+    for v in views[:shown]:
+        p = v.position
+        row = []
+        for percent in CLOSE_PERCENTS:
+            data = PositionCallback(symbol=p.symbol, ref=p.position_ref, percent=percent)
+            if fits(data):
+                label = f"{p.symbol} {percent}%" if len(views) > 1 else f"Close {percent}%"
+                row.append(InlineKeyboardButton(text=label, callback_data=data.pack()))
+        if row:
+            rows.append(row)
+    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
 
 def no_positions() -> str:
@@ -630,11 +705,17 @@ def pending_more(count: int) -> str:
     return f"… and {count} more pending. Decide these first, then send /signals again."
 
 
-def paused_text(operator: OperatorStatus) -> str:
-    """The reply to ``/pause``."""
-    return (
+def paused_text(operator: OperatorStatus, cancelled: Sequence[CancelResult] = ()) -> str:
+    """The reply to ``/pause``, with the resting entry orders it cancelled
+    (``PAUSE_CANCELS_ENTRIES``); protective exits stay."""
+    text = (
         f"⏸ Paused: {esc(operator.pause_reason)} (by {esc(operator.paused_by)}). "
         "Approvals are blocked until /resume."
+    )
+    if not cancelled:
+        return text
+    return _lines(
+        text, [_cancel_line(c) for c in cancelled], "Stop loss and take profit orders stay."
     )
 
 
@@ -651,38 +732,80 @@ def resumed_text() -> str:
 # --- confirmations ---------------------------------------------------------------------
 
 
-def confirm_keyboard(action: ConfirmAction, symbol: str, issued: int) -> InlineKeyboardMarkup:
-    """[Confirm] [Cancel] for a destructive command asked at Unix time ``issued``."""
+def confirm_keyboard(
+    action: ConfirmAction, symbol: str, issued: int, amount: str = "", ref: str = ""
+) -> InlineKeyboardMarkup:
+    """[Confirm] [Cancel] for a destructive command asked at Unix time ``issued``;
+    ``amount`` and ``ref`` (a CLOSE's part and ticket) travel in the button."""
+    part = f"{esc(amount)} of " if amount else ""
     label = {
         ConfirmAction.CLOSE_ALL: "✅ Close all",
-        ConfirmAction.CLOSE: f"✅ Close {symbol}",
+        ConfirmAction.CLOSE: f"✅ Close {part}{symbol}",
         ConfirmAction.RESUME: "✅ Resume",
     }[action]
-    go = ConfirmCallback(action=action, symbol=symbol, issued=issued).pack()
-    no = ConfirmCallback(action=ConfirmAction.CANCEL, symbol=symbol, issued=issued).pack()
+    go = ConfirmCallback(action=action, symbol=symbol, issued=issued, amount=amount, ref=ref)
+    no = ConfirmCallback(action=ConfirmAction.CANCEL, symbol=symbol, issued=issued)
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
-                InlineKeyboardButton(text=label, callback_data=go),
-                InlineKeyboardButton(text="✖️ Cancel", callback_data=no),
+                InlineKeyboardButton(text=label, callback_data=go.pack()),
+                InlineKeyboardButton(text="✖️ Cancel", callback_data=no.pack()),
             ]
         ]
     )
 
 
 def _position_line(p: Position) -> str:
-    side = "long" if p.side is Side.BUY else "short"
-    return f"{esc(p.symbol)} {side} {quantity(abs(p.quantity))} (uPnL {signed(p.unrealized_pnl)})"
+    held = quantity(abs(p.quantity))
+    return f"{esc(p.symbol)} {_side_word(p)} {held} (uPnL {signed(p.unrealized_pnl)})"
 
 
-def confirm_prompt(positions: Sequence[Position], ttl_seconds: int) -> str:
-    """The question before closing ``positions`` (all of them, or the one of ``/close``)."""
-    what = "this position" if len(positions) == 1 else f"all {len(positions)} positions"
+def _untouched_line(p: Position) -> str:
+    return f"{_position_line(p)}: external, left untouched"
+
+
+def confirm_prompt(
+    views: Sequence[PositionView], entries: Sequence[RestingOrder], ttl_seconds: int
+) -> str:
+    """The question before ``/closeall``: the positions it closes, those it leaves alone
+    because SignalDesk did not open them, and the resting entry orders it cancels first."""
+    mine = [v.position for v in views if not v.external]
+    what = "this position" if len(mine) == 1 else f"all {len(mine)} positions"
+    rows = [_position_line(p) for p in mine]
+    rows += [_untouched_line(v.position) for v in views if v.external]
+    if entries:
+        noun = "order is" if len(entries) == 1 else "orders are"
+        rows.append(f"First {len(entries)} resting entry {noun} cancelled:")
+        rows += [_order_line(o) for o in entries]
+    if mine:
+        head = f"Close {what} SignalDesk opened at market?"
+    else:
+        head = "Cancel the resting entry orders? No position SignalDesk opened is open."
+    return _lines(head, rows, f"This button expires in {ttl_seconds} s.")
+
+
+def only_external(views: Sequence[PositionView]) -> str:
+    """``/closeall`` when every open position is one SignalDesk did not open (and no entry
+    order rests): nothing to do, and why."""
     return _lines(
-        f"Close {what} at market?",
-        [_position_line(p) for p in positions],
-        f"This button expires in {ttl_seconds} s.",
+        "Nothing to close: SignalDesk opened none of these.",
+        [_untouched_line(v.position) for v in views],
+        "Close one by hand with its buttons under /positions.",
     )
+
+
+def close_prompt(plan: ClosePlan, ttl_seconds: int) -> str:
+    """The question before ``/close`` (or a Close button): each position and how much of
+    it closes, and the matching positions left alone."""
+    rows = []
+    for p, part in plan.targets:
+        amount = "all of it" if part is None else f"{quantity(part)} of it"
+        rows.append(f"{_position_line(p)}: close {amount}")
+    rows += [_untouched_line(p) for p in plan.left_open]
+    what = "this position" if len(plan.targets) == 1 else f"these {len(plan.targets)} positions"
+    amount = plan.amount.text()
+    head = f"Close {esc(amount)} of {what} at market?" if amount else f"Close {what} at market?"
+    return _lines(head, rows, f"This button expires in {ttl_seconds} s.")
 
 
 def resume_prompt(operator: OperatorStatus, ttl_seconds: int) -> str:
@@ -713,24 +836,114 @@ def closing_text(actor: str) -> str:
     return f"⏳ Closing, confirmed by {esc(actor)}…"
 
 
-def close_results_text(results: Sequence[CloseResult], actor: str) -> str:
-    """Each position's close result: the fill, nothing to close, or the error."""
-    rows = []
-    for r in results:
-        if r.error:
-            rows.append(f"⚠️ {esc(r.symbol)}: failed: {esc(r.error)}")
-        elif r.report is None:
-            rows.append(f"➖ {esc(r.symbol)}: nothing to close")
-        else:
-            rep = r.report
-            verb = "sold" if rep.side is Side.SELL else "bought"
-            at = f" @ {price(rep.average_price)}" if rep.average_price is not None else ""
-            filled = quantity(rep.filled_quantity or rep.quantity)
-            fee = esc(_fee(rep.fee, rep.fee_currency))
-            rows.append(f"✅ {esc(r.symbol)}: {verb} {filled}{at} ({fee})")
+def _cancel_line(c: CancelResult) -> str:
+    if c.error:
+        return f"⚠️ {esc(c.client_order_id)} ({esc(c.symbol)}): cancel failed: {esc(c.error)}"
+    what = "entry order" if c.purpose == "open" else c.purpose.replace("_", " ") + " order"
+    signal = f" of signal #{c.signal_id}" if c.signal_id is not None else ""
+    if c.report is not None and c.report.state.value == "FILLED":
+        return (
+            f"❗ {esc(c.symbol)} {what}{signal} {esc(c.client_order_id)} filled before the cancel"
+        )
+    return f"🚫 {esc(c.symbol)} {what}{signal} {esc(c.client_order_id)} cancelled"
+
+
+def _close_line(r: CloseResult) -> str:
+    if r.error:
+        return f"⚠️ {esc(r.symbol)}: failed: {esc(r.error)}"
+    if r.report is None:
+        return f"➖ {esc(r.symbol)}: nothing to close"
+    rep = r.report
+    verb = "sold" if rep.side is Side.SELL else "bought"
+    at = f" @ {price(rep.average_price)}" if rep.average_price is not None else ""
+    filled = quantity(rep.filled_quantity or rep.quantity)
+    fee = esc(_fee(rep.fee, rep.fee_currency))
+    pnl = f" · realized {signed(r.realized_pnl)} before fees" if r.realized_pnl is not None else ""
+    rest = " · the rest stays open" if r.partial else ""
+    return f"✅ {esc(r.symbol)}: {verb} {filled}{at} ({fee}){pnl}{rest}"
+
+
+def close_results_text(report: CloseReport, actor: str) -> str:
+    """What a close did: the resting entry orders cancelled first, each close with its
+    fill and realized PnL (quote, before fees), the protective exits cancelled after,
+    and the positions left untouched because SignalDesk did not open them."""
+    rows = [f"⚠️ Could not read positions: {esc(report.error)}"] if report.error else []
+    rows += [_cancel_line(c) for c in report.cancelled]
+    rows += [_close_line(r) for r in report.closes]
+    rows += [_cancel_line(c) for c in report.exits_cancelled]
+    rows += [f"⏸ {_untouched_line(p)}" for p in report.left_open]
     if not rows:
         return f"Nothing to close (confirmed by {esc(actor)})."
-    return _lines(f"<b>Close results</b> (confirmed by {esc(actor)})", rows)
+    pnl = [c.realized_pnl for c in report.closes if c.realized_pnl is not None]
+    footer = f"Realized PnL before fees: {signed(report.realized_pnl)}" if len(pnl) > 1 else ""
+    return _lines(f"<b>Close results</b> (confirmed by {esc(actor)})", rows, footer)
+
+
+# --- resting orders --------------------------------------------------------------------
+
+
+def _order_line(o: RestingOrder) -> str:
+    r = o.report
+    kind = r.order_type.value.replace("_", " ")
+    level = r.trigger_price if r.order_type.is_trigger else r.limit_price
+    at = f" @ {price(level)}" if level is not None else ""
+    if o.is_entry:
+        role = f"entry of signal #{o.signal_id}" if o.signal_id is not None else "entry"
+    elif o.ours:
+        role = o.purpose.replace("_", " ")
+        role += f" of trade #{o.trade_id}" if o.trade_id is not None else ""
+    else:
+        role = "not placed by SignalDesk"
+    cid = esc(r.client_order_id) if r.client_order_id else esc(r.broker_order_id)
+    return (
+        f"<b>{esc(r.symbol)}</b> {r.side.value} {quantity(r.quantity)} {kind}{at} · "
+        f"{role} · <code>{cid}</code>"
+    )
+
+
+def _orders_fit(orders: Sequence[RestingOrder]) -> tuple[str, int]:
+    return _fit(f"<b>Resting orders ({len(orders)})</b>", [_order_line(o) for o in orders])
+
+
+def orders_text(orders: Sequence[RestingOrder]) -> str:
+    """``/orders``: each resting order: symbol, side, quantity, type and level, what it is
+    (a signal's entry, a trade's stop loss or take profit, not ours) and its client order
+    id. Orders past the message's length are counted."""
+    if not orders:
+        return no_orders()
+    return _orders_fit(orders)[0]
+
+
+def orders_keyboard(orders: Sequence[RestingOrder]) -> InlineKeyboardMarkup | None:
+    """A Cancel button per order of ours shown by :func:`orders_text` (orders SignalDesk
+    did not place get none); None when there is none."""
+    shown = _orders_fit(orders)[1] if orders else 0
+    rows = []
+    for o in orders[:shown]:
+        data = OrderCallback(cid=o.report.client_order_id)
+        if o.ours and fits(data):
+            label = f"🚫 Cancel {o.report.symbol} {o.report.order_type.value.replace('_', ' ')}"
+            rows.append([InlineKeyboardButton(text=label, callback_data=data.pack())])
+    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+
+
+def no_orders() -> str:
+    """``/orders`` with nothing resting."""
+    return "No resting orders."
+
+
+def cancel_result_text(result: CancelResult, actor: str) -> str:
+    """The reply after a Cancel button or ``signaldesk cancel``."""
+    return f"{_cancel_line(result)} (by {esc(actor)})"
+
+
+def cancel_toast(result: CancelResult) -> str:
+    """The toast after a Cancel press (plain text)."""
+    if result.error:
+        return _clip(f"Cancel failed: {result.error}", MAX_TOAST)
+    if result.report is not None and result.report.state.value == "FILLED":
+        return "It filled before the cancel"
+    return "Cancelled"
 
 
 # --- authorization and housekeeping notices (plain text for the outbox) ----------------

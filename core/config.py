@@ -205,6 +205,12 @@ class Settings(BaseSettings):
     daily_loss_max_pct: Decimal = Field(Decimal(5), gt=0, lt=100)
     drawdown_hysteresis_pct: Decimal = Field(Decimal(1), ge=0, lt=100)
     drawdown_action: DrawdownAction = DrawdownAction.PAUSE
+    flatten_external: bool = Field(
+        False, description="the drawdown flatten also closes positions SignalDesk did not open"
+    )
+    pause_cancels_entries: bool = Field(
+        True, description="/pause and the guard's pause cancel resting entry orders"
+    )
     expiry_check_interval: Seconds = Field(15)
     reconcile_interval: Seconds = Field(60)
     exit_check_interval: Seconds = Field(

@@ -23,7 +23,16 @@ from bot.render import DEFAULT_HISTORY, MAX_HISTORY
 from core import bounds
 from core.errors import InvalidInputError
 
-__all__ = ["Args", "decimal", "free_text", "history_count", "no_args", "signal_ref", "symbol"]
+__all__ = [
+    "Args",
+    "close_args",
+    "decimal",
+    "free_text",
+    "history_count",
+    "no_args",
+    "signal_ref",
+    "symbol",
+]
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/:._-]{0,31}$")
 
@@ -62,6 +71,16 @@ def symbol(text: str) -> str:
     if not _SYMBOL.match(text):
         raise ValueError("one symbol expected")
     return text.upper()
+
+
+def close_args(text: str) -> tuple[str, str]:
+    """``SYMBOL [PERCENT|QUANTITY]``: the symbol (upper-cased) and the amount as typed
+    (``""``, ``50%``, ``0.01``); the amount's value is checked by the service, which names
+    what is wrong."""
+    parts = text.split()
+    if not 1 <= len(parts) <= 2:
+        raise ValueError("a symbol and at most an amount expected")
+    return symbol(parts[0]), (parts[1] if len(parts) == 2 else "")
 
 
 def free_text(text: str) -> str:

@@ -86,8 +86,13 @@ async def on_heartbeat(message: Message, engine: Engine, settings: Settings) -> 
 
 
 async def on_positions(message: Message, engine: Engine) -> None:
-    """``/positions``: the open positions with entry, mark and unrealized PnL."""
-    await message.answer(render.positions_text(await engine.trading.positions()))
+    """``/positions``: each open position with entry (our fills), mark, unrealized PnL,
+    stop loss, take profit and where they live, and Close 25 % / 50 % / 100 % buttons."""
+    views = await engine.trading.book()
+    broker = engine.broker.name
+    await message.answer(
+        render.positions_text(views, broker), reply_markup=render.positions_keyboard(views, broker)
+    )
 
 
 async def on_balance(message: Message, engine: Engine) -> None:

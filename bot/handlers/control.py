@@ -1,5 +1,6 @@
-"""Account control: ``/pause [reason]``, ``/resume``, ``/closeall``, ``/close SYMBOL`` and
-their confirmation buttons.
+"""Account control: ``/pause [reason]``, ``/resume``, ``/closeall``, ``/close SYMBOL
+[PERCENT|QUANTITY]``, the Close 25 % / 50 % / 100 % buttons under ``/positions`` and their
+confirmation buttons.
 
 Destructive commands (closing positions, resuming after a max drawdown breach) first ask
 with a [Confirm] [Cancel] keyboard. The button's callback data holds the Unix time the
@@ -11,7 +12,6 @@ tap, a second owner) gets "Already confirmed". Every press is answered
 
 from __future__ import annotations
 
-import re
 import time
 
 import structlog
@@ -20,10 +20,12 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
 from bot import render
-from bot.callbacks import ConfirmAction, ConfirmCallback
-from bot.handlers.args import Args, free_text, no_args, symbol
+from bot.callbacks import ConfirmAction, ConfirmCallback, PositionCallback
+from bot.handlers.args import Args, close_args, free_text, no_args
 from core.app import Engine
 from core.config import Settings
+from core.errors import NotFoundError
+from core.services.trading import CloseAmount, ClosePlan
 
 __all__ = ["create_router"]
 
@@ -39,16 +41,20 @@ def create_router() -> Router:
     router.message.register(on_pause, Command("pause"), Args(free_text))
     router.message.register(on_resume, Command("resume"), Args(no_args))
     router.message.register(on_closeall, Command("closeall"), Args(no_args))
-    router.message.register(on_close, Command("close"), Args(symbol))
+    router.message.register(on_close, Command("close"), Args(close_args))
+    router.callback_query.register(on_position_button, PositionCallback.filter())
     router.callback_query.register(confirmations.on_press, ConfirmCallback.filter())
     return router
 
 
 async def on_pause(message: Message, args: str, engine: Engine) -> None:
-    """``/pause [reason]``: approvals are blocked (BLOCKED: paused) until ``/resume``."""
+    """``/pause [reason]``: approvals are blocked (BLOCKED: paused) until ``/resume``; then,
+    with ``PAUSE_CANCELS_ENTRIES``, resting entry orders are cancelled (exits stay)."""
     assert message.from_user is not None
-    operator = await engine.trading.pause(args, render.actor_name(message.from_user))
-    await message.answer(render.paused_text(operator))
+    actor = render.actor_name(message.from_user)
+    operator = await engine.trading.pause(args, actor)
+    cancelled = await engine.trading.after_pause(actor)
+    await message.answer(render.paused_text(operator, cancelled))
 
 
 async def on_resume(message: Message, engine: Engine, settings: Settings) -> None:
@@ -71,30 +77,62 @@ async def on_resume(message: Message, engine: Engine, settings: Settings) -> Non
 
 
 async def on_closeall(message: Message, engine: Engine, settings: Settings) -> None:
-    """``/closeall``: list the open positions and ask to confirm closing them all."""
-    positions = await engine.trading.positions()
-    if not positions:
+    """``/closeall``: list the open positions (and those it leaves alone) and the resting
+    entry orders, and ask to confirm cancelling those and closing every position
+    SignalDesk opened."""
+    views = await engine.trading.book()
+    entries = [o for o in await engine.trading.open_orders() if o.is_entry]
+    if not views and not entries:
         await message.answer(render.no_positions())
         return
-    prompt = render.confirm_prompt(positions, settings.confirm_ttl_seconds)
+    if all(v.external for v in views) and not entries:
+        await message.answer(render.only_external(views))
+        return
+    prompt = render.confirm_prompt(views, entries, settings.confirm_ttl_seconds)
     await _ask(message, prompt, ConfirmAction.CLOSE_ALL, _NO_SYMBOL)
 
 
-async def on_close(message: Message, args: str, engine: Engine, settings: Settings) -> None:
-    """``/close SYMBOL``: show that position and ask to confirm closing it. The symbol is
-    matched loosely (``btcusdt`` finds ``BTC/USDT``)."""
-    wanted = _symbol_key(args)
-    found = [p for p in await engine.trading.positions() if _symbol_key(p.symbol) == wanted]
-    if not found:
-        await message.answer(render.no_position(args))
+async def on_close(
+    message: Message, args: tuple[str, str], engine: Engine, settings: Settings
+) -> None:
+    """``/close SYMBOL [PERCENT|QUANTITY]``: show what would close and ask to confirm.
+    The symbol is matched loosely (``btcusdt`` finds ``BTC/USDT``); a bad amount is
+    answered with what is wrong (the error handler) and changes nothing."""
+    wanted, amount = args
+    try:
+        plan = await engine.trading.plan_close(wanted, CloseAmount.parse(amount))
+    except NotFoundError:
+        await message.answer(render.no_position(wanted))
         return
-    prompt = render.confirm_prompt(found, settings.confirm_ttl_seconds)
-    await _ask(message, prompt, ConfirmAction.CLOSE, found[0].symbol)
+    await _ask_close(message, plan, "", settings)
 
 
-def _symbol_key(text: str) -> str:
-    """``BTC/USDT``, ``btcusdt`` and ``BTC/USDT:USDT`` all give ``BTCUSDT``."""
-    return re.sub(r"[^A-Z0-9]", "", text.upper().partition(":")[0])
+async def on_position_button(
+    query: CallbackQuery, callback_data: PositionCallback, engine: Engine, settings: Settings
+) -> None:
+    """A Close 25 % / 50 % / 100 % button under ``/positions``: ask to confirm that close,
+    for that one position (its ticket, ours or not: the owner picked it)."""
+    message = query.message
+    if not isinstance(message, Message):  # older than 48 h
+        await query.answer("Expired")
+        return
+    percent = callback_data.percent
+    amount = CloseAmount.parse(f"{percent}%")
+    try:
+        plan = await engine.trading.plan_close(callback_data.symbol, amount, callback_data.ref)
+    except NotFoundError:
+        await query.answer(render.no_position(callback_data.symbol))
+        return
+    await query.answer()
+    await _ask_close(message, plan, callback_data.ref, settings)
+
+
+async def _ask_close(message: Message, plan: ClosePlan, ref: str, settings: Settings) -> None:
+    prompt = render.close_prompt(plan, settings.confirm_ttl_seconds)
+    keyboard = render.confirm_keyboard(
+        ConfirmAction.CLOSE, plan.symbol, int(time.time()), plan.amount.text(), ref
+    )
+    await message.answer(prompt, reply_markup=keyboard)
 
 
 async def _ask(message: Message, prompt: str, action: ConfirmAction, symbol_: str) -> None:
@@ -163,5 +201,8 @@ class _Confirmations:
         if action is ConfirmAction.CLOSE_ALL:
             results = await engine.trading.close_all(actor)
         else:
-            results = [await engine.trading.close_position(callback_data.symbol, actor)]
+            amount = CloseAmount.parse(callback_data.amount)
+            results = await engine.trading.close(
+                callback_data.symbol, amount, actor, callback_data.ref
+            )
         await message.edit_text(render.close_results_text(results, actor))

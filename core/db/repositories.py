@@ -8,7 +8,7 @@ status = ?`` changes one row or none, so exactly one of several concurrent calle
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,9 +36,12 @@ __all__ = [
     "get_signal",
     "list_audit",
     "list_signals",
+    "live_orders",
     "load_operator_state",
+    "order_by_client_id",
     "order_report",
     "order_row_for_signal",
+    "orders_by_client_ids",
     "signal_from_row",
     "transition_signal",
 ]
@@ -226,3 +229,37 @@ async def load_operator_state(session: AsyncSession) -> OperatorStateRow:
     row = await session.get(OperatorStateRow, 1, populate_existing=True)
     assert row is not None
     return row
+
+
+async def order_by_client_id(session: AsyncSession, client_order_id: str) -> OrderRow | None:
+    """Our order row with this client order id, or None."""
+    query = select(OrderRow).where(col(OrderRow.client_order_id) == client_order_id)
+    return (await session.exec(query)).first()
+
+
+async def orders_by_client_ids(
+    session: AsyncSession, client_order_ids: Sequence[str]
+) -> list[OrderRow]:
+    """Our order rows with these client order ids (those we have), oldest first."""
+    if not client_order_ids:
+        return []
+    query = (
+        select(OrderRow)
+        .where(col(OrderRow.client_order_id).in_(list(client_order_ids)))
+        .order_by(col(OrderRow.id))
+    )
+    return list((await session.exec(query)).all())
+
+
+async def live_orders(session: AsyncSession, purposes: Iterable[str]) -> list[OrderRow]:
+    """Our orders of these purposes that may still rest at the venue (SUBMITTED or OPEN),
+    oldest first."""
+    query = (
+        select(OrderRow)
+        .where(
+            col(OrderRow.purpose).in_(list(purposes)),
+            col(OrderRow.state).in_([OrderState.SUBMITTED.value, OrderState.OPEN.value]),
+        )
+        .order_by(col(OrderRow.id))
+    )
+    return list((await session.exec(query)).all())

@@ -48,11 +48,11 @@ from core.config import DrawdownAction, Settings
 from core.db import repositories as repo
 from core.db.engine import Database
 from core.db.models import EquitySnapshotRow, OperatorStateRow
-from core.domain import ZERO, Account, TradingState, utcnow
+from core.domain import ZERO, Account, ExitReason, TradingState, utcnow
 from core.errors import BrokerError
 from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.reconciler import Reconciler
-from core.services.trading import CloseResult, OperatorStatus, TradingService
+from core.services.trading import CloseReport, CloseResult, OperatorStatus, TradingService
 
 __all__ = [
     "Baselines",
@@ -254,6 +254,7 @@ class RiskService:
         self._reconciler = reconciler
         self._notifier = notifier
         self.limits = Limits.from_settings(settings)
+        self._flatten_external = settings.flatten_external
         self._clock = clock
         self._lock = asyncio.Lock()
         self._queued: asyncio.Task[RiskFigures] | None = None
@@ -403,21 +404,29 @@ class RiskService:
         # Trading is already HALTED (committed with the breach), so a crash during the
         # flatten still leaves the account halted.
         if lim.action is DrawdownAction.FLATTEN:
-            await self._flatten()
+            await self._flatten()  # cancels the resting entry orders first
+        else:
+            await self._trading.after_pause(ACTOR)
 
     async def _flatten(self) -> None:
-        """Close every position (bounded concurrency, in TradingService.close_all), settle
-        closes whose outcome was unknown through the reconciler (lookup by client order id,
-        one resubmission under the same id, temporary errors retried), then report each
-        position's result and alert on anything still open. Opening orders committed before
-        the halt are waited for first, so a late entry fill cannot follow "flat"."""
+        """Cancel resting entry orders, close every position SignalDesk opened (every
+        position with ``FLATTEN_EXTERNAL``) with bounded concurrency, cancel the closed
+        positions' exits (all in TradingService.close_all), settle closes whose outcome was
+        unknown through the reconciler (lookup by client order id, one re-send of a lost
+        close under a new id, temporary errors retried), then report each cancel and each
+        close with its realized PnL, what was left untouched, and alert on anything still
+        open. Opening orders committed before the halt are waited for first, so a late
+        entry fill cannot follow "flat"."""
         still_in_flight = await self._trading.gate.settle_in_flight()
         if still_in_flight:
             log.error("flatten proceeds with opening orders in flight", count=still_in_flight)
-        results = await self._trading.close_all(ACTOR)
-        if any(not r.ok for r in results):
+        report = await self._trading.close_all(
+            ACTOR, include_external=self._flatten_external, reason=ExitReason.DRAWDOWN_FLATTEN
+        )
+        if not report.ok:
             await self._reconciler.run()
-        lines = [_close_line(r) for r in results] or ["no open positions"]
+        lines = _flatten_lines(report)
+        untouched = {(p.symbol, p.position_ref) for p in report.left_open}
         try:
             left = await retry_temporary(self._broker.positions)
         except (BrokerError, OSError, TimeoutError) as exc:  # report what is known
@@ -427,9 +436,12 @@ class RiskService:
                 f"account is flat ({exc}). Check the broker and /positions."
             )
             return
-        if left:
-            still = ", ".join(f"{p.symbol} {p.quantity}" for p in left)
-            lines.append(f"⚠️ STILL OPEN: {still}. Close by hand or retry /closeall.")
+        still = [p for p in left if (p.symbol, p.position_ref) not in untouched]
+        if still:
+            listed = ", ".join(f"{p.symbol} {p.quantity}" for p in still)
+            lines.append(f"⚠️ STILL OPEN: {listed}. Close by hand or retry /closeall.")
+        elif untouched:
+            lines.append("Everything SignalDesk opened is closed.")
         else:
             lines.append("The account is flat.")
         await self._alert("Flatten results:\n" + "\n".join(lines))
@@ -515,6 +527,24 @@ def _with_level(figures: RiskFigures, level: BreachLevel, now: datetime) -> Risk
     return replace(figures, level=level, breach_at=now if level is not BreachLevel.NONE else None)
 
 
+def _flatten_lines(report: CloseReport) -> list[str]:
+    """The flatten report's lines: cancelled entry orders, each close with its realized
+    PnL (quote, before fees), positions left untouched."""
+    lines = [f"Could not read positions: {report.error}"] if report.error else []
+    for c in report.cancelled:
+        if c.error:
+            lines.append(f"Cancel {c.client_order_id}: failed: {c.error}")
+        else:
+            state = c.report.state.value.lower() if c.report else "cancelled"
+            lines.append(f"Entry order {c.client_order_id} ({c.symbol}): {state}")
+    lines += [_close_line(r) for r in report.closes]
+    lines += [
+        f"{p.symbol} {p.quantity}: not opened by SignalDesk; left untouched"
+        for p in report.left_open
+    ]
+    return lines or ["no open positions"]
+
+
 def _close_line(result: CloseResult) -> str:
     if result.error:
         return f"{result.symbol}: {result.error}"
@@ -522,4 +552,9 @@ def _close_line(result: CloseResult) -> str:
     if report is None:
         return f"{result.symbol}: already flat"
     price = f" at {report.average_price:,.2f}" if report.average_price is not None else ""
-    return f"{result.symbol}: {report.state.value.lower()} {report.filled_quantity}{price}"
+    pnl = (
+        f", realized {result.realized_pnl:+,.2f} before fees"
+        if result.realized_pnl is not None
+        else ""
+    )
+    return f"{result.symbol}: {report.state.value.lower()} {report.filled_quantity}{price}{pnl}"

@@ -12,11 +12,12 @@ reconciler, which looks it up by client order id. Nothing ambiguous is ever retr
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import update
 from sqlmodel import col, select
@@ -27,15 +28,19 @@ from core.config import Settings
 from core.db import repositories as repo
 from core.db.engine import Database
 from core.db.models import FillRow, OperatorStateRow, OrderRow
+from core.db.types import canonical
 from core.domain import (
     ZERO,
     Account,
+    ExitReason,
+    ExitStyle,
     OrderReport,
     OrderRequest,
     OrderState,
     Position,
     Signal,
     SignalStatus,
+    Trade,
     TradingState,
     can_transition,
     utcnow,
@@ -44,6 +49,9 @@ from core.errors import (
     BrokerError,
     BrokerPermanentError,
     BrokerTemporaryError,
+    InvalidInputError,
+    NotFoundError,
+    OrderNotFoundError,
     SignalDeskError,
     TransitionConflictError,
 )
@@ -51,27 +59,216 @@ from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.gate import BREACH_MAX, Gate, owns
 from core.services.trades import TradeEvent, TradeService
 
-__all__ = ["CloseResult", "OperatorStatus", "StatusSummary", "TradingService"]
+__all__ = [
+    "CancelResult",
+    "CloseAmount",
+    "ClosePlan",
+    "CloseReport",
+    "CloseResult",
+    "OperatorStatus",
+    "PositionView",
+    "RestingOrder",
+    "StatusSummary",
+    "TradingService",
+    "realized_pnl",
+    "symbol_key",
+]
 
 #: At most this many closes run against the broker at once (close all, flatten).
 CLOSE_CONCURRENCY = 4
-#: Why close_all leaves a position alone.
-FOREIGN_POSITION = "not opened by SignalDesk; left untouched"
+HUNDRED = Decimal(100)
+
+
+#: Order purposes (``orders.purpose``): a signal's entry, a close, the protective exits.
+ENTRY = "open"
+CLOSE = "close"
+PROTECTIVE = frozenset({"stop_loss", "take_profit"})
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAmount:
+    """How much of a position to close: all of it (both fields None), ``percent`` of it
+    (0 < percent <= 100) or ``quantity`` base units (0 < quantity <= held)."""
+
+    percent: Decimal | None = None
+    quantity: Decimal | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> CloseAmount:
+        """``""`` (all), ``50%`` (a percent) or ``0.01`` (base units).
+
+        Raises:
+            InvalidInputError: not a number, zero or negative, or a percent above 100.
+        """
+        text = text.strip()
+        if not text:
+            return cls()
+        is_percent = text.endswith("%")
+        number = text[:-1].strip() if is_percent else text
+        try:
+            value = Decimal(number)
+        except InvalidOperation:
+            raise InvalidInputError(
+                f"{text!r} is not an amount: give a percent (50%) or a quantity (0.01)"
+            ) from None
+        if not value.is_finite() or value <= 0:
+            raise InvalidInputError(f"the amount must be above zero, got {text}")
+        if is_percent:
+            if value > HUNDRED:
+                raise InvalidInputError(f"at most 100% of a position can be closed, got {text}")
+            return cls() if value == HUNDRED else cls(percent=value)
+        return cls(quantity=value)
+
+    @property
+    def whole(self) -> bool:
+        """True when the whole position is closed."""
+        return self.percent is None and self.quantity is None
+
+    def text(self) -> str:
+        """The amount as :meth:`parse` reads it back (``""`` for all)."""
+        if self.percent is not None:
+            return f"{canonical(self.percent)}%"
+        return "" if self.quantity is None else format(canonical(self.quantity), "f")
+
+    def of(self, position: Position) -> Decimal | None:
+        """Base units to close of ``position``; None for all of it.
+
+        Raises:
+            InvalidInputError: a quantity above what the position holds.
+        """
+        held = abs(position.quantity)
+        if self.percent is not None:
+            return held * self.percent / HUNDRED
+        if self.quantity is None or self.quantity == held:
+            return None
+        if self.quantity > held:
+            raise InvalidInputError(
+                f"{position.symbol}: cannot close {canonical(self.quantity)}, "
+                f"the position holds {canonical(held)}"
+            )
+        return self.quantity
 
 
 @dataclass(frozen=True, slots=True)
 class CloseResult:
-    """Outcome of closing one symbol: ``report`` when an order was placed, ``error`` (a
-    user-facing line) when it failed; both empty when there was nothing to close."""
+    """Outcome of closing one position: ``report`` when an order was placed, ``error`` (a
+    user-facing line) when it failed; both empty when there was nothing to close.
+
+    ``realized_pnl`` is the quote-currency PnL of the quantity closed, before fees, from
+    the close's fill against the entry of our trade record (the broker's entry for a
+    position SignalDesk did not open); None without a fill. ``partial`` is True when part
+    of the position stays open; ``position_ref`` names the ticket on per-ticket venues.
+    """
 
     symbol: str
     report: OrderReport | None = None
     error: str = ""
+    realized_pnl: Decimal | None = None
+    partial: bool = False
+    position_ref: str = ""
 
     @property
     def ok(self) -> bool:
         """True unless the close failed."""
         return not self.error
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """Outcome of cancelling one resting order. ``report`` is the final report (CANCELLED,
+    or FILLED when it filled before the cancel arrived); ``error`` a user-facing line when
+    the cancel failed. ``purpose`` is the order's (``open`` for a signal's entry)."""
+
+    client_order_id: str
+    symbol: str
+    purpose: str = ENTRY
+    signal_id: int | None = None
+    report: OrderReport | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True unless the cancel failed."""
+        return not self.error
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReport:
+    """What a close (one symbol, close all, the drawdown flatten) did, in order: the resting
+    entry orders it cancelled first, each close, then the protective exits it cancelled
+    once their position was closed. ``left_open`` lists positions SignalDesk did not open,
+    left untouched; ``error`` is set when the positions could not be read (nothing done).
+    """
+
+    cancelled: tuple[CancelResult, ...] = ()
+    closes: tuple[CloseResult, ...] = ()
+    exits_cancelled: tuple[CancelResult, ...] = ()
+    left_open: tuple[Position, ...] = ()
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when positions were read and every cancel and close succeeded."""
+        steps: tuple[CancelResult | CloseResult, ...] = (
+            *self.cancelled,
+            *self.closes,
+            *self.exits_cancelled,
+        )
+        return not self.error and all(step.ok for step in steps)
+
+    @property
+    def realized_pnl(self) -> Decimal:
+        """Sum of the closes' realized PnL (quote currency, before fees)."""
+        return sum((c.realized_pnl for c in self.closes if c.realized_pnl is not None), ZERO)
+
+
+@dataclass(frozen=True, slots=True)
+class RestingOrder:
+    """A resting order at the venue joined with our order row: ``purpose`` (``open``,
+    ``close``, ``stop_loss``, ``take_profit``; ``""`` for an order SignalDesk did not
+    place), the ``signal_id`` of an entry and the ``trade_id`` of an exit."""
+
+    report: OrderReport
+    purpose: str = ""
+    signal_id: int | None = None
+    trade_id: int | None = None
+
+    @property
+    def ours(self) -> bool:
+        """True for an order SignalDesk placed."""
+        return bool(self.purpose)
+
+    @property
+    def is_entry(self) -> bool:
+        """True for a signal's resting entry order (adds risk)."""
+        return self.purpose == ENTRY
+
+    @property
+    def is_protective(self) -> bool:
+        """True for a stop loss or take profit order (reduces risk)."""
+        return self.purpose in PROTECTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    """One line of ``/positions``: the broker's ``position`` with the entry from our own
+    fills (the open trades' average entry; the broker's only for an ``external``
+    position), the unrealized PnL at the mark from that entry (quote), the live stop loss
+    and take profit of the trade record (quote) and where the exits live
+    (``exit_style``; None when nothing protects the position)."""
+
+    position: Position
+    entry: Decimal
+    unrealized_pnl: Decimal
+    external: bool
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    exit_style: ExitStyle | None = None
+
+    @property
+    def quantity(self) -> Decimal:
+        """Base units held (unsigned)."""
+        return abs(self.position.quantity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,67 +574,322 @@ class TradingService:
         """The broker's account figures."""
         return await self.broker.account()
 
-    async def close_position(self, symbol: str, actor: str) -> CloseResult:
-        """Close the whole position in ``symbol`` with a market order whose client order id
-        is persisted first. Broker errors become ``CloseResult.error``; never raises them."""
-        now = self._clock()
+    async def book(self) -> list[PositionView]:
+        """Every open position with the entry from our own fills (the open trades of the
+        trade record), its unrealized PnL from that entry, the live stop loss and take
+        profit and where they live; positions SignalDesk did not open are marked external
+        and keep the broker's figures.
+
+        Raises:
+            BrokerError: the positions could not be read.
+        """
+        positions = await retry_temporary(self.broker.positions)
+        trades = await self.trades.open_trades()
+        return [_view(p, _trades_of(p, trades)) for p in positions]
+
+    async def plan_close(
+        self, symbol: str, amount: CloseAmount, position_ref: str = ""
+    ) -> ClosePlan:
+        """What ``/close SYMBOL [AMOUNT]`` would do, without doing it: the positions it
+        closes and how much of each, and the ones it leaves alone. ``symbol`` is matched
+        loosely (``btcusdt`` finds ``BTC/USDT``). Without ``position_ref`` only positions
+        SignalDesk opened are closed (:func:`owns`); with it, exactly that ticket, ours
+        or not (the owner named it).
+
+        Raises:
+            NotFoundError: no open position matches (nothing is changed).
+            InvalidInputError: the amount cannot be applied (more than held, a quantity
+                for several tickets, a position SignalDesk did not open).
+            BrokerError: the positions could not be read.
+        """
+        wanted = symbol_key(symbol)
+        found = [
+            p
+            for p in await retry_temporary(self.broker.positions)
+            if symbol_key(p.symbol) == wanted
+            and (not position_ref or p.position_ref == position_ref)
+        ]
+        if not found:
+            raise NotFoundError(f"no open position in {symbol}")
+        targets = found if position_ref else [p for p in found if owns(p)]
+        left = tuple(p for p in found if p not in targets)
+        if not targets:
+            raise InvalidInputError(
+                f"{found[0].symbol} was not opened by SignalDesk and is left untouched; "
+                "to close it anyway use its Close buttons under /positions"
+            )
+        if amount.quantity is not None and len(targets) > 1:
+            raise InvalidInputError(
+                f"{found[0].symbol} is held in {len(targets)} tickets: close a percent "
+                "of each, or one ticket with its buttons under /positions"
+            )
+        return ClosePlan(
+            symbol=targets[0].symbol,
+            amount=amount,
+            targets=tuple((p, amount.of(p)) for p in targets),
+            left_open=left,
+        )
+
+    async def close(
+        self, symbol: str, amount: CloseAmount, actor: str, position_ref: str = ""
+    ) -> CloseReport:
+        """Close (part of) the position in ``symbol`` as :meth:`plan_close` plans it, with
+        the positions read once now: a market order per position whose client order id is
+        persisted first. Recording the fill reduces or closes the trade in the trade
+        record, and the exit service (``on_trades``) then re-places the trade's protective
+        exits for the quantity left, or cancels them once nothing is left (the cancelled
+        ones are reported). Broker errors become the results' ``error``; planning errors
+        are raised before anything is sent.
+
+        Raises:
+            NotFoundError, InvalidInputError: as :meth:`plan_close` (nothing changed).
+        """
+        plan = await self.plan_close(symbol, amount, position_ref)
+        closes, exits = await self._close_many(plan.targets, actor, ExitReason.MANUAL_CLOSE)
+        return CloseReport(closes=closes, exits_cancelled=exits, left_open=plan.left_open)
+
+    async def close_all(
+        self,
+        actor: str,
+        *,
+        include_external: bool = False,
+        reason: ExitReason = ExitReason.CLOSE_ALL,
+    ) -> CloseReport:
+        """Cancel every resting entry order, read the positions once, close the ones
+        SignalDesk opened (all of them with ``include_external``: the drawdown flatten
+        under ``FLATTEN_EXTERNAL``) at most :data:`CLOSE_CONCURRENCY` at a time; the exit
+        service cancels the protective exits of each trade the closes end. Per-ticket venues
+        are closed per ticket.
+
+        Exits are cancelled after their position is closed, never before: until the close
+        fills they still protect it, and being reduce-only they cannot open anything.
+        Positions left alone come back in ``left_open``. Never raises broker errors.
+        """
+        cancelled = tuple(await self.cancel_entries(actor))
         try:
-            position = next((p for p in await self.broker.positions() if p.symbol == symbol), None)
-        except BrokerError as exc:
-            return CloseResult(symbol, error=str(exc))
-        if position is None:
-            return CloseResult(symbol)
+            positions = await retry_temporary(self.broker.positions)
+        except (BrokerError, OSError, TimeoutError) as exc:
+            return CloseReport(cancelled=cancelled, error=str(exc))
+        mine = tuple((p, None) for p in positions if include_external or owns(p))
+        left = tuple(p for p in positions if not (include_external or owns(p)))
+        closes, exits = await self._close_many(mine, actor, reason)
+        return CloseReport(cancelled, closes, exits, left)
+
+    async def _close_many(
+        self,
+        targets: tuple[tuple[Position, Decimal | None], ...],
+        actor: str,
+        reason: ExitReason,
+    ) -> tuple[tuple[CloseResult, ...], tuple[CancelResult, ...]]:
+        """Close ``targets`` concurrently (bounded); also return the protective exits of
+        the positions closed whole that were resting before and are cancelled after."""
+        gate = asyncio.Semaphore(CLOSE_CONCURRENCY)
+        trades = await self.trades.open_trades()
+        async with self._db.session() as session:
+            exits = await repo.live_orders(session, PROTECTIVE)
+
+        async def close_one(position: Position, quantity: Decimal | None) -> CloseResult:
+            async with gate:
+                return await self._close_one(
+                    position, quantity, _trades_of(position, trades), actor, reason
+                )
+
+        closes = tuple(await asyncio.gather(*(close_one(p, q) for p, q in targets)))
+        ended = {
+            t.id
+            for (p, _), c in zip(targets, closes, strict=True)
+            if c.report is not None and not c.partial
+            for t in _trades_of(p, trades)
+        }
+        watched = [o.client_order_id for o in exits if o.trade_id in ended]
+        async with self._db.session() as session:
+            after = await repo.orders_by_client_ids(session, watched)
+        cancelled = tuple(
+            CancelResult(o.client_order_id, o.symbol, o.purpose)
+            for o in after
+            if o.state == OrderState.CANCELLED.value
+        )
+        return closes, cancelled
+
+    async def _close_one(
+        self,
+        position: Position,
+        quantity: Decimal | None,
+        trades: list[Trade],
+        actor: str,
+        reason: ExitReason,
+    ) -> CloseResult:
+        """One close order (all of ``position``, or ``quantity`` base units), its row
+        persisted first; the realized PnL from the fill against our entry."""
+        now = self._clock()
+        symbol, ref = position.symbol, position.position_ref
         async with self._db.session() as session:
             client_order_id = f"sd{await self._instance_tag(session)}-c{uuid.uuid4().hex[:12]}"
             order = OrderRow(
                 client_order_id=client_order_id,
-                purpose="close",
+                purpose=CLOSE,
+                trade_id=trades[0].id if len(trades) == 1 else None,
                 symbol=symbol,
                 side=position.side.opposite.value,
-                quantity=abs(position.quantity),
+                quantity=abs(position.quantity) if quantity is None else quantity,
                 order_type="market",
                 state=OrderState.SUBMITTED.value,
+                reduce_only=True,
+                position_ref=ref,
+                exit_reason=reason.value,
                 created_at=now,
                 updated_at=now,
             )
             session.add(order)
             await session.flush()
+            what = symbol if quantity is None else f"{symbol} {quantity}"
             await repo.add_audit(
-                session, actor=actor, action="close", at=now, order_id=order.id, reason=symbol
+                session, actor=actor, action="close", at=now, order_id=order.id, reason=what
             )
-        try:
-            report = await retry_temporary(
-                lambda: self.broker.close_position(symbol, client_order_id)
-            )
-        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
-            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
-            return CloseResult(symbol, error=str(exc))
-        except (BrokerError, OSError, TimeoutError) as exc:
-            await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
-            return CloseResult(symbol, error=f"outcome unknown, reconciling: {exc}")
+        report, error = await self._execute(
+            client_order_id,
+            lambda: self.broker.close_position(symbol, client_order_id, quantity, ref),
+            actor,
+        )
+        if error:
+            return CloseResult(symbol, error=error, position_ref=ref)
         if report is None:
             await self.record_failure(client_order_id, OrderState.CANCELLED, "already flat", actor)
-            return CloseResult(symbol)
-        await self.record_report(report, actor)
-        return CloseResult(symbol, report=report)
+            return CloseResult(symbol, position_ref=ref)
+        return CloseResult(
+            symbol,
+            report=report,
+            realized_pnl=await self._realized(position, trades, report),
+            partial=quantity is not None and report.filled_quantity < abs(position.quantity),
+            position_ref=ref,
+        )
 
-    async def close_all(self, actor: str) -> list[CloseResult]:
-        """Close every position SignalDesk opened, at most :data:`CLOSE_CONCURRENCY` at a
-        time. Positions it did not open are never touched: they come back as failed
-        results saying so, so that the caller reports them as left open."""
+    async def _realized(
+        self, position: Position, before: list[Trade], report: OrderReport
+    ) -> Decimal | None:
+        """The close's realized PnL (quote, before fees): what it added to the realized PnL
+        of the position's trades in the trade record (which books it FIFO when recording
+        the report); for a position without a trade record, from the fill against the
+        broker's entry. None when nothing filled."""
+        if not report.filled_quantity:
+            return None
+        if not before:
+            return realized_pnl(position.quantity, position.average_entry, report)
+        after = [await self.trades.trade(t.id) for t in before]
+        return sum((t.realized_pnl for t in after), ZERO) - sum(
+            (t.realized_pnl for t in before), ZERO
+        )
+
+    async def _execute(
+        self,
+        client_order_id: str,
+        call: Callable[[], Awaitable[OrderReport | None]],
+        actor: str,
+    ) -> tuple[OrderReport | None, str]:
+        """Send an order whose row is committed (temporary errors retried) and record the
+        outcome: (the report, "") when the venue answered (None: nothing to do), else
+        (None, a user-facing error) with the row FAILED (refused: nothing was placed) or
+        UNKNOWN (may exist: the reconciler looks it up by client order id)."""
         try:
-            positions = await self.broker.positions()
-        except BrokerError as exc:
-            return [CloseResult("*", error=str(exc))]
-        gate = asyncio.Semaphore(CLOSE_CONCURRENCY)
+            report = await retry_temporary(call)
+        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
+            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
+            return None, str(exc)
+        except (BrokerError, OSError, TimeoutError) as exc:
+            await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
+            return None, f"outcome unknown, reconciling: {exc}"
+        if report is not None:
+            await self.record_report(report, actor)
+        return report, ""
 
-        async def close_one(position: Position) -> CloseResult:
-            if not owns(position):
-                return CloseResult(position.symbol, error=FOREIGN_POSITION)
-            async with gate:
-                return await self.close_position(position.symbol, actor)
+    # --- resting orders -------------------------------------------------------------------
 
-        return list(await asyncio.gather(*(close_one(p) for p in positions)))
+    async def open_orders(self, symbol: str | None = None) -> list[RestingOrder]:
+        """The venue's resting orders (all symbols or one), joined with our order rows:
+        purpose, signal and trade. Orders SignalDesk did not place have ``purpose`` "".
+
+        Raises:
+            BrokerError: the venue could not be asked.
+        """
+        reports = await retry_temporary(lambda: self.broker.open_orders(symbol))
+        ids = [r.client_order_id for r in reports if r.client_order_id]
+        async with self._db.session() as session:
+            rows = {
+                row.client_order_id: row for row in await repo.orders_by_client_ids(session, ids)
+            }
+        out = []
+        for report in reports:
+            row = rows.get(report.client_order_id)
+            if row is None:
+                out.append(RestingOrder(report))
+            else:
+                out.append(RestingOrder(report, row.purpose, row.signal_id, row.trade_id))
+        return out
+
+    async def cancel(self, client_order_id: str, actor: str) -> CancelResult:
+        """Cancel one of our resting orders by client order id and record its final report
+        on our order row (a cancelled entry moves its signal to FAILED, "cancelled by ...";
+        one that filled before the cancel arrived is recorded as filled).
+
+        Raises:
+            NotFoundError: we have no open order with this id, or the venue has none;
+                nothing was changed.
+        """
+        async with self._db.session() as session:
+            row = await repo.order_by_client_id(session, client_order_id)
+        if row is None or row.state not in _LIVE:
+            raise NotFoundError(f"no open order {client_order_id}")
+        result = await self._cancel_row(row, actor)
+        if result.error == _GONE:
+            raise NotFoundError(f"no open order {client_order_id}")
+        return result
+
+    async def cancel_entries(self, actor: str) -> list[CancelResult]:
+        """Cancel every resting entry order of ours (a signal's limit order), keeping the
+        protective exits; a failure to list them comes back as one failed result."""
+        try:
+            resting = await self.open_orders()
+        except (BrokerError, OSError, TimeoutError) as exc:
+            return [CancelResult("*", "*", error=f"could not list open orders: {exc}")]
+        entries = [o for o in resting if o.is_entry]
+        if not entries:
+            return []
+        async with self._db.session() as session:
+            ids = [o.report.client_order_id for o in entries]
+            rows = await repo.orders_by_client_ids(session, ids)
+        return list(await asyncio.gather(*(self._cancel_row(row, actor) for row in rows)))
+
+    async def after_pause(self, actor: str) -> list[CancelResult]:
+        """The pause's second step (call it after :meth:`pause`): with
+        ``PAUSE_CANCELS_ENTRIES`` (the default) cancel the resting entry orders, so nothing
+        opens while paused; protective exits always stay."""
+        if not self._settings.pause_cancels_entries:
+            return []
+        return await self.cancel_entries(actor)
+
+    async def _cancel_row(self, row: OrderRow, actor: str) -> CancelResult:
+        """Cancel ``row``'s order at the venue and record the final report."""
+        cid = row.client_order_id
+        base = CancelResult(cid, row.symbol, row.purpose, row.signal_id)
+        try:
+            report = await retry_temporary(lambda: self.broker.cancel_order(cid, row.symbol))
+        except OrderNotFoundError:
+            return replace(base, error=_GONE)
+        except (BrokerError, OSError, TimeoutError) as exc:
+            return replace(base, error=str(exc))
+        if report.state is OrderState.CANCELLED and not report.reason:
+            report = replace(report, reason=f"cancelled by {actor}")
+        await self.record_report(report, actor)
+        now = self._clock()
+        async with self._db.session() as session:
+            await repo.add_audit(
+                session, actor=actor, action="cancel", at=now, order_id=row.id, reason=cid
+            )
+        if row.signal_id is not None:
+            await self._notifier.notify(
+                Notification(NoticeKind.SIGNAL_UPDATE, signal_id=row.signal_id)
+            )
+        return replace(base, report=report)
 
     # --- operator state -------------------------------------------------------------------
 
@@ -480,3 +932,76 @@ class TradingService:
             pending_signals=pending,
             operator=operator,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePlan:
+    """What a ``/close`` would do: ``targets`` are the positions to close with the base
+    quantity of each (None: all of it); ``left_open`` the matching positions SignalDesk
+    did not open, left alone."""
+
+    symbol: str
+    amount: CloseAmount
+    targets: tuple[tuple[Position, Decimal | None], ...]
+    left_open: tuple[Position, ...] = ()
+
+
+def symbol_key(text: str) -> str:
+    """The loose form symbols are matched by: ``BTC/USDT``, ``btcusdt`` and
+    ``BTC/USDT:USDT`` all give ``BTCUSDT``."""
+    return re.sub(r"[^A-Z0-9]", "", text.upper().partition(":")[0])
+
+
+def realized_pnl(held: Decimal, entry: Decimal, report: OrderReport) -> Decimal | None:
+    """Quote-currency PnL, before fees, of the quantity ``report`` closed out of a position
+    of signed quantity ``held`` entered at ``entry``: (exit - entry) x quantity for a long,
+    (entry - exit) x quantity for a short. None when nothing filled."""
+    if report.average_price is None or not report.filled_quantity:
+        return None
+    direction = 1 if held > 0 else -1
+    return (report.average_price - entry) * report.filled_quantity * direction
+
+
+#: Our order states that may still rest at the venue.
+_LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
+#: The cancel's error when the venue has no such order.
+_GONE = "the venue has no such order"
+
+
+def _trades_of(position: Position, trades: list[Trade]) -> list[Trade]:
+    """The open trades that make up ``position``: same symbol, same direction and, on
+    per-ticket venues, the same ticket. None for a position SignalDesk did not open."""
+    if not owns(position):
+        return []
+    return [
+        t
+        for t in trades
+        if t.symbol == position.symbol
+        and t.side is position.side
+        and (not position.position_ref or t.position_ref == position.position_ref)
+    ]
+
+
+def _entry(position: Position, trades: list[Trade]) -> Decimal:
+    """The average entry of our open trades weighted by their open quantity; the
+    broker's figure only when no trade record holds the position."""
+    held = sum((t.quantity_open for t in trades), ZERO)
+    if not held:
+        return position.average_entry
+    return sum((t.average_entry * t.quantity_open for t in trades), ZERO) / held
+
+
+def _view(position: Position, trades: list[Trade]) -> PositionView:
+    entry = _entry(position, trades)
+    levels = {(t.stop_loss, t.take_profit) for t in trades}
+    stop, target = levels.pop() if len(levels) == 1 else (None, None)
+    styles = {t.exit_style for t in trades if t.stop_loss or t.take_profit or t.trail_pct}
+    return PositionView(
+        position=position,
+        entry=entry,
+        unrealized_pnl=(position.mark_price - entry) * position.quantity,
+        external=not owns(position),
+        stop_loss=stop,
+        take_profit=target,
+        exit_style=styles.pop() if len(styles) == 1 else None,
+    )

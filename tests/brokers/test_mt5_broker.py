@@ -888,7 +888,6 @@ async def test_close_all_on_a_hedging_account_closes_ours_and_leaves_a_hand_tick
 ) -> None:
     from core.app import build_engine
     from core.services import Proposal
-    from core.services.trading import FOREIGN_POSITION
 
     engine = await build_engine(
         make_settings(database_url=sqlite_url), broker=mt5.broker(), clock=clock
@@ -898,9 +897,12 @@ async def test_close_all_on_a_hedging_account_closes_ours_and_leaves_a_hand_tick
         await engine.signals.approve(signal.id, "owner:1")
         by_hand = mt5.open_position("BTCUSD", buy=True, volume=0.02)
 
-        results = await engine.trading.close_all("owner:1")
+        report = await engine.trading.close_all("owner:1")
     finally:
         await engine.close()
 
-    assert sorted((r.ok, r.error) for r in results) == [(False, FOREIGN_POSITION), (True, "")]
+    assert report.ok
+    assert [(c.ok, c.error) for c in report.closes] == [(True, "")]
+    [left] = report.left_open
+    assert left.position_ref == f"ticket:{by_hand}"
     assert list(mt5.positions) == [by_hand]

@@ -78,7 +78,7 @@ async def test_an_approved_signal_fills_and_shows_as_a_long_position(venue: Venu
 async def test_close_all_flattens_the_account_and_records_each_close(venue: Venue) -> None:
     await _approved(venue)
 
-    results = await venue.engine.trading.close_all("owner:1")
+    results = (await venue.engine.trading.close_all("owner:1")).closes
 
     assert [(r.symbol, r.ok) for r in results] == [(venue.symbol, True)]
     [result] = results

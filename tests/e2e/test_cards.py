@@ -47,7 +47,8 @@ async def test_approve_fills_edits_card_and_positions_lists_it(start_desk: Start
     await desk.drained()
     rows = [(r.kind, r.last_error) for r in await desk.outbox() if r.signal_id == signal.id]
     assert rows == [("signal_card", ""), ("signal_update", "")]
-    cards = [m for m in desk.sandbox.messages(desk.chat_id) if m.had_buttons]
+    messages = desk.sandbox.messages(desk.chat_id)
+    cards = [m for m in messages if m.had_buttons and "signal #" in m.plain_text]
     assert cards == [card]  # edited in place, never posted twice
 
 

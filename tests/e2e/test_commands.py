@@ -22,16 +22,19 @@ async def test_commands_are_registered_with_set_my_commands(start_desk: StartDes
 
     assert names == [spec.name for spec in COMMANDS]
     assert names == [
-        "start", "help", "status", "drawdown", "heartbeat", "positions", "signals", "pause",
-        "resume", "closeall", "close", "balance", "history",
+        "start", "help", "status", "drawdown", "heartbeat", "positions", "orders", "signals",
+        "pause", "resume", "closeall", "close", "balance", "history",
     ]  # fmt: skip
 
 
 BAD_COMMANDS = [
     ("/history abc", "Usage: /history [N], N 1 to 25 — recent signals and outcomes"),
     ("/history 0", "Usage: /history [N], N 1 to 25 — recent signals and outcomes"),
-    ("/close", "Usage: /close SYMBOL — close one position"),
-    ("/close BTC USDT", "Usage: /close SYMBOL — close one position"),
+    ("/close", "Usage: /close SYMBOL [PERCENT|QUANTITY] — close a position or part of it"),
+    (
+        "/close BTC USDT 5",
+        "Usage: /close SYMBOL [PERCENT|QUANTITY] — close a position or part of it",
+    ),
     ("/status now", "Usage: /status — mode, equity, drawdown, pause, uptime"),
     ("/closeall BTC/USDT", "Usage: /closeall — close every position (asks to confirm)"),
     ("/frobnicate", "Unknown command /frobnicate. Send /help for the list."),
@@ -82,7 +85,9 @@ async def test_closeall_confirmed_closes_and_reports_each_position(start_desk: S
     await _open_position(desk)
 
     prompt = await desk.say("/closeall")
-    assert prompt.plain_text.startswith("Close this position at market?\nBTC/USDT long 0.01")
+    assert prompt.plain_text.startswith(
+        "Close this position SignalDesk opened at market?\nBTC/USDT long 0.01"
+    )
     assert "This button expires in 60 s." in prompt.plain_text
     first = desk.confirm(prompt, ConfirmAction.CLOSE_ALL)
     second = desk.confirm(prompt, ConfirmAction.CLOSE_ALL)  # a double tap runs once
@@ -90,7 +95,10 @@ async def test_closeall_confirmed_closes_and_reports_each_position(start_desk: S
     assert (await desk.answer(first)).text == "Closing…"
     assert (await desk.answer(second)).text == "Already confirmed"
     text = await desk.edited(prompt, "Close results")
-    assert "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT)" in text
+    # bought at 113,689.42, sold at 113,643.94: (113,643.94 - 113,689.42) x 0.01 = -0.45
+    assert (
+        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees" in text
+    )
     assert desk.sandbox.message(prompt.chat_id, prompt.message_id).buttons == []
     assert (await desk.say("/positions")).plain_text == "No open positions."
 

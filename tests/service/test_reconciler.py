@@ -21,6 +21,7 @@ from core.domain import OrderRequest, OrderState, Side, Signal, SignalStatus
 from core.errors import BrokerAmbiguousError
 from core.services import Proposal
 from core.services.reconciler import IN_FLIGHT_GRACE_SECONDS
+from core.services.trading import CloseAmount
 from tests.conftest import Clock
 from tests.support.duties import BTC, Engines, outbox
 
@@ -126,8 +127,9 @@ async def close_with_timeout(engine: Engine, monkeypatch: pytest.MonkeyPatch) ->
         raise BrokerAmbiguousError("timed out waiting for the exchange")
 
     monkeypatch.setattr(engine.broker, "close_position", timeout)
-    result = await engine.trading.close_position(BTC, "owner:1")
+    report = await engine.trading.close(BTC, CloseAmount(), "owner:1")
     monkeypatch.undo()
+    [result] = report.closes
     assert "outcome unknown" in result.error
     async with engine.db.session() as session:
         query = select(OrderRow).where(col(OrderRow.purpose) == "close")

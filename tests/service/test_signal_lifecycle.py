@@ -236,7 +236,7 @@ async def test_close_all_flattens_and_books_the_round_trip(engine: Engine) -> No
     signal = await engine.signals.propose(buy())
     await engine.signals.approve(signal.id, "owner:1")
 
-    results = await engine.trading.close_all("owner:1")
+    results = (await engine.trading.close_all("owner:1")).closes
 
     assert [(r.symbol, r.ok) for r in results] == [(BTC, True)]
     assert await engine.trading.positions() == []

@@ -1,0 +1,142 @@
+"""The desk's words: where exits live, the positions list and its Close buttons, the
+orders list, close amounts, and long lists counted rather than cut silently."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from bot import render
+from bot.callbacks import OrderCallback, PositionCallback
+from core.domain import ExitStyle, OrderReport, OrderState, OrderType, Position, Side
+from core.errors import InvalidInputError
+from core.services.trading import CloseAmount, PositionView, RestingOrder
+
+
+@pytest.mark.parametrize(
+    ("style", "broker", "words"),
+    [
+        (ExitStyle.ORDERS, "paper", "at paper"),
+        (ExitStyle.ORDERS, "ccxt:binance", "at Binance"),
+        (ExitStyle.ATTACHED, "mt5", "on the MT5 ticket"),
+        (ExitStyle.WATCHED, "ccxt:kraken", "watched by SignalDesk"),
+    ],
+)
+def test_exit_place_names_where_the_exits_live(style: ExitStyle, broker: str, words: str) -> None:
+    assert render.exit_place(style, broker) == words
+
+
+def _view(symbol: str = "BTC/USDT", external: bool = False, ref: str = "") -> PositionView:
+    position = Position(
+        symbol, Decimal("0.02"), Decimal(1), Decimal(101000), opened_by_signaldesk=not external,
+        position_ref=ref,
+    )  # fmt: skip
+    return PositionView(
+        position,
+        entry=Decimal(100000),
+        unrealized_pnl=Decimal(20),
+        external=external,
+        stop_loss=None if external else Decimal(98000),
+        take_profit=None if external else Decimal(104000),
+        exit_style=None if external else ExitStyle.ATTACHED,
+    )
+
+
+def test_positions_show_our_entry_levels_and_where_they_live_and_mark_external() -> None:
+    text = render.positions_text([_view(ref="sd1-s4"), _view("EURUSD", external=True)], "mt5")
+
+    assert text.splitlines() == [
+        "<b>Open positions (2)</b>",
+        "<b>BTC/USDT</b> [sd1-s4] long 0.02 · entry 100,000.00 · mark 101,000.00 · uPnL +20.00",
+        "  stop loss 98,000.00 · take profit 104,000.00 · on the MT5 ticket",
+        "<b>EURUSD</b> long 0.02 · entry 100,000.00 · mark 101,000.00 · uPnL +20.00",
+        "  external: not opened by SignalDesk; close all leaves it alone",
+        "Total: uPnL +40.00 · notional 4,040.00",
+    ]
+
+
+def test_each_position_gets_close_buttons_carrying_its_ticket() -> None:
+    keyboard = render.positions_keyboard([_view(ref="sd1-s4"), _view("EURUSD")], "mt5")
+
+    assert keyboard is not None
+    [first, second] = keyboard.inline_keyboard
+    assert [b.text for b in first] == ["BTC/USDT 25%", "BTC/USDT 50%", "BTC/USDT 100%"]
+    data = first[1].callback_data
+    assert data is not None
+    assert PositionCallback.unpack(data) == PositionCallback(
+        symbol="BTC/USDT", ref="sd1-s4", percent=50
+    )
+    assert second[0].text == "EURUSD 25%"
+
+
+def test_a_long_positions_list_is_counted_and_only_shown_positions_get_buttons() -> None:
+    views = [_view(f"SYM{n:03d}/USDT") for n in range(60)]
+
+    text = render.positions_text(views, "paper")
+    keyboard = render.positions_keyboard(views, "paper")
+
+    assert len(text) <= render.MAX_MESSAGE
+    shown = text.count("<b>SYM")
+    assert 0 < shown < 60
+    assert f"… and {60 - shown} more" in text
+    assert keyboard is not None and len(keyboard.inline_keyboard) == shown
+
+
+def test_orders_list_says_what_each_order_is_and_only_ours_get_cancel() -> None:
+    def report(cid: str, kind: OrderType, level: str) -> OrderReport:
+        trigger = Decimal(level) if kind.is_trigger else None
+        limit = None if kind.is_trigger else Decimal(level)
+        return OrderReport(
+            cid, "BTC/USDT", Side.SELL if kind.is_trigger else Side.BUY, Decimal("0.01"),
+            OrderState.OPEN, order_type=kind, limit_price=limit, trigger_price=trigger,
+        )  # fmt: skip
+
+    orders = [
+        RestingOrder(report("sd1-s3", OrderType.LIMIT, "99000"), "open", signal_id=3),
+        RestingOrder(report("sd1-s1-sl1", OrderType.STOP, "98000"), "stop_loss", trade_id=1),
+        RestingOrder(report("", OrderType.LIMIT, "90000")),
+    ]
+
+    text = render.orders_text(orders)
+    keyboard = render.orders_keyboard(orders)
+
+    assert text.splitlines()[1:] == [
+        "<b>BTC/USDT</b> buy 0.01 limit @ 99,000.00 · entry of signal #3 · <code>sd1-s3</code>",
+        "<b>BTC/USDT</b> sell 0.01 stop @ 98,000.00 · stop loss of trade #1 · "
+        "<code>sd1-s1-sl1</code>",
+        "<b>BTC/USDT</b> buy 0.01 limit @ 90,000.00 · not placed by SignalDesk · <code></code>",
+    ]
+    assert keyboard is not None
+    cids = [
+        OrderCallback.unpack(row[0].callback_data or "").cid for row in keyboard.inline_keyboard
+    ]
+    assert cids == ["sd1-s3", "sd1-s1-sl1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "percent", "quantity"),
+    [("", None, None), ("100%", None, None), ("50%", 50, None), ("0.01", None, "0.01")],
+)
+def test_close_amounts_parse(text: str, percent: int | None, quantity: str | None) -> None:
+    amount = CloseAmount.parse(text)
+
+    assert amount.percent == (None if percent is None else Decimal(percent))
+    assert amount.quantity == (None if quantity is None else Decimal(quantity))
+    assert CloseAmount.parse(amount.text()) == amount
+
+
+@pytest.mark.parametrize("text", ["0", "0%", "-5", "250%", "NaN", "1e9%", "half", "%"])
+def test_bad_close_amounts_are_refused(text: str) -> None:
+    with pytest.raises(InvalidInputError):
+        CloseAmount.parse(text)
+
+
+def test_close_all_with_only_external_positions_says_nothing_is_closed() -> None:
+    text = render.only_external([_view("EURUSD", external=True)])
+
+    assert text == (
+        "Nothing to close: SignalDesk opened none of these.\n"
+        "EURUSD long 0.02 (uPnL +0.00): external, left untouched\n"
+        "Close one by hand with its buttons under /positions."
+    )
