@@ -19,7 +19,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigError
 
-__all__ = ["BrokerName", "DrawdownAction", "Settings", "load_settings", "normalize_database_url"]
+__all__ = [
+    "BrokerName",
+    "DrawdownAction",
+    "MarketDataName",
+    "Settings",
+    "load_settings",
+    "normalize_database_url",
+]
 
 DEFAULT_FEED_CSV = Path(__file__).parent / "marketdata" / "data" / "btc_usdt_1h.csv.gz"
 
@@ -28,6 +35,14 @@ class BrokerName(StrEnum):
     """Which broker executes orders."""
 
     PAPER = "paper"
+    CCXT = "ccxt"
+    MT5 = "mt5"
+
+
+class MarketDataName(StrEnum):
+    """Where strategies, the drift check and the paper broker read prices."""
+
+    REPLAY = "replay"
     CCXT = "ccxt"
     MT5 = "mt5"
 
@@ -158,6 +173,26 @@ class Settings(BaseSettings):
         "USDT", min_length=1, description="currency equity and positions are valued in"
     )
 
+    # --- market data, strategies file, symbol search --------------------------------------
+    market_data: MarketDataName | None = Field(
+        None,
+        description="replay (no network), ccxt (public, no key) or mt5; unset = the "
+        "broker's own venue (paper: replay)",
+    )
+    market_data_cache_seconds: float = Field(
+        1.0, ge=0, description="seconds a quote or candle answer from the network is reused"
+    )
+    ccxt_config: dict[str, Any] = Field(
+        default_factory=dict, description="JSON merged into the ccxt exchange's options"
+    )
+    replay_files: dict[str, Path] = Field(
+        default_factory=dict, description='more replayed symbols: {"ETH/USDT": "eth.csv.gz"}'
+    )
+    strategies_file: Path | None = Field(None, description="TOML file of strategy instances")
+    symbols_ttl_seconds: int = Field(
+        86400, gt=0, description="age after which the cached symbol list is refreshed"
+    )
+
     # --- MetaTrader 5 -------------------------------------------------------------------
     mt5_login: int | None = None
     mt5_password: SecretStr | None = None
@@ -175,6 +210,17 @@ class Settings(BaseSettings):
     @classmethod
     def _owner_ids(cls, value: Any) -> Any:
         return _parse_id_list(value)
+
+    @property
+    def market_data_source(self) -> MarketDataName:
+        """``MARKET_DATA``, or when unset the broker's venue (paper: the replay)."""
+        if self.market_data is not None:
+            return self.market_data
+        return {
+            BrokerName.PAPER: MarketDataName.REPLAY,
+            BrokerName.CCXT: MarketDataName.CCXT,
+            BrokerName.MT5: MarketDataName.MT5,
+        }[self.broker]
 
     @property
     def owner_ids(self) -> frozenset[int]:

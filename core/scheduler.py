@@ -7,8 +7,10 @@ heartbeat   ``HEARTBEAT_INTERVAL``        :meth:`HeartbeatService.beat` (silent 
 drawdown    ``DRAWDOWN_CHECK_INTERVAL``   :meth:`RiskService.check` (the drawdown guard)
 expiry      ``EXPIRY_CHECK_INTERVAL``     :meth:`SignalService.expire_due` (edits the cards)
 reconcile   ``RECONCILE_INTERVAL``        :meth:`Reconciler.run` (orders left unresolved)
-strategy    ``STRATEGY_CRON`` or          :meth:`StrategyRunner.run`; only when ``STRATEGY``
-            ``STRATEGY_INTERVAL``         is not ``none``
+strategy:N  the instance's ``cron`` or     :meth:`StrategyDesk.run_instance` for instance N
+            ``every`` (strategies file,   (skipped while the owner has it paused); only
+            or ``STRATEGY_*``)            enabled instances get a job
+symbols     ``SYMBOLS_TTL_SECONDS``       :meth:`SymbolSearch.refresh` (the symbol cache)
 ==========  ============================  ==================================================
 
 Every job also runs once as soon as the scheduler starts: start-up reconciliation, a first
@@ -24,26 +26,35 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from core.app import Engine
-from core.config import Settings
-from core.errors import ConfigError
 from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.heartbeat import Health
 
-__all__ = ["ALERT_EVERY_SECONDS", "JOB_IDS", "DutyScheduler", "JobAlarm", "build_scheduler"]
+__all__ = [
+    "ALERT_EVERY_SECONDS",
+    "JOB_IDS",
+    "STRATEGY_JOB",
+    "DutyScheduler",
+    "JobAlarm",
+    "build_scheduler",
+    "strategy_next_runs",
+]
 
 log = structlog.get_logger(__name__)
 
-JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "strategy")
+JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "symbols")
+
+#: Prefix of the strategy instances' job ids: ``strategy:btc-trend``.
+STRATEGY_JOB = "strategy:"
 
 #: Default minimum seconds between two alerts about the same job.
 ALERT_EVERY_SECONDS = 600.0
@@ -123,7 +134,7 @@ def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS)
         alert_every: minimum seconds between two alerts about the same job.
 
     Raises:
-        ConfigError: ``STRATEGY_CRON`` is not a valid crontab expression.
+        ConfigError: an instance's crontab is not valid (checked at start-up already).
     """
     settings = engine.settings
     scheduler = DutyScheduler(timezone=UTC)
@@ -138,22 +149,32 @@ def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS)
     }
     for job_id, (func, seconds) in intervals.items():
         scheduler.add_duty(job_id, func, IntervalTrigger(seconds=seconds, timezone=UTC), seconds)
-    if engine.strategies is not None:
-        trigger, grace = _strategy_trigger(settings)
-        scheduler.add_duty("strategy", engine.strategies.run, trigger, grace)
+    symbols_every = settings.symbols_ttl_seconds
+    scheduler.add_duty(
+        "symbols",
+        engine.symbols.refresh,
+        IntervalTrigger(seconds=symbols_every, timezone=UTC),
+        symbols_every,
+    )
+    desk = engine.strategies
+    if desk is not None:
+        for name, spec in desk.specs.items():
+            if not spec.enabled:
+                continue
+            trigger, grace = spec.trigger()
+            scheduler.add_duty(
+                STRATEGY_JOB + name, partial(desk.run_instance, name), trigger, grace
+            )
     return scheduler
 
 
-def _strategy_trigger(settings: Settings) -> tuple[BaseTrigger, int]:
-    """The strategy's trigger and grace in seconds: ``STRATEGY_CRON`` (grace 60) when
-    set, else every ``STRATEGY_INTERVAL`` seconds (grace one interval)."""
-    if settings.strategy_cron:
-        try:
-            return CronTrigger.from_crontab(settings.strategy_cron, timezone=UTC), 60
-        except ValueError as exc:
-            raise ConfigError(f"STRATEGY_CRON: {exc}") from exc
-    seconds = settings.strategy_interval
-    return IntervalTrigger(seconds=seconds, timezone=UTC), seconds
+def strategy_next_runs(scheduler: AsyncIOScheduler) -> dict[str, datetime | None]:
+    """Next run time (UTC) of each strategy instance's job, by instance name."""
+    return {
+        job.id.removeprefix(STRATEGY_JOB): job.next_run_time
+        for job in scheduler.get_jobs()
+        if job.id.startswith(STRATEGY_JOB)
+    }
 
 
 class JobAlarm:

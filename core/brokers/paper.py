@@ -76,7 +76,7 @@ from core.errors import (
     OrderRejectedError,
     QuantityLimitError,
 )
-from core.marketdata.replay import ReplayFeed
+from core.marketdata.base import PriceFeed
 
 __all__ = ["PaperBroker"]
 
@@ -86,7 +86,8 @@ BPS = Decimal(10_000)
 
 
 class PaperBroker:
-    """Simulated broker over a :class:`ReplayFeed` (see the module docstring for the rules).
+    """Simulated broker over a price feed: the replay, or live market data through
+    :class:`~core.brokers.paper_live.LivePaperBroker` (see the module docstring for the rules).
 
     Args:
         db: where the ledger lives (tables ``paper_account``, ``paper_orders``,
@@ -106,7 +107,7 @@ class PaperBroker:
     def __init__(
         self,
         db: Database,
-        feed: ReplayFeed,
+        feed: PriceFeed,
         *,
         currency: str = "USDT",
         starting_balance: Decimal = Decimal(10000),
@@ -131,7 +132,7 @@ class PaperBroker:
         self._account_ready = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, db: Database, feed: ReplayFeed) -> PaperBroker:
+    def from_settings(cls, settings: Settings, db: Database, feed: PriceFeed) -> PaperBroker:
         """A paper broker configured by the ``PAPER_*`` and ``MAX_ORDER_QUANTITY`` settings."""
         return cls(
             db,

@@ -34,6 +34,7 @@ from core.domain import (
     utcnow,
 )
 from core.errors import BrokerError, InvalidInputError, TransitionConflictError
+from core.marketdata.base import MarketData
 from core.notify import NoticeKind, Notification, Notifier
 from core.services.trading import TradingService
 
@@ -76,6 +77,8 @@ class SignalService:
         notifier: posts cards and card updates.
         settings: TTL, drift and size limits.
         clock: current UTC time (injectable).
+        market: where the reference price and the drift check read the price (the
+            market-data port); default the broker's own quote.
     """
 
     def __init__(
@@ -86,9 +89,12 @@ class SignalService:
         notifier: Notifier,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        market: MarketData | None = None,
     ) -> None:
         self._db = db
         self._broker = broker
+        self._prices: MarketData | Broker = market if market is not None else broker
         self._trading = trading
         self._notifier = notifier
         self._settings = settings
@@ -105,7 +111,7 @@ class SignalService:
             BrokerError: the broker could not give a price.
         """
         _validate(proposal)
-        quote = await self._broker.quote(proposal.symbol)
+        quote = await self._prices.quote(proposal.symbol)
         entry = proposal.limit_price if proposal.limit_price is not None else quote.last
         _check_exits(proposal.side, entry, proposal.stop_loss, proposal.take_profit)
         now = self._clock()
@@ -290,7 +296,7 @@ class SignalService:
         if signal.quantity > settings.max_order_quantity:
             return f"quantity {signal.quantity} over the limit {settings.max_order_quantity}"
         try:
-            price = (await self._broker.quote(signal.symbol)).last
+            price = (await self._prices.quote(signal.symbol)).last
         except BrokerError as exc:
             return f"no price from the broker ({exc})"
         drift = abs(price - signal.reference_price) / signal.reference_price * 100

@@ -24,6 +24,7 @@ from itertools import pairwise
 
 from core.domain import Candle, Side
 from core.errors import InvalidInputError
+from core.marketdata.base import round_to_tick
 from core.services.signals import Proposal
 from core.strategies.sizing import size_for_risk
 
@@ -68,6 +69,10 @@ class SmaCross:
         atr_period: ATR period in candles.
         atr_multiple: stop distance in ATRs.
         reward_multiple: take-profit distance in stop distances.
+        tick: the instrument's price tick; stops and targets are rounded to it.
+
+    Attributes:
+        indicators: the values the last :meth:`evaluate` saw (SMAs, ATR), for lineage.
     """
 
     name = "sma_cross"
@@ -83,6 +88,7 @@ class SmaCross:
         atr_period: int = 14,
         atr_multiple: Decimal = Decimal(2),
         reward_multiple: Decimal = Decimal(2),
+        tick: Decimal = Decimal("0.01"),
     ) -> None:
         if not 0 < fast < slow:
             raise ValueError("need 0 < fast < slow")
@@ -91,8 +97,10 @@ class SmaCross:
         self.max_notional = max_notional
         self.fast, self.slow = fast, slow
         self.atr_period = atr_period
-        self.atr_multiple = atr_multiple
-        self.reward_multiple = reward_multiple
+        self.atr_multiple = Decimal(atr_multiple)
+        self.reward_multiple = Decimal(reward_multiple)
+        self.tick = tick
+        self.indicators: dict[str, Decimal] = {}
         #: Enough candles for both SMAs on the previous candle and a settled ATR.
         self.lookback = max(slow + 1, 5 * atr_period + 1)
 
@@ -102,7 +110,9 @@ class SmaCross:
             return []
         closes = [c.close for c in candles]
         before = sma(closes[:-1], self.fast) - sma(closes[:-1], self.slow)
-        now = sma(closes, self.fast) - sma(closes, self.slow)
+        fast, slow = sma(closes, self.fast), sma(closes, self.slow)
+        now = fast - slow
+        self.indicators = {f"sma{self.fast}": fast, f"sma{self.slow}": slow}
         if before <= 0 < now:
             side = Side.BUY
         elif before >= 0 > now:
@@ -111,6 +121,7 @@ class SmaCross:
             return []
         entry = closes[-1]
         volatility = atr(candles, self.atr_period)
+        self.indicators[f"atr{self.atr_period}"] = volatility
         distance = self.atr_multiple * volatility
         stop = entry - side.sign * distance
         target = entry + side.sign * distance * self.reward_multiple
@@ -139,8 +150,8 @@ class SmaCross:
                 symbol=symbol,
                 side=side,
                 quantity=quantity,
-                stop_loss=stop.quantize(Decimal("0.01")),
-                take_profit=target.quantize(Decimal("0.01")),
+                stop_loss=round_to_tick(stop, self.tick),
+                take_profit=round_to_tick(target, self.tick),
                 note=note,
             )
         ]

@@ -12,7 +12,7 @@ import pytest
 
 from core.domain import Candle, Side, SignalStatus
 from core.errors import ConfigError, InvalidInputError
-from core.strategies import SmaCross, build_strategy, size_for_risk
+from core.strategies import SmaCross, shorthand, size_for_risk
 from core.strategies.sma_cross import atr, sma
 from tests.conftest import Clock
 from tests.support.duties import BTC, Engines, outbox
@@ -111,10 +111,16 @@ def test_size_for_risk_loses_the_risk_percent_at_the_stop_and_respects_the_caps(
 def test_the_strategy_is_chosen_by_name_and_an_unknown_name_is_a_config_error(
     make_settings: Callable[..., Any],
 ) -> None:
-    assert build_strategy(make_settings(strategy="none")) is None
-    assert isinstance(build_strategy(make_settings(strategy="sma_cross")), SmaCross)
+    assert shorthand(make_settings(strategy="none"), "1h") == []
+    [spec] = shorthand(make_settings(strategy="sma_cross", strategy_interval=30), "1h")
+    assert (spec.kind, spec.symbols, spec.every_seconds, spec.timeframe) == (
+        "sma_cross",
+        ("BTC/USDT",),
+        30,
+        "1h",
+    )
     with pytest.raises(ConfigError, match="STRATEGY: unknown strategy 'rsi'"):
-        build_strategy(make_settings(strategy="rsi"))
+        shorthand(make_settings(strategy="rsi"), "1h")
 
 
 def test_a_crossover_whose_risk_rounds_to_no_quantity_proposes_nothing() -> None:
