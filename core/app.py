@@ -189,7 +189,8 @@ async def build_engine(
         replay = ReplayMarketData(feeds)
         feed = feeds[0]
         market = build_market_data(settings, replay, clock)
-        specs = file_specs if file_specs is not None else shorthand(settings, replay.timeframe)
+        short = shorthand(settings, replay.timeframe)  # refuses STRATEGY with a file
+        specs = file_specs if file_specs is not None else short
         symbols = SymbolSearch(db, market, settings.symbols_ttl_seconds, clock)
         instruments = await _check_instances(specs, file_errors, symbols, market, replay)
         broker = broker or build_broker(settings, db, replay, market, clock)

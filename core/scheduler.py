@@ -10,15 +10,16 @@ reconcile   ``RECONCILE_INTERVAL``        :meth:`Reconciler.run` (orders left un
 strategy:N  the instance's ``cron`` or     :meth:`StrategyDesk.run_instance` for instance N
             ``every`` (strategies file,   (skipped while the owner has it paused); only
             or ``STRATEGY_*``)            enabled instances get a job
-symbols     ``SYMBOLS_TTL_SECONDS``       :meth:`SymbolSearch.refresh` (the symbol cache)
+symbols     ``SYMBOLS_TTL_SECONDS``       :meth:`SymbolSearch.listing` (refreshes a stale cache)
 ==========  ============================  ==================================================
 
-Every job also runs once as soon as the scheduler starts: start-up reconciliation, a first
-drawdown check, a heartbeat saying the process is up. Jobs coalesce missed runs into one,
-never overlap themselves (``max_instances=1``), and count as missed when they start later
-than their ``misfire_grace_time`` (the job's own interval, at least 10 seconds). A job
-error or a missed run is logged and alerted to the owner, at most once per job per
-``alert_every`` seconds, and shown as the last error in heartbeats.
+Every job but the strategy instances also runs once as soon as the scheduler starts:
+start-up reconciliation, a first drawdown check, a heartbeat saying the process is up, a
+symbol cache refresh; strategy instances run at their own times only. Jobs coalesce
+missed runs into one, never overlap themselves (``max_instances=1``), and count as missed
+when they start later than their ``misfire_grace_time`` (the job's own interval, at least
+10 seconds). A job error or a missed run is logged and alerted to the owner, at most once
+per job per ``alert_every`` seconds, and shown as the last error in heartbeats.
 """
 
 from __future__ import annotations
@@ -82,9 +83,12 @@ class DutyScheduler(AsyncIOScheduler):
         func: Callable[[], Awaitable[Any]],
         trigger: BaseTrigger,
         grace: int,
+        *,
+        at_start: bool = True,
     ) -> None:
-        """Add one duty: coalesced, never overlapping itself, first run at once, missed
-        when it starts more than ``grace`` seconds (at least 10) late."""
+        """Add one duty: coalesced, never overlapping itself, first run at once (unless
+        ``at_start`` is False: then at the trigger's first time), missed when it starts
+        more than ``grace`` seconds (at least 10) late."""
 
         async def run() -> Any:
             task = asyncio.current_task()
@@ -103,7 +107,7 @@ class DutyScheduler(AsyncIOScheduler):
             coalesce=True,
             max_instances=1,
             misfire_grace_time=max(grace, MIN_GRACE_SECONDS),
-            next_run_time=datetime.now(UTC),
+            **({"next_run_time": datetime.now(UTC)} if at_start else {}),
         )
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
@@ -152,7 +156,7 @@ def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS)
     symbols_every = settings.symbols_ttl_seconds
     scheduler.add_duty(
         "symbols",
-        engine.symbols.refresh,
+        engine.symbols.listing,
         IntervalTrigger(seconds=symbols_every, timezone=UTC),
         symbols_every,
     )
@@ -163,7 +167,11 @@ def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS)
                 continue
             trigger, grace = spec.trigger()
             scheduler.add_duty(
-                STRATEGY_JOB + name, partial(desk.run_instance, name), trigger, grace
+                STRATEGY_JOB + name,
+                partial(desk.run_instance, name),
+                trigger,
+                grace,
+                at_start=False,
             )
     return scheduler
 

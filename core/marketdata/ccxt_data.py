@@ -73,7 +73,7 @@ class CcxtMarketData:
             merged over ``enableRateLimit: True``.
         api_urls: entries replacing ``urls["api"]`` (tests point them at a local server).
         cache_seconds: how long a quote or candle answer is reused.
-        symbols_seconds: how long the loaded markets are reused.
+        symbols_seconds: how long the loaded markets are reused by quotes and candles.
         clock: current UTC time; decides which candle is still forming.
 
     Raises:
@@ -183,8 +183,9 @@ class CcxtMarketData:
         return [c for c in candles if c.at + length <= now]
 
     async def symbols(self) -> list[Instrument]:
-        """Every market from ``load_markets`` (reloaded after ``symbols_seconds``)."""
-        markets = await self._markets()
+        """Every active market, from a fresh ``load_markets`` (the database cache of
+        :class:`~core.marketdata.search.SymbolSearch` is what saves requests)."""
+        markets = await self._markets(0.0)
         mode = int(getattr(self._exchange, "precisionMode", _TICK_SIZE_MODE))
         return [instrument_from_market(m, mode) for m in markets.values() if m.get("active", True)]
 
@@ -192,10 +193,12 @@ class CcxtMarketData:
         """Close ccxt's HTTP session (idempotent)."""
         await self._exchange.close()
 
-    async def _markets(self) -> dict[str, Any]:
+    async def _markets(self, ttl: float | None = None) -> dict[str, Any]:
+        """The loaded markets, reloaded when older than ``ttl`` (default
+        ``symbols_seconds``)."""
         markets: dict[str, Any] = await self._cached(
             ("markets",),
-            self.symbols_seconds,
+            self.symbols_seconds if ttl is None else ttl,
             lambda: self._exchange.load_markets(reload=True),
             "load the markets",
         )

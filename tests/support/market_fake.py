@@ -296,7 +296,7 @@ class MarketFake:
         rows = [*series.closed, series.forming]
         step = seconds * 1000
         first_at = forming_at - (len(rows) - 1) * step
-        klines = []
+        klines: list[list[Any]] = []
         for index, (open_, high, low, close) in enumerate(rows):
             at = first_at + index * step
             klines.append(
