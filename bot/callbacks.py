@@ -14,7 +14,14 @@ import enum
 
 from aiogram.filters.callback_data import CallbackData
 
-__all__ = ["CardAction", "ConfirmAction", "ConfirmCallback", "SignalCallback"]
+__all__ = [
+    "CardAction",
+    "ConfirmAction",
+    "ConfirmCallback",
+    "SignalCallback",
+    "StrategyAction",
+    "StrategyCallback",
+]
 
 
 class CardAction(enum.StrEnum):
@@ -52,3 +59,18 @@ class ConfirmCallback(CallbackData, prefix="cfm", sep="|"):
     action: ConfirmAction
     symbol: str
     issued: int
+
+
+class StrategyAction(enum.StrEnum):
+    """The buttons of ``/strategies``."""
+
+    PAUSE = "p"
+    RESUME = "r"
+
+
+class StrategyCallback(CallbackData, prefix="stg", sep="|"):
+    """Pause or resume strategy instance ``name``: ``stg|<p|r>|<name>`` (names are at
+    most 48 characters, so the payload stays under 64 bytes)."""
+
+    action: StrategyAction
+    name: str

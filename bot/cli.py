@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
 
@@ -101,7 +102,9 @@ def migrate() -> None:
 
 @app.command(context_settings={"ignore_unknown_options": True})
 def propose(
-    symbol: Annotated[str, typer.Argument(help="unified symbol, e.g. BTC/USDT")],
+    symbol: Annotated[
+        str, typer.Argument(help="symbol, any unambiguous spelling: BTC/USDT, btcusdt, BTC-USDT")
+    ],
     side: Annotated[Side, typer.Argument(help="buy or sell")],
     quantity: Annotated[str, typer.Argument(help="base quantity, e.g. 0.01 (BTC)")],
     sl: Annotated[str | None, typer.Option(help="stop loss price (quote currency)")] = None,
@@ -115,7 +118,7 @@ def propose(
     try:
         proposal = Proposal(
             source="cli",
-            symbol=symbol.upper(),
+            symbol=symbol.strip(),
             side=side,
             quantity=_decimal("quantity", quantity) or Decimal(0),
             order_type=OrderType.LIMIT if limit else OrderType.MARKET,
@@ -127,8 +130,15 @@ def propose(
     except InvalidInputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    signal = _run(lambda engine: engine.signals.propose(proposal))
+    signal = _run(lambda engine: _propose_resolved(engine, proposal))
     typer.echo(_signal_line(signal))
+
+
+async def _propose_resolved(engine: Engine, proposal: Proposal) -> Signal:
+    """Propose with the symbol normalised through the symbol search (``btcusdt`` ->
+    ``BTC/USDT``); an ambiguous spelling raises with the candidates."""
+    symbol = await engine.symbols.resolve(proposal.symbol)
+    return await engine.signals.propose(replace(proposal, symbol=symbol))
 
 
 @app.command()
@@ -218,6 +228,23 @@ def status() -> None:
     typer.echo(f"paused     {paused}")
     typer.echo(f"positions  {len(summary.positions)} open")
     typer.echo(f"pending    {summary.pending_signals} signal(s)")
+
+
+@app.command()
+def symbols(
+    query: Annotated[str, typer.Argument(help="part of a symbol, base or quote: eth, btcusdt")],
+) -> None:
+    """Search the market data's symbols (cached in the database, SYMBOLS_TTL_SECONDS):
+    symbol, type, base/quote, minimum quantity and price tick."""
+    found = _run(lambda engine: engine.symbols.search(query, limit=50))
+    for item in found:
+        typer.echo(
+            f"{item.symbol:<16} {item.kind:<6} {item.base}/{item.quote:<8} "
+            f"min {format(item.min_quantity.normalize(), 'f'):<12} "
+            f"tick {format(item.price_tick.normalize(), 'f')}"
+        )
+    if not found:
+        typer.echo(f"no symbol like {query}")
 
 
 @app.command()

@@ -76,10 +76,14 @@ class Engine:
 
 
 def build_market_data(
-    settings: Settings, replay: ReplayMarketData, clock: Callable[[], datetime] = utcnow
+    settings: Settings,
+    replay: ReplayMarketData,
+    clock: Callable[[], datetime] = utcnow,
+    broker: Broker | None = None,
 ) -> MarketData:
     """The market data ``MARKET_DATA`` names (unset: the broker's venue); ccxt and MT5 are
-    imported only when chosen. ``CCXT_CONFIG`` applies to ccxt's market data too.
+    imported only when chosen. ``CCXT_CONFIG`` applies to ccxt's market data too. MT5
+    market data shares ``broker``'s terminal connection when it is the MT5 broker.
 
     Raises:
         BrokerUnavailableError: the extra is not installed (the message names it).
@@ -98,7 +102,7 @@ def build_market_data(
     if source is MarketDataName.MT5:
         from core.marketdata.mt5_data import Mt5MarketData
 
-        return Mt5MarketData.from_settings(settings)
+        return Mt5MarketData.from_settings(settings, broker)
     return replay
 
 
@@ -188,7 +192,9 @@ async def build_engine(
             )
         replay = ReplayMarketData(feeds)
         feed = feeds[0]
-        market = build_market_data(settings, replay, clock)
+        if broker is None and settings.broker is not BrokerName.PAPER:
+            broker = build_broker(settings, db, replay, None, clock)  # MT5 data shares it
+        market = build_market_data(settings, replay, clock, broker)
         short = shorthand(settings, replay.timeframe)  # refuses STRATEGY with a file
         specs = file_specs if file_specs is not None else short
         symbols = SymbolSearch(db, market, settings.symbols_ttl_seconds, clock)
@@ -197,6 +203,8 @@ async def build_engine(
     except BaseException:
         if market is not None:
             await market.close()
+        if broker is not None:
+            await broker.close()
         await db.close()
         raise
     notifier = notifier or OutboxNotifier(db)

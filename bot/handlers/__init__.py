@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from bot.handlers import approvals, commands, control
+from bot.handlers import approvals, commands, control, markets
 
 __all__ = ["get_routers"]
 
 
 def get_routers() -> list[Router]:
     """Fresh routers (a router can belong to one dispatcher only): card buttons, control
-    commands with their confirmations, then the read-only commands and the fallbacks, which
-    must come last."""
-    return [approvals.create_router(), control.create_router(), commands.create_router()]
+    commands with their confirmations, markets and strategies, then the read-only commands
+    and the fallbacks, which must come last."""
+    return [
+        approvals.create_router(),
+        control.create_router(),
+        markets.create_router(),
+        commands.create_router(),
+    ]

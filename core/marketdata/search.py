@@ -145,7 +145,7 @@ class SymbolSearch:
                 more = len(candidates) - MAX_CANDIDATES
                 tail = f" and {more} more" if more > 0 else ""
                 raise InvalidInputError(f"{wanted!r} is ambiguous: {names}{tail}")
-        raise UnknownSymbolError(f"{self._market.name} lists no symbol like {wanted!r}")
+        raise UnknownSymbolError(f"unknown symbol {wanted}: {self._market.name} lists none like it")
 
     async def _cached(self) -> tuple[list[Instrument], datetime | None]:
         async with self._db.session() as session:

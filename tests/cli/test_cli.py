@@ -165,3 +165,48 @@ def test_a_broker_whose_extra_is_missing_stops_start_up_with_one_line_naming_it(
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [f"{prefix}: {message}"]
+
+
+def _eth_csv(path: Path) -> Path:
+    """A small ETH/USDT replay on the bundled BTC candles' first hours."""
+    rows = ["timestamp,open,high,low,close,volume"]
+    rows += [f"2025-01-01T{h:02d}:00:00Z,3000,3010,2990,{3000 + h},1" for h in range(24)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_symbols_searches_and_propose_accepts_any_unambiguous_spelling(
+    tmp_path: Path,
+) -> None:
+    eth = _eth_csv(tmp_path / "eth.csv")
+    env = {k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME"}}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        FEED_SPEED="0",
+        REPLAY_FILES=f'{{"ETH/USDT": "{eth}"}}',
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SIGNALDESK, *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    listed = run("symbols", "eth")
+    assert listed.returncode == 0, listed.stderr
+    assert " ".join(listed.stdout.split()) == "ETH/USDT spot ETH/USDT min 0.00001 tick 0.01"
+
+    proposed = run("propose", "eth-usdt", "buy", "0.5")
+    assert proposed.returncode == 0, proposed.stderr
+    assert "buy  0.5 ETH/USDT market  ref 3,000.00" in proposed.stdout
+
+    ambiguous = run("propose", "usdt", "buy", "0.5")
+    assert ambiguous.returncode == 1
+    assert "error: 'usdt' is ambiguous: BTC/USDT, ETH/USDT" in ambiguous.stderr
+    assert _rows(tmp_path / "cli.db", "signals") == 1
