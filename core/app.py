@@ -265,4 +265,4 @@ async def _check_instances(
     errors = errors + check_symbols(specs, set(listed), timeframes)
     if errors:
         raise ConfigError("\n".join(errors))
-    return {symbol: listed[symbol] for spec in specs for symbol in spec.symbols}
+    return {symbol: listed[symbol] for spec in specs if spec.enabled for symbol in spec.symbols}

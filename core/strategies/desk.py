@@ -95,8 +95,8 @@ class StrategyDesk:
         signals: SignalService,
         clock: Callable[[], datetime] = utcnow,
     ) -> StrategyDesk:
-        """A desk with one runner per (instance, symbol); ``make_strategy`` builds the
-        strategy of an instance for one instrument."""
+        """A desk with one runner per (enabled instance, symbol); ``make_strategy`` builds
+        the strategy of an instance for one instrument."""
         runners = {
             spec.name: [
                 StrategyRunner(
@@ -106,7 +106,7 @@ class StrategyDesk:
                     signals,
                     symbol,
                 )
-                for symbol in spec.symbols
+                for symbol in (spec.symbols if spec.enabled else ())
             ]
             for spec in specs
         }

@@ -263,9 +263,12 @@ def check_symbols(
     specs: Sequence[StrategySpec], listed: set[str], timeframes: set[str] | None = None
 ) -> list[str]:
     """Lines for symbols the market data does not list (and, for the replay, timeframes it
-    does not have: ``timeframes`` None means any)."""
+    does not have: ``timeframes`` None means any), for the enabled instances (a disabled
+    one may name a market of another venue)."""
     errors = []
     for spec in specs:
+        if not spec.enabled:
+            continue
         missing = [s for s in spec.symbols if s not in listed]
         if missing:
             errors.append(

@@ -6,7 +6,7 @@ Rules, evaluated on the latest candle (the current one counts as closed):
   candle, fast > slow on this one); SELL when it crosses below.
 - Entry is the latest close. The stop loss is ``atr_multiple`` x ATR away from the entry
   (below for a buy, above for a sell); the take profit is ``reward_multiple`` times that
-  distance on the other side.
+  distance on the other side. Both are rounded to the instrument's price tick.
 - The quantity risks ``risk_pct`` % of equity at the stop (:func:`size_for_risk`).
 
 The crossover is the textbook trend-following signal (e.g. J. Murphy, *Technical Analysis
@@ -123,8 +123,9 @@ class SmaCross:
         volatility = atr(candles, self.atr_period)
         self.indicators[f"atr{self.atr_period}"] = volatility
         distance = self.atr_multiple * volatility
-        stop = entry - side.sign * distance
-        target = entry + side.sign * distance * self.reward_multiple
+        # rounded to the tick before sizing, so the risk is measured to the real stop
+        stop = round_to_tick(entry - side.sign * distance, self.tick)
+        target = round_to_tick(entry + side.sign * distance * self.reward_multiple, self.tick)
         if stop <= 0:
             return []
         try:
@@ -150,8 +151,8 @@ class SmaCross:
                 symbol=symbol,
                 side=side,
                 quantity=quantity,
-                stop_loss=round_to_tick(stop, self.tick),
-                take_profit=round_to_tick(target, self.tick),
+                stop_loss=stop,
+                take_profit=target,
                 note=note,
             )
         ]

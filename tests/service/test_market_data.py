@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +262,46 @@ def test_symbols_are_normalized_without_case_or_separators() -> None:
     item = Instrument("EURUSD", "EUR", "USD", "forex", D("0.00001"), D("0.01"))
     assert item.format_price(D("1.085134")) == "1.08513"
     assert item.price_decimals == 5
+
+
+async def test_a_strategy_on_eth_btc_sizes_with_the_equity_converted_to_btc(
+    sqlite_url: str,
+    make_settings: Callable[..., Any],
+    clock: Clock,
+    fake: market_fake.MarketFake,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "eth_btc.toml"
+    path.write_text(
+        '[[strategy]]\nname = "eth-btc"\nkind = "sma_cross"\nsymbols = ["ETH/BTC"]\n'
+        'timeframe = "1h"\nevery = 3600\nrisk_pct = 1\n'
+        "params = { fast = 3, slow = 6, atr_period = 5 }\n"
+    )
+    falling = [D("0.0600") - D("0.0001") * i for i in range(40)]
+    fake.set_history("ETH/BTC", [*falling, falling[-1] + D("0.0012")])
+    settings = make_settings(
+        database_url=sqlite_url,
+        market_data="ccxt",
+        ccxt_config=fake.ccxt_config,
+        market_data_cache_seconds=0,
+        strategies_file=path,
+        max_order_quantity=100,  # no cap hiding the sizing
+    )
+    engine = await build_engine(settings, clock=clock)
+    try:
+        desk = engine.strategies
+        assert desk is not None
+        [signal] = await desk.run_instance("eth-btc")
+    finally:
+        await engine.close()
+
+    assert signal.reference_price == D("0.0573")
+    assert signal.stop_loss is not None
+    assert signal.stop_loss == signal.stop_loss.quantize(D("0.00001"))  # the ETH/BTC tick
+    # 1% of 10,000 USDT in BTC at the BTC/USDT price of 61,100, over the stop distance
+    in_btc = D(10000) / D(61100)
+    expected = (in_btc / 100 / (signal.reference_price - signal.stop_loss)).quantize(
+        D("0.00000001"), ROUND_DOWN
+    )
+    assert signal.quantity == expected
+    assert D(1) < signal.quantity < D(10)  # unconverted (10,000 "BTC") it would be ~250,000

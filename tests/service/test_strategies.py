@@ -39,10 +39,11 @@ async def test_a_crossover_proposes_a_buy_with_an_atr_stop_sized_to_lose_one_per
 
     assert (signal.source, signal.side, signal.status) == ("sma_cross", Side.BUY, "PROPOSED")
     assert signal.reference_price == Decimal("115808.23")
-    # ATR14 = 781.29 -> stop 2 ATR below; quantity = 1% x 10,000 / 1,562.58, rounded down.
+    # ATR14 = 781.29 -> stop 2 ATR below, rounded to the 0.01 tick; quantity = 1% x 10,000
+    # / (115,808.23 - 114,245.65), rounded down: the risk is measured to the real stop.
     assert signal.stop_loss == Decimal("114245.65")
     assert signal.take_profit == Decimal("118933.39")
-    assert signal.quantity == Decimal("0.06399666")
+    assert signal.quantity == Decimal("0.06399672")
     assert signal.risk is not None and Decimal("99.99") < signal.risk <= Decimal(100)
     assert signal.note.startswith("SMA10 crossed above SMA30 at 115808.23")
     assert [(r.kind, r.signal_id) for r in await outbox(engine)] == [("signal_card", signal.id)]

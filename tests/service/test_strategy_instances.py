@@ -15,10 +15,12 @@ import time_machine
 from core.app import Engine
 from core.errors import ConfigError
 from core.scheduler import build_scheduler, strategy_next_runs
+from core.strategies import load_strategies_file
 from tests.conftest import Clock
 from tests.support.duties import Engines, eventually
 
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+EXAMPLE = Path(__file__).resolve().parents[2] / "strategies.example.toml"
 
 FIVE_MISTAKES = """
 [[strategy]]
@@ -232,3 +234,23 @@ async def _caught_up(scheduler: Any, now: datetime) -> bool:
 
 async def _count(runs: list[Any], n: int) -> bool:
     return len(runs) >= n
+
+
+async def test_the_shipped_example_file_parses_and_starts_on_the_replay(
+    engines: Engines, sqlite_url: str
+) -> None:
+    example = EXAMPLE
+
+    specs, errors = load_strategies_file(example)
+    engine = await engines.start(sqlite_url, strategies_file=example)
+
+    assert errors == []
+    assert [(s.name, s.kind, s.enabled) for s in specs] == [
+        ("btc-trend", "sma_cross", True),
+        ("eth-breakout", "donchian_breakout", False),
+    ]
+    assert engine.strategies is not None
+    assert [s.next_run_at for s in await engine.strategies.statuses()] == [
+        START + timedelta(minutes=1),
+        None,
+    ]
