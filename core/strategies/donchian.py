@@ -17,26 +17,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from core.domain import Candle, Side
-from core.errors import InvalidInputError
-from core.marketdata.base import round_to_tick
 from core.services.signals import Proposal
-from core.strategies.sizing import size_for_risk
+from core.strategies.atr_stop import AtrStopStrategy
 from core.strategies.sma_cross import atr
 
 __all__ = ["DonchianBreakout"]
 
 
-class DonchianBreakout:
+class DonchianBreakout(AtrStopStrategy):
     """Donchian breakout (see the module docstring).
 
     Args:
         risk_pct: percent of equity lost if the stop is hit.
-        max_quantity, max_notional: caps in base units and quote currency.
         period: channel length in candles (20 in Turtle System 1).
-        atr_period, atr_multiple, reward_multiple: as :class:`SmaCross`.
-        tick: the instrument's price tick; stops and targets are rounded to it.
+        max_quantity, max_notional, atr_period, atr_multiple, reward_multiple, tick: as
+            :class:`~core.strategies.atr_stop.AtrStopStrategy`.
 
     Attributes:
         indicators: the values the last :meth:`evaluate` saw (channel, ATR), for lineage.
@@ -45,29 +43,13 @@ class DonchianBreakout:
     name = "donchian_breakout"
 
     def __init__(
-        self,
-        risk_pct: Decimal,
-        *,
-        max_quantity: Decimal | None = None,
-        max_notional: Decimal | None = None,
-        period: int = 20,
-        atr_period: int = 14,
-        atr_multiple: Decimal = Decimal(2),
-        reward_multiple: Decimal = Decimal(2),
-        tick: Decimal = Decimal("0.01"),
+        self, risk_pct: Decimal, *, period: int = 20, atr_period: int = 14, **risk: Any
     ) -> None:
         if period < 2:
             raise ValueError("need period >= 2")
-        self.risk_pct = risk_pct
-        self.max_quantity = max_quantity
-        self.max_notional = max_notional
+        super().__init__(risk_pct, atr_period=atr_period, **risk)
         self.period = period
-        self.atr_period = atr_period
-        self.atr_multiple = Decimal(atr_multiple)
-        self.reward_multiple = Decimal(reward_multiple)
-        self.tick = tick
         self.lookback = max(period + 1, 5 * atr_period + 1)
-        self.indicators: dict[str, Decimal] = {}
 
     def evaluate(self, symbol: str, candles: Sequence[Candle], equity: Decimal) -> list[Proposal]:
         """A BUY above the channel, a SELL below it, else none."""
@@ -78,49 +60,12 @@ class DonchianBreakout:
         lower = min(c.low for c in window)
         entry = candles[-1].close
         volatility = atr(candles, self.atr_period)
-        self.indicators = {"upper": upper, "lower": lower, "atr": volatility, "close": entry}
+        self.indicators = {"upper": upper, "lower": lower, f"atr{self.atr_period}": volatility}
         if entry > upper:
-            side = Side.BUY
+            side, level, word = Side.BUY, upper, "above the high"
         elif entry < lower:
-            side = Side.SELL
+            side, level, word = Side.SELL, lower, "below the low"
         else:
             return []
-        distance = self.atr_multiple * volatility
-        stop = round_to_tick(entry - side.sign * distance, self.tick)
-        target = round_to_tick(entry + side.sign * distance * self.reward_multiple, self.tick)
-        if stop <= 0 or target <= 0:
-            return []
-        try:
-            quantity = size_for_risk(
-                equity,
-                self.risk_pct,
-                entry,
-                stop,
-                max_quantity=self.max_quantity,
-                max_notional=self.max_notional,
-            )
-        except InvalidInputError:
-            return []
-        level = upper if side is Side.BUY else lower
-        word = "above the high" if side is Side.BUY else "below the low"
-        note = (
-            f"close {entry} broke {word} {level} of the last {self.period} candles; stop "
-            f"{self.atr_multiple}xATR{self.atr_period} ({volatility:.{_places(self.tick)}f}) "
-            f"away, risking {self.risk_pct}% of equity {equity:,.2f}"
-        )
-        return [
-            Proposal(
-                source=self.name,
-                symbol=symbol,
-                side=side,
-                quantity=quantity,
-                stop_loss=stop,
-                take_profit=target,
-                note=note,
-            )
-        ]
-
-
-def _places(tick: Decimal) -> int:
-    exponent = tick.normalize().as_tuple().exponent
-    return max(-exponent, 0) if isinstance(exponent, int) else 2
+        reason = f"close {entry} broke {word} {level} of the last {self.period} candles"
+        return self.propose(symbol, side, entry, volatility, equity, reason)

@@ -21,12 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 from itertools import pairwise
+from typing import Any
 
 from core.domain import Candle, Side
-from core.errors import InvalidInputError
-from core.marketdata.base import round_to_tick
 from core.services.signals import Proposal
-from core.strategies.sizing import size_for_risk
+from core.strategies.atr_stop import AtrStopStrategy
 
 __all__ = ["SmaCross", "atr", "sma"]
 
@@ -58,18 +57,14 @@ def atr(candles: Sequence[Candle], period: int) -> Decimal:
     return value
 
 
-class SmaCross:
+class SmaCross(AtrStopStrategy):
     """SMA crossover with an ATR stop (see the module docstring).
 
     Args:
-        risk_pct: percent of equity lost if the stop is hit (``STRATEGY_RISK_PCT``).
-        max_quantity: cap in base units (``MAX_ORDER_QUANTITY``).
-        max_notional: cap in quote currency (``MAX_ORDER_NOTIONAL``).
+        risk_pct: percent of equity lost if the stop is hit (``risk_pct`` of the instance).
         fast, slow: SMA periods in candles.
-        atr_period: ATR period in candles.
-        atr_multiple: stop distance in ATRs.
-        reward_multiple: take-profit distance in stop distances.
-        tick: the instrument's price tick; stops and targets are rounded to it.
+        max_quantity, max_notional, atr_period, atr_multiple, reward_multiple, tick: as
+            :class:`~core.strategies.atr_stop.AtrStopStrategy`.
 
     Attributes:
         indicators: the values the last :meth:`evaluate` saw (SMAs, ATR), for lineage.
@@ -81,26 +76,15 @@ class SmaCross:
         self,
         risk_pct: Decimal,
         *,
-        max_quantity: Decimal | None = None,
-        max_notional: Decimal | None = None,
         fast: int = 10,
         slow: int = 30,
         atr_period: int = 14,
-        atr_multiple: Decimal = Decimal(2),
-        reward_multiple: Decimal = Decimal(2),
-        tick: Decimal = Decimal("0.01"),
+        **risk: Any,
     ) -> None:
         if not 0 < fast < slow:
             raise ValueError("need 0 < fast < slow")
-        self.risk_pct = risk_pct
-        self.max_quantity = max_quantity
-        self.max_notional = max_notional
+        super().__init__(risk_pct, atr_period=atr_period, **risk)
         self.fast, self.slow = fast, slow
-        self.atr_period = atr_period
-        self.atr_multiple = Decimal(atr_multiple)
-        self.reward_multiple = Decimal(reward_multiple)
-        self.tick = tick
-        self.indicators: dict[str, Decimal] = {}
         #: Enough candles for both SMAs on the previous candle and a settled ATR.
         self.lookback = max(slow + 1, 5 * atr_period + 1)
 
@@ -122,37 +106,6 @@ class SmaCross:
         entry = closes[-1]
         volatility = atr(candles, self.atr_period)
         self.indicators[f"atr{self.atr_period}"] = volatility
-        distance = self.atr_multiple * volatility
-        # rounded to the tick before sizing, so the risk is measured to the real stop
-        stop = round_to_tick(entry - side.sign * distance, self.tick)
-        target = round_to_tick(entry + side.sign * distance * self.reward_multiple, self.tick)
-        if stop <= 0:
-            return []
-        try:
-            quantity = size_for_risk(
-                equity,
-                self.risk_pct,
-                entry,
-                stop,
-                max_quantity=self.max_quantity,
-                max_notional=self.max_notional,
-            )
-        except InvalidInputError:
-            return []
         direction = "above" if side is Side.BUY else "below"
-        note = (
-            f"SMA{self.fast} crossed {direction} SMA{self.slow} at {entry}; stop "
-            f"{self.atr_multiple}xATR{self.atr_period} ({volatility:.2f}) away, "
-            f"risking {self.risk_pct}% of equity {equity:,.2f}"
-        )
-        return [
-            Proposal(
-                source=self.name,
-                symbol=symbol,
-                side=side,
-                quantity=quantity,
-                stop_loss=stop,
-                take_profit=target,
-                note=note,
-            )
-        ]
+        reason = f"SMA{self.fast} crossed {direction} SMA{self.slow} at {entry}"
+        return self.propose(symbol, side, entry, volatility, equity, reason)

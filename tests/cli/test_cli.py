@@ -175,28 +175,11 @@ def _eth_csv(path: Path) -> Path:
     return path
 
 
-def test_symbols_searches_and_propose_accepts_any_unambiguous_spelling(
-    tmp_path: Path,
+def test_symbols_searches_and_propose_accepts_any_unambiguous_spelling(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path
 ) -> None:
     eth = _eth_csv(tmp_path / "eth.csv")
-    env = {k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME"}}
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
-        FEED_SPEED="0",
-        REPLAY_FILES=f'{{"ETH/USDT": "{eth}"}}',
-        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-    )
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*SIGNALDESK, *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    (tmp_path / ".env").write_text(f'REPLAY_FILES={{"ETH/USDT": "{eth}"}}\n')  # a 2nd symbol
 
     listed = run("symbols", "eth")
     assert listed.returncode == 0, listed.stderr
