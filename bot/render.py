@@ -356,14 +356,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("closeall", "Close every position (asks to confirm)", "/closeall"),
     CommandSpec("close", "Close one position: /close SYMBOL", "/close SYMBOL"),
     CommandSpec("balance", "Balance, equity and margin", "/balance"),
-    CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
-    CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),
-    CommandSpec("run", "Run a strategy instance now: /run NAME", "/run NAME"),
     CommandSpec(
         "history",
         "Recent signals and outcomes: /history [N]",
         f"/history [N], N 1 to {MAX_HISTORY}",
     ),
+    CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
+    CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),
+    CommandSpec("run", "Run a strategy instance now: /run NAME", "/run NAME"),
 )
 _SPECS = {spec.name: spec for spec in COMMANDS}
 

@@ -81,14 +81,30 @@ def build_market_data(
     clock: Callable[[], datetime] = utcnow,
     broker: Broker | None = None,
 ) -> MarketData:
-    """The market data ``MARKET_DATA`` names (unset: the broker's venue); ccxt and MT5 are
-    imported only when chosen. ``CCXT_CONFIG`` applies to ccxt's market data too. MT5
-    market data shares ``broker``'s terminal connection when it is the MT5 broker.
+    """The market data ``MARKET_DATA`` names; ccxt and MT5 are imported only when chosen.
+    ``CCXT_CONFIG`` applies to ccxt's market data too.
+
+    Unset, it follows the broker that executes, so strategies and the drift check see the
+    venue's own prices: the replay for the paper broker, the ccxt broker's exchange (its
+    testnet in sandbox mode), the MT5 broker's terminal connection.
 
     Raises:
         BrokerUnavailableError: the extra is not installed (the message names it).
     """
-    source = settings.market_data_source
+    source = settings.market_data
+    if source is None and broker is not None and broker.name.startswith("ccxt:"):
+        from core.marketdata.ccxt_data import CcxtMarketData
+
+        exchange = broker.exchange  # type: ignore[attr-defined]
+        return CcxtMarketData(
+            cache_seconds=settings.market_data_cache_seconds, clock=clock, exchange=exchange
+        )
+    if source is None and broker is not None and broker.name == "mt5":
+        from core.marketdata.mt5_data import Mt5MarketData
+
+        return Mt5MarketData.from_settings(settings, broker)
+    if source is None:
+        return replay
     if source is MarketDataName.CCXT:
         from core.marketdata.ccxt_data import CcxtMarketData
 

@@ -212,17 +212,6 @@ class Settings(BaseSettings):
         return _parse_id_list(value)
 
     @property
-    def market_data_source(self) -> MarketDataName:
-        """``MARKET_DATA``, or when unset the broker's venue (paper: the replay)."""
-        if self.market_data is not None:
-            return self.market_data
-        return {
-            BrokerName.PAPER: MarketDataName.REPLAY,
-            BrokerName.CCXT: MarketDataName.CCXT,
-            BrokerName.MT5: MarketDataName.MT5,
-        }[self.broker]
-
-    @property
     def owner_ids(self) -> frozenset[int]:
         """Telegram user ids allowed to act."""
         return frozenset(self.telegram_owner_ids)

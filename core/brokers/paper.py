@@ -92,7 +92,7 @@ class PaperBroker:
     Args:
         db: where the ledger lives (tables ``paper_account``, ``paper_orders``,
             ``paper_positions``).
-        feed: the price source; its symbol is the only tradable one.
+        feed: the price source; the symbols it prices are the tradable ones.
         currency: account currency (the feed's quote currency).
         starting_balance: the balance of a new account, in ``currency``.
         spread_bps, slippage_bps, fee_bps: execution costs in basis points.

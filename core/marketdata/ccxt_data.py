@@ -75,6 +75,9 @@ class CcxtMarketData:
         cache_seconds: how long a quote or candle answer is reused.
         symbols_seconds: how long the loaded markets are reused by quotes and candles.
         clock: current UTC time; decides which candle is still forming.
+        exchange: a ready ccxt exchange to read from instead (the ccxt broker's, so prices
+            come from the venue that executes); ``exchange_id``, ``market_type``,
+            ``config`` and ``api_urls`` are then ignored, and :meth:`close` leaves it open.
 
     Raises:
         BrokerUnavailableError: ccxt is not installed.
@@ -91,19 +94,22 @@ class CcxtMarketData:
         cache_seconds: float = 1.0,
         symbols_seconds: float = 3600.0,
         clock: Callable[[], datetime] = utcnow,
+        exchange: Any = None,
     ) -> None:
         ccxt_async, self._errors = _import_ccxt()
-        if exchange_id not in ccxt_async.exchanges:
-            raise ConfigError(f"CCXT_EXCHANGE={exchange_id!r} is not an exchange ccxt knows")
-        config = dict(config or {})
-        options = {"defaultType": market_type, **dict(config.pop("options", {}))}
-        exchange = getattr(ccxt_async, exchange_id)(
-            {"enableRateLimit": True, **config, "options": options}
-        )
-        if api_urls:
-            exchange.urls["api"] = {**exchange.urls["api"], **api_urls}
+        self._owns = exchange is None
+        if exchange is None:
+            if exchange_id not in ccxt_async.exchanges:
+                raise ConfigError(f"CCXT_EXCHANGE={exchange_id!r} is not an exchange ccxt knows")
+            config = dict(config or {})
+            options = {"defaultType": market_type, **dict(config.pop("options", {}))}
+            exchange = getattr(ccxt_async, exchange_id)(
+                {"enableRateLimit": True, **config, "options": options}
+            )
+            if api_urls:
+                exchange.urls["api"] = {**exchange.urls["api"], **api_urls}
         self._exchange = exchange
-        self.name = f"ccxt:{exchange_id}"
+        self.name = f"ccxt:{exchange.id}"
         self.cache_seconds = cache_seconds
         self.symbols_seconds = symbols_seconds
         self._clock = clock
@@ -190,8 +196,9 @@ class CcxtMarketData:
         return [instrument_from_market(m, mode) for m in markets.values() if m.get("active", True)]
 
     async def close(self) -> None:
-        """Close ccxt's HTTP session (idempotent)."""
-        await self._exchange.close()
+        """Close ccxt's HTTP session when this built the exchange (idempotent)."""
+        if self._owns:
+            await self._exchange.close()
 
     async def _markets(self, ttl: float | None = None) -> dict[str, Any]:
         """The loaded markets, reloaded when older than ``ttl`` (default

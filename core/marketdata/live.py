@@ -16,7 +16,7 @@ so far, so a stop is triggered within the minute its level trades, not a minute 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -29,8 +29,12 @@ __all__ = ["MATCH_TIMEFRAME", "CandleHistory", "LiveFeed"]
 #: The candles resting orders are matched against on live data.
 MATCH_TIMEFRAME = "1m"
 
-#: The most candles one refresh reads per symbol (a longer rest is matched in steps).
+#: The most candles one refresh reads per symbol: the last ``MAX_MATCH_CANDLES`` minutes.
+#: Resting orders are matched on every broker call (the drawdown check makes one every
+#: few seconds), so only a process down for longer than that skips the oldest candles.
 MAX_MATCH_CANDLES = 1000
+
+_MINUTE = timedelta(minutes=1)
 
 
 class CandleHistory(MarketData, Protocol):
@@ -67,8 +71,9 @@ class LiveFeed:
         """
         for symbol in sorted(set(symbols) | set(since)):
             self._prices[symbol] = (await self.market.quote(symbol)).last
+        oldest = floor_time(self._clock(), MATCH_TIMEFRAME) - (MAX_MATCH_CANDLES - 1) * _MINUTE
         for symbol, at in since.items():
-            start = floor_time(at, MATCH_TIMEFRAME)
+            start = max(floor_time(at, MATCH_TIMEFRAME), oldest)
             self._candles[symbol] = await self.market.ohlcv(
                 symbol, MATCH_TIMEFRAME, limit=MAX_MATCH_CANDLES, since=start
             )

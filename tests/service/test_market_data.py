@@ -18,6 +18,7 @@ from core.domain import OrderRequest, OrderState, OrderType, Side, SignalStatus
 from core.errors import InvalidInputError, UnknownSymbolError
 from core.marketdata.base import Instrument
 from core.marketdata.search import normalize_symbol
+from core.services.signals import Proposal
 from tests.conftest import Clock
 from tests.support import binance_fake, market_fake
 
@@ -68,7 +69,7 @@ def strategies_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def live(
-    sqlite_url: str,
+    database_url: str,
     make_settings: Callable[..., Any],
     clock: Clock,
     fake: market_fake.MarketFake,
@@ -77,7 +78,7 @@ async def live(
     """BROKER=paper MARKET_DATA=ccxt on the fake exchange, no key, no cache (so a price
     set at the server is the next price read)."""
     settings = make_settings(
-        database_url=sqlite_url,
+        database_url=database_url,
         broker="paper",
         market_data="ccxt",
         ccxt_exchange="binance",
@@ -212,13 +213,13 @@ async def test_the_ccxt_broker_runs_the_same_strategies_on_the_same_live_candles
         settings = make_settings(
             database_url=sqlite_url,
             broker="ccxt",
+            market_data="ccxt",
             ccxt_config=fake.ccxt_config,
             strategies_file=strategies_file,
         )
         ccxt_broker: Any = exchange.broker()  # the Broker port's new methods: branch venues
         engine = await build_engine(settings, clock=clock, broker=ccxt_broker)
         try:
-            assert engine.market.name == "ccxt:binance"  # MARKET_DATA follows BROKER
             desk = engine.strategies
             assert desk is not None
             signals = await desk.run()
@@ -229,6 +230,27 @@ async def test_the_ccxt_broker_runs_the_same_strategies_on_the_same_live_candles
         ("ETH/USDT", D(3110)),
         ("BTC/USDT", D(61100)),
     }
+
+
+async def test_without_market_data_set_prices_come_from_the_venue_that_executes(
+    sqlite_url: str, make_settings: Callable[..., Any], clock: Clock
+) -> None:
+    async with binance_fake.running() as exchange:
+        exchange.set_price("BTC/USDT", 60000)
+        settings = make_settings(database_url=sqlite_url, broker="ccxt")
+        ccxt_broker: Any = exchange.broker()
+        engine = await build_engine(settings, clock=clock, broker=ccxt_broker)
+        try:
+            quote = await engine.market.quote("BTC/USDT")
+            signal = await engine.signals.propose(
+                Proposal("cli", "BTC/USDT", Side.BUY, D("0.01"), stop_loss=D(59000))
+            )
+        finally:
+            await engine.close()
+
+    # the exchange's price, not the replay's 2025 candles (113,666 at its start)
+    assert quote.last == signal.reference_price == D(60000)
+    assert engine.market.name == "ccxt:binance"
 
 
 async def test_the_symbol_search_reads_the_cache_and_a_second_search_costs_no_request(

@@ -202,9 +202,9 @@ async def test_two_cron_instances_run_at_their_times_once_per_slot_and_never_whi
 
 
 async def test_a_strategy_signal_records_what_it_saw_in_the_audit(
-    engines: Engines, sqlite_url: str
+    engines: Engines, database_url: str
 ) -> None:
-    engine = await engines.start(sqlite_url, strategy="sma_cross", strategy_risk_pct=1)
+    engine = await engines.start(database_url, strategy="sma_cross", strategy_risk_pct=1)
     desk = engine.strategies
     assert desk is not None
     engine.feed.step(51)  # 2025-08-22 14:00, the crossover of the old runner test
@@ -254,3 +254,26 @@ async def test_the_shipped_example_file_parses_and_starts_on_the_replay(
         START + timedelta(minutes=1),
         None,
     ]
+
+
+async def test_a_pause_is_persisted_audited_and_resumed(
+    engines: Engines, database_url: str, tmp_path: Path
+) -> None:
+    path = write(tmp_path, TWO_CRONS)
+    engine = await engines.start(database_url, strategies_file=path)
+    assert engine.strategies is not None
+    await engine.strategies.set_paused("quarter", True, "owner:1")
+    await engines.stop(engine)
+
+    again = await engines.start(database_url, strategies_file=path)
+    desk = again.strategies
+    assert desk is not None
+    assert [(s.spec.name, s.paused) for s in await desk.statuses()] == [
+        ("quarter", True),
+        ("hourly", False),
+    ]
+    assert await desk.run_instance("quarter") == []
+    resumed = await desk.set_paused("quarter", False, "owner:2")
+    assert (resumed.paused, resumed.paused_by) == (False, "")
+    actions = [(e.action, e.actor) for e in await again.signals.history(limit=2)]
+    assert actions == [("strategy_resume", "owner:2"), ("strategy_pause", "owner:1")]
