@@ -22,6 +22,7 @@ from core.db.engine import upgrade_schema
 from core.domain import OrderType, Side, Signal, SignalStatus
 from core.errors import InvalidInputError, SignalDeskError
 from core.logging import configure_logging
+from core.marketdata.base import Instrument
 from core.services import Proposal
 
 __all__ = ["app", "main"]
@@ -81,13 +82,20 @@ def _money(value: Decimal | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
 
-def _signal_line(signal: Signal) -> str:
+def _signal_line(signal: Signal, instrument: Instrument | None = None) -> str:
+    """One signal; prices with ``instrument``'s tick decimals when given (ETH/BTC: 5)."""
     kind = "market" if signal.order_type is OrderType.MARKET else f"limit {signal.limit_price}"
     reason = f" ({signal.status_reason})" if signal.status_reason else ""
+
+    def money(value: Decimal | None) -> str:
+        return (
+            _money(value) if instrument is None or value is None else instrument.format_price(value)
+        )
+
     return (
         f"#{signal.id:<4} {signal.status.value:<9} {signal.side.value:<4} {signal.quantity} "
-        f"{signal.symbol} {kind}  ref {_money(signal.reference_price)}  "
-        f"sl {_money(signal.stop_loss)}  tp {_money(signal.take_profit)}  "
+        f"{signal.symbol} {kind}  ref {money(signal.reference_price)}  "
+        f"sl {money(signal.stop_loss)}  tp {money(signal.take_profit)}  "
         f"expires {signal.expires_at:%Y-%m-%d %H:%M} UTC{reason}"
     )
 
@@ -130,15 +138,17 @@ def propose(
     except InvalidInputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    signal = _run(lambda engine: _propose_resolved(engine, proposal))
-    typer.echo(_signal_line(signal))
+    signal, instrument = _run(lambda engine: _propose_resolved(engine, proposal))
+    typer.echo(_signal_line(signal, instrument))
 
 
-async def _propose_resolved(engine: Engine, proposal: Proposal) -> Signal:
+async def _propose_resolved(engine: Engine, proposal: Proposal) -> tuple[Signal, Instrument]:
     """Propose with the symbol normalised through the symbol search (``btcusdt`` ->
-    ``BTC/USDT``); an ambiguous spelling raises with the candidates."""
+    ``BTC/USDT``; an ambiguous spelling raises with the candidates); the signal and its
+    instrument (for printing prices with its precision)."""
     symbol = await engine.symbols.resolve(proposal.symbol)
-    return await engine.signals.propose(replace(proposal, symbol=symbol))
+    signal = await engine.signals.propose(replace(proposal, symbol=symbol))
+    return signal, await engine.symbols.instrument(symbol)
 
 
 @app.command()
