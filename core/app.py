@@ -91,18 +91,20 @@ def build_market_data(
     Raises:
         BrokerUnavailableError: the extra is not installed (the message names it).
     """
+    from core.brokers.ccxt_broker import CcxtBroker  # neither imports its library yet
+    from core.brokers.mt5_broker import Mt5Broker
+
     source = settings.market_data
-    if source is None and broker is not None and broker.name.startswith("ccxt:"):
+    if source is None and isinstance(broker, CcxtBroker):
         from core.marketdata.ccxt_data import CcxtMarketData
 
-        exchange = broker.exchange  # type: ignore[attr-defined]
         return CcxtMarketData(
-            cache_seconds=settings.market_data_cache_seconds, clock=clock, exchange=exchange
+            cache_seconds=settings.market_data_cache_seconds, clock=clock, exchange=broker.exchange
         )
-    if source is None and broker is not None and broker.name == "mt5":
+    if source is None and isinstance(broker, Mt5Broker):
         from core.marketdata.mt5_data import Mt5MarketData
 
-        return Mt5MarketData.from_settings(settings, broker)
+        return Mt5MarketData(broker)
     if source is None:
         return replay
     if source is MarketDataName.CCXT:

@@ -31,6 +31,7 @@ from core.domain import Signal, utcnow
 from core.errors import InvalidInputError, NotFoundError, UnknownSymbolError
 from core.marketdata.base import Instrument, MarketData
 from core.services.signals import SignalService
+from core.strategies.base import Strategy
 from core.strategies.instances import StrategySpec
 from core.strategies.runner import StrategyRunner
 
@@ -87,7 +88,7 @@ class StrategyDesk:
     def build(
         cls,
         specs: Sequence[StrategySpec],
-        make_strategy: Callable[[StrategySpec, Instrument], object],
+        make_strategy: Callable[[StrategySpec, Instrument], Strategy],
         instruments: Mapping[str, Instrument],
         db: Database,
         market: MarketData,
@@ -100,7 +101,7 @@ class StrategyDesk:
         runners = {
             spec.name: [
                 StrategyRunner(
-                    make_strategy(spec, instruments[symbol]),  # type: ignore[arg-type]
+                    make_strategy(spec, instruments[symbol]),
                     None,
                     broker,
                     signals,
