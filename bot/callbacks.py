@@ -26,6 +26,8 @@ __all__ = [
     "OrderCallback",
     "PositionCallback",
     "SignalCallback",
+    "StrategyAction",
+    "StrategyCallback",
     "fits",
 ]
 
@@ -98,3 +100,18 @@ def fits(data: CallbackData) -> bool:
         return len(data.pack().encode()) <= MAX_CALLBACK_DATA
     except ValueError:  # aiogram refuses over-long data itself
         return False
+
+
+class StrategyAction(enum.StrEnum):
+    """The buttons of ``/strategies``."""
+
+    PAUSE = "p"
+    RESUME = "r"
+
+
+class StrategyCallback(CallbackData, prefix="stg", sep="|"):
+    """Pause or resume strategy instance ``name``: ``stg|<p|r>|<name>`` (names are at
+    most 48 characters, so the payload stays under 64 bytes)."""
+
+    action: StrategyAction
+    name: str

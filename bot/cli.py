@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from decimal import Decimal
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -24,6 +25,7 @@ from core.db.engine import upgrade_schema
 from core.domain import ExitStyle, OrderType, Side, Signal, SignalStatus
 from core.errors import ConfigError, SignalDeskError
 from core.logging import configure_logging
+from core.marketdata.base import Instrument
 from core.services import Proposal
 
 __all__ = ["app", "main"]
@@ -119,13 +121,20 @@ def _money(value: Decimal | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
 
-def _signal_line(signal: Signal) -> str:
+def _signal_line(signal: Signal, instrument: Instrument | None = None) -> str:
+    """One signal; prices with ``instrument``'s tick decimals when given (ETH/BTC: 5)."""
     kind = "market" if signal.order_type is OrderType.MARKET else f"limit {signal.limit_price}"
     reason = f" ({signal.status_reason})" if signal.status_reason else ""
+
+    def money(value: Decimal | None) -> str:
+        return (
+            _money(value) if instrument is None or value is None else instrument.format_price(value)
+        )
+
     return (
         f"#{signal.id:<4} {signal.status.value:<9} {signal.side.value:<4} {signal.quantity} "
-        f"{signal.symbol} {kind}  ref {_money(signal.reference_price)}  "
-        f"sl {_money(signal.stop_loss)}  tp {_money(signal.take_profit)}  "
+        f"{signal.symbol} {kind}  ref {money(signal.reference_price)}  "
+        f"sl {money(signal.stop_loss)}  tp {money(signal.take_profit)}  "
         f"expires {signal.expires_at:%Y-%m-%d %H:%M} UTC{reason}"
     )
 
@@ -140,7 +149,9 @@ def migrate() -> None:
 
 @app.command(context_settings={"ignore_unknown_options": True})
 def propose(
-    symbol: Annotated[str, typer.Argument(help="unified symbol, e.g. BTC/USDT")],
+    symbol: Annotated[
+        str, typer.Argument(help="symbol, any unambiguous spelling: BTC/USDT, btcusdt, BTC-USDT")
+    ],
     side: Annotated[Side, typer.Argument(help="buy or sell")],
     quantity: Annotated[str, typer.Argument(help="base quantity, e.g. 0.01 (BTC)")],
     sl: Annotated[str | None, typer.Option(help="stop loss price (quote currency)")] = None,
@@ -160,7 +171,7 @@ def propose(
     proposal = _checked(
         lambda: Proposal(
             source="cli",
-            symbol=bounds.clean_text("symbol", symbol.strip(), 32).upper(),
+            symbol=bounds.clean_text("symbol", symbol.strip(), 32),
             side=side,
             quantity=_decimal("quantity", quantity) or Decimal(0),
             order_type=OrderType.LIMIT if limit else OrderType.MARKET,
@@ -172,8 +183,17 @@ def propose(
             breakeven_at_r=_decimal("breakeven-r", breakeven_r),
         )
     )
-    signal = _run(lambda engine: engine.signals.propose(proposal))
-    typer.echo(_signal_line(signal))
+    signal, instrument = _run(lambda engine: _propose_resolved(engine, proposal))
+    typer.echo(_signal_line(signal, instrument))
+
+
+async def _propose_resolved(engine: Engine, proposal: Proposal) -> tuple[Signal, Instrument]:
+    """Propose with the symbol normalised through the symbol search (``btcusdt`` ->
+    ``BTC/USDT``; an ambiguous spelling raises with the candidates); the signal and its
+    instrument (for printing prices with its precision)."""
+    symbol = await engine.symbols.resolve(proposal.symbol)
+    signal = await engine.signals.propose(replace(proposal, symbol=symbol))
+    return signal, await engine.symbols.instrument(symbol)
 
 
 @app.command()
@@ -319,6 +339,23 @@ def status() -> None:
     typer.echo(f"trading    {operator.trading_state.value}{why}")
     typer.echo(f"positions  {len(summary.positions)} open")
     typer.echo(f"pending    {summary.pending_signals} signal(s)")
+
+
+@app.command()
+def symbols(
+    query: Annotated[str, typer.Argument(help="part of a symbol, base or quote: eth, btcusdt")],
+) -> None:
+    """Search the market data's symbols (cached in the database, SYMBOLS_TTL_SECONDS):
+    symbol, type, base/quote, minimum quantity and price tick."""
+    found = _run(lambda engine: engine.symbols.search(query, limit=50))
+    for item in found:
+        typer.echo(
+            f"{item.symbol:<16} {item.kind:<6} {item.base}/{item.quote:<8} "
+            f"min {format(item.min_quantity.normalize(), 'f'):<12} "
+            f"tick {format(item.price_tick.normalize(), 'f')}"
+        )
+    if not found:
+        typer.echo(f"no symbol like {query}")
 
 
 @app.command()

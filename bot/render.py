@@ -28,6 +28,8 @@ from bot.callbacks import (
     OrderCallback,
     PositionCallback,
     SignalCallback,
+    StrategyAction,
+    StrategyCallback,
     fits,
 )
 from core.config import BrokerName, DrawdownAction, Settings
@@ -47,6 +49,7 @@ from core.domain import (
     Trade,
     TradingState,
 )
+from core.marketdata.base import Instrument
 from core.notify import TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
@@ -59,6 +62,7 @@ from core.services.trading import (
     PositionView,
     RestingOrder,
 )
+from core.strategies.desk import InstanceStatus
 
 __all__ = [
     "CLOSE_PERCENTS",
@@ -120,6 +124,11 @@ __all__ = [
     "start_text",
     "status_text",
     "stranger_notice",
+    "strategies_keyboard",
+    "strategies_text",
+    "strategy_ran",
+    "strategy_toggled",
+    "symbols_text",
     "text_notice",
     "trade_exit_text",
     "trading_line",
@@ -150,8 +159,11 @@ def _decimals(value: Decimal) -> int:
     return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
-def price(value: Decimal) -> str:
-    """A price with thousands separators and at least two decimals: ``43,120.50``."""
+def price(value: Decimal, instrument: Instrument | None = None) -> str:
+    """A price with thousands separators: with the ``instrument``'s tick decimals when it is
+    given (``1.08513`` for EURUSD), else at least two decimals: ``43,120.50``."""
+    if instrument is not None:
+        return instrument.format_price(value)
     return f"{value:,.{max(2, _decimals(value))}f}"
 
 
@@ -402,6 +414,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "Recent signals and outcomes: /history [N]",
         f"/history [N], N 1 to {MAX_HISTORY}",
     ),
+    CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
+    CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),
+    CommandSpec("run", "Run a strategy instance now: /run NAME", "/run NAME"),
 )
 _SPECS = {spec.name: spec for spec in COMMANDS}
 
@@ -690,7 +705,8 @@ def history_text(events: Sequence[AuditEvent]) -> str:
             )
         else:
             move = e.action
-        reason = f" · {esc(_clip(e.reason, 80))}" if e.reason else ""
+        clip = 300 if e.action == "lineage" else 80  # lineage: why it was proposed
+        reason = f" · {esc(_clip(e.reason, clip))}" if e.reason else ""
         rows.append(f"{e.at.strftime('%m-%d %H:%M')} {what}{esc(move)} · {esc(e.actor)}{reason}")
     return _lines(f"<b>History (last {len(events)}, UTC)</b>", rows)
 
@@ -1069,3 +1085,84 @@ def trade_exit_text(exit_: TradeExit, venue: str = "") -> str:
 def text_notice(text: str) -> str:
     """An engine notification (plain text from the outbox) as an HTML-mode message."""
     return _clip(esc(text), MAX_MESSAGE)
+
+
+# --- markets and strategies ------------------------------------------------------------
+
+#: ``/symbols`` lists at most this many markets.
+MAX_SYMBOLS = 15
+
+
+def symbols_text(query: str, found: Sequence[Instrument], source: str) -> str:
+    """``/symbols QUERY``: symbol, type, base/quote, minimum quantity and price tick."""
+    if not found:
+        return f"No market like {esc(query)} at {esc(source)}."
+    rows = [
+        f"<code>{esc(i.symbol)}</code> · {esc(i.kind)} · {esc(i.base)}/{esc(i.quote)} · "
+        f"min {quantity(i.min_quantity)} · tick {quantity(i.price_tick)}"
+        for i in found[:MAX_SYMBOLS]
+    ]
+    more = (
+        f"… and {len(found) - MAX_SYMBOLS} more: narrow the search."
+        if len(found) > MAX_SYMBOLS
+        else ""
+    )
+    return _lines(f"<b>Markets like {esc(query)} at {esc(source)}</b>", rows, more)
+
+
+def _when_text(moment: datetime | None) -> str:
+    return "never" if moment is None else _utc(moment)
+
+
+def strategies_text(statuses: Sequence[InstanceStatus]) -> str:
+    """``/strategies``: each instance with its schedule, state, last run, last signal and
+    next run (UTC)."""
+    if not statuses:
+        return "No strategy instances. List them in STRATEGIES_FILE (see the README)."
+    blocks = []
+    for s in statuses:
+        spec = s.spec
+        state = (
+            "⏸ paused" + (f" by {esc(s.paused_by)}" if s.paused_by else "")
+            if s.paused
+            else ("off (enabled = false)" if not spec.enabled else "▶️ active")
+        )
+        last_signal = (
+            f"#{s.last_signal_id} at {_utc(s.last_signal_at)}"
+            if s.last_signal_id is not None and s.last_signal_at is not None
+            else "none"
+        )
+        next_run = "—" if s.paused or not spec.enabled else _when_text(s.next_run_at)
+        blocks.append(
+            f"<b>{esc(spec.name)}</b> · {esc(spec.kind)} · {esc(', '.join(spec.symbols))} · "
+            f"{esc(spec.timeframe)} · {esc(spec.schedule)} · risk {spec.risk_pct}%\n"
+            f"{state} · last run {_when_text(s.last_run_at)} · last signal {last_signal}"
+            f" · next run {next_run}"
+        )
+    return "<b>Strategies</b>\n" + "\n\n".join(blocks)
+
+
+def strategies_keyboard(statuses: Sequence[InstanceStatus]) -> InlineKeyboardMarkup | None:
+    """One Pause or Resume button per enabled instance."""
+    rows = []
+    for s in statuses:
+        if not s.spec.enabled:
+            continue
+        action = StrategyAction.RESUME if s.paused else StrategyAction.PAUSE
+        label = ("▶️ Resume " if s.paused else "⏸ Pause ") + s.spec.name
+        data = StrategyCallback(action=action, name=s.spec.name).pack()
+        rows.append([InlineKeyboardButton(text=label, callback_data=data)])
+    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+
+
+def strategy_toggled(status: InstanceStatus) -> str:
+    """The toast after a Pause or Resume press."""
+    verb = "paused" if status.paused else "resumed"
+    return f"{status.spec.name} {verb}"
+
+
+def strategy_ran(name: str, proposed: int) -> str:
+    """The reply to ``/run NAME`` (the cards follow as usual)."""
+    if proposed == 0:
+        return f"Ran {esc(name)}: nothing to propose on the latest candle."
+    return f"Ran {esc(name)}: {proposed} signal{'s' if proposed != 1 else ''} proposed."

@@ -1,4 +1,4 @@
-"""The engine's composition: settings -> database -> feed -> broker -> services.
+"""The engine's composition: settings -> database -> market data -> broker -> services.
 
 Every entry point (the bot, the CLI, the headless engine, tests) builds the same
 :class:`Engine` with :func:`build_engine`, so they all run the same code path.
@@ -12,11 +12,14 @@ from datetime import datetime
 
 from core.brokers.base import Broker
 from core.brokers.paper import PaperBroker
-from core.config import BrokerName, Settings
+from core.config import BrokerName, MarketDataName, Settings
 from core.db import repositories as repo
 from core.db.engine import Database, upgrade_schema
 from core.domain import utcnow
-from core.marketdata.replay import ReplayFeed, load_candles
+from core.errors import ConfigError
+from core.marketdata.base import Instrument, MarketData, PriceFeed
+from core.marketdata.replay import ReplayFeed, ReplayMarketData, load_candles
+from core.marketdata.search import SymbolSearch
 from core.notify import Notifier, OutboxNotifier
 from core.services.exits import ExitService, PriceWatchBroker
 from core.services.heartbeat import Health, HeartbeatService
@@ -25,9 +28,16 @@ from core.services.risk import RiskService
 from core.services.signals import SignalService
 from core.services.trades import TradeService
 from core.services.trading import TradingService
-from core.strategies.runner import StrategyRunner, build_strategy
+from core.strategies.desk import StrategyDesk
+from core.strategies.instances import (
+    StrategySpec,
+    build_instance_strategy,
+    check_symbols,
+    load_strategies_file,
+    shorthand,
+)
 
-__all__ = ["Engine", "build_broker", "build_engine"]
+__all__ = ["Engine", "build_broker", "build_engine", "build_market_data"]
 
 
 @dataclass
@@ -35,10 +45,13 @@ class Engine:
     """The wired engine. ``close()`` releases the broker and the database pool.
 
     The always-on duties (``core.scheduler``) use ``risk`` (drawdown guard), ``heartbeat``,
-    ``reconciler``, ``exits`` (protective exits) and ``strategies`` (None when
-    ``STRATEGY=none``); ``health`` holds this process's last error; ``clock`` is the
-    services' clock. ``broker`` shows every quote to ``exits``
+    ``reconciler``, ``exits`` (protective exits) and ``strategies`` (the strategy
+    instances; None when there are none); ``health`` holds this process's last error;
+    ``clock`` is the services' clock. ``broker`` shows every quote to ``exits``
     (:class:`~core.services.exits.PriceWatchBroker`); ``trades`` reads the trade record.
+    ``market`` is the market data everything reads prices from (``MARKET_DATA``) and
+    ``symbols`` its cached symbol search; ``feed`` is the replay's primary feed (built
+    whatever ``MARKET_DATA`` says; the paper broker executes on it only on the replay).
     """
 
     settings: Settings
@@ -51,22 +64,83 @@ class Engine:
     risk: RiskService
     heartbeat: HeartbeatService
     reconciler: Reconciler
-    strategies: StrategyRunner | None
+    strategies: StrategyDesk | None
     health: Health
     clock: Callable[[], datetime]
     exits: ExitService
     trades: TradeService
+    market: MarketData
+    symbols: SymbolSearch
 
     async def close(self) -> None:
-        """Stop background drawdown and exit checks, close the broker, then the database."""
+        """Stop background drawdown and exit checks, close the broker and the market data,
+        then the database."""
         await self.risk.close()
         await self.exits.close()
         await self.broker.close()
+        await self.market.close()
         await self.db.close()
 
 
-def build_broker(settings: Settings, db: Database, feed: ReplayFeed) -> Broker:
+def build_market_data(
+    settings: Settings,
+    replay: ReplayMarketData,
+    clock: Callable[[], datetime] = utcnow,
+    broker: Broker | None = None,
+) -> MarketData:
+    """The market data ``MARKET_DATA`` names; ccxt and MT5 are imported only when chosen.
+    ``CCXT_CONFIG`` applies to ccxt's market data too.
+
+    Unset, it follows the broker that executes, so strategies and the drift check see the
+    venue's own prices: the replay for the paper broker, the ccxt broker's exchange (its
+    testnet in sandbox mode), the MT5 broker's terminal connection.
+
+    Raises:
+        BrokerUnavailableError: the extra is not installed (the message names it).
+    """
+    from core.brokers.ccxt_broker import CcxtBroker  # neither imports its library yet
+    from core.brokers.mt5_broker import Mt5Broker
+
+    source = settings.market_data
+    if source is None and isinstance(broker, CcxtBroker):
+        from core.marketdata.ccxt_data import CcxtMarketData
+
+        return CcxtMarketData(
+            cache_seconds=settings.market_data_cache_seconds, clock=clock, exchange=broker.exchange
+        )
+    if source is None and isinstance(broker, Mt5Broker):
+        from core.marketdata.mt5_data import Mt5MarketData
+
+        return Mt5MarketData(broker)
+    if source is None:
+        return replay
+    if source is MarketDataName.CCXT:
+        from core.marketdata.ccxt_data import CcxtMarketData
+
+        return CcxtMarketData(
+            settings.ccxt_exchange,
+            market_type=settings.ccxt_market_type,
+            config=settings.ccxt_config,
+            cache_seconds=settings.market_data_cache_seconds,
+            clock=clock,
+        )
+    if source is MarketDataName.MT5:
+        from core.marketdata.mt5_data import Mt5MarketData
+
+        return Mt5MarketData.from_settings(settings, broker)
+    return replay
+
+
+def build_broker(
+    settings: Settings,
+    db: Database,
+    feed: PriceFeed,
+    market: MarketData | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> Broker:
     """The broker named by ``BROKER``; ccxt and MT5 are imported only when chosen.
+    ``BROKER=paper`` executes on ``feed`` (the replay), or on ``market`` when that is live
+    market data (a dry run on live prices, :class:`LivePaperBroker`).
 
     Raises:
         BrokerUnavailableError: the broker's extra is not installed (the message names it).
@@ -79,6 +153,14 @@ def build_broker(settings: Settings, db: Database, feed: ReplayFeed) -> Broker:
         from core.brokers.mt5_broker import Mt5Broker
 
         return Mt5Broker.from_settings(settings)
+    if market is not None and not isinstance(market, ReplayMarketData):
+        from core.brokers.paper_live import LivePaperBroker
+        from core.marketdata.live import CandleHistory, LiveFeed
+
+        if not hasattr(market, "ohlcv"):
+            raise ConfigError(f"BROKER=paper cannot execute on {market.name} market data")
+        history: CandleHistory = market  # type: ignore[assignment]
+        return LivePaperBroker.from_settings(settings, db, LiveFeed(history, clock))
     return PaperBroker.from_settings(settings, db, feed)
 
 
@@ -101,33 +183,57 @@ async def build_engine(
 
     Raises:
         ConfigError: a setting cannot be served (bad feed file, missing broker extra,
-            unknown ``STRATEGY``).
+            unknown ``STRATEGY``, a strategies file with mistakes: one line each).
     """
-    strategy = build_strategy(settings)
+    file_specs, file_errors = (
+        load_strategies_file(settings.strategies_file) if settings.strategies_file else (None, [])
+    )
     if migrate:
         await upgrade_schema(settings.database_url)
     db = Database(settings.database_url)
+    market: MarketData | None = None
     try:
-        candles = load_candles(settings.feed_csv)
-        start = ReplayFeed.index_of(candles, settings.feed_start) if settings.feed_start else 0
         async with db.session() as session:
             state = await repo.load_operator_state(session)
             if state.replay_anchor_at is None:
                 state.replay_anchor_at = clock()
             anchor = state.replay_anchor_at
-        feed = ReplayFeed(
-            settings.feed_symbol,
-            candles,
-            speed=settings.feed_speed,
-            start_index=start,
-            anchor=anchor,
-            clock=clock,
-        )
-        venue = broker or build_broker(settings, db, feed)
+        feeds = []
+        for symbol, path in {
+            settings.feed_symbol: settings.feed_csv,
+            **settings.replay_files,
+        }.items():
+            candles = load_candles(path)
+            start = ReplayFeed.index_of(candles, settings.feed_start) if settings.feed_start else 0
+            feeds.append(
+                ReplayFeed(
+                    symbol,
+                    candles,
+                    speed=settings.feed_speed,
+                    start_index=start,
+                    anchor=anchor,
+                    clock=clock,
+                )
+            )
+        replay = ReplayMarketData(feeds)
+        feed = feeds[0]
+        if broker is None and settings.broker is not BrokerName.PAPER:
+            broker = build_broker(settings, db, replay, None, clock)  # MT5 data shares it
+        market = build_market_data(settings, replay, clock, broker)
+        short = shorthand(settings, replay.timeframe)  # refuses STRATEGY with a file
+        specs = file_specs if file_specs is not None else short
+        symbols = SymbolSearch(db, market, settings.symbols_ttl_seconds, clock)
+        instruments = await _check_instances(specs, file_errors, symbols, market, replay)
+        broker = broker or build_broker(settings, db, replay, market, clock)
     except BaseException:
+        if market is not None:
+            await market.close()
+        if broker is not None:
+            await broker.close()
         await db.close()
         raise
     notifier = notifier or OutboxNotifier(db)
+    venue = broker
     trades = TradeService(
         db,
         hedging=bool(getattr(venue, "hedging", False)),  # a per-ticket venue says so
@@ -139,16 +245,25 @@ async def build_engine(
     exits = ExitService(db, venue, trading, notifier, clock)
     broker.on_quote = exits.observe  # every quote the engine takes checks the exits
     trading.on_trades = exits.on_trades  # place, resize and cancel protective exits
-    signals = SignalService(db, broker, trading, notifier, settings, clock)
+    signals = SignalService(db, broker, trading, notifier, settings, clock, market=market)
     reconciler = Reconciler(db, broker, trading, notifier, settings, clock)
     risk = RiskService(db, broker, trading, reconciler, notifier, settings, clock)
     trading.on_fill = risk.request_check  # the drawdown guard checks after every fill
     health = Health(clock)
     heartbeat = HeartbeatService(broker, signals, risk, notifier, health, settings, clock)
     strategies = (
-        None
-        if strategy is None
-        else StrategyRunner(strategy, feed, broker, signals, settings.feed_symbol)
+        StrategyDesk.build(
+            specs,
+            lambda spec, item: build_instance_strategy(spec, settings, item.price_tick),
+            instruments,
+            db,
+            market,
+            broker,
+            signals,
+            clock,
+        )
+        if specs
+        else None
     )
     return Engine(
         settings,
@@ -166,4 +281,26 @@ async def build_engine(
         clock,
         exits,
         trades,
+        market,
+        symbols,
     )
+
+
+async def _check_instances(
+    specs: list[StrategySpec],
+    errors: list[str],
+    symbols: SymbolSearch,
+    market: MarketData,
+    replay: ReplayMarketData,
+) -> dict[str, Instrument]:
+    """The instruments of the instances' symbols, after checking that the market data
+    lists every one (and, on the replay, has the timeframe). ``errors`` are the file's
+    own mistakes. Raises ConfigError with one line per mistake."""
+    if not specs and not errors:
+        return {}
+    listed = {item.symbol: item for item in await symbols.listing()}
+    timeframes = {replay.timeframe} if market is replay else None
+    errors = errors + check_symbols(specs, set(listed), timeframes)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return {symbol: listed[symbol] for spec in specs if spec.enabled for symbol in spec.symbols}

@@ -38,6 +38,7 @@ from core.errors import ConfigError
 __all__ = [
     "BrokerName",
     "DrawdownAction",
+    "MarketDataName",
     "Settings",
     "database_location",
     "load_settings",
@@ -51,6 +52,14 @@ class BrokerName(StrEnum):
     """Which broker executes orders."""
 
     PAPER = "paper"
+    CCXT = "ccxt"
+    MT5 = "mt5"
+
+
+class MarketDataName(StrEnum):
+    """Where strategies, the drift check and the paper broker read prices."""
+
+    REPLAY = "replay"
     CCXT = "ccxt"
     MT5 = "mt5"
 
@@ -233,6 +242,26 @@ class Settings(BaseSettings):
     ccxt_market_type: str = Field("spot", pattern=r"^(spot|swap|future)$")
     ccxt_account_currency: str = Field(
         "USDT", min_length=1, description="currency equity and positions are valued in"
+    )
+
+    # --- market data, strategies file, symbol search --------------------------------------
+    market_data: MarketDataName | None = Field(
+        None,
+        description="replay (no network), ccxt (public, no key) or mt5; unset = the "
+        "broker's own venue (paper: replay)",
+    )
+    market_data_cache_seconds: float = Field(
+        1.0, ge=0, description="seconds a quote or candle answer from the network is reused"
+    )
+    ccxt_config: dict[str, Any] = Field(
+        default_factory=dict, description="JSON merged into the ccxt exchange's options"
+    )
+    replay_files: dict[str, Path] = Field(
+        default_factory=dict, description='more replayed symbols: {"ETH/USDT": "eth.csv.gz"}'
+    )
+    strategies_file: Path | None = Field(None, description="TOML file of strategy instances")
+    symbols_ttl_seconds: int = Field(
+        86400, gt=0, description="age after which the cached symbol list is refreshed"
     )
 
     # --- MetaTrader 5 -------------------------------------------------------------------

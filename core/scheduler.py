@@ -9,16 +9,19 @@ expiry      ``EXPIRY_CHECK_INTERVAL``     :meth:`SignalService.expire_due` (edit
 reconcile   ``RECONCILE_INTERVAL``        :meth:`Reconciler.run` (orders left unresolved)
 exits       ``EXIT_CHECK_INTERVAL``       :meth:`ExitService.check` (fills of resting exits,
                                           one-cancels-other, watched stops, trailing)
-strategy    ``STRATEGY_CRON`` or          :meth:`StrategyRunner.run`; only when ``STRATEGY``
-            ``STRATEGY_INTERVAL``         is not ``none``
+strategy:N  the instance's ``cron`` or     :meth:`StrategyDesk.run_instance` for instance N
+            ``every`` (strategies file,   (skipped while the owner has it paused); only
+            or ``STRATEGY_*``)            enabled instances get a job
+symbols     ``SYMBOLS_TTL_SECONDS``       :meth:`SymbolSearch.listing` (refreshes a stale cache)
 ==========  ============================  ==================================================
 
-Every job also runs once as soon as the scheduler starts: start-up reconciliation, a first
-drawdown check, a heartbeat saying the process is up. Jobs coalesce missed runs into one,
-never overlap themselves (``max_instances=1``), and count as missed when they start later
-than their ``misfire_grace_time`` (the job's own interval, at least 10 seconds). A job
-error or a missed run is logged and alerted to the owner, at most once per job per
-``alert_every`` seconds, and shown as the last error in heartbeats.
+Every job but the strategy instances also runs once as soon as the scheduler starts:
+start-up reconciliation, a first drawdown check, a heartbeat saying the process is up, a
+symbol cache refresh; strategy instances run at their own times only. Jobs coalesce
+missed runs into one, never overlap themselves (``max_instances=1``), and count as missed
+when they start later than their ``misfire_grace_time`` (the job's own interval, at least
+10 seconds). A job error or a missed run is logged and alerted to the owner, at most once
+per job per ``alert_every`` seconds, and shown as the last error in heartbeats.
 """
 
 from __future__ import annotations
@@ -26,26 +29,35 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from core.app import Engine
-from core.config import Settings
-from core.errors import ConfigError
 from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.heartbeat import Health
 
-__all__ = ["ALERT_EVERY_SECONDS", "JOB_IDS", "DutyScheduler", "JobAlarm", "build_scheduler"]
+__all__ = [
+    "ALERT_EVERY_SECONDS",
+    "JOB_IDS",
+    "STRATEGY_JOB",
+    "DutyScheduler",
+    "JobAlarm",
+    "build_scheduler",
+    "strategy_next_runs",
+]
 
 log = structlog.get_logger(__name__)
 
-JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "exits", "strategy")
+JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "exits", "symbols")
+
+#: Prefix of the strategy instances' job ids: ``strategy:btc-trend``.
+STRATEGY_JOB = "strategy:"
 
 #: Default minimum seconds between two alerts about the same job.
 ALERT_EVERY_SECONDS = 600.0
@@ -73,9 +85,12 @@ class DutyScheduler(AsyncIOScheduler):
         func: Callable[[], Awaitable[Any]],
         trigger: BaseTrigger,
         grace: int,
+        *,
+        at_start: bool = True,
     ) -> None:
-        """Add one duty: coalesced, never overlapping itself, first run at once, missed
-        when it starts more than ``grace`` seconds (at least 10) late."""
+        """Add one duty: coalesced, never overlapping itself, first run at once (unless
+        ``at_start`` is False: then at the trigger's first time), missed when it starts
+        more than ``grace`` seconds (at least 10) late."""
 
         async def run() -> Any:
             task = asyncio.current_task()
@@ -94,7 +109,7 @@ class DutyScheduler(AsyncIOScheduler):
             coalesce=True,
             max_instances=1,
             misfire_grace_time=max(grace, MIN_GRACE_SECONDS),
-            next_run_time=datetime.now(UTC),
+            **({"next_run_time": datetime.now(UTC)} if at_start else {}),
         )
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
@@ -125,7 +140,7 @@ def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS)
         alert_every: minimum seconds between two alerts about the same job.
 
     Raises:
-        ConfigError: ``STRATEGY_CRON`` is not a valid crontab expression.
+        ConfigError: an instance's crontab is not valid (checked at start-up already).
     """
     settings = engine.settings
     scheduler = DutyScheduler(timezone=UTC)
@@ -141,22 +156,36 @@ def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS)
     }
     for job_id, (func, seconds) in intervals.items():
         scheduler.add_duty(job_id, func, IntervalTrigger(seconds=seconds, timezone=UTC), seconds)
-    if engine.strategies is not None:
-        trigger, grace = _strategy_trigger(settings)
-        scheduler.add_duty("strategy", engine.strategies.run, trigger, grace)
+    symbols_every = settings.symbols_ttl_seconds
+    scheduler.add_duty(
+        "symbols",
+        engine.symbols.listing,
+        IntervalTrigger(seconds=symbols_every, timezone=UTC),
+        symbols_every,
+    )
+    desk = engine.strategies
+    if desk is not None:
+        for name, spec in desk.specs.items():
+            if not spec.enabled:
+                continue
+            trigger, grace = spec.trigger()
+            scheduler.add_duty(
+                STRATEGY_JOB + name,
+                partial(desk.run_instance, name),
+                trigger,
+                grace,
+                at_start=False,
+            )
     return scheduler
 
 
-def _strategy_trigger(settings: Settings) -> tuple[BaseTrigger, int]:
-    """The strategy's trigger and grace in seconds: ``STRATEGY_CRON`` (grace 60) when
-    set, else every ``STRATEGY_INTERVAL`` seconds (grace one interval)."""
-    if settings.strategy_cron:
-        try:
-            return CronTrigger.from_crontab(settings.strategy_cron, timezone=UTC), 60
-        except ValueError as exc:
-            raise ConfigError(f"STRATEGY_CRON: {exc}") from exc
-    seconds = settings.strategy_interval
-    return IntervalTrigger(seconds=seconds, timezone=UTC), seconds
+def strategy_next_runs(scheduler: AsyncIOScheduler) -> dict[str, datetime | None]:
+    """Next run time (UTC) of each strategy instance's job, by instance name."""
+    return {
+        job.id.removeprefix(STRATEGY_JOB): job.next_run_time
+        for job in scheduler.get_jobs()
+        if job.id.startswith(STRATEGY_JOB)
+    }
 
 
 class JobAlarm:

@@ -299,6 +299,7 @@ class CcxtBroker:
             account_currency=settings.ccxt_account_currency,
             max_order_quantity=settings.max_order_quantity,
             max_order_notional=settings.max_order_notional,
+            config=settings.ccxt_config,
         )
 
     @property

@@ -76,7 +76,7 @@ from core.errors import (
     OrderRejectedError,
     QuantityLimitError,
 )
-from core.marketdata.replay import ReplayFeed
+from core.marketdata.base import PriceFeed
 
 __all__ = ["PaperBroker"]
 
@@ -86,12 +86,13 @@ BPS = Decimal(10_000)
 
 
 class PaperBroker:
-    """Simulated broker over a :class:`ReplayFeed` (see the module docstring for the rules).
+    """Simulated broker over a price feed: the replay, or live market data through
+    :class:`~core.brokers.paper_live.LivePaperBroker` (see the module docstring for the rules).
 
     Args:
         db: where the ledger lives (tables ``paper_account``, ``paper_orders``,
             ``paper_positions``).
-        feed: the price source; its symbol is the only tradable one.
+        feed: the price source; the symbols it prices are the tradable ones.
         currency: account currency (the feed's quote currency).
         starting_balance: the balance of a new account, in ``currency``.
         spread_bps, slippage_bps, fee_bps: execution costs in basis points.
@@ -106,7 +107,7 @@ class PaperBroker:
     def __init__(
         self,
         db: Database,
-        feed: ReplayFeed,
+        feed: PriceFeed,
         *,
         currency: str = "USDT",
         starting_balance: Decimal = Decimal(10000),
@@ -131,7 +132,7 @@ class PaperBroker:
         self._account_ready = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, db: Database, feed: ReplayFeed) -> PaperBroker:
+    def from_settings(cls, settings: Settings, db: Database, feed: PriceFeed) -> PaperBroker:
         """A paper broker configured by the ``PAPER_*`` and ``MAX_ORDER_QUANTITY`` settings."""
         return cls(
             db,

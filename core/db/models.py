@@ -26,6 +26,8 @@ __all__ = [
     "PaperPositionRow",
     "SignalCardRow",
     "SignalRow",
+    "StrategyStateRow",
+    "SymbolCacheRow",
     "TradeRow",
 ]
 
@@ -288,3 +290,37 @@ class PaperPositionRow(SQLModel, table=True):
     quantity: Decimal = _money(ZERO)
     average_entry: Decimal = _money(ZERO)
     realized_pnl: Decimal = _money(ZERO)
+
+
+class StrategyStateRow(SQLModel, table=True):
+    """What must survive a restart about one strategy instance (by its name in the
+    strategies file): paused by the owner, and its last run and last signal."""
+
+    __tablename__ = "strategy_state"
+
+    name: str = Field(primary_key=True, max_length=64)
+    paused: bool = False
+    paused_by: str = Field(default="", max_length=128)
+    updated_at: datetime | None = _when(nullable=True)
+    last_run_at: datetime | None = _when(nullable=True)
+    last_signal_id: int | None = None
+    last_signal_at: datetime | None = _when(nullable=True)
+
+
+class SymbolCacheRow(SQLModel, table=True):
+    """One market listed by a market-data source (``source`` = its name, ``ccxt:binance``),
+    cached for symbol search; ``fetched_at`` is when the list was read (UTC)."""
+
+    __tablename__ = "symbol_cache"
+
+    source: str = Field(primary_key=True, max_length=64)
+    symbol: str = Field(primary_key=True, max_length=64)
+    base: str = Field(max_length=32)
+    quote: str = Field(max_length=32)
+    kind: str = Field(max_length=16)
+    price_tick: Decimal = _money()
+    quantity_step: Decimal = _money()
+    min_quantity: Decimal = _money()
+    min_notional: Decimal = _money()
+    contract_size: Decimal = _money()
+    fetched_at: datetime = _when()

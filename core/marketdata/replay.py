@@ -17,10 +17,11 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from core.domain import Candle, utcnow
-from core.errors import ConfigError, UnknownSymbolError
+from core.domain import Candle, Quote, utcnow
+from core.errors import ConfigError, InvalidInputError, UnknownSymbolError
+from core.marketdata.base import TIMEFRAMES, Instrument
 
-__all__ = ["ReplayFeed", "load_candles"]
+__all__ = ["REPLAY_INSTRUMENT", "ReplayFeed", "ReplayMarketData", "load_candles"]
 
 
 def load_candles(path: Path) -> list[Candle]:
@@ -143,3 +144,111 @@ class ReplayFeed:
     def _check(self, symbol: str) -> None:
         if symbol != self.symbol:
             raise UnknownSymbolError(f"unknown symbol {symbol}; the replay feed has {self.symbol}")
+
+
+#: The increments replay instruments get: Binance spot BTC/USDT's (price tick 0.01, lot
+#: step 0.00001, minimum notional 5). A replayed symbol is a spot market of its own.
+REPLAY_INSTRUMENT = Instrument(
+    symbol="BTC/USDT",
+    base="BTC",
+    quote="USDT",
+    kind="spot",
+    price_tick=Decimal("0.01"),
+    quantity_step=Decimal("0.00001"),
+    min_quantity=Decimal("0.00001"),
+    min_notional=Decimal(5),
+)
+
+
+class ReplayMarketData:
+    """The replay as a :class:`~core.marketdata.base.MarketData` (the embedded default).
+
+    One :class:`ReplayFeed` per symbol; all share the anchor and speed, so every process on
+    one database sees the same candle. The first feed is the primary one: its
+    :meth:`current` candle is the paper broker's "now". Quotes have bid = ask = last (the
+    paper broker adds its own spread). Instruments get :data:`REPLAY_INSTRUMENT`'s
+    increments under their own symbol.
+
+    It also serves the synchronous :class:`~core.marketdata.base.PriceFeed` calls
+    (``price``, ``current``, ``candles_since``) the paper broker executes on.
+    """
+
+    name = "replay"
+
+    def __init__(self, feeds: Sequence[ReplayFeed]) -> None:
+        if not feeds:
+            raise ConfigError("a replay needs at least one feed")
+        self.feeds = {feed.symbol: feed for feed in feeds}
+        self.primary = feeds[0]
+
+    @property
+    def timeframe(self) -> str:
+        """The primary feed's candle length in :data:`TIMEFRAMES` spelling (``1h``)."""
+        candles = self.primary._candles
+        if len(candles) < 2:
+            return "1h"
+        seconds = int((candles[1].at - candles[0].at).total_seconds())
+        return next((name for name, s in TIMEFRAMES.items() if s == seconds), f"{seconds}s")
+
+    def feed(self, symbol: str) -> ReplayFeed:
+        """The feed of ``symbol``. Raises UnknownSymbolError."""
+        try:
+            return self.feeds[symbol]
+        except KeyError:
+            listed = ", ".join(self.feeds)
+            raise UnknownSymbolError(f"unknown symbol {symbol}; the replay has {listed}") from None
+
+    # --- MarketData -----------------------------------------------------------------------
+
+    async def quote(self, symbol: str) -> Quote:
+        """The current candle's close as bid, ask and last. Raises UnknownSymbolError."""
+        last = self.feed(symbol).price(symbol)
+        return Quote(symbol=symbol, bid=last, ask=last, last=last, at=self.current().at)
+
+    async def candles(self, symbol: str, timeframe: str, count: int) -> list[Candle]:
+        """The last ``count`` candles up to the current one (which counts as closed).
+
+        Raises:
+            UnknownSymbolError: not replayed.
+            InvalidInputError: ``timeframe`` is not the replay's (no resampling).
+        """
+        feed = self.feed(symbol)
+        if timeframe != self.timeframe:
+            raise InvalidInputError(f"the replay has {self.timeframe} candles, not {timeframe}")
+        return feed.candles(symbol, count)
+
+    async def symbols(self) -> list[Instrument]:
+        """One spot instrument per replayed symbol."""
+        listed = []
+        for symbol in self.feeds:
+            base, _, quote = symbol.partition("/")
+            listed.append(
+                Instrument(
+                    symbol=symbol,
+                    base=base,
+                    quote=quote,
+                    kind="spot",
+                    price_tick=REPLAY_INSTRUMENT.price_tick,
+                    quantity_step=REPLAY_INSTRUMENT.quantity_step,
+                    min_quantity=REPLAY_INSTRUMENT.min_quantity,
+                    min_notional=REPLAY_INSTRUMENT.min_notional,
+                )
+            )
+        return listed
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    # --- PriceFeed (the paper broker's synchronous view) ---------------------------------
+
+    def price(self, symbol: str) -> Decimal:
+        """Current close of ``symbol``. Raises UnknownSymbolError."""
+        return self.feed(symbol).price(symbol)
+
+    def current(self) -> Candle:
+        """The primary feed's current candle."""
+        return self.primary.current()
+
+    def candles_since(self, symbol: str, at: datetime) -> list[Candle]:
+        """Candles of ``symbol`` from the one current at ``at`` to the current one."""
+        return self.feed(symbol).candles_since(symbol, at)

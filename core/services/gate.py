@@ -79,6 +79,7 @@ from core.db.engine import Database
 from core.db.models import OperatorStateRow, OrderRow
 from core.domain import OrderState, Position, Signal, TradingState, utcnow
 from core.errors import BrokerError
+from core.marketdata.base import MarketData
 
 __all__ = [
     "BREACHED",
@@ -269,18 +270,23 @@ class Gate:
         )
         return GateState.of((await session.exec(query)).one())
 
-    async def check_entry(self, signal: Signal) -> str | None:
-        """Run :func:`check_order` for an approval of ``signal`` with the broker's quote
-        and account, both awaited here, outside any transaction. Returns the reason the
-        signal must not be sent, or None. The state is read again, locked, when the
-        approval commits (:meth:`state_in`). Never raises BrokerError: a missing quote is
-        a reason; a missing account skips the margin rule (the venue still checks it)."""
+    async def check_entry(
+        self, signal: Signal, prices: MarketData | Broker | None = None
+    ) -> str | None:
+        """Run :func:`check_order` for an approval of ``signal`` with a quote from
+        ``prices`` (the market-data port the signal was priced with; default the broker)
+        and the broker's account, both awaited here, outside any transaction. Returns the
+        reason the signal must not be sent, or None. The state is read again, locked, when
+        the approval commits (:meth:`state_in`). Never raises BrokerError: a missing quote
+        is a reason; a missing account skips the margin rule (the venue still checks it)."""
         state = await self.state()
         held = state_reason(state)
         if held is not None:  # no broker call needed to say no
             return held
         quote, account = await asyncio.gather(
-            self.broker.quote(signal.symbol), self.broker.account(), return_exceptions=True
+            (prices or self.broker).quote(signal.symbol),
+            self.broker.account(),
+            return_exceptions=True,
         )
         for outcome in (quote, account):
             if isinstance(outcome, BaseException) and not isinstance(outcome, BrokerError):

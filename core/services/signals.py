@@ -35,6 +35,7 @@ from core.domain import (
     utcnow,
 )
 from core.errors import InvalidInputError, TransitionConflictError
+from core.marketdata.base import MarketData
 from core.notify import NoticeKind, Notification, Notifier
 from core.services.gate import state_reason
 from core.services.trading import TradingService
@@ -82,6 +83,8 @@ class SignalService:
         notifier: posts cards and card updates.
         settings: TTL, drift and size limits.
         clock: current UTC time (injectable).
+        market: where the reference price and the drift check read the price (the
+            market-data port); default the broker's own quote.
     """
 
     def __init__(
@@ -92,9 +95,12 @@ class SignalService:
         notifier: Notifier,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        market: MarketData | None = None,
     ) -> None:
         self._db = db
         self._broker = broker
+        self._prices: MarketData | Broker = market if market is not None else broker
         self._trading = trading
         self._notifier = notifier
         self._settings = settings
@@ -113,7 +119,7 @@ class SignalService:
             BrokerError: the broker could not give a price.
         """
         _validate(proposal)
-        quote = await self._broker.quote(proposal.symbol)
+        quote = await self._prices.quote(proposal.symbol)
         entry = proposal.limit_price if proposal.limit_price is not None else quote.last
         _check_exits(proposal.side, entry, proposal.stop_loss, proposal.take_profit)
         now = self._clock()
@@ -209,7 +215,7 @@ class SignalService:
                 await self._decide(signal_id, SignalStatus.EXPIRED, "system", "expired")
             )
         gate = self._trading.gate
-        checked = await gate.check_entry(signal)
+        checked = await gate.check_entry(signal, self._prices)
         async with self._db.session() as session:
             if not await repo.transition_signal(
                 session,

@@ -1,4 +1,4 @@
-"""StrategyRunner: runs the configured strategy on schedule and proposes its trades.
+"""StrategyRunner: runs one strategy on one symbol and proposes its trades.
 
 Each run reads the latest candles and the account's equity, evaluates the strategy once
 per new candle, and proposes what it returns through
@@ -15,19 +15,13 @@ from typing import Protocol
 import structlog
 
 from core.brokers.base import Broker
-from core.config import Settings
 from core.domain import Candle, Signal
-from core.errors import ConfigError
 from core.services.signals import SignalService
 from core.strategies.base import Strategy
-from core.strategies.sma_cross import SmaCross
 
-__all__ = ["STRATEGIES", "CandleSource", "StrategyRunner", "build_strategy"]
+__all__ = ["CandleSource", "StrategyRunner"]
 
 log = structlog.get_logger(__name__)
-
-#: ``STRATEGY`` values besides ``none``.
-STRATEGIES = ("sma_cross",)
 
 
 class CandleSource(Protocol):
@@ -38,40 +32,22 @@ class CandleSource(Protocol):
         ...
 
 
-def build_strategy(settings: Settings) -> Strategy | None:
-    """The strategy named by ``STRATEGY`` (None for ``none``), sized by
-    ``STRATEGY_RISK_PCT`` and capped by ``MAX_ORDER_QUANTITY`` / ``MAX_ORDER_NOTIONAL``.
-
-    Raises:
-        ConfigError: an unknown name.
-    """
-    name = settings.strategy.strip().lower()
-    if name == "none":
-        return None
-    if name == "sma_cross":
-        return SmaCross(
-            settings.strategy_risk_pct,
-            max_quantity=settings.max_order_quantity,
-            max_notional=settings.max_order_notional,
-        )
-    raise ConfigError(f"STRATEGY: unknown strategy {settings.strategy!r}; use none or sma_cross")
-
-
 class StrategyRunner:
     """Runs one strategy on one symbol.
 
     Args:
         strategy: what to evaluate.
-        candles: the candle source.
+        candles: the candle source :meth:`run` reads (None when the caller fetches the
+            candles itself and calls :meth:`evaluate`, as the strategy desk does).
         broker: gives the equity used for sizing.
         signals: receives the proposals.
-        symbol: the traded symbol (``FEED_SYMBOL``).
+        symbol: the traded symbol.
     """
 
     def __init__(
         self,
         strategy: Strategy,
-        candles: CandleSource,
+        candles: CandleSource | None,
         broker: Broker,
         signals: SignalService,
         symbol: str,
@@ -83,18 +59,34 @@ class StrategyRunner:
         self.symbol = symbol
         self._last_candle: Candle | None = None
 
+    @property
+    def last_candle(self) -> Candle | None:
+        """The last candle evaluated in this process."""
+        return self._last_candle
+
     async def run(self) -> list[Signal]:
-        """Evaluate on a new candle and propose; returns the signals proposed (usually
-        none). A candle already evaluated in this process is not evaluated again.
+        """Read the latest candles from the candle source and :meth:`evaluate` them.
 
         Raises:
             BrokerError: equity or a price could not be read (the run is retried on the
                 next schedule).
         """
-        candles = self._candles.candles(self.symbol, self.strategy.lookback)
+        assert self._candles is not None, "a runner without a candle source is evaluated"
+        return await self.evaluate(self._candles.candles(self.symbol, self.strategy.lookback))
+
+    async def evaluate(self, candles: list[Candle], equity: Decimal | None = None) -> list[Signal]:
+        """Evaluate on ``candles`` (oldest first) if the last one is new, and propose;
+        returns the signals proposed (usually none). A candle already evaluated in this
+        process is not evaluated again. ``equity`` (in the symbol's quote currency)
+        defaults to the broker's account equity.
+
+        Raises:
+            BrokerError: equity or a price could not be read.
+        """
         if not candles or candles[-1] == self._last_candle:
             return []
-        equity: Decimal = (await self._broker.account()).equity
+        if equity is None:
+            equity = (await self._broker.account()).equity
         proposals = self.strategy.evaluate(self.symbol, candles, equity)
         self._last_candle = candles[-1]
         pending = {(s.symbol, s.side) for s in await self._signals.pending()}

@@ -6,7 +6,7 @@ Rules, evaluated on the latest candle (the current one counts as closed):
   candle, fast > slow on this one); SELL when it crosses below.
 - Entry is the latest close. The stop loss is ``atr_multiple`` x ATR away from the entry
   (below for a buy, above for a sell); the take profit is ``reward_multiple`` times that
-  distance on the other side.
+  distance on the other side. Both are rounded to the instrument's price tick.
 - The quantity risks ``risk_pct`` % of equity at the stop (:func:`size_for_risk`).
 
 The crossover is the textbook trend-following signal (e.g. J. Murphy, *Technical Analysis
@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 from itertools import pairwise
+from typing import Any
 
 from core.domain import Candle, Side
-from core.errors import InvalidInputError
 from core.services.signals import Proposal
-from core.strategies.sizing import size_for_risk
+from core.strategies.atr_stop import AtrStopStrategy
 
 __all__ = ["SmaCross", "atr", "sma"]
 
@@ -57,17 +57,17 @@ def atr(candles: Sequence[Candle], period: int) -> Decimal:
     return value
 
 
-class SmaCross:
+class SmaCross(AtrStopStrategy):
     """SMA crossover with an ATR stop (see the module docstring).
 
     Args:
-        risk_pct: percent of equity lost if the stop is hit (``STRATEGY_RISK_PCT``).
-        max_quantity: cap in base units (``MAX_ORDER_QUANTITY``).
-        max_notional: cap in quote currency (``MAX_ORDER_NOTIONAL``).
+        risk_pct: percent of equity lost if the stop is hit (``risk_pct`` of the instance).
         fast, slow: SMA periods in candles.
-        atr_period: ATR period in candles.
-        atr_multiple: stop distance in ATRs.
-        reward_multiple: take-profit distance in stop distances.
+        max_quantity, max_notional, atr_period, atr_multiple, reward_multiple, tick: as
+            :class:`~core.strategies.atr_stop.AtrStopStrategy`.
+
+    Attributes:
+        indicators: the values the last :meth:`evaluate` saw (SMAs, ATR), for lineage.
     """
 
     name = "sma_cross"
@@ -76,23 +76,15 @@ class SmaCross:
         self,
         risk_pct: Decimal,
         *,
-        max_quantity: Decimal | None = None,
-        max_notional: Decimal | None = None,
         fast: int = 10,
         slow: int = 30,
         atr_period: int = 14,
-        atr_multiple: Decimal = Decimal(2),
-        reward_multiple: Decimal = Decimal(2),
+        **risk: Any,
     ) -> None:
         if not 0 < fast < slow:
             raise ValueError("need 0 < fast < slow")
-        self.risk_pct = risk_pct
-        self.max_quantity = max_quantity
-        self.max_notional = max_notional
+        super().__init__(risk_pct, atr_period=atr_period, **risk)
         self.fast, self.slow = fast, slow
-        self.atr_period = atr_period
-        self.atr_multiple = atr_multiple
-        self.reward_multiple = reward_multiple
         #: Enough candles for both SMAs on the previous candle and a settled ATR.
         self.lookback = max(slow + 1, 5 * atr_period + 1)
 
@@ -102,7 +94,9 @@ class SmaCross:
             return []
         closes = [c.close for c in candles]
         before = sma(closes[:-1], self.fast) - sma(closes[:-1], self.slow)
-        now = sma(closes, self.fast) - sma(closes, self.slow)
+        fast, slow = sma(closes, self.fast), sma(closes, self.slow)
+        now = fast - slow
+        self.indicators = {f"sma{self.fast}": fast, f"sma{self.slow}": slow}
         if before <= 0 < now:
             side = Side.BUY
         elif before >= 0 > now:
@@ -111,36 +105,7 @@ class SmaCross:
             return []
         entry = closes[-1]
         volatility = atr(candles, self.atr_period)
-        distance = self.atr_multiple * volatility
-        stop = entry - side.sign * distance
-        target = entry + side.sign * distance * self.reward_multiple
-        if stop <= 0:
-            return []
-        try:
-            quantity = size_for_risk(
-                equity,
-                self.risk_pct,
-                entry,
-                stop,
-                max_quantity=self.max_quantity,
-                max_notional=self.max_notional,
-            )
-        except InvalidInputError:
-            return []
+        self.indicators[f"atr{self.atr_period}"] = volatility
         direction = "above" if side is Side.BUY else "below"
-        note = (
-            f"SMA{self.fast} crossed {direction} SMA{self.slow} at {entry}; stop "
-            f"{self.atr_multiple}xATR{self.atr_period} ({volatility:.2f}) away, "
-            f"risking {self.risk_pct}% of equity {equity:,.2f}"
-        )
-        return [
-            Proposal(
-                source=self.name,
-                symbol=symbol,
-                side=side,
-                quantity=quantity,
-                stop_loss=stop.quantize(Decimal("0.01")),
-                take_profit=target.quantize(Decimal("0.01")),
-                note=note,
-            )
-        ]
+        reason = f"SMA{self.fast} crossed {direction} SMA{self.slow} at {entry}"
+        return self.propose(symbol, side, entry, volatility, equity, reason)

@@ -247,3 +247,31 @@ def test_propose_takes_a_trailing_stop_and_refuses_150_naming_the_field(run) -> 
         "propose", "BTC/USDT", "buy", "0.01", "--sl", "113000", "--trail", "1", "--breakeven-r", "2"
     )
     assert proposed.returncode == 0, proposed.stderr
+
+
+def _eth_csv(path: Path) -> Path:
+    """A small ETH/USDT replay on the bundled BTC candles' first hours."""
+    rows = ["timestamp,open,high,low,close,volume"]
+    rows += [f"2025-01-01T{h:02d}:00:00Z,3000,3010,2990,{3000 + h},1" for h in range(24)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_symbols_searches_and_propose_accepts_any_unambiguous_spelling(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path
+) -> None:
+    eth = _eth_csv(tmp_path / "eth.csv")
+    (tmp_path / ".env").write_text(f'REPLAY_FILES={{"ETH/USDT": "{eth}"}}\n')  # a 2nd symbol
+
+    listed = run("symbols", "eth")
+    assert listed.returncode == 0, listed.stderr
+    assert " ".join(listed.stdout.split()) == "ETH/USDT spot ETH/USDT min 0.00001 tick 0.01"
+
+    proposed = run("propose", "eth-usdt", "buy", "0.5")
+    assert proposed.returncode == 0, proposed.stderr
+    assert "buy  0.5 ETH/USDT market  ref 3,000.00" in proposed.stdout
+
+    ambiguous = run("propose", "usdt", "buy", "0.5")
+    assert ambiguous.returncode == 1
+    assert "error: 'usdt' is ambiguous: BTC/USDT, ETH/USDT" in ambiguous.stderr
+    assert _rows(tmp_path / "cli.db", "signals") == 1

@@ -152,13 +152,21 @@ async def test_jobs_have_ids_coalesce_never_overlap_and_a_grace_time(
     scheduler = build_scheduler(engine)
 
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"heartbeat", "drawdown", "expiry", "reconcile", "exits", "strategy"}
+    assert set(jobs) == {
+        "heartbeat",
+        "drawdown",
+        "expiry",
+        "reconcile",
+        "exits",
+        "symbols",
+        "strategy:sma_cross",
+    }
     assert jobs["exits"].trigger.interval == timedelta(seconds=10)  # EXIT_CHECK_INTERVAL
     assert all(job.coalesce and job.max_instances == 1 for job in jobs.values())
     assert jobs["heartbeat"].misfire_grace_time == 600
     assert jobs["drawdown"].misfire_grace_time == 10  # at least 10 s
-    assert isinstance(jobs["strategy"].trigger, IntervalTrigger)
-    assert jobs["strategy"].trigger.interval == timedelta(seconds=60)
+    assert isinstance(jobs["strategy:sma_cross"].trigger, IntervalTrigger)
+    assert jobs["strategy:sma_cross"].trigger.interval == timedelta(seconds=60)
     assert str(scheduler.timezone) == "UTC"
 
 
@@ -167,18 +175,17 @@ async def test_the_strategy_runs_on_a_cron_schedule_when_one_is_set(
 ) -> None:
     engine = await engines.start(sqlite_url, strategy="sma_cross", strategy_cron="5 * * * *")
 
-    job = build_scheduler(engine).get_job("strategy")
+    job = build_scheduler(engine).get_job("strategy:sma_cross")
 
     assert job is not None and isinstance(job.trigger, CronTrigger)
     assert str(job.trigger) == "cron[month='*', day='*', day_of_week='*', hour='*', minute='5']"
 
 
-async def test_no_strategy_job_without_a_strategy_and_a_bad_cron_is_a_config_error(
+async def test_no_strategy_job_without_a_strategy_and_a_bad_cron_stops_the_start(
     engines: Engines, sqlite_url: str
 ) -> None:
     plain = await engines.start(sqlite_url)
-    assert build_scheduler(plain).get_job("strategy") is None
+    assert not [j for j in build_scheduler(plain).get_jobs() if j.id.startswith("strategy")]
 
-    broken = await engines.start(sqlite_url, strategy="sma_cross", strategy_cron="every hour")
     with pytest.raises(ConfigError, match="STRATEGY_CRON"):
-        build_scheduler(broken)
+        await engines.start(sqlite_url, strategy="sma_cross", strategy_cron="every hour")

@@ -12,7 +12,7 @@ import pytest
 
 from core.domain import Candle, Side, SignalStatus
 from core.errors import ConfigError, InvalidInputError
-from core.strategies import SmaCross, build_strategy, size_for_risk
+from core.strategies import SmaCross, shorthand, size_for_risk
 from core.strategies.sma_cross import atr, sma
 from tests.conftest import Clock
 from tests.support.duties import BTC, Engines, outbox
@@ -39,10 +39,11 @@ async def test_a_crossover_proposes_a_buy_with_an_atr_stop_sized_to_lose_one_per
 
     assert (signal.source, signal.side, signal.status) == ("sma_cross", Side.BUY, "PROPOSED")
     assert signal.reference_price == Decimal("115808.23")
-    # ATR14 = 781.29 -> stop 2 ATR below; quantity = 1% x 10,000 / 1,562.58, rounded down.
+    # ATR14 = 781.29 -> stop 2 ATR below, rounded to the 0.01 tick; quantity = 1% x 10,000
+    # / (115,808.23 - 114,245.65), rounded down: the risk is measured to the real stop.
     assert signal.stop_loss == Decimal("114245.65")
     assert signal.take_profit == Decimal("118933.39")
-    assert signal.quantity == Decimal("0.06399666")
+    assert signal.quantity == Decimal("0.06399672")
     assert signal.risk is not None and Decimal("99.99") < signal.risk <= Decimal(100)
     assert signal.note.startswith("SMA10 crossed above SMA30 at 115808.23")
     assert [(r.kind, r.signal_id) for r in await outbox(engine)] == [("signal_card", signal.id)]
@@ -111,10 +112,16 @@ def test_size_for_risk_loses_the_risk_percent_at_the_stop_and_respects_the_caps(
 def test_the_strategy_is_chosen_by_name_and_an_unknown_name_is_a_config_error(
     make_settings: Callable[..., Any],
 ) -> None:
-    assert build_strategy(make_settings(strategy="none")) is None
-    assert isinstance(build_strategy(make_settings(strategy="sma_cross")), SmaCross)
+    assert shorthand(make_settings(strategy="none"), "1h") == []
+    [spec] = shorthand(make_settings(strategy="sma_cross", strategy_interval=30), "1h")
+    assert (spec.kind, spec.symbols, spec.every_seconds, spec.timeframe) == (
+        "sma_cross",
+        ("BTC/USDT",),
+        30,
+        "1h",
+    )
     with pytest.raises(ConfigError, match="STRATEGY: unknown strategy 'rsi'"):
-        build_strategy(make_settings(strategy="rsi"))
+        shorthand(make_settings(strategy="rsi"), "1h")
 
 
 def test_a_crossover_whose_risk_rounds_to_no_quantity_proposes_nothing() -> None:

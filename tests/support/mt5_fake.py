@@ -1243,3 +1243,64 @@ async def running(**kwargs: Any) -> AsyncIterator[FakeTerminal]:
         yield fake
     finally:
         await fake.close_brokers()
+
+
+# --- market data (copy_rates_from_pos, symbols_get) -----------------------------------------
+# Added for the MT5 market data; kept apart from the trading fake above.
+
+#: The package's TIMEFRAME_* values.
+TIMEFRAMES = {
+    "TIMEFRAME_M1": 1,
+    "TIMEFRAME_M5": 5,
+    "TIMEFRAME_M15": 15,
+    "TIMEFRAME_M30": 30,
+    "TIMEFRAME_H1": 16385,
+    "TIMEFRAME_H4": 16388,
+    "TIMEFRAME_D1": 16408,
+}
+
+
+def add_market_data(
+    terminal: FakeTerminal, bars: dict[str, list[tuple[int, float, float, float, float]]]
+) -> None:
+    """Give ``terminal``'s module ``copy_rates_from_pos`` and ``symbols_get``.
+
+    ``bars`` maps a symbol to its bars, oldest first, as ``(time, open, high, low, close)``
+    with ``time`` in epoch seconds (server time); the last one is the forming bar
+    (position 0). Rates come back as rows with the package's field names (``time``,
+    ``open``, ``high``, ``low``, ``close``, ``tick_volume``, ``spread``, ``real_volume``).
+    """
+    module = terminal.module
+    for name, value in TIMEFRAMES.items():
+        setattr(module, name, value)
+
+    def copy_rates_from_pos(symbol: str, timeframe: int, start_pos: int, count: int) -> Any:
+        if not terminal._ready():
+            return None
+        if symbol not in terminal.symbols or timeframe not in TIMEFRAMES.values():
+            terminal._error = (RES_E_INVALID_PARAMS, "Invalid params")
+            return None
+        rows = bars.get(symbol, [])
+        end = len(rows) - start_pos
+        chosen = rows[max(end - count, 0) : max(end, 0)]
+        return [
+            {
+                "time": t,
+                "open": o,
+                "high": h,
+                "low": low,
+                "close": c,
+                "tick_volume": 100,
+                "spread": 1,
+                "real_volume": 0,
+            }
+            for t, o, h, low, c in chosen
+        ]
+
+    def symbols_get(group: str | None = None) -> Any:
+        if not terminal._ready():
+            return None
+        return tuple(terminal._symbol_info(name) for name in terminal.symbols)
+
+    module.copy_rates_from_pos = terminal._recorded("copy_rates_from_pos", copy_rates_from_pos)  # type: ignore[attr-defined]
+    module.symbols_get = terminal._recorded("symbols_get", symbols_get)  # type: ignore[attr-defined]
