@@ -47,17 +47,18 @@ __all__ = [
     "MAX_TOAST",
     "Card",
     "CommandSpec",
+    "StrangerTally",
     "actor_name",
     "approve_toast",
     "balance_text",
     "bot_commands",
     "card",
     "close_results_text",
-    "closing_text",
     "confirm_cancelled",
     "confirm_expired",
     "confirm_keyboard",
     "confirm_prompt",
+    "confirm_running",
     "confirm_taken",
     "conflict_toast",
     "drawdown_text",
@@ -87,7 +88,7 @@ __all__ = [
     "stale_notice",
     "start_text",
     "status_text",
-    "stranger_notice",
+    "strangers_notice",
     "text_notice",
     "unknown_command",
     "usage",
@@ -672,29 +673,36 @@ def confirm_cancelled() -> str:
     return "✖️ Cancelled. Nothing was changed."
 
 
-def closing_text(actor: str) -> str:
-    """The prompt's text while the closes run."""
-    return f"⏳ Closing, confirmed by {esc(actor)}…"
+def confirm_running(action: ConfirmAction, actor: str) -> str:
+    """The prompt's text once its action was confirmed and runs (its result follows as a
+    message from the outbox: :func:`close_results_text`, :func:`resumed_text`)."""
+    doing = {
+        ConfirmAction.CLOSE_ALL: "Closing",
+        ConfirmAction.CLOSE: "Closing",
+        ConfirmAction.RESUME: "Resuming",
+    }.get(action, "Running")
+    return f"⏳ {doing}, confirmed by {esc(actor)}… The result follows in a message."
 
 
 def close_results_text(results: Sequence[CloseResult], actor: str) -> str:
-    """Each position's close result: the fill, nothing to close, or the error."""
+    """Each position's close result: the fill, nothing to close, or the error. Plain text
+    (an outbox report: the deliverer escapes it)."""
     rows = []
     for r in results:
         if r.error:
-            rows.append(f"⚠️ {esc(r.symbol)}: failed: {esc(r.error)}")
+            rows.append(f"⚠️ {r.symbol}: failed: {r.error}")
         elif r.report is None:
-            rows.append(f"➖ {esc(r.symbol)}: nothing to close")
+            rows.append(f"➖ {r.symbol}: nothing to close")
         else:
             rep = r.report
             verb = "sold" if rep.side is Side.SELL else "bought"
             at = f" @ {price(rep.average_price)}" if rep.average_price is not None else ""
             filled = quantity(rep.filled_quantity or rep.quantity)
-            fee = esc(_fee(rep.fee, rep.fee_currency))
-            rows.append(f"✅ {esc(r.symbol)}: {verb} {filled}{at} ({fee})")
+            fee = _fee(rep.fee, rep.fee_currency)
+            rows.append(f"✅ {r.symbol}: {verb} {filled}{at} ({fee})")
     if not rows:
-        return f"Nothing to close (confirmed by {esc(actor)})."
-    return _lines(f"<b>Close results</b> (confirmed by {esc(actor)})", rows)
+        return f"Nothing to close (confirmed by {actor})."
+    return _lines(f"Close results (confirmed by {actor})", rows)
 
 
 # --- authorization and housekeeping notices (plain text for the outbox) ----------------
@@ -705,14 +713,48 @@ def refusal() -> str:
     return "Not allowed"
 
 
-def stranger_notice(user: User | None, chat_id: int | None, attempt: str) -> str:
-    """The owners' alert about a stranger's command or button press (plain text)."""
+@dataclass(frozen=True, slots=True)
+class StrangerTally:
+    """What one stranger tried during a notice period: ``attempts`` commands or presses,
+    the ``last`` of them (e.g. ``sent /closeall``), from ``chat_id``."""
+
+    user: User | None
+    chat_id: int | None
+    attempts: int
+    last: str
+
+
+def _stranger(user: User | None, chat_id: int | None) -> str:
     who = "an unknown sender"
     if user is not None:
         handle = f" @{user.username}" if user.username else ""
         who = f"{user.full_name}{handle} (id {user.id})"
     where = f" in chat {chat_id}" if chat_id is not None else ""
-    return f"🚫 Refused {who}{where}: {_clip(attempt, 100)}. Nothing was done."
+    return f"{who}{where}"
+
+
+def strangers_notice(tallies: Sequence[StrangerTally], more_strangers: int = 0) -> str:
+    """The owners' one notice per period about strangers' commands and button presses
+    (plain text): one stranger's one attempt in a line, else a count and a line each
+    (the 10 most insistent; ``more_strangers`` were not even tallied one by one)."""
+    if len(tallies) == 1 and tallies[0].attempts == 1 and not more_strangers:
+        only = tallies[0]
+        return (
+            f"🚫 Refused {_stranger(only.user, only.chat_id)}: {_clip(only.last, 100)}. "
+            "Nothing was done."
+        )
+    ranked = sorted(tallies, key=lambda t: -t.attempts)
+    strangers = len(tallies) + more_strangers
+    attempts = sum(t.attempts for t in tallies)
+    lines = [
+        f"{_stranger(t.user, t.chat_id)}: {t.attempts}×, last {_clip(t.last, 60)}"
+        for t in ranked[:10]
+    ]
+    if strangers > len(lines):
+        lines.append(f"… and {strangers - len(lines)} more")
+    noun = "stranger" if strangers == 1 else "strangers"
+    tried = f"{attempts} times" if not more_strangers else f"more than {attempts} times"
+    return "\n".join([f"🚫 {strangers} {noun} tried {tried}; nothing was done:", *lines])
 
 
 def stale_notice(commands: Sequence[str], max_age_seconds: int) -> str:
