@@ -136,6 +136,17 @@ class Desk:
         self.sandbox.send_user_message(chat_id, user, text)
         return await self.sandbox.wait_for_message(chat_id, after_message_id=after, timeout=within)
 
+    async def end_notice_period(self, attempts: int, within: float = 5.0) -> None:
+        """Once the bot has tallied ``attempts`` attempts by strangers, end the notice
+        period as its timer would: the one notice about them is queued."""
+        owner_only = self.app.owner_only
+        await self.sandbox.wait_for(
+            lambda _: owner_only.attempts >= attempts,
+            within,
+            description=f"{attempts} stranger attempts tallied",
+        )
+        await owner_only.flush()
+
     async def drained(self, within: float = 5.0) -> None:
         """Wait until the outbox has nothing left to deliver."""
         loop = asyncio.get_running_loop()
