@@ -29,7 +29,14 @@ GROUP = -100777
 
 #: Telegram's pacing, sped up 20x so tests that send several messages stay short; the
 #: real 1 msg/s pacing against the sandbox's flood control has its own test.
-FAST = DeliveryPolicy(chat_interval=0.05, poll_interval=0.1, backoff_initial=0.05, backoff_max=0.3)
+FAST = DeliveryPolicy(
+    chat_interval=0.05,
+    poll_interval=0.1,
+    backoff_initial=0.05,
+    backoff_max=0.3,
+    refused_initial=0.05,
+    refused_max=0.3,
+)
 
 
 def test_settings(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:
@@ -64,9 +71,8 @@ class Desk:
 
     @property
     def chat_id(self) -> int:
-        chat = self.app.settings.card_chat_id
-        assert chat is not None
-        return chat
+        """The card chat, where the deliverer sends now (it follows a migrated group)."""
+        return self.app.deliverer.chat_id
 
     async def stop(self) -> None:
         """Stop the bot (its duties, deliverer and engine); the sandbox keeps running."""

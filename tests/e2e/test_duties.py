@@ -11,7 +11,6 @@ the scheduler does. With warn 3 %, max 6 % the drawdown reaches 3.09 % at the 17
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
@@ -162,7 +161,7 @@ async def test_a_long_through_the_october_crash_alerts_warn_then_max_once_each_a
     earlier = len(desk.sandbox.messages(OWNER))
     await desk.sandbox.set_unreachable(True)  # Telegram is away while BTC falls
     await desk.engine.heartbeat.beat()  # routine, and in flight: retried until it goes
-    await asyncio.sleep(0.3)
+    await desk.sandbox.wait_for(lambda _: desk.app.deliverer.in_flight is not None)
     idea = await desk.propose(quantity=Decimal("0.01"), stop_loss=None, take_profit=None)
 
     await _ride_the_crash(desk)
@@ -175,7 +174,10 @@ async def test_a_long_through_the_october_crash_alerts_warn_then_max_once_each_a
     await desk.sandbox.set_unreachable(False)
     await desk.drained(within=10)
     await _ride_the_crash(desk, 3)  # further candles and checks: the breach is not news
-    await asyncio.sleep(1.2)  # and the scheduler's own checks
+    ran: list[str] = []  # and the scheduler's own checks
+    assert desk.app.scheduler is not None
+    desk.app.scheduler.add_listener(lambda e: ran.append(e.job_id), EVENT_JOB_EXECUTED)
+    await desk.sandbox.wait_for(lambda _: ran.count("drawdown") >= 2, 10)
     await desk.drained()
 
     new = desk.sandbox.messages(OWNER)[earlier:]
