@@ -150,14 +150,21 @@ class _PatientBot(Bot):
 
 
 class _QuietPolling(logging.Filter):
-    """Drops aiogram's per-attempt polling failure lines ("Failed to fetch updates",
-    "Sleep for ... and try again", "Connection established"): :class:`TelegramLink`
-    logs the outage once when it starts and once when it ends."""
+    """Drops aiogram's per-attempt polling lines while Telegram is unreachable ("Failed to
+    fetch updates - TelegramNetworkError/TelegramServerError: ...", "Sleep for ... and try
+    again", "Connection established"): :class:`TelegramLink` logs the outage once when it
+    starts and once when it ends. Other failures (a revoked token: 401) stay visible."""
 
-    _NOISE = ("Failed to fetch updates", "Sleep for", "Connection established")
+    _OUTAGE = frozenset({"TelegramNetworkError", "TelegramServerError", "RestartingTelegram"})
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith(self._NOISE))
+        message = record.msg if isinstance(record.msg, str) else ""
+        if message.startswith(("Sleep for", "Connection established")):
+            return False
+        if message.startswith("Failed to fetch updates") and record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            return args[0] not in self._OUTAGE
+        return True
 
 
 _QUIET_POLLING = _QuietPolling()

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import structlog
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
 from bot.callbacks import CardAction, ConfirmAction
 from bot.delivery import resolve_chat
-from bot.sandbox import SentMessage
+from bot.sandbox import SandboxServer, SentMessage
 from core.notify import NoticeKind, Notification, Priority
 from tests.e2e.conftest import StartDesk
 from tests.e2e.support import GROUP, OWNER, STRANGER, Desk
@@ -54,7 +55,7 @@ async def _buy(desk: Desk, quantity: str = "0.075") -> None:
 
 
 async def test_a_bot_started_while_telegram_is_down_guards_flattens_and_catches_up_in_order(
-    start_desk: StartDesk,
+    start_desk: StartDesk, caplog: pytest.LogCaptureFixture
 ) -> None:
     desk = await start_desk(**CRASH)
     await _buy(desk)
@@ -64,6 +65,23 @@ async def test_a_bot_started_while_telegram_is_down_guards_flattens_and_catches_
     earlier = len(sandbox.messages(OWNER))
     await sandbox.set_unreachable(True)  # Telegram is down when the bot (re)starts
 
+    with structlog.testing.capture_logs() as logs, caplog.at_level("INFO", "aiogram"):
+        desk = await _outage_at_start_up(start_desk, sandbox)
+    events = [entry["event"] for entry in logs]
+    assert events.count("telegram.unreachable") == 1  # one line per change, not a flood
+    assert events.count("telegram.reachable") == 1
+    assert not [r for r in caplog.records if "Failed to fetch updates" in r.getMessage()]
+
+    kinds = [_kind(m) for m in sandbox.messages(OWNER)[earlier:]]
+    assert kinds == ["heartbeat", "warn", "max", "flat"]  # the heartbeat was in flight
+    flat = sandbox.messages(OWNER)[-1].plain_text
+    assert "BTC/USDT" in flat and flat.endswith("The account is flat.")
+    status = (await desk.say("/status")).plain_text  # commands work again
+    assert "Trading: ⏸ paused by drawdown-guard" in status
+
+
+async def _outage_at_start_up(start_desk: StartDesk, sandbox: SandboxServer) -> Desk:
+    earlier = len(sandbox.messages(OWNER))
     desk = await start_desk(sandbox=sandbox, telegram_up=False, **CRASH)
     link = desk.app.telegram
     await sandbox.wait_for(lambda _: link.failures >= 2, 15, description="getMe retried")
@@ -98,13 +116,7 @@ async def test_a_bot_started_while_telegram_is_down_guards_flattens_and_catches_
     await sandbox.wait_for(lambda s: s.waiting_polls > 0, 15, description="polling")
     await desk.drained(within=15)
     assert link.reachable is True
-
-    kinds = [_kind(m) for m in sandbox.messages(OWNER)[earlier:]]
-    assert kinds == ["heartbeat", "warn", "max", "flat"]  # the heartbeat was in flight
-    flat = sandbox.messages(OWNER)[-1].plain_text
-    assert "BTC/USDT" in flat and flat.endswith("The account is flat.")
-    status = (await desk.say("/status")).plain_text  # commands work again
-    assert "Trading: ⏸ paused by drawdown-guard" in status
+    return desk
 
 
 @pytest.mark.parametrize(
