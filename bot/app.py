@@ -4,8 +4,17 @@
 run, so they share one code path. Its dispatcher's start-up hook builds the engine, wires
 the outbox deliverer to the notifier, starts the deliverer, the always-on duties
 (:mod:`core.scheduler`: heartbeat, drawdown guard, expiry, reconciliation, strategy) and,
-when ``PORT`` is set, the webhook; its shutdown hook stops them in reverse order and closes
-the engine; aiogram's ``start_polling`` closes the bot's HTTP session after that. So one
+when ``PORT`` is set, the webhook, all without a single call to Telegram; its shutdown hook
+stops them in reverse order and closes the engine; aiogram's ``start_polling`` closes the
+bot's HTTP session after that.
+
+Telegram may be unreachable at start-up and at any time after: polling's first call
+(aiogram's ``bot.me()``) is retried with aiogram's backoff until ``getMe`` and
+``deleteWebhook`` succeed (then the command menu is set), and failed ``getUpdates`` are
+retried by aiogram; meanwhile the duties run and their messages wait in the outbox, which
+is delivered once Telegram answers. :attr:`BotApp.telegram` (:class:`bot.link.TelegramLink`)
+says whether Telegram answers, and the outage is logged once when it starts and once
+when it ends (aiogram's per-attempt polling lines are filtered out). So one
 ``python -m bot`` process is a whole SignalDesk; do not run ``signaldesk engine`` beside
 it on the same database (two heartbeats, two guards). Services reach handlers through the
 dispatcher's workflow data: ``engine``, ``cards``, ``settings``, ``started_at`` (the
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
@@ -40,17 +50,19 @@ from aiogram.methods import (
     SetMyCommands,
 )
 from aiogram.methods.base import Response
-from aiogram.types import ErrorEvent, Message
+from aiogram.types import ErrorEvent, Message, User
+from aiogram.utils.backoff import Backoff, BackoffConfig
 
 from bot import render
-from bot.delivery import Cards, DeliveryPolicy, OutboxDeliverer
+from bot.delivery import Cards, DeliveryPolicy, OutboxDeliverer, resolve_chat
 from bot.handlers import get_routers
+from bot.link import TelegramLink
 from bot.middlewares import OwnerOnly, StaleCommands
 from core.app import Engine, build_engine
 from core.config import Settings
 from core.errors import ConfigError, SignalDeskError
 from core.notify import OutboxNotifier
-from core.scheduler import build_scheduler
+from core.scheduler import DutyScheduler, build_scheduler
 from core.webhook import start_webhook
 
 __all__ = ["BotApp", "check_settings"]
@@ -96,15 +108,81 @@ def _pin_response_models() -> tuple[type, ...]:
 _RESPONSE_MODELS = _pin_response_models()
 
 
-def _create_bot(settings: Settings) -> Bot:
+#: aiogram's polling backoff (its default): 1 s growing by 1.3 up to 5 s. ``getMe`` at
+#: start-up is retried on the same schedule.
+CONNECT_BACKOFF = BackoffConfig(min_delay=1.0, max_delay=5.0, factor=1.3, jitter=0.1)
+
+
+class _PatientBot(Bot):
+    """A ``Bot`` whose :meth:`me` (aiogram's polling calls it once before the first
+    ``getUpdates``, and lets its error end polling) waits for Telegram instead of failing:
+    ``getMe`` and ``deleteWebhook`` are retried with backoff until both succeed, then the
+    command menu is set (a failure there is logged; the menu can wait)."""
+
+    link: TelegramLink
+
+    async def me(self) -> User:
+        """The bot's ``User``, once Telegram has answered (cached)."""
+        if self._me is None:
+            self._me = await self._connect()
+        return self._me
+
+    async def _connect(self) -> User:
+        backoff = Backoff(CONNECT_BACKOFF)
+        refused = ""
+        while True:
+            try:
+                user = await self.get_me()
+                await self.delete_webhook()  # getUpdates answers 409 while a webhook is set
+                break
+            except TelegramAPIError as exc:
+                # an outage is logged once by the link; an answer (a revoked token) here
+                if self.link.reachable and exc.message != refused:
+                    log.error("bot.connect_refused", error=exc.message)
+                refused = exc.message
+                await self.link.pause(next(backoff))
+        try:
+            await self.set_my_commands(render.bot_commands())
+        except TelegramAPIError as exc:
+            log.warning("bot.setup_incomplete", error=exc.message)
+        log.info("bot.polling", username=user.username, attempts=backoff.counter + 1)
+        return user
+
+
+class _QuietPolling(logging.Filter):
+    """Drops aiogram's per-attempt polling lines while Telegram is unreachable ("Failed to
+    fetch updates - TelegramNetworkError/TelegramServerError: ...", "Sleep for ... and try
+    again", "Connection established"): :class:`TelegramLink` logs the outage once when it
+    starts and once when it ends. Other failures (a revoked token: 401) stay visible."""
+
+    _OUTAGE = frozenset({"TelegramNetworkError", "TelegramServerError", "RestartingTelegram"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        if message.startswith(("Sleep for", "Connection established")):
+            return False
+        if message.startswith("Failed to fetch updates") and record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            return args[0] not in self._OUTAGE
+        return True
+
+
+_QUIET_POLLING = _QuietPolling()
+
+
+def _create_bot(settings: Settings, link: TelegramLink) -> Bot:
     assert settings.telegram_bot_token is not None
     base = settings.telegram_api_base
     session = AiohttpSession(api=TelegramAPIServer.from_base(base)) if base else AiohttpSession()
-    return Bot(
+    session.middleware(link)
+    bot = _PatientBot(
         settings.telegram_bot_token.get_secret_value(),
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
+    bot.link = link
+    logging.getLogger("aiogram.dispatcher").addFilter(_QUIET_POLLING)  # once: same object
+    return bot
 
 
 async def _on_error(event: ErrorEvent) -> None:
@@ -129,15 +207,21 @@ class BotApp:
     """The bot, its dispatcher and their lifecycle.
 
     Use :meth:`from_settings`, then ``await app.run()`` (returns when polling stops: SIGINT,
-    SIGTERM or :meth:`stop`). ``ready`` is set once the start-up hook has run; from then on
-    :attr:`engine` and :attr:`deliverer` are available.
+    SIGTERM or :meth:`stop`). ``ready`` is set once the start-up hook has run, whether or
+    not Telegram answers; from then on :attr:`engine`, :attr:`deliverer` and
+    :attr:`scheduler` are available. :attr:`telegram` says whether Telegram answers (for a
+    readiness probe); :attr:`owner_only` is the authorization middleware (its
+    ``flush()`` queues the strangers' notice now).
     """
 
     settings: Settings
     bot: Bot
     dispatcher: Dispatcher
+    telegram: TelegramLink
+    owner_only: OwnerOnly
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    scheduler: DutyScheduler | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @classmethod
@@ -149,11 +233,14 @@ class BotApp:
         """
         check_settings(settings)
         dispatcher = Dispatcher(disable_fsm=True, settings=settings)  # no conversations here
-        dispatcher.update.outer_middleware(OwnerOnly(settings.owner_ids))
+        owner_only = OwnerOnly(settings.owner_ids)
+        dispatcher.update.outer_middleware(owner_only)
         dispatcher.message.outer_middleware(StaleCommands(settings.command_max_age_seconds))
         dispatcher.include_routers(*get_routers())
         dispatcher.errors.register(_on_error)
-        app = cls(settings, _create_bot(settings), dispatcher, policy or DeliveryPolicy())
+        link = TelegramLink()
+        bot = _create_bot(settings, link)
+        app = cls(settings, bot, dispatcher, link, owner_only, policy or DeliveryPolicy())
         dispatcher.startup.register(app._startup)
         dispatcher.shutdown.register(app._shutdown)
         return app
@@ -171,38 +258,39 @@ class BotApp:
         return deliverer
 
     async def run(self, *, handle_signals: bool = True) -> None:
-        """Long-poll until stopped; start-up and shutdown hooks run around it."""
-        await self.dispatcher.start_polling(self.bot, handle_signals=handle_signals)
+        """Long-poll until stopped; start-up and shutdown hooks run around it. Telegram
+        being unreachable does not end it (see the module docstring)."""
+        await self.dispatcher.start_polling(
+            self.bot, handle_signals=handle_signals, backoff_config=CONNECT_BACKOFF
+        )
 
     async def stop(self) -> None:
         """Stop polling; :meth:`run` returns after the shutdown hook."""
         await self.dispatcher.stop_polling()
 
     async def _startup(self, dispatcher: Dispatcher, bot: Bot) -> None:
-        """Build and start everything; on failure, undo what was started and re-raise."""
+        """Build and start everything (no Telegram call: the duties must not wait for it);
+        on failure, undo what was started and re-raise."""
         settings = self.settings
-        chat_id = settings.card_chat_id
-        assert chat_id is not None  # check_settings: there are owners
+        configured = settings.card_chat_id
+        assert configured is not None  # check_settings: there are owners
         async with AsyncExitStack() as stack:
             engine = await build_engine(settings)
             stack.push_async_callback(engine.close)
+            chat_id = await resolve_chat(engine.db, configured)  # a group that migrated
             cards = Cards(engine)
-            deliverer = OutboxDeliverer(bot, engine, cards, chat_id, self.policy)
+            deliverer = OutboxDeliverer(bot, engine, cards, chat_id, self.policy, self.telegram)
             if isinstance(engine.notifier, OutboxNotifier):
                 engine.notifier.on_enqueue = deliverer.wake
             dispatcher.workflow_data.update(
                 engine=engine, cards=cards, deliverer=deliverer, started_at=time.monotonic()
             )
-            try:
-                await bot.delete_webhook()  # getUpdates answers 409 while a webhook is set
-                await bot.set_my_commands(render.bot_commands())
-            except TelegramAPIError as exc:  # polling retries the connection; the menu can wait
-                log.warning("bot.setup_incomplete", error=exc.message)
             delivering = asyncio.create_task(deliverer.run(), name="outbox-deliverer")
             stack.push_async_callback(_cancel, delivering)
             scheduler = build_scheduler(engine)
             scheduler.start()
             stack.push_async_callback(scheduler.stop)
+            self.scheduler = scheduler
             if settings.port is not None:
                 webhook = await start_webhook(engine, settings.port)
                 stack.push_async_callback(webhook.cleanup)
@@ -224,14 +312,19 @@ class BotApp:
         self.ready.set()
 
     async def _shutdown(self, dispatcher: Dispatcher) -> None:
-        """Webhook, duties and deliverer stop, then the engine closes."""
+        """The strangers' notice is queued; webhook, duties and deliverer stop, then the
+        engine closes."""
         self.ready.clear()
+        await self.owner_only.close()
         await self._stack.aclose()
         dispatcher.workflow_data.pop("engine", None)
         log.info("bot.stopped")
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end; a cancellation of the caller still
+    propagates (``suppress(CancelledError)`` around ``await task`` would eat it)."""
     task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task.failed", task=task.get_name(), exc_info=task.exception())

@@ -17,11 +17,29 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
 - **Limits** (Bot API FAQ): about one message per second per chat and 30 per second
   overall (aiolimiter). The token is taken *before* the next row is chosen, so an alert
   queued behind a burst of cards goes out with the next token.
-- **Failures.** 429: sleep ``retry_after`` and send the same row again. 5xx, network
-  errors and 401: exponential backoff (stamina), forever, without skipping the row, so
-  order is kept and nothing is lost while Telegram is unreachable. Any other 4xx is
-  permanent for that row: its ``last_error`` is recorded and it is marked done
-  (``delivered_at`` set), so one bad row cannot block the queue.
+- **Failures** (aiogram's exceptions; descriptions as the Bot API sends them):
+
+  =============================================  =========================================
+  Telegram answers                               the deliverer
+  =============================================  =========================================
+  429 with ``retry_after``                       sleeps ``retry_after``, sends the row again
+  5xx, network error, 401, 404                   backs off (``backoff_initial`` doubling to
+                                                 ``backoff_max``, cut short when polling sees
+                                                 Telegram again), forever: not the row's fault
+  400 with ``migrate_to_chat_id`` ("group chat   records the move (table ``chat_aliases``),
+  was upgraded to a supergroup chat")            sends the row, and all later ones, there
+  403 ("bot was blocked by the user", "bot was   keeps the row and retries with the long
+  kicked..."), 400 "chat not found" or missing   backoff (``refused_initial`` to
+  rights                                         ``refused_max``): an alert is worth waiting
+                                                 for; logged once per row
+  any other 400 or 413 (the message itself:      drops the row: ``delivered_at`` set with
+  "message is too long", "can't parse            its ``last_error`` (kept for inspection,
+  entities")                                     never deleted) and a log line, so one bad
+                                                 row cannot block the queue
+  =============================================  =========================================
+
+  Order is kept: the row being retried blocks the rows behind it, so nothing is lost or
+  overtaken while Telegram or the chat refuses.
 - **Latency.** Woken at once by the in-process notifier (:meth:`OutboxDeliverer.wake` as
   ``OutboxNotifier.on_enqueue``) and polling every ``poll_interval`` seconds for rows
   written by other processes (the CLI, the webhook).
@@ -33,22 +51,25 @@ row repeats that one message after the restart.
 from __future__ import annotations
 
 import asyncio
+import enum
 from contextlib import suppress
 from dataclasses import dataclass
 
-import stamina
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import (
     TelegramAPIError,
     TelegramBadRequest,
-    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
     TelegramNetworkError,
+    TelegramNotFound,
     TelegramRetryAfter,
     TelegramServerError,
     TelegramUnauthorizedError,
 )
 from aiogram.types import Message
+from aiogram.utils.backoff import Backoff, BackoffConfig
 from aiolimiter import AsyncLimiter
 from sqlalchemy import and_, exists, func, not_
 from sqlalchemy.orm import aliased
@@ -56,8 +77,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import render
+from bot.link import TelegramLink
 from core.app import Engine
-from core.db.models import OutboxRow, SignalCardRow
+from core.db.engine import Database
+from core.db.models import ChatAliasRow, OutboxRow, SignalCardRow
 from core.domain import OrderReport, Signal, SignalStatus, utcnow
 from core.errors import BrokerError, SignalDeskError
 from core.notify import NoticeKind, TradeExit
@@ -66,9 +89,12 @@ __all__ = [
     "Cards",
     "DeliveryPolicy",
     "OutboxDeliverer",
+    "Refusal",
+    "classify",
     "edit_card",
     "is_not_modified",
-    "retry_wait",
+    "record_migration",
+    "resolve_chat",
 ]
 
 log = structlog.get_logger(__name__)
@@ -84,18 +110,70 @@ def is_not_modified(error: TelegramBadRequest) -> bool:
     return "message is not modified" in error.message
 
 
-def retry_wait(error: Exception) -> bool | float:
-    """stamina backoff hook for Bot API calls.
+class Refusal(enum.Enum):
+    """How the deliverer treats a failed send (see the module docstring's table)."""
 
-    Returns ``retry_after`` (seconds) for a 429, ``True`` (exponential backoff) for 5xx,
-    network errors and 401 (a revoked token is not the row's fault), ``False`` for
-    everything else, which is permanent for the request.
-    """
+    RETRY_AFTER = "retry_after"  # 429: wait what Telegram says
+    UNREACHABLE = "unreachable"  # 5xx, network, 401, 404: back off until Telegram is back
+    MIGRATED = "migrated"  # the group became a supergroup: move the chat
+    CHAT = "chat"  # the chat refuses for now (blocked, not found): long backoff
+    MESSAGE = "message"  # the message itself is invalid: drop the row
+
+
+#: 400 descriptions (lower case) that are about the chat, not the message: they can heal
+#: (the bot is added back, given rights), so the row waits.
+_CHAT_REFUSALS = (
+    "chat not found",
+    "group chat was deactivated",
+    "not enough rights",
+    "have no rights",
+    "need administrator rights",
+    "chat_write_forbidden",
+    "peer_id_invalid",
+    "user is deactivated",
+)
+
+
+def classify(error: TelegramAPIError) -> Refusal:
+    """Sort a Bot API error into how the deliverer treats it (module docstring's table)."""
     if isinstance(error, TelegramRetryAfter):
-        return float(error.retry_after)
-    if isinstance(error, TelegramEntityTooLarge):
-        return False
-    return isinstance(error, TelegramServerError | TelegramNetworkError | TelegramUnauthorizedError)
+        return Refusal.RETRY_AFTER
+    if isinstance(error, TelegramMigrateToChat):
+        return Refusal.MIGRATED
+    if isinstance(
+        error,
+        TelegramServerError | TelegramNetworkError | TelegramUnauthorizedError | TelegramNotFound,
+    ):
+        return Refusal.UNREACHABLE
+    if isinstance(error, TelegramForbiddenError):
+        return Refusal.CHAT
+    if isinstance(error, TelegramBadRequest) and any(
+        phrase in error.message.lower() for phrase in _CHAT_REFUSALS
+    ):
+        return Refusal.CHAT
+    return Refusal.MESSAGE
+
+
+async def resolve_chat(db: Database, chat_id: int) -> int:
+    """``chat_id``, or where it moved (following ``chat_aliases``; at most 5 hops)."""
+    async with db.session() as session:
+        for _ in range(5):
+            alias = await session.get(ChatAliasRow, chat_id)
+            if alias is None:
+                break
+            chat_id = alias.new_chat_id
+    return chat_id
+
+
+async def record_migration(db: Database, old_chat_id: int, new_chat_id: int) -> None:
+    """Record that ``old_chat_id`` became ``new_chat_id`` (Bot API ``migrate_to_chat_id``)."""
+    async with db.session() as session:
+        alias = await session.get(ChatAliasRow, old_chat_id)
+        if alias is None:
+            session.add(ChatAliasRow(old_chat_id=old_chat_id, new_chat_id=new_chat_id))
+        else:
+            alias.new_chat_id = new_chat_id
+            alias.migrated_at = utcnow()
 
 
 async def edit_card(bot: Bot, chat_id: int, message_id: int, card: render.Card) -> None:
@@ -166,6 +244,9 @@ class DeliveryPolicy:
         poll_interval: seconds between outbox scans for rows of other processes.
         backoff_initial: first wait (seconds) after a 5xx or network error; it doubles...
         backoff_max: ...up to this many seconds, and the row is retried forever.
+        refused_initial: first wait (seconds) after the chat refused (bot blocked, chat
+            not found); it doubles...
+        refused_max: ...up to this many seconds, and the row is retried forever.
     """
 
     chat_interval: float = 1.0
@@ -173,12 +254,18 @@ class DeliveryPolicy:
     poll_interval: float = 0.5
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    refused_initial: float = 5.0
+    refused_max: float = 300.0
 
 
 class OutboxDeliverer:
     """Delivers the outbox to ``chat_id`` (see the module docstring for the rules).
 
     Run :meth:`run` as a task and cancel it to stop; wire :meth:`wake` to the notifier.
+    ``chat_id`` should be resolved through :func:`resolve_chat` first; it changes when
+    Telegram moves the chat. ``link`` (the bot session's :class:`TelegramLink`) cuts the
+    outage backoff short when Telegram is back. :attr:`in_flight` is the id of the row
+    being sent (retried), or ``None``.
     """
 
     def __init__(
@@ -188,12 +275,15 @@ class OutboxDeliverer:
         cards: Cards,
         chat_id: int,
         policy: DeliveryPolicy | None = None,
+        link: TelegramLink | None = None,
     ) -> None:
         self._bot = bot
         self._engine = engine
         self._cards = cards
         self.chat_id = chat_id
         self.policy = policy or DeliveryPolicy()
+        self._link = link or TelegramLink()
+        self.in_flight: int | None = None
         self._chat_limit = AsyncLimiter(1, self.policy.chat_interval)
         self._global_limit = AsyncLimiter(self.policy.global_per_second, 1.0)
         self._wake = asyncio.Event()
@@ -213,8 +303,9 @@ class OutboxDeliverer:
                     pass
             except Exception:
                 log.exception("outbox.round_failed")
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.policy.poll_interval)
+            with suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can eat a cancel
+                async with asyncio.timeout(self.policy.poll_interval):
+                    await self._wake.wait()
 
     async def pending(self) -> int:
         """How many rows are not yet delivered."""
@@ -252,28 +343,33 @@ class OutboxDeliverer:
             return (await session.exec(query)).first()
 
     async def _deliver(self, row: OutboxRow) -> None:
+        """Send ``row`` until it is delivered or dropped (the module docstring's table)."""
+        policy = self.policy
+        outage = _backoff(policy.backoff_initial, policy.backoff_max)
+        refused = _backoff(policy.refused_initial, policy.refused_max)
         attempts = 0
         error = ""
         posted: Message | None = None
+        self.in_flight = row.id
         try:
-            async for attempt in stamina.retry_context(
-                on=retry_wait,
-                attempts=None,
-                timeout=None,
-                wait_initial=self.policy.backoff_initial,
-                wait_max=self.policy.backoff_max,
-            ):
-                with attempt:
-                    attempts += 1
+            while True:
+                attempts += 1
+                try:
                     posted = await self._send(row)
-        except TelegramAPIError as exc:
-            if retry_wait(exc):  # retries exhausted (stamina testing mode): keep the row
-                raise
-            error = exc.message
-        except SignalDeskError as exc:  # the signal is gone: nothing to show
-            error = str(exc)
+                    break
+                except TelegramAPIError as exc:
+                    kind = classify(exc)
+                    if kind is Refusal.MESSAGE:
+                        error = exc.message
+                        break
+                    await self._wait_out(row, exc, kind, outage, refused)
+                except SignalDeskError as exc:  # the signal is gone: nothing to show
+                    error = str(exc)
+                    break
+        finally:
+            self.in_flight = None
         if error:
-            log.warning("outbox.undeliverable", row=row.id, kind=row.kind, error=error)
+            log.warning("outbox.dropped", row=row.id, kind=row.kind, error=error)
         async with self._engine.db.session() as session:
             stored = await session.get(OutboxRow, row.id)
             assert stored is not None
@@ -282,6 +378,38 @@ class OutboxDeliverer:
             stored.last_error = error[:500]
             if posted is not None and row.signal_id is not None:
                 await _remember(session, row.signal_id, posted.chat.id, posted.message_id)
+
+    async def _wait_out(
+        self,
+        row: OutboxRow,
+        error: TelegramAPIError,
+        kind: Refusal,
+        outage: Backoff,
+        refused: Backoff,
+    ) -> None:
+        """Wait (or move the chat) before the next attempt at ``row``."""
+        if isinstance(error, TelegramRetryAfter):
+            await asyncio.sleep(error.retry_after)
+        elif isinstance(error, TelegramMigrateToChat):
+            old, self.chat_id = self.chat_id, error.migrate_to_chat_id
+            await record_migration(self._engine.db, old, self.chat_id)
+            log.warning("outbox.chat_migrated", old_chat=old, new_chat=self.chat_id, row=row.id)
+        elif kind is Refusal.CHAT:
+            if refused.counter == 0:  # once per row: "still refused" every few minutes is noise
+                log.warning(
+                    "outbox.chat_refuses", chat=self.chat_id, row=row.id, error=error.message
+                )
+                await self._note(row, error.message)
+            await asyncio.sleep(next(refused))
+        else:  # Refusal.UNREACHABLE: the link logs the outage once
+            await self._link.pause(next(outage))
+
+    async def _note(self, row: OutboxRow, error: str) -> None:
+        """Record why ``row`` waits (``last_error``; it stays undelivered)."""
+        async with self._engine.db.session() as session:
+            stored = await session.get(OutboxRow, row.id)
+            if stored is not None:
+                stored.last_error = error[:500]
 
     async def _send(self, row: OutboxRow) -> Message | None:
         """One delivery attempt; returns the message of a newly posted card."""
@@ -310,3 +438,8 @@ class OutboxDeliverer:
         return await self._bot.send_message(
             self.chat_id, card.text, reply_markup=card.markup, disable_notification=row.silent
         )
+
+
+def _backoff(initial: float, maximum: float) -> Backoff:
+    """Doubling waits from ``initial`` to ``maximum`` seconds, 10 % jitter (aiogram's)."""
+    return Backoff(BackoffConfig(initial, max(maximum, initial * 2), 2.0, initial / 10))

@@ -13,8 +13,8 @@ is not executed, and the owners get one message saying how many were skipped.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from core.app import Engine
 from core.domain import utcnow
 from core.notify import NoticeKind, Notification, Priority
 
-__all__ = ["OwnerOnly", "StaleCommands"]
+__all__ = ["MAX_TALLIED", "OwnerOnly", "StaleCommands"]
 
 log = structlog.get_logger(__name__)
 
@@ -39,25 +39,40 @@ def _is_command(message: Message) -> bool:
     return bool(message.text and message.text.startswith("/"))
 
 
+#: Strangers tallied one by one per notice period; beyond that only counted.
+MAX_TALLIED = 100
+
+
 class OwnerOnly(BaseMiddleware):
     """Lets an update through only when its sender (aiogram's ``event_from_user``) is an
     owner. Updates without a sender (channel posts) are dropped too.
 
     A stranger's button press is answered "Not allowed" (every callback query must be
     answered); a stranger's command in a private chat gets the same one-line reply, in a
-    group nothing. Each attempt is logged, and the owners are alerted through the outbox,
-    at most once per stranger every ``alert_every`` seconds. Group chatter (plain text) is
-    ignored silently.
+    group nothing. Each attempt is logged and tallied; the owners get one notice per
+    ``notice_every`` seconds (counted from the first attempt of the period) through the
+    outbox, at :attr:`~core.notify.Priority.NOTICE` priority: a flood of strangers is one
+    message, delivered after every card and alert. Group chatter (plain text) is ignored
+    silently.
 
     Args:
         owner_ids: the owners' Telegram user ids.
-        alert_every: seconds between two alerts about the same stranger.
+        notice_every: seconds over which attempts are collected into one notice.
     """
 
-    def __init__(self, owner_ids: frozenset[int], *, alert_every: float = 600.0) -> None:
+    def __init__(self, owner_ids: frozenset[int], *, notice_every: float = 60.0) -> None:
         self._owners = owner_ids
-        self._alert_every = alert_every
-        self._alerted: dict[int | None, float] = {}
+        self.notice_every = notice_every
+        self._tallies: dict[int | None, render.StrangerTally] = {}
+        self._untallied: set[int | None] = set()
+        self._engine: Engine | None = None
+        self._timer: asyncio.Task[None] | None = None
+
+    @property
+    def attempts(self) -> int:
+        """Attempts tallied since the last notice (strangers beyond :data:`MAX_TALLIED`
+        not included)."""
+        return sum(t.attempts for t in self._tallies.values())
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
@@ -76,7 +91,7 @@ class OwnerOnly(BaseMiddleware):
                 update_type=event.event_type,
                 attempt=attempt,
             )
-            await self._alert(data.get("engine"), user, chat_id, attempt)
+            self._tally(data.get("engine"), user, chat_id, attempt)
         return None
 
     async def _refuse(self, update: Update) -> str:
@@ -94,17 +109,56 @@ class OwnerOnly(BaseMiddleware):
             log.info("auth.refusal_not_sent", error=exc.message)
         return ""
 
-    async def _alert(
+    def _tally(
         self, engine: Engine | None, user: User | None, chat_id: int | None, attempt: str
     ) -> None:
-        key = user.id if user else None
-        now = time.monotonic()
-        last = self._alerted.get(key)
-        if engine is None or (last is not None and now - last < self._alert_every):
+        if engine is None:
             return
-        self._alerted[key] = now
-        text = render.stranger_notice(user, chat_id, attempt)
-        await engine.notifier.notify(Notification(NoticeKind.TEXT, text, priority=Priority.ALERT))
+        self._engine = engine
+        key = user.id if user else None
+        known = self._tallies.get(key)
+        if known is not None:
+            self._tallies[key] = render.StrangerTally(user, chat_id, known.attempts + 1, attempt)
+        elif len(self._tallies) < MAX_TALLIED:
+            self._tallies[key] = render.StrangerTally(user, chat_id, 1, attempt)
+        else:
+            self._untallied.add(key)
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.create_task(self._notice_later(), name="stranger-notice")
+
+    async def _notice_later(self) -> None:
+        await asyncio.sleep(self.notice_every)
+        try:
+            await self.flush()
+        except Exception:  # the outbox is down: the attempts stay tallied for the next one
+            log.exception("auth.notice_not_queued")
+
+    async def flush(self) -> None:
+        """Queue the notice about the strangers tallied so far (nothing if none); the
+        period's timer calls it, and so does the bot's shutdown.
+
+        Raises:
+            Exception: whatever the outbox raises; the tallies are then kept.
+        """
+        if not self._tallies or self._engine is None:
+            return
+        tallies = list(self._tallies.values())
+        text = render.strangers_notice(tallies, len(self._untallied))
+        await self._engine.notifier.notify(
+            Notification(NoticeKind.TEXT, text, priority=Priority.NOTICE)
+        )
+        self._tallies.clear()
+        self._untallied.clear()
+
+    async def close(self) -> None:
+        """Stop the period's timer and queue what was tallied (the bot is shutting down;
+        the engine is still open)."""
+        if self._timer is not None and not self._timer.done():
+            self._timer.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._timer
+        with suppress(Exception):  # shutting down: the log line of the refusal remains
+            await self.flush()
 
 
 class StaleCommands(BaseMiddleware):

@@ -73,6 +73,7 @@ __all__ = [
     "MAX_TOAST",
     "Card",
     "CommandSpec",
+    "StrangerTally",
     "actor_name",
     "approve_toast",
     "balance_text",
@@ -82,11 +83,11 @@ __all__ = [
     "card",
     "close_prompt",
     "close_results_text",
-    "closing_text",
     "confirm_cancelled",
     "confirm_expired",
     "confirm_keyboard",
     "confirm_prompt",
+    "confirm_running",
     "confirm_taken",
     "conflict_toast",
     "drawdown_text",
@@ -123,7 +124,7 @@ __all__ = [
     "stale_notice",
     "start_text",
     "status_text",
-    "stranger_notice",
+    "strangers_notice",
     "strategies_keyboard",
     "strategies_text",
     "strategy_ran",
@@ -731,7 +732,7 @@ def paused_text(operator: OperatorStatus, cancelled: Sequence[CancelResult] = ()
     if not cancelled:
         return text
     return _lines(
-        text, [_cancel_line(c) for c in cancelled], "Stop loss and take profit orders stay."
+        text, [esc(_cancel_line(c)) for c in cancelled], "Stop loss and take profit orders stay."
     )
 
 
@@ -771,13 +772,21 @@ def confirm_keyboard(
     )
 
 
-def _position_line(p: Position) -> str:
+def _position_plain(p: Position) -> str:
     held = quantity(abs(p.quantity))
-    return f"{esc(p.symbol)} {_side_word(p)} {held} (uPnL {signed(p.unrealized_pnl)})"
+    return f"{p.symbol} {_side_word(p)} {held} (uPnL {signed(p.unrealized_pnl)})"
+
+
+def _position_line(p: Position) -> str:
+    return esc(_position_plain(p))
+
+
+def _untouched_plain(p: Position) -> str:
+    return f"{_position_plain(p)}: external, left untouched"
 
 
 def _untouched_line(p: Position) -> str:
-    return f"{_position_line(p)}: external, left untouched"
+    return esc(_untouched_plain(p))
 
 
 def confirm_prompt(
@@ -847,52 +856,59 @@ def confirm_cancelled() -> str:
     return "✖️ Cancelled. Nothing was changed."
 
 
-def closing_text(actor: str) -> str:
-    """The prompt's text while the closes run."""
-    return f"⏳ Closing, confirmed by {esc(actor)}…"
+def confirm_running(action: ConfirmAction, actor: str) -> str:
+    """The prompt's text once its action was confirmed and runs (its result follows as a
+    message from the outbox: :func:`close_results_text`, :func:`resumed_text`)."""
+    doing = {
+        ConfirmAction.CLOSE_ALL: "Closing",
+        ConfirmAction.CLOSE: "Closing",
+        ConfirmAction.RESUME: "Resuming",
+    }.get(action, "Running")
+    return f"⏳ {doing}, confirmed by {esc(actor)}… The result follows in a message."
 
 
 def _cancel_line(c: CancelResult) -> str:
+    """One cancel's outcome, plain text (escape it for an HTML message)."""
     if c.error:
-        return f"⚠️ {esc(c.client_order_id)} ({esc(c.symbol)}): cancel failed: {esc(c.error)}"
+        return f"⚠️ {c.client_order_id} ({c.symbol}): cancel failed: {c.error}"
     what = "entry order" if c.purpose == "open" else c.purpose.replace("_", " ") + " order"
     signal = f" of signal #{c.signal_id}" if c.signal_id is not None else ""
     if c.report is not None and c.report.state.value == "FILLED":
-        return (
-            f"❗ {esc(c.symbol)} {what}{signal} {esc(c.client_order_id)} filled before the cancel"
-        )
-    return f"🚫 {esc(c.symbol)} {what}{signal} {esc(c.client_order_id)} cancelled"
+        return f"❗ {c.symbol} {what}{signal} {c.client_order_id} filled before the cancel"
+    return f"🚫 {c.symbol} {what}{signal} {c.client_order_id} cancelled"
 
 
 def _close_line(r: CloseResult) -> str:
+    """One close's outcome, plain text."""
     if r.error:
-        return f"⚠️ {esc(r.symbol)}: failed: {esc(r.error)}"
+        return f"⚠️ {r.symbol}: failed: {r.error}"
     if r.report is None:
-        return f"➖ {esc(r.symbol)}: nothing to close"
+        return f"➖ {r.symbol}: nothing to close"
     rep = r.report
     verb = "sold" if rep.side is Side.SELL else "bought"
     at = f" @ {price(rep.average_price)}" if rep.average_price is not None else ""
     filled = quantity(rep.filled_quantity or rep.quantity)
-    fee = esc(_fee(rep.fee, rep.fee_currency))
+    fee = _fee(rep.fee, rep.fee_currency)
     pnl = f" · realized {signed(r.realized_pnl)} before fees" if r.realized_pnl is not None else ""
     rest = " · the rest stays open" if r.partial else ""
-    return f"✅ {esc(r.symbol)}: {verb} {filled}{at} ({fee}){pnl}{rest}"
+    return f"✅ {r.symbol}: {verb} {filled}{at} ({fee}){pnl}{rest}"
 
 
 def close_results_text(report: CloseReport, actor: str) -> str:
-    """What a close did: the resting entry orders cancelled first, each close with its
-    fill and realized PnL (quote, before fees), the protective exits cancelled after,
-    and the positions left untouched because SignalDesk did not open them."""
-    rows = [f"⚠️ Could not read positions: {esc(report.error)}"] if report.error else []
+    """What a close did, as plain text (an outbox report: the deliverer escapes it): the
+    resting entry orders cancelled first, each close with its fill and realized PnL
+    (quote, before fees), the protective exits cancelled after, and the positions left
+    untouched because SignalDesk did not open them."""
+    rows = [f"⚠️ Could not read positions: {report.error}"] if report.error else []
     rows += [_cancel_line(c) for c in report.cancelled]
     rows += [_close_line(r) for r in report.closes]
     rows += [_cancel_line(c) for c in report.exits_cancelled]
-    rows += [f"⏸ {_untouched_line(p)}" for p in report.left_open]
+    rows += [f"⏸ {_untouched_plain(p)}" for p in report.left_open]
     if not rows:
-        return f"Nothing to close (confirmed by {esc(actor)})."
+        return f"Nothing to close (confirmed by {actor})."
     pnl = [c.realized_pnl for c in report.closes if c.realized_pnl is not None]
     footer = f"Realized PnL before fees: {signed(report.realized_pnl)}" if len(pnl) > 1 else ""
-    return _lines(f"<b>Close results</b> (confirmed by {esc(actor)})", rows, footer)
+    return _lines(f"Close results (confirmed by {actor})", rows, footer)
 
 
 # --- resting orders --------------------------------------------------------------------
@@ -950,7 +966,7 @@ def no_orders() -> str:
 
 def cancel_result_text(result: CancelResult, actor: str) -> str:
     """The reply after a Cancel button or ``signaldesk cancel``."""
-    return f"{_cancel_line(result)} (by {esc(actor)})"
+    return f"{esc(_cancel_line(result))} (by {esc(actor)})"
 
 
 def cancel_toast(result: CancelResult) -> str:
@@ -970,14 +986,48 @@ def refusal() -> str:
     return "Not allowed"
 
 
-def stranger_notice(user: User | None, chat_id: int | None, attempt: str) -> str:
-    """The owners' alert about a stranger's command or button press (plain text)."""
+@dataclass(frozen=True, slots=True)
+class StrangerTally:
+    """What one stranger tried during a notice period: ``attempts`` commands or presses,
+    the ``last`` of them (e.g. ``sent /closeall``), from ``chat_id``."""
+
+    user: User | None
+    chat_id: int | None
+    attempts: int
+    last: str
+
+
+def _stranger(user: User | None, chat_id: int | None) -> str:
     who = "an unknown sender"
     if user is not None:
         handle = f" @{user.username}" if user.username else ""
         who = f"{user.full_name}{handle} (id {user.id})"
     where = f" in chat {chat_id}" if chat_id is not None else ""
-    return f"🚫 Refused {who}{where}: {_clip(attempt, 100)}. Nothing was done."
+    return f"{who}{where}"
+
+
+def strangers_notice(tallies: Sequence[StrangerTally], more_strangers: int = 0) -> str:
+    """The owners' one notice per period about strangers' commands and button presses
+    (plain text): one stranger's one attempt in a line, else a count and a line each
+    (the 10 most insistent; ``more_strangers`` were not even tallied one by one)."""
+    if len(tallies) == 1 and tallies[0].attempts == 1 and not more_strangers:
+        only = tallies[0]
+        return (
+            f"🚫 Refused {_stranger(only.user, only.chat_id)}: {_clip(only.last, 100)}. "
+            "Nothing was done."
+        )
+    ranked = sorted(tallies, key=lambda t: -t.attempts)
+    strangers = len(tallies) + more_strangers
+    attempts = sum(t.attempts for t in tallies)
+    lines = [
+        f"{_stranger(t.user, t.chat_id)}: {t.attempts}×, last {_clip(t.last, 60)}"
+        for t in ranked[:10]
+    ]
+    if strangers > len(lines):
+        lines.append(f"… and {strangers - len(lines)} more")
+    noun = "stranger" if strangers == 1 else "strangers"
+    tried = f"{attempts} times" if not more_strangers else f"more than {attempts} times"
+    return "\n".join([f"🚫 {strangers} {noun} tried {tried}; nothing was done:", *lines])
 
 
 def stale_notice(commands: Sequence[str], max_age_seconds: int) -> str:

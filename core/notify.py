@@ -46,10 +46,12 @@ class NoticeKind(enum.StrEnum):
 
 
 class Priority(enum.IntEnum):
-    """Delivery order: alerts go ahead of routine messages."""
+    """Delivery order: alerts go ahead of routine messages (cards, fills, reports), and
+    both ahead of notices (the face's housekeeping: who was refused)."""
 
     ALERT = 0
     ROUTINE = 1
+    NOTICE = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,8 +192,19 @@ class JobAlarm:
     """The scheduler's listener for job errors and missed runs: logs each, records it as
     the last error, and alerts the owner at most once per job per ``alert_every`` seconds.
 
-    APScheduler calls listeners synchronously on the event loop, so the alert is queued
-    as a task; a failure to queue it is logged.
+    APScheduler calls listeners synchronously on the event loop, so the alert is written
+    by a task. An alert counts as sent (and starts the ``alert_every`` quiet period) only
+    once its outbox row is committed: while the outbox cannot be written (a database
+    outage) the task retries every ``retry_every`` seconds, and further problems of that
+    job update the pending alert instead of starting another task, so the owner hears of
+    the outage's failures once the database is back, in one alert per job.
+
+    Args:
+        notifier: where alerts go (the outbox).
+        health: records the last error (heartbeats show it).
+        clock: the services' clock (UTC), for the quiet period.
+        alert_every: minimum seconds between two alerts about the same job.
+        retry_every: seconds between two attempts to write a pending alert.
     """
 
     def __init__(
@@ -202,12 +213,15 @@ class JobAlarm:
         health: Health,
         clock: Callable[[], datetime],
         alert_every: float = ALERT_EVERY_SECONDS,
+        retry_every: float = 5.0,
     ) -> None:
         self._notifier = notifier
         self._health = health
         self._clock = clock
         self._every = timedelta(seconds=alert_every)
+        self._retry_every = retry_every
         self._last_alert: dict[str, datetime] = {}
+        self._pending: dict[str, str] = {}  # job id -> the text of its unwritten alert
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, event: JobExecutionEvent) -> None:
@@ -220,20 +234,34 @@ class JobAlarm:
             problem = f"missed its run at {event.scheduled_run_time:%H:%M:%S} UTC"
             log.warning("job missed", job=event.job_id, late_seconds=late.total_seconds())
         self._health.record_error(event.job_id, problem)
-        now = self._clock()
-        last = self._last_alert.get(event.job_id)
-        if last is not None and now - last < self._every:
-            return
-        self._last_alert[event.job_id] = now
         text = f"⚠️ Scheduled job {event.job_id} {problem}"
-        task = asyncio.get_running_loop().create_task(self._send(text))
+        if event.job_id in self._pending:  # its task is still trying: send the latest
+            self._pending[event.job_id] = text
+            return
+        last = self._last_alert.get(event.job_id)
+        if last is not None and self._clock() - last < self._every:
+            return
+        self._pending[event.job_id] = text
+        task = asyncio.get_running_loop().create_task(self._send(event.job_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, text: str) -> None:
-        try:
-            await self._notifier.notify(
-                Notification(NoticeKind.TEXT, text, priority=Priority.ALERT)
-            )
-        except Exception as exc:  # the outbox itself is down: the log line is all we have
-            log.error("job alert could not be queued", error=str(exc))
+    async def _send(self, job_id: str) -> None:
+        failed = False
+        while True:
+            text = self._pending[job_id]
+            try:
+                await self._notifier.notify(
+                    Notification(NoticeKind.TEXT, text, priority=Priority.ALERT)
+                )
+            except Exception as exc:  # the outbox itself is down: retry until it is back
+                if not failed:
+                    log.error("job alert could not be queued", job=job_id, error=str(exc))
+                failed = True
+                await asyncio.sleep(self._retry_every)
+                continue
+            if failed:
+                log.info("job alert queued after the outbox came back", job=job_id)
+            self._last_alert[job_id] = self._clock()
+            del self._pending[job_id]
+            return

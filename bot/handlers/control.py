@@ -6,16 +6,25 @@ Destructive commands (closing positions, resuming after a max drawdown breach) f
 with a [Confirm] [Cancel] keyboard. The button's callback data holds the Unix time the
 question was asked, so a press more than ``CONFIRM_TTL_SECONDS`` later is refused without
 any stored state, also after a restart. One confirmation runs once: a second press (double
-tap, a second owner) gets "Already confirmed". Every press is answered
-(``answerCallbackQuery``) before the closes run, and the question is edited into the result.
+tap, a second owner) gets "Already confirmed".
+
+A confirmed action executes first and reports after: once the confirmation is claimed, no
+Telegram failure (429, 5xx, network) can stop it. The press is answered and the question
+edited to "⏳ Closing…" (which removes the buttons) before the broker calls, but either
+failing is only logged; the result is a report through the outbox (delivered, retried,
+never lost), worded by :mod:`bot.render`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable
+from typing import Any
 
 import structlog
 from aiogram import Router
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
@@ -25,6 +34,7 @@ from bot.handlers.args import Args, close_args, free_text, no_args
 from core.app import Engine
 from core.config import Settings
 from core.errors import NotFoundError
+from core.notify import NoticeKind, Notification, Priority
 from core.services.trading import CloseAmount, ClosePlan
 
 __all__ = ["create_router"]
@@ -146,6 +156,21 @@ _COMMAND_OF = {
     ConfirmAction.RESUME: "resume",
 }
 
+#: The toast of a confirmed press.
+_TOAST = {
+    ConfirmAction.CLOSE_ALL: "Closing…",
+    ConfirmAction.CLOSE: "Closing…",
+    ConfirmAction.RESUME: "Resuming",
+}
+
+
+async def _cosmetic(call: Awaitable[Any], what: str) -> None:
+    """Await a Bot API call whose failure must not stop what follows (a toast, an edit)."""
+    try:
+        await call
+    except TelegramAPIError as exc:
+        log.warning("confirm.cosmetic_failed", call=what, error=exc.message)
+
 
 class _Confirmations:
     """Runs confirmed actions; remembers which questions were already confirmed (in
@@ -170,8 +195,8 @@ class _Confirmations:
         engine: Engine,
         settings: Settings,
     ) -> None:
-        """Cancel, refuse an expired button, or run the confirmed action and edit the
-        question into its result."""
+        """Cancel, refuse an expired button, or run the confirmed action and report its
+        result through the outbox (see the module docstring)."""
         message = query.message
         action = callback_data.action
         if not isinstance(message, Message):  # older than 48 h: long expired
@@ -187,22 +212,34 @@ class _Confirmations:
             await message.edit_text(render.confirm_expired(_COMMAND_OF[action]))
             return
         if not self._claim((message.chat.id, message.message_id), callback_data.issued, ttl):
-            await query.answer(render.confirm_taken())
+            await _cosmetic(query.answer(render.confirm_taken()), "answer")
             return
         actor = render.actor_name(query.from_user)
         log.info("confirm.run", action=action.name, symbol=callback_data.symbol, actor=actor)
+        # claimed: from here on the action runs whatever Telegram answers, and without
+        # waiting for it (a Telegram that hangs delays nothing)
+        cosmetics = asyncio.gather(
+            _cosmetic(query.answer(_TOAST.get(action, "Confirmed")), "answer"),
+            _cosmetic(message.edit_text(render.confirm_running(action, actor)), "edit"),
+        )
+        try:
+            report = await self._execute(action, callback_data, actor, engine)
+            await engine.notifier.notify(
+                Notification(NoticeKind.TEXT, report, priority=Priority.ALERT)
+            )
+        finally:
+            await cosmetics
+
+    async def _execute(
+        self, action: ConfirmAction, data: ConfirmCallback, actor: str, engine: Engine
+    ) -> str:
+        """Run the confirmed ``action``; return its report (plain text, for the outbox)."""
         if action is ConfirmAction.RESUME:
-            await query.answer("Resuming")
             await engine.risk.resume(actor)  # re-arms the drawdown guard from current equity
-            await message.edit_text(render.resumed_text())
-            return
-        await query.answer("Closing…")
-        await message.edit_text(render.closing_text(actor))
+            return render.resumed_text()
         if action is ConfirmAction.CLOSE_ALL:
             results = await engine.trading.close_all(actor)
         else:
-            amount = CloseAmount.parse(callback_data.amount)
-            results = await engine.trading.close(
-                callback_data.symbol, amount, actor, callback_data.ref
-            )
-        await message.edit_text(render.close_results_text(results, actor))
+            amount = CloseAmount.parse(data.amount)
+            results = await engine.trading.close(data.symbol, amount, actor, data.ref)
+        return render.close_results_text(results, actor)

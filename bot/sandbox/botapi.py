@@ -278,6 +278,12 @@ class BotAPI:
     def _check_can_write(self, chat: SimChat) -> None:
         if chat.type == "private" and self.state.users[chat.id].blocked_bot:
             raise BotAPIError(403, "Forbidden: bot was blocked by the user")
+        if chat.migrated_to_chat_id is not None:
+            raise BotAPIError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                migrate_to_chat_id=chat.migrated_to_chat_id,
+            )
 
     def _message_id(self, params: Params) -> int:
         message_id = params.get_int("message_id", invalid="message identifier is not specified")
@@ -289,6 +295,7 @@ class BotAPI:
         if params.present("inline_message_id"):
             raise BotAPIError.bad_request("MESSAGE_ID_INVALID")
         chat = self._chat(params)
+        self._check_can_write(chat)
         message = self.state.find_message(chat.id, self._message_id(params))
         if message is None:
             raise BotAPIError.bad_request("message to edit not found")

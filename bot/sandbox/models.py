@@ -85,6 +85,8 @@ class SimChat:
     username: str | None = None
     member_ids: list[int] = field(default_factory=list)
     next_message_id: int = 1
+    #: set once the group was upgraded to a supergroup (:meth:`SandboxState.migrate_group`)
+    migrated_to_chat_id: int | None = None
 
     def to_api(self) -> dict[str, Any]:
         """The Bot API ``Chat`` object (as embedded in a ``Message``)."""

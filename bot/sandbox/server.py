@@ -374,19 +374,23 @@ class SandboxServer:
         description: str,
         *,
         retry_after: int | None = None,
+        migrate_to_chat_id: int | None = None,
         times: int = 1,
     ) -> None:
         """Make the next ``times`` calls of ``method`` answer a Telegram error.
 
         The answer is ``{"ok": false, "error_code": error_code, "description": description}``
-        with HTTP status ``error_code`` and, when given, ``parameters.retry_after`` (seconds).
+        with HTTP status ``error_code`` and, when given, ``parameters.retry_after`` (seconds)
+        or ``parameters.migrate_to_chat_id``.
         Example: ``fail_next("sendMessage", 429, "Too Many Requests: retry after 2",
         retry_after=2)`` or ``fail_next("getUpdates", 502, "Bad Gateway", times=3)``.
         The method name is case-insensitive; the failure fires before any validation.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
-        error = BotAPIError(error_code, description, retry_after=retry_after)
+        error = BotAPIError(
+            error_code, description, retry_after=retry_after, migrate_to_chat_id=migrate_to_chat_id
+        )
         self._failures.append(_Failure(method=method.lower(), remaining=times, error=error))
 
     def drop_next(self, method: str, *, times: int = 1, after_processing: bool = False) -> None:
@@ -430,6 +434,12 @@ class SandboxServer:
     ) -> SimChat:
         """Register a group chat (negative id; ``-100...`` ids are supergroups) with members."""
         return self.state.add_group(chat_id, title, member_ids, username=username)
+
+    def migrate_group(self, chat_id: int, new_chat_id: int) -> SimChat:
+        """Upgrade group ``chat_id`` to supergroup ``new_chat_id`` (``-100XXXXXXXXXX``):
+        sends and edits in the old group then answer 400 "Bad Request: group chat was
+        upgraded to a supergroup chat" with ``parameters.migrate_to_chat_id``."""
+        return self.state.migrate_group(chat_id, new_chat_id)
 
     def set_blocked(self, user_id: int, blocked: bool = True) -> None:
         """Whether ``user_id`` blocked the bot: sends to their chat then get 403 Forbidden."""

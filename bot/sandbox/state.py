@@ -186,6 +186,21 @@ class SandboxState:
         self.changed()
         return chat
 
+    def migrate_group(self, chat_id: int, new_chat_id: int) -> SimChat:
+        """Upgrade group ``chat_id`` to the supergroup ``new_chat_id`` (same title and
+        members, no messages), as Telegram does: from then on the Bot API answers sends
+        and edits in the old group with 400 "group chat was upgraded to a supergroup
+        chat" and ``parameters.migrate_to_chat_id``."""
+        old = self.require_chat(chat_id)
+        if old.type != "group":
+            raise SandboxUsageError(f"only a (basic) group can be upgraded, not {old.type}")
+        new = self.add_group(new_chat_id, old.title or "", old.member_ids, username=old.username)
+        if new.type != "supergroup":
+            raise SandboxUsageError(f"supergroup ids look like -100XXXXXXXXXX, got {new_chat_id}")
+        old.migrated_to_chat_id = new_chat_id
+        self.changed()
+        return new
+
     def require_user(self, user_id: int) -> SimUser:
         """The registered user, or :class:`SandboxUsageError`."""
         try:
@@ -359,6 +374,8 @@ class SandboxState:
         """A user writes ``text`` in ``chat_id``; queues and returns the ``message`` Update."""
         chat = self.require_chat(chat_id)
         self._require_member(chat, user_id)
+        if chat.migrated_to_chat_id is not None:
+            raise SandboxUsageError(f"chat {chat_id} is now {chat.migrated_to_chat_id}")
         if not text or not text.strip():
             raise SandboxUsageError("Telegram does not send empty messages")
         moment = date if date is not None else utcnow()

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
 from core.db.types import Money, UTCDateTime
@@ -16,6 +16,7 @@ from core.domain import ZERO, utcnow
 
 __all__ = [
     "AuditEventRow",
+    "ChatAliasRow",
     "EquitySnapshotRow",
     "FillRow",
     "OperatorStateRow",
@@ -75,8 +76,23 @@ class SignalCardRow(SQLModel, table=True):
     __tablename__ = "signal_cards"
 
     signal_id: int = Field(foreign_key="signals.id", primary_key=True)
-    chat_id: int = Field(primary_key=True)
+    #: Telegram chat ids exceed 32 bits (supergroups: -100XXXXXXXXXX)
+    chat_id: int = Field(sa_type=BigInteger, primary_key=True)
     message_id: int
+
+
+class ChatAliasRow(SQLModel, table=True):
+    """A chat that moved: Telegram upgraded group ``old_chat_id`` to the supergroup
+    ``new_chat_id`` (Bot API error parameter ``migrate_to_chat_id``). Messages meant for
+    the old id go to the new one, also after a restart."""
+
+    __tablename__ = "chat_aliases"
+
+    old_chat_id: int = Field(
+        sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    new_chat_id: int = Field(sa_type=BigInteger)
+    migrated_at: datetime = _when()
 
 
 class OrderRow(SQLModel, table=True):

@@ -29,7 +29,14 @@ GROUP = -100777
 
 #: Telegram's pacing, sped up 20x so tests that send several messages stay short; the
 #: real 1 msg/s pacing against the sandbox's flood control has its own test.
-FAST = DeliveryPolicy(chat_interval=0.05, poll_interval=0.1, backoff_initial=0.05, backoff_max=0.3)
+FAST = DeliveryPolicy(
+    chat_interval=0.05,
+    poll_interval=0.1,
+    backoff_initial=0.05,
+    backoff_max=0.3,
+    refused_initial=0.05,
+    refused_max=0.3,
+)
 
 
 def test_settings(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:
@@ -64,9 +71,8 @@ class Desk:
 
     @property
     def chat_id(self) -> int:
-        chat = self.app.settings.card_chat_id
-        assert chat is not None
-        return chat
+        """The card chat, where the deliverer sends now (it follows a migrated group)."""
+        return self.app.deliverer.chat_id
 
     async def stop(self) -> None:
         """Stop the bot (its duties, deliverer and engine); the sandbox keeps running."""
@@ -135,6 +141,17 @@ class Desk:
         after = sent[-1].message_id if sent else 0
         self.sandbox.send_user_message(chat_id, user, text)
         return await self.sandbox.wait_for_message(chat_id, after_message_id=after, timeout=within)
+
+    async def end_notice_period(self, attempts: int, within: float = 5.0) -> None:
+        """Once the bot has tallied ``attempts`` attempts by strangers, end the notice
+        period as its timer would: the one notice about them is queued."""
+        owner_only = self.app.owner_only
+        await self.sandbox.wait_for(
+            lambda _: owner_only.attempts >= attempts,
+            within,
+            description=f"{attempts} stranger attempts tallied",
+        )
+        await owner_only.flush()
 
     async def drained(self, within: float = 5.0) -> None:
         """Wait until the outbox has nothing left to deliver."""

@@ -31,6 +31,7 @@ async def test_strangers_approve_in_shared_group_changes_nothing_and_owners_are_
     answer = await desk.answer(desk.tap(card, CardAction.APPROVE, user=STRANGER))
 
     assert answer.text == "Not allowed"
+    await desk.end_notice_period(1)
     notice = await desk.sandbox.wait_for_message(GROUP, contains="Refused Mallory @mallory")
     assert f"(id {STRANGER})" in notice.plain_text
     assert "pressed a button (sig:a:" in notice.plain_text
@@ -54,15 +55,15 @@ async def test_strangers_closeall_in_group_does_nothing_and_alerts_owners_once(
     desk.sandbox.send_user_message(GROUP, STRANGER, "/closeall")
     desk.sandbox.send_user_message(GROUP, STRANGER, "/resume")
     desk.sandbox.send_user_message(GROUP, STRANGER, "just chatting")
-    await desk.sandbox.wait_for_message(GROUP, contains="Refused Mallory")
     await desk.say("/help", chat=GROUP)  # processed after the stranger's messages
+    await desk.end_notice_period(2)
     await desk.drained()
 
     new = desk.sandbox.messages(GROUP)[before:]
-    assert [m.plain_text for m in new if m.plain_text.startswith("🚫 Refused")] == [
-        f"🚫 Refused Mallory @mallory (id {STRANGER}) in chat {GROUP}: sent /closeall. "
-        "Nothing was done."
-    ]  # one alert per stranger per 10 minutes, the /resume is only logged
+    assert [m.plain_text for m in new if m.plain_text.startswith("🚫")] == [
+        "🚫 1 stranger tried 2 times; nothing was done:\n"
+        f"Mallory @mallory (id {STRANGER}) in chat {GROUP}: 2×, last sent /resume"
+    ]  # one notice per period; chatter is not an attempt
     assert not any(m.buttons for m in new)  # no confirmation was offered
     assert len(await desk.engine.trading.positions()) == 1
 
@@ -73,6 +74,7 @@ async def test_strangers_private_command_gets_a_short_refusal(start_desk: StartD
     reply = await desk.say("/positions", user=STRANGER)
 
     assert reply.plain_text == "Not allowed"
+    await desk.end_notice_period(1)
     await desk.sandbox.wait_for_message(OWNER, contains="Refused Mallory")
 
 

@@ -7,7 +7,7 @@ import asyncio
 from bot.callbacks import CardAction, ConfirmAction
 from bot.render import COMMANDS
 from tests.e2e.conftest import StartDesk
-from tests.e2e.support import Desk
+from tests.e2e.support import OWNER, Desk
 
 
 async def _open_position(desk: Desk) -> None:
@@ -95,10 +95,14 @@ async def test_closeall_confirmed_closes_and_reports_each_position(start_desk: S
 
     assert (await desk.answer(first)).text == "Closing…"
     assert (await desk.answer(second)).text == "Already confirmed"
-    text = await desk.edited(prompt, "Close results")
+    report = await desk.sandbox.wait_for_message(OWNER, contains="Close results")
     # bought at 113,689.42, sold at 113,643.94: (113,643.94 - 113,689.42) x 0.01 = -0.45
-    assert (
-        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees" in text
+    assert report.plain_text == (
+        "Close results (confirmed by @ada)\n"
+        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees"
+    )
+    assert await desk.edited(prompt, "⏳") == (
+        "⏳ Closing, confirmed by @ada… The result follows in a message."
     )
     assert desk.sandbox.message(prompt.chat_id, prompt.message_id).buttons == []
     assert (await desk.say("/positions")).plain_text == "No open positions."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 
 from bot.delivery import DeliveryPolicy
@@ -38,11 +37,10 @@ async def test_outage_then_outbox_delivers_everything_in_order_alerts_first(
     await desk.sandbox.set_unreachable(True)
 
     await notify(Notification(NoticeKind.TEXT, "routine 1"))
-    await asyncio.sleep(0.3)  # the deliverer is retrying "routine 1" by now
+    await desk.sandbox.wait_for(lambda _: desk.app.deliverer.in_flight is not None)
     signal = await desk.propose()
     await notify(Notification(NoticeKind.TEXT, "routine 2"))
     await notify(Notification(NoticeKind.TEXT, "ALERT: drawdown 6%", priority=Priority.ALERT))
-    await asyncio.sleep(1.0)
     assert await desk.app.deliverer.pending() == 4
     await desk.sandbox.set_unreachable(False)
     await desk.drained(within=10)

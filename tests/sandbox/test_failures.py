@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import aiohttp
 import pytest
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import (
+    TelegramMigrateToChat,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
@@ -153,3 +155,54 @@ async def test_global_flood_control_answers_429() -> None:
     assert {e.description for e in sandbox.requests("sendMessage") if e.status == 429} == {
         "Too Many Requests: retry after 1"
     }
+
+
+async def test_a_group_upgraded_to_a_supergroup_answers_with_migrate_to_chat_id(
+    sandbox: SandboxServer, bot: Bot
+) -> None:
+    sandbox.add_group(-4242, "Desk", [OWNER])
+    sent = await bot.send_message(-4242, "before")
+    sandbox.migrate_group(-4242, -1004242424242)
+
+    with pytest.raises(TelegramMigrateToChat) as caught:
+        await bot.send_message(-4242, "after")
+    with pytest.raises(TelegramMigrateToChat):
+        await bot.edit_message_text("edited", chat_id=-4242, message_id=sent.message_id)
+    await bot.send_message(-1004242424242, "in the supergroup")
+
+    assert caught.value.migrate_to_chat_id == -1004242424242
+    assert "group chat was upgraded to a supergroup chat" in caught.value.message
+    assert sandbox.chats[-1004242424242].type == "supergroup"
+    assert [m.text for m in sandbox.messages(-1004242424242)] == ["in the supergroup"]
+    refused = sandbox.requests("sendMessage", chat_id=-4242)[-1]
+    assert (refused.status, refused.description) == (
+        400,
+        "Bad Request: group chat was upgraded to a supergroup chat",
+    )
+
+
+async def test_injected_errors_carry_telegrams_exact_shapes(sandbox: SandboxServer) -> None:
+    sandbox.fail_next(
+        "sendMessage",
+        400,
+        "Bad Request: group chat was upgraded to a supergroup chat",
+        migrate_to_chat_id=-1009999999999,
+    )
+    sandbox.set_blocked(OWNER)
+    url = f"{sandbox.base_url}/bot{TOKEN}/sendMessage"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json={"chat_id": OWNER, "text": "x"}) as migrated:
+            assert migrated.status == 400
+            assert await migrated.json() == {
+                "ok": False,
+                "error_code": 400,
+                "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                "parameters": {"migrate_to_chat_id": -1009999999999},
+            }
+        async with http.post(url, json={"chat_id": OWNER, "text": "x"}) as blocked:
+            assert blocked.status == 403
+            assert await blocked.json() == {
+                "ok": False,
+                "error_code": 403,
+                "description": "Forbidden: bot was blocked by the user",
+            }

@@ -59,7 +59,7 @@ async def test_updates_snapshot_and_long_poll(sandbox: SandboxServer, bot: Bot) 
         await bot.edit_message_text("Filled", chat_id=OWNER, message_id=card["message_id"])
         async with await poll as resp:
             later = await resp.json()
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 4.5  # answered by the edit, not the 5 s timeout
     [edited] = later["messages"]
     assert (edited["text"], edited["keyboard"], edited["had_buttons"]) == ("Filled", [], True)
     assert edited["edit_date"] is not None
