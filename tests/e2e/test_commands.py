@@ -97,10 +97,16 @@ async def test_closeall_confirmed_closes_and_reports_each_position(start_desk: S
     assert (await desk.answer(second)).text == "Already confirmed"
     report = await desk.sandbox.wait_for_message(OWNER, contains="Close results")
     # bought at 113,689.42, sold at 113,643.94: (113,643.94 - 113,689.42) x 0.01 = -0.45
-    assert report.plain_text == (
-        "Close results (confirmed by @ada)\n"
-        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees"
-    )
+    lines = report.plain_text.splitlines()
+    assert lines[:2] == [
+        "Close results (confirmed by @ada)",
+        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees",
+    ]
+    # the closed trade's protective exits are cancelled after its close
+    assert [line.split(" order ")[0] for line in lines[2:]] == [
+        "🚫 BTC/USDT stop loss",
+        "🚫 BTC/USDT take profit",
+    ]
     assert await desk.edited(prompt, "⏳") == (
         "⏳ Closing, confirmed by @ada… The result follows in a message."
     )
