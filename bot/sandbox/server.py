@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Default seconds :meth:`SandboxServer.wait_for` waits. Waiting is event-driven, so a
+#: passing test never waits this long; it is generous so that a busy machine does not
+#: fail a test whose event is merely late.
+WAIT_SECONDS = 30.0
+
 _UNAUTHORIZED = BotAPIError(401, "Unauthorized")
 _NOT_FOUND = BotAPIError(404, "Not Found")
 _SHUTDOWN_TIMEOUT = 0.1  # seconds an in-flight request (a long poll) may finish on shutdown
@@ -587,7 +592,7 @@ class SandboxServer:
     async def wait_for(
         self,
         predicate: Callable[[SandboxServer], T],
-        timeout: float = 5.0,  # noqa: ASYNC109 - the sandbox's documented test API
+        timeout: float = WAIT_SECONDS,  # noqa: ASYNC109 - the sandbox's documented test API
         *,
         description: str | None = None,
     ) -> T:
@@ -620,7 +625,7 @@ class SandboxServer:
         contains: str | None = None,
         where: Callable[[SentMessage], bool] | None = None,
         after_message_id: int = 0,
-        timeout: float = 5.0,  # noqa: ASYNC109 - the sandbox's documented test API
+        timeout: float = WAIT_SECONDS,  # noqa: ASYNC109 - the sandbox's documented test API
     ) -> SentMessage:
         """Wait for a bot message in ``chat_id`` newer than ``after_message_id`` whose plain
         text contains ``contains`` and that satisfies ``where``; return the first such one."""

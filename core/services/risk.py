@@ -298,6 +298,13 @@ class RiskService:
         if not task.cancelled() and task.exception() is not None:
             log.error("after-fill drawdown check failed", error=str(task.exception()))
 
+    async def idle(self) -> None:
+        """Wait until the background checks requested so far have finished (their
+        failures are logged, not raised), so that a caller stepping prices afterwards knows
+        which prices they saw."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
     async def close(self) -> None:
         """Cancel background checks that have not finished (engine shutdown)."""
         tasks = list(self._background)

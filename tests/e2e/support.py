@@ -16,6 +16,7 @@ from bot.app import BotApp
 from bot.callbacks import CardAction, ConfirmAction, ConfirmCallback, SignalCallback
 from bot.delivery import DeliveryPolicy
 from bot.sandbox import CallbackAnswer, SandboxServer, SentMessage
+from bot.sandbox.server import WAIT_SECONDS
 from core.app import Engine
 from core.config import Settings
 from core.db.models import OrderRow, OutboxRow
@@ -92,7 +93,7 @@ class Desk:
         values.update(overrides)
         return await self.engine.signals.propose(Proposal(**values))
 
-    async def card(self, signal_id: int, within: float = 5.0) -> SentMessage:
+    async def card(self, signal_id: int, within: float = WAIT_SECONDS) -> SentMessage:
         """The bot's card of ``signal_id`` in the card chat, once posted."""
         return await self.sandbox.wait_for_message(
             self.chat_id, contains=f"signal #{signal_id}", timeout=within
@@ -115,7 +116,7 @@ class Desk:
                     )
         raise AssertionError(f"no {action} button in {message.buttons}")
 
-    async def answer(self, callback_id: str, within: float = 5.0) -> CallbackAnswer:
+    async def answer(self, callback_id: str, within: float = WAIT_SECONDS) -> CallbackAnswer:
         """The bot's answerCallbackQuery for a press."""
         answer = await self.sandbox.wait_for(
             lambda s: s.callback_answers.get(callback_id), within, description="the answer"
@@ -123,7 +124,9 @@ class Desk:
         assert answer is not None
         return answer
 
-    async def edited(self, message: SentMessage, contains: str, within: float = 5.0) -> str:
+    async def edited(
+        self, message: SentMessage, contains: str, within: float = WAIT_SECONDS
+    ) -> str:
         """Wait until ``message`` shows ``contains``; return its plain text."""
         await self.sandbox.wait_for(
             lambda s: contains in s.message(message.chat_id, message.message_id).plain_text,
@@ -133,7 +136,7 @@ class Desk:
         return self.sandbox.message(message.chat_id, message.message_id).plain_text
 
     async def say(
-        self, text: str, user: int = OWNER, chat: int | None = None, within: float = 5.0
+        self, text: str, user: int = OWNER, chat: int | None = None, within: float = WAIT_SECONDS
     ) -> SentMessage:
         """``user`` sends ``text``; returns the bot's first message after it."""
         chat_id = chat if chat is not None else user
@@ -142,7 +145,7 @@ class Desk:
         self.sandbox.send_user_message(chat_id, user, text)
         return await self.sandbox.wait_for_message(chat_id, after_message_id=after, timeout=within)
 
-    async def end_notice_period(self, attempts: int, within: float = 5.0) -> None:
+    async def end_notice_period(self, attempts: int, within: float = WAIT_SECONDS) -> None:
         """Once the bot has tallied ``attempts`` attempts by strangers, end the notice
         period as its timer would: the one notice about them is queued."""
         owner_only = self.app.owner_only
@@ -153,7 +156,7 @@ class Desk:
         )
         await owner_only.flush()
 
-    async def drained(self, within: float = 5.0) -> None:
+    async def drained(self, within: float = WAIT_SECONDS) -> None:
         """Wait until the outbox has nothing left to deliver."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within

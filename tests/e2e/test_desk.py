@@ -13,7 +13,7 @@ from bot.sandbox import SentMessage
 from core.db.models import OrderRow, PaperOrderRow
 from core.domain import OrderType
 from tests.e2e.conftest import StartDesk
-from tests.e2e.support import Desk
+from tests.e2e.support import OWNER, Desk
 
 #: Below the first candle (113,666.68); candle 3's low (112,380.00) reaches it.
 LIMIT = Decimal(112500)
@@ -105,7 +105,7 @@ async def test_close_half_then_the_rest_from_the_positions_buttons(start_desk: S
     assert "BTC/USDT long 0.02 (uPnL -0.45): close 0.01 of it" in prompt.plain_text
     assert [text for text, _ in prompt.buttons[0]] == ["✅ Close 50% of BTC/USDT", "✖️ Cancel"]
     assert (await desk.answer(desk.confirm(prompt, ConfirmAction.CLOSE))).text == "Closing…"
-    text = await desk.edited(prompt, "Close results")
+    text = (await desk.sandbox.wait_for_message(OWNER, contains="Close results")).plain_text
     assert (
         "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees" in text
     )
@@ -128,7 +128,9 @@ async def test_close_half_then_the_rest_from_the_positions_buttons(start_desk: S
     )
     assert ask.plain_text.startswith("Close this position at market?")
     await desk.answer(desk.confirm(ask, ConfirmAction.CLOSE))
-    await desk.edited(ask, "Close results")
+    await desk.sandbox.wait_for_message(
+        OWNER, contains="Close results", after_message_id=ask.message_id
+    )
     assert await desk.engine.trading.positions() == []
 
 
@@ -164,7 +166,7 @@ async def test_closeall_with_only_a_resting_entry_cancels_it(start_desk: StartDe
     prompt = await desk.say("/closeall")
     asked = prompt.plain_text
     await desk.answer(desk.confirm(prompt, ConfirmAction.CLOSE_ALL))
-    text = await desk.edited(prompt, "Close results")
+    text = (await desk.sandbox.wait_for_message(OWNER, contains="Close results")).plain_text
     desk.engine.feed.step(5)
 
     assert asked.startswith(

@@ -37,12 +37,14 @@ WARN = "reached the warn level"
 MAX = "🛑 Drawdown guard:"
 FLAT = "Flatten results:"
 ALIVE = "💓 SignalDesk alive"
+EXIT = "🚨 Drawdown flatten ·"  # the closed trade's exit message
 SUPERGROUP = -1001234567890
 
 
 def _kind(message: SentMessage) -> str:
     text = message.plain_text
-    for marker, kind in ((ALIVE, "heartbeat"), (WARN, "warn"), (MAX, "max"), (FLAT, "flat")):
+    markers = ((ALIVE, "heartbeat"), (WARN, "warn"), (MAX, "max"), (FLAT, "flat"), (EXIT, "exit"))
+    for marker, kind in markers:
         if marker in text:
             return kind
     return text.splitlines()[0]
@@ -73,8 +75,11 @@ async def test_a_bot_started_while_telegram_is_down_guards_flattens_and_catches_
     assert not [r for r in caplog.records if "Failed to fetch updates" in r.getMessage()]
 
     kinds = [_kind(m) for m in sandbox.messages(OWNER)[earlier:]]
-    assert kinds == ["heartbeat", "warn", "max", "flat"]  # the heartbeat was in flight
-    flat = sandbox.messages(OWNER)[-1].plain_text
+    # the heartbeat was in flight; then the alerts in order, the flatten's report and the
+    # closed trade's exit message
+    assert kinds[:3] == ["heartbeat", "warn", "max"]
+    assert sorted(kinds[3:]) == ["exit", "flat"]
+    [flat] = [m.plain_text for m in sandbox.messages(OWNER)[earlier:] if FLAT in m.plain_text]
     assert "BTC/USDT" in flat and flat.endswith("The account is flat.")
     status = (await desk.say("/status")).plain_text  # commands work again
     assert "Trading: ⏸ paused by drawdown-guard" in status
@@ -128,6 +133,7 @@ async def test_a_telegram_error_on_the_closing_edit_does_not_stop_a_confirmed_cl
 ) -> None:
     desk = await start_desk()
     await _buy(desk, "0.01")
+    await desk.drained()  # nothing queued, so the bot's next message is the question
     prompt = await desk.say("/closeall")
     desk.sandbox.fail_next("editMessageText", code, description, retry_after=retry_after)
 
