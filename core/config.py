@@ -66,6 +66,14 @@ class MarketDataName(StrEnum):
     IBKR = "ibkr"
 
 
+class MarketClosedPolicy(StrEnum):
+    """What an order for a closed market does (IBKR): ``block`` refuses it with "market
+    closed, opens in 2 h"; ``day_order`` sends it as a DAY order that rests until the open."""
+
+    BLOCK = "block"
+    DAY_ORDER = "day_order"
+
+
 class DrawdownAction(StrEnum):
     """What the drawdown guard does when a max level is breached."""
 
@@ -283,6 +291,10 @@ class Settings(BaseSettings):
     ibkr_account: str = Field("", description="account to trade; empty: the only one managed")
     ibkr_delayed_data: bool = Field(
         False, description="ask for delayed quotes when the account has no subscription"
+    )
+    market_closed_policy: MarketClosedPolicy = Field(
+        MarketClosedPolicy.BLOCK,
+        description="an order for a closed market: block it, or send a day order to the open",
     )
 
     @field_validator("database_url")

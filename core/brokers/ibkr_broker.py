@@ -89,13 +89,17 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from core.brokers._numbers import dec_or_zero, floor_to_step, plain
+from core.brokers.ibkr_hours import MarketHours
+from core.config import MarketClosedPolicy
 from core.domain import (
     ZERO,
     Account,
@@ -265,6 +269,8 @@ class _Spec:
     min_size: Decimal
     size_step: Decimal
     multiplier: Decimal
+    hours: str = ""  # ContractDetails.liquidHours
+    time_zone: str = ""  # ContractDetails.timeZoneId
 
 
 class IbkrBroker:
@@ -281,6 +287,10 @@ class IbkrBroker:
         fill_timeout: seconds to wait for a market order to fill (longer: it is reported
             OPEN and the reconciler follows it) or a resting order to be acknowledged.
         connect_timeout: seconds to wait for the API handshake.
+        closed_policy: an order that adds risk on a closed market is refused (``block``)
+            or sent as a DAY order resting until the open (``day_order``;
+            ``MARKET_CLOSED_POLICY``). Reducing orders are always sent.
+        clock: UTC now, for the market hours.
 
     Raises:
         BrokerUnavailableError: ``ib_async`` is not installed.
@@ -300,6 +310,8 @@ class IbkrBroker:
         max_order_notional: Decimal | None = None,
         fill_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        closed_policy: MarketClosedPolicy = MarketClosedPolicy.BLOCK,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._lib = _import_ib_async()
         self._ib = ib if ib is not None else self._lib.IB()
@@ -311,6 +323,8 @@ class IbkrBroker:
         self.max_order_notional = max_order_notional
         self.fill_timeout = fill_timeout
         self.connect_timeout = connect_timeout
+        self.closed_policy = closed_policy
+        self._clock = clock
         self._specs: dict[str, _Spec] = {}
         self._symbols: dict[int, str] = {}  # conId -> the SignalDesk symbol it was asked as
         self._connect_lock = asyncio.Lock()
@@ -330,6 +344,7 @@ class IbkrBroker:
             account=settings.ibkr_account,
             max_order_quantity=settings.max_order_quantity,
             max_order_notional=settings.max_order_notional,
+            closed_policy=settings.market_closed_policy,
         )
 
     @property
@@ -404,6 +419,8 @@ class IbkrBroker:
             min_size=_positive(detail.minSize, Decimal(1)),
             size_step=_positive(detail.sizeIncrement, Decimal(1)),
             multiplier=_positive(resolved.multiplier, Decimal(1)),
+            hours=detail.liquidHours,
+            time_zone=detail.timeZoneId,
         )
         self._specs[symbol] = spec
         self._symbols[resolved.conId] = symbol
@@ -525,13 +542,19 @@ class IbkrBroker:
                     f"{plain(request.quantity)} {request.symbol} is below IBKR's minimum "
                     f"size {plain(spec.min_size)} (step {plain(spec.size_step)})"
                 )
-            if not (request.reduce_only or trigger):
+            reducing = request.reduce_only or trigger
+            if not reducing:
                 await self._check_caps(request, quantity, spec)
+            hours = MarketHours.of(spec.hours, spec.time_zone, self._clock())
+            if not (hours.is_open or reducing) and self.closed_policy is MarketClosedPolicy.BLOCK:
+                raise OrderRejectedError(f"{request.symbol}: {hours.describe()}")
             order = self._order(request, quantity, spec)
             if not self._ib.isConnected():
                 raise BrokerTemporaryError("IBKR is not connected; the order was not sent")
             trade = self._ib.placeOrder(spec.contract, order)
-            await self._settle(trade, until_done=request.order_type is OrderType.MARKET)
+            # on a closed market IB holds the DAY order until the open: acknowledged is enough
+            market = request.order_type is OrderType.MARKET and hours.is_open
+            await self._settle(trade, until_done=market)
             if not self._ib.isConnected() and not trade.isDone():
                 raise BrokerAmbiguousError(
                     f"IBKR connection lost with order {request.client_order_id} in flight; "
@@ -630,6 +653,13 @@ class IbkrBroker:
         Raises UnknownSymbolError."""
         await self.spec(symbol)
         return ExitStyle.ORDERS
+
+    async def market_hours(self, symbol: str) -> MarketHours:
+        """Whether ``symbol``'s market is in its regular trading hours now and when it opens
+        (``liquidHours`` / ``timeZoneId`` of its contract details;
+        :mod:`core.brokers.ibkr_hours`). Raises UnknownSymbolError."""
+        spec = await self.spec(symbol)
+        return MarketHours.of(spec.hours, spec.time_zone, self._clock())
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import ib_async
@@ -12,6 +13,8 @@ import pytest
 
 from core.brokers import ibkr_broker
 from core.brokers.ibkr_broker import IbkrBroker, parse_symbol, translate_error
+from core.brokers.ibkr_hours import MarketHours
+from core.config import MarketClosedPolicy
 from core.domain import ExitStyle, OrderRequest, OrderState, OrderType, Side
 from core.errors import (
     BrokerAmbiguousError,
@@ -24,6 +27,7 @@ from core.errors import (
     QuantityLimitError,
     UnknownSymbolError,
 )
+from tests.conftest import Clock
 from tests.support import ib_fake
 
 D = Decimal
@@ -293,3 +297,65 @@ async def test_a_partial_close_sells_part_and_a_full_close_the_rest(broker: Ibkr
     assert rest is not None and rest.filled_quantity == D(6)
     assert await broker.close_position("AAPL", "ib-p-c3") is None
     assert await broker.positions() == []
+
+
+# --- market hours -------------------------------------------------------------------------
+
+#: AAPL's regular hours on Monday 5 and Tuesday 6 January 2026 (09:30-16:00 New York).
+HOURS = "20260105:0930-20260105:1600;20260106:0930-20260106:1600;20260107:CLOSED"
+BEFORE_OPEN = datetime(2026, 1, 5, 12, 30, tzinfo=UTC)  # 07:30 in New York
+
+
+def test_market_hours_say_when_a_closed_market_opens() -> None:
+    before = MarketHours.of(HOURS, "US/Eastern", BEFORE_OPEN)
+    during = MarketHours.of(HOURS, "US/Eastern", datetime(2026, 1, 5, 15, 0, tzinfo=UTC))
+    evening = MarketHours.of(HOURS, "US/Eastern", datetime(2026, 1, 5, 21, 50, tzinfo=UTC))
+    after_all = MarketHours.of(HOURS, "US/Eastern", datetime(2026, 1, 8, tzinfo=UTC))
+    unknown = MarketHours.of("", "US/Eastern", BEFORE_OPEN)
+
+    assert (before.is_open, before.opens_at) == (False, datetime(2026, 1, 5, 14, 30, tzinfo=UTC))
+    assert before.describe() == "market closed, opens in 2 h"
+    assert during.is_open and during.describe() == "market open"
+    assert evening.describe() == "market closed, opens in 17 h"
+    assert after_all.describe() == "market closed"
+    assert unknown.is_open and not unknown.known
+    assert MarketHours.of(HOURS, "Mars/Olympus", BEFORE_OPEN).is_open  # unknown zone: open
+
+
+async def test_a_closed_market_blocks_new_risk_but_never_a_close(
+    gateway: ib_fake.FakeGateway,
+) -> None:
+    clock = Clock(datetime(2026, 1, 5, 15, 0, tzinfo=UTC))
+    gateway.clock = clock
+    broker = gateway.broker(clock=clock)
+    gateway.set_hours("AAPL", HOURS)
+    await broker.place_order(OrderRequest("ib-h-1", "AAPL", Side.BUY, D(3)))
+    clock.now = datetime(2026, 1, 5, 21, 50, tzinfo=UTC)  # after the close
+
+    with pytest.raises(OrderRejectedError, match="AAPL: market closed, opens in 17 h"):
+        await broker.place_order(OrderRequest("ib-h-2", "AAPL", Side.BUY, D(1)))
+    close = await broker.close_position("AAPL", "ib-h-3")
+
+    assert gateway.records_with_ref("ib-h-2") == []
+    assert close is not None and close.state is OrderState.OPEN  # held by IB until the open
+    assert (await broker.market_hours("AAPL")).opens_at == datetime(2026, 1, 6, 14, 30, tzinfo=UTC)
+
+
+async def test_the_day_order_policy_rests_the_order_until_the_open(
+    gateway: ib_fake.FakeGateway,
+) -> None:
+    clock = Clock(BEFORE_OPEN)
+    gateway.clock = clock
+    broker = gateway.broker(clock=clock, closed_policy=MarketClosedPolicy.DAY_ORDER)
+    gateway.set_hours("AAPL", HOURS)
+
+    placed = await broker.place_order(OrderRequest("ib-d-1", "AAPL", Side.BUY, D(2)))
+    [record] = gateway.records_with_ref("ib-d-1")
+    assert placed.state is OrderState.OPEN and record.status == "PreSubmitted"
+    assert record.order.tif == "DAY"
+
+    clock.now = datetime(2026, 1, 5, 14, 31, tzinfo=UTC)
+    gateway.open_market("AAPL")
+
+    filled = await broker.get_order("ib-d-1", "AAPL")
+    assert filled is not None and filled.state is OrderState.FILLED and filled.filled_quantity == 2

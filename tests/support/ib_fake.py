@@ -51,6 +51,7 @@ import ib_async
 from eventkit import Event
 
 from core.brokers.ibkr_broker import IbkrBroker
+from core.brokers.ibkr_hours import parse_hours
 from core.domain import utcnow
 
 __all__ = ["FakeGateway", "FakeIB", "running"]
@@ -200,6 +201,17 @@ class FakeGateway:
             if not record.done and record.contract.conId == item.details.contract.conId:
                 self._work(record)
 
+    def set_hours(self, symbol: str, liquid_hours: str) -> None:
+        """Give ``symbol`` regular trading hours (IB's ``liquidHours`` format, US/Eastern);
+        outside them TWS holds market and limit orders ``PreSubmitted`` until the open."""
+        self.instrument(symbol).details.liquidHours = liquid_hours
+
+    def open_market(self, symbol: str) -> None:
+        """Work the held orders of ``symbol`` again (call after moving the clock)."""
+        self.set_price(
+            symbol, bid=str(self.instrument(symbol).bid), ask=str(self.instrument(symbol).ask)
+        )
+
     def reject_next(self, code: int, message: str) -> None:
         """The next order placed is refused with IB error ``code``."""
         self._rejects.append((code, message))
@@ -217,7 +229,7 @@ class FakeGateway:
 
     def broker(self, **overrides: Any) -> IbkrBroker:
         """An IbkrBroker on a new session (closed by :func:`running`)."""
-        options: dict[str, Any] = {"fill_timeout": 5.0, "port": 4002}
+        options: dict[str, Any] = {"fill_timeout": 5.0, "port": 4002, "clock": self.clock}
         options.update(overrides)
         broker = IbkrBroker(ib=self.session(), **options)
         self.brokers.append(broker)
@@ -260,9 +272,22 @@ class FakeGateway:
     def _work(self, record: _Record) -> None:
         """Fill, trigger or rest ``record`` at the current price."""
         item = self.instruments[record.contract.conId]
+        kind = record.order.orderType
+        details = item.details
+        if (
+            kind in ("MKT", "LMT")
+            and details.liquidHours
+            and not any(
+                start <= self.clock() < end
+                for start, end in parse_hours(details.liquidHours, details.timeZoneId)
+            )
+        ):
+            if record.status != "PreSubmitted":
+                record.status = "PreSubmitted"  # held until the open
+                self._push(record)
+            return
         buy = record.order.action == "BUY"
         market = item.ask if buy else item.bid
-        kind = record.order.orderType
         price: Decimal | None = None
         if kind == "MKT":
             price = market
