@@ -98,6 +98,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from core.brokers._numbers import dec_or_zero, floor_to_step, plain
+from core.brokers.base import closing_request
 from core.brokers.ibkr_hours import MarketHours
 from core.config import MarketClosedPolicy
 from core.domain import (
@@ -606,18 +607,8 @@ class IbkrBroker:
             ),
             ZERO,
         )
-        if held == 0:
-            return None
-        size = abs(held) if quantity is None else min(quantity, abs(held))
-        return await self.place_order(
-            OrderRequest(
-                client_order_id=client_order_id,
-                symbol=symbol,
-                side=Side.SELL if held > 0 else Side.BUY,
-                quantity=size,
-                reduce_only=True,
-            )
-        )
+        request = closing_request(symbol, client_order_id, held, quantity)
+        return None if request is None else await self.place_order(request)
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
         """``cancelOrder`` the working order with this ``orderRef`` and wait for IB's answer:
