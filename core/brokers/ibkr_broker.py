@@ -132,7 +132,7 @@ from core.errors import (
 if TYPE_CHECKING:
     from core.config import Settings
 
-__all__ = ["UNAVAILABLE_MESSAGE", "IbkrBroker", "parse_symbol", "translate_error"]
+__all__ = ["UNAVAILABLE_MESSAGE", "ContractSpec", "IbkrBroker", "parse_symbol", "translate_error"]
 
 log = structlog.get_logger(__name__)
 
@@ -261,7 +261,7 @@ _CURRENCIES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class _Spec:
+class ContractSpec:
     """A resolved contract and its trading increments."""
 
     symbol: str
@@ -326,7 +326,7 @@ class IbkrBroker:
         self.connect_timeout = connect_timeout
         self.closed_policy = closed_policy
         self._clock = clock
-        self._specs: dict[str, _Spec] = {}
+        self._specs: dict[str, ContractSpec] = {}
         self._symbols: dict[int, str] = {}  # conId -> the SignalDesk symbol it was asked as
         self._connect_lock = asyncio.Lock()
         self._order_lock = asyncio.Lock()
@@ -389,7 +389,7 @@ class IbkrBroker:
 
     # --- contracts ------------------------------------------------------------------------
 
-    async def spec(self, symbol: str) -> _Spec:
+    async def spec(self, symbol: str) -> ContractSpec:
         """The resolved contract of ``symbol`` and its increments (cached).
 
         Raises:
@@ -413,7 +413,7 @@ class IbkrBroker:
             raise UnknownSymbolError(f"{symbol} is ambiguous at IBKR ({names}); name the exchange")
         [detail] = details
         resolved = detail.contract
-        spec = _Spec(
+        spec = ContractSpec(
             symbol=symbol,
             contract=resolved,
             tick=_positive(detail.minTick, Decimal("0.01")),
@@ -426,6 +426,10 @@ class IbkrBroker:
         self._specs[symbol] = spec
         self._symbols[resolved.conId] = symbol
         return spec
+
+    def resolved(self) -> list[ContractSpec]:
+        """The contracts resolved so far, in the order they were first asked for."""
+        return list(self._specs.values())
 
     def symbol_of(self, contract: Any) -> str:
         """The SignalDesk symbol of an ib_async contract: the one it was asked as, else
@@ -659,7 +663,9 @@ class IbkrBroker:
             f"IB {code}: {message}"
         )
 
-    async def _check_caps(self, request: OrderRequest, quantity: Decimal, spec: _Spec) -> None:
+    async def _check_caps(
+        self, request: OrderRequest, quantity: Decimal, spec: ContractSpec
+    ) -> None:
         if self.max_order_quantity is not None and quantity > self.max_order_quantity:
             raise QuantityLimitError(
                 f"quantity {plain(quantity)} exceeds the limit {plain(self.max_order_quantity)}"
@@ -672,7 +678,7 @@ class IbkrBroker:
                     f"notional {notional:.2f} exceeds the limit {self.max_order_notional:.2f}"
                 )
 
-    def _order(self, request: OrderRequest, quantity: Decimal, spec: _Spec) -> Any:
+    def _order(self, request: OrderRequest, quantity: Decimal, spec: ContractSpec) -> Any:
         """The ib_async Order for ``request`` (module docstring)."""
         order = self._lib.Order(
             action="BUY" if request.side is Side.BUY else "SELL",

@@ -10,8 +10,10 @@
   "MIDPOINT" for forex), useRTH=False, formatDate=2)``; the last bar IB sends is the one
   still forming and is dropped, so only closed bars are returned.
 - Symbols: IB has no listing of every market. :meth:`symbols` lists the contracts this
-  process has resolved; :meth:`match` searches IB with ``reqMatchingSymbolsAsync`` (what
-  ``/symbols`` needs), answering stocks as ``AAPL.NASDAQ`` and forex as ``EUR.USD``.
+  process has resolved; :meth:`match` searches IB with ``reqMatchingSymbolsAsync`` and
+  resolves what it finds (stocks as ``AAPL.NASDAQ``, forex as ``EUR.USD``), which
+  :class:`~core.marketdata.search.SymbolSearch` uses for ``/symbols`` when its cached
+  listing has no match.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from decimal import Decimal
 from typing import Any
 
 from core.brokers._numbers import dec_or_zero
-from core.brokers.ibkr_broker import IbkrBroker
+from core.brokers.ibkr_broker import ContractSpec, IbkrBroker
 from core.config import Settings
 from core.domain import Candle, Quote
-from core.errors import InvalidInputError
+from core.errors import InvalidInputError, UnknownSymbolError
 from core.marketdata.base import TIMEFRAMES, Instrument, timeframe_delta
 
 __all__ = ["IbkrMarketData"]
@@ -134,14 +136,17 @@ class IbkrMarketData:
 
     async def symbols(self) -> list[Instrument]:
         """The contracts this process has resolved (IB lists no full universe)."""
-        return [
-            self._instrument(s.symbol, s.contract, s.tick, s.size_step, s.min_size, s.multiplier)
-            for s in self._broker._specs.values()
-        ]
+        return [self._instrument(spec) for spec in self._broker.resolved()]
 
-    async def match(self, pattern: str, limit: int = 20) -> list[str]:
-        """SignalDesk symbols IB matches for ``pattern`` (``reqMatchingSymbolsAsync``):
-        stocks as ``SYMBOL.PRIMARY``, forex as ``BASE.QUOTE``, at most ``limit``."""
+    async def match(self, pattern: str, limit: int = 8) -> list[Instrument]:
+        """Instruments IB matches for ``pattern`` (``reqMatchingSymbolsAsync``), each
+        resolved to its contract (so :meth:`symbols` lists it afterwards): stocks as
+        ``SYMBOL.PRIMARY``, forex as ``BASE.QUOTE``, at most ``limit``; a match that does
+        not resolve to exactly one contract is left out.
+
+        Raises:
+            BrokerTemporaryError: not connected.
+        """
         ib = await self._ready()
         found = await ib.reqMatchingSymbolsAsync(pattern) or []
         names: list[str] = []
@@ -157,27 +162,28 @@ class IbkrMarketData:
                 name = self._broker.symbol_of(c)
             if name not in names:
                 names.append(name)
-        return names[:limit]
+        instruments = []
+        for name in names[:limit]:
+            try:
+                spec = await self._broker.spec(name)
+            except UnknownSymbolError:
+                continue
+            instruments.append(self._instrument(spec))
+        return instruments
 
     @staticmethod
-    def _instrument(
-        symbol: str,
-        contract: Any,
-        tick: Decimal,
-        step: Decimal,
-        minimum: Decimal,
-        multiplier: Decimal,
-    ) -> Instrument:
+    def _instrument(spec: ContractSpec) -> Instrument:
+        contract = spec.contract
         kinds = {"STK": "stock", "FUT": "future", "CASH": "forex"}
         return Instrument(
-            symbol=symbol,
+            symbol=spec.symbol,
             base=contract.symbol,
             quote=contract.currency,
             kind=kinds.get(contract.secType, contract.secType.lower()),
-            price_tick=tick,
-            quantity_step=step,
-            min_quantity=minimum,
-            contract_size=multiplier,
+            price_tick=spec.tick,
+            quantity_step=spec.size_step,
+            min_quantity=spec.min_size,
+            contract_size=spec.multiplier,
         )
 
     async def close(self) -> None:

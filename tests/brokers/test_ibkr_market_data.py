@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from core.app import build_market_data
+from core.db.engine import Database, upgrade_schema
 from core.errors import BrokerTemporaryError, InvalidInputError
 from core.marketdata.ibkr_data import IbkrMarketData
 from core.marketdata.replay import ReplayMarketData
+from core.marketdata.search import SymbolSearch
 from tests.support import ib_fake
 
 D = Decimal
@@ -42,22 +44,39 @@ async def test_candles_are_the_closed_bars_oldest_first_without_the_forming_one(
         await market.candles("AAPL", "2h", 2)
 
 
-async def test_symbol_search_asks_ib_for_matching_symbols(gateway: ib_fake.FakeGateway) -> None:
+async def test_symbol_search_asks_ib_for_matching_symbols_and_lists_what_it_resolved(
+    gateway: ib_fake.FakeGateway,
+) -> None:
     broker = gateway.broker()
     market = IbkrMarketData(broker)
 
-    assert await market.match("aapl") == ["AAPL.NASDAQ"]
-    assert await market.match("euro") == ["EUR.USD"]
+    assert [i.symbol for i in await market.match("aapl")] == ["AAPL.NASDAQ"]
+    [pair] = await market.match("euro")
+    assert (pair.symbol, pair.kind, pair.base, pair.quote) == ("EUR.USD", "forex", "EUR", "USD")
     assert await market.match("zzz") == []
-    assert await market.symbols() == []  # nothing resolved yet
     await broker.quote("ES.2026-12")
-    [future] = await market.symbols()
-    assert (future.symbol, future.kind, future.price_tick, future.contract_size) == (
-        "ES.2026-12",
-        "future",
-        D("0.25"),
-        D(50),
-    )
+    listed = {i.symbol: i for i in await market.symbols()}
+    assert set(listed) == {"AAPL.NASDAQ", "EUR.USD", "ES.2026-12"}
+    future = listed["ES.2026-12"]
+    assert (future.kind, future.price_tick, future.contract_size) == ("future", D("0.25"), D(50))
+
+
+async def test_the_symbols_command_search_finds_ib_symbols_through_the_cache(
+    gateway: ib_fake.FakeGateway, database_url: str, clock: Any
+) -> None:
+    await upgrade_schema(database_url)
+    db = Database(database_url)
+    market = IbkrMarketData(gateway.broker())
+    search = SymbolSearch(db, market, ttl_seconds=3600, clock=clock)
+    try:
+        first = await search.search("aapl")
+        calls = len(market._broker.ib.calls)
+        again = await search.search("aapl")
+
+        assert [i.symbol for i in first] == ["AAPL.NASDAQ"] == [i.symbol for i in again]
+        assert len(market._broker.ib.calls) == calls  # the second search is the cache's
+    finally:
+        await db.close()
 
 
 async def test_delayed_data_is_requested_once_and_no_subscription_is_said(
