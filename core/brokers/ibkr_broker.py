@@ -33,7 +33,9 @@ this session's ``trades()``, then ``reqAllOpenOrdersAsync()`` and
 ``reqCompletedOrdersAsync(apiOnly=True)``; its fills come from the trade or, after a
 restart, from ``reqExecutionsAsync()`` filtered by ``Execution.orderRef``. IB does not
 refuse a repeated ``orderRef``, so the look-up first is what makes a retry return the
-order instead of placing a second one. A lost connection while ``placeOrder`` is in flight
+order instead of placing a second one. IB returns executions of the current day only (TWS
+can be set to keep up to 7 days); an older order is reported from its status (filled
+quantity and average price) without fill rows or fees. A lost connection while ``placeOrder`` is in flight
 is BrokerAmbiguousError: the order may have reached IB, and the reconciler finds it by
 ``orderRef`` after the restart (one order, never two).
 
