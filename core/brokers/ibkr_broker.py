@@ -35,9 +35,9 @@ restart, from ``reqExecutionsAsync()`` filtered by ``Execution.orderRef``. IB do
 refuse a repeated ``orderRef``, so the look-up first is what makes a retry return the
 order instead of placing a second one. IB returns executions of the current day only (TWS
 can be set to keep up to 7 days); an older order is reported from its status (filled
-quantity and average price) without fill rows or fees. A lost connection while ``placeOrder`` is in flight
-is BrokerAmbiguousError: the order may have reached IB, and the reconciler finds it by
-``orderRef`` after the restart (one order, never two).
+quantity and average price) without fill rows or fees. A lost connection while
+``placeOrder`` is in flight is BrokerAmbiguousError: the order may have reached IB, and the
+reconciler finds it by ``orderRef`` after the restart (one order, never two).
 
 Protective exits are ORDERS, placed after the entry fills. The issue proposed a bracket
 (parent plus children) at entry; SignalDesk's exit service instead places the stop loss
