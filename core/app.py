@@ -88,17 +88,20 @@ def build_market_data(
     clock: Callable[[], datetime] = utcnow,
     broker: Broker | None = None,
 ) -> MarketData:
-    """The market data ``MARKET_DATA`` names; ccxt and MT5 are imported only when chosen.
+    """The market data ``MARKET_DATA`` names; ccxt, MT5 and ib_async are imported only when
+    chosen.
     ``CCXT_CONFIG`` applies to ccxt's market data too.
 
     Unset, it follows the broker that executes, so strategies and the drift check see the
     venue's own prices: the replay for the paper broker, the ccxt broker's exchange (its
-    testnet in sandbox mode), the MT5 broker's terminal connection.
+    testnet in sandbox mode), the MT5 broker's terminal connection, the IBKR broker's
+    TWS / IB Gateway connection.
 
     Raises:
         BrokerUnavailableError: the extra is not installed (the message names it).
     """
-    from core.brokers.ccxt_broker import CcxtBroker  # neither imports its library yet
+    from core.brokers.ccxt_broker import CcxtBroker  # none imports its library yet
+    from core.brokers.ibkr_broker import IbkrBroker
     from core.brokers.mt5_broker import Mt5Broker
 
     source = settings.market_data
@@ -112,6 +115,10 @@ def build_market_data(
         from core.marketdata.mt5_data import Mt5MarketData
 
         return Mt5MarketData(broker)
+    if (source is None and isinstance(broker, IbkrBroker)) or source is MarketDataName.IBKR:
+        from core.marketdata.ibkr_data import IbkrMarketData
+
+        return IbkrMarketData.from_settings(settings, broker)
     if source is None:
         return replay
     if source is MarketDataName.CCXT:
@@ -138,7 +145,7 @@ def build_broker(
     market: MarketData | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> Broker:
-    """The broker named by ``BROKER``; ccxt and MT5 are imported only when chosen.
+    """The broker named by ``BROKER``; ccxt, MT5 and ib_async are imported only when chosen.
     ``BROKER=paper`` executes on ``feed`` (the replay), or on ``market`` when that is live
     market data (a dry run on live prices, :class:`LivePaperBroker`).
 
@@ -153,6 +160,10 @@ def build_broker(
         from core.brokers.mt5_broker import Mt5Broker
 
         return Mt5Broker.from_settings(settings)
+    if settings.broker is BrokerName.IBKR:
+        from core.brokers.ibkr_broker import IbkrBroker
+
+        return IbkrBroker.from_settings(settings)
     if market is not None and not isinstance(market, ReplayMarketData):
         from core.brokers.paper_live import LivePaperBroker
         from core.marketdata.live import CandleHistory, LiveFeed

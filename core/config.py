@@ -54,6 +54,7 @@ class BrokerName(StrEnum):
     PAPER = "paper"
     CCXT = "ccxt"
     MT5 = "mt5"
+    IBKR = "ibkr"
 
 
 class MarketDataName(StrEnum):
@@ -62,6 +63,15 @@ class MarketDataName(StrEnum):
     REPLAY = "replay"
     CCXT = "ccxt"
     MT5 = "mt5"
+    IBKR = "ibkr"
+
+
+class MarketClosedPolicy(StrEnum):
+    """What an order for a closed market does (IBKR): ``block`` refuses it with "market
+    closed, opens in 2 h"; ``day_order`` sends it as a DAY order that rests until the open."""
+
+    BLOCK = "block"
+    DAY_ORDER = "day_order"
 
 
 class DrawdownAction(StrEnum):
@@ -271,6 +281,21 @@ class Settings(BaseSettings):
     mt5_path: str | None = None
     mt5_magic: int = 20251121
     mt5_deviation: int = Field(20, ge=0, description="max price deviation in points")
+
+    # --- Interactive Brokers (TWS or IB Gateway) and market hours ------------------------
+    ibkr_host: str = Field("127.0.0.1", description="where TWS / IB Gateway listens")
+    ibkr_port: int = Field(
+        7497, gt=0, lt=65536, description="API port: TWS paper 7497, live 7496; Gateway 4002/4001"
+    )
+    ibkr_client_id: int = Field(1, ge=0, description="API client id (one per connection)")
+    ibkr_account: str = Field("", description="account to trade; empty: the only one managed")
+    ibkr_delayed_data: bool = Field(
+        False, description="ask for delayed quotes when the account has no subscription"
+    )
+    market_closed_policy: MarketClosedPolicy = Field(
+        MarketClosedPolicy.BLOCK,
+        description="an order for a closed market: block it, or send a day order to the open",
+    )
 
     @field_validator("database_url")
     @classmethod

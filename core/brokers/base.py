@@ -18,10 +18,10 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import stamina
 
-from core.domain import Account, ExitStyle, OrderReport, OrderRequest, Position, Quote
+from core.domain import Account, ExitStyle, OrderReport, OrderRequest, Position, Quote, Side
 from core.errors import BrokerTemporaryError
 
-__all__ = ["Broker", "retry_temporary"]
+__all__ = ["Broker", "closing_request", "retry_temporary"]
 
 T = TypeVar("T")
 
@@ -109,3 +109,21 @@ async def retry_temporary(call: Callable[[], Awaitable[T]]) -> T:
         with attempt:
             return await call()
     raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+
+def closing_request(
+    symbol: str, client_order_id: str, held: Decimal, quantity: Decimal | None
+) -> OrderRequest | None:
+    """The reduce-only market order that closes a net position of ``held`` (signed base
+    units) in ``symbol``: all of it, or ``quantity`` of it capped at what is held. None when
+    nothing is held (``close_position``'s rule on a netting venue)."""
+    if held == 0:
+        return None
+    size = abs(held) if quantity is None else min(quantity, abs(held))
+    return OrderRequest(
+        client_order_id=client_order_id,
+        symbol=symbol,
+        side=Side.SELL if held > 0 else Side.BUY,
+        quantity=size,
+        reduce_only=True,
+    )

@@ -51,6 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from core.brokers.base import closing_request
 from core.config import Settings
 from core.db.engine import Database
 from core.db.models import PaperAccountRow, PaperOrderRow, PaperPositionRow
@@ -283,18 +284,8 @@ class PaperBroker:
                 return self._report(existing)
             position = await session.get(PaperPositionRow, symbol)
             held = position.quantity if position is not None else ZERO
-        if held == 0:
-            return None
-        size = abs(held) if quantity is None else min(quantity, abs(held))
-        return await self.place_order(
-            OrderRequest(
-                client_order_id=client_order_id,
-                symbol=symbol,
-                side=Side.SELL if held > 0 else Side.BUY,
-                quantity=size,
-                reduce_only=True,
-            )
-        )
+        request = closing_request(symbol, client_order_id, held, quantity)
+        return None if request is None else await self.place_order(request)
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
         """Cancel a resting order; its final report (FILLED if a candle filled it before

@@ -104,9 +104,13 @@ class SymbolSearch:
 
     async def search(self, query: str, limit: int = 20) -> list[Instrument]:
         """Instruments whose symbol, base or quote matches ``query`` (any case and
-        separators), exact matches and bases first; a miss refreshes once."""
+        separators), exact matches and bases first; a miss refreshes once (after asking a
+        market data that searches rather than lists, IBKR's ``match``, for ``query``)."""
         found = self._match(await self.listing(), query)
         if not found:
+            match = getattr(self._market, "match", None)
+            if match is not None:  # a venue that searches instead of listing (IBKR)
+                await match(query)
             found = self._match(await self.refresh(), query)
         return found[:limit]
 

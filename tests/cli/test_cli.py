@@ -190,7 +190,7 @@ def test_an_invalid_setting_names_the_variable(run, monkeypatch) -> None:  # typ
         check=False,
     )
     assert result.returncode != 0
-    assert "BROKER: Input should be 'paper', 'ccxt' or 'mt5' (got 'nyse')" in result.stderr
+    assert "BROKER: Input should be 'paper', 'ccxt', 'mt5' or 'ibkr' (got 'nyse')" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -213,6 +213,11 @@ def test_an_invalid_setting_names_the_variable(run, monkeypatch) -> None:  # typ
             "BROKER=ccxt needs the ccxt extra: pip install 'signaldesk[ccxt]'",
         ),
         ("mt5", "", "BROKER=mt5 needs Windows and the mt5 extra: pip install 'signaldesk[mt5]'"),
+        (
+            "ibkr",
+            "import sys; sys.modules['ib_async'] = None",
+            "BROKER=ibkr needs the ibkr extra: pip install 'signaldesk[ibkr]'",
+        ),
     ],
 )
 def test_a_broker_whose_extra_is_missing_stops_start_up_with_one_line_naming_it(

@@ -1,6 +1,7 @@
-"""One contract, three brokers: the same service-level scenarios (approve -> execute ->
+"""One contract, four brokers: the same service-level scenarios (approve -> execute ->
 positions -> close all) against the paper broker, ccxt on a local Binance fake (ccxt's
-real HTTP, signing and parsing) and MT5 on the fake MetaTrader5 module."""
+real HTTP, signing and parsing), MT5 on the fake MetaTrader5 module and IBKR on the fake
+TWS of tests/support/ib_fake.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from core.app import Engine, build_engine
 from core.domain import ExitStyle, OrderRequest, OrderState, OrderType, Side, SignalStatus
 from core.errors import OrderNotFoundError, TransitionConflictError
 from core.services import Proposal
-from tests.support import binance_fake, mt5_fake
+from tests.support import binance_fake, ib_fake, mt5_fake
 
 
 @dataclass
@@ -27,9 +28,11 @@ class Venue:
     symbol: str
     quantity: Decimal
     name: str = ""
+    #: a buy limit price far enough below the market to rest
+    resting_limit: Decimal = Decimal(50000)
 
 
-@pytest.fixture(params=["paper", "ccxt", "mt5"])
+@pytest.fixture(params=["paper", "ccxt", "mt5", "ibkr"])
 async def venue(
     request: pytest.FixtureRequest, sqlite_url: str, make_settings: Any, clock: Any
 ) -> AsyncIterator[Venue]:
@@ -43,10 +46,15 @@ async def venue(
             engine = await build_engine(settings, broker=fake.broker(), clock=clock)
             yield Venue(engine, "BTC/USDT", Decimal("0.01"), "ccxt")
             await engine.close()
-    else:
+    elif request.param == "mt5":
         async with mt5_fake.running() as terminal:
             engine = await build_engine(settings, broker=terminal.broker(), clock=clock)
             yield Venue(engine, "BTCUSD", Decimal("0.01"), "mt5")
+            await engine.close()
+    else:
+        async with ib_fake.running() as gateway:
+            engine = await build_engine(settings, broker=gateway.broker(), clock=clock)
+            yield Venue(engine, "AAPL", Decimal(1), "ibkr", resting_limit=Decimal(100))
             await engine.close()
 
 
@@ -113,7 +121,7 @@ async def test_a_resting_limit_order_is_listed_then_cancelled(venue: Venue) -> N
         Side.BUY,
         venue.quantity,
         order_type=OrderType.LIMIT,
-        limit_price=Decimal(50000),
+        limit_price=venue.resting_limit,
     )
     placed = await broker.place_order(request)
     assert placed.state is OrderState.OPEN
@@ -143,7 +151,13 @@ async def test_a_partial_close_leaves_the_rest_open(venue: Venue) -> None:
 
 
 async def test_exit_style_says_where_the_exits_live(venue: Venue) -> None:
-    # paper holds stop orders; ccxt here is spot (no trigger orders); MT5 keeps sl/tp on tickets
-    expected = {"paper": ExitStyle.ORDERS, "ccxt": ExitStyle.WATCHED, "mt5": ExitStyle.ATTACHED}
+    # paper holds stop orders; ccxt here is spot (no trigger orders); MT5 keeps sl/tp on
+    # tickets; IBKR holds STP / MIT orders in an OCA group
+    expected = {
+        "paper": ExitStyle.ORDERS,
+        "ccxt": ExitStyle.WATCHED,
+        "mt5": ExitStyle.ATTACHED,
+        "ibkr": ExitStyle.ORDERS,
+    }
 
     assert await venue.engine.broker.exit_style(venue.symbol) is expected[venue.name]

@@ -188,7 +188,9 @@ def test_card_chat_id_is_the_first_owner_unless_a_chat_is_set(
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        pytest.param("BROKER", "nyse", "Input should be 'paper', 'ccxt' or 'mt5'", id="broker"),
+        pytest.param(
+            "BROKER", "nyse", "Input should be 'paper', 'ccxt', 'mt5' or 'ibkr'", id="broker"
+        ),
         pytest.param(
             "TELEGRAM_OWNER_IDS",
             "abc",
