@@ -138,14 +138,20 @@ class MarketData(Protocol):
 class PriceFeed(Protocol):
     """The synchronous view the paper broker executes on (one per engine).
 
-    ``price`` is the current price, ``current()`` the candle current now (its ``at`` marks
-    when a resting order was placed) and ``candles_since`` the candles to match resting
-    orders against. :class:`~core.marketdata.replay.ReplayFeed` is one;
+    ``price`` is the current price, ``tick`` the symbol's price increment, ``current()``
+    the candle current now (its ``at`` marks when a resting order was placed) and
+    ``candles_since`` the candles to match resting orders against.
+    :class:`~core.marketdata.replay.ReplayFeed` is one;
     :class:`~core.marketdata.live.LiveFeed` serves live market data the same way.
     """
 
     def price(self, symbol: str) -> Decimal:
         """Current price of ``symbol`` (quote currency). Raises UnknownSymbolError."""
+        ...
+
+    def tick(self, symbol: str) -> Decimal:
+        """Price tick of ``symbol``'s instrument (quote currency): fills and quotes are
+        rounded to it. Raises UnknownSymbolError."""
         ...
 
     def current(self) -> Candle:
