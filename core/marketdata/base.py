@@ -105,8 +105,9 @@ class Instrument:
         return round_to_tick(price, self.price_tick, rounding)
 
     def format_price(self, price: Decimal) -> str:
-        """``price`` with thousands separators and the tick's decimals: ``1.08513``."""
-        return f"{price:,.{self.price_decimals}f}"
+        """``price`` with thousands separators and the tick's decimals: ``1.08513``; a price
+        between ticks (an average) is shown rounded as :meth:`round_price` rounds it."""
+        return f"{self.round_price(price):,.{self.price_decimals}f}"
 
 
 class MarketData(Protocol):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot.delivery import Cards
 from core.app import Engine, build_engine
 from core.domain import OrderRequest, OrderState, OrderType, Side, SignalStatus
 from core.errors import InvalidInputError, UnknownSymbolError
@@ -371,3 +372,27 @@ async def test_paper_on_live_prices_fills_a_tiny_tick_symbol_at_its_own_tick(
         assert await broker.positions() == []
     finally:
         await engine.close()
+
+
+async def test_cards_print_each_symbols_prices_with_its_own_tick(
+    live: Engine, fake: market_fake.MarketFake
+) -> None:
+    """The deliverer's cards look the instrument up in the cached listing: ETH/BTC (tick
+    0.00001) shows five decimals, BTC/USDT (tick 0.01) two."""
+    eth_btc = await live.signals.propose(
+        Proposal("test", "ETH/BTC", Side.BUY, D("0.5"), stop_loss=D("0.0485"))
+    )
+    btc = await live.signals.propose(
+        Proposal("test", "BTC/USDT", Side.BUY, D("0.01"), stop_loss=D(60000))
+    )
+    cards = Cards(live)
+    requests = fake.counts["/api/v3/exchangeInfo"]
+
+    five = (await cards.render(eth_btc)).text
+    two = (await cards.render(btc)).text
+
+    assert "Stop loss: 0.04850 · Take profit: none" in five
+    assert "Reference price: 0.05000 BTC" in five
+    assert "Stop loss: 60,000.00 · Take profit: none" in two
+    assert "Reference price: 61,100.00 USDT" in two
+    assert fake.counts["/api/v3/exchangeInfo"] == requests  # the cached listing served them
