@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from bot import render
 from core import bounds
 from core.app import Engine, build_engine
 from core.config import Settings, load_settings
@@ -121,20 +122,33 @@ def _money(value: Decimal | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
 
+def _price(value: Decimal | None, instrument: Instrument | None = None) -> str:
+    """A price with ``instrument``'s tick decimals when given (ETH/BTC: 5), else guessed
+    (:func:`bot.render.price`); ``-`` for none."""
+    return "-" if value is None else render.price(value, instrument)
+
+
+async def _with_instruments(
+    engine: Engine, work: Awaitable[T], symbols: Callable[[T], Iterable[str]]
+) -> tuple[T, Mapping[str, Instrument]]:
+    """``work``'s result and the listed instruments of its ``symbols`` (for printing
+    prices with their precision; see :meth:`core.marketdata.search.SymbolSearch.known`)."""
+    result = await work
+    return result, await engine.symbols.known(symbols(result))
+
+
 def _signal_line(signal: Signal, instrument: Instrument | None = None) -> str:
     """One signal; prices with ``instrument``'s tick decimals when given (ETH/BTC: 5)."""
-    kind = "market" if signal.order_type is OrderType.MARKET else f"limit {signal.limit_price}"
+    kind = (
+        "market"
+        if signal.order_type is OrderType.MARKET
+        else f"limit {_price(signal.limit_price, instrument)}"
+    )
     reason = f" ({signal.status_reason})" if signal.status_reason else ""
-
-    def money(value: Decimal | None) -> str:
-        return (
-            _money(value) if instrument is None or value is None else instrument.format_price(value)
-        )
-
     return (
         f"#{signal.id:<4} {signal.status.value:<9} {signal.side.value:<4} {signal.quantity} "
-        f"{signal.symbol} {kind}  ref {money(signal.reference_price)}  "
-        f"sl {money(signal.stop_loss)}  tp {money(signal.take_profit)}  "
+        f"{signal.symbol} {kind}  ref {_price(signal.reference_price, instrument)}  "
+        f"sl {_price(signal.stop_loss, instrument)}  tp {_price(signal.take_profit, instrument)}  "
         f"expires {signal.expires_at:%Y-%m-%d %H:%M} UTC{reason}"
     )
 
@@ -205,9 +219,13 @@ def signals(
 ) -> None:
     """List pending signals (or, with --all, recent signals in every state)."""
     statuses = None if all_ else [SignalStatus.PROPOSED]
-    found = _run(lambda engine: engine.signals.recent(statuses, limit))
+    found, known = _run(
+        lambda engine: _with_instruments(
+            engine, engine.signals.recent(statuses, limit), lambda s: (i.symbol for i in s)
+        )
+    )
     for signal in found:
-        typer.echo(_signal_line(signal))
+        typer.echo(_signal_line(signal, known.get(signal.symbol)))
     if not found:
         typer.echo("no signals" if all_ else "no pending signals")
 
@@ -216,12 +234,18 @@ def signals(
 def approve(signal_id: Annotated[int, typer.Argument(help="signal id, from `signals`")]) -> None:
     """Approve a pending signal: re-check it, then execute it through the broker."""
     signal_id = _checked(lambda: bounds.signal_id(signal_id))
-    decision = _run(lambda engine: engine.signals.approve(signal_id, "cli"))
-    typer.echo(_signal_line(decision.signal))
+    decision, known = _run(
+        lambda engine: _with_instruments(
+            engine, engine.signals.approve(signal_id, "cli"), lambda d: [d.signal.symbol]
+        )
+    )
+    instrument = known.get(decision.signal.symbol)
+    typer.echo(_signal_line(decision.signal, instrument))
     report = decision.report
     if report is not None and report.average_price is not None:
         typer.echo(
-            f"filled {report.filled_quantity} {report.symbol} @ {_money(report.average_price)}"
+            f"filled {report.filled_quantity} {report.symbol} "
+            f"@ {_price(report.average_price, instrument)}"
             f" (fee {report.fee} {report.fee_currency}), order {report.client_order_id}"
         )
     if decision.signal.status not in (SignalStatus.FILLED, SignalStatus.SUBMITTED):
@@ -236,8 +260,12 @@ def reject(
     """Reject a pending signal."""
     signal_id = _checked(lambda: bounds.signal_id(signal_id))
     reason = _checked(lambda: bounds.clean_text("reason", reason, 500))
-    signal = _run(lambda engine: engine.signals.reject(signal_id, "cli", reason))
-    typer.echo(_signal_line(signal))
+    signal, known = _run(
+        lambda engine: _with_instruments(
+            engine, engine.signals.reject(signal_id, "cli", reason), lambda s: [s.symbol]
+        )
+    )
+    typer.echo(_signal_line(signal, known.get(signal.symbol)))
 
 
 @app.command()
@@ -268,20 +296,26 @@ _EXITS = {
 def positions() -> None:
     """Open positions: entry from our own fills, mark, unrealized PnL (quote currency),
     stop loss, take profit and where they live; external positions marked."""
-    found = _run(lambda engine: engine.trading.book())
+    found, known = _run(
+        lambda engine: _with_instruments(
+            engine, engine.trading.book(), lambda views: (v.position.symbol for v in views)
+        )
+    )
     for v in found:
         p = v.position
+        instrument = known.get(p.symbol)
         ref = f" [{p.position_ref}]" if p.position_ref else ""
         line = (
             f"{p.symbol + ref:<10} {'long' if p.quantity > 0 else 'short':<5} {v.quantity} "
-            f"entry {_money(v.entry)}  mark {_money(p.mark_price)}  "
+            f"entry {_price(v.entry, instrument)}  mark {_price(p.mark_price, instrument)}  "
             f"uPnL {v.unrealized_pnl:+,.2f}"
         )
         if v.external:
             line += "  external: not opened by SignalDesk"
         else:
             where = f" ({_EXITS[v.exit_style]})" if v.exit_style is not None else ""
-            line += f"  sl {_money(v.stop_loss)}  tp {_money(v.take_profit)}{where}"
+            stop, take = _price(v.stop_loss, instrument), _price(v.take_profit, instrument)
+            line += f"  sl {stop}  tp {take}{where}"
         typer.echo(line)
     if not found:
         typer.echo("no open positions")
@@ -291,7 +325,11 @@ def positions() -> None:
 def orders() -> None:
     """Resting orders at the venue: client order id, symbol, side, quantity, type and
     level, and what each is (a signal's entry, a stop loss, not ours)."""
-    found = _run(lambda engine: engine.trading.open_orders())
+    found, known = _run(
+        lambda engine: _with_instruments(
+            engine, engine.trading.open_orders(), lambda orders: (o.report.symbol for o in orders)
+        )
+    )
     for o in found:
         r = o.report
         level = r.trigger_price if r.order_type.is_trigger else r.limit_price
@@ -301,7 +339,7 @@ def orders() -> None:
             what += f" of signal #{o.signal_id}"
         typer.echo(
             f"{r.client_order_id or r.broker_order_id:<20} {r.symbol:<10} {r.side.value:<4} "
-            f"{r.quantity} {r.order_type.value} @ {_money(level)}  {what}"
+            f"{r.quantity} {r.order_type.value} @ {_price(level, known.get(r.symbol))}  {what}"
         )
     if not found:
         typer.echo("no resting orders")

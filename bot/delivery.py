@@ -9,6 +9,10 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
 - **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows);
   ``trade_exit`` -> ``sendMessage`` of :func:`bot.render.trade_exit_text` over the row's
   typed payload (:class:`core.notify.TradeExit`);
+  cards and exit messages print prices with the precision of the symbol's instrument,
+  looked up once per message in the engine's cached symbol listing
+  (:meth:`~core.marketdata.search.SymbolSearch.known`; a symbol it does not list is
+  printed with guessed decimals);
   ``signal_card`` and ``signal_update`` -> the card rendered from the signal's *current*
   state: ``editMessageText`` of the posted card (a 400 "message is not modified" counts as
   delivered: the tap handler edits the card first), or ``sendMessage`` when the card was
@@ -210,7 +214,8 @@ class Cards:
         """The card of ``signal``. ``report`` is the order's report when the caller has it;
         otherwise the recorded order is read. Equity (for the risk %) is asked of the broker
         only when the signal has a stop loss; a broker failure just leaves the % out. A
-        filled signal's card also says where its trade's exits live."""
+        filled signal's card also says where its trade's exits live. Prices are printed
+        with the precision of the symbol's instrument (the engine's cached listing)."""
         if report is None and signal.status in _WITH_ORDER:
             report = await self._engine.signals.order_for(signal.id)
         account = None
@@ -220,7 +225,10 @@ class Cards:
         trade = None
         if signal.status is SignalStatus.FILLED:
             trade = await self._engine.trades.for_signal(signal.id)
-        return render.card(signal, report, account, trade, self._engine.broker.name)
+        known = await self._engine.symbols.known([signal.symbol])
+        return render.card(
+            signal, report, account, trade, self._engine.broker.name, known.get(signal.symbol)
+        )
 
     async def location(self, signal_id: int, chat_id: int) -> int | None:
         """The message id of the signal's card in ``chat_id``, if one was posted."""
@@ -418,7 +426,8 @@ class OutboxDeliverer:
                 exit_ = TradeExit.from_payload(row.payload)
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 raise SignalDeskError(f"malformed trade_exit payload: {exc!r}") from exc
-            text = render.trade_exit_text(exit_, self._engine.broker.name)
+            known = await self._engine.symbols.known([exit_.symbol])
+            text = render.trade_exit_text(exit_, self._engine.broker.name, known.get(exit_.symbol))
             await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
             return None
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:

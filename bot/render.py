@@ -14,7 +14,7 @@ are (``0.01``). Times are UTC.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -266,10 +266,13 @@ def _card_keyboard(signal_id: int) -> InlineKeyboardMarkup:
     )
 
 
-def outcome(signal: Signal, report: OrderReport | None) -> str:
+def outcome(
+    signal: Signal, report: OrderReport | None, instrument: Instrument | None = None
+) -> str:
     """The signal's state as one plain-text line ("" while PROPOSED), e.g.
     ``Filled 0.01 BTC @ 43,120.50 (fee 0.43 USDT)``, ``Rejected by @ada at 12:03 UTC``,
-    ``Blocked: paused``, ``Blocked: price moved 1.4% (limit 1.0%)``, ``Expired``."""
+    ``Blocked: paused``, ``Blocked: price moved 1.4% (limit 1.0%)``, ``Expired``; prices
+    with the ``instrument``'s precision when given (see :func:`price`)."""
     base, quote = _base_quote(signal.symbol)
     who = signal.decided_by or "the owner"
     reason = signal.status_reason
@@ -279,13 +282,14 @@ def outcome(signal: Signal, report: OrderReport | None) -> str:
         case SignalStatus.FILLED if report is not None and report.average_price is not None:
             filled = report.filled_quantity or report.quantity
             fee = _fee(report.fee, report.fee_currency or quote)
-            return f"Filled {quantity(filled)} {base} @ {price(report.average_price)} ({fee})"
+            at = price(report.average_price, instrument)
+            return f"Filled {quantity(filled)} {base} @ {at} ({fee})"
         case SignalStatus.FILLED:
             return f"Filled {quantity(signal.quantity)} {base}"
         case SignalStatus.APPROVED:
             return f"Approved by {who}, sending the order"
         case SignalStatus.SUBMITTED if signal.order_type is OrderType.LIMIT:
-            return f"Order resting at the limit {price(signal.limit_price or ZERO)}"
+            return f"Order resting at the limit {price(signal.limit_price or ZERO, instrument)}"
         case SignalStatus.SUBMITTED:
             return "Order sent, waiting for the broker"
         case SignalStatus.REJECTED:
@@ -323,13 +327,15 @@ def card(
     account: Account | None,
     trade: Trade | None = None,
     venue: str = "",
+    instrument: Instrument | None = None,
 ) -> Card:
     """The card of ``signal``: symbol, side, quantity, order type and limit, stop loss and
     take profit, reference price, risk (quote currency, and % of ``account`` equity when the
     account is in the quote currency) where a stop loss is given, source, note, expiry, and
     the outcome once decided; with the ``trade`` it opened, where its exits live on
-    ``venue`` (the broker's name, see :func:`exits_line`). Approve/Reject buttons only
-    while PROPOSED."""
+    ``venue`` (the broker's name, see :func:`exits_line`). Prices are printed with the
+    ``instrument``'s precision when given (0.00001 -> five decimals), else guessed.
+    Approve/Reject buttons only while PROPOSED."""
     quote = _base_quote(signal.symbol)[1]
     unit = f" {quote}" if quote else ""
     side = "🟢 BUY" if signal.side is Side.BUY else "🔴 SELL"
@@ -337,13 +343,13 @@ def card(
         f"<b>{side} {quantity(signal.quantity)} {esc(signal.symbol)}</b> · signal #{signal.id}"
     ]
     if signal.order_type is OrderType.LIMIT and signal.limit_price is not None:
-        lines.append(f"Order: limit @ {price(signal.limit_price)}{unit}")
+        lines.append(f"Order: limit @ {price(signal.limit_price, instrument)}{unit}")
     else:
         lines.append("Order: market")
-    stop = price(signal.stop_loss) if signal.stop_loss is not None else "none"
-    take = price(signal.take_profit) if signal.take_profit is not None else "none"
+    stop = price(signal.stop_loss, instrument) if signal.stop_loss is not None else "none"
+    take = price(signal.take_profit, instrument) if signal.take_profit is not None else "none"
     lines.append(f"Stop loss: {stop} · Take profit: {take}")
-    lines.append(f"Reference price: {price(signal.reference_price)}{unit}")
+    lines.append(f"Reference price: {price(signal.reference_price, instrument)}{unit}")
     risk = signal.risk
     if risk is not None:
         share = ""
@@ -355,10 +361,10 @@ def card(
     if signal.note:
         lines.append(f"Note: {esc(signal.note)}")
     lines.append(f"Expires: {_utc(signal.expires_at)}")
-    exits = exits_line(trade, venue) if trade is not None else ""
+    exits = exits_line(trade, venue, instrument) if trade is not None else ""
     if exits:
         lines.append(f"Exits: {esc(exits)}")
-    status = outcome(signal, report)
+    status = outcome(signal, report, instrument)
     if status:
         lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(status)}</b>")
         return Card(_clip("\n".join(lines), MAX_MESSAGE), None)
@@ -612,37 +618,46 @@ def _side_word(position: Position) -> str:
     return "long" if position.side is Side.BUY else "short"
 
 
-def _view_lines(v: PositionView, broker: str) -> str:
+def _view_lines(v: PositionView, broker: str, instrument: Instrument | None) -> str:
     p = v.position
     ticket = f" [{esc(p.position_ref)}]" if p.position_ref else ""
     head = (
         f"<b>{esc(p.symbol)}</b>{ticket} {_side_word(p)} {quantity(v.quantity)} · entry "
-        f"{price(v.entry)} · mark {price(p.mark_price)} · uPnL {signed(v.unrealized_pnl)}"
+        f"{price(v.entry, instrument)} · mark {price(p.mark_price, instrument)} · "
+        f"uPnL {signed(v.unrealized_pnl)}"
     )
     if v.external:
         return head + "\n  external: not opened by SignalDesk; close all leaves it alone"
-    stop = price(v.stop_loss) if v.stop_loss is not None else "none"
-    take = price(v.take_profit) if v.take_profit is not None else "none"
+    stop = price(v.stop_loss, instrument) if v.stop_loss is not None else "none"
+    take = price(v.take_profit, instrument) if v.take_profit is not None else "none"
     where = f" · {exit_place(v.exit_style, broker)}" if v.exit_style is not None else ""
     return head + f"\n  stop loss {stop} · take profit {take}{where}"
 
 
-def _positions_fit(views: Sequence[PositionView], broker: str) -> tuple[str, int]:
-    rows = [_view_lines(v, broker) for v in views]
+def _positions_fit(
+    views: Sequence[PositionView], broker: str, instruments: Mapping[str, Instrument]
+) -> tuple[str, int]:
+    rows = [_view_lines(v, broker, instruments.get(v.position.symbol)) for v in views]
     total = sum((v.unrealized_pnl for v in views), ZERO)
     notional = sum((v.position.notional for v in views), ZERO)
     footer = f"Total: uPnL {signed(total)} · notional {money(notional)}"
     return _fit(f"<b>Open positions ({len(views)})</b>", rows, footer)
 
 
-def positions_text(views: Sequence[PositionView], broker: str) -> str:
+def positions_text(
+    views: Sequence[PositionView],
+    broker: str,
+    instruments: Mapping[str, Instrument] | None = None,
+) -> str:
     """``/positions``: per position its side, quantity, entry (from our own fills), mark,
     unrealized PnL, the live stop loss and take profit and where they live (``broker`` is
     the broker's name), external positions marked; then the totals (PnL in each
-    position's quote currency). Positions past the message's length are counted."""
+    position's quote currency). Prices with the precision of the symbol's instrument in
+    ``instruments`` (by symbol), else guessed. Positions past the message's length are
+    counted."""
     if not views:
         return no_positions()
-    return _positions_fit(views, broker)[0]
+    return _positions_fit(views, broker, instruments or {})[0]
 
 
 #: The Close buttons under each position of ``/positions``, in percent.
@@ -652,7 +667,7 @@ CLOSE_PERCENTS = (25, 50, 100)
 def positions_keyboard(views: Sequence[PositionView], broker: str) -> InlineKeyboardMarkup | None:
     """Close 25 % / 50 % / 100 % under each position shown by :func:`positions_text`
     (each press asks to confirm); None when there is nothing to close."""
-    shown = _positions_fit(views, broker)[1] if views else 0
+    shown = _positions_fit(views, broker, {})[1] if views else 0
     rows = []
     for v in views[:shown]:
         p = v.position
@@ -878,7 +893,7 @@ def _cancel_line(c: CancelResult) -> str:
     return f"🚫 {c.symbol} {what}{signal} {c.client_order_id} cancelled"
 
 
-def _close_line(r: CloseResult) -> str:
+def _close_line(r: CloseResult, instrument: Instrument | None = None) -> str:
     """One close's outcome, plain text."""
     if r.error:
         return f"⚠️ {r.symbol}: failed: {r.error}"
@@ -886,7 +901,7 @@ def _close_line(r: CloseResult) -> str:
         return f"➖ {r.symbol}: nothing to close"
     rep = r.report
     verb = "sold" if rep.side is Side.SELL else "bought"
-    at = f" @ {price(rep.average_price)}" if rep.average_price is not None else ""
+    at = f" @ {price(rep.average_price, instrument)}" if rep.average_price is not None else ""
     filled = quantity(rep.filled_quantity or rep.quantity)
     fee = _fee(rep.fee, rep.fee_currency)
     pnl = f" · realized {signed(r.realized_pnl)} before fees" if r.realized_pnl is not None else ""
@@ -894,14 +909,18 @@ def _close_line(r: CloseResult) -> str:
     return f"✅ {r.symbol}: {verb} {filled}{at} ({fee}){pnl}{rest}"
 
 
-def close_results_text(report: CloseReport, actor: str) -> str:
+def close_results_text(
+    report: CloseReport, actor: str, instruments: Mapping[str, Instrument] | None = None
+) -> str:
     """What a close did, as plain text (an outbox report: the deliverer escapes it): the
-    resting entry orders cancelled first, each close with its fill and realized PnL
-    (quote, before fees), the protective exits cancelled after, and the positions left
-    untouched because SignalDesk did not open them."""
+    resting entry orders cancelled first, each close with its fill (with the precision of
+    the symbol's instrument in ``instruments``) and realized PnL (quote, before fees), the
+    protective exits cancelled after, and the positions left untouched because SignalDesk
+    did not open them."""
+    known = instruments or {}
     rows = [f"⚠️ Could not read positions: {report.error}"] if report.error else []
     rows += [_cancel_line(c) for c in report.cancelled]
-    rows += [_close_line(r) for r in report.closes]
+    rows += [_close_line(r, known.get(r.symbol)) for r in report.closes]
     rows += [_cancel_line(c) for c in report.exits_cancelled]
     rows += [f"⏸ {_untouched_plain(p)}" for p in report.left_open]
     if not rows:
@@ -914,11 +933,11 @@ def close_results_text(report: CloseReport, actor: str) -> str:
 # --- resting orders --------------------------------------------------------------------
 
 
-def _order_line(o: RestingOrder) -> str:
+def _order_line(o: RestingOrder, instrument: Instrument | None = None) -> str:
     r = o.report
     kind = r.order_type.value.replace("_", " ")
     level = r.trigger_price if r.order_type.is_trigger else r.limit_price
-    at = f" @ {price(level)}" if level is not None else ""
+    at = f" @ {price(level, instrument)}" if level is not None else ""
     if o.is_entry:
         role = f"entry of signal #{o.signal_id}" if o.signal_id is not None else "entry"
     elif o.ours:
@@ -933,23 +952,29 @@ def _order_line(o: RestingOrder) -> str:
     )
 
 
-def _orders_fit(orders: Sequence[RestingOrder]) -> tuple[str, int]:
-    return _fit(f"<b>Resting orders ({len(orders)})</b>", [_order_line(o) for o in orders])
+def _orders_fit(
+    orders: Sequence[RestingOrder], instruments: Mapping[str, Instrument]
+) -> tuple[str, int]:
+    lines = [_order_line(o, instruments.get(o.report.symbol)) for o in orders]
+    return _fit(f"<b>Resting orders ({len(orders)})</b>", lines)
 
 
-def orders_text(orders: Sequence[RestingOrder]) -> str:
-    """``/orders``: each resting order: symbol, side, quantity, type and level, what it is
-    (a signal's entry, a trade's stop loss or take profit, not ours) and its client order
+def orders_text(
+    orders: Sequence[RestingOrder], instruments: Mapping[str, Instrument] | None = None
+) -> str:
+    """``/orders``: each resting order: symbol, side, quantity, type and level (with the
+    precision of the symbol's instrument in ``instruments``, else guessed), what it is (a
+    signal's entry, a trade's stop loss or take profit, not ours) and its client order
     id. Orders past the message's length are counted."""
     if not orders:
         return no_orders()
-    return _orders_fit(orders)[0]
+    return _orders_fit(orders, instruments or {})[0]
 
 
 def orders_keyboard(orders: Sequence[RestingOrder]) -> InlineKeyboardMarkup | None:
     """A Cancel button per order of ours shown by :func:`orders_text` (orders SignalDesk
     did not place get none); None when there is none."""
-    shown = _orders_fit(orders)[1] if orders else 0
+    shown = _orders_fit(orders, {})[1] if orders else 0
     rows = []
     for o in orders[:shown]:
         data = OrderCallback(cid=o.report.client_order_id)
@@ -1062,15 +1087,16 @@ def exit_place(style: ExitStyle | str, venue: str) -> str:
     return f"at {_venue_label(venue)}"
 
 
-def exits_line(trade: Trade, venue: str) -> str:
+def exits_line(trade: Trade, venue: str, instrument: Instrument | None = None) -> str:
     """The trade's live exits and where they live, plain text: ``Stop 116,000.00 at paper
-    · Take profit 117,100.00 at paper · trailing 1.5%``; "" when it has none."""
+    · Take profit 117,100.00 at paper · trailing 1.5%`` (prices with the ``instrument``'s
+    precision when given); "" when it has none."""
     place = exit_place(trade.exit_style, venue)
     parts = []
     if trade.stop_loss is not None:
-        parts.append(f"Stop {price(trade.stop_loss)} {place}")
+        parts.append(f"Stop {price(trade.stop_loss, instrument)} {place}")
     if trade.take_profit is not None:
-        parts.append(f"Take profit {price(trade.take_profit)} {place}")
+        parts.append(f"Take profit {price(trade.take_profit, instrument)} {place}")
     if trade.trail_pct is not None:
         parts.append(f"trailing {canonical(trade.trail_pct)}%")
     if trade.breakeven_at_r is not None:
@@ -1090,15 +1116,19 @@ _EXIT_WORDS = {
 }
 
 
-def _short_price(value: Decimal) -> str:
-    """An average price to at most 8 decimals (averages carry more digits than a tick)."""
+def _short_price(value: Decimal, instrument: Instrument | None) -> str:
+    """An average price with the ``instrument``'s precision; without one, to at most 8
+    decimals (averages carry more digits than a tick)."""
+    if instrument is not None:
+        return price(value, instrument)
     return price(canonical(value.quantize(Decimal("1e-8"))))
 
 
-def trade_exit_text(exit_: TradeExit, venue: str = "") -> str:
-    """The exit message of a trade: why, symbol and side, the quantity, entry -> exit,
-    realized PnL after fees in quote currency and in R, fees, how long it was held, and
-    where the exit lived (on ``venue``). A partial exit says what is left."""
+def trade_exit_text(exit_: TradeExit, venue: str = "", instrument: Instrument | None = None) -> str:
+    """The exit message of a trade: why, symbol and side, the quantity, entry -> exit
+    (with the ``instrument``'s precision when given), realized PnL after fees in quote
+    currency and in R, fees, how long it was held, and where the exit lived (on
+    ``venue``). A partial exit says what is left."""
     base, quote = _base_quote(exit_.symbol)
     unit = f" {exit_.currency or quote}".rstrip()
     direction = "long" if exit_.side is Side.BUY else "short"
@@ -1107,7 +1137,8 @@ def trade_exit_text(exit_: TradeExit, venue: str = "") -> str:
         what = f"{esc(exit_.symbol)} {direction} closed"
         size = f"{quantity(exit_.quantity)} {esc(base)}"
         moved = (
-            f"entry {_short_price(exit_.average_entry)} → exit {_short_price(exit_.average_exit)}"
+            f"entry {_short_price(exit_.average_entry, instrument)} → "
+            f"exit {_short_price(exit_.average_exit, instrument)}"
         )
         pnl_label = "PnL"
     else:
@@ -1116,7 +1147,10 @@ def trade_exit_text(exit_: TradeExit, venue: str = "") -> str:
             f"{quantity(exit_.closed_quantity)} of {quantity(exit_.quantity)} {esc(base)} "
             f"({quantity(exit_.quantity_open)} left)"
         )
-        moved = f"entry {_short_price(exit_.average_entry)} → exit {_short_price(exit_.exit_price)}"
+        moved = (
+            f"entry {_short_price(exit_.average_entry, instrument)} → "
+            f"exit {_short_price(exit_.exit_price, instrument)}"
+        )
         pnl_label = "Realized so far"
     r = exit_.r_multiple
     in_r = f" ({'+' if r >= 0 else '-'}{abs(r):.2f} R)" if r is not None else ""

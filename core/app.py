@@ -21,7 +21,7 @@ from core.marketdata.base import Instrument, MarketData, PriceFeed
 from core.marketdata.replay import ReplayFeed, ReplayMarketData, load_candles
 from core.marketdata.search import SymbolSearch
 from core.notify import Notifier, OutboxNotifier
-from core.services.exits import ExitService, PriceWatchBroker
+from core.services.exits import ExitService, PriceWatchBroker, PriceWatchMarket
 from core.services.heartbeat import Health, HeartbeatService
 from core.services.reconciler import Reconciler
 from core.services.risk import RiskService
@@ -47,10 +47,12 @@ class Engine:
     The always-on duties (``core.scheduler``) use ``risk`` (drawdown guard), ``heartbeat``,
     ``reconciler``, ``exits`` (protective exits) and ``strategies`` (the strategy
     instances; None when there are none); ``health`` holds this process's last error;
-    ``clock`` is the services' clock. ``broker`` shows every quote to ``exits``
-    (:class:`~core.services.exits.PriceWatchBroker`); ``trades`` reads the trade record.
-    ``market`` is the market data everything reads prices from (``MARKET_DATA``) and
-    ``symbols`` its cached symbol search; ``feed`` is the replay's primary feed (built
+    ``clock`` is the services' clock. ``broker`` and ``market`` show every quote to
+    ``exits`` (:class:`~core.services.exits.PriceWatchBroker`,
+    :class:`~core.services.exits.PriceWatchMarket`); ``trades`` reads the trade record.
+    ``market`` is the market data everything reads prices from (``MARKET_DATA``; the exit
+    watcher too, unless an injected broker executes on prices of its own) and ``symbols``
+    its cached symbol search; ``feed`` is the replay's primary feed (built
     whatever ``MARKET_DATA`` says; the paper broker executes on it only on the replay).
     """
 
@@ -180,6 +182,7 @@ async def build_engine(
     *,
     notifier: Notifier | None = None,
     broker: Broker | None = None,
+    market: MarketData | None = None,
     migrate: bool = True,
     clock: Callable[[], datetime] = utcnow,
 ) -> Engine:
@@ -189,6 +192,8 @@ async def build_engine(
         notifier: defaults to an :class:`OutboxNotifier` on the same database.
         broker: an already-built broker (the engine closes it); default: the one ``BROKER``
             names, built by :func:`build_broker`.
+        market: already-built market data (the engine closes it), used as an explicit
+            ``MARKET_DATA`` would be; default: the one :func:`build_market_data` builds.
         migrate: run ``alembic upgrade head`` first (idempotent).
         clock: current UTC time for services and the replay (injectable for tests).
 
@@ -202,7 +207,7 @@ async def build_engine(
     if migrate:
         await upgrade_schema(settings.database_url)
     db = Database(settings.database_url)
-    market: MarketData | None = None
+    broker_given, market_given = broker is not None, market is not None
     try:
         async with db.session() as session:
             state = await repo.load_operator_state(session)
@@ -230,7 +235,7 @@ async def build_engine(
         feed = feeds[0]
         if broker is None and settings.broker is not BrokerName.PAPER:
             broker = build_broker(settings, db, replay, None, clock)  # MT5 data shares it
-        market = build_market_data(settings, replay, clock, broker)
+        market = market or build_market_data(settings, replay, clock, broker)
         short = shorthand(settings, replay.timeframe)  # refuses STRATEGY with a file
         specs = file_specs if file_specs is not None else short
         symbols = SymbolSearch(db, market, settings.symbols_ttl_seconds, clock)
@@ -251,12 +256,24 @@ async def build_engine(
         currency=getattr(venue, "currency", ""),
         clock=clock,
     )
+    # The exits read the market data when it gives the venue's own prices (it follows the
+    # broker, or MARKET_DATA / ``market`` names it); an injected broker executing on a
+    # feed of its own with the default replay keeps reading its quotes.
+    own_prices = market_given or not (
+        broker_given
+        and settings.market_data is None
+        and market is replay
+        and getattr(venue, "feed", None) is not replay
+    )
     broker = PriceWatchBroker(venue)
+    prices = PriceWatchMarket(market)
     trading = TradingService(db, broker, notifier, settings, clock, trades)
-    exits = ExitService(db, venue, trading, notifier, clock)
-    broker.on_quote = exits.observe  # every quote the engine takes checks the exits
+    exits = ExitService(db, venue, trading, notifier, clock, market if own_prices else None)
+    # every quote the engine takes checks the exits, at its price when the exits read it
+    broker.on_quote = exits.observe_elsewhere if own_prices else exits.observe
+    prices.on_quote = exits.observe if own_prices else exits.observe_elsewhere
     trading.on_trades = exits.on_trades  # place, resize and cancel protective exits
-    signals = SignalService(db, broker, trading, notifier, settings, clock, market=market)
+    signals = SignalService(db, broker, trading, notifier, settings, clock, market=prices)
     reconciler = Reconciler(db, broker, trading, notifier, settings, clock)
     risk = RiskService(db, broker, trading, reconciler, notifier, settings, clock)
     trading.on_fill = risk.request_check  # the drawdown guard checks after every fill
@@ -268,7 +285,7 @@ async def build_engine(
             lambda spec, item: build_instance_strategy(spec, settings, item.price_tick),
             instruments,
             db,
-            market,
+            prices,
             broker,
             signals,
             clock,
@@ -292,7 +309,7 @@ async def build_engine(
         clock,
         exits,
         trades,
-        market,
+        prices,
         symbols,
     )
 

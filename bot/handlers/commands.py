@@ -90,8 +90,10 @@ async def on_positions(message: Message, engine: Engine) -> None:
     stop loss, take profit and where they live, and Close 25 % / 50 % / 100 % buttons."""
     views = await engine.trading.book()
     broker = engine.broker.name
+    known = await engine.symbols.known(v.position.symbol for v in views)
     await message.answer(
-        render.positions_text(views, broker), reply_markup=render.positions_keyboard(views, broker)
+        render.positions_text(views, broker, known),
+        reply_markup=render.positions_keyboard(views, broker),
     )
 
 

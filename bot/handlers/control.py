@@ -242,4 +242,5 @@ class _Confirmations:
         else:
             amount = CloseAmount.parse(data.amount)
             results = await engine.trading.close(data.symbol, amount, actor, data.ref)
-        return render.close_results_text(results, actor)
+        known = await engine.symbols.known(r.symbol for r in results.closes)
+        return render.close_results_text(results, actor, known)

@@ -37,7 +37,10 @@ def create_router() -> Router:
 async def on_orders(message: Message, engine: Engine) -> None:
     """``/orders``: the venue's resting orders, what each is, a Cancel button per ours."""
     orders = await engine.trading.open_orders()
-    await message.answer(render.orders_text(orders), reply_markup=render.orders_keyboard(orders))
+    known = await engine.symbols.known(o.report.symbol for o in orders)
+    await message.answer(
+        render.orders_text(orders, known), reply_markup=render.orders_keyboard(orders)
+    )
 
 
 async def on_cancel(query: CallbackQuery, callback_data: OrderCallback, engine: Engine) -> None:
@@ -55,7 +58,8 @@ async def on_cancel(query: CallbackQuery, callback_data: OrderCallback, engine: 
         return
     await message.answer(render.cancel_result_text(result, actor))
     orders = await engine.trading.open_orders()
+    known = await engine.symbols.known(o.report.symbol for o in orders)
     with suppress(TelegramAPIError):  # "message is not modified" when nothing changed
         await message.edit_text(
-            render.orders_text(orders), reply_markup=render.orders_keyboard(orders)
+            render.orders_text(orders, known), reply_markup=render.orders_keyboard(orders)
         )

@@ -8,7 +8,8 @@ Execution rules (deterministic for a given feed position):
 
 - A market buy fills at ``price x (1 + (spread_bps / 2 + slippage_bps) / 10_000)``, a sell at
   ``price x (1 - (spread_bps / 2 + slippage_bps) / 10_000)``, where ``price`` is the current
-  candle's close; the fill price is rounded to the 0.01 tick against the taker.
+  candle's close; the fill price is rounded to the symbol's price tick (its instrument's,
+  from the feed: 0.01 on the replay's BTC/USDT, 0.00000001 on PEPE/USDT) against the taker.
 - A limit order that is marketable on arrival fills like a market order but never worse
   than its limit; otherwise it rests and fills at its limit (or at a candle's open if that
   is better) on the first later candle whose low (buy) or high (sell) reaches the limit.
@@ -77,11 +78,10 @@ from core.errors import (
     OrderRejectedError,
     QuantityLimitError,
 )
-from core.marketdata.base import PriceFeed
+from core.marketdata.base import PriceFeed, round_to_tick
 
 __all__ = ["PaperBroker"]
 
-PRICE_TICK = Decimal("0.01")
 FEE_QUANTUM = Decimal("0.00000001")
 BPS = Decimal(10_000)
 
@@ -151,28 +151,31 @@ class PaperBroker:
 
     async def quote(self, symbol: str) -> Quote:
         """Bid and ask around the current close by half the spread, rounded outwards to
-        the tick. Raises UnknownSymbolError."""
+        the symbol's price tick. Raises UnknownSymbolError."""
         last = self.feed.price(symbol)
         half = last * self.spread_bps / 2 / BPS
+        tick = self.feed.tick(symbol)
         return Quote(
             symbol=symbol,
-            bid=(last - half).quantize(PRICE_TICK, ROUND_FLOOR),
-            ask=(last + half).quantize(PRICE_TICK, ROUND_CEILING),
+            bid=round_to_tick(last - half, tick, ROUND_FLOOR),
+            ask=round_to_tick(last + half, tick, ROUND_CEILING),
             last=last,
             at=self._clock(),
         )
 
     def market_fill_price(self, symbol: str, side: Side) -> Decimal:
         """Where a market order of ``side`` fills now (see the module docstring)."""
-        return self.executed_price(self.feed.price(symbol), side)
+        return self.executed_price(symbol, self.feed.price(symbol), side)
 
-    def executed_price(self, price: Decimal, side: Side) -> Decimal:
+    def executed_price(self, symbol: str, price: Decimal, side: Side) -> Decimal:
         """``price`` (quote) after half the spread and the slippage against a taker of
-        ``side``, rounded to the 0.01 tick against the taker."""
+        ``side``, rounded to ``symbol``'s price tick against the taker (up for a buy, down
+        for a sell). Raises UnknownSymbolError."""
         cost = (self.spread_bps / 2 + self.slippage_bps) / BPS
+        tick = self.feed.tick(symbol)
         if side is Side.BUY:
-            return (price * (1 + cost)).quantize(PRICE_TICK, ROUND_CEILING)
-        return (price * (1 - cost)).quantize(PRICE_TICK, ROUND_FLOOR)
+            return round_to_tick(price * (1 + cost), tick, ROUND_CEILING)
+        return round_to_tick(price * (1 - cost), tick, ROUND_FLOOR)
 
     def fee_for(self, quantity: Decimal, price: Decimal) -> Decimal:
         """Fee in quote currency for ``quantity`` base units filled at ``price``."""
@@ -228,7 +231,7 @@ class PaperBroker:
                 close = self.feed.price(request.symbol)
                 if self._trigger_base(row, close, close, close) is not None:
                     await self._fill_reducing(
-                        session, row, self.executed_price(close, request.side)
+                        session, row, self.executed_price(request.symbol, close, request.side)
                     )
                 session.add(row)
                 await session.flush()
@@ -522,7 +525,7 @@ class PaperBroker:
         if OrderType(row.order_type).is_trigger:
             base = self._trigger_base(row, candle.open, candle.high, candle.low)
             if base is not None:
-                await self._fill_reducing(session, row, self.executed_price(base, side))
+                await self._fill_reducing(session, row, self.executed_price(row.symbol, base, side))
             return
         assert row.limit_price is not None
         limit = row.limit_price

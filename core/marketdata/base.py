@@ -105,8 +105,9 @@ class Instrument:
         return round_to_tick(price, self.price_tick, rounding)
 
     def format_price(self, price: Decimal) -> str:
-        """``price`` with thousands separators and the tick's decimals: ``1.08513``."""
-        return f"{price:,.{self.price_decimals}f}"
+        """``price`` with thousands separators and the tick's decimals: ``1.08513``; a price
+        between ticks (an average) is shown rounded as :meth:`round_price` rounds it."""
+        return f"{self.round_price(price):,.{self.price_decimals}f}"
 
 
 class MarketData(Protocol):
@@ -138,14 +139,20 @@ class MarketData(Protocol):
 class PriceFeed(Protocol):
     """The synchronous view the paper broker executes on (one per engine).
 
-    ``price`` is the current price, ``current()`` the candle current now (its ``at`` marks
-    when a resting order was placed) and ``candles_since`` the candles to match resting
-    orders against. :class:`~core.marketdata.replay.ReplayFeed` is one;
+    ``price`` is the current price, ``tick`` the symbol's price increment, ``current()``
+    the candle current now (its ``at`` marks when a resting order was placed) and
+    ``candles_since`` the candles to match resting orders against.
+    :class:`~core.marketdata.replay.ReplayFeed` is one;
     :class:`~core.marketdata.live.LiveFeed` serves live market data the same way.
     """
 
     def price(self, symbol: str) -> Decimal:
         """Current price of ``symbol`` (quote currency). Raises UnknownSymbolError."""
+        ...
+
+    def tick(self, symbol: str) -> Decimal:
+        """Price tick of ``symbol``'s instrument (quote currency): fills and quotes are
+        rounded to it. Raises UnknownSymbolError."""
         ...
 
     def current(self) -> Candle:

@@ -195,6 +195,19 @@ class CcxtMarketData:
         mode = int(getattr(self._exchange, "precisionMode", _TICK_SIZE_MODE))
         return [instrument_from_market(m, mode) for m in markets.values() if m.get("active", True)]
 
+    async def instrument(self, symbol: str) -> Instrument:
+        """The instrument of ``symbol`` from the loaded markets (reloaded after
+        ``symbols_seconds``, so this costs no request most of the time).
+
+        Raises:
+            UnknownSymbolError: the exchange does not list ``symbol``; and as :meth:`quote`.
+        """
+        markets = await self._markets()
+        if symbol not in markets:
+            raise UnknownSymbolError(f"{self.name} does not list {symbol}")
+        mode = int(getattr(self._exchange, "precisionMode", _TICK_SIZE_MODE))
+        return instrument_from_market(markets[symbol], mode)
+
     async def close(self) -> None:
         """Close ccxt's HTTP session when this built the exchange (idempotent)."""
         if self._owns:

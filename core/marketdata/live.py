@@ -22,7 +22,7 @@ from typing import Protocol
 
 from core.domain import ZERO, Candle, utcnow
 from core.errors import BrokerTemporaryError
-from core.marketdata.base import MarketData, floor_time
+from core.marketdata.base import Instrument, MarketData, floor_time
 
 __all__ = ["MATCH_TIMEFRAME", "CandleHistory", "LiveFeed"]
 
@@ -46,6 +46,10 @@ class CandleHistory(MarketData, Protocol):
         """Candles from ``since`` (or the last ``limit``), oldest first, forming included."""
         ...
 
+    async def instrument(self, symbol: str) -> Instrument:
+        """The listed instrument of ``symbol`` (its price tick rounds paper fills)."""
+        ...
+
 
 class LiveFeed:
     """A :class:`~core.marketdata.base.PriceFeed` over ``market``'s latest answers.
@@ -59,17 +63,20 @@ class LiveFeed:
         self.market = market
         self._clock = clock
         self._prices: dict[str, Decimal] = {}
+        self._ticks: dict[str, Decimal] = {}
         self._candles: dict[str, list[Candle]] = {}
 
     async def refresh(self, symbols: Iterable[str], since: Mapping[str, datetime]) -> None:
-        """Read the last price of every symbol in ``symbols`` and, for each symbol in
-        ``since``, the :data:`MATCH_TIMEFRAME` candles from that instant.
+        """Read the last price and the instrument's price tick of every symbol in
+        ``symbols`` and, for each symbol in ``since``, the :data:`MATCH_TIMEFRAME` candles
+        from that instant.
 
         Raises:
             UnknownSymbolError: the market data does not list a symbol.
             BrokerTemporaryError: it cannot be reached.
         """
         for symbol in sorted(set(symbols) | set(since)):
+            self._ticks[symbol] = (await self.market.instrument(symbol)).price_tick
             self._prices[symbol] = (await self.market.quote(symbol)).last
         oldest = floor_time(self._clock(), MATCH_TIMEFRAME) - (MAX_MATCH_CANDLES - 1) * _MINUTE
         for symbol, at in since.items():
@@ -88,6 +95,17 @@ class LiveFeed:
             return self._prices[symbol]
         except KeyError:
             raise BrokerTemporaryError(f"no live price for {symbol} yet; try again") from None
+
+    def tick(self, symbol: str) -> Decimal:
+        """The price tick of ``symbol``'s instrument, read by the last refresh.
+
+        Raises:
+            BrokerTemporaryError: not read yet (refresh first).
+        """
+        try:
+            return self._ticks[symbol]
+        except KeyError:
+            raise BrokerTemporaryError(f"no instrument for {symbol} yet; try again") from None
 
     def current(self) -> Candle:
         """The forming :data:`MATCH_TIMEFRAME` candle; only its open time is meaningful

@@ -129,6 +129,14 @@ class ReplayFeed:
         self._check(symbol)
         return self.current().close
 
+    def tick(self, symbol: str) -> Decimal:
+        """The price tick of replayed instruments (:data:`REPLAY_INSTRUMENT`'s).
+
+        Raises UnknownSymbolError for any symbol other than the feed's.
+        """
+        self._check(symbol)
+        return REPLAY_INSTRUMENT.price_tick
+
     def candles(self, symbol: str, count: int) -> list[Candle]:
         """The last ``count`` candles up to and including the current one, oldest first."""
         self._check(symbol)
@@ -170,7 +178,7 @@ class ReplayMarketData:
     increments under their own symbol.
 
     It also serves the synchronous :class:`~core.marketdata.base.PriceFeed` calls
-    (``price``, ``current``, ``candles_since``) the paper broker executes on.
+    (``price``, ``tick``, ``current``, ``candles_since``) the paper broker executes on.
     """
 
     name = "replay"
@@ -244,6 +252,10 @@ class ReplayMarketData:
     def price(self, symbol: str) -> Decimal:
         """Current close of ``symbol``. Raises UnknownSymbolError."""
         return self.feed(symbol).price(symbol)
+
+    def tick(self, symbol: str) -> Decimal:
+        """Price tick of ``symbol`` (as :meth:`symbols` lists it). Raises UnknownSymbolError."""
+        return self.feed(symbol).tick(symbol)
 
     def current(self) -> Candle:
         """The primary feed's current candle."""

@@ -13,7 +13,7 @@ request to the venue.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete
@@ -22,7 +22,7 @@ from sqlmodel import col, select
 from core.db.engine import Database
 from core.db.models import SymbolCacheRow
 from core.domain import utcnow
-from core.errors import InvalidInputError, UnknownSymbolError
+from core.errors import BrokerError, InvalidInputError, UnknownSymbolError
 from core.marketdata.base import Instrument, MarketData
 
 __all__ = ["SymbolSearch", "normalize_symbol"]
@@ -34,6 +34,21 @@ MAX_CANDIDATES = 8
 def normalize_symbol(text: str) -> str:
     """Upper case without separators: ``btc-usdt``, ``BTC/USDT`` -> ``BTCUSDT``."""
     return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+
+def _instrument(row: SymbolCacheRow) -> Instrument:
+    """A cached row as the instrument it stores."""
+    return Instrument(
+        symbol=row.symbol,
+        base=row.base,
+        quote=row.quote,
+        kind=row.kind,
+        price_tick=row.price_tick,
+        quantity_step=row.quantity_step,
+        min_quantity=row.min_quantity,
+        min_notional=row.min_notional,
+        contract_size=row.contract_size,
+    )
 
 
 def _key(instrument: Instrument) -> str:
@@ -124,6 +139,32 @@ class SymbolSearch:
                 return item
         raise UnknownSymbolError(f"{self._market.name} does not list {symbol}")
 
+    async def known(self, symbols: Iterable[str]) -> dict[str, Instrument]:
+        """The listed instruments of ``symbols`` (by symbol) from the cache, for printing
+        prices with their precision: a symbol the market data does not list is left out
+        (no refresh for it), and so is everything when a stale or missing listing cannot
+        be refreshed. Never raises BrokerError."""
+        wanted = set(symbols)
+        if not wanted:
+            return {}
+        async with self._db.session() as session:
+            rows = (
+                await session.exec(
+                    select(SymbolCacheRow).where(
+                        col(SymbolCacheRow.source) == self._market.name,
+                        col(SymbolCacheRow.symbol).in_(wanted),
+                    )
+                )
+            ).all()
+        now = self._clock()
+        if len(rows) == len(wanted) and all(now - r.fetched_at < self._ttl for r in rows):
+            return {r.symbol: _instrument(r) for r in rows}
+        try:
+            listed = await self.listing()
+        except BrokerError:
+            return {r.symbol: _instrument(r) for r in rows}
+        return {item.symbol: item for item in listed if item.symbol in wanted}
+
     async def resolve(self, text: str) -> str:
         """The venue's symbol for ``text``: the exact symbol, or the one symbol whose
         normalized spelling equals it (``btcusdt`` -> ``BTC/USDT``).
@@ -160,20 +201,7 @@ class SymbolSearch:
                     .order_by(col(SymbolCacheRow.symbol))
                 )
             ).all()
-        items = [
-            Instrument(
-                symbol=r.symbol,
-                base=r.base,
-                quote=r.quote,
-                kind=r.kind,
-                price_tick=r.price_tick,
-                quantity_step=r.quantity_step,
-                min_quantity=r.min_quantity,
-                min_notional=r.min_notional,
-                contract_size=r.contract_size,
-            )
-            for r in rows
-        ]
+        items = [_instrument(r) for r in rows]
         fetched_at = min((r.fetched_at for r in rows), default=None)
         return items, fetched_at
 

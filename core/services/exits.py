@@ -22,14 +22,18 @@ When an entry fills, :meth:`ExitService.sync` asks the venue where exits can liv
   once. A crash between the trigger and the fill leaves the row SUBMITTED/UNKNOWN; the
   reconciler resolves it by client order id (never a second exit).
 
-:meth:`ExitService.check` (the ``exits`` job, every ``EXIT_CHECK_INTERVAL`` seconds, and
-a background check after every quote the engine takes, see :class:`PriceWatchBroker`)
-also looks up resting exit orders and records any fill (the trade record then closes the
-trade and posts its one exit message), cancels the sibling of a filled exit
-(one-cancels-other, on every venue), moves trailing and break-even stops (never looser;
-each move a compare-and-set, an audit event, and a new native order where the exits are
-native), and decides the exit style of trades whose entry was recorded by a process that
-died before deciding it.
+Prices: :meth:`ExitService.check` reads the market-data port (``market``, the engine's
+market data when it is the venue's own or set by ``MARKET_DATA``; DESIGN.md, "Market
+data"), else the broker's quote. It runs from the ``exits`` job, every
+``EXIT_CHECK_INTERVAL`` seconds, and as a background check after every quote the engine
+takes, from the broker (:class:`PriceWatchBroker`) or from the market data
+(:class:`PriceWatchMarket`): a quote of the price source is checked at its price, any
+other quote makes the check read the price source. The check also looks up resting exit
+orders and records any fill (the trade record then closes the trade and posts its one
+exit message), cancels the sibling of a filled exit (one-cancels-other, on every venue),
+moves trailing and break-even stops (never looser; each move a compare-and-set, an audit
+event, and a new native order where the exits are native), and decides the exit style of
+trades whose entry was recorded by a process that died before deciding it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from core.db.engine import Database
 from core.db.models import OrderRow, SignalRow, TradeRow
 from core.domain import (
     Account,
+    Candle,
     ExitReason,
     ExitStyle,
     OrderReport,
@@ -71,11 +76,19 @@ from core.errors import (
     BrokerTemporaryError,
     OrderNotFoundError,
 )
+from core.marketdata.base import Instrument, MarketData
 from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.trades import EXIT_PURPOSES, TradeEvent, has_exit_levels
 from core.services.trading import TradingService
 
-__all__ = ["ACTOR", "CheckSummary", "ExitService", "PriceWatchBroker", "trail_stop"]
+__all__ = [
+    "ACTOR",
+    "CheckSummary",
+    "ExitService",
+    "PriceWatchBroker",
+    "PriceWatchMarket",
+    "trail_stop",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -163,6 +176,8 @@ class ExitService:
             the trade record.
         notifier: alerts (a refused stop, an exit whose outcome is unknown).
         clock: current UTC time (injectable).
+        market: where prices are read (the market data without the quote hook); None
+            reads ``broker.quote`` (a venue whose prices the market data does not give).
     """
 
     def __init__(
@@ -172,9 +187,11 @@ class ExitService:
         trading: TradingService,
         notifier: Notifier,
         clock: Callable[[], datetime] = utcnow,
+        market: MarketData | None = None,
     ) -> None:
         self._db = db
         self._broker = broker
+        self._prices: MarketData | Broker = market if market is not None else broker
         self._trading = trading
         self._notifier = notifier
         self._clock = clock
@@ -206,21 +223,31 @@ class ExitService:
 
     def observe(self, quote: Quote) -> None:
         """Schedule a background :meth:`check` of ``quote.symbol`` at ``quote.last`` and
-        return at once (the quote hook). Requests made while one for the symbol waits to
-        start are served by that one; a failed background check is logged. Only symbols
-        with open trades that have exit levels are checked (the job catches the rest)."""
-        if quote.symbol in self._queued or quote.symbol not in self._symbols:
+        return at once (the quote hook of the price source). Requests made while one for
+        the symbol waits to start are served by that one; a failed background check is
+        logged. Only symbols with open trades that have exit levels are checked (the job
+        catches the rest)."""
+        self._schedule(quote.symbol, quote.last)
+
+    def observe_elsewhere(self, quote: Quote) -> None:
+        """As :meth:`observe` for a quote from a source the exits do not read (the
+        broker's when prices come from the market data): the check reads the price
+        source instead of trusting ``quote.last``."""
+        self._schedule(quote.symbol, None)
+
+    def _schedule(self, symbol: str, price: Decimal | None) -> None:
+        if symbol in self._queued or symbol not in self._symbols:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a synchronous caller): the job checks anyway
             return
-        task = loop.create_task(self._observed(quote.symbol, quote.last))
-        self._queued[quote.symbol] = task
+        task = loop.create_task(self._observed(symbol, price))
+        self._queued[symbol] = task
         self._background.add(task)
         task.add_done_callback(self._background_done)
 
-    async def _observed(self, symbol: str, price: Decimal) -> CheckSummary:
+    async def _observed(self, symbol: str, price: Decimal | None) -> CheckSummary:
         self._queued.pop(symbol, None)
         return await self.check(symbol, price)
 
@@ -242,8 +269,9 @@ class ExitService:
     # --- the check --------------------------------------------------------------------------
 
     async def check(self, symbol: str | None = None, price: Decimal | None = None) -> CheckSummary:
-        """One pass over open trades (all, or ``symbol``'s at ``price`` when given; else
-        each symbol's last price from the broker): record fills of resting exit orders,
+        """One pass over open trades (all, or ``symbol``'s; at ``price`` when given, else
+        each symbol's last price from the price source: the market data, or the broker
+        when the service has none): record fills of resting exit orders,
         decide undecided exit styles, move trailing and break-even stops, and close
         watched trades whose level traded. Broker errors are logged and left for the
         next pass; never raises BrokerError."""
@@ -269,7 +297,7 @@ class ExitService:
                 continue
             if trade.symbol not in prices:
                 try:
-                    quote = await retry_temporary(partial(self._broker.quote, trade.symbol))
+                    quote = await retry_temporary(partial(self._prices.quote, trade.symbol))
                 except BrokerError as exc:
                     log.warning("exit check has no price", symbol=trade.symbol, error=str(exc))
                     continue
@@ -804,4 +832,38 @@ class PriceWatchBroker:
 
     async def close(self) -> None:
         """See :meth:`Broker.close`."""
+        await self.inner.close()
+
+
+class PriceWatchMarket:
+    """The engine's market data, unchanged but for one thing: every quote it returns is
+    shown to ``on_quote`` (set once the exit service exists), so a proposal's reference
+    price, the drift check and the strategies' quotes check the exits too. ``name`` and
+    other attributes of the wrapped market data are reachable through it."""
+
+    def __init__(self, market: MarketData, on_quote: Callable[[Quote], None] | None = None) -> None:
+        self.inner = market
+        self.name = market.name
+        self.on_quote = on_quote
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def quote(self, symbol: str) -> Quote:
+        """The wrapped market data's quote, shown to ``on_quote`` first."""
+        quote = await self.inner.quote(symbol)
+        if self.on_quote is not None:
+            self.on_quote(quote)
+        return quote
+
+    async def candles(self, symbol: str, timeframe: str, count: int) -> list[Candle]:
+        """See :meth:`MarketData.candles`."""
+        return await self.inner.candles(symbol, timeframe, count)
+
+    async def symbols(self) -> list[Instrument]:
+        """See :meth:`MarketData.symbols`."""
+        return await self.inner.symbols()
+
+    async def close(self) -> None:
+        """See :meth:`MarketData.close`."""
         await self.inner.close()

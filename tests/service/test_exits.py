@@ -36,7 +36,7 @@ from core.domain import (
     TradeStatus,
 )
 from core.errors import InvalidInputError, OrderRejectedError
-from core.marketdata.replay import ReplayFeed, load_candles
+from core.marketdata.replay import ReplayFeed, ReplayMarketData, load_candles
 from core.notify import Priority
 from core.services import Proposal
 from core.webhook import build_webhook_app
@@ -183,6 +183,45 @@ async def test_a_quote_the_engine_takes_triggers_the_watched_exit(
 
     await eventually(closed)
     assert len(await exit_messages(engine)) == 1
+
+
+async def test_the_watcher_follows_the_market_data_where_it_and_the_broker_disagree(
+    database_url: str, make_settings: Callable[..., Any], clock: Clock
+) -> None:
+    """The market data (a replay of its own) and the venue (the paper broker on another
+    replay) disagree: the watched stop follows the market data, and the exit executes at
+    the venue's price."""
+    settings = make_settings(database_url=database_url)
+    candles = load_candles(settings.feed_csv)
+    at_venue = ReplayFeed(BTC, candles, speed=0, clock=clock)
+    in_market = ReplayFeed(BTC, candles, speed=0, clock=clock)
+    broker = WatchedPaper(Database(database_url), at_venue, clock=clock)
+    engine = await build_engine(
+        settings, broker=broker, market=ReplayMarketData([in_market]), clock=clock
+    )
+    try:
+        trade = await enter(engine, Side.BUY, stop_loss="113000")
+        at_venue.step(2)  # the venue trades through the stop: 112693.15
+        in_market.step(1)  # the market data does not: 113659.01
+
+        await engine.broker.quote(BTC)  # a venue quote makes the check read the market data
+        assert (await engine.exits.check()).triggered == []
+        assert (await engine.trades.trade(trade.id)).status is TradeStatus.OPEN
+
+        in_market.step(1)  # now it does: 112693.15
+        await engine.market.quote(BTC)  # e.g. a strategy's quote: checked in the background
+
+        async def closed() -> bool:
+            return (await engine.trades.trade(trade.id)).status is TradeStatus.CLOSED
+
+        await eventually(closed)
+        done = await engine.trades.trade(trade.id)
+        # sold at the venue's price: 112693.15 x 0.9998 -> 112670.61
+        assert (done.exit_reason, done.average_exit) == (ExitReason.STOP_LOSS, D("112670.61"))
+        assert done.realized_pnl == D("-10.1881")
+        assert len(await exit_messages(engine)) == 1
+    finally:
+        await engine.close()
 
 
 @pytest.mark.parametrize("crash", ["before", "after"])

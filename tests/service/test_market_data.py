@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot.delivery import Cards
 from core.app import Engine, build_engine
 from core.domain import OrderRequest, OrderState, OrderType, Side, SignalStatus
 from core.errors import InvalidInputError, UnknownSymbolError
@@ -327,3 +328,71 @@ async def test_a_strategy_on_eth_btc_sizes_with_the_equity_converted_to_btc(
     )
     assert signal.quantity == expected
     assert D(1) < signal.quantity < D(10)  # unconverted (10,000 "BTC") it would be ~250,000
+
+
+async def test_paper_on_live_prices_fills_a_tiny_tick_symbol_at_its_own_tick(
+    database_url: str,
+    make_settings: Callable[..., Any],
+    clock: Clock,
+    fake: market_fake.MarketFake,
+) -> None:
+    """PEPE/USDT (tick 0.00000001): fills and quotes round to that tick against the
+    taker, never to a 0.01 that would make them 0.00 or 0.01."""
+    settings = make_settings(
+        database_url=database_url,
+        broker="paper",
+        market_data="ccxt",
+        ccxt_config=fake.ccxt_config,
+        market_data_cache_seconds=0,
+        max_order_quantity=10_000_000,
+    )
+    engine = await build_engine(settings, clock=clock)
+    try:
+        broker = engine.broker
+        fake.set_price("PEPE/USDT", "0.0000123")
+        bought = await broker.place_order(
+            OrderRequest("sd-pepe", "PEPE/USDT", Side.BUY, D(1_000_000))
+        )
+        # 0.0000123 x (1 + 0.0003) = 0.00001230369, up to the tick
+        assert bought.average_price == D("0.00001231")
+        assert bought.fee == D("0.01231000")  # 12.31 USDT notional x 10 bps
+
+        fake.set_price("PEPE/USDT", "0.000015")
+        quote = await broker.quote("PEPE/USDT")
+        # 0.000015 -/+ half the 2 bps spread (0.0000000015), outwards to the tick
+        assert (quote.bid, quote.ask) == (D("0.00001499"), D("0.00001501"))
+        sold = await broker.close_position("PEPE/USDT", "sd-pepe-x")
+        assert sold is not None
+        # 0.000015 x (1 - 0.0003) = 0.0000149955, down to the tick
+        assert sold.average_price == D("0.00001499")
+        assert sold.fee == D("0.01499000")
+        account = await broker.account()
+        # realized (0.00001499 - 0.00001231) x 1e6 = 2.68, minus both fees
+        assert account.balance == D(10000) + D("2.68") - D("0.01231") - D("0.01499")
+        assert await broker.positions() == []
+    finally:
+        await engine.close()
+
+
+async def test_cards_print_each_symbols_prices_with_its_own_tick(
+    live: Engine, fake: market_fake.MarketFake
+) -> None:
+    """The deliverer's cards look the instrument up in the cached listing: ETH/BTC (tick
+    0.00001) shows five decimals, BTC/USDT (tick 0.01) two."""
+    eth_btc = await live.signals.propose(
+        Proposal("test", "ETH/BTC", Side.BUY, D("0.5"), stop_loss=D("0.0485"))
+    )
+    btc = await live.signals.propose(
+        Proposal("test", "BTC/USDT", Side.BUY, D("0.01"), stop_loss=D(60000))
+    )
+    cards = Cards(live)
+    requests = fake.counts["/api/v3/exchangeInfo"]
+
+    five = (await cards.render(eth_btc)).text
+    two = (await cards.render(btc)).text
+
+    assert "Stop loss: 0.04850 · Take profit: none" in five
+    assert "Reference price: 0.05000 BTC" in five
+    assert "Stop loss: 60,000.00 · Take profit: none" in two
+    assert "Reference price: 61,100.00 USDT" in two
+    assert fake.counts["/api/v3/exchangeInfo"] == requests  # the cached listing served them

@@ -3,14 +3,27 @@ orders list, close amounts, and long lists counted rather than cut silently."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from bot import render
 from bot.callbacks import OrderCallback, PositionCallback
-from core.domain import ExitStyle, OrderReport, OrderState, OrderType, Position, Side
+from core.domain import (
+    ExitReason,
+    ExitStyle,
+    OrderReport,
+    OrderState,
+    OrderType,
+    Position,
+    Side,
+    Signal,
+    SignalStatus,
+)
 from core.errors import InvalidInputError
+from core.marketdata.base import Instrument
+from core.notify import TradeExit
 from core.services.trading import CloseAmount, PositionView, RestingOrder
 
 
@@ -140,3 +153,86 @@ def test_close_all_with_only_external_positions_says_nothing_is_closed() -> None
         "EURUSD long 0.02 (uPnL +0.00): external, left untouched\n"
         "Close one by hand with its buttons under /positions."
     )
+
+
+# --- prices with the instrument's precision ------------------------------------------------
+
+ETH_BTC = Instrument("ETH/BTC", "ETH", "BTC", "spot", Decimal("0.00001"), Decimal("0.0001"))
+BTC_USDT = Instrument("BTC/USDT", "BTC", "USDT", "spot", Decimal("0.01"), Decimal("0.00001"))
+
+
+def _signal(symbol: str, reference: str, stop: str, take: str, limit: str) -> Signal:
+    at = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    return Signal(
+        7, "test", symbol, Side.BUY, Decimal("0.5"), OrderType.LIMIT, Decimal(reference),
+        at, at + timedelta(hours=1), status=SignalStatus.FILLED, limit_price=Decimal(limit),
+        stop_loss=Decimal(stop), take_profit=Decimal(take),
+    )  # fmt: skip
+
+
+def test_a_card_prints_prices_with_the_instruments_tick_decimals() -> None:
+    signal = _signal("ETH/BTC", "0.0512", "0.0498", "0.054", "0.05")
+    fill = OrderReport(
+        "sd1-s7", "ETH/BTC", Side.BUY, Decimal("0.5"), OrderState.FILLED,
+        filled_quantity=Decimal("0.5"), average_price=Decimal("0.05"),
+        fee=Decimal("0.000025"), fee_currency="BTC",
+    )  # fmt: skip
+
+    text = render.card(signal, fill, None, instrument=ETH_BTC).text
+
+    assert "Order: limit @ 0.05000 BTC" in text
+    assert "Stop loss: 0.04980 · Take profit: 0.05400" in text
+    assert "Reference price: 0.05120 BTC" in text
+    assert "Filled 0.5 ETH @ 0.05000 (fee 0.000025 BTC)" in text
+    # without the instrument the decimals are guessed from the value
+    assert "Reference price: 0.0512 BTC" in render.card(signal, fill, None).text
+
+
+def test_a_btc_usdt_card_still_prints_two_decimals() -> None:
+    signal = _signal("BTC/USDT", "113666.685", "113000", "115000.5", "113600")
+
+    text = render.card(signal, None, None, instrument=BTC_USDT).text
+
+    assert "Stop loss: 113,000.00 · Take profit: 115,000.50" in text
+    assert "Reference price: 113,666.69 USDT" in text  # a reference between ticks
+
+
+def _exit(symbol: str, entry: str, exit_: str) -> TradeExit:
+    opened = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    return TradeExit(
+        trade_id=4, symbol=symbol, side=Side.BUY, quantity=Decimal("0.5"),
+        quantity_open=Decimal(0), closed_quantity=Decimal("0.5"),
+        exit_price=Decimal(exit_), average_entry=Decimal(entry), average_exit=Decimal(exit_),
+        realized_pnl=Decimal("-0.0005"), fees=Decimal("0.00005"), r_multiple=None,
+        reason=ExitReason.STOP_LOSS, opened_at=opened, at=opened + timedelta(hours=1),
+        currency=symbol.partition("/")[2], exit_style="watched",
+    )  # fmt: skip
+
+
+def test_an_exit_message_prints_prices_with_the_instruments_tick_decimals() -> None:
+    five = render.trade_exit_text(_exit("ETH/BTC", "0.05", "0.049"), "paper", ETH_BTC)
+    two = render.trade_exit_text(_exit("BTC/USDT", "113689.42", "112670.6"), "paper", BTC_USDT)
+
+    assert "0.5 ETH: entry 0.05000 → exit 0.04900" in five.splitlines()
+    assert "0.5 BTC: entry 113,689.42 → exit 112,670.60" in two.splitlines()
+
+
+def test_positions_and_orders_print_prices_with_the_instruments_tick_decimals() -> None:
+    view = PositionView(
+        Position("ETH/BTC", Decimal("0.5"), Decimal("0.05"), Decimal("0.0512")),
+        entry=Decimal("0.05"), unrealized_pnl=Decimal("0.0006"), external=False,
+        stop_loss=Decimal("0.049"),
+        take_profit=None, exit_style=ExitStyle.WATCHED,
+    )  # fmt: skip
+    stop = OrderReport(
+        "sd1-s7-sl1", "ETH/BTC", Side.SELL, Decimal("0.5"), OrderState.OPEN,
+        order_type=OrderType.STOP, trigger_price=Decimal("0.049"),
+    )  # fmt: skip
+    known = {"ETH/BTC": ETH_BTC}
+
+    positions = render.positions_text([view], "paper", known)
+    orders = render.orders_text([RestingOrder(stop, "stop_loss", trade_id=1)], known)
+
+    assert "entry 0.05000 · mark 0.05120" in positions
+    assert "stop loss 0.04900" in positions
+    assert "stop @ 0.04900" in orders
