@@ -6,7 +6,8 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
 
 - **Order.** Alerts (``priority`` 0) before routine rows (1), each in ``id`` order. A
   ``signal_update`` row waits while its signal's ``signal_card`` row is undelivered.
-- **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows);
+- **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows; a text
+  over 4096 characters is several messages split at line boundaries);
   ``trade_exit`` -> ``sendMessage`` of :func:`bot.render.trade_exit_text` over the row's
   typed payload (:class:`core.notify.TradeExit`);
   ``signal_card`` and ``signal_update`` -> the card rendered from the signal's *current*
@@ -422,9 +423,7 @@ class OutboxDeliverer:
             await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
             return None
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
-            await self._bot.send_message(
-                self.chat_id, render.text_notice(row.text), disable_notification=row.silent
-            )
+            await self._send_text(row)
             return None
         signal = await self._engine.signals.get(row.signal_id)
         card = await self._cards.render(signal)
@@ -438,6 +437,13 @@ class OutboxDeliverer:
         return await self._bot.send_message(
             self.chat_id, card.text, reply_markup=card.markup, disable_notification=row.silent
         )
+
+    async def _send_text(self, row: OutboxRow) -> None:
+        """A ``text`` row as one message, or several in order when it is longer than
+        Telegram's 4096 characters (:func:`bot.render.text_notice`). A failure part-way
+        sends the whole row again (at-least-once, like every row)."""
+        for chunk in render.text_notice(row.text):
+            await self._bot.send_message(self.chat_id, chunk, disable_notification=row.silent)
 
 
 def _backoff(initial: float, maximum: float) -> Backoff:

@@ -14,7 +14,7 @@ are (``0.01``). Times are UTC.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -73,6 +73,7 @@ __all__ = [
     "MAX_TOAST",
     "Card",
     "CommandSpec",
+    "Page",
     "StrangerTally",
     "actor_name",
     "approve_toast",
@@ -107,13 +108,11 @@ __all__ = [
     "no_positions",
     "not_paused",
     "only_external",
-    "orders_keyboard",
-    "orders_text",
+    "orders_pages",
     "outcome",
     "paused_text",
     "pending_more",
-    "positions_keyboard",
-    "positions_text",
+    "positions_pages",
     "price",
     "private_hint",
     "quantity",
@@ -121,6 +120,7 @@ __all__ = [
     "reject_toast",
     "resume_prompt",
     "resumed_text",
+    "split_message",
     "stale_notice",
     "start_text",
     "status_text",
@@ -220,26 +220,95 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _lines(header: str, lines: Sequence[str], footer: str = "") -> str:
-    """``header``, then as many ``lines`` as fit in one message, then ``footer``."""
-    return _fit(header, lines, footer)[0]
+    """``header``, every one of ``lines``, then ``footer``, one per line. Nothing is cut:
+    a text longer than :data:`MAX_MESSAGE` is sent as several messages
+    (:func:`split_message`)."""
+    return "\n".join([header, *lines, *([footer] if footer else [])])
 
 
-def _fit(header: str, lines: Sequence[str], footer: str = "") -> tuple[str, int]:
-    """:func:`_lines` and how many of ``lines`` it shows; the rest are counted in an
-    ``… and N more`` line, never dropped silently."""
-    out = [header]
-    budget = MAX_MESSAGE - len(header) - len(footer) - 40
-    shown = len(lines)
-    for index, line in enumerate(lines):
-        budget -= len(line) + 1
-        if budget < 0:
-            out.append(f"… and {len(lines) - index} more")
-            shown = index
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One message of a long answer: HTML ``text`` (at most :data:`MAX_MESSAGE`
+    characters) and the buttons that belong to what it shows."""
+
+    text: str
+    markup: InlineKeyboardMarkup | None = None
+
+
+def _cut_point(line: str, limit: int) -> int:
+    """Where to cut an overlong ``line`` at or before ``limit``: after the last space that
+    is outside an HTML tag and an entity, else the last such character boundary."""
+    cut = limit
+    while cut > 0:
+        inside_tag = line.rfind("<", 0, cut) > line.rfind(">", 0, cut)
+        inside_entity = line.rfind("&", 0, cut) > line.rfind(";", 0, cut)
+        if not inside_tag and not inside_entity:
             break
-        out.append(line)
-    if footer:
-        out.append(footer)
-    return "\n".join(out), shown
+        cut -= 1
+    space = line.rfind(" ", 0, cut)
+    if space > cut // 2 and line.rfind("<", 0, space) <= line.rfind(">", 0, space):
+        cut = space + 1
+    return cut or limit
+
+
+def split_message(text: str, limit: int = MAX_MESSAGE) -> list[str]:
+    """``text`` as messages of at most ``limit`` characters (Bot API ``sendMessage``: 4096),
+    split at line boundaries; a single line longer than ``limit`` is cut between words,
+    never inside an HTML tag or entity (``&amp;``). Returns ``[text]`` when it fits and
+    never an empty message."""
+    if len(text) <= limit:
+        return [text]
+    out: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:
+            cut = _cut_point(line, limit)
+            if current:
+                out.append(current)
+                current = ""
+            out.append(line[:cut])
+            line = line[cut:]
+        joined = f"{current}\n{line}" if current else line
+        if len(joined) > limit:
+            out.append(current)
+            joined = line
+        current = joined
+    if current.strip():
+        out.append(current)
+    return [chunk for chunk in out if chunk.strip()]
+
+
+def _paged(header: str, rows: Sequence[str], footer: str = "") -> list[list[int]]:
+    """The indices of ``rows`` on each message of a ``header`` / rows / ``footer`` list,
+    each message within :data:`MAX_MESSAGE` (rows are kept whole; the header opens the
+    first message and the footer closes the last)."""
+    pages: list[list[int]] = [[]]
+    size = len(header)
+    for index, row in enumerate(rows):
+        if size + 1 + len(row) > MAX_MESSAGE - 1 - len(footer) and pages[-1]:
+            pages.append([])
+            size = 0
+        pages[-1].append(index)
+        size += len(row) + 1
+    return pages
+
+
+def _pages(
+    header: str,
+    rows: Sequence[str],
+    footer: str,
+    keyboard: Callable[[Sequence[int]], InlineKeyboardMarkup | None],
+) -> list[Page]:
+    """``rows`` as :class:`Page` s (see :func:`_paged`); ``keyboard`` makes the buttons of
+    the rows a page shows, so each button sits under the message that names its row."""
+    chunks = _paged(header, rows, footer)
+    out = []
+    for number, chunk in enumerate(chunks):
+        head = [header] if number == 0 else []
+        foot = [footer] if footer and number == len(chunks) - 1 else []
+        text = "\n".join([*head, *(rows[i] for i in chunk), *foot])
+        out.append(Page(text, keyboard(chunk)))
+    return out
 
 
 # --- signal cards ----------------------------------------------------------------------
@@ -605,7 +674,7 @@ def drawdown_text(figures: RiskFigures) -> str:
 def heartbeat_text(heartbeat: Heartbeat) -> str:
     """A heartbeat (its plain-text lines) as an HTML-mode message: ``/heartbeat``'s reply
     in a chat other than the one heartbeats go to."""
-    return text_notice(heartbeat.text())
+    return esc(heartbeat.text())
 
 
 def _side_word(position: Position) -> str:
@@ -627,40 +696,39 @@ def _view_lines(v: PositionView, broker: str) -> str:
     return head + f"\n  stop loss {stop} · take profit {take}{where}"
 
 
-def _positions_fit(views: Sequence[PositionView], broker: str) -> tuple[str, int]:
+def positions_pages(views: Sequence[PositionView], broker: str) -> list[Page]:
+    """``/positions``: per position its side, quantity, entry (from our own fills), mark,
+    unrealized PnL, the live stop loss and take profit and where they live (``broker`` is
+    the broker's name), external positions marked; then the totals (PnL in each
+    position's quote currency). Every position is shown: a long list is several messages,
+    each with Close 25 % / 50 % / 100 % buttons (each press asks to confirm) under the
+    positions it names."""
+    if not views:
+        return [Page(no_positions())]
     rows = [_view_lines(v, broker) for v in views]
     total = sum((v.unrealized_pnl for v in views), ZERO)
     notional = sum((v.position.notional for v in views), ZERO)
     footer = f"Total: uPnL {signed(total)} · notional {money(notional)}"
-    return _fit(f"<b>Open positions ({len(views)})</b>", rows, footer)
-
-
-def positions_text(views: Sequence[PositionView], broker: str) -> str:
-    """``/positions``: per position its side, quantity, entry (from our own fills), mark,
-    unrealized PnL, the live stop loss and take profit and where they live (``broker`` is
-    the broker's name), external positions marked; then the totals (PnL in each
-    position's quote currency). Positions past the message's length are counted."""
-    if not views:
-        return no_positions()
-    return _positions_fit(views, broker)[0]
+    header = f"<b>Open positions ({len(views)})</b>"
+    many = len(views) > 1
+    return _pages(
+        header, rows, footer, lambda shown: _close_buttons([views[i] for i in shown], many)
+    )
 
 
 #: The Close buttons under each position of ``/positions``, in percent.
 CLOSE_PERCENTS = (25, 50, 100)
 
 
-def positions_keyboard(views: Sequence[PositionView], broker: str) -> InlineKeyboardMarkup | None:
-    """Close 25 % / 50 % / 100 % under each position shown by :func:`positions_text`
-    (each press asks to confirm); None when there is nothing to close."""
-    shown = _positions_fit(views, broker)[1] if views else 0
+def _close_buttons(views: Sequence[PositionView], many: bool) -> InlineKeyboardMarkup | None:
     rows = []
-    for v in views[:shown]:
+    for v in views:
         p = v.position
         row = []
         for percent in CLOSE_PERCENTS:
             data = PositionCallback(symbol=p.symbol, ref=p.position_ref, percent=percent)
             if fits(data):
-                label = f"{p.symbol} {percent}%" if len(views) > 1 else f"Close {percent}%"
+                label = f"{p.symbol} {percent}%" if many else f"Close {percent}%"
                 row.append(InlineKeyboardButton(text=label, callback_data=data.pack()))
         if row:
             rows.append(row)
@@ -933,25 +1001,21 @@ def _order_line(o: RestingOrder) -> str:
     )
 
 
-def _orders_fit(orders: Sequence[RestingOrder]) -> tuple[str, int]:
-    return _fit(f"<b>Resting orders ({len(orders)})</b>", [_order_line(o) for o in orders])
-
-
-def orders_text(orders: Sequence[RestingOrder]) -> str:
+def orders_pages(orders: Sequence[RestingOrder]) -> list[Page]:
     """``/orders``: each resting order: symbol, side, quantity, type and level, what it is
     (a signal's entry, a trade's stop loss or take profit, not ours) and its client order
-    id. Orders past the message's length are counted."""
+    id. Every order is shown: a long list is several messages, each with a Cancel button
+    per order of ours it names (orders SignalDesk did not place get none)."""
     if not orders:
-        return no_orders()
-    return _orders_fit(orders)[0]
+        return [Page(no_orders())]
+    header = f"<b>Resting orders ({len(orders)})</b>"
+    rows = [_order_line(o) for o in orders]
+    return _pages(header, rows, "", lambda shown: _cancel_buttons([orders[i] for i in shown]))
 
 
-def orders_keyboard(orders: Sequence[RestingOrder]) -> InlineKeyboardMarkup | None:
-    """A Cancel button per order of ours shown by :func:`orders_text` (orders SignalDesk
-    did not place get none); None when there is none."""
-    shown = _orders_fit(orders)[1] if orders else 0
+def _cancel_buttons(orders: Sequence[RestingOrder]) -> InlineKeyboardMarkup | None:
     rows = []
-    for o in orders[:shown]:
+    for o in orders:
         data = OrderCallback(cid=o.report.client_order_id)
         if o.ours and fits(data):
             label = f"🚫 Cancel {o.report.symbol} {o.report.order_type.value.replace('_', ' ')}"
@@ -1132,9 +1196,10 @@ def trade_exit_text(exit_: TradeExit, venue: str = "") -> str:
     return _clip("\n".join(lines), MAX_MESSAGE)
 
 
-def text_notice(text: str) -> str:
-    """An engine notification (plain text from the outbox) as an HTML-mode message."""
-    return _clip(esc(text), MAX_MESSAGE)
+def text_notice(text: str) -> list[str]:
+    """An engine notification (plain text from the outbox) as HTML-mode messages: one, or
+    several when it is longer than :data:`MAX_MESSAGE` (:func:`split_message`)."""
+    return split_message(esc(text))
 
 
 # --- markets and strategies ------------------------------------------------------------

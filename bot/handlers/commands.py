@@ -21,6 +21,7 @@ from aiogram.types import CallbackQuery, Message
 from bot import render
 from bot.delivery import Cards
 from bot.handlers.args import Args, history_count, no_args
+from bot.handlers.replies import answer_long, answer_pages
 from core.app import Engine
 from core.config import Settings
 
@@ -90,9 +91,7 @@ async def on_positions(message: Message, engine: Engine) -> None:
     stop loss, take profit and where they live, and Close 25 % / 50 % / 100 % buttons."""
     views = await engine.trading.book()
     broker = engine.broker.name
-    await message.answer(
-        render.positions_text(views, broker), reply_markup=render.positions_keyboard(views, broker)
-    )
+    await answer_pages(message, render.positions_pages(views, broker))
 
 
 async def on_balance(message: Message, engine: Engine) -> None:
@@ -102,7 +101,7 @@ async def on_balance(message: Message, engine: Engine) -> None:
 
 async def on_history(message: Message, args: int, engine: Engine) -> None:
     """``/history [N]``: the last N audit events (signals and their outcomes)."""
-    await message.answer(render.history_text(await engine.signals.history(limit=args)))
+    await answer_long(message, render.history_text(await engine.signals.history(limit=args)))
 
 
 async def on_signals(message: Message, engine: Engine, cards: Cards) -> None:

@@ -18,6 +18,7 @@ from aiogram.types import CallbackQuery, Message
 from bot import render
 from bot.callbacks import OrderCallback
 from bot.handlers.args import Args, no_args
+from bot.handlers.replies import answer_pages
 from core.app import Engine
 from core.errors import NotFoundError
 
@@ -37,7 +38,7 @@ def create_router() -> Router:
 async def on_orders(message: Message, engine: Engine) -> None:
     """``/orders``: the venue's resting orders, what each is, a Cancel button per ours."""
     orders = await engine.trading.open_orders()
-    await message.answer(render.orders_text(orders), reply_markup=render.orders_keyboard(orders))
+    await answer_pages(message, render.orders_pages(orders))
 
 
 async def on_cancel(query: CallbackQuery, callback_data: OrderCallback, engine: Engine) -> None:
@@ -55,7 +56,9 @@ async def on_cancel(query: CallbackQuery, callback_data: OrderCallback, engine: 
         return
     await message.answer(render.cancel_result_text(result, actor))
     orders = await engine.trading.open_orders()
+    pages = render.orders_pages(orders)
+    if len(pages) > 1:  # one message cannot show them all: list them anew
+        await answer_pages(message, pages)
+        return
     with suppress(TelegramAPIError):  # "message is not modified" when nothing changed
-        await message.edit_text(
-            render.orders_text(orders), reply_markup=render.orders_keyboard(orders)
-        )
+        await message.edit_text(pages[0].text, reply_markup=pages[0].markup)
