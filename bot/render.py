@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 
 from aiogram.types import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, User
@@ -54,6 +54,7 @@ from core.notify import TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
 from core.services.risk import BreachLevel, RiskFigures
+from core.services.trades import SourceRecord
 from core.services.trading import (
     CancelResult,
     ClosePlan,
@@ -68,10 +69,12 @@ __all__ = [
     "CLOSE_PERCENTS",
     "COMMANDS",
     "DEFAULT_HISTORY",
+    "MAX_CAPTION",
     "MAX_HISTORY",
     "MAX_MESSAGE",
     "MAX_TOAST",
     "Card",
+    "CardContext",
     "CommandSpec",
     "Page",
     "StrangerTally",
@@ -386,52 +389,163 @@ _OUTCOME_MARK = {
 }
 
 
+MAX_CAPTION = 1024
+"""Telegram's limit on a photo caption (Bot API ``sendPhoto``): a card fits it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CardContext:
+    """What a card shows beyond the signal: ``now`` (UTC) for the relative expiry,
+    ``zone`` to print times in (``DISPLAY_TIMEZONE``), ``position`` the signed net base
+    quantity held in the signal's symbol before it (positive long, negative short; ``None``
+    when unknown), ``record`` the source's track record (``None``: not shown)."""
+
+    now: datetime
+    zone: tzinfo = UTC
+    position: Decimal | None = None
+    record: SourceRecord | None = None
+
+
+def _signed_pct(value: Decimal) -> str:
+    return f"{value:+.2f}%"
+
+
+def _in(seconds: float) -> str:
+    """``in 4 min``, ``in 2 h 5 min``, ``in 40 s``; ``now`` once past."""
+    if seconds <= 0:
+        return "now"
+    if seconds < 60:
+        return f"in {int(seconds)} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"in {minutes} min"
+    return f"in {minutes // 60} h {minutes % 60} min"
+
+
+def _effect(side: Side, qty: Decimal, held: Decimal, base: str) -> tuple[str, bool]:
+    """What an order of ``qty`` on ``side`` does to a net position of ``held`` (signed):
+    ``(line, reduces)``; ``reduces`` when it only makes the position smaller."""
+    after = held + (qty if side is Side.BUY else -qty)
+    unit = f" {esc(base)}" if base else ""
+
+    def pos(q: Decimal) -> str:
+        return "flat" if q == 0 else f"{'long' if q > 0 else 'short'} {quantity(abs(q))}{unit}"
+
+    if held == 0:
+        return f"Opens {pos(after)}", False
+    if (held > 0) == (after > 0) and after != 0 and abs(after) > abs(held):
+        return f"Adds to {pos(held)} → {pos(after)}", False
+    if after == 0 or ((held > 0) == (after > 0) and abs(after) < abs(held)):
+        return f"Reduces {pos(held)} → {pos(after)}", True
+    return f"Reverses {pos(held)} → {pos(after)}", False
+
+
+def _record_line(record: SourceRecord, unit: str) -> str:
+    """``★ 12 approved · 58% won of 10 · avg +0.40R · +123.45 USDT`` (nothing closed yet:
+    the count of approvals only)."""
+    if not record.approved:
+        return "★ no track record yet"
+    parts = [f"★ {record.approved} approved"]
+    if record.win_rate is not None:
+        parts.append(f"{record.win_rate * 100:.0f}% won of {record.closed}")
+        if record.average_r is not None:
+            parts.append(f"avg {record.average_r:+.2f}R")
+        parts.append(f"{signed(record.net_pnl)}{unit}")
+    return " · ".join(parts)
+
+
 def card(
     signal: Signal,
     report: OrderReport | None,
     account: Account | None,
     trade: Trade | None = None,
     venue: str = "",
+    context: CardContext | None = None,
 ) -> Card:
-    """The card of ``signal``: symbol, side, quantity, order type and limit, stop loss and
-    take profit, reference price, risk (quote currency, and % of ``account`` equity when the
-    account is in the quote currency) where a stop loss is given, source, note, expiry, and
-    the outcome once decided; with the ``trade`` it opened, where its exits live on
-    ``venue`` (the broker's name, see :func:`exits_line`). Approve/Reject buttons only
-    while PROPOSED."""
-    quote = _base_quote(signal.symbol)[1]
-    unit = f" {quote}" if quote else ""
+    """The card of ``signal`` in about 8 short lines that fit a photo caption
+    (:data:`MAX_CAPTION`): side, quantity and symbol; the entry (market, or the limit) and
+    its notional (quote currency); stop loss and take profit with their distance from the
+    entry in % and the reward-to-risk ratio; the risk (quote currency, and % of
+    ``account`` equity when the account is in the quote currency) where a stop loss is
+    given and the order does not only reduce a position; with a ``context``: what the
+    order does to the position (opens, adds to, reduces, reverses) and the position after
+    it, the expiry relative to ``context.now`` and in ``context.zone``, and the source's
+    track record (★); the note; once decided, the outcome, and with the ``trade`` it
+    opened, where its exits live on ``venue`` (:func:`exits_line`). Approve/Reject
+    buttons only while PROPOSED."""
+    base, quote = _base_quote(signal.symbol)
+    unit = f" {esc(quote)}" if quote else ""
     side = "🟢 BUY" if signal.side is Side.BUY else "🔴 SELL"
     lines = [
         f"<b>{side} {quantity(signal.quantity)} {esc(signal.symbol)}</b> · signal #{signal.id}"
     ]
-    if signal.order_type is OrderType.LIMIT and signal.limit_price is not None:
-        lines.append(f"Order: limit @ {price(signal.limit_price)}{unit}")
-    else:
-        lines.append("Order: market")
-    stop = price(signal.stop_loss) if signal.stop_loss is not None else "none"
-    take = price(signal.take_profit) if signal.take_profit is not None else "none"
-    lines.append(f"Stop loss: {stop} · Take profit: {take}")
-    lines.append(f"Reference price: {price(signal.reference_price)}{unit}")
+    limit = signal.order_type is OrderType.LIMIT and signal.limit_price is not None
+    entry = signal.limit_price if limit and signal.limit_price else signal.reference_price
+    how = f"Limit {price(entry)}" if limit else f"Market ≈ {price(entry)}"
+    lines.append(f"{how} · notional {money(signal.quantity * entry)}{unit}")
+    levels = []
+    for name, level in (("SL", signal.stop_loss), ("TP", signal.take_profit)):
+        if level is None:
+            levels.append(f"no {name}")
+        else:
+            distance = (level - entry) / entry * 100 if entry else ZERO
+            levels.append(f"{name} {price(level)} ({_signed_pct(distance)})")
+    if signal.stop_loss is not None and signal.take_profit is not None:
+        risk_per_unit = abs(entry - signal.stop_loss)
+        if risk_per_unit > 0:
+            levels.append(f"R:R {abs(signal.take_profit - entry) / risk_per_unit:.1f}")
+    lines.append(" · ".join(levels))
+    reduces = False
+    effect = ""
+    if context is not None and context.position is not None:
+        effect, reduces = _effect(signal.side, signal.quantity, context.position, base)
     risk = signal.risk
-    if risk is not None:
+    if reduces:
+        lines.append("Risk: none added, it reduces the position")
+    elif risk is not None:
         share = ""
         same_currency = account is not None and quote in ("", account.currency)
         if account is not None and same_currency and account.equity > 0:
             share = f" ({_pct(risk / account.equity * 100)} of equity)"
         lines.append(f"Risk: {money(risk)}{unit}{share}")
-    lines.append(f"Source: {esc(signal.source)}")
+    else:
+        lines.append("Risk: open-ended, no stop loss")
+    if effect:
+        lines.append(effect)
+    source = f"Source: {esc(_clip(signal.source, 40))}"
+    if context is not None and context.record is not None:
+        source += " " + _record_line(context.record, unit)
+    lines.append(source)
     if signal.note:
-        lines.append(f"Note: {esc(signal.note)}")
-    lines.append(f"Expires: {_utc(signal.expires_at)}")
+        lines.append(f"Note: {esc(_clip(signal.note, 200))}")
+    status = outcome(signal, report)
+    if context is not None and not status:
+        left = (signal.expires_at - context.now).total_seconds()
+        local = signal.expires_at.astimezone(context.zone)
+        lines.append(f"Expires {_in(left)} ({local:%H:%M} {_zone_name(local)})")
+    elif not status:
+        lines.append(f"Expires: {_utc(signal.expires_at)}")
     exits = exits_line(trade, venue) if trade is not None else ""
     if exits:
-        lines.append(f"Exits: {esc(exits)}")
-    status = outcome(signal, report)
+        lines.append(f"Exits: {esc(_clip(exits, 200))}")
     if status:
-        lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(status)}</b>")
-        return Card(_clip("\n".join(lines), MAX_MESSAGE), None)
-    return Card(_clip("\n".join(lines), MAX_MESSAGE), _card_keyboard(signal.id))
+        lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(_clip(status, 300))}</b>")
+        return Card(_fit_caption(lines), None)
+    return Card(_fit_caption(lines), _card_keyboard(signal.id))
+
+
+def _zone_name(moment: datetime) -> str:
+    return moment.tzname() or "UTC"
+
+
+def _fit_caption(lines: list[str]) -> str:
+    """``lines`` joined; the note goes first, then is cut, when the card would exceed a
+    caption (:data:`MAX_CAPTION`, counted on the text with its tags: an upper bound)."""
+    text = "\n".join(lines)
+    if len(text) <= MAX_CAPTION:
+        return text
+    kept = [line for line in lines if not line.startswith("Note: ")]
+    return "\n".join(kept)
 
 
 def approve_toast(decision: Decision) -> str:

@@ -113,8 +113,9 @@ async def on_signals(message: Message, engine: Engine, cards: Cards) -> None:
         return
     for signal in pending[:MAX_PENDING_CARDS]:
         card = await cards.render(signal)
-        sent = await message.answer(card.text, reply_markup=card.markup)
-        await cards.remember(signal.id, sent.chat.id, sent.message_id)
+        assert message.bot is not None
+        sent, kind = await cards.post(message.bot, message.chat.id, signal, card)
+        await cards.remember(signal.id, sent.chat.id, sent.message_id, kind)
     if len(pending) > MAX_PENDING_CARDS:
         await message.answer(render.pending_more(len(pending) - MAX_PENDING_CARDS))
 
