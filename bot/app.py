@@ -54,6 +54,7 @@ from aiogram.types import ErrorEvent, Message, User
 from aiogram.utils.backoff import Backoff, BackoffConfig
 
 from bot import render
+from bot.chart import warm_up
 from bot.delivery import Cards, DeliveryPolicy, OutboxDeliverer, resolve_chat
 from bot.handlers import get_routers
 from bot.link import TelegramLink
@@ -278,7 +279,10 @@ class BotApp:
             engine = await build_engine(settings)
             stack.push_async_callback(engine.close)
             chat_id = await resolve_chat(engine.db, configured)  # a group that migrated
-            cards = Cards(engine)
+            cards = Cards(engine, charts=settings.card_charts)
+            if settings.card_charts:  # matplotlib's first import is slow: not on a card
+                warming = asyncio.create_task(asyncio.to_thread(warm_up), name="chart-warm-up")
+                stack.push_async_callback(_settle, warming)
             deliverer = OutboxDeliverer(bot, engine, cards, chat_id, self.policy, self.telegram)
             if isinstance(engine.notifier, OutboxNotifier):
                 engine.notifier.on_enqueue = deliverer.wake
@@ -319,6 +323,13 @@ class BotApp:
         await self._stack.aclose()
         dispatcher.workflow_data.pop("engine", None)
         log.info("bot.stopped")
+
+
+async def _settle(task: asyncio.Task[None]) -> None:
+    """Wait for a worker-thread task (a thread cannot be cancelled); its failure is logged."""
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("task.failed", task=task.get_name(), error=repr(task.exception()))
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

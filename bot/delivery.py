@@ -6,7 +6,8 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
 
 - **Order.** Alerts (``priority`` 0) before routine rows (1), each in ``id`` order. A
   ``signal_update`` row waits while its signal's ``signal_card`` row is undelivered.
-- **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows);
+- **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows; a text
+  over 4096 characters is several messages split at line boundaries);
   ``trade_exit`` -> ``sendMessage`` of :func:`bot.render.trade_exit_text` over the row's
   typed payload (:class:`core.notify.TradeExit`);
   cards and exit messages print prices with the precision of the symbol's instrument,
@@ -14,10 +15,12 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
   (:meth:`~core.marketdata.search.SymbolSearch.known`; a symbol it does not list is
   printed with guessed decimals);
   ``signal_card`` and ``signal_update`` -> the card rendered from the signal's *current*
-  state: ``editMessageText`` of the posted card (a 400 "message is not modified" counts as
-  delivered: the tap handler edits the card first), or ``sendMessage`` when the card was
-  never posted or can no longer be edited; the posted message is recorded in
-  ``signal_cards`` so later updates edit it.
+  state: ``editMessageText`` (a text card) or ``editMessageCaption`` (a photo card) of the
+  posted card (a 400 "message is not modified" counts as delivered: the tap handler edits
+  the card first), or, when the card was never posted or can no longer be edited,
+  ``sendPhoto`` with its chart (rendered in a worker thread, :mod:`bot.chart`) and the card
+  as caption, else ``sendMessage`` when no chart can be made; the posted message and its
+  kind are recorded in ``signal_cards`` so later updates edit it with the right method.
 - **Limits** (Bot API FAQ): about one message per second per chat and 30 per second
   overall (aiolimiter). The token is taken *before* the next row is chosen, so an alert
   queued behind a burst of cards goes out with the next token.
@@ -56,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -72,7 +76,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import Message
+from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.backoff import Backoff, BackoffConfig
 from aiolimiter import AsyncLimiter
 from sqlalchemy import and_, exists, func, not_
@@ -81,22 +85,28 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import render
+from bot.chart import DEFAULT_TIMEFRAME, ChartSpec, chart_png
 from bot.link import TelegramLink
+from bot.render import Card, CardContext
 from core.app import Engine
 from core.db.engine import Database
 from core.db.models import ChatAliasRow, OutboxRow, SignalCardRow
-from core.domain import OrderReport, Signal, SignalStatus, utcnow
+from core.domain import ZERO, OrderReport, OrderType, Signal, SignalStatus, utcnow
 from core.errors import BrokerError, SignalDeskError
+from core.marketdata.base import MarketData
 from core.notify import NoticeKind, TradeExit
 
 __all__ = [
+    "CardKind",
     "Cards",
+    "ChartMaker",
     "DeliveryPolicy",
     "OutboxDeliverer",
     "Refusal",
     "classify",
     "edit_card",
     "is_not_modified",
+    "kind_of",
     "record_migration",
     "resolve_chat",
 ]
@@ -180,35 +190,83 @@ async def record_migration(db: Database, old_chat_id: int, new_chat_id: int) -> 
             alias.migrated_at = utcnow()
 
 
-async def edit_card(bot: Bot, chat_id: int, message_id: int, card: render.Card) -> None:
-    """``editMessageText`` the card; "message is not modified" counts as success.
+class CardKind(enum.StrEnum):
+    """How a card was posted (``signal_cards.kind``): the Bot API method that edits it."""
+
+    TEXT = "text"  # sendMessage -> editMessageText
+    PHOTO = "photo"  # sendPhoto with the card as caption -> editMessageCaption
+
+
+async def edit_card(
+    bot: Bot, chat_id: int, message_id: int, card: render.Card, kind: CardKind = CardKind.TEXT
+) -> None:
+    """Edit the card in place: ``editMessageText`` of a text card, ``editMessageCaption``
+    of a photo card (the chart stays); "message is not modified" counts as success.
 
     Raises:
         TelegramAPIError: any other failure.
     """
     try:
-        await bot.edit_message_text(
-            text=card.text, chat_id=chat_id, message_id=message_id, reply_markup=card.markup
-        )
+        if kind is CardKind.PHOTO:
+            await bot.edit_message_caption(
+                caption=card.text, chat_id=chat_id, message_id=message_id, reply_markup=card.markup
+            )
+        else:
+            await bot.edit_message_text(
+                text=card.text, chat_id=chat_id, message_id=message_id, reply_markup=card.markup
+            )
     except TelegramBadRequest as exc:
         if not is_not_modified(exc):
             raise
 
 
-async def _remember(session: AsyncSession, signal_id: int, chat_id: int, message_id: int) -> None:
+def kind_of(message: Message) -> CardKind:
+    """Whether a posted card ``message`` is a photo card or a text card."""
+    return CardKind.PHOTO if message.photo else CardKind.TEXT
+
+
+async def _remember(
+    session: AsyncSession,
+    signal_id: int,
+    chat_id: int,
+    message_id: int,
+    kind: CardKind = CardKind.TEXT,
+) -> None:
     row = await session.get(SignalCardRow, (signal_id, chat_id))
     if row is None:
-        session.add(SignalCardRow(signal_id=signal_id, chat_id=chat_id, message_id=message_id))
+        session.add(
+            SignalCardRow(
+                signal_id=signal_id, chat_id=chat_id, message_id=message_id, kind=kind.value
+            )
+        )
     else:
         row.message_id = message_id
+        row.kind = kind.value
+
+
+ChartMaker = Callable[[MarketData, ChartSpec], Awaitable[bytes | None]]
+"""Makes a card's chart PNG (``None``: no chart); :func:`bot.chart.chart_png` by default."""
 
 
 class Cards:
-    """Renders signal cards from the engine's current state and remembers where each card
-    was posted (table ``signal_cards``, one card per signal and chat)."""
+    """Renders signal cards (and their charts) from the engine's current state and
+    remembers where each card was posted and how (table ``signal_cards``, one card per
+    signal and chat). ``charts`` False sends text cards only; ``make_chart`` is the chart
+    maker (tests inject a failing one); a chart not ready within ``chart_timeout`` seconds
+    is given up and the text card is sent."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        charts: bool = True,
+        make_chart: ChartMaker = chart_png,
+        chart_timeout: float = 10.0,
+    ) -> None:
         self._engine = engine
+        self.charts = charts
+        self.make_chart = make_chart
+        self.chart_timeout = chart_timeout
 
     async def render(self, signal: Signal, report: OrderReport | None = None) -> render.Card:
         """The card of ``signal``. ``report`` is the order's report when the caller has it;
@@ -216,30 +274,102 @@ class Cards:
         only when the signal has a stop loss; a broker failure just leaves the % out. A
         filled signal's card also says where its trade's exits live. Prices are printed
         with the precision of the symbol's instrument (the engine's cached listing)."""
+        engine = self._engine
         if report is None and signal.status in _WITH_ORDER:
-            report = await self._engine.signals.order_for(signal.id)
+            report = await engine.signals.order_for(signal.id)
         account = None
         if signal.stop_loss is not None:
             with suppress(BrokerError):
-                account = await self._engine.trading.account()
+                account = await engine.trading.account()
         trade = None
         if signal.status is SignalStatus.FILLED:
-            trade = await self._engine.trades.for_signal(signal.id)
-        known = await self._engine.symbols.known([signal.symbol])
+            trade = await engine.trades.for_signal(signal.id)
         return render.card(
-            signal, report, account, trade, self._engine.broker.name, known.get(signal.symbol)
+            signal, report, account, trade, engine.broker.name, await self._context(signal)
         )
 
-    async def location(self, signal_id: int, chat_id: int) -> int | None:
-        """The message id of the signal's card in ``chat_id``, if one was posted."""
+    async def _context(self, signal: Signal) -> CardContext:
+        """The clock, display zone, the position before the signal (while it is pending;
+        a broker failure leaves it out), the source's track record and the symbol's
+        instrument (the engine's cached listing)."""
+        engine = self._engine
+        position = None
+        if signal.status is SignalStatus.PROPOSED:
+            with suppress(BrokerError):
+                held = await engine.trading.positions()
+                position = sum((p.quantity for p in held if p.symbol == signal.symbol), ZERO)
+        known = await engine.symbols.known([signal.symbol])
+        return CardContext(
+            now=engine.clock(),
+            zone=engine.settings.display_zone,
+            position=position,
+            record=await engine.trades.source_record(signal.source),
+            instrument=known.get(signal.symbol),
+        )
+
+    async def chart(self, signal: Signal) -> bytes | None:
+        """The chart of ``signal``'s symbol with its entry, stop loss, take profit and the
+        current price (``None`` when charts are off or it cannot be made)."""
+        if not self.charts:
+            return None
+        limit = signal.order_type is OrderType.LIMIT and signal.limit_price is not None
+        spec = ChartSpec(
+            symbol=signal.symbol,
+            timeframe=DEFAULT_TIMEFRAME,
+            candles=(),
+            entry=signal.limit_price if limit else signal.reference_price,
+            stop_loss=signal.stop_loss,
+            take_profit=signal.take_profit,
+            side=signal.side,
+        )
+        try:
+            async with asyncio.timeout(self.chart_timeout):
+                return await self.make_chart(self._engine.market, spec)
+        except TimeoutError:
+            log.warning("chart.timed_out", signal=signal.id, seconds=self.chart_timeout)
+        except Exception as exc:  # a picture never costs a card
+            log.warning("chart.failed", signal=signal.id, error=repr(exc)[:200])
+        return None
+
+    async def post(
+        self,
+        bot: Bot,
+        chat_id: int,
+        signal: Signal,
+        card: Card,
+        *,
+        silent: bool = False,
+    ) -> tuple[Message, CardKind]:
+        """Post ``card`` to ``chat_id``: ``sendPhoto`` with its chart and the card as
+        caption, or ``sendMessage`` when no chart could be made (a card is never lost
+        because of a picture). Raises aiogram's ``TelegramAPIError``."""
+        png = await self.chart(signal) if card.markup is not None else None
+        if png is not None:
+            sent = await bot.send_photo(
+                chat_id,
+                BufferedInputFile(png, f"signal-{signal.id}.png"),
+                caption=card.text,
+                reply_markup=card.markup,
+                disable_notification=silent,
+            )
+            return sent, CardKind.PHOTO
+        sent = await bot.send_message(
+            chat_id, card.text, reply_markup=card.markup, disable_notification=silent
+        )
+        return sent, CardKind.TEXT
+
+    async def location(self, signal_id: int, chat_id: int) -> tuple[int, CardKind] | None:
+        """The message id and kind of the signal's card in ``chat_id``, if one was posted."""
         async with self._engine.db.session() as session:
             row = await session.get(SignalCardRow, (signal_id, chat_id))
-            return None if row is None else row.message_id
+            return None if row is None else (row.message_id, CardKind(row.kind))
 
-    async def remember(self, signal_id: int, chat_id: int, message_id: int) -> None:
+    async def remember(
+        self, signal_id: int, chat_id: int, message_id: int, kind: CardKind = CardKind.TEXT
+    ) -> None:
         """Record (or move) the signal's card in ``chat_id`` to ``message_id``."""
         async with self._engine.db.session() as session:
-            await _remember(session, signal_id, chat_id, message_id)
+            await _remember(session, signal_id, chat_id, message_id, kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +487,7 @@ class OutboxDeliverer:
         refused = _backoff(policy.refused_initial, policy.refused_max)
         attempts = 0
         error = ""
-        posted: Message | None = None
+        posted: tuple[Message, CardKind] | None = None
         self.in_flight = row.id
         try:
             while True:
@@ -385,7 +515,10 @@ class OutboxDeliverer:
             stored.attempts += attempts
             stored.last_error = error[:500]
             if posted is not None and row.signal_id is not None:
-                await _remember(session, row.signal_id, posted.chat.id, posted.message_id)
+                message, card_kind = posted
+                await _remember(
+                    session, row.signal_id, message.chat.id, message.message_id, card_kind
+                )
 
     async def _wait_out(
         self,
@@ -419,8 +552,8 @@ class OutboxDeliverer:
             if stored is not None:
                 stored.last_error = error[:500]
 
-    async def _send(self, row: OutboxRow) -> Message | None:
-        """One delivery attempt; returns the message of a newly posted card."""
+    async def _send(self, row: OutboxRow) -> tuple[Message, CardKind] | None:
+        """One delivery attempt; returns the message (and kind) of a newly posted card."""
         if row.kind == NoticeKind.TRADE_EXIT.value:
             try:
                 exit_ = TradeExit.from_payload(row.payload)
@@ -431,22 +564,25 @@ class OutboxDeliverer:
             await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
             return None
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
-            await self._bot.send_message(
-                self.chat_id, render.text_notice(row.text), disable_notification=row.silent
-            )
+            await self._send_text(row)
             return None
         signal = await self._engine.signals.get(row.signal_id)
         card = await self._cards.render(signal)
-        message_id = await self._cards.location(signal.id, self.chat_id)
-        if message_id is not None:
+        where = await self._cards.location(signal.id, self.chat_id)
+        if where is not None:
             try:
-                await edit_card(self._bot, self.chat_id, message_id, card)
+                await edit_card(self._bot, self.chat_id, where[0], card, where[1])
                 return None
             except TelegramBadRequest as exc:  # deleted, or too old to edit: post it anew
                 log.info("outbox.card_reposted", signal=signal.id, reason=exc.message)
-        return await self._bot.send_message(
-            self.chat_id, card.text, reply_markup=card.markup, disable_notification=row.silent
-        )
+        return await self._cards.post(self._bot, self.chat_id, signal, card, silent=row.silent)
+
+    async def _send_text(self, row: OutboxRow) -> None:
+        """A ``text`` row as one message, or several in order when it is longer than
+        Telegram's 4096 characters (:func:`bot.render.text_notice`). A failure part-way
+        sends the whole row again (at-least-once, like every row)."""
+        for chunk in render.text_notice(row.text):
+            await self._bot.send_message(self.chat_id, chunk, disable_notification=row.silent)
 
 
 def _backoff(initial: float, maximum: float) -> Backoff:

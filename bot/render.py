@@ -14,9 +14,9 @@ are (``0.01``). Times are UTC.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 
 from aiogram.types import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, User
@@ -54,6 +54,7 @@ from core.notify import TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
 from core.services.risk import BreachLevel, RiskFigures
+from core.services.trades import SourceRecord
 from core.services.trading import (
     CancelResult,
     ClosePlan,
@@ -68,11 +69,14 @@ __all__ = [
     "CLOSE_PERCENTS",
     "COMMANDS",
     "DEFAULT_HISTORY",
+    "MAX_CAPTION",
     "MAX_HISTORY",
     "MAX_MESSAGE",
     "MAX_TOAST",
     "Card",
+    "CardContext",
     "CommandSpec",
+    "Page",
     "StrangerTally",
     "actor_name",
     "approve_toast",
@@ -107,13 +111,11 @@ __all__ = [
     "no_positions",
     "not_paused",
     "only_external",
-    "orders_keyboard",
-    "orders_text",
+    "orders_pages",
     "outcome",
     "paused_text",
     "pending_more",
-    "positions_keyboard",
-    "positions_text",
+    "positions_pages",
     "price",
     "private_hint",
     "quantity",
@@ -121,6 +123,7 @@ __all__ = [
     "reject_toast",
     "resume_prompt",
     "resumed_text",
+    "split_message",
     "stale_notice",
     "start_text",
     "status_text",
@@ -220,26 +223,95 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _lines(header: str, lines: Sequence[str], footer: str = "") -> str:
-    """``header``, then as many ``lines`` as fit in one message, then ``footer``."""
-    return _fit(header, lines, footer)[0]
+    """``header``, every one of ``lines``, then ``footer``, one per line. Nothing is cut:
+    a text longer than :data:`MAX_MESSAGE` is sent as several messages
+    (:func:`split_message`)."""
+    return "\n".join([header, *lines, *([footer] if footer else [])])
 
 
-def _fit(header: str, lines: Sequence[str], footer: str = "") -> tuple[str, int]:
-    """:func:`_lines` and how many of ``lines`` it shows; the rest are counted in an
-    ``… and N more`` line, never dropped silently."""
-    out = [header]
-    budget = MAX_MESSAGE - len(header) - len(footer) - 40
-    shown = len(lines)
-    for index, line in enumerate(lines):
-        budget -= len(line) + 1
-        if budget < 0:
-            out.append(f"… and {len(lines) - index} more")
-            shown = index
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One message of a long answer: HTML ``text`` (at most :data:`MAX_MESSAGE`
+    characters) and the buttons that belong to what it shows."""
+
+    text: str
+    markup: InlineKeyboardMarkup | None = None
+
+
+def _cut_point(line: str, limit: int) -> int:
+    """Where to cut an overlong ``line`` at or before ``limit``: after the last space that
+    is outside an HTML tag and an entity, else the last such character boundary."""
+    cut = limit
+    while cut > 0:
+        inside_tag = line.rfind("<", 0, cut) > line.rfind(">", 0, cut)
+        inside_entity = line.rfind("&", 0, cut) > line.rfind(";", 0, cut)
+        if not inside_tag and not inside_entity:
             break
-        out.append(line)
-    if footer:
-        out.append(footer)
-    return "\n".join(out), shown
+        cut -= 1
+    space = line.rfind(" ", 0, cut)
+    if space > cut // 2 and line.rfind("<", 0, space) <= line.rfind(">", 0, space):
+        cut = space + 1
+    return cut or limit
+
+
+def split_message(text: str, limit: int = MAX_MESSAGE) -> list[str]:
+    """``text`` as messages of at most ``limit`` characters (Bot API ``sendMessage``: 4096),
+    split at line boundaries; a single line longer than ``limit`` is cut between words,
+    never inside an HTML tag or entity (``&amp;``). Returns ``[text]`` when it fits and
+    never an empty message."""
+    if len(text) <= limit:
+        return [text]
+    out: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:
+            cut = _cut_point(line, limit)
+            if current:
+                out.append(current)
+                current = ""
+            out.append(line[:cut])
+            line = line[cut:]
+        joined = f"{current}\n{line}" if current else line
+        if len(joined) > limit:
+            out.append(current)
+            joined = line
+        current = joined
+    if current.strip():
+        out.append(current)
+    return [chunk for chunk in out if chunk.strip()]
+
+
+def _paged(header: str, rows: Sequence[str], footer: str = "") -> list[list[int]]:
+    """The indices of ``rows`` on each message of a ``header`` / rows / ``footer`` list,
+    each message within :data:`MAX_MESSAGE` (rows are kept whole; the header opens the
+    first message and the footer closes the last)."""
+    pages: list[list[int]] = [[]]
+    size = len(header)
+    for index, row in enumerate(rows):
+        if size + 1 + len(row) > MAX_MESSAGE - 1 - len(footer) and pages[-1]:
+            pages.append([])
+            size = 0
+        pages[-1].append(index)
+        size += len(row) + 1
+    return pages
+
+
+def _pages(
+    header: str,
+    rows: Sequence[str],
+    footer: str,
+    keyboard: Callable[[Sequence[int]], InlineKeyboardMarkup | None],
+) -> list[Page]:
+    """``rows`` as :class:`Page` s (see :func:`_paged`); ``keyboard`` makes the buttons of
+    the rows a page shows, so each button sits under the message that names its row."""
+    chunks = _paged(header, rows, footer)
+    out = []
+    for number, chunk in enumerate(chunks):
+        head = [header] if number == 0 else []
+        foot = [footer] if footer and number == len(chunks) - 1 else []
+        text = "\n".join([*head, *(rows[i] for i in chunk), *foot])
+        out.append(Page(text, keyboard(chunk)))
+    return out
 
 
 # --- signal cards ----------------------------------------------------------------------
@@ -321,54 +393,167 @@ _OUTCOME_MARK = {
 }
 
 
+MAX_CAPTION = 1024
+"""Telegram's limit on a photo caption (Bot API ``sendPhoto``): a card fits it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CardContext:
+    """What a card shows beyond the signal: ``now`` (UTC) for the relative expiry,
+    ``zone`` to print times in (``DISPLAY_TIMEZONE``), ``position`` the signed net base
+    quantity held in the signal's symbol before it (positive long, negative short; ``None``
+    when unknown), ``record`` the source's track record (``None``: not shown),
+    ``instrument`` the symbol's, for the precision of its prices (``None``: guessed)."""
+
+    now: datetime
+    zone: tzinfo = UTC
+    position: Decimal | None = None
+    record: SourceRecord | None = None
+    instrument: Instrument | None = None
+
+
+def _signed_pct(value: Decimal) -> str:
+    return f"{value:+.2f}%"
+
+
+def _in(seconds: float) -> str:
+    """``in 4 min``, ``in 2 h 5 min``, ``in 40 s``; ``now`` once past."""
+    if seconds <= 0:
+        return "now"
+    if seconds < 60:
+        return f"in {int(seconds)} s"
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"in {minutes} min"
+    return f"in {minutes // 60} h {minutes % 60} min"
+
+
+def _effect(side: Side, qty: Decimal, held: Decimal, base: str) -> tuple[str, bool]:
+    """What an order of ``qty`` on ``side`` does to a net position of ``held`` (signed):
+    ``(line, reduces)``; ``reduces`` when it only makes the position smaller."""
+    after = held + (qty if side is Side.BUY else -qty)
+    unit = f" {esc(base)}" if base else ""
+
+    def pos(q: Decimal) -> str:
+        return "flat" if q == 0 else f"{'long' if q > 0 else 'short'} {quantity(abs(q))}{unit}"
+
+    if held == 0:
+        return f"Opens {pos(after)}", False
+    if (held > 0) == (after > 0) and after != 0 and abs(after) > abs(held):
+        return f"Adds to {pos(held)} → {pos(after)}", False
+    if after == 0 or ((held > 0) == (after > 0) and abs(after) < abs(held)):
+        return f"Reduces {pos(held)} → {pos(after)}", True
+    return f"Reverses {pos(held)} → {pos(after)}", False
+
+
+def _record_line(record: SourceRecord, unit: str) -> str:
+    """``★ 12 approved · 58% won of 10 · avg +0.40R · +123.45 USDT`` (nothing closed yet:
+    the count of approvals only)."""
+    if not record.approved:
+        return "★ no track record yet"
+    parts = [f"★ {record.approved} approved"]
+    if record.win_rate is not None:
+        parts.append(f"{record.win_rate * 100:.0f}% won of {record.closed}")
+        if record.average_r is not None:
+            parts.append(f"avg {record.average_r:+.2f}R")
+        parts.append(f"{signed(record.net_pnl)}{unit}")
+    return " · ".join(parts)
+
+
 def card(
     signal: Signal,
     report: OrderReport | None,
     account: Account | None,
     trade: Trade | None = None,
     venue: str = "",
-    instrument: Instrument | None = None,
+    context: CardContext | None = None,
 ) -> Card:
-    """The card of ``signal``: symbol, side, quantity, order type and limit, stop loss and
-    take profit, reference price, risk (quote currency, and % of ``account`` equity when the
-    account is in the quote currency) where a stop loss is given, source, note, expiry, and
-    the outcome once decided; with the ``trade`` it opened, where its exits live on
-    ``venue`` (the broker's name, see :func:`exits_line`). Prices are printed with the
-    ``instrument``'s precision when given (0.00001 -> five decimals), else guessed.
-    Approve/Reject buttons only while PROPOSED."""
-    quote = _base_quote(signal.symbol)[1]
-    unit = f" {quote}" if quote else ""
+    """The card of ``signal`` in about 8 short lines that fit a photo caption
+    (:data:`MAX_CAPTION`): side, quantity and symbol; the entry (market, or the limit) and
+    its notional (quote currency); stop loss and take profit with their distance from the
+    entry in % and the reward-to-risk ratio; the risk (quote currency, and % of
+    ``account`` equity when the account is in the quote currency) where a stop loss is
+    given and the order does not only reduce a position; with a ``context``: what the
+    order does to the position (opens, adds to, reduces, reverses) and the position after
+    it, the expiry relative to ``context.now`` and in ``context.zone``, and the source's
+    track record (★), and the instrument whose precision prices are printed with (else
+    guessed); the note; once decided, the outcome, and with the ``trade`` it
+    opened, where its exits live on ``venue`` (:func:`exits_line`). Approve/Reject
+    buttons only while PROPOSED."""
+    instrument = context.instrument if context is not None else None
+    base, quote = _base_quote(signal.symbol)
+    unit = f" {esc(quote)}" if quote else ""
     side = "🟢 BUY" if signal.side is Side.BUY else "🔴 SELL"
     lines = [
         f"<b>{side} {quantity(signal.quantity)} {esc(signal.symbol)}</b> · signal #{signal.id}"
     ]
-    if signal.order_type is OrderType.LIMIT and signal.limit_price is not None:
-        lines.append(f"Order: limit @ {price(signal.limit_price, instrument)}{unit}")
-    else:
-        lines.append("Order: market")
-    stop = price(signal.stop_loss, instrument) if signal.stop_loss is not None else "none"
-    take = price(signal.take_profit, instrument) if signal.take_profit is not None else "none"
-    lines.append(f"Stop loss: {stop} · Take profit: {take}")
-    lines.append(f"Reference price: {price(signal.reference_price, instrument)}{unit}")
+    limit = signal.order_type is OrderType.LIMIT and signal.limit_price is not None
+    entry = signal.limit_price if limit and signal.limit_price else signal.reference_price
+    how = f"Limit {price(entry, instrument)}" if limit else f"Market ≈ {price(entry, instrument)}"
+    lines.append(f"{how} · notional {money(signal.quantity * entry)}{unit}")
+    levels = []
+    for name, level in (("SL", signal.stop_loss), ("TP", signal.take_profit)):
+        if level is None:
+            levels.append(f"no {name}")
+        else:
+            distance = (level - entry) / entry * 100 if entry else ZERO
+            levels.append(f"{name} {price(level, instrument)} ({_signed_pct(distance)})")
+    if signal.stop_loss is not None and signal.take_profit is not None:
+        risk_per_unit = abs(entry - signal.stop_loss)
+        if risk_per_unit > 0:
+            levels.append(f"R:R {abs(signal.take_profit - entry) / risk_per_unit:.1f}")
+    lines.append(" · ".join(levels))
+    reduces = False
+    effect = ""
+    if context is not None and context.position is not None:
+        effect, reduces = _effect(signal.side, signal.quantity, context.position, base)
     risk = signal.risk
-    if risk is not None:
+    if reduces:
+        lines.append("Risk: none added, it reduces the position")
+    elif risk is not None:
         share = ""
         same_currency = account is not None and quote in ("", account.currency)
         if account is not None and same_currency and account.equity > 0:
             share = f" ({_pct(risk / account.equity * 100)} of equity)"
         lines.append(f"Risk: {money(risk)}{unit}{share}")
-    lines.append(f"Source: {esc(signal.source)}")
+    else:
+        lines.append("Risk: open-ended, no stop loss")
+    if effect:
+        lines.append(effect)
+    source = f"Source: {esc(_clip(signal.source, 40))}"
+    if context is not None and context.record is not None:
+        source += " " + _record_line(context.record, unit)
+    lines.append(source)
     if signal.note:
-        lines.append(f"Note: {esc(signal.note)}")
-    lines.append(f"Expires: {_utc(signal.expires_at)}")
+        lines.append(f"Note: {esc(_clip(signal.note, 200))}")
+    status = outcome(signal, report, instrument)
+    if context is not None and not status:
+        left = (signal.expires_at - context.now).total_seconds()
+        local = signal.expires_at.astimezone(context.zone)
+        lines.append(f"Expires {_in(left)} ({local:%H:%M} {_zone_name(local)})")
+    elif not status:
+        lines.append(f"Expires: {_utc(signal.expires_at)}")
     exits = exits_line(trade, venue, instrument) if trade is not None else ""
     if exits:
-        lines.append(f"Exits: {esc(exits)}")
-    status = outcome(signal, report, instrument)
+        lines.append(f"Exits: {esc(_clip(exits, 200))}")
     if status:
-        lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(status)}</b>")
-        return Card(_clip("\n".join(lines), MAX_MESSAGE), None)
-    return Card(_clip("\n".join(lines), MAX_MESSAGE), _card_keyboard(signal.id))
+        lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(_clip(status, 300))}</b>")
+        return Card(_fit_caption(lines), None)
+    return Card(_fit_caption(lines), _card_keyboard(signal.id))
+
+
+def _zone_name(moment: datetime) -> str:
+    return moment.tzname() or "UTC"
+
+
+def _fit_caption(lines: list[str]) -> str:
+    """``lines`` joined; the note goes first, then is cut, when the card would exceed a
+    caption (:data:`MAX_CAPTION`, counted on the text with its tags: an upper bound)."""
+    text = "\n".join(lines)
+    if len(text) <= MAX_CAPTION:
+        return text
+    kept = [line for line in lines if not line.startswith("Note: ")]
+    return "\n".join(kept)
 
 
 def approve_toast(decision: Decision) -> str:
@@ -611,7 +796,7 @@ def drawdown_text(figures: RiskFigures) -> str:
 def heartbeat_text(heartbeat: Heartbeat) -> str:
     """A heartbeat (its plain-text lines) as an HTML-mode message: ``/heartbeat``'s reply
     in a chat other than the one heartbeats go to."""
-    return text_notice(heartbeat.text())
+    return esc(heartbeat.text())
 
 
 def _side_word(position: Position) -> str:
@@ -634,48 +819,45 @@ def _view_lines(v: PositionView, broker: str, instrument: Instrument | None) -> 
     return head + f"\n  stop loss {stop} · take profit {take}{where}"
 
 
-def _positions_fit(
-    views: Sequence[PositionView], broker: str, instruments: Mapping[str, Instrument]
-) -> tuple[str, int]:
-    rows = [_view_lines(v, broker, instruments.get(v.position.symbol)) for v in views]
-    total = sum((v.unrealized_pnl for v in views), ZERO)
-    notional = sum((v.position.notional for v in views), ZERO)
-    footer = f"Total: uPnL {signed(total)} · notional {money(notional)}"
-    return _fit(f"<b>Open positions ({len(views)})</b>", rows, footer)
-
-
-def positions_text(
+def positions_pages(
     views: Sequence[PositionView],
     broker: str,
     instruments: Mapping[str, Instrument] | None = None,
-) -> str:
+) -> list[Page]:
     """``/positions``: per position its side, quantity, entry (from our own fills), mark,
     unrealized PnL, the live stop loss and take profit and where they live (``broker`` is
     the broker's name), external positions marked; then the totals (PnL in each
-    position's quote currency). Prices with the precision of the symbol's instrument in
-    ``instruments`` (by symbol), else guessed. Positions past the message's length are
-    counted."""
+    position's quote currency). Every position is shown: a long list is several messages,
+    each with Close 25 % / 50 % / 100 % buttons (each press asks to confirm) under the
+    positions it names. Prices with the precision of the symbol's instrument in
+    ``instruments`` (by symbol), else guessed."""
     if not views:
-        return no_positions()
-    return _positions_fit(views, broker, instruments or {})[0]
+        return [Page(no_positions())]
+    known = instruments or {}
+    rows = [_view_lines(v, broker, known.get(v.position.symbol)) for v in views]
+    total = sum((v.unrealized_pnl for v in views), ZERO)
+    notional = sum((v.position.notional for v in views), ZERO)
+    footer = f"Total: uPnL {signed(total)} · notional {money(notional)}"
+    header = f"<b>Open positions ({len(views)})</b>"
+    many = len(views) > 1
+    return _pages(
+        header, rows, footer, lambda shown: _close_buttons([views[i] for i in shown], many)
+    )
 
 
 #: The Close buttons under each position of ``/positions``, in percent.
 CLOSE_PERCENTS = (25, 50, 100)
 
 
-def positions_keyboard(views: Sequence[PositionView], broker: str) -> InlineKeyboardMarkup | None:
-    """Close 25 % / 50 % / 100 % under each position shown by :func:`positions_text`
-    (each press asks to confirm); None when there is nothing to close."""
-    shown = _positions_fit(views, broker, {})[1] if views else 0
+def _close_buttons(views: Sequence[PositionView], many: bool) -> InlineKeyboardMarkup | None:
     rows = []
-    for v in views[:shown]:
+    for v in views:
         p = v.position
         row = []
         for percent in CLOSE_PERCENTS:
             data = PositionCallback(symbol=p.symbol, ref=p.position_ref, percent=percent)
             if fits(data):
-                label = f"{p.symbol} {percent}%" if len(views) > 1 else f"Close {percent}%"
+                label = f"{p.symbol} {percent}%" if many else f"Close {percent}%"
                 row.append(InlineKeyboardButton(text=label, callback_data=data.pack()))
         if row:
             rows.append(row)
@@ -952,31 +1134,25 @@ def _order_line(o: RestingOrder, instrument: Instrument | None = None) -> str:
     )
 
 
-def _orders_fit(
-    orders: Sequence[RestingOrder], instruments: Mapping[str, Instrument]
-) -> tuple[str, int]:
-    lines = [_order_line(o, instruments.get(o.report.symbol)) for o in orders]
-    return _fit(f"<b>Resting orders ({len(orders)})</b>", lines)
-
-
-def orders_text(
+def orders_pages(
     orders: Sequence[RestingOrder], instruments: Mapping[str, Instrument] | None = None
-) -> str:
-    """``/orders``: each resting order: symbol, side, quantity, type and level (with the
-    precision of the symbol's instrument in ``instruments``, else guessed), what it is (a
-    signal's entry, a trade's stop loss or take profit, not ours) and its client order
-    id. Orders past the message's length are counted."""
+) -> list[Page]:
+    """``/orders``: each resting order: symbol, side, quantity, type and level, what it is
+    (a signal's entry, a trade's stop loss or take profit, not ours) and its client order
+    id. Every order is shown: a long list is several messages, each with a Cancel button
+    per order of ours it names (orders SignalDesk did not place get none). Levels with the
+    precision of the symbol's instrument in ``instruments``, else guessed."""
     if not orders:
-        return no_orders()
-    return _orders_fit(orders, instruments or {})[0]
+        return [Page(no_orders())]
+    header = f"<b>Resting orders ({len(orders)})</b>"
+    known = instruments or {}
+    rows = [_order_line(o, known.get(o.report.symbol)) for o in orders]
+    return _pages(header, rows, "", lambda shown: _cancel_buttons([orders[i] for i in shown]))
 
 
-def orders_keyboard(orders: Sequence[RestingOrder]) -> InlineKeyboardMarkup | None:
-    """A Cancel button per order of ours shown by :func:`orders_text` (orders SignalDesk
-    did not place get none); None when there is none."""
-    shown = _orders_fit(orders, {})[1] if orders else 0
+def _cancel_buttons(orders: Sequence[RestingOrder]) -> InlineKeyboardMarkup | None:
     rows = []
-    for o in orders[:shown]:
+    for o in orders:
         data = OrderCallback(cid=o.report.client_order_id)
         if o.ours and fits(data):
             label = f"🚫 Cancel {o.report.symbol} {o.report.order_type.value.replace('_', ' ')}"
@@ -1166,9 +1342,10 @@ def trade_exit_text(exit_: TradeExit, venue: str = "", instrument: Instrument | 
     return _clip("\n".join(lines), MAX_MESSAGE)
 
 
-def text_notice(text: str) -> str:
-    """An engine notification (plain text from the outbox) as an HTML-mode message."""
-    return _clip(esc(text), MAX_MESSAGE)
+def text_notice(text: str) -> list[str]:
+    """An engine notification (plain text from the outbox) as HTML-mode messages: one, or
+    several when it is longer than :data:`MAX_MESSAGE` (:func:`split_message`)."""
+    return split_message(esc(text))
 
 
 # --- markets and strategies ------------------------------------------------------------

@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -212,6 +213,12 @@ class Settings(BaseSettings):
         120, description="commands older than this (sent while down) are skipped"
     )
     confirm_ttl_seconds: Seconds = Field(60, description="destructive-command confirmation")
+    card_charts: bool = Field(
+        True, description="post cards as a chart photo with the card as caption"
+    )
+    display_timezone: str = Field(
+        "UTC", description="IANA zone for times shown in chat (cards), e.g. Europe/Berlin"
+    )
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = Field(8081, ge=0, le=65535)
 
@@ -301,6 +308,20 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise PydanticCustomError("timezone", "must be an IANA time zone such as UTC") from exc
+        return value
+
+    @property
+    def display_zone(self) -> ZoneInfo:
+        """:attr:`display_timezone` as a ``ZoneInfo``."""
+        return ZoneInfo(self.display_timezone)
 
     @field_validator("telegram_api_base", "heartbeat_ping_url")
     @classmethod

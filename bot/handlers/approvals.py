@@ -22,7 +22,7 @@ from aiogram.types import CallbackQuery, Message
 
 from bot import render
 from bot.callbacks import CardAction, SignalCallback
-from bot.delivery import Cards, edit_card
+from bot.delivery import Cards, edit_card, kind_of
 from core.app import Engine
 from core.domain import OrderReport, Signal
 from core.errors import SignalDeskError, TransitionConflictError
@@ -90,4 +90,4 @@ async def _refresh(
     if signal is None:
         signal = await engine.signals.get(signal_id)
     card = await cards.render(signal, report)
-    await edit_card(bot, message.chat.id, message.message_id, card)
+    await edit_card(bot, message.chat.id, message.message_id, card, kind_of(message))

@@ -21,6 +21,7 @@ from aiogram.types import CallbackQuery, Message
 from bot import render
 from bot.delivery import Cards
 from bot.handlers.args import Args, history_count, no_args
+from bot.handlers.replies import answer_long, answer_pages
 from core.app import Engine
 from core.config import Settings
 
@@ -91,10 +92,7 @@ async def on_positions(message: Message, engine: Engine) -> None:
     views = await engine.trading.book()
     broker = engine.broker.name
     known = await engine.symbols.known(v.position.symbol for v in views)
-    await message.answer(
-        render.positions_text(views, broker, known),
-        reply_markup=render.positions_keyboard(views, broker),
-    )
+    await answer_pages(message, render.positions_pages(views, broker, known))
 
 
 async def on_balance(message: Message, engine: Engine) -> None:
@@ -104,7 +102,7 @@ async def on_balance(message: Message, engine: Engine) -> None:
 
 async def on_history(message: Message, args: int, engine: Engine) -> None:
     """``/history [N]``: the last N audit events (signals and their outcomes)."""
-    await message.answer(render.history_text(await engine.signals.history(limit=args)))
+    await answer_long(message, render.history_text(await engine.signals.history(limit=args)))
 
 
 async def on_signals(message: Message, engine: Engine, cards: Cards) -> None:
@@ -116,8 +114,9 @@ async def on_signals(message: Message, engine: Engine, cards: Cards) -> None:
         return
     for signal in pending[:MAX_PENDING_CARDS]:
         card = await cards.render(signal)
-        sent = await message.answer(card.text, reply_markup=card.markup)
-        await cards.remember(signal.id, sent.chat.id, sent.message_id)
+        assert message.bot is not None
+        sent, kind = await cards.post(message.bot, message.chat.id, signal, card)
+        await cards.remember(signal.id, sent.chat.id, sent.message_id, kind)
     if len(pending) > MAX_PENDING_CARDS:
         await message.answer(render.pending_more(len(pending) - MAX_PENDING_CARDS))
 

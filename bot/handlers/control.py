@@ -31,6 +31,7 @@ from aiogram.types import CallbackQuery, Message
 from bot import render
 from bot.callbacks import ConfirmAction, ConfirmCallback, PositionCallback
 from bot.handlers.args import Args, close_args, free_text, no_args
+from bot.handlers.replies import answer_long
 from core.app import Engine
 from core.config import Settings
 from core.errors import NotFoundError
@@ -64,7 +65,7 @@ async def on_pause(message: Message, args: str, engine: Engine) -> None:
     actor = render.actor_name(message.from_user)
     operator = await engine.trading.pause(args, actor)
     cancelled = await engine.trading.after_pause(actor)
-    await message.answer(render.paused_text(operator, cancelled))
+    await answer_long(message, render.paused_text(operator, cancelled))
 
 
 async def on_resume(message: Message, engine: Engine, settings: Settings) -> None:
@@ -142,12 +143,12 @@ async def _ask_close(message: Message, plan: ClosePlan, ref: str, settings: Sett
     keyboard = render.confirm_keyboard(
         ConfirmAction.CLOSE, plan.symbol, int(time.time()), plan.amount.text(), ref
     )
-    await message.answer(prompt, reply_markup=keyboard)
+    await answer_long(message, prompt, keyboard)
 
 
 async def _ask(message: Message, prompt: str, action: ConfirmAction, symbol_: str) -> None:
     keyboard = render.confirm_keyboard(action, symbol_, int(time.time()))
-    await message.answer(prompt, reply_markup=keyboard)
+    await answer_long(message, prompt, keyboard)
 
 
 _COMMAND_OF = {

@@ -16,6 +16,7 @@ from aiogram.types import CallbackQuery, InaccessibleMessage, Message
 from bot import render
 from bot.callbacks import StrategyAction, StrategyCallback
 from bot.handlers.args import Args, no_args
+from bot.handlers.replies import answer_long
 from core.app import Engine
 from core.errors import NotFoundError
 
@@ -51,7 +52,7 @@ def create_router() -> Router:
 async def on_symbols(message: Message, args: str, engine: Engine) -> None:
     """``/symbols QUERY``: the markets whose symbol, base or quote match, from the cache."""
     found = await engine.symbols.search(args)
-    await message.answer(render.symbols_text(args, found, engine.market.name))
+    await answer_long(message, render.symbols_text(args, found, engine.market.name))
 
 
 async def on_strategies(message: Message, engine: Engine) -> None:

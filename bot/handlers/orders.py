@@ -18,6 +18,7 @@ from aiogram.types import CallbackQuery, Message
 from bot import render
 from bot.callbacks import OrderCallback
 from bot.handlers.args import Args, no_args
+from bot.handlers.replies import answer_pages
 from core.app import Engine
 from core.errors import NotFoundError
 
@@ -38,9 +39,7 @@ async def on_orders(message: Message, engine: Engine) -> None:
     """``/orders``: the venue's resting orders, what each is, a Cancel button per ours."""
     orders = await engine.trading.open_orders()
     known = await engine.symbols.known(o.report.symbol for o in orders)
-    await message.answer(
-        render.orders_text(orders, known), reply_markup=render.orders_keyboard(orders)
-    )
+    await answer_pages(message, render.orders_pages(orders, known))
 
 
 async def on_cancel(query: CallbackQuery, callback_data: OrderCallback, engine: Engine) -> None:
@@ -59,7 +58,9 @@ async def on_cancel(query: CallbackQuery, callback_data: OrderCallback, engine: 
     await message.answer(render.cancel_result_text(result, actor))
     orders = await engine.trading.open_orders()
     known = await engine.symbols.known(o.report.symbol for o in orders)
+    pages = render.orders_pages(orders, known)
+    if len(pages) > 1:  # one message cannot show them all: list them anew
+        await answer_pages(message, pages)
+        return
     with suppress(TelegramAPIError):  # "message is not modified" when nothing changed
-        await message.edit_text(
-            render.orders_text(orders, known), reply_markup=render.orders_keyboard(orders)
-        )
+        await message.edit_text(pages[0].text, reply_markup=pages[0].markup)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bot.sandbox.errors import BotAPIError
@@ -23,7 +24,19 @@ from bot.sandbox.models import (
 from bot.sandbox.state import SandboxState, utcnow
 from bot.sandbox.textmarkup import check_url, format_text
 
-__all__ = ["METHODS", "RATE_LIMITED_METHODS", "BotAPI", "Params", "canonical_method"]
+__all__ = [
+    "MAX_CAPTION_LENGTH",
+    "METHODS",
+    "RATE_LIMITED_METHODS",
+    "BotAPI",
+    "Params",
+    "Upload",
+    "canonical_method",
+]
+
+MAX_CAPTION_LENGTH = 1024
+"""Telegram's limit on a media caption, in UTF-16 units after entity parsing."""
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
 NOT_MODIFIED = (
     "message is not modified: specified new message content and reply markup of the "
@@ -82,7 +95,10 @@ METHODS = (
     "getMyCommands",
     "deleteMyCommands",
     "sendMessage",
+    "sendPhoto",
     "editMessageText",
+    "editMessageCaption",
+    "editMessageMedia",
     "editMessageReplyMarkup",
     "deleteMessage",
     "answerCallbackQuery",
@@ -91,7 +107,16 @@ METHODS = (
 )
 """The Bot API methods the sandbox answers (Telegram method names are case-insensitive)."""
 
-RATE_LIMITED_METHODS = frozenset({"sendMessage", "editMessageText", "editMessageReplyMarkup"})
+RATE_LIMITED_METHODS = frozenset(
+    {
+        "sendMessage",
+        "sendPhoto",
+        "editMessageText",
+        "editMessageCaption",
+        "editMessageMedia",
+        "editMessageReplyMarkup",
+    }
+)
 """Methods subject to flood control when the sandbox enforces rate limits."""
 
 _CANONICAL = {name.lower(): name for name in METHODS}
@@ -100,6 +125,14 @@ _CANONICAL = {name.lower(): name for name in METHODS}
 def canonical_method(name: str) -> str | None:
     """The canonical spelling of a Bot API method name, or ``None`` if not implemented."""
     return _CANONICAL.get(name.lower())
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file sent in a multipart request (``photo`` or an ``attach://name`` field)."""
+
+    filename: str
+    data: bytes
 
 
 class Params:
@@ -237,7 +270,10 @@ class BotAPI:
             "getMyCommands": self.get_my_commands,
             "deleteMyCommands": self.delete_my_commands,
             "sendMessage": self.send_message,
+            "sendPhoto": self.send_photo,
             "editMessageText": self.edit_message_text,
+            "editMessageCaption": self.edit_message_caption,
+            "editMessageMedia": self.edit_message_media,
             "editMessageReplyMarkup": self.edit_message_reply_markup,
             "deleteMessage": self.delete_message,
             "answerCallbackQuery": self.answer_callback_query,
@@ -312,16 +348,18 @@ class BotAPI:
         plain: str,
         entities: list[dict[str, Any]],
         markup: dict[str, Any] | None,
+        photo: str | None = None,
     ) -> dict[str, Any]:
         current = message.current
         same_content = plain == current.plain_text and _canonical_json(entities) == (
             _canonical_json(list(current.entities))
         )
+        same_content = same_content and photo == current.photo
         if same_content and _canonical_json(markup) == _canonical_json(current.reply_markup):
             raise BotAPIError.bad_request(NOT_MODIFIED)
         now = utcnow()
         message.history.append(
-            MessageVersion(text, parse_mode, plain, tuple(entities), markup, now)
+            MessageVersion(text, parse_mode, plain, tuple(entities), markup, now, photo)
         )
         message.edited_at = now
         message.revision = self.state.changed()
@@ -442,6 +480,113 @@ class BotAPI:
         message.revision = self.state.changed()
         return self.state.message_to_api(message)
 
+    def _image(self, params: Params, value: Any) -> str:
+        """The ``file_id`` of the image ``value`` names: an upload, ``attach://<field>`` of
+        the same request, or the ``file_id`` of an image sent before. Telegram's errors:
+        nothing sent, an unknown id, bytes that are not an image."""
+        if isinstance(value, str) and value.startswith("attach://"):
+            value = params.raw.get(value.removeprefix("attach://"))
+        if isinstance(value, Upload):
+            if not value.data.startswith(_IMAGE_MAGIC):
+                raise BotAPIError.bad_request("IMAGE_PROCESS_FAILED")
+            return self.state.store_file(value.data)
+        if value is None or value == "":
+            raise BotAPIError.bad_request("there is no photo in the request")
+        if isinstance(value, str) and value in self.state.files:
+            return value
+        raise BotAPIError.bad_request("wrong file identifier/HTTP URL specified")
+
+    def _caption(self, params: Params) -> tuple[str, str | None, str, list[dict[str, Any]]]:
+        """``(caption, parse_mode, plain, entities)``; an absent caption is empty. More
+        than :data:`MAX_CAPTION_LENGTH` raises 400 "message caption is too long"."""
+        caption = params.get_str("caption") or ""
+        parse_mode = params.get_str("parse_mode") or None
+        if not caption:
+            return "", parse_mode, "", []
+        entities = params.get_json("caption_entities", invalid="can't parse entities JSON object")
+        plain, found = format_text(
+            caption,
+            parse_mode,
+            entities if isinstance(entities, list) else None,
+            too_long="message caption is too long",
+            limit=MAX_CAPTION_LENGTH,
+        )
+        return caption, parse_mode, plain, found
+
+    async def send_photo(self, params: Params) -> Any:
+        """``sendPhoto``: an uploaded PNG/JPEG (multipart) or a known ``file_id``, with an
+        HTML caption of at most 1024 characters and an inline keyboard."""
+        chat = self._chat(params)
+        self._check_can_write(chat)
+        caption, parse_mode, plain, found = self._caption(params)
+        photo = self._image(params, params.raw.get("photo"))
+        markup = parse_reply_markup(
+            params.get_json("reply_markup", invalid="can't parse reply keyboard markup JSON object")
+        )
+        reply_to = self._reply_target(params, chat)
+        now = utcnow()
+        message = SentMessage(
+            chat_id=chat.id,
+            message_id=self.state.next_message_id(chat),
+            history=[MessageVersion(caption, parse_mode, plain, tuple(found), markup, now, photo)],
+            disable_notification=params.get_bool("disable_notification"),
+            reply_to_message_id=reply_to,
+            sent_at=now,
+        )
+        self.state.append_message(message)
+        message.revision = self.state.changed()
+        return self.state.message_to_api(message)
+
+    def _edit_markup(self, params: Params) -> dict[str, Any] | None:
+        markup = parse_reply_markup(
+            params.get_json("reply_markup", invalid="can't parse reply keyboard markup JSON object")
+        )
+        if markup is not None and "inline_keyboard" not in markup:
+            raise BotAPIError.bad_request("inline keyboard expected")
+        return markup
+
+    async def edit_message_caption(self, params: Params) -> Any:
+        """``editMessageCaption``: a photo message's new caption (and keyboard; omitted:
+        removed). A text message has none (400 "there is no caption in the message to
+        edit")."""
+        message = self._editable(params)
+        if message.photo is None:
+            raise BotAPIError.bad_request("there is no caption in the message to edit")
+        caption, parse_mode, plain, found = self._caption(params)
+        return self._apply_edit(
+            message,
+            text=caption,
+            parse_mode=parse_mode,
+            plain=plain,
+            entities=found,
+            markup=self._edit_markup(params),
+            photo=message.photo,
+        )
+
+    async def edit_message_media(self, params: Params) -> Any:
+        """``editMessageMedia``: a photo message's new image (``media``: an
+        ``InputMediaPhoto`` with its own caption) and keyboard. A text message cannot
+        become a photo (400 "there is no media in the message to edit")."""
+        message = self._editable(params)
+        media = params.get_json("media", invalid="can't parse InputMedia JSON object")
+        if not isinstance(media, dict) or media.get("type") != "photo":
+            raise BotAPIError.bad_request("can't parse InputMedia JSON object")
+        if message.photo is None:
+            raise BotAPIError.bad_request("there is no media in the message to edit")
+        photo = self._image(params, media.get("media"))
+        caption, parse_mode, plain, found = self._caption(
+            Params({k: media.get(k) for k in ("caption", "parse_mode", "caption_entities")})
+        )
+        return self._apply_edit(
+            message,
+            text=caption,
+            parse_mode=parse_mode,
+            plain=plain,
+            entities=found,
+            markup=self._edit_markup(params),
+            photo=photo,
+        )
+
     def _reply_target(self, params: Params, chat: SimChat) -> int | None:
         reply = params.get_json("reply_parameters", invalid="can't parse reply parameters JSON")
         allow_without = params.get_bool("allow_sending_without_reply")
@@ -465,8 +610,12 @@ class BotAPI:
         return target
 
     async def edit_message_text(self, params: Params) -> Any:
-        """``editMessageText``: new text; an omitted ``reply_markup`` removes the keyboard."""
+        """``editMessageText``: new text; an omitted ``reply_markup`` removes the keyboard.
+        A photo message has no text to edit (Telegram: 400 "there is no text in the message
+        to edit")."""
         message = self._editable(params)
+        if message.photo is not None:
+            raise BotAPIError.bad_request("there is no text in the message to edit")
         text = params.get_str("text")
         parse_mode = params.get_str("parse_mode") or None
         entities = params.get_json("entities", invalid="can't parse entities JSON object")
@@ -502,6 +651,7 @@ class BotAPI:
             plain=current.plain_text,
             entities=list(current.entities),
             markup=markup,
+            photo=current.photo,
         )
 
     async def delete_message(self, params: Params) -> Any:

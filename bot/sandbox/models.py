@@ -111,7 +111,8 @@ class MessageVersion:
     ``text`` is exactly what the bot sent (HTML kept as given), ``plain_text`` and
     ``entities`` are what Telegram made of it (Bot API ``MessageEntity`` dicts, UTF-16
     offsets), ``reply_markup`` is the Bot API markup object or ``None``; ``at`` is when this
-    version was created.
+    version was created. A photo message (``sendPhoto``) has the ``file_id`` of its image in
+    ``photo`` (the bytes are in :attr:`SandboxState.files`) and its caption as the text.
     """
 
     text: str
@@ -120,6 +121,7 @@ class MessageVersion:
     entities: tuple[dict[str, Any], ...]
     reply_markup: dict[str, Any] | None
     at: datetime
+    photo: str | None = None
 
     @property
     def buttons(self) -> list[list[Button]]:
@@ -182,6 +184,11 @@ class SentMessage:
     def buttons(self) -> list[list[Button]]:
         """The current inline keyboard as rows of ``(text, callback_data)``; ``[]`` if none."""
         return self.current.buttons
+
+    @property
+    def photo(self) -> str | None:
+        """The ``file_id`` of the current image of a photo message, else ``None``."""
+        return self.current.photo
 
     @property
     def edits(self) -> list[MessageVersion]:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from bot.sandbox.botapi import RATE_LIMITED_METHODS, BotAPI, Params, canonical_method
+from bot.sandbox.botapi import RATE_LIMITED_METHODS, BotAPI, Params, Upload, canonical_method
 from bot.sandbox.errors import BotAPIError, SandboxUsageError
 from bot.sandbox.models import (
     CallbackAnswer,
@@ -98,8 +98,8 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
             params[key] = value
         elif isinstance(value, (bytes, bytearray)):
             params[key] = bytes(value).decode("utf-8", errors="replace")
-        else:  # an uploaded file: the sandbox keeps only its name
-            params[key] = f"attach://{getattr(value, 'filename', key)}"
+        else:  # an uploaded file (aiohttp FileField): kept for sendPhoto / editMessageMedia
+            params[key] = Upload(str(value.filename or key), value.file.read())
     return params
 
 

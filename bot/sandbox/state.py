@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import struct
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -109,6 +110,8 @@ class SandboxState:
         self._event = asyncio.Event()
         self._poll_generation = 0
         self.waiting_polls = 0
+        #: uploaded images by ``file_id`` (``sendPhoto``, ``editMessageMedia``)
+        self.files: dict[str, bytes] = {}
 
     # -- change notification -------------------------------------------------------------
 
@@ -252,6 +255,12 @@ class SandboxState:
             if isinstance(m, SentMessage) and (include_deleted or m.deleted_at is None)
         ]
 
+    def store_file(self, data: bytes) -> str:
+        """Keep an uploaded image; return its ``file_id`` (the same bytes, the same id)."""
+        file_id = "sandbox-" + hashlib.sha256(data).hexdigest()[:32]
+        self.files[file_id] = data
+        return file_id
+
     # -- Bot API object shapes -------------------------------------------------------------
 
     def message_to_api(
@@ -271,9 +280,14 @@ class SandboxState:
                     data["reply_to_message"] = self.message_to_api(target, with_reply=False)
             if message.edited_at is not None:
                 data["edit_date"] = unix(message.edited_at)
-            data["text"] = message.plain_text
+            text_key, entities_key = "text", "entities"
+            if message.photo is not None:
+                text_key, entities_key = "caption", "caption_entities"
+                data["photo"] = [self._photo_size(message.photo)]
+            if message.plain_text or message.photo is None:
+                data[text_key] = message.plain_text
             if message.entities:
-                data["entities"] = [dict(e) for e in message.entities]
+                data[entities_key] = [dict(e) for e in message.entities]
             markup = message.reply_markup
             if markup and markup.get("inline_keyboard"):
                 data["reply_markup"] = markup
@@ -285,6 +299,20 @@ class SandboxState:
             if message.entities:
                 data["entities"] = [dict(e) for e in message.entities]
         return data
+
+    def _photo_size(self, file_id: str) -> dict[str, Any]:
+        """The Bot API ``PhotoSize`` of a stored PNG (width and height from its header)."""
+        data = self.files.get(file_id, b"")
+        width = height = 0
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+            width, height = struct.unpack(">II", data[16:24])
+        return {
+            "file_id": file_id,
+            "file_unique_id": file_id[-16:],
+            "width": width,
+            "height": height,
+            "file_size": len(data),
+        }
 
     def chat_chat_instance(self, chat_id: int) -> str:
         """A stable ``chat_instance`` string for callback queries from ``chat_id``."""

@@ -350,6 +350,7 @@ def format_text(
     entities: list[dict[str, Any]] | None = None,
     *,
     too_long: str = "message is too long",
+    limit: int = MAX_TEXT_LENGTH,
 ) -> tuple[str, list[dict[str, Any]]]:
     """Apply Telegram's rules for a bot's message text; return ``(plain_text, entities)``.
 
@@ -357,7 +358,8 @@ def format_text(
     ``MarkdownV2`` / ``Markdown`` are accepted but their markup is kept literally (the sandbox
     does not parse Markdown); explicit ``entities`` are used as given when there is no
     parse_mode. The result is trimmed; an empty result raises 400 ``message text is empty``
-    and more than :data:`MAX_TEXT_LENGTH` UTF-16 units raises 400 ``too_long``.
+    and more than ``limit`` (:data:`MAX_TEXT_LENGTH`; a caption: 1024) UTF-16 units raises
+    400 ``too_long``.
     """
     if text is None or text == "":
         raise BotAPIError.bad_request("message text is empty")
@@ -374,7 +376,7 @@ def format_text(
     found = _with_detected_commands(plain, found)
     if not plain:
         raise BotAPIError.bad_request("message text is empty")
-    if utf16_len(plain) > MAX_TEXT_LENGTH:
+    if utf16_len(plain) > limit:
         raise BotAPIError.bad_request(too_long)
     return plain, found
 

@@ -8,6 +8,8 @@ Routes (all on the sandbox's port):
   ``{"revision", "bot", "user", "chat", "commands", "messages", "notices"}`` where
   ``messages`` are the web chat's messages changed since ``REV`` and ``notices`` the
   callback answers (toasts) for the web user's presses since ``REV``.
+* ``GET /sandbox/file/<file_id>`` - an image the bot sent (``sendPhoto``); a message's
+  ``photo_url`` points here.
 * ``POST /sandbox/api/send`` ``{"text"}`` - the web user writes a message.
 * ``POST /sandbox/api/press`` ``{"message_id", "callback_data"}`` - the web user taps a button.
 
@@ -70,6 +72,7 @@ def message_to_web(server: SandboxServer, message: SentMessage | UserMessage) ->
             ],
             had_buttons=message.had_buttons,
             silent=message.disable_notification,
+            photo_url=f"/sandbox/file/{message.photo}" if message.photo else None,
         )
     else:
         user = server.state.users.get(message.user_id)
@@ -93,6 +96,7 @@ def add_web_routes(app: web.Application, server: SandboxServer) -> None:
     app.router.add_get("/", handlers.index)
     app.router.add_static("/sandbox/static/", STATIC_DIR, follow_symlinks=False)
     app.router.add_get("/sandbox/api/updates", handlers.updates)
+    app.router.add_get("/sandbox/file/{file_id}", handlers.file)
     app.router.add_post("/sandbox/api/send", handlers.send)
     app.router.add_post("/sandbox/api/press", handlers.press)
 
@@ -156,6 +160,14 @@ class _WebHandlers:
             "messages": messages,
             "notices": notices,
         }
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        self._check_request(request, post=False)
+        data = self.server.state.files.get(request.match_info["file_id"])
+        if data is None:
+            raise web.HTTPNotFound(text="no such file")
+        kind = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+        return web.Response(body=data, content_type=kind, headers={"Cache-Control": "max-age=3600"})
 
     async def updates(self, request: web.Request) -> web.StreamResponse:
         self._check_request(request, post=False)

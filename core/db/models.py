@@ -79,6 +79,9 @@ class SignalCardRow(SQLModel, table=True):
     #: Telegram chat ids exceed 32 bits (supergroups: -100XXXXXXXXXX)
     chat_id: int = Field(sa_type=BigInteger, primary_key=True)
     message_id: int
+    #: ``text`` (sendMessage) or ``photo`` (sendPhoto with the card as caption): edits
+    #: use editMessageText or editMessageCaption accordingly
+    kind: str = Field(default="text", max_length=8, sa_column_kwargs={"server_default": "text"})
 
 
 class ChatAliasRow(SQLModel, table=True):

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -49,6 +50,7 @@ from core.domain import (
     ExitReason,
     ExitStyle,
     Side,
+    SignalStatus,
     Trade,
     TradeStatus,
     utcnow,
@@ -60,6 +62,7 @@ __all__ = [
     "AVERAGE_QUANTUM",
     "Allocation",
     "Ledger",
+    "SourceRecord",
     "TradeEvent",
     "TradeEventKind",
     "TradeService",
@@ -296,6 +299,43 @@ class _Exit:
     reason: ExitReason = ExitReason.MANUAL_CLOSE
 
 
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """The track record of one signal source, from the trade record.
+
+    ``approved``: its signals an owner approved (whatever came of them); ``closed``: its
+    closed trades, of which ``wins`` made money after fees; ``average_r``: the mean R
+    multiple of its closed trades that had an initial stop (``None`` when none had);
+    ``net_pnl``: realized PnL after fees of its closed trades (quote currency, summed as
+    is across symbols).
+    """
+
+    source: str
+    approved: int
+    closed: int
+    wins: int
+    average_r: Decimal | None
+    net_pnl: Decimal
+
+    @property
+    def win_rate(self) -> Decimal | None:
+        """Wins / closed trades as a fraction (0..1); ``None`` before the first close."""
+        return Decimal(self.wins) / self.closed if self.closed else None
+
+
+#: Statuses a signal reaches only after an owner approved it.
+_APPROVED = tuple(
+    s.value
+    for s in (
+        SignalStatus.APPROVED,
+        SignalStatus.SUBMITTED,
+        SignalStatus.FILLED,
+        SignalStatus.FAILED,
+        SignalStatus.UNKNOWN,
+    )
+)
+
+
 class TradeService:
     """Keeps the trade record (see the module docstring) and reads it.
 
@@ -529,6 +569,32 @@ class TradeService:
         async with self._db.session() as session:
             rows = (await session.exec(query)).all()
         return [trade_from_row(row) for row in rows]
+
+    async def source_record(self, source: str) -> SourceRecord:
+        """The track record of signals from ``source`` (see :class:`SourceRecord`)."""
+        approved_q = (
+            select(func.count())
+            .select_from(SignalRow)
+            .where(col(SignalRow.source) == source, col(SignalRow.status).in_(_APPROVED))
+        )
+        trades_q = (
+            select(TradeRow)
+            .join(SignalRow, col(SignalRow.id) == col(TradeRow.signal_id))
+            .where(col(SignalRow.source) == source)
+            .where(col(TradeRow.status) == TradeStatus.CLOSED.value)
+        )
+        async with self._db.session() as session:
+            approved = (await session.exec(approved_q)).one()
+            closed = [trade_from_row(row) for row in (await session.exec(trades_q)).all()]
+        rs = [t.r_multiple for t in closed if t.r_multiple is not None]
+        return SourceRecord(
+            source=source,
+            approved=approved,
+            closed=len(closed),
+            wins=sum(1 for t in closed if t.net_pnl > 0),
+            average_r=sum(rs, ZERO) / len(rs) if rs else None,
+            net_pnl=sum((t.net_pnl for t in closed), ZERO),
+        )
 
 
 def _exit_reason(order: OrderRow) -> ExitReason:

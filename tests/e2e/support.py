@@ -53,6 +53,7 @@ def test_settings(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:
         "telegram_chat_id": None,
         "expiry_check_interval": 1,
         "log_level": "WARNING",
+        "card_charts": False,  # text cards; tests of chart cards turn them on
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -22,13 +22,15 @@ async def test_approve_fills_edits_card_and_positions_lists_it(start_desk: Start
     assert card.parse_mode == "HTML"
     for line in (
         f"🟢 BUY 0.01 BTC/USDT · signal #{signal.id}",
-        "Order: market",
-        "Stop loss: 112,000.00 · Take profit: 116,000.00",
-        "Reference price: 113,666.68 USDT",
+        "Market ≈ 113,666.68 · notional 1,136.67 USDT",
+        # (112,000 - 113,666.68) / 113,666.68 = -1.47 %; (116,000 - ...) = +2.05 %;
+        # reward 2,333.32 / risk 1,666.68 = 1.4
+        "SL 112,000.00 (-1.47%) · TP 116,000.00 (+2.05%) · R:R 1.4",
         "Risk: 16.67 USDT (0.17% of equity)",
-        "Source: e2e",
+        "Opens long 0.01 BTC",
+        "Source: e2e ★ no track record yet",
         "Note: breakout <retest>",
-        f"Expires: {signal.expires_at:%Y-%m-%d %H:%M} UTC",
+        f"Expires in 14 min ({signal.expires_at:%H:%M} UTC)",  # 900 s TTL, a moment ago
     ):
         assert line in card.plain_text.splitlines()
     assert [text for text, _ in card.buttons[0]] == ["✅ Approve", "❌ Reject"]

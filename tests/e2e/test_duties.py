@@ -290,8 +290,9 @@ async def test_a_tradingview_alert_on_the_webhook_becomes_a_card_in_the_chat(
     card = await desk.card(created["signal_id"])
     lines = card.plain_text.splitlines()
     assert lines[0] == f"🟢 BUY 0.01 BTC/USDT · signal #{created['signal_id']}"
-    assert "Stop loss: 112,000.00 · Take profit: 116,000.00" in lines
-    assert "Source: webhook" in lines and "Note: TV: SMA cross on 1h" in lines
+    assert lines[2].startswith("SL 112,000.00 (") and " · TP 116,000.00 (" in lines[2]
+    assert "Source: webhook ★ no track record yet" in lines
+    assert "Note: TV: SMA cross on 1h" in lines
     assert [text for text, _ in card.buttons[0]] == ["✅ Approve", "❌ Reject"]
     answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
     assert answer.text is not None and answer.text.startswith("Filled 0.01 BTC @ ")

@@ -3,6 +3,8 @@ page loads, a card appears, a click on Approve is seen as the edited card."""
 
 from __future__ import annotations
 
+import asyncio
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,9 @@ pytestmark = [
         reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
     ),
 ]
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 async def test_web_page_shows_card_and_click_on_approve_edits_it(start_desk: StartDesk) -> None:
@@ -47,6 +52,46 @@ async def test_web_page_shows_card_and_click_on_approve_edits_it(start_desk: Sta
             )
             await expect(row.locator(".keyboard button")).to_have_count(0)
             await expect(page.locator("#toast")).to_contain_text("Filled 0.01 BTC")
+            assert errors == []
+        finally:
+            await browser.close()
+
+
+async def test_web_page_shows_a_chart_card_and_approve_edits_its_caption(
+    start_desk: StartDesk,
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    from bot.chart import warm_up
+
+    desk = await start_desk(card_charts=True)
+    await asyncio.to_thread(warm_up)
+    for _ in range(48):
+        desk.engine.feed.step()  # two days of hourly candles on the chart
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 480, "height": 820})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(desk.sandbox.base_url + "/")
+            signal = await desk.propose(stop_loss=Decimal(111000), take_profit=Decimal(117000))
+            card = await desk.card(signal.id, within=30)
+            assert card.photo is not None
+            row = page.locator(f'.message[data-message-id="{card.message_id}"]')
+            image = row.locator("img.photo")
+            await expect(image).to_be_visible()
+            width = await image.evaluate("img => img.complete ? img.naturalWidth : 0")
+            assert width == 600  # the PNG loaded from the sandbox, not a broken image
+            await expect(row.locator(".text")).to_contain_text(f"signal #{signal.id}")
+            await row.scroll_into_view_if_needed()
+            await page.screenshot(path=str(DOCS / "card-chart.png"))
+
+            await row.get_by_role("button", name="✅ Approve").click()
+
+            await expect(row.locator(".text")).to_contain_text("Filled 0.01 BTC @ ")
+            await expect(row.locator(".keyboard button")).to_have_count(0)
+            await expect(row.locator("img.photo")).to_be_visible()  # the chart stays
             assert errors == []
         finally:
             await browser.close()

@@ -57,7 +57,8 @@ def _view(symbol: str = "BTC/USDT", external: bool = False, ref: str = "") -> Po
 
 
 def test_positions_show_our_entry_levels_and_where_they_live_and_mark_external() -> None:
-    text = render.positions_text([_view(ref="sd1-s4"), _view("EURUSD", external=True)], "mt5")
+    [page] = render.positions_pages([_view(ref="sd1-s4"), _view("EURUSD", external=True)], "mt5")
+    text = page.text
 
     assert text.splitlines() == [
         "<b>Open positions (2)</b>",
@@ -70,7 +71,8 @@ def test_positions_show_our_entry_levels_and_where_they_live_and_mark_external()
 
 
 def test_each_position_gets_close_buttons_carrying_its_ticket() -> None:
-    keyboard = render.positions_keyboard([_view(ref="sd1-s4"), _view("EURUSD")], "mt5")
+    [page] = render.positions_pages([_view(ref="sd1-s4"), _view("EURUSD")], "mt5")
+    keyboard = page.markup
 
     assert keyboard is not None
     [first, second] = keyboard.inline_keyboard
@@ -83,17 +85,39 @@ def test_each_position_gets_close_buttons_carrying_its_ticket() -> None:
     assert second[0].text == "EURUSD 25%"
 
 
-def test_a_long_positions_list_is_counted_and_only_shown_positions_get_buttons() -> None:
-    views = [_view(f"SYM{n:03d}/USDT") for n in range(60)]
+def test_300_positions_are_all_shown_over_several_messages_each_with_its_buttons() -> None:
+    views = [_view(f"SYM{n:03d}/USDT") for n in range(300)]
 
-    text = render.positions_text(views, "paper")
-    keyboard = render.positions_keyboard(views, "paper")
+    pages = render.positions_pages(views, "paper")
 
-    assert len(text) <= render.MAX_MESSAGE
-    shown = text.count("<b>SYM")
-    assert 0 < shown < 60
-    assert f"… and {60 - shown} more" in text
-    assert keyboard is not None and len(keyboard.inline_keyboard) == shown
+    assert len(pages) > 1
+    assert all(len(p.text) <= render.MAX_MESSAGE for p in pages)
+    named = [line for p in pages for line in p.text.splitlines() if line.startswith("<b>SYM")]
+    assert [line[3:9] for line in named] == [f"SYM{n:03d}" for n in range(300)]
+    assert pages[0].text.startswith("<b>Open positions (300)</b>")
+    assert pages[-1].text.endswith("Total: uPnL +6,000.00 · notional 606,000.00")
+    for page in pages:  # each page's buttons close exactly the positions it names
+        assert page.markup is not None
+        on_page = [line[3:14] for line in page.text.splitlines() if line.startswith("<b>SYM")]
+        assert [row[0].text.removesuffix(" 25%") for row in page.markup.inline_keyboard] == on_page
+    assert "more" not in "".join(p.text for p in pages)
+
+
+def test_split_message_cuts_at_lines_and_never_inside_an_entity_or_tag() -> None:
+    lines = [f"row {n} &amp; <b>bold</b> {'x' * 50}" for n in range(200)]
+    text = "\n".join(lines)
+
+    chunks = render.split_message(text)
+
+    assert len(chunks) > 1 and all(len(c) <= render.MAX_MESSAGE for c in chunks)
+    assert "\n".join(chunks) == text  # split at line boundaries, nothing lost
+    long_line = ("a &amp; " * 1000).strip()
+    parts = render.split_message(long_line, limit=100)
+    assert "".join(parts) == long_line and all(len(p) <= 100 for p in parts)
+    assert all(p.count("&") == p.count("&amp;") for p in parts)  # no entity cut in two
+    tagged = ("<b>x</b> " * 500).strip()
+    assert all(p.count("<") == 2 * p.count("<b>") for p in render.split_message(tagged, 50))
+    assert render.split_message("short") == ["short"]
 
 
 def test_orders_list_says_what_each_order_is_and_only_ours_get_cancel() -> None:
@@ -111,8 +135,8 @@ def test_orders_list_says_what_each_order_is_and_only_ours_get_cancel() -> None:
         RestingOrder(report("", OrderType.LIMIT, "90000")),
     ]
 
-    text = render.orders_text(orders)
-    keyboard = render.orders_keyboard(orders)
+    [page] = render.orders_pages(orders)
+    text, keyboard = page.text, page.markup
 
     assert text.splitlines()[1:] == [
         "<b>BTC/USDT</b> buy 0.01 limit @ 99,000.00 · entry of signal #3 · <code>sd1-s3</code>",

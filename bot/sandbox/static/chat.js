@@ -149,6 +149,12 @@
       meta.appendChild(edited);
     }
     meta.appendChild(el("span", "time", timeOf(m.date)));
+    if (m.photo_url) {
+      const img = el("img", "photo");
+      img.src = m.photo_url;
+      img.alt = "chart";
+      bubble.appendChild(img);
+    }
     bubble.appendChild(renderText(m.text || "", m.entities));
     bubble.lastChild.appendChild(meta);
     row.appendChild(bubble);

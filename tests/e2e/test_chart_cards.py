@@ -1,0 +1,95 @@
+"""Cards as photos: a chart with the card as caption, edited by caption; a chart that
+cannot be made still delivers the text card; the card says what the order does."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from bot.callbacks import CardAction
+from bot.chart import ChartSpec, warm_up
+from bot.delivery import CardKind, Cards
+from core.db.models import SignalCardRow
+from core.domain import Side, SignalStatus
+from core.marketdata.base import MarketData
+from tests.e2e.conftest import StartDesk
+
+FILLED = "Filled 0.01 BTC @ 113,689.42 (fee 1.14 USDT)"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+async def test_a_card_arrives_as_a_chart_photo_and_approve_edits_its_caption(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk(card_charts=True)
+    await asyncio.to_thread(warm_up)  # what the bot does after start-up: import matplotlib
+    for _ in range(40):
+        desk.engine.feed.step()  # 40 hourly candles to draw
+    signal = await desk.propose()
+
+    card = await desk.card(signal.id, within=30)
+    assert card.photo is not None
+    image = desk.sandbox.state.files[card.photo]
+    assert image.startswith(PNG) and len(image) < 100_000
+    assert card.plain_text.startswith(f"🟢 BUY 0.01 BTC/USDT · signal #{signal.id}")
+    assert len(card.plain_text) <= 1024
+    assert [text for text, _ in card.buttons[0]] == ["✅ Approve", "❌ Reject"]
+    await desk.drained()  # the deliverer records the card after Telegram answered
+    async with desk.engine.db.session() as session:
+        row = await session.get(SignalCardRow, (signal.id, card.chat_id))
+    assert row is not None and row.kind == CardKind.PHOTO.value
+
+    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+
+    assert answer.text is not None and answer.text.startswith("Filled 0.01 BTC @ ")
+    text = await desk.edited(card, answer.text)
+    assert text.endswith(f"✅ {answer.text}")
+    stored = desk.sandbox.message(card.chat_id, card.message_id)
+    assert stored.photo == card.photo and stored.buttons == []  # the chart stays
+    await desk.drained()
+    rows = [(r.kind, r.last_error) for r in await desk.outbox() if r.signal_id == signal.id]
+    assert rows == [("signal_card", ""), ("signal_update", "")]  # caption edits, no drop
+
+
+async def test_a_chart_that_cannot_be_made_still_delivers_the_text_card(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk(card_charts=True)
+    cards: Cards = desk.app.dispatcher["cards"]
+    attempts: list[str] = []
+
+    async def broken(market: MarketData, spec: ChartSpec) -> bytes | None:
+        attempts.append(spec.symbol)
+        raise RuntimeError("the plotting library fell over")
+
+    cards.make_chart = broken
+    signal = await desk.propose()
+
+    card = await desk.card(signal.id)
+
+    assert attempts == ["BTC/USDT"]
+    assert card.photo is None and "signal #" in card.plain_text
+    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    assert answer.text == FILLED
+    assert (await desk.edited(card, FILLED)).endswith(f"✅ {FILLED}")
+
+
+async def test_a_sell_while_long_says_it_reduces_and_adds_no_risk(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    bought = await desk.propose()
+    await desk.answer(desk.tap(await desk.card(bought.id), CardAction.APPROVE))
+    assert (await desk.engine.signals.get(bought.id)).status is SignalStatus.FILLED
+
+    sell = await desk.propose(
+        side=Side.SELL, quantity=Decimal("0.004"), stop_loss=None, take_profit=None
+    )
+    lines = (await desk.card(sell.id)).plain_text.splitlines()
+
+    assert "Reduces long 0.01 BTC → long 0.006 BTC" in lines
+    assert "Risk: none added, it reduces the position" in lines
+    assert "no SL · no TP" in lines
+
+    flip = await desk.propose(
+        side=Side.SELL, quantity=Decimal("0.03"), stop_loss=None, take_profit=None
+    )
+    assert "Reverses long 0.01 BTC → short 0.02 BTC" in (await desk.card(flip.id)).plain_text

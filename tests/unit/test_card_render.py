@@ -1,0 +1,70 @@
+"""The card answers the trader's questions in a few lines (pure rendering, no I/O)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from bot import render
+from core.domain import Account, OrderType, Side, Signal
+from core.services.trades import SourceRecord
+
+NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+
+
+def _signal(**overrides: object) -> Signal:
+    values: dict[str, object] = {
+        "id": 7, "source": "ema-cross", "symbol": "BTC/USDT", "side": Side.SELL,
+        "quantity": Decimal("0.025"), "order_type": OrderType.LIMIT,
+        "reference_price": Decimal(100500), "created_at": NOW,
+        "expires_at": NOW + timedelta(minutes=4, seconds=30), "limit_price": Decimal(100000),
+        "stop_loss": Decimal(101000), "take_profit": Decimal(97000),
+    }  # fmt: skip
+    values.update(overrides)
+    return Signal(**values)  # type: ignore[arg-type]
+
+
+def test_a_short_limit_card_with_record_in_a_local_zone() -> None:
+    # 3 closed trades: +30, -10, +20 net; R 1.5, -0.5, 1.0 -> avg 0.67; 2 of 3 won
+    record = SourceRecord("ema-cross", approved=4, closed=3, wins=2,
+                          average_r=Decimal("2") / 3, net_pnl=Decimal(40))  # fmt: skip
+    account = Account(Decimal(10000), Decimal(10000), Decimal(0), "USDT")
+    context = render.CardContext(NOW, ZoneInfo("Europe/Berlin"), Decimal(0), record)
+
+    card = render.card(_signal(), None, account, context=context)
+
+    assert card.text.splitlines() == [
+        "<b>🔴 SELL 0.025 BTC/USDT</b> · signal #7",
+        "Limit 100,000.00 · notional 2,500.00 USDT",
+        # stop +1 %, target -3 %: reward 3,000 / risk 1,000 per unit
+        "SL 101,000.00 (+1.00%) · TP 97,000.00 (-3.00%) · R:R 3.0",
+        "Risk: 25.00 USDT (0.25% of equity)",  # 0.025 x 1,000
+        "Opens short 0.025 BTC",
+        "Source: ema-cross ★ 4 approved · 67% won of 3 · avg +0.67R · +40.00 USDT",
+        "Expires in 4 min (10:04 CET)",
+    ]
+    assert card.markup is not None and len(card.text) <= render.MAX_CAPTION
+
+
+def test_what_the_order_does_to_the_position() -> None:
+    def effect(side: Side, qty: str, held: str) -> str:
+        context = render.CardContext(NOW, UTC, Decimal(held))
+        signal = _signal(side=side, quantity=Decimal(qty), stop_loss=None, take_profit=None)
+        return render.card(signal, None, None, context=context).text.splitlines()[4]
+
+    assert effect(Side.BUY, "0.01", "0.02") == "Adds to long 0.02 BTC → long 0.03 BTC"
+    assert effect(Side.SELL, "0.075", "0.075") == "Reduces long 0.075 BTC → flat"
+    assert effect(Side.BUY, "0.05", "-0.02") == "Reverses short 0.02 BTC → long 0.03 BTC"
+    reducing = render.card(
+        _signal(quantity=Decimal("0.01")), None, None,
+        context=render.CardContext(NOW, UTC, Decimal("0.075")),
+    )  # fmt: skip
+    assert "Risk: none added, it reduces the position" in reducing.text
+    assert "Reduces long 0.075 BTC → long 0.065 BTC" in reducing.text
+
+
+def test_a_long_note_never_pushes_the_card_past_a_caption() -> None:
+    card = render.card(_signal(note="x" * 2000, source="s" * 64), None, None)
+
+    assert len(card.text) <= render.MAX_CAPTION
