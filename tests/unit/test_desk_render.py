@@ -194,6 +194,10 @@ def _signal(symbol: str, reference: str, stop: str, take: str, limit: str) -> Si
     )  # fmt: skip
 
 
+def _context(instrument: Instrument) -> render.CardContext:
+    return render.CardContext(now=datetime(2026, 1, 1, tzinfo=UTC), instrument=instrument)
+
+
 def test_a_card_prints_prices_with_the_instruments_tick_decimals() -> None:
     signal = _signal("ETH/BTC", "0.0512", "0.0498", "0.054", "0.05")
     fill = OrderReport(
@@ -202,23 +206,23 @@ def test_a_card_prints_prices_with_the_instruments_tick_decimals() -> None:
         fee=Decimal("0.000025"), fee_currency="BTC",
     )  # fmt: skip
 
-    text = render.card(signal, fill, None, instrument=ETH_BTC).text
+    lines = render.card(signal, fill, None, context=_context(ETH_BTC)).text.splitlines()
 
-    assert "Order: limit @ 0.05000 BTC" in text
-    assert "Stop loss: 0.04980 · Take profit: 0.05400" in text
-    assert "Reference price: 0.05120 BTC" in text
-    assert "Filled 0.5 ETH @ 0.05000 (fee 0.000025 BTC)" in text
+    assert lines[1].startswith("Limit 0.05000 · notional")
+    assert lines[2] == "SL 0.04980 (-0.40%) · TP 0.05400 (+8.00%) · R:R 20.0"
+    assert "<b>✅ Filled 0.5 ETH @ 0.05000 (fee 0.000025 BTC)</b>" in lines
     # without the instrument the decimals are guessed from the value
-    assert "Reference price: 0.0512 BTC" in render.card(signal, fill, None).text
+    guessed = render.card(signal, fill, None).text.splitlines()
+    assert guessed[2] == "SL 0.0498 (-0.40%) · TP 0.054 (+8.00%) · R:R 20.0"
 
 
 def test_a_btc_usdt_card_still_prints_two_decimals() -> None:
     signal = _signal("BTC/USDT", "113666.685", "113000", "115000.5", "113600")
 
-    text = render.card(signal, None, None, instrument=BTC_USDT).text
+    lines = render.card(signal, None, None, context=_context(BTC_USDT)).text.splitlines()
 
-    assert "Stop loss: 113,000.00 · Take profit: 115,000.50" in text
-    assert "Reference price: 113,666.69 USDT" in text  # a reference between ticks
+    assert lines[1] == "Limit 113,600.00 · notional 56,800.00 USDT"
+    assert lines[2] == "SL 113,000.00 (-0.53%) · TP 115,000.50 (+1.23%) · R:R 2.3"
 
 
 def _exit(symbol: str, entry: str, exit_: str) -> TradeExit:
@@ -254,8 +258,11 @@ def test_positions_and_orders_print_prices_with_the_instruments_tick_decimals() 
     )  # fmt: skip
     known = {"ETH/BTC": ETH_BTC}
 
-    positions = render.positions_text([view], "paper", known)
-    orders = render.orders_text([RestingOrder(stop, "stop_loss", trade_id=1)], known)
+    [positions] = [page.text for page in render.positions_pages([view], "paper", known)]
+    [orders] = [
+        page.text
+        for page in render.orders_pages([RestingOrder(stop, "stop_loss", trade_id=1)], known)
+    ]
 
     assert "entry 0.05000 · mark 0.05120" in positions
     assert "stop loss 0.04900" in positions
