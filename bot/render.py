@@ -14,6 +14,7 @@ are (``0.01``). Times are UTC.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -254,14 +255,29 @@ class Card:
     markup: InlineKeyboardMarkup | None
 
 
-def _card_keyboard(signal_id: int) -> InlineKeyboardMarkup:
-    def button(text: str, action: CardAction) -> InlineKeyboardButton:
-        data = SignalCallback(action=action, signal_id=signal_id).pack()
+#: The risk buttons of a pending card with a stop loss, percent of equity.
+RISK_CHOICES = ("0.5", "1", "2")
+
+
+def _card_keyboard(signal: Signal) -> InlineKeyboardMarkup:
+    """Approve / Reject, then the edits: half / double the size, or risk 0.5 % / 1 % / 2 % of
+    equity when a stop loss is set, and Edit (asks for a reply). Every button carries the
+    card version it was rendered with."""
+
+    def button(text: str, action: CardAction, arg: str = "") -> InlineKeyboardButton:
+        data = SignalCallback(
+            action=action, signal_id=signal.id, version=signal.card_version, arg=arg
+        ).pack()
         return InlineKeyboardButton(text=text, callback_data=data)
 
+    if signal.stop_loss is not None:
+        sizes = [button(f"Risk {pct}%", CardAction.RISK, pct) for pct in RISK_CHOICES]
+    else:
+        sizes = [button("½×", CardAction.HALF), button("2×", CardAction.DOUBLE)]
     return InlineKeyboardMarkup(
         inline_keyboard=[
-            [button("✅ Approve", CardAction.APPROVE), button("❌ Reject", CardAction.REJECT)]
+            [button("✅ Approve", CardAction.APPROVE), button("❌ Reject", CardAction.REJECT)],
+            [*sizes, button("✏️ Edit", CardAction.EDIT)],
         ]
     )
 
@@ -362,7 +378,7 @@ def card(
     if status:
         lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(status)}</b>")
         return Card(_clip("\n".join(lines), MAX_MESSAGE), None)
-    return Card(_clip("\n".join(lines), MAX_MESSAGE), _card_keyboard(signal.id))
+    return Card(_clip("\n".join(lines), MAX_MESSAGE), _card_keyboard(signal))
 
 
 def approve_toast(decision: Decision) -> str:
@@ -373,6 +389,53 @@ def approve_toast(decision: Decision) -> str:
 def reject_toast(signal: Signal) -> str:
     """The toast after a Reject tap."""
     return f"Rejected signal #{signal.id}"
+
+
+#: The edit prompt names its signal and card version; the reply handler reads them back.
+_EDIT_REF = re.compile(r"^✏️ Edit signal #(\d+) \(card v(\d+)\)")
+EDIT_TERMS = "qty 0.02 · risk 1% · sl 61000 · tp 66000 · limit 62500 · market"
+
+
+def edit_prompt(signal: Signal) -> str:
+    """The question after Edit: reply with the changes. Its first line is read back by
+    :func:`edit_prompt_ref` from the replied-to message (no server-side state)."""
+    return (
+        f"✏️ Edit signal #{signal.id} (card v{signal.card_version}): "
+        f"{esc(signal.side.value.upper())} {quantity(signal.quantity)} {esc(signal.symbol)}\n"
+        f"Reply to this message with any of: {EDIT_TERMS}"
+    )
+
+
+def edit_prompt_ref(text: str) -> tuple[int, int] | None:
+    """``(signal id, card version)`` of an :func:`edit_prompt` text, else None."""
+    found = _EDIT_REF.match(text)
+    return None if found is None else (int(found[1]), int(found[2]))
+
+
+def edit_toast(signal: Signal) -> str:
+    """The answer to an edit: the new terms in one line (the card follows)."""
+    parts = [f"{signal.side.value.upper()} {quantity(signal.quantity)} {signal.symbol}"]
+    if signal.limit_price is not None:
+        parts.append(f"limit {price(signal.limit_price)}")
+    if signal.stop_loss is not None:
+        parts.append(f"sl {price(signal.stop_loss)}")
+    if signal.take_profit is not None:
+        parts.append(f"tp {price(signal.take_profit)}")
+    return _clip(f"Signal #{signal.id} now: " + " · ".join(parts), MAX_TOAST)
+
+
+def edit_done(signal: Signal) -> str:
+    """The reply to an edit sent as a message."""
+    return esc(edit_toast(signal)) + " (the card is updated)"
+
+
+def chat_proposed(signal: Signal) -> str:
+    """The reply to ``/buy`` / ``/sell``: the signal is proposed, its card is posted."""
+    return (
+        f"Proposed: {esc(signal.side.value.upper())} {quantity(signal.quantity)} "
+        f"{esc(signal.symbol)} (#{signal.id}). Its card is posted; nothing executes "
+        "without Approve."
+    )
 
 
 def conflict_toast(current: str) -> str:
@@ -414,6 +477,16 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "history",
         "Recent signals and outcomes: /history [N]",
         f"/history [N], N 1 to {MAX_HISTORY}",
+    ),
+    CommandSpec(
+        "buy",
+        "Propose a buy: /buy SYMBOL QTY|risk 1% [sl X] [tp Y] [limit Z]",
+        "/buy SYMBOL QTY|risk N% [sl PRICE] [tp PRICE] [limit PRICE]",
+    ),
+    CommandSpec(
+        "sell",
+        "Propose a sell: /sell SYMBOL QTY|risk 1% [sl X] [tp Y] [limit Z]",
+        "/sell SYMBOL QTY|risk N% [sl PRICE] [tp PRICE] [limit PRICE]",
     ),
     CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
     CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),

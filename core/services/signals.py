@@ -73,12 +73,14 @@ class Proposal:
 class SignalEdit:
     """Changes to a pending signal; None leaves a field as it is.
 
-    ``quantity`` in base units; ``risk_pct`` (percent of account equity, 0 < x <= 100)
-    sizes the quantity instead, from the entry and the stop loss (the edited one, else
-    the signal's); ``limit_price`` (quote) makes the order a limit order, ``market``
-    makes it a market order again; ``stop_loss`` / ``take_profit`` in quote currency."""
+    ``quantity`` in base units; ``scale`` multiplies the current quantity (half: 0.5);
+    ``risk_pct`` (percent of account equity, 0 < x <= 100) sizes the quantity instead,
+    from the entry and the stop loss (the edited one, else the signal's); ``limit_price``
+    (quote) makes the order a limit order, ``market`` makes it a market order again;
+    ``stop_loss`` / ``take_profit`` in quote currency."""
 
     quantity: Decimal | None = None
+    scale: Decimal | None = None
     risk_pct: Decimal | None = None
     stop_loss: Decimal | None = None
     take_profit: Decimal | None = None
@@ -269,6 +271,26 @@ class SignalService:
         await self._card_update(signal_id)
         return edited
 
+    async def risk_size(self, risk_pct: Decimal, entry: Decimal, stop_loss: Decimal) -> Decimal:
+        """The quantity (base units) that loses ``risk_pct`` percent of the broker's equity
+        at ``stop_loss`` from ``entry`` (quote), capped by ``MAX_ORDER_QUANTITY`` and
+        ``MAX_ORDER_NOTIONAL`` (see :func:`core.strategies.sizing.size_for_risk`).
+
+        Raises InvalidInputError (see size_for_risk), BrokerError (no account)."""
+        # core.strategies imports this module (Proposal): import the helper late
+        from core.strategies.sizing import size_for_risk
+
+        equity = (await self._broker.account()).equity
+        limits = self._trading.gate.limits
+        return size_for_risk(
+            equity,
+            risk_pct,
+            entry,
+            stop_loss,
+            max_quantity=limits.max_quantity,
+            max_notional=limits.max_notional,
+        )
+
     async def _edited(self, signal: Signal, change: SignalEdit, price: Decimal) -> Signal:
         """``signal`` with ``change`` applied and checked (see :meth:`edit`)."""
         limit = None if change.market else (change.limit_price or signal.limit_price)
@@ -277,22 +299,12 @@ class SignalService:
         take = change.take_profit if change.take_profit is not None else signal.take_profit
         entry = limit if limit is not None else price
         quantity = change.quantity or signal.quantity
+        if change.scale is not None:
+            quantity = (signal.quantity * change.scale).normalize()
         if change.risk_pct is not None:
-            # core.strategies imports this module (Proposal): import the helper late
-            from core.strategies.sizing import size_for_risk
-
             if stop is None:
                 raise InvalidInputError("risk % needs a stop loss (the risk is to the stop)")
-            equity = (await self._broker.account()).equity
-            limits = self._trading.gate.limits
-            quantity = size_for_risk(
-                equity,
-                change.risk_pct,
-                entry,
-                stop,
-                max_quantity=limits.max_quantity,
-                max_notional=limits.max_notional,
-            )
+            quantity = await self.risk_size(change.risk_pct, entry, stop)
         proposal = Proposal(
             source=signal.source,
             symbol=signal.symbol,
