@@ -55,6 +55,7 @@ from core.notify import TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
 from core.services.risk import BreachLevel, RiskFigures
+from core.services.trades import TradeStats
 from core.services.trading import (
     CancelResult,
     ClosePlan,
@@ -69,9 +70,11 @@ __all__ = [
     "CLOSE_PERCENTS",
     "COMMANDS",
     "DEFAULT_HISTORY",
+    "EDIT_TERMS",
     "MAX_HISTORY",
     "MAX_MESSAGE",
     "MAX_TOAST",
+    "RISK_CHOICES",
     "Card",
     "CommandSpec",
     "StrangerTally",
@@ -82,6 +85,7 @@ __all__ = [
     "cancel_result_text",
     "cancel_toast",
     "card",
+    "chat_proposed",
     "close_prompt",
     "close_results_text",
     "confirm_cancelled",
@@ -92,6 +96,10 @@ __all__ = [
     "confirm_taken",
     "conflict_toast",
     "drawdown_text",
+    "edit_done",
+    "edit_prompt",
+    "edit_prompt_ref",
+    "edit_toast",
     "error_line",
     "esc",
     "exit_place",
@@ -113,6 +121,7 @@ __all__ = [
     "outcome",
     "paused_text",
     "pending_more",
+    "pnl_text",
     "positions_keyboard",
     "positions_text",
     "price",
@@ -133,6 +142,7 @@ __all__ = [
     "symbols_text",
     "text_notice",
     "trade_exit_text",
+    "trades_text",
     "trading_line",
     "unknown_command",
     "usage",
@@ -488,6 +498,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "Propose a sell: /sell SYMBOL QTY|risk 1% [sl X] [tp Y] [limit Z]",
         "/sell SYMBOL QTY|risk N% [sl PRICE] [tp PRICE] [limit PRICE]",
     ),
+    CommandSpec(
+        "pnl",
+        "Realized and unrealized PnL, fees, win rate: /pnl [day|week|month|all]",
+        "/pnl [day|week|month|all]",
+    ),
+    CommandSpec("trades", "The trade journal: /trades [N]", f"/trades [N], N 1 to {MAX_HISTORY}"),
     CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
     CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),
     CommandSpec("run", "Run a strategy instance now: /run NAME", "/run NAME"),
@@ -1289,3 +1305,55 @@ def strategy_ran(name: str, proposed: int) -> str:
     if proposed == 0:
         return f"Ran {esc(name)}: nothing to propose on the latest candle."
     return f"Ran {esc(name)}: {proposed} signal{'s' if proposed != 1 else ''} proposed."
+
+
+# --- results -------------------------------------------------------------------------
+
+
+def _r(value: Decimal | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}R"
+
+
+def pnl_text(period: str, stats: TradeStats, unrealized: Decimal, currency: str) -> str:
+    """``/pnl``: the closed trades of ``period`` (``day``: since 00:00 UTC, ``week``: 7
+    days, ``month``: 30 days, ``all``) with realized PnL before and after fees, the win
+    rate, profit factor, best and worst trade, average R, and the open positions'
+    unrealized PnL now. Money in ``currency`` (the quote currency)."""
+    unit = f" {esc(currency)}" if currency else ""
+    lines = [f"<b>PnL · {esc(period)}</b>"]
+    if stats.trades == 0:
+        lines.append("No closed trades in this period.")
+    else:
+        win_rate = _pct((stats.win_rate or ZERO) * 100)
+        factor = "n/a" if stats.profit_factor is None else f"{stats.profit_factor:.2f}"
+        lines += [
+            f"Realized: {signed(stats.net_pnl)}{unit} after {money(stats.fees)}{unit} fees "
+            f"({signed(stats.realized_pnl)} before)",
+            f"Trades: {stats.trades} · won {stats.wins} ({win_rate}) · profit factor {factor}",
+            f"Best: {signed(stats.best or ZERO)} · worst: {signed(stats.worst or ZERO)} · "
+            f"average {_r(stats.average_r)}",
+        ]
+    lines.append(f"Unrealized (open positions): {signed(unrealized)}{unit}")
+    return "\n".join(lines)
+
+
+def _journal_line(t: Trade) -> str:
+    side = "long" if t.side is Side.BUY else "short"
+    head = f"#{t.id} {esc(t.symbol)} {side} {quantity(t.quantity)} @ {price(t.average_entry)}"
+    if t.closed_at is None:
+        return f"{head} · open"
+    held = _duration((t.closed_at - t.opened_at).total_seconds())
+    reason = t.exit_reason.value.replace("_", " ") if t.exit_reason else ""
+    exit_price = price(t.average_exit) if t.average_exit is not None else "?"
+    return f"{head} → {exit_price} · {signed(t.net_pnl)} · {_r(t.r_multiple)} · {held}" + (
+        f" · {esc(reason)}" if reason else ""
+    )
+
+
+def trades_text(trades: Sequence[Trade]) -> str:
+    """``/trades``: the journal, newest first, one line per trade: entry, exit, net PnL
+    (quote, after fees), R multiple, time held and exit reason."""
+    if not trades:
+        return "No trades yet."
+    text, _ = _fit("<b>Trades</b> (newest first)", [_journal_line(t) for t in trades])
+    return text

@@ -130,3 +130,36 @@ async def test_buy_from_the_chat_posts_a_card_and_bad_input_gets_clear_errors(
         reply = await desk.say(bad)
         assert error in reply.plain_text, (bad, reply.plain_text)
     assert len(await desk.engine.signals.pending()) == 2
+
+
+async def test_pnl_and_trades_after_a_long_stopped_out(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    engine = desk.engine
+    # entry 113,666.68 x 1.0002 -> 113,689.42, fee 1.1368942; risk |113,689.42 - 113,000| x
+    # 0.01 = 6.8942. Candle 2 crosses the stop: exit 113,000 x 0.9998 = 112,977.40, fee
+    # 1.129774. Realized 0.01 x (112,977.40 - 113,689.42) = -7.1202; fees 2.2666682; net
+    # -9.3868682; R = -9.3868682 / 6.8942 = -1.3616
+    signal = await desk.propose(stop_loss=Decimal(113000), take_profit=Decimal(114000))
+    assert (await engine.signals.approve(signal.id, "owner:1")).signal.status is (
+        SignalStatus.FILLED
+    )
+    for _ in range(2):
+        engine.feed.step()
+        await engine.exits.check()
+    assert (await engine.trades.closed_since()) != []
+
+    pnl = await desk.say("/pnl all")
+
+    assert pnl.plain_text.splitlines() == [
+        "PnL · all",
+        "Realized: -9.39 USDT after 2.27 USDT fees (-7.12 before)",
+        "Trades: 1 · won 0 (0.00%) · profit factor 0.00",  # no winner: 0 / 9.39
+        "Best: -9.39 · worst: -9.39 · average -1.36R",
+        "Unrealized (open positions): +0.00 USDT",
+    ]
+    journal = await desk.say("/trades 5")
+    assert journal.plain_text.splitlines()[1].startswith(
+        "#1 BTC/USDT long 0.01 @ 113,689.42 → 112,977.40 · -9.39 · -1.36R · "
+    )
+    assert journal.plain_text.endswith("stop loss")
+    assert "Usage: /pnl" in (await desk.say("/pnl year")).plain_text
