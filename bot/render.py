@@ -504,6 +504,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "/pnl [day|week|month|all]",
     ),
     CommandSpec("trades", "The trade journal: /trades [N]", f"/trades [N], N 1 to {MAX_HISTORY}"),
+    CommandSpec("signal", "One signal's lineage: /signal ID", "/signal ID"),
     CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
     CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),
     CommandSpec("run", "Run a strategy instance now: /run NAME", "/run NAME"),
@@ -787,7 +788,7 @@ def history_text(events: Sequence[AuditEvent]) -> str:
     rows = []
     for e in events:
         what = f"#{e.signal_id} " if e.signal_id is not None else ""
-        if e.to_status:
+        if e.to_status and e.to_status != e.from_status:  # an edit keeps PROPOSED
             move = (
                 f"{e.from_status.lower()} → {e.to_status.lower()}"
                 if e.from_status
@@ -799,6 +800,27 @@ def history_text(events: Sequence[AuditEvent]) -> str:
         reason = f" · {esc(_clip(e.reason, clip))}" if e.reason else ""
         rows.append(f"{e.at.strftime('%m-%d %H:%M')} {what}{esc(move)} · {esc(e.actor)}{reason}")
     return _lines(f"<b>History (last {len(events)}, UTC)</b>", rows)
+
+
+def signal_text(signal: Signal, events: Sequence[AuditEvent], trade: Trade | None) -> str:
+    """``/signal ID``: the lineage of one signal: what was proposed (terms, reference
+    price, source, note), then its audit events oldest first (proposal inputs, edits, the
+    decision, the order's states), then the trade it opened (journal line: entry, exit,
+    net PnL, R, time held, exit reason)."""
+    side = signal.side.value.upper()
+    head = [
+        f"<b>Signal #{signal.id}</b> · {side} {quantity(signal.quantity)} {esc(signal.symbol)}"
+        f" · {esc(signal.status.value.lower())}",
+        f"Source: {esc(signal.source)} · reference {price(signal.reference_price)}"
+        + (f" · limit {price(signal.limit_price)}" if signal.limit_price is not None else "")
+        + (f" · sl {price(signal.stop_loss)}" if signal.stop_loss is not None else "")
+        + (f" · tp {price(signal.take_profit)}" if signal.take_profit is not None else ""),
+    ]
+    if signal.note:
+        head.append(f"Note: {esc(_clip(signal.note, 300))}")
+    steps = history_text(list(reversed(events))).split("\n", 1)[-1]
+    tail = f"Trade: {_journal_line(trade)}" if trade is not None else "No trade."
+    return _clip("\n".join([*head, steps, tail]), MAX_MESSAGE)
 
 
 def no_pending() -> str:

@@ -1,4 +1,5 @@
-"""Results from the trade record: ``/pnl [day|week|month|all]`` and ``/trades [N]``.
+"""Results from the trade record: ``/pnl [day|week|month|all]``, ``/trades [N]`` and
+``/signal ID`` (one signal's lineage).
 
 Each handler parses, reads the trade record (:class:`core.services.trades.TradeService`)
 and formats with :mod:`bot.render`; nothing changes state.
@@ -13,7 +14,7 @@ from aiogram.filters import Command
 from aiogram.types import Message
 
 from bot import render
-from bot.handlers.args import Args, history_count
+from bot.handlers.args import Args, history_count, signal_ref
 from core.app import Engine
 from core.domain import ZERO
 from core.services.trades import trade_stats
@@ -45,10 +46,11 @@ def period_start(period: str, now: datetime) -> datetime | None:
 
 
 def create_router() -> Router:
-    """The router of ``/pnl`` and ``/trades``."""
+    """The router of ``/pnl``, ``/trades`` and ``/signal``."""
     router = Router(name="results")
     router.message.register(on_pnl, Command("pnl"), Args(_period))
     router.message.register(on_trades, Command("trades"), Args(history_count))
+    router.message.register(on_signal, Command("signal"), Args(signal_ref))
     return router
 
 
@@ -66,3 +68,12 @@ async def on_pnl(message: Message, args: str, engine: Engine) -> None:
 async def on_trades(message: Message, args: int, engine: Engine) -> None:
     """``/trades [N]``: the last N trades, newest first."""
     await message.answer(render.trades_text(await engine.trades.recent(limit=args)))
+
+
+async def on_signal(message: Message, args: int, engine: Engine) -> None:
+    """``/signal ID``: the signal, its audit events (proposal, edits, decision, order
+    states) and the trade it opened. Raises NotFoundError (answered by the error handler)."""
+    signal = await engine.signals.get(args)
+    events = await engine.signals.history(limit=100, signal_id=args)
+    trade = await engine.trades.for_signal(args)
+    await message.answer(render.signal_text(signal, events, trade))

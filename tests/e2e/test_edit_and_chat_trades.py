@@ -93,6 +93,11 @@ async def test_a_reply_edit_changes_the_card_and_a_bad_one_changes_nothing(
         Decimal("0.02"),
         1,
     )
+    lineage = await desk.say(f"/signal {signal.id}", chat=card.chat_id)
+    assert (
+        f"#{signal.id} edit · @ada · qty 0.01 -> 0.02; limit none -> 112500; sl none -> 110000"
+        in lineage.plain_text
+    )
     # the same prompt again names version 0: refused, nothing changes
     reply = await desk.say("qty 0.03", chat=card.chat_id, reply_to=prompt.message_id)
     assert "the card changed, look again" in reply.plain_text
@@ -163,3 +168,16 @@ async def test_pnl_and_trades_after_a_long_stopped_out(start_desk: StartDesk) ->
     )
     assert journal.plain_text.endswith("stop loss")
     assert "Usage: /pnl" in (await desk.say("/pnl year")).plain_text
+
+    lineage = (await desk.say(f"/signal {signal.id}")).plain_text.splitlines()
+    assert lineage[0] == f"Signal #{signal.id} · BUY 0.01 BTC/USDT · filled"
+    assert lineage[1] == ("Source: e2e · reference 113,666.68 · sl 113,000.00 · tp 114,000.00")
+    steps = [line.split(" · ")[0][12:] for line in lineage[2:-1]]
+    assert steps == [
+        f"#{signal.id} proposed",
+        f"#{signal.id} proposed → approved",
+        f"#{signal.id} approved → submitted",
+        f"#{signal.id} submitted → filled",
+    ]
+    assert lineage[-1].startswith("Trade: #1 BTC/USDT long 0.01 @ 113,689.42 → 112,977.40")
+    assert (await desk.say("/signal 999")).plain_text == "⚠️ no signal with id 999"
