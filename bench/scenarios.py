@@ -204,7 +204,11 @@ async def tap_latency(tmp: Path, approvals: int, warmup: int) -> TapLatency:
                         OWNER, contains=f"signal #{signal.id}", timeout=30
                     )
                     await asyncio.sleep(SETTLE)
-                    data = SignalCallback(action=CardAction.APPROVE, signal_id=signal.id).pack()
+                    data = SignalCallback(
+                        action=CardAction.APPROVE,
+                        signal_id=signal.id,
+                        version=signal.card_version,
+                    ).pack()
                     query = sandbox.press_button(OWNER, card.message_id, data, OWNER)
                     await sandbox.wait_for(
                         lambda s, m=card.message_id, q=query: (  # type: ignore[misc]

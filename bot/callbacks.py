@@ -36,17 +36,29 @@ MAX_CALLBACK_DATA = 64
 
 
 class CardAction(enum.StrEnum):
-    """The two buttons of a signal card."""
+    """The buttons of a pending signal card: the decision, and the edits before it."""
 
     APPROVE = "a"
     REJECT = "r"
+    HALF = "h"
+    DOUBLE = "d"
+    RISK = "k"
+    EDIT = "e"
 
 
 class SignalCallback(CallbackData, prefix="sig"):
-    """Approve or reject signal ``signal_id``: ``sig:<a|r>:<id>``."""
+    """A button of signal ``signal_id``'s card: ``sig:<action>:<id>:<version>:<arg>``.
+
+    ``version`` is the card version the button was rendered with (see
+    ``SignalService.edit``): an Approve or an edit from an older card is refused, so an
+    approval executes what the tapped card showed. ``arg`` is the risk percent of a RISK
+    button (``0.5``), empty otherwise. ``sig:k:<20 digits>:<10 digits>:0.5`` is under 45
+    bytes."""
 
     action: CardAction
     signal_id: int
+    version: int
+    arg: str = ""
 
 
 class ConfirmAction(enum.StrEnum):

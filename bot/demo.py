@@ -379,12 +379,12 @@ async def _autopilot(sandbox: SandboxServer, count: int) -> float | None:
     started = time.monotonic()
     decided: set[int] = set()
 
-    def next_card(server: SandboxServer) -> tuple[SentMessage, int] | None:
+    def next_card(server: SandboxServer) -> tuple[SentMessage, SignalCallback] | None:
         for message in server.messages(chat):
             for row in message.buttons:
                 for _, data in row:
                     if message.message_id not in decided and data and data.startswith("sig:"):
-                        return message, SignalCallback.unpack(data).signal_id
+                        return message, SignalCallback.unpack(data)
         return None
 
     for number in range(count):
@@ -394,9 +394,9 @@ async def _autopilot(sandbox: SandboxServer, count: int) -> float | None:
             _say(f"autopilot: no card within {CARD_TIMEOUT:g} s after {number} decided; giving up")
             return None
         assert found is not None
-        card, signal_id = found
+        card, shown = found
         action = CardAction.APPROVE if number % 2 == 0 else CardAction.REJECT
-        data = SignalCallback(action=action, signal_id=signal_id).pack()
+        data = shown.model_copy(update={"action": action, "arg": ""}).pack()
         sandbox.press_button(chat, card.message_id, data, DEMO_OWNER_ID)
         decided.add(card.message_id)
         await sandbox.wait_for(

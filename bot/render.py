@@ -14,6 +14,7 @@ are (``0.01``). Times are UTC.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -54,7 +55,7 @@ from core.notify import TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
 from core.services.risk import BreachLevel, RiskFigures
-from core.services.trades import SourceRecord
+from core.services.trades import SourceRecord, TradeStats
 from core.services.trading import (
     CancelResult,
     ClosePlan,
@@ -69,10 +70,12 @@ __all__ = [
     "CLOSE_PERCENTS",
     "COMMANDS",
     "DEFAULT_HISTORY",
+    "EDIT_TERMS",
     "MAX_CAPTION",
     "MAX_HISTORY",
     "MAX_MESSAGE",
     "MAX_TOAST",
+    "RISK_CHOICES",
     "Card",
     "CardContext",
     "CommandSpec",
@@ -85,6 +88,7 @@ __all__ = [
     "cancel_result_text",
     "cancel_toast",
     "card",
+    "chat_proposed",
     "close_prompt",
     "close_results_text",
     "confirm_cancelled",
@@ -95,6 +99,10 @@ __all__ = [
     "confirm_taken",
     "conflict_toast",
     "drawdown_text",
+    "edit_done",
+    "edit_prompt",
+    "edit_prompt_ref",
+    "edit_toast",
     "error_line",
     "esc",
     "exit_place",
@@ -115,6 +123,7 @@ __all__ = [
     "outcome",
     "paused_text",
     "pending_more",
+    "pnl_text",
     "positions_pages",
     "price",
     "private_hint",
@@ -135,6 +144,7 @@ __all__ = [
     "symbols_text",
     "text_notice",
     "trade_exit_text",
+    "trades_text",
     "trading_line",
     "unknown_command",
     "usage",
@@ -326,14 +336,29 @@ class Card:
     markup: InlineKeyboardMarkup | None
 
 
-def _card_keyboard(signal_id: int) -> InlineKeyboardMarkup:
-    def button(text: str, action: CardAction) -> InlineKeyboardButton:
-        data = SignalCallback(action=action, signal_id=signal_id).pack()
+#: The risk buttons of a pending card with a stop loss, percent of equity.
+RISK_CHOICES = ("0.5", "1", "2")
+
+
+def _card_keyboard(signal: Signal) -> InlineKeyboardMarkup:
+    """Approve / Reject, then the edits: half / double the size, or risk 0.5 % / 1 % / 2 % of
+    equity when a stop loss is set, and Edit (asks for a reply). Every button carries the
+    card version it was rendered with."""
+
+    def button(text: str, action: CardAction, arg: str = "") -> InlineKeyboardButton:
+        data = SignalCallback(
+            action=action, signal_id=signal.id, version=signal.card_version, arg=arg
+        ).pack()
         return InlineKeyboardButton(text=text, callback_data=data)
 
+    if signal.stop_loss is not None:
+        sizes = [button(f"Risk {pct}%", CardAction.RISK, pct) for pct in RISK_CHOICES]
+    else:
+        sizes = [button("½×", CardAction.HALF), button("2×", CardAction.DOUBLE)]
     return InlineKeyboardMarkup(
         inline_keyboard=[
-            [button("✅ Approve", CardAction.APPROVE), button("❌ Reject", CardAction.REJECT)]
+            [button("✅ Approve", CardAction.APPROVE), button("❌ Reject", CardAction.REJECT)],
+            [*sizes, button("✏️ Edit", CardAction.EDIT)],
         ]
     )
 
@@ -539,7 +564,7 @@ def card(
     if status:
         lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(_clip(status, 300))}</b>")
         return Card(_fit_caption(lines), None)
-    return Card(_fit_caption(lines), _card_keyboard(signal.id))
+    return Card(_fit_caption(lines), _card_keyboard(signal))
 
 
 def _zone_name(moment: datetime) -> str:
@@ -564,6 +589,53 @@ def approve_toast(decision: Decision) -> str:
 def reject_toast(signal: Signal) -> str:
     """The toast after a Reject tap."""
     return f"Rejected signal #{signal.id}"
+
+
+#: The edit prompt names its signal and card version; the reply handler reads them back.
+_EDIT_REF = re.compile(r"^✏️ Edit signal #(\d+) \(card v(\d+)\)")
+EDIT_TERMS = "qty 0.02 · risk 1% · sl 61000 · tp 66000 · limit 62500 · market"
+
+
+def edit_prompt(signal: Signal) -> str:
+    """The question after Edit: reply with the changes. Its first line is read back by
+    :func:`edit_prompt_ref` from the replied-to message (no server-side state)."""
+    return (
+        f"✏️ Edit signal #{signal.id} (card v{signal.card_version}): "
+        f"{esc(signal.side.value.upper())} {quantity(signal.quantity)} {esc(signal.symbol)}\n"
+        f"Reply to this message with any of: {EDIT_TERMS}"
+    )
+
+
+def edit_prompt_ref(text: str) -> tuple[int, int] | None:
+    """``(signal id, card version)`` of an :func:`edit_prompt` text, else None."""
+    found = _EDIT_REF.match(text)
+    return None if found is None else (int(found[1]), int(found[2]))
+
+
+def edit_toast(signal: Signal) -> str:
+    """The answer to an edit: the new terms in one line (the card follows)."""
+    parts = [f"{signal.side.value.upper()} {quantity(signal.quantity)} {signal.symbol}"]
+    if signal.limit_price is not None:
+        parts.append(f"limit {price(signal.limit_price)}")
+    if signal.stop_loss is not None:
+        parts.append(f"sl {price(signal.stop_loss)}")
+    if signal.take_profit is not None:
+        parts.append(f"tp {price(signal.take_profit)}")
+    return _clip(f"Signal #{signal.id} now: " + " · ".join(parts), MAX_TOAST)
+
+
+def edit_done(signal: Signal) -> str:
+    """The reply to an edit sent as a message."""
+    return esc(edit_toast(signal)) + " (the card is updated)"
+
+
+def chat_proposed(signal: Signal) -> str:
+    """The reply to ``/buy`` / ``/sell``: the signal is proposed, its card is posted."""
+    return (
+        f"Proposed: {esc(signal.side.value.upper())} {quantity(signal.quantity)} "
+        f"{esc(signal.symbol)} (#{signal.id}). Its card is posted; nothing executes "
+        "without Approve."
+    )
 
 
 def conflict_toast(current: str) -> str:
@@ -606,6 +678,23 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "Recent signals and outcomes: /history [N]",
         f"/history [N], N 1 to {MAX_HISTORY}",
     ),
+    CommandSpec(
+        "buy",
+        "Propose a buy: /buy SYMBOL QTY|risk 1% [sl X] [tp Y] [limit Z]",
+        "/buy SYMBOL QTY|risk N% [sl PRICE] [tp PRICE] [limit PRICE]",
+    ),
+    CommandSpec(
+        "sell",
+        "Propose a sell: /sell SYMBOL QTY|risk 1% [sl X] [tp Y] [limit Z]",
+        "/sell SYMBOL QTY|risk N% [sl PRICE] [tp PRICE] [limit PRICE]",
+    ),
+    CommandSpec(
+        "pnl",
+        "Realized and unrealized PnL, fees, win rate: /pnl [day|week|month|all]",
+        "/pnl [day|week|month|all]",
+    ),
+    CommandSpec("trades", "The trade journal: /trades [N]", f"/trades [N], N 1 to {MAX_HISTORY}"),
+    CommandSpec("signal", "One signal's lineage: /signal ID", "/signal ID"),
     CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
     CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),
     CommandSpec("run", "Run a strategy instance now: /run NAME", "/run NAME"),
@@ -895,7 +984,7 @@ def history_text(events: Sequence[AuditEvent]) -> str:
     rows = []
     for e in events:
         what = f"#{e.signal_id} " if e.signal_id is not None else ""
-        if e.to_status:
+        if e.to_status and e.to_status != e.from_status:  # an edit keeps PROPOSED
             move = (
                 f"{e.from_status.lower()} → {e.to_status.lower()}"
                 if e.from_status
@@ -907,6 +996,27 @@ def history_text(events: Sequence[AuditEvent]) -> str:
         reason = f" · {esc(_clip(e.reason, clip))}" if e.reason else ""
         rows.append(f"{e.at.strftime('%m-%d %H:%M')} {what}{esc(move)} · {esc(e.actor)}{reason}")
     return _lines(f"<b>History (last {len(events)}, UTC)</b>", rows)
+
+
+def signal_text(signal: Signal, events: Sequence[AuditEvent], trade: Trade | None) -> str:
+    """``/signal ID``: the lineage of one signal: what was proposed (terms, reference
+    price, source, note), then its audit events oldest first (proposal inputs, edits, the
+    decision, the order's states), then the trade it opened (journal line: entry, exit,
+    net PnL, R, time held, exit reason)."""
+    side = signal.side.value.upper()
+    head = [
+        f"<b>Signal #{signal.id}</b> · {side} {quantity(signal.quantity)} {esc(signal.symbol)}"
+        f" · {esc(signal.status.value.lower())}",
+        f"Source: {esc(signal.source)} · reference {price(signal.reference_price)}"
+        + (f" · limit {price(signal.limit_price)}" if signal.limit_price is not None else "")
+        + (f" · sl {price(signal.stop_loss)}" if signal.stop_loss is not None else "")
+        + (f" · tp {price(signal.take_profit)}" if signal.take_profit is not None else ""),
+    ]
+    if signal.note:
+        head.append(f"Note: {esc(_clip(signal.note, 300))}")
+    steps = history_text(list(reversed(events))).split("\n", 1)[-1]
+    tail = f"Trade: {_journal_line(trade)}" if trade is not None else "No trade."
+    return _clip("\n".join([*head, steps, tail]), MAX_MESSAGE)
 
 
 def no_pending() -> str:
@@ -1427,3 +1537,55 @@ def strategy_ran(name: str, proposed: int) -> str:
     if proposed == 0:
         return f"Ran {esc(name)}: nothing to propose on the latest candle."
     return f"Ran {esc(name)}: {proposed} signal{'s' if proposed != 1 else ''} proposed."
+
+
+# --- results -------------------------------------------------------------------------
+
+
+def _r(value: Decimal | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}R"
+
+
+def pnl_text(period: str, stats: TradeStats, unrealized: Decimal, currency: str) -> str:
+    """``/pnl``: the closed trades of ``period`` (``day``: since 00:00 UTC, ``week``: 7
+    days, ``month``: 30 days, ``all``) with realized PnL before and after fees, the win
+    rate, profit factor, best and worst trade, average R, and the open positions'
+    unrealized PnL now. Money in ``currency`` (the quote currency)."""
+    unit = f" {esc(currency)}" if currency else ""
+    lines = [f"<b>PnL · {esc(period)}</b>"]
+    if stats.trades == 0:
+        lines.append("No closed trades in this period.")
+    else:
+        win_rate = _pct((stats.win_rate or ZERO) * 100)
+        factor = "n/a" if stats.profit_factor is None else f"{stats.profit_factor:.2f}"
+        lines += [
+            f"Realized: {signed(stats.net_pnl)}{unit} after {money(stats.fees)}{unit} fees "
+            f"({signed(stats.realized_pnl)} before)",
+            f"Trades: {stats.trades} · won {stats.wins} ({win_rate}) · profit factor {factor}",
+            f"Best: {signed(stats.best or ZERO)} · worst: {signed(stats.worst or ZERO)} · "
+            f"average {_r(stats.average_r)}",
+        ]
+    lines.append(f"Unrealized (open positions): {signed(unrealized)}{unit}")
+    return "\n".join(lines)
+
+
+def _journal_line(t: Trade) -> str:
+    side = "long" if t.side is Side.BUY else "short"
+    head = f"#{t.id} {esc(t.symbol)} {side} {quantity(t.quantity)} @ {price(t.average_entry)}"
+    if t.closed_at is None:
+        return f"{head} · open"
+    held = _duration((t.closed_at - t.opened_at).total_seconds())
+    reason = t.exit_reason.value.replace("_", " ") if t.exit_reason else ""
+    exit_price = price(t.average_exit) if t.average_exit is not None else "?"
+    return f"{head} → {exit_price} · {signed(t.net_pnl)} · {_r(t.r_multiple)} · {held}" + (
+        f" · {esc(reason)}" if reason else ""
+    )
+
+
+def trades_text(trades: Sequence[Trade]) -> str:
+    """``/trades``: the journal, newest first, one line per trade: entry, exit, net PnL
+    (quote, after fees), R multiple, time held and exit reason. Every trade asked for is
+    listed: a long journal is sent as several messages (:func:`split_message`)."""
+    if not trades:
+        return "No trades yet."
+    return "\n".join(["<b>Trades</b> (newest first)", *(_journal_line(t) for t in trades)])

@@ -228,6 +228,8 @@ class Signal:
     decided_at: datetime | None = None
     trail_pct: Decimal | None = None
     breakeven_at_r: Decimal | None = None
+    #: how many times the pending signal was edited (0: as proposed); see SignalService.edit
+    card_version: int = 0
 
     @property
     def risk(self) -> Decimal | None:

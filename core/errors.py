@@ -16,6 +16,7 @@ __all__ = [
     "BrokerPermanentError",
     "BrokerTemporaryError",
     "BrokerUnavailableError",
+    "CardChangedError",
     "ConfigError",
     "InsufficientMarginError",
     "InvalidInputError",
@@ -82,6 +83,19 @@ class TransitionConflictError(SignalDeskError):
         self.signal_id = signal_id
         self.current = current
         self.wanted = verb
+
+
+class CardChangedError(SignalDeskError):
+    """A tap or an edit named a card version the pending signal no longer has: it was
+    edited after the card the owner looked at was rendered. Nothing was changed.
+
+    Attributes:
+        signal_id: the signal concerned.
+    """
+
+    def __init__(self, signal_id: int) -> None:
+        super().__init__("the card changed, look again")
+        self.signal_id = signal_id
 
 
 class BrokerError(SignalDeskError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from bot.handlers import approvals, commands, control, markets, orders
+from bot.handlers import approvals, commands, control, markets, orders, results, trade
 
 __all__ = ["get_routers"]
 
@@ -12,11 +12,14 @@ __all__ = ["get_routers"]
 def get_routers() -> list[Router]:
     """Fresh routers (a router can belong to one dispatcher only): card buttons, control
     commands with their confirmations, resting orders with their Cancel buttons, markets
-    and strategies, then the read-only commands and the fallbacks, which must come last."""
+    and strategies, /buy /sell and edit replies, /pnl and /trades, then the read-only
+    commands and the fallbacks, which must come last."""
     return [
         approvals.create_router(),
         control.create_router(),
         orders.create_router(),
         markets.create_router(),
+        trade.create_router(),
+        results.create_router(),
         commands.create_router(),
     ]

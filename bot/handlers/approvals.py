@@ -1,4 +1,10 @@
-"""Approve / Reject taps on signal cards.
+"""The buttons of signal cards: Approve / Reject, and the edits before approval (half / double
+the size, risk 0.5 % / 1 % / 2 %, Edit which asks for a reply).
+
+Every button carries the card version it was rendered with: an Approve or an edit from a
+card that changed since is refused ("the card changed, look again") and changes nothing.
+An edit is answered with a toast; the card itself is re-rendered by the engine's
+``signal_update`` (the outbox), like every other card change.
 
 Bot API rule followed: ``answerCallbackQuery`` must be called for every callback query, or
 the owner's client shows a spinner until it times out. So every tap is answered with a short
@@ -15,21 +21,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from decimal import Decimal
 
 import structlog
 from aiogram import Bot, Router
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, ForceReply, Message
 
 from bot import render
 from bot.callbacks import CardAction, SignalCallback
 from bot.delivery import Cards, edit_card, kind_of
+from core import bounds
 from core.app import Engine
-from core.domain import OrderReport, Signal
-from core.errors import SignalDeskError, TransitionConflictError
+from core.domain import OrderReport, Signal, SignalStatus
+from core.errors import CardChangedError, SignalDeskError, TransitionConflictError
+from core.services.signals import SignalEdit
 
 __all__ = ["create_router"]
 
 log = structlog.get_logger(__name__)
+
+HUNDRED = Decimal(100)
 
 
 def create_router() -> Router:
@@ -51,14 +62,20 @@ async def on_card_button(
     refresh = True
     try:
         if callback_data.action is CardAction.APPROVE:
-            decision = await engine.signals.approve(signal_id, actor)
+            decision = await engine.signals.approve(signal_id, actor, callback_data.version)
             signal, report = decision.signal, decision.report
             toast = render.approve_toast(decision)
-        else:
+        elif callback_data.action is CardAction.REJECT:
             signal = await engine.signals.reject(signal_id, actor)
             toast = render.reject_toast(signal)
+        else:
+            await _on_edit_button(query, callback_data, bot, engine, actor)
+            return
     except TransitionConflictError as exc:
         toast = render.conflict_toast(exc.current)
+    except CardChangedError as exc:  # the edit's signal_update re-renders the card
+        toast = str(exc)
+        refresh = False
     except SignalDeskError as exc:  # no such signal, a broker failure: nothing to show
         toast = str(exc)[: render.MAX_TOAST]
         refresh = False
@@ -75,6 +92,38 @@ async def on_card_button(
     for result in results:
         if isinstance(result, Exception):
             log.warning("card.tap_reply_failed", signal=signal_id, error=repr(result))
+
+
+_SCALES = {CardAction.HALF: Decimal("0.5"), CardAction.DOUBLE: Decimal(2)}
+
+
+async def _on_edit_button(
+    query: CallbackQuery, data: SignalCallback, bot: Bot, engine: Engine, actor: str
+) -> None:
+    """Half / double / Risk N %: edit the signal (compare-and-set on ``data.version``) and answer
+    with the new size. Edit: check the card is current and ask for the changes as a reply
+    to a prompt that names the signal and the version. Errors propagate to the caller."""
+    if data.action is CardAction.EDIT:
+        signal = await engine.signals.get(data.signal_id)
+        if signal.status is not SignalStatus.PROPOSED:
+            raise TransitionConflictError(signal.id, signal.status, "edit")
+        if signal.card_version != data.version:
+            raise CardChangedError(signal.id)
+        await query.answer()
+        if isinstance(query.message, Message):
+            await bot.send_message(
+                query.message.chat.id,
+                render.edit_prompt(signal),
+                reply_markup=ForceReply(input_field_placeholder="sl 61000 tp 66000 qty 0.02"),
+            )
+        return
+    if data.action is CardAction.RISK:
+        change = SignalEdit(risk_pct=bounds.decimal_value("risk", data.arg, upper=HUNDRED))
+    else:
+        change = SignalEdit(scale=_SCALES[data.action])
+    signal = await engine.signals.edit(data.signal_id, data.version, change, actor)
+    log.info("card.edit", signal=signal.id, action=data.action.name, actor=actor)
+    await query.answer(render.edit_toast(signal))
 
 
 async def _refresh(

@@ -19,9 +19,10 @@ from typing import Any
 from aiogram.filters import CommandObject, Filter
 from aiogram.types import Message
 
-from bot.render import DEFAULT_HISTORY, MAX_HISTORY
+from bot.render import DEFAULT_HISTORY, EDIT_TERMS, MAX_HISTORY
 from core import bounds
 from core.errors import InvalidInputError
+from core.services.signals import SignalEdit
 
 __all__ = [
     "Args",
@@ -30,8 +31,10 @@ __all__ = [
     "free_text",
     "history_count",
     "no_args",
+    "order_terms",
     "signal_ref",
     "symbol",
+    "trade_args",
 ]
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/:._-]{0,31}$")
@@ -111,3 +114,79 @@ def signal_ref(text: str) -> int:
     if not re.fullmatch(r"#?\d+", text.strip()):
         raise ValueError("a signal id expected")
     return bounds.signal_id(text)
+
+
+#: The keywords of an order's terms and the SignalEdit field each sets.
+_TERMS = {
+    "qty": "quantity",
+    "risk": "risk_pct",
+    "sl": "stop_loss",
+    "tp": "take_profit",
+    "limit": "limit_price",
+}
+_NAMES = {"qty": "quantity", "sl": "stop loss", "tp": "take profit", "limit": "limit price"}
+HUNDRED = Decimal(100)
+
+
+def order_terms(text: str) -> SignalEdit:
+    """``[qty Q] [risk N%] [sl PRICE] [tp PRICE] [limit PRICE] [market]`` in any order
+    (an edit reply: ``sl 61000 tp 66000 qty 0.02 limit 62500``). Numbers are read through
+    :func:`core.bounds.decimal_value` (positive, storable; risk a percent up to 100).
+
+    Raises:
+        InvalidInputError: an unknown word, a keyword twice or without its number, a bad
+            number (``sl abc``), both qty and risk, or nothing at all; the message names it.
+    """
+    words = text.split()
+    if not words:
+        raise InvalidInputError(f"nothing to change; reply with any of: {EDIT_TERMS}")
+    values: dict[str, Any] = {}
+    index = 0
+    while index < len(words):
+        word = words[index].lower()
+        if word == "market" and "market" not in values:
+            values["market"] = True
+            index += 1
+            continue
+        field = _TERMS.get(word)
+        if field is None or field in values:
+            shown = words[index][:20]
+            problem = "twice" if field else "is not a term"
+            raise InvalidInputError(f"{shown!r} {problem}; use any of: {EDIT_TERMS}")
+        if index + 1 >= len(words):
+            raise InvalidInputError(f"{word} needs a number")
+        raw = words[index + 1]
+        if field == "risk_pct":
+            values[field] = bounds.decimal_value("risk", raw.removesuffix("%"), upper=HUNDRED)
+        else:
+            values[field] = bounds.decimal_value(_NAMES[word], raw)
+        index += 2
+    if "quantity" in values and "risk_pct" in values:
+        raise InvalidInputError("give either qty or risk, not both")
+    if "market" in values and "limit_price" in values:
+        raise InvalidInputError("give either market or limit, not both")
+    return SignalEdit(**values)
+
+
+def trade_args(text: str) -> tuple[str, SignalEdit]:
+    """``SYMBOL QTY|risk N% [sl PRICE] [tp PRICE] [limit PRICE]`` (``/buy``, ``/sell``):
+    the symbol as typed (resolved later by the symbol search) and the terms, which hold
+    exactly one of quantity and risk_pct. ``risk`` needs ``sl``.
+
+    Raises:
+        ValueError: no symbol (the usage line).
+        InvalidInputError: as :func:`order_terms`, no size, or risk without a stop loss.
+    """
+    words = text.split()
+    if not words:
+        raise ValueError("a symbol expected")
+    name = symbol(words[0])
+    rest = words[1:]
+    if rest and rest[0].lower() not in _TERMS and rest[0].lower() != "market":
+        rest = ["qty", *rest]  # the bare number after the symbol is the quantity
+    terms = order_terms(" ".join(rest)) if rest else SignalEdit()
+    if terms.quantity is None and terms.risk_pct is None:
+        raise InvalidInputError("give a quantity (/buy BTC/USDT 0.01) or risk 1% with a sl")
+    if terms.risk_pct is not None and terms.stop_loss is None:
+        raise InvalidInputError("risk % needs a stop loss (sl PRICE): the risk is to the stop")
+    return name, terms

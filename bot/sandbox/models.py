@@ -218,6 +218,8 @@ class UserMessage:
     revision: int = 0
     deleted_at: datetime | None = None
     from_bot: bool = False
+    #: the message this one replies to (Bot API ``reply_to_message``), if any
+    reply_to_message_id: int | None = None
 
 
 @dataclass

@@ -451,16 +451,23 @@ class SandboxServer:
         self.state.require_user(user_id).blocked_bot = blocked
 
     def send_user_message(
-        self, chat_id: int, user_id: int, text: str, *, date: datetime | None = None
+        self,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        *,
+        date: datetime | None = None,
+        reply_to: int | None = None,
     ) -> dict[str, Any]:
-        """``user_id`` writes ``text`` in ``chat_id``: queues a ``message`` update.
+        """``user_id`` writes ``text`` in ``chat_id``: queues a ``message`` update
+        (``reply_to``: as a reply to that message, carried as ``reply_to_message``).
 
         A leading ``/command`` (and any later one after whitespace) gets a ``bot_command``
         entity, as Telegram does. ``date`` defaults to now (naive datetimes count as UTC).
         Returns the Bot API ``Update`` (``update_id`` and ``message``). Raises
         :class:`SandboxUsageError` for an unknown chat/user or a non-member.
         """
-        return self.state.send_user_message(chat_id, user_id, text, date=date)
+        return self.state.send_user_message(chat_id, user_id, text, date=date, reply_to=reply_to)
 
     def press_button(self, chat_id: int, message_id: int, callback_data: str, user_id: int) -> str:
         """``user_id`` taps the inline button with ``callback_data`` under a bot message.

@@ -295,6 +295,10 @@ class SandboxState:
             data["from"] = self.users[message.user_id].to_api()
             data["chat"] = chat.to_api()
             data["date"] = unix(message.date)
+            if with_reply and message.reply_to_message_id is not None:
+                target = self.find_message(message.chat_id, message.reply_to_message_id)
+                if target is not None:
+                    data["reply_to_message"] = self.message_to_api(target, with_reply=False)
             data["text"] = message.text
             if message.entities:
                 data["entities"] = [dict(e) for e in message.entities]
@@ -397,15 +401,24 @@ class SandboxState:
     # -- what the humans do ----------------------------------------------------------------
 
     def send_user_message(
-        self, chat_id: int, user_id: int, text: str, *, date: datetime | None = None
+        self,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        *,
+        date: datetime | None = None,
+        reply_to: int | None = None,
     ) -> dict[str, Any]:
-        """A user writes ``text`` in ``chat_id``; queues and returns the ``message`` Update."""
+        """A user writes ``text`` in ``chat_id`` (as a reply to message ``reply_to``, which
+        must exist there); queues and returns the ``message`` Update."""
         chat = self.require_chat(chat_id)
         self._require_member(chat, user_id)
         if chat.migrated_to_chat_id is not None:
             raise SandboxUsageError(f"chat {chat_id} is now {chat.migrated_to_chat_id}")
         if not text or not text.strip():
             raise SandboxUsageError("Telegram does not send empty messages")
+        if reply_to is not None and self.find_message(chat_id, reply_to) is None:
+            raise SandboxUsageError(f"message {reply_to} does not exist in chat {chat_id}")
         moment = date if date is not None else utcnow()
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
@@ -416,6 +429,7 @@ class SandboxState:
             text=text,
             entities=bot_command_entities(text),
             date=moment,
+            reply_to_message_id=reply_to,
         )
         self.append_message(message)
         message.revision = self.revision + 1

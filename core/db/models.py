@@ -68,6 +68,9 @@ class SignalRow(SQLModel, table=True):
     updated_at: datetime = _when()
     trail_pct: Decimal | None = _money(nullable=True)
     breakeven_at_r: Decimal | None = _money(nullable=True)
+    #: bumped by every edit of the pending signal; an Approve button carries the version
+    #: it was rendered with, and approval refuses another one
+    card_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class SignalCardRow(SQLModel, table=True):

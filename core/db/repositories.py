@@ -44,6 +44,7 @@ __all__ = [
     "orders_by_client_ids",
     "signal_from_row",
     "transition_signal",
+    "update_pending_signal",
 ]
 
 
@@ -70,6 +71,7 @@ def signal_from_row(row: SignalRow) -> Signal:
         decided_at=row.decided_at,
         trail_pct=row.trail_pct,
         breakeven_at_r=row.breakeven_at_r,
+        card_version=row.card_version,
     )
 
 
@@ -152,12 +154,15 @@ async def transition_signal(
     at: datetime,
     reason: str = "",
     action: str | None = None,
+    version: int | None = None,
     **values: Any,
 ) -> bool:
     """Compare-and-set ``current -> new`` and append its audit event.
 
-    Returns False (and changes nothing) when the signal is no longer ``current`` or the
-    id is one no column can hold. ``values`` are further columns to set in the same UPDATE.
+    Returns False (and changes nothing) when the signal is no longer ``current``, when
+    ``version`` is given and the signal's ``card_version`` differs (the card changed since
+    it was rendered), or the id is one no column can hold. ``values`` are further columns
+    to set in the same UPDATE.
 
     Raises:
         ValueError: the lifecycle forbids ``current -> new`` (a programming error).
@@ -166,10 +171,13 @@ async def transition_signal(
         raise ValueError(f"forbidden transition {current} -> {new}")
     if not is_storable_id(signal_id):
         return False
+    query = update(SignalRow).where(
+        col(SignalRow.id) == signal_id, col(SignalRow.status) == current.value
+    )
+    if version is not None:
+        query = query.where(col(SignalRow.card_version) == version)
     result = await session.exec(
-        update(SignalRow)
-        .where(col(SignalRow.id) == signal_id, col(SignalRow.status) == current.value)
-        .values(status=new.value, status_reason=reason[:500], updated_at=at, **values)
+        query.values(status=new.value, status_reason=reason[:500], updated_at=at, **values)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
@@ -181,6 +189,46 @@ async def transition_signal(
         signal_id=signal_id,
         from_status=current.value,
         to_status=new.value,
+        reason=reason,
+    )
+    return True
+
+
+async def update_pending_signal(
+    session: AsyncSession,
+    signal_id: int,
+    version: int,
+    *,
+    actor: str,
+    at: datetime,
+    reason: str,
+    **values: Any,
+) -> bool:
+    """Compare-and-set an edit of a pending signal: set ``values`` and bump
+    ``card_version`` where the signal is still PROPOSED at ``version``; append the audit
+    event ``edit`` (PROPOSED -> PROPOSED, ``reason`` lists the changes). Returns False and
+    changes nothing otherwise."""
+    if not is_storable_id(signal_id):
+        return False
+    result = await session.exec(
+        update(SignalRow)
+        .where(
+            col(SignalRow.id) == signal_id,
+            col(SignalRow.status) == SignalStatus.PROPOSED.value,
+            col(SignalRow.card_version) == version,
+        )
+        .values(card_version=version + 1, updated_at=at, **values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    await add_audit(
+        session,
+        actor=actor,
+        action="edit",
+        at=at,
+        signal_id=signal_id,
+        from_status=SignalStatus.PROPOSED.value,
+        to_status=SignalStatus.PROPOSED.value,
         reason=reason,
     )
     return True

@@ -32,15 +32,20 @@ from core.domain import (
     Side,
     Signal,
     SignalStatus,
+    TradingState,
     utcnow,
 )
-from core.errors import InvalidInputError, TransitionConflictError
+from core.errors import (
+    CardChangedError,
+    InvalidInputError,
+    TransitionConflictError,
+)
 from core.marketdata.base import MarketData
 from core.notify import NoticeKind, Notification, Notifier
-from core.services.gate import state_reason
+from core.services.gate import GateState, OrderCheck, check_order, state_reason
 from core.services.trading import TradingService
 
-__all__ = ["Decision", "Proposal", "SignalService"]
+__all__ = ["Decision", "Proposal", "SignalEdit", "SignalService"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,30 @@ class Proposal:
     ttl_seconds: int | None = None
     trail_pct: Decimal | None = None
     breakeven_at_r: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalEdit:
+    """Changes to a pending signal; None leaves a field as it is.
+
+    ``quantity`` in base units; ``scale`` multiplies the current quantity (half: 0.5);
+    ``risk_pct`` (percent of account equity, 0 < x <= 100) sizes the quantity instead,
+    from the entry and the stop loss (the edited one, else the signal's); ``limit_price``
+    (quote) makes the order a limit order, ``market`` makes it a market order again;
+    ``stop_loss`` / ``take_profit`` in quote currency."""
+
+    quantity: Decimal | None = None
+    scale: Decimal | None = None
+    risk_pct: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    limit_price: Decimal | None = None
+    market: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """True when the edit changes nothing."""
+        return self == SignalEdit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +215,133 @@ class SignalService:
         async with self._db.session() as session:
             return await repo.list_audit(session, limit=limit, signal_id=signal_id)
 
-    async def approve(self, signal_id: int, actor: str) -> Decision:
+    async def edit(self, signal_id: int, version: int, change: SignalEdit, actor: str) -> Signal:
+        """Change a pending signal's size, stop loss, take profit or entry before approval.
+
+        The new terms go through the proposal's validation (positive numbers, the stop and
+        target on the right sides of the entry, priced now from the market-data port) and
+        the gate's size rules (:func:`core.services.gate.check_order`: quantity and
+        notional limits; the trading state is the approval's business). Then ONE
+        compare-and-set writes them: the signal must still be PROPOSED with
+        ``card_version == version`` (the card the owner edited), and the version goes up by
+        one, so an Approve button rendered before the edit is refused. An audit event
+        ``edit`` records old -> new; the card is re-rendered through ``signal_update``.
+
+        Returns the edited signal.
+
+        Raises:
+            InvalidInputError: an empty edit, invalid terms, or terms the size limits refuse.
+            CardChangedError: the signal was edited since ``version`` was rendered.
+            TransitionConflictError: the signal is no longer PROPOSED.
+            NotFoundError: no such signal.
+            BrokerError: no price for the symbol, or no account for ``risk_pct``.
+        """
+        if change.empty:
+            raise InvalidInputError("nothing to change")
+        signal = await self.get(signal_id)
+        if signal.status is not SignalStatus.PROPOSED:
+            raise TransitionConflictError(signal_id, signal.status, "edit")
+        if signal.card_version != version:
+            raise CardChangedError(signal_id)
+        quote = await self._prices.quote(signal.symbol)
+        new = await self._edited(signal, change, quote.last)
+        now = self._clock()
+        changes = _changes(signal, new)
+        if not changes:
+            raise InvalidInputError("nothing to change")
+        async with self._db.session() as session:
+            if not await repo.update_pending_signal(
+                session,
+                signal_id,
+                version,
+                actor=actor[:128],
+                at=now,
+                reason="; ".join(changes),
+                quantity=new.quantity,
+                order_type=new.order_type.value,
+                limit_price=new.limit_price,
+                stop_loss=new.stop_loss,
+                take_profit=new.take_profit,
+            ):
+                current = await repo.get_signal(session, signal_id)
+                if current.status is not SignalStatus.PROPOSED:
+                    raise TransitionConflictError(signal_id, current.status, "edit")
+                raise CardChangedError(signal_id)
+            edited = await repo.get_signal(session, signal_id)
+        await self._card_update(signal_id)
+        return edited
+
+    async def risk_size(self, risk_pct: Decimal, entry: Decimal, stop_loss: Decimal) -> Decimal:
+        """The quantity (base units) that loses ``risk_pct`` percent of the broker's equity
+        at ``stop_loss`` from ``entry`` (quote), capped by ``MAX_ORDER_QUANTITY`` and
+        ``MAX_ORDER_NOTIONAL`` (see :func:`core.strategies.sizing.size_for_risk`).
+
+        Raises InvalidInputError (see size_for_risk), BrokerError (no account)."""
+        # core.strategies imports this module (Proposal): import the helper late
+        from core.strategies.sizing import size_for_risk
+
+        equity = (await self._broker.account()).equity
+        limits = self._trading.gate.limits
+        return size_for_risk(
+            equity,
+            risk_pct,
+            entry,
+            stop_loss,
+            max_quantity=limits.max_quantity,
+            max_notional=limits.max_notional,
+        )
+
+    async def _edited(self, signal: Signal, change: SignalEdit, price: Decimal) -> Signal:
+        """``signal`` with ``change`` applied and checked (see :meth:`edit`)."""
+        limit = None if change.market else (change.limit_price or signal.limit_price)
+        order_type = OrderType.LIMIT if limit is not None else OrderType.MARKET
+        stop = change.stop_loss if change.stop_loss is not None else signal.stop_loss
+        take = change.take_profit if change.take_profit is not None else signal.take_profit
+        entry = limit if limit is not None else price
+        quantity = change.quantity or signal.quantity
+        if change.scale is not None:
+            quantity = (signal.quantity * change.scale).normalize()
+        if change.risk_pct is not None:
+            if stop is None:
+                raise InvalidInputError("risk % needs a stop loss (the risk is to the stop)")
+            quantity = await self.risk_size(change.risk_pct, entry, stop)
+        proposal = Proposal(
+            source=signal.source,
+            symbol=signal.symbol,
+            side=signal.side,
+            quantity=quantity,
+            order_type=order_type,
+            limit_price=limit,
+            stop_loss=stop,
+            take_profit=take,
+            trail_pct=signal.trail_pct,
+            breakeven_at_r=signal.breakeven_at_r,
+        )
+        _validate(proposal)
+        _check_exits(signal.side, entry, stop, take)
+        refused = check_order(
+            GateState(TradingState.ACTIVE),
+            OrderCheck(quantity=quantity, price=price, limit_price=limit),
+            self._trading.gate.limits,
+        )
+        if refused:
+            raise InvalidInputError(refused)
+        return replace(
+            signal,
+            quantity=quantity,
+            order_type=order_type,
+            limit_price=limit,
+            stop_loss=stop,
+            take_profit=take,
+        )
+
+    async def approve(self, signal_id: int, actor: str, version: int | None = None) -> Decision:
         """Approve and, if the pre-trade gate passes, execute the signal.
+
+        ``version`` is the card version the tapped button was rendered with (None: any,
+        for the CLI, which shows the signal it approves); a signal edited since is refused
+        with :class:`CardChangedError`, so an approval always executes what the card
+        showed.
 
         The gate's checks that need the broker (quote for the drift, account) are awaited
         first, outside any transaction. Then ONE transaction moves the signal PROPOSED ->
@@ -204,11 +358,14 @@ class SignalService:
             NotFoundError: no such signal.
             TransitionConflictError: the signal was no longer PROPOSED (already decided by
                 another tap); ``current`` carries its state.
+            CardChangedError: ``version`` is not the signal's card version.
         """
         async with self._db.session() as session:
             signal = await repo.get_signal(session, signal_id)
         if signal.status is not SignalStatus.PROPOSED:
             raise TransitionConflictError(signal_id, signal.status, "approve")
+        if version is not None and version != signal.card_version:
+            raise CardChangedError(signal_id)
         now = self._clock()
         if now >= signal.expires_at:
             return Decision(
@@ -224,10 +381,13 @@ class SignalService:
                 SignalStatus.APPROVED,
                 actor=actor,
                 at=now,
+                version=version,
                 decided_by=actor[:128],
                 decided_at=now,
             ):
                 current = await repo.get_signal(session, signal_id)
+                if current.status is SignalStatus.PROPOSED:  # edited since the check above
+                    raise CardChangedError(signal_id)
                 raise TransitionConflictError(signal_id, current.status, "approve")
             approved = replace(
                 signal, status=SignalStatus.APPROVED, decided_by=actor[:128], decided_at=now
@@ -298,6 +458,25 @@ class SignalService:
 
     async def _card_update(self, signal_id: int) -> None:
         await self._notifier.notify(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
+
+
+def _changes(old: Signal, new: Signal) -> list[str]:
+    """The edited fields as ``"sl none -> 61000"`` lines (for the audit event)."""
+
+    def shown(value: Decimal | None) -> str:
+        return "none" if value is None else format(value.normalize(), "f")
+
+    out = []
+    for label, name in (
+        ("qty", "quantity"),
+        ("limit", "limit_price"),
+        ("sl", "stop_loss"),
+        ("tp", "take_profit"),
+    ):
+        before, after = getattr(old, name), getattr(new, name)
+        if before != after:
+            out.append(f"{label} {shown(before)} -> {shown(after)}")
+    return out
 
 
 def _validate(proposal: Proposal) -> None:

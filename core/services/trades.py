@@ -66,6 +66,7 @@ __all__ = [
     "TradeEvent",
     "TradeEventKind",
     "TradeService",
+    "TradeStats",
     "add_entry",
     "add_exit",
     "allocate_fifo",
@@ -74,6 +75,7 @@ __all__ = [
     "initial_risk",
     "split_fee",
     "trade_from_row",
+    "trade_stats",
 ]
 
 #: Averages and split fees are rounded (half-even) to this quantum so that SQLite (exact
@@ -563,6 +565,16 @@ class TradeService:
             rows = (await session.exec(query)).all()
         return [trade_from_row(row) for row in rows]
 
+    async def closed_since(self, since: datetime | None = None) -> list[Trade]:
+        """CLOSED trades whose ``closed_at`` is at or after ``since`` (UTC; None: all),
+        oldest close first."""
+        query = select(TradeRow).where(col(TradeRow.status) == TradeStatus.CLOSED.value)
+        if since is not None:
+            query = query.where(col(TradeRow.closed_at) >= since)
+        async with self._db.session() as session:
+            rows = (await session.exec(query.order_by(col(TradeRow.closed_at)))).all()
+        return [trade_from_row(row) for row in rows]
+
     async def recent(self, *, limit: int = 50) -> list[Trade]:
         """Trades of every symbol, open and closed, newest first (at most ``limit``)."""
         query = select(TradeRow).order_by(col(TradeRow.id).desc()).limit(limit)
@@ -595,6 +607,53 @@ class TradeService:
             average_r=sum(rs, ZERO) / len(rs) if rs else None,
             net_pnl=sum((t.net_pnl for t in closed), ZERO),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TradeStats:
+    """Figures of a set of closed trades. Money in quote currency.
+
+    ``realized_pnl`` is before fees, ``fees`` every entry and exit fee, ``net_pnl`` the
+    difference. ``win_rate`` is a fraction (0..1) of trades with a positive net PnL;
+    ``profit_factor`` = sum of winning net PnL / |sum of losing net PnL| (None without a
+    losing trade); ``best`` / ``worst`` the highest and lowest net PnL of one trade;
+    ``average_r`` the mean R multiple of the trades that had an initial stop (None if
+    none did). An empty set has zeros and Nones."""
+
+    trades: int
+    wins: int
+    realized_pnl: Decimal
+    fees: Decimal
+    win_rate: Decimal | None
+    profit_factor: Decimal | None
+    best: Decimal | None
+    worst: Decimal | None
+    average_r: Decimal | None
+
+    @property
+    def net_pnl(self) -> Decimal:
+        """Realized PnL after fees, quote currency."""
+        return self.realized_pnl - self.fees
+
+
+def trade_stats(trades: Sequence[Trade]) -> TradeStats:
+    """The :class:`TradeStats` of ``trades`` (pure; callers pass closed trades)."""
+    nets = [t.net_pnl for t in trades]
+    won = sum((n for n in nets if n > 0), ZERO)
+    lost = sum((n for n in nets if n < 0), ZERO)
+    rs = [r for r in (t.r_multiple for t in trades) if r is not None]
+    wins = sum(1 for n in nets if n > 0)
+    return TradeStats(
+        trades=len(trades),
+        wins=wins,
+        realized_pnl=sum((t.realized_pnl for t in trades), ZERO),
+        fees=sum((t.fees for t in trades), ZERO),
+        win_rate=Decimal(wins) / len(trades) if trades else None,
+        profit_factor=won / -lost if lost < 0 else None,
+        best=max(nets) if nets else None,
+        worst=min(nets) if nets else None,
+        average_r=sum(rs, ZERO) / len(rs) if rs else None,
+    )
 
 
 def _exit_reason(order: OrderRow) -> ExitReason:

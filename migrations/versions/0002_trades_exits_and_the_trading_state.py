@@ -174,6 +174,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("breakeven_at_r", core.db.types.Money(precision=36, scale=18), nullable=True)
         )
+        batch_op.add_column(
+            sa.Column("card_version", sa.Integer(), server_default="0", nullable=False)
+        )
 
     with op.batch_alter_table("signal_cards", schema=None) as batch_op:
         batch_op.add_column(
@@ -197,6 +200,7 @@ def downgrade() -> None:
         batch_op.drop_column("kind")
 
     with op.batch_alter_table("signals", schema=None) as batch_op:
+        batch_op.drop_column("card_version")
         batch_op.drop_column("breakeven_at_r")
         batch_op.drop_column("trail_pct")
 

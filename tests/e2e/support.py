@@ -103,8 +103,9 @@ class Desk:
     def tap(
         self, message: SentMessage, action: CardAction, user: int = OWNER, chat: int | None = None
     ) -> str:
-        """``user`` presses Approve or Reject on a card; returns the callback query id."""
-        data = SignalCallback(action=action, signal_id=_signal_of(message)).pack()
+        """``user`` presses the card's ``action`` button (Approve, Reject, HALF, ...: the first
+        one with that action, as rendered); returns the callback query id."""
+        data = card_button(message, action)
         return self.sandbox.press_button(chat or message.chat_id, message.message_id, data, user)
 
     def confirm(self, message: SentMessage, action: ConfirmAction, user: int = OWNER) -> str:
@@ -137,13 +138,19 @@ class Desk:
         return self.sandbox.message(message.chat_id, message.message_id).plain_text
 
     async def say(
-        self, text: str, user: int = OWNER, chat: int | None = None, within: float = WAIT_SECONDS
+        self,
+        text: str,
+        user: int = OWNER,
+        chat: int | None = None,
+        within: float = WAIT_SECONDS,
+        reply_to: int | None = None,
     ) -> SentMessage:
-        """``user`` sends ``text``; returns the bot's first message after it."""
+        """``user`` sends ``text`` (as a reply to message ``reply_to``); returns the bot's
+        first message after it."""
         chat_id = chat if chat is not None else user
         sent = self.sandbox.messages(chat_id)
         after = sent[-1].message_id if sent else 0
-        self.sandbox.send_user_message(chat_id, user, text)
+        self.sandbox.send_user_message(chat_id, user, text, reply_to=reply_to)
         return await self.sandbox.wait_for_message(chat_id, after_message_id=after, timeout=within)
 
     async def end_notice_period(self, attempts: int, within: float = WAIT_SECONDS) -> None:
@@ -176,9 +183,12 @@ class Desk:
             return list((await session.exec(select(OutboxRow).order_by(col(OutboxRow.id)))).all())
 
 
-def _signal_of(message: SentMessage) -> int:
+def card_button(message: SentMessage, action: CardAction, arg: str | None = None) -> str:
+    """The callback data of the card's first ``action`` button (with ``arg``, if given)."""
     for row in message.buttons:
         for _, data in row:
             if data and data.startswith("sig:"):
-                return SignalCallback.unpack(data).signal_id
-    raise AssertionError(f"not a card with buttons: {message.plain_text!r}")
+                unpacked = SignalCallback.unpack(data)
+                if unpacked.action is action and arg in (None, unpacked.arg):
+                    return data
+    raise AssertionError(f"no {action} button on the card: {message.plain_text!r}")

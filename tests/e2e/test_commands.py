@@ -23,8 +23,8 @@ async def test_commands_are_registered_with_set_my_commands(start_desk: StartDes
     assert names == [spec.name for spec in COMMANDS]
     assert names == [
         "start", "help", "status", "drawdown", "heartbeat", "positions", "orders", "signals",
-        "pause", "resume", "closeall", "close", "balance", "history", "symbols", "strategies",
-        "run",
+        "pause", "resume", "closeall", "close", "balance", "history", "buy", "sell", "pnl",
+        "trades", "signal", "symbols", "strategies", "run",
     ]  # fmt: skip
 
 

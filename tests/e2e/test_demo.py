@@ -96,7 +96,7 @@ async def test_demo_first_card_fills_when_approved_and_a_cli_proposal_reaches_th
         card = await sandbox.wait_for(_source_card, 30, description="the source's first card")
         assert card is not None
         assert "BUY 0.01 BTC/USDT" in card.plain_text
-        [[(_, approve), _]] = card.buttons
+        [(_, approve), _] = card.buttons[0]
         assert approve is not None and approve.startswith("sig:a:")
 
         sandbox.press_button(DEMO_OWNER_ID, card.message_id, approve, DEMO_OWNER_ID)

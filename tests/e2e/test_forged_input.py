@@ -54,14 +54,16 @@ async def _rows(desk: Desk) -> list[int]:
 
 
 FORGED = [
-    ("sig:a:" + "9" * 20, "no signal with id 99999999999999999999"),
-    ("sig:r:" + "9" * 20, "no signal with id 99999999999999999999"),
-    ("sig:a:9223372036854775808", "no signal with id 9223372036854775808"),
-    ("sig:a:0", "no signal with id 0"),
-    ("sig:r:-7", "no signal with id -7"),
-    ("sig:a:424242", "no signal with id 424242"),
-    ("sig:x:1", "This button is no longer active"),
-    ("sig:a:1e309", "This button is no longer active"),
+    ("sig:a:" + "9" * 20 + ":0:", "no signal with id 99999999999999999999"),
+    ("sig:r:" + "9" * 20 + ":0:", "no signal with id 99999999999999999999"),
+    ("sig:a:9223372036854775808:0:", "no signal with id 9223372036854775808"),
+    ("sig:a:0:0:", "no signal with id 0"),
+    ("sig:r:-7:0:", "no signal with id -7"),
+    ("sig:a:424242:0:", "no signal with id 424242"),
+    ("sig:h:424242:0:", "no signal with id 424242"),
+    ("sig:x:1:0:", "This button is no longer active"),
+    ("sig:a:1e309:0:", "This button is no longer active"),
+    ("sig:a:1", "This button is no longer active"),  # a card from before card versions
 ]
 
 
