@@ -85,8 +85,8 @@ async def test_a_reply_edit_changes_the_card_and_a_bad_one_changes_nothing(
     )
 
     assert f"Signal #{signal.id} now: BUY 0.02 BTC/USDT · limit 112,500.00" in reply.plain_text
-    text = await desk.edited(card, "Order: limit @ 112,500.00 USDT")
-    assert "Stop loss: 110,000.00 · Take profit: 116,000.00" in text
+    text = await desk.edited(card, "Limit 112,500.00 · notional 2,250.00 USDT")
+    assert "SL 110,000.00 (-2.22%) · TP 116,000.00 (+3.11%) · R:R 1.4" in text
     edited = await desk.engine.signals.get(signal.id)
     assert (edited.order_type, edited.quantity, edited.card_version) == (
         OrderType.LIMIT,
@@ -152,6 +152,7 @@ async def test_pnl_and_trades_after_a_long_stopped_out(start_desk: StartDesk) ->
         engine.feed.step()
         await engine.exits.check()
     assert (await engine.trades.closed_since()) != []
+    await desk.drained()  # the exit message first, so the next message is the answer
 
     pnl = await desk.say("/pnl all")
 
