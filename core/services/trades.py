@@ -302,7 +302,9 @@ class TradeService:
     Args:
         db: the database.
         hedging: True on a venue that keeps one position per ticket (MT5 hedging): no
-            netting between trades; an exit reduces only the ticket its order names.
+            netting between trades; an exit reduces only the ticket its order names. A
+            callable is asked at every fill (an MT5 account says whether it hedges only
+            once it has connected, after the engine is built).
         currency: the account currency, shown with PnL in exit messages.
         clock: current UTC time (injectable).
     """
@@ -311,14 +313,20 @@ class TradeService:
         self,
         db: Database,
         *,
-        hedging: bool = False,
+        hedging: bool | Callable[[], bool] = False,
         currency: str = "",
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
-        self.hedging = hedging
+        self._hedging = hedging
         self._currency = currency
         self._clock = clock
+
+    @property
+    def hedging(self) -> bool:
+        """True when the venue keeps one position per ticket, read now (see ``hedging``
+        in the class docstring)."""
+        return self._hedging() if callable(self._hedging) else self._hedging
 
     # --- writing (inside TradingService.record_report's transaction) ----------------------
 
