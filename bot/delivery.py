@@ -8,7 +8,8 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
   ``signal_update`` row waits while its signal's ``signal_card`` row is undelivered.
 - **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows);
   ``trade_exit`` -> ``sendMessage`` of :func:`bot.render.trade_exit_text` over the row's
-  typed payload (:class:`core.notify.TradeExit`);
+  typed payload (:class:`core.notify.TradeExit`); ``flatten_report`` -> ``sendMessage``
+  of :func:`bot.render.flatten_text` over its :class:`core.services.risk.FlattenReport`;
   ``signal_card`` and ``signal_update`` -> the card rendered from the signal's *current*
   state: ``editMessageText`` of the posted card (a 400 "message is not modified" counts as
   delivered: the tap handler edits the card first), or ``sendMessage`` when the card was
@@ -84,6 +85,7 @@ from core.db.models import ChatAliasRow, OutboxRow, SignalCardRow
 from core.domain import OrderReport, Signal, SignalStatus, utcnow
 from core.errors import BrokerError, SignalDeskError
 from core.notify import NoticeKind, TradeExit
+from core.services.risk import FlattenReport
 
 __all__ = [
     "Cards",
@@ -419,6 +421,14 @@ class OutboxDeliverer:
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 raise SignalDeskError(f"malformed trade_exit payload: {exc!r}") from exc
             text = render.trade_exit_text(exit_, self._engine.broker.name)
+            await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
+            return None
+        if row.kind == NoticeKind.FLATTEN_REPORT.value:
+            try:
+                flatten = FlattenReport.from_payload(row.payload)
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                raise SignalDeskError(f"malformed flatten_report payload: {exc!r}") from exc
+            text = render.text_notice(render.flatten_text(flatten))
             await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
             return None
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
