@@ -9,7 +9,8 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
 - **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows; a text
   over 4096 characters is several messages split at line boundaries);
   ``trade_exit`` -> ``sendMessage`` of :func:`bot.render.trade_exit_text` over the row's
-  typed payload (:class:`core.notify.TradeExit`);
+  typed payload (:class:`core.notify.TradeExit`); ``flatten_report`` -> ``sendMessage``
+  of :func:`bot.render.flatten_text` over its :class:`core.services.risk.FlattenReport`;
   cards and exit messages print prices with the precision of the symbol's instrument,
   looked up once per message in the engine's cached symbol listing
   (:meth:`~core.marketdata.search.SymbolSearch.known`; a symbol it does not list is
@@ -95,6 +96,7 @@ from core.domain import ZERO, OrderReport, OrderType, Signal, SignalStatus, utcn
 from core.errors import BrokerError, SignalDeskError
 from core.marketdata.base import MarketData
 from core.notify import NoticeKind, TradeExit
+from core.services.risk import FlattenReport
 
 __all__ = [
     "CardKind",
@@ -562,6 +564,14 @@ class OutboxDeliverer:
             known = await self._engine.symbols.known([exit_.symbol])
             text = render.trade_exit_text(exit_, self._engine.broker.name, known.get(exit_.symbol))
             await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
+            return None
+        if row.kind == NoticeKind.FLATTEN_REPORT.value:
+            try:
+                flatten = FlattenReport.from_payload(row.payload)
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                raise SignalDeskError(f"malformed flatten_report payload: {exc!r}") from exc
+            for chunk in render.text_notice(render.flatten_text(flatten)):
+                await self._bot.send_message(self.chat_id, chunk, disable_notification=row.silent)
             return None
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
             await self._send_text(row)

@@ -54,7 +54,7 @@ from core.marketdata.base import Instrument
 from core.notify import TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
-from core.services.risk import BreachLevel, RiskFigures
+from core.services.risk import BreachLevel, FlattenReport, RiskFigures
 from core.services.trades import SourceRecord, TradeStats
 from core.services.trading import (
     CancelResult,
@@ -1196,30 +1196,66 @@ def _close_line(r: CloseResult, instrument: Instrument | None = None) -> str:
     at = f" @ {price(rep.average_price, instrument)}" if rep.average_price is not None else ""
     filled = quantity(rep.filled_quantity or rep.quantity)
     fee = _fee(rep.fee, rep.fee_currency)
-    pnl = f" · realized {signed(r.realized_pnl)} before fees" if r.realized_pnl is not None else ""
+    so_far = " so far" if r.partial else ""
+    pnl = f" · net PnL{so_far} {signed(r.net_pnl)} after fees" if r.net_pnl is not None else ""
     rest = " · the rest stays open" if r.partial else ""
     return f"✅ {r.symbol}: {verb} {filled}{at} ({fee}){pnl}{rest}"
 
 
-def close_results_text(
-    report: CloseReport, actor: str, instruments: Mapping[str, Instrument] | None = None
-) -> str:
-    """What a close did, as plain text (an outbox report: the deliverer escapes it): the
-    resting entry orders cancelled first, each close with its fill (with the precision of
-    the symbol's instrument in ``instruments``) and realized PnL (quote, before fees), the
-    protective exits cancelled after, and the positions left untouched because SignalDesk
-    did not open them."""
+def _close_report_rows(
+    report: CloseReport, instruments: Mapping[str, Instrument] | None = None
+) -> list[str]:
+    """A close report's lines, plain text: the resting entry orders cancelled first, each
+    close with its fill (with the precision of the symbol's instrument in
+    ``instruments``, else guessed) and net PnL (quote, after fees, from the trade record),
+    the protective exits cancelled after, and the positions left untouched because
+    SignalDesk did not open them."""
     known = instruments or {}
     rows = [f"⚠️ Could not read positions: {report.error}"] if report.error else []
     rows += [_cancel_line(c) for c in report.cancelled]
     rows += [_close_line(r, known.get(r.symbol)) for r in report.closes]
     rows += [_cancel_line(c) for c in report.exits_cancelled]
     rows += [f"⏸ {_untouched_plain(p)}" for p in report.left_open]
+    return rows
+
+
+def _net_footer(report: CloseReport) -> str:
+    """The total net PnL line when more than one close has a figure."""
+    pnl = [c.net_pnl for c in report.closes if c.net_pnl is not None]
+    return f"Net PnL after fees: {signed(report.net_pnl)}" if len(pnl) > 1 else ""
+
+
+def close_results_text(
+    report: CloseReport, actor: str, instruments: Mapping[str, Instrument] | None = None
+) -> str:
+    """What a close did, as plain text (an outbox report: the deliverer escapes it): the
+    lines of :func:`_close_report_rows` and the total net PnL after fees."""
+    rows = _close_report_rows(report, instruments)
     if not rows:
         return f"Nothing to close (confirmed by {actor})."
-    pnl = [c.realized_pnl for c in report.closes if c.realized_pnl is not None]
-    footer = f"Realized PnL before fees: {signed(report.realized_pnl)}" if len(pnl) > 1 else ""
-    return _lines(f"Close results (confirmed by {actor})", rows, footer)
+    return _lines(f"Close results (confirmed by {actor})", rows, _net_footer(report))
+
+
+def flatten_text(flatten: FlattenReport) -> str:
+    """The drawdown flatten's alert, plain text (the deliverer escapes it): the close
+    report's lines (:func:`_close_report_rows`), then whether the account is flat, what
+    is still open, or that it could not be confirmed."""
+    report = flatten.report
+    if flatten.unconfirmed:
+        end = (
+            f"⚠️ Could not confirm the account is flat ({flatten.unconfirmed}). "
+            "Check the broker and /positions."
+        )
+    elif flatten.still_open:
+        listed = ", ".join(f"{p.symbol} {quantity(p.quantity)}" for p in flatten.still_open)
+        end = f"⚠️ STILL OPEN: {listed}. Close by hand or retry /closeall."
+    elif report.left_open:
+        end = "Everything SignalDesk opened is closed."
+    else:
+        end = "The account is flat."
+    rows = _close_report_rows(report) or ["No open positions."]
+    footer = "\n".join(line for line in (_net_footer(report), end) if line)
+    return _lines("Flatten results (drawdown limit)", rows, footer)
 
 
 # --- resting orders --------------------------------------------------------------------

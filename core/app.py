@@ -252,7 +252,8 @@ async def build_engine(
     venue = broker
     trades = TradeService(
         db,
-        hedging=bool(getattr(venue, "hedging", False)),  # a per-ticket venue says so
+        # a per-ticket venue says so, once it knows (MT5 learns it when it connects)
+        hedging=lambda: bool(getattr(venue, "hedging", False)),
         currency=getattr(venue, "currency", ""),
         clock=clock,
     )

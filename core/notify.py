@@ -8,7 +8,10 @@ CLI, the webhook) is not the one that delivers it.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +33,8 @@ __all__ = [
     "Priority",
     "TradeExit",
     "enqueue",
+    "from_json",
+    "to_json",
 ]
 
 
@@ -37,12 +42,14 @@ class NoticeKind(enum.StrEnum):
     """``signal_card`` posts a new card; ``signal_update`` edits it to the signal's current
     state; ``text`` is a plain message (alerts, fills, reports, heartbeats);
     ``trade_exit`` reports a trade closed or partly closed (its figures are a
-    :class:`TradeExit` in the notification's ``payload``)."""
+    :class:`TradeExit` in the notification's ``payload``); ``flatten_report`` reports
+    what the drawdown flatten did (a :class:`core.services.risk.FlattenReport`)."""
 
     SIGNAL_CARD = "signal_card"
     SIGNAL_UPDATE = "signal_update"
     TEXT = "text"
     TRADE_EXIT = "trade_exit"
+    FLATTEN_REPORT = "flatten_report"
 
 
 class Priority(enum.IntEnum):
@@ -148,6 +155,58 @@ class TradeExit:
     def notification(self) -> Notification:
         """The ``trade_exit`` notification carrying these figures."""
         return Notification(NoticeKind.TRADE_EXIT, payload=self.to_payload())
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as JSON-safe data for an outbox payload: dataclasses as dicts of their
+    fields, enums as their values, Decimals as exact strings, datetimes in ISO 8601,
+    tuples and lists as lists; anything else as it is. :func:`from_json` inverts it."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return format(canonical(value), "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (tuple, list)):
+        return [to_json(item) for item in value]
+    return value
+
+
+def from_json(kind: Any, data: Any) -> Any:
+    """The value of type ``kind`` that :func:`to_json` turned into ``data``: a dataclass
+    (its field types read from its annotations), ``X | None``, ``tuple[X, ...]``, an enum,
+    Decimal, datetime, or a plain JSON type.
+
+    Raises:
+        KeyError, TypeError, ValueError, ArithmeticError: ``data`` does not fit ``kind``.
+    """
+    if data is None:
+        return None
+    origin = typing.get_origin(kind)
+    if origin in (types.UnionType, typing.Union):
+        [inner] = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        return from_json(inner, data)
+    if origin is tuple:
+        item = typing.get_args(kind)[0]
+        return tuple(from_json(item, value) for value in data)
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        hints = typing.get_type_hints(kind)
+        return kind(
+            **{
+                f.name: from_json(hints[f.name], data[f.name])
+                for f in dataclasses.fields(kind)
+                if f.init and f.name in data
+            }
+        )
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind(data)
+    if kind is Decimal:
+        return Decimal(data)
+    if kind is datetime:
+        return datetime.fromisoformat(data)
+    return data
 
 
 def enqueue(session: AsyncSession, notification: Notification) -> None:

@@ -120,7 +120,6 @@ from core.errors import (
     InvalidQuantityError,
     OrderNotFoundError,
     OrderRejectedError,
-    QuantityLimitError,
     UnknownSymbolError,
 )
 
@@ -225,8 +224,6 @@ class CcxtBroker:
         sandbox: trade on the exchange's testnet (``set_sandbox_mode(True)``).
         market_type: ``"spot"``, ``"swap"`` or ``"future"`` (ccxt's ``defaultType``).
         account_currency: the currency account figures and spot positions are valued in.
-        max_order_quantity, max_order_notional: SignalDesk's own per-order caps in base
-            units and quote currency (``MAX_ORDER_*``); closing orders are exempt.
         api_urls: entries that replace the exchange's ``urls["api"]`` entries (after the
             sandbox switch); tests point ``public``/``private`` at a local server with it.
         config: extra ccxt constructor config (``timeout`` in ms, ``rateLimit``,
@@ -250,8 +247,6 @@ class CcxtBroker:
         sandbox: bool = True,
         market_type: str = "spot",
         account_currency: str = "USDT",
-        max_order_quantity: Decimal | None = None,
-        max_order_notional: Decimal | None = None,
         api_urls: Mapping[str, str] | None = None,
         config: Mapping[str, Any] | None = None,
         exchange: Any = None,
@@ -275,8 +270,6 @@ class CcxtBroker:
         self._exchange = exchange
         self.name = f"ccxt:{exchange.id}"
         self.account_currency = account_currency
-        self.max_order_quantity = max_order_quantity
-        self.max_order_notional = max_order_notional
         self._market_type = market_type
         self._derivatives = market_type in _DERIVATIVE_TYPES
         self._markets_lock = asyncio.Lock()
@@ -284,7 +277,8 @@ class CcxtBroker:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CcxtBroker:
-        """A broker configured by the ``CCXT_*`` and ``MAX_ORDER_*`` settings.
+        """A broker configured by the ``CCXT_*`` settings (``MAX_ORDER_*`` are the
+        pre-trade gate's, :mod:`core.services.gate`).
 
         The account currency is the quote currency of ``FEED_SYMBOL`` (USDT for
         ``BTC/USDT``), the market SignalDesk watches.
@@ -297,8 +291,6 @@ class CcxtBroker:
             sandbox=settings.ccxt_sandbox,
             market_type=settings.ccxt_market_type,
             account_currency=settings.ccxt_account_currency,
-            max_order_quantity=settings.max_order_quantity,
-            max_order_notional=settings.max_order_notional,
             config=settings.ccxt_config,
         )
 
@@ -514,14 +506,15 @@ class CcxtBroker:
         request's ``stop_loss`` / ``take_profit`` are not sent with it: exits are separate
         orders. STOP and TAKE_PROFIT (``trigger_price``) go out as reduce-only trigger
         orders on ORDERS markets (:meth:`exit_style`) and are refused elsewhere; they are
-        exempt from the ``MAX_ORDER_*`` caps and, on contracts, from the minimum value.
+        exempt, on contracts, from the minimum value. SignalDesk's own ``MAX_ORDER_*``
+        caps are the pre-trade gate's (:mod:`core.services.gate`), not checked here.
 
         Raises:
             UnknownSymbolError; InvalidQuantityError (not positive, rounds to zero, outside
             the market's size limits); OrderRejectedError (below the market's minimum
             value, a trigger order on a WATCHED market or without a positive trigger
-            price, refused by the exchange); QuantityLimitError (``MAX_ORDER_*``);
-            InsufficientMarginError; BrokerTemporaryError (nothing was placed);
+            price, refused by the exchange); InsufficientMarginError;
+            BrokerTemporaryError (nothing was placed);
             BrokerAmbiguousError (the order may exist: look it up by client order id).
         """
         market = await self._market(request.symbol)
@@ -600,8 +593,8 @@ class CcxtBroker:
         that order.
 
         Raises:
-            like :meth:`place_order`, without the ``MAX_ORDER_*`` caps; InvalidQuantityError
-            when ``quantity`` is not positive or rounds below the market's minimum size.
+            like :meth:`place_order`; InvalidQuantityError when ``quantity`` is not
+            positive or rounds below the market's minimum size.
         """
         market = await self._market(symbol)
         if quantity is not None and quantity <= 0:
@@ -658,20 +651,12 @@ class CcxtBroker:
     async def _submit(self, market: Any, request: OrderRequest) -> OrderReport:
         """Round, check and send ``request`` (its id is known not to exist yet)."""
         sized = self._sized(market, request.quantity)
-        if not request.reduce_only:
-            self._check_quantity_cap(sized.quantity, market)
         if request.order_type is OrderType.LIMIT:
             price = self._limit_price(market, request.limit_price)
         else:
             quote = await self.quote(request.symbol)
             price = quote.ask if request.side is Side.BUY else quote.bid
-        self._check_value(
-            market,
-            sized.quantity,
-            price,
-            capped=not request.reduce_only,
-            reducing=request.reduce_only,
-        )
+        self._check_value(market, sized.quantity, price, reducing=request.reduce_only)
         params: dict[str, Any] = {"clientOrderId": request.client_order_id}
         if request.reduce_only and market.get("contract"):
             params["reduceOnly"] = True
@@ -818,24 +803,16 @@ class CcxtBroker:
         with self._boundary("round the limit price", placing=True):
             return Decimal(self._exchange.price_to_precision(market["symbol"], str(limit_price)))
 
-    def _check_quantity_cap(self, quantity: Decimal, market: Any) -> None:
-        if self.max_order_quantity is not None and quantity > self.max_order_quantity:
-            raise QuantityLimitError(
-                f"quantity {plain(quantity)} {market['base']} exceeds MAX_ORDER_QUANTITY "
-                f"{plain(self.max_order_quantity)}"
-            )
-
     def _check_value(
         self,
         market: Any,
         quantity: Decimal,
         price: Decimal,
         *,
-        capped: bool,
         reducing: bool = False,
     ) -> None:
         """Check ``quantity x price`` against the market's minimum value (Binance
-        ``NOTIONAL``/``MIN_NOTIONAL``) and, when ``capped``, ``MAX_ORDER_NOTIONAL``.
+        ``NOTIONAL``/``MIN_NOTIONAL``).
 
         A reducing order on a contract market is exempt from the minimum, as Binance
         USDⓈ-M exempts reduce-only orders (``-4164 ... unless you choose reduce only``), so
@@ -850,17 +827,12 @@ class CcxtBroker:
                 f"order value {plain(value)} {quote} ({plain(quantity)} at {plain(price)}) is "
                 f"below {symbol}'s minimum order value of {plain(minimum)} {quote}"
             )
-        if capped and self.max_order_notional is not None and value > self.max_order_notional:
-            raise QuantityLimitError(
-                f"order value {plain(value)} {quote} exceeds MAX_ORDER_NOTIONAL "
-                f"{plain(self.max_order_notional)}"
-            )
 
     def _is_dust(self, market: Any, quantity: Decimal, price: Decimal) -> bool:
         """True when a sell of ``quantity`` at ``price`` would be refused as too small."""
         try:
             sized = self._sized(market, quantity, check_max=False)
-            self._check_value(market, sized.quantity, price, capped=False)
+            self._check_value(market, sized.quantity, price)
         except (InvalidQuantityError, OrderRejectedError):
             return True
         return False

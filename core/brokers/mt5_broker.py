@@ -111,7 +111,6 @@ from core.errors import (
     InvalidQuantityError,
     OrderNotFoundError,
     OrderRejectedError,
-    QuantityLimitError,
     UnknownSymbolError,
 )
 
@@ -181,8 +180,6 @@ class Mt5Broker:
         path: ``terminal64.exe`` to start (``MT5_PATH``); None finds the installed one.
         magic: the expert id stamped on every request (``MT5_MAGIC``).
         deviation: the largest accepted slippage of a market order, in points.
-        max_order_quantity, max_order_notional: SignalDesk's per-order caps in base units
-            and quote currency (``MAX_ORDER_*``); closing orders are exempt.
         history_lookback: how far back :meth:`get_order` searches the history.
         call_timeout: seconds to wait for one terminal call; longer is BrokerAmbiguousError
             for an order, BrokerTemporaryError for a read.
@@ -203,8 +200,6 @@ class Mt5Broker:
         path: str | None = None,
         magic: int = 20251121,
         deviation: int = 20,
-        max_order_quantity: Decimal | None = None,
-        max_order_notional: Decimal | None = None,
         history_lookback: timedelta = timedelta(days=30),
         call_timeout: float = 30.0,
     ) -> None:
@@ -215,8 +210,6 @@ class Mt5Broker:
         self._path = path
         self.magic = magic
         self.deviation = deviation
-        self.max_order_quantity = max_order_quantity
-        self.max_order_notional = max_order_notional
         self.history_lookback = history_lookback
         self.call_timeout = call_timeout
         self._retcode_names = {
@@ -231,9 +224,17 @@ class Mt5Broker:
         self._currency = ""
         self._hedging = False
 
+    @property
+    def hedging(self) -> bool:
+        """True on a hedging account (one position per ticket, ``account_info().margin_mode
+        == ACCOUNT_MARGIN_MODE_RETAIL_HEDGING``); False on a netting one and until the
+        first connection, which learns it (reading a bool the worker thread wrote is safe)."""
+        return self._hedging
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Mt5Broker:
-        """A broker configured by the ``MT5_*`` and ``MAX_ORDER_*`` settings.
+        """A broker configured by the ``MT5_*`` settings (``MAX_ORDER_*`` are the
+        pre-trade gate's, :mod:`core.services.gate`).
 
         Raises:
             BrokerUnavailableError: the MetaTrader5 package is not installed (or not Windows).
@@ -245,8 +246,6 @@ class Mt5Broker:
             path=settings.mt5_path,
             magic=settings.mt5_magic,
             deviation=settings.mt5_deviation,
-            max_order_quantity=settings.max_order_quantity,
-            max_order_notional=settings.max_order_notional,
         )
 
     # --- the port -------------------------------------------------------------------------
@@ -294,8 +293,8 @@ class Mt5Broker:
             ``<entry id>-sl<n>`` / ``-tp<n>`` for its type, or without a positive trigger
             price, or whose entry opened no position; refused by the server, e.g.
             ``TRADE_RETCODE_INVALID_STOPS`` for a level on the wrong side of the price),
-            UnknownSymbolError, InvalidQuantityError, QuantityLimitError,
-            InsufficientMarginError, BrokerTemporaryError (nothing executed; retry is safe),
+            UnknownSymbolError, InvalidQuantityError, InsufficientMarginError,
+            BrokerTemporaryError (nothing executed; retry is safe),
             BrokerAmbiguousError (may have executed: reconcile with :meth:`get_order`).
         """
         if request.order_type.is_trigger:
@@ -392,8 +391,8 @@ class Mt5Broker:
         BrokerAmbiguousError (the done part is found by :meth:`get_order`).
 
         Raises:
-            like :meth:`place_order`, without the ``MAX_ORDER_*`` caps; InvalidQuantityError
-            when ``quantity`` is not positive or rounds below the minimum volume.
+            like :meth:`place_order`; InvalidQuantityError when ``quantity`` is not positive
+            or rounds below the minimum volume.
         """
         _check_client_order_id(client_order_id)
         return await self._run(
@@ -559,7 +558,6 @@ class Mt5Broker:
             log.info("order_already_at_broker", client_order_id=request.client_order_id)
             return existing
         volume = self._volume(info, request.quantity)
-        quantity = volume * dec_or_zero(info.trade_contract_size)
         buy = request.side is Side.BUY
         if request.order_type is OrderType.LIMIT:
             if request.limit_price is None or request.limit_price <= 0:
@@ -572,8 +570,6 @@ class Mt5Broker:
             price = dec_or_zero(tick.ask if buy else tick.bid)
             action = mt5.TRADE_ACTION_DEAL
             kind = mt5.ORDER_TYPE_BUY if buy else mt5.ORDER_TYPE_SELL
-        if not request.reduce_only:
-            self._check_caps(request.symbol, quantity, price)
         order: dict[str, Any] = {
             "action": action,
             "symbol": request.symbol,
@@ -1147,19 +1143,6 @@ class Mt5Broker:
                 f"maximum volume of {plain(maximum)} lots"
             )
         return lots
-
-    def _check_caps(self, symbol: str, quantity: Decimal, price: Decimal) -> None:
-        if self.max_order_quantity is not None and quantity > self.max_order_quantity:
-            raise QuantityLimitError(
-                f"quantity {plain(quantity)} of {symbol} exceeds MAX_ORDER_QUANTITY "
-                f"{plain(self.max_order_quantity)}"
-            )
-        value = quantity * price
-        if self.max_order_notional is not None and value > self.max_order_notional:
-            raise QuantityLimitError(
-                f"order value {plain(value)} of {symbol} exceeds MAX_ORDER_NOTIONAL "
-                f"{plain(self.max_order_notional)}"
-            )
 
     def _filling(self, info: Any) -> int:
         """FOK if the symbol allows it, else IOC, else RETURN (``filling_mode`` flags)."""

@@ -76,7 +76,6 @@ from core.errors import (
     InvalidQuantityError,
     OrderNotFoundError,
     OrderRejectedError,
-    QuantityLimitError,
 )
 from core.marketdata.base import PriceFeed, round_to_tick
 
@@ -98,8 +97,6 @@ class PaperBroker:
         starting_balance: the balance of a new account, in ``currency``.
         spread_bps, slippage_bps, fee_bps: execution costs in basis points.
         leverage: margin = notional / leverage.
-        max_order_quantity: largest base quantity of one order; reduce-only closes are
-            exempt so a position can always be closed.
         clock: current UTC time (injectable).
     """
 
@@ -116,7 +113,6 @@ class PaperBroker:
         slippage_bps: Decimal = Decimal(1),
         fee_bps: Decimal = Decimal(10),
         leverage: Decimal = Decimal(1),
-        max_order_quantity: Decimal = Decimal(1),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
@@ -127,14 +123,14 @@ class PaperBroker:
         self.slippage_bps = slippage_bps
         self.fee_bps = fee_bps
         self.leverage = leverage
-        self.max_order_quantity = max_order_quantity
         self._clock = clock
         self._lock = asyncio.Lock()
         self._account_ready = False
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database, feed: PriceFeed) -> PaperBroker:
-        """A paper broker configured by the ``PAPER_*`` and ``MAX_ORDER_QUANTITY`` settings."""
+        """A paper broker configured by the ``PAPER_*`` settings (``MAX_ORDER_*`` are the
+        pre-trade gate's, :mod:`core.services.gate`)."""
         return cls(
             db,
             feed,
@@ -144,7 +140,6 @@ class PaperBroker:
             slippage_bps=settings.paper_slippage_bps,
             fee_bps=settings.paper_fee_bps,
             leverage=settings.paper_leverage,
-            max_order_quantity=settings.max_order_quantity,
         )
 
     # --- prices ---------------------------------------------------------------------------
@@ -191,18 +186,14 @@ class PaperBroker:
         trigger; CANCELLED when nothing is held against them then).
 
         Raises:
-            UnknownSymbolError, InvalidQuantityError, QuantityLimitError,
-            InsufficientMarginError, OrderRejectedError (limit order without a price,
-            trigger order without a trigger price).
+            UnknownSymbolError, InvalidQuantityError, InsufficientMarginError,
+            OrderRejectedError (limit order without a price, trigger order without a trigger
+            price). ``MAX_ORDER_*`` is the pre-trade gate's rule, not checked here.
         """
         self.feed.price(request.symbol)  # unknown symbol -> UnknownSymbolError
         trigger = request.order_type.is_trigger
         if request.quantity <= 0:
             raise InvalidQuantityError(f"quantity must be positive, got {request.quantity}")
-        if not (request.reduce_only or trigger) and request.quantity > self.max_order_quantity:
-            raise QuantityLimitError(
-                f"quantity {request.quantity} exceeds the limit {self.max_order_quantity}"
-            )
         if request.order_type is OrderType.LIMIT and (
             request.limit_price is None or request.limit_price <= 0
         ):

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from sqlalchemy import update
@@ -48,15 +49,16 @@ from core.config import DrawdownAction, Settings
 from core.db import repositories as repo
 from core.db.engine import Database
 from core.db.models import EquitySnapshotRow, OperatorStateRow
-from core.domain import ZERO, Account, ExitReason, TradingState, utcnow
+from core.domain import ZERO, Account, ExitReason, Position, TradingState, utcnow
 from core.errors import BrokerError
-from core.notify import NoticeKind, Notification, Notifier, Priority
+from core.notify import NoticeKind, Notification, Notifier, Priority, from_json, to_json
 from core.services.reconciler import Reconciler
-from core.services.trading import CloseReport, CloseResult, OperatorStatus, TradingService
+from core.services.trading import CloseReport, OperatorStatus, TradingService
 
 __all__ = [
     "Baselines",
     "BreachLevel",
+    "FlattenReport",
     "Limits",
     "RiskFigures",
     "RiskService",
@@ -223,6 +225,44 @@ _ACTION_WORDS = {
     DrawdownAction.PAUSE: "pause trading",
     DrawdownAction.FLATTEN: "pause and close every position",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class FlattenReport:
+    """What the drawdown flatten did: the figures of a ``flatten_report`` notification
+    (an alert), worded by ``bot/render.py``.
+
+    ``report`` is the close all's steps (cancelled entry orders, each close with its
+    realized PnL net of fees in quote currency, exits cancelled, positions left
+    untouched); ``still_open`` the positions the flatten meant to close that the broker
+    still shows afterwards; ``unconfirmed`` why the positions could not be re-read
+    afterwards (empty when they were).
+    """
+
+    report: CloseReport
+    still_open: tuple[Position, ...] = ()
+    unconfirmed: str = ""
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON-safe form for the outbox row (:func:`core.notify.to_json`)."""
+        payload: dict[str, Any] = to_json(self)
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> FlattenReport:
+        """The inverse of :meth:`to_payload`.
+
+        Raises:
+            KeyError, TypeError, ValueError, ArithmeticError: a malformed payload.
+        """
+        report: FlattenReport = from_json(cls, payload)
+        return report
+
+    def notification(self) -> Notification:
+        """The ``flatten_report`` alert carrying these figures."""
+        return Notification(
+            NoticeKind.FLATTEN_REPORT, priority=Priority.ALERT, payload=self.to_payload()
+        )
 
 
 class RiskService:
@@ -432,26 +472,15 @@ class RiskService:
         )
         if not report.ok:
             await self._reconciler.run()
-        lines = _flatten_lines(report)
         untouched = {(p.symbol, p.position_ref) for p in report.left_open}
         try:
             left = await retry_temporary(self._broker.positions)
         except (BrokerError, OSError, TimeoutError) as exc:  # report what is known
             log.error("flatten could not re-read positions", error=str(exc))
-            await self._alert(
-                "Flatten results:\n" + "\n".join(lines) + f"\n⚠️ Could not confirm the "
-                f"account is flat ({exc}). Check the broker and /positions."
-            )
+            await self._notifier.notify(FlattenReport(report, unconfirmed=str(exc)).notification())
             return
-        still = [p for p in left if (p.symbol, p.position_ref) not in untouched]
-        if still:
-            listed = ", ".join(f"{p.symbol} {p.quantity}" for p in still)
-            lines.append(f"⚠️ STILL OPEN: {listed}. Close by hand or retry /closeall.")
-        elif untouched:
-            lines.append("Everything SignalDesk opened is closed.")
-        else:
-            lines.append("The account is flat.")
-        await self._alert("Flatten results:\n" + "\n".join(lines))
+        still = tuple(p for p in left if (p.symbol, p.position_ref) not in untouched)
+        await self._notifier.notify(FlattenReport(report, still_open=still).notification())
 
     async def _alert(self, text: str) -> None:
         await self._notifier.notify(Notification(NoticeKind.TEXT, text, priority=Priority.ALERT))
@@ -532,36 +561,3 @@ def _cause(f: RiskFigures) -> str:
 
 def _with_level(figures: RiskFigures, level: BreachLevel, now: datetime) -> RiskFigures:
     return replace(figures, level=level, breach_at=now if level is not BreachLevel.NONE else None)
-
-
-def _flatten_lines(report: CloseReport) -> list[str]:
-    """The flatten report's lines: cancelled entry orders, each close with its realized
-    PnL (quote, before fees), positions left untouched."""
-    lines = [f"Could not read positions: {report.error}"] if report.error else []
-    for c in report.cancelled:
-        if c.error:
-            lines.append(f"Cancel {c.client_order_id}: failed: {c.error}")
-        else:
-            state = c.report.state.value.lower() if c.report else "cancelled"
-            lines.append(f"Entry order {c.client_order_id} ({c.symbol}): {state}")
-    lines += [_close_line(r) for r in report.closes]
-    lines += [
-        f"{p.symbol} {p.quantity}: not opened by SignalDesk; left untouched"
-        for p in report.left_open
-    ]
-    return lines or ["no open positions"]
-
-
-def _close_line(result: CloseResult) -> str:
-    if result.error:
-        return f"{result.symbol}: {result.error}"
-    report = result.report
-    if report is None:
-        return f"{result.symbol}: already flat"
-    price = f" at {report.average_price:,.2f}" if report.average_price is not None else ""
-    pnl = (
-        f", realized {result.realized_pnl:+,.2f} before fees"
-        if result.realized_pnl is not None
-        else ""
-    )
-    return f"{result.symbol}: {report.state.value.lower()} {report.filled_quantity}{price}{pnl}"

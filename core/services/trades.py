@@ -22,7 +22,10 @@ Rules (documented in docs/trades.md):
   ``exit_reason``, else ``stop_loss`` / ``take_profit`` by purpose, else ``manual_close``.
   Quantity no trade accounts for belongs to an external position (no trade row).
 - A fee is in quote currency; a fee charged in the base currency (spot buys) is converted
-  at the fill price. A fill split over several trades splits its fee pro rata.
+  at the fill price, and the coins it took are not held: the trade's open quantity is
+  what was bought less that fee (``0.01`` BTC bought paying ``0.00001`` BTC leaves
+  ``0.00999`` open), so selling what is held closes the trade. A fill split over several
+  trades splits its fee pro rata.
 - Realized PnL is gross price PnL of the closed quantity against the average entry;
   ``fees`` holds every entry and exit fee; net PnL = realized - fees; the R multiple =
   net PnL / initial risk, the initial risk being |average entry - the signal's stop loss|
@@ -70,6 +73,7 @@ __all__ = [
     "add_entry",
     "add_exit",
     "allocate_fifo",
+    "charged_in_base",
     "fee_in_quote",
     "has_exit_levels",
     "initial_risk",
@@ -111,18 +115,30 @@ def _average(q1: Decimal, p1: Decimal, q2: Decimal, p2: Decimal) -> Decimal:
     return ((q1 * p1 + q2 * p2) / (q1 + q2)).quantize(AVERAGE_QUANTUM, ROUND_HALF_EVEN)
 
 
-def add_entry(ledger: Ledger, quantity: Decimal, price: Decimal, fee: Decimal) -> Ledger:
+def add_entry(
+    ledger: Ledger,
+    quantity: Decimal,
+    price: Decimal,
+    fee: Decimal,
+    *,
+    fee_in_base: Decimal = ZERO,
+) -> Ledger:
     """``ledger`` after an entry fill of ``quantity`` at ``price`` paying ``fee`` (quote).
+    ``fee_in_base`` is the part of the fee the venue took out of the coin bought (spot
+    buys; base units, already counted in ``fee`` at its quote value): it is not held, so
+    the open quantity grows by ``quantity - fee_in_base`` only.
 
     Raises:
-        ValueError: ``quantity`` is not positive.
+        ValueError: ``quantity`` is not positive, or ``fee_in_base`` not below it.
     """
     if quantity <= 0:
         raise ValueError(f"an entry fill needs a positive quantity, got {quantity}")
+    if not ZERO <= fee_in_base < quantity:
+        raise ValueError(f"a base fee of {fee_in_base} does not fit a fill of {quantity}")
     return replace(
         ledger,
         quantity=ledger.quantity + quantity,
-        quantity_open=ledger.quantity_open + quantity,
+        quantity_open=ledger.quantity_open + quantity - fee_in_base,
         average_entry=_average(ledger.quantity, ledger.average_entry, quantity, price),
         fees=ledger.fees + fee,
     )
@@ -189,13 +205,16 @@ def split_fee(fee: Decimal, parts: Sequence[Decimal], total: Decimal) -> list[De
     return shares
 
 
+def charged_in_base(fee_currency: str, symbol: str) -> bool:
+    """True when a fee in ``fee_currency`` is in ``symbol``'s base currency (``BTC`` for
+    ``BTC/USDT``, as spot exchanges charge buys)."""
+    return bool(fee_currency) and "/" in symbol and fee_currency == symbol.partition("/")[0]
+
+
 def fee_in_quote(fee: Decimal, fee_currency: str, symbol: str, price: Decimal) -> Decimal:
     """A fill's fee in the symbol's quote currency: a fee charged in the base currency
-    (``BTC`` for ``BTC/USDT``, as spot exchanges do on buys) is worth ``fee x price``."""
-    base = symbol.partition("/")[0]
-    if fee_currency and fee_currency == base and "/" in symbol:
-        return fee * price
-    return fee
+    (:func:`charged_in_base`) is worth ``fee x price``."""
+    return fee * price if charged_in_base(fee_currency, symbol) else fee
 
 
 def initial_risk(
@@ -344,7 +363,9 @@ class TradeService:
     Args:
         db: the database.
         hedging: True on a venue that keeps one position per ticket (MT5 hedging): no
-            netting between trades; an exit reduces only the ticket its order names.
+            netting between trades; an exit reduces only the ticket its order names. A
+            callable is asked at every fill (an MT5 account says whether it hedges only
+            once it has connected, after the engine is built).
         currency: the account currency, shown with PnL in exit messages.
         clock: current UTC time (injectable).
     """
@@ -353,14 +374,20 @@ class TradeService:
         self,
         db: Database,
         *,
-        hedging: bool = False,
+        hedging: bool | Callable[[], bool] = False,
         currency: str = "",
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
-        self.hedging = hedging
+        self._hedging = hedging
         self._currency = currency
         self._clock = clock
+
+    @property
+    def hedging(self) -> bool:
+        """True when the venue keeps one position per ticket, read now (see ``hedging``
+        in the class docstring)."""
+        return self._hedging() if callable(self._hedging) else self._hedging
 
     # --- writing (inside TradingService.record_report's transaction) ----------------------
 
@@ -408,7 +435,9 @@ class TradeService:
                 assert row.id is not None
                 if row.quantity == 0:
                     opened.add(row.id)
-                ledger = add_entry(_ledger(row), left, fill.price, fees[-1])
+                in_base = charged_in_base(fill.fee_currency, fill.symbol)
+                base_fee = fill.fee * left / fill.quantity if in_base else ZERO
+                ledger = add_entry(_ledger(row), left, fill.price, fees[-1], fee_in_base=base_fee)
                 _store(row, ledger, self._clock())
                 signal = await session.get(SignalRow, order.signal_id)
                 stop = signal.stop_loss if signal is not None else None

@@ -57,7 +57,7 @@ from core.errors import (
 )
 from core.notify import NoticeKind, Notification, Notifier, Priority
 from core.services.gate import BREACH_MAX, Gate, owns
-from core.services.trades import TradeEvent, TradeService
+from core.services.trades import TradeEvent, TradeService, fee_in_quote
 
 __all__ = [
     "CancelResult",
@@ -154,16 +154,17 @@ class CloseResult:
     """Outcome of closing one position: ``report`` when an order was placed, ``error`` (a
     user-facing line) when it failed; both empty when there was nothing to close.
 
-    ``realized_pnl`` is the quote-currency PnL of the quantity closed, before fees, from
-    the close's fill against the entry of our trade record (the broker's entry for a
-    position SignalDesk did not open); None without a fill. ``partial`` is True when part
+    ``net_pnl`` is the realized PnL after fees (quote currency) from the trade record:
+    the closed trades' net PnL so far (realized less every entry and exit fee, the figure
+    their exit message shows); for a position SignalDesk did not open, the fill against
+    the broker's entry less the close's fee. None without a fill. ``partial`` is True when part
     of the position stays open; ``position_ref`` names the ticket on per-ticket venues.
     """
 
     symbol: str
     report: OrderReport | None = None
     error: str = ""
-    realized_pnl: Decimal | None = None
+    net_pnl: Decimal | None = None
     partial: bool = False
     position_ref: str = ""
 
@@ -217,9 +218,9 @@ class CloseReport:
         return not self.error and all(step.ok for step in steps)
 
     @property
-    def realized_pnl(self) -> Decimal:
-        """Sum of the closes' realized PnL (quote currency, before fees)."""
-        return sum((c.realized_pnl for c in self.closes if c.realized_pnl is not None), ZERO)
+    def net_pnl(self) -> Decimal:
+        """Sum of the closes' net PnL (quote currency, after fees; see CloseResult)."""
+        return sum((c.net_pnl for c in self.closes if c.net_pnl is not None), ZERO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -759,26 +760,27 @@ class TradingService:
         return CloseResult(
             symbol,
             report=report,
-            realized_pnl=await self._realized(position, trades, report),
+            net_pnl=await self._net(position, trades, report),
             partial=quantity is not None and report.filled_quantity < abs(position.quantity),
             position_ref=ref,
         )
 
-    async def _realized(
+    async def _net(
         self, position: Position, before: list[Trade], report: OrderReport
     ) -> Decimal | None:
-        """The close's realized PnL (quote, before fees): what it added to the realized PnL
-        of the position's trades in the trade record (which books it FIFO when recording
-        the report); for a position without a trade record, from the fill against the
-        broker's entry. None when nothing filled."""
+        """The close's net PnL (quote, after fees; see :class:`CloseResult`): the net PnL
+        of the position's trades in the trade record once it booked the close; for a
+        position without a trade record, the fill against the broker's entry less the
+        close's fee. None when nothing filled."""
         if not report.filled_quantity:
             return None
         if not before:
-            return realized_pnl(position.quantity, position.average_entry, report)
+            gross = realized_pnl(position.quantity, position.average_entry, report)
+            price = report.average_price or ZERO
+            fee = fee_in_quote(report.fee, report.fee_currency, report.symbol, price)
+            return None if gross is None else gross - fee
         after = [await self.trades.trade(t.id) for t in before]
-        return sum((t.realized_pnl for t in after), ZERO) - sum(
-            (t.realized_pnl for t in before), ZERO
-        )
+        return sum((t.net_pnl for t in after), ZERO)
 
     async def _execute(
         self,

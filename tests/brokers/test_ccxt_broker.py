@@ -33,7 +33,6 @@ from core.errors import (
     InvalidQuantityError,
     OrderNotFoundError,
     OrderRejectedError,
-    QuantityLimitError,
     UnknownSymbolError,
 )
 from tests.brokers.exits import exit_request
@@ -375,18 +374,6 @@ async def test_non_positive_quantity_is_refused(ccxt_broker: CcxtBroker) -> None
         await ccxt_broker.place_order(buy("sd-1", "0"))
 
 
-async def test_signaldesk_caps_apply_to_opening_orders_only(binance: BinanceFake) -> None:
-    broker = binance.broker(max_order_quantity=D("0.02"), max_order_notional=D(1000))
-
-    with pytest.raises(QuantityLimitError, match="MAX_ORDER_QUANTITY"):
-        await broker.place_order(buy("sd-1", "0.03"))
-    with pytest.raises(QuantityLimitError, match="MAX_ORDER_NOTIONAL"):
-        await broker.place_order(buy("sd-2", "0.02"))  # 1200 USDT
-    binance.free["BTC"] = D("0.03")
-    closed = await broker.close_position("BTC/USDT", "sd-c1")
-    assert closed is not None and closed.quantity == D("0.03")
-
-
 async def test_an_entry_never_carries_stop_loss_or_take_profit_params(
     binance: BinanceFake, ccxt_broker: CcxtBroker
 ) -> None:
@@ -513,14 +500,12 @@ async def test_from_settings_builds_a_testnet_client_with_the_keys() -> None:
         ccxt_api_key="k-123",
         ccxt_secret="s-456",
         ccxt_account_currency="BTC",
-        max_order_quantity=D(2),
     )
 
     broker = CcxtBroker.from_settings(settings)
     try:
         assert broker.name == "ccxt:binance"
         assert broker.account_currency == "BTC"
-        assert broker.max_order_quantity == D(2)
         assert broker.exchange.apiKey == "k-123" and broker.exchange.secret == "s-456"
         assert "testnet" in broker.exchange.urls["api"]["private"]
         assert broker.exchange.enableRateLimit is True

@@ -24,7 +24,6 @@ from core.errors import (
     InvalidQuantityError,
     OrderNotFoundError,
     OrderRejectedError,
-    QuantityLimitError,
     UnknownSymbolError,
 )
 from tests.brokers.exits import exit_request
@@ -455,16 +454,6 @@ async def test_client_order_id_longer_than_31_characters_is_refused(
     assert mt5.calls == []
 
 
-async def test_signaldesk_caps_apply_to_opening_orders(mt5: FakeTerminal) -> None:
-    broker = mt5.broker(max_order_quantity=D(50000), max_order_notional=D(30000))
-
-    with pytest.raises(QuantityLimitError, match="MAX_ORDER_QUANTITY"):
-        await broker.place_order(order("sd-1", "EURUSD", Side.BUY, "60000"))
-    with pytest.raises(QuantityLimitError, match="MAX_ORDER_NOTIONAL"):
-        await broker.place_order(order("sd-2", "EURUSD", Side.BUY, "30000"))
-    assert sends(mt5) == 0
-
-
 async def test_unknown_symbol(mt5_broker: Mt5Broker) -> None:
     with pytest.raises(UnknownSymbolError, match="GBPJPY"):
         await mt5_broker.quote("GBPJPY")
@@ -545,7 +534,6 @@ async def test_from_settings_uses_the_mt5_settings(
         mt5_server=mt5.server,
         mt5_magic=777,
         mt5_deviation=5,
-        max_order_quantity=D(100000),  # base units: one EURUSD lot
     )
 
     broker = Mt5Broker.from_settings(settings)

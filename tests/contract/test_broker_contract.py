@@ -1,12 +1,15 @@
 """One contract, four brokers: the same service-level scenarios (approve -> execute ->
 positions -> close all) against the paper broker, ccxt on a local Binance fake (ccxt's
 real HTTP, signing and parsing), MT5 on the fake MetaTrader5 module and IBKR on the fake
-TWS of tests/support/ib_fake.py."""
+TWS of tests/support/ib_fake.py; and a stop on every exit style (paper and ccxt USDⓈ-M:
+resting trigger orders; ccxt spot: watched by SignalDesk; MT5: sl/tp attached to the
+ticket) closing its trade exactly once, with the target cancelled and one exit message
+carrying the hand-computed PnL."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -14,10 +17,21 @@ from typing import Any
 import pytest
 
 from core.app import Engine, build_engine
-from core.domain import ExitStyle, OrderRequest, OrderState, OrderType, Side, SignalStatus
+from core.domain import (
+    ExitReason,
+    ExitStyle,
+    OrderRequest,
+    OrderState,
+    OrderType,
+    Side,
+    SignalStatus,
+    TradeStatus,
+)
 from core.errors import OrderNotFoundError, TransitionConflictError
 from core.services import Proposal
+from tests.service.test_trades import exit_messages, exit_orders
 from tests.support import binance_fake, ib_fake, mt5_fake
+from tests.support.duties import eventually
 
 
 @dataclass
@@ -161,3 +175,169 @@ async def test_exit_style_says_where_the_exits_live(venue: Venue) -> None:
     }
 
     assert await venue.engine.broker.exit_style(venue.symbol) is expected[venue.name]
+
+
+# --- protective exits on every exit style ------------------------------------------------
+
+
+@dataclass
+class ExitVenue:
+    """An engine on one broker with a filled entry's stop and target, how to move the price
+    through the stop and then through the (cancelled) target, and the hand-computed
+    figures of the stop's exit (quote currency)."""
+
+    engine: Engine
+    symbol: str
+    quantity: Decimal
+    stop: Decimal
+    target: Decimal
+    style: ExitStyle
+    through_stop: Callable[[], Any]
+    through_target: Callable[[], Any]
+    realized: Decimal
+    fees: Decimal
+
+
+@pytest.fixture(params=["paper", "ccxt-spot", "ccxt-swap", "mt5"])
+async def exit_venue(
+    request: pytest.FixtureRequest, sqlite_url: str, make_settings: Any, clock: Any
+) -> AsyncIterator[ExitVenue]:
+    settings = make_settings(database_url=sqlite_url)
+    q = Decimal("0.01")
+    if request.param == "paper":
+        # the replay: entry at candle 0 113666.68 x 1.0002 -> 113689.42, fee 1.1368942;
+        # candle 2's low crosses 113000: the stop fills at 113000 x 0.9998 = 112977.40,
+        # fee 0.01 x 112977.40 x 0.001 = 1.129774; candle 4's high passes 114000
+        engine = await build_engine(settings, clock=clock)
+        yield ExitVenue(
+            engine,
+            "BTC/USDT",
+            q,
+            Decimal(113000),
+            Decimal(114000),
+            ExitStyle.ORDERS,
+            lambda: engine.feed.step(2),
+            lambda: engine.feed.step(2),
+            q * (Decimal("112977.40") - Decimal("113689.42")),
+            Decimal("1.1368942") + Decimal("1.129774"),
+        )
+        await engine.close()
+    elif request.param.startswith("ccxt"):
+        async with binance_fake.running() as fake:
+            swap = request.param == "ccxt-swap"
+            broker = fake.broker(market_type="swap" if swap else "spot")
+            engine = await build_engine(settings, broker=broker, clock=clock)
+            entry, exit_ = Decimal("60000.01"), Decimal(58900)  # the ask; the last price
+            if swap:
+                # USDⓈ-M: 0.05 % in USDT; the algo stop fills at the new last price
+                rate = Decimal("0.0005")
+                realized, exited = q * (exit_ - entry), q
+            else:
+                # spot: 0.1 % of the coin bought (0.00001 BTC, worth 0.6000001 USDT at the
+                # fill), so 0.00999 BTC is held; the watched exit sells it at the bid
+                # 58899.99, paying 0.1 % of the USDT received
+                rate, exit_, exited = Decimal("0.001"), Decimal("58899.99"), Decimal("0.00999")
+                realized = exited * (exit_ - entry)
+            yield ExitVenue(
+                engine,
+                "BTC/USDT:USDT" if swap else "BTC/USDT",
+                q,
+                Decimal(59000),
+                Decimal(61000),
+                ExitStyle.ORDERS if swap else ExitStyle.WATCHED,
+                lambda: fake.set_price("BTC/USDT", 58900),
+                lambda: fake.set_price("BTC/USDT", 61500),
+                realized,
+                # each fee as the exchange prints it, to 8 decimals
+                sum(
+                    (
+                        f.quantize(Decimal("1e-8"))
+                        for f in (q * entry * rate, exited * exit_ * rate)
+                    ),
+                    Decimal(0),
+                ),
+            )
+            await engine.close()
+    else:
+        async with mt5_fake.running() as terminal:
+            engine = await build_engine(settings, broker=terminal.broker(), clock=clock)
+            # entry at the ask 60000.50; the server closes the ticket at the bid 58900
+            # (the price gapped through 59000); no commission on BTCUSD
+            yield ExitVenue(
+                engine,
+                "BTCUSD",
+                q,
+                Decimal(59000),
+                Decimal(61000),
+                ExitStyle.ATTACHED,
+                lambda: terminal.set_tick("BTCUSD", bid="58900.00", ask="58901.00"),
+                lambda: terminal.set_tick("BTCUSD", bid="61500.00", ask="61501.00"),
+                q * (Decimal("58900.00") - Decimal("60000.50")),
+                Decimal(0),
+            )
+            await engine.close()
+
+
+async def test_a_stop_closes_the_trade_once_cancels_the_target_and_posts_one_exit(
+    exit_venue: ExitVenue,
+) -> None:
+    v, engine = exit_venue, exit_venue.engine
+    signal = await engine.signals.propose(
+        Proposal("contract", v.symbol, Side.BUY, v.quantity, stop_loss=v.stop, take_profit=v.target)
+    )
+    assert (await engine.signals.approve(signal.id, "owner:1")).signal.status is (
+        SignalStatus.FILLED
+    )
+    await engine.exits.check()
+    trade = await engine.trades.for_signal(signal.id)
+    assert trade is not None and trade.exit_style is v.style
+    exits = await exit_orders(engine, trade.id)
+    if v.style is ExitStyle.WATCHED:
+        assert exits == []  # nothing rests at the venue: SignalDesk watches the levels
+        assert await engine.broker.open_orders(v.symbol) == []
+    else:
+        assert [(suffix, state, level) for suffix, _, state, level in exits] == [
+            ("sl1", "OPEN", v.stop),
+            ("tp1", "OPEN", v.target),
+        ]
+    if v.style is ExitStyle.ORDERS:  # resting trigger orders at the venue
+        resting = await engine.broker.open_orders(v.symbol)
+        assert sorted((r.order_type, r.trigger_price) for r in resting) == [
+            (OrderType.STOP, v.stop),
+            (OrderType.TAKE_PROFIT, v.target),
+        ]
+    if v.style is ExitStyle.ATTACHED:  # sl/tp on the ticket
+        [position] = await engine.broker.positions()
+        assert position.position_ref == trade.position_ref
+
+    v.through_stop()
+    await engine.exits.check()  # its quote also starts a background check: they race
+
+    async def is_closed() -> bool:
+        return (await engine.trades.trade(trade.id)).status is TradeStatus.CLOSED
+
+    await eventually(is_closed)
+    await engine.exits.check()  # a further look changes nothing
+    closed = await engine.trades.trade(trade.id)
+    assert (closed.status, closed.exit_reason) == (TradeStatus.CLOSED, ExitReason.STOP_LOSS)
+    assert closed.realized_pnl == v.realized
+    assert closed.fees == v.fees
+    [message] = await exit_messages(engine)
+    assert (message.trade_id, message.reason, message.closed) == (
+        trade.id,
+        ExitReason.STOP_LOSS,
+        True,
+    )
+    assert message.net_pnl == v.realized - v.fees
+    if v.style is not ExitStyle.WATCHED:
+        states = {suffix: state for suffix, _, state, _ in await exit_orders(engine, trade.id)}
+        assert (states["sl1"], states["tp1"]) == ("FILLED", "CANCELLED")
+    assert await engine.broker.open_orders(v.symbol) == []
+
+    v.through_target()  # the cancelled target never fills
+    await engine.exits.check()
+
+    assert len(await exit_messages(engine)) == 1
+    assert (await engine.trades.trade(trade.id)).realized_pnl == v.realized
+    assert await engine.broker.open_orders(v.symbol) == []
+    assert await engine.trading.positions() == []

@@ -96,11 +96,12 @@ async def test_closeall_confirmed_closes_and_reports_each_position(start_desk: S
     assert (await desk.answer(first)).text == "Closing…"
     assert (await desk.answer(second)).text == "Already confirmed"
     report = await desk.sandbox.wait_for_message(OWNER, contains="Close results")
-    # bought at 113,689.42, sold at 113,643.94: (113,643.94 - 113,689.42) x 0.01 = -0.45
+    # bought at 113,689.42 (fee 1.1368942), sold at 113,643.94 (fee 1.1364394):
+    # (113,643.94 - 113,689.42) x 0.01 - 1.1368942 - 1.1364394 = -2.7281336
     lines = report.plain_text.splitlines()
     assert lines[:2] == [
         "Close results (confirmed by @ada)",
-        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees",
+        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · net PnL -2.73 after fees",
     ]
     # the closed trade's protective exits are cancelled after its close
     assert [line.split(" order ")[0] for line in lines[2:]] == [

@@ -153,9 +153,7 @@ async def test_demo_shows_heartbeats_then_the_guard_warns_breaches_and_flattens_
     demo = asyncio.create_task(run_demo(settings, None))
     try:
         sandbox = await sandboxes.first()
-        flat = await sandbox.wait_for_message(
-            DEMO_OWNER_ID, contains="Flatten results:", timeout=20
-        )
+        flat = await sandbox.wait_for_message(DEMO_OWNER_ID, contains="Flatten results", timeout=20)
         await sandbox.wait_for(lambda s: len(_heartbeats(s)) >= 2, 15, description="2 beats")
     finally:
         await _ctrl_c(demo)
@@ -174,5 +172,7 @@ async def test_demo_shows_heartbeats_then_the_guard_warns_breaches_and_flattens_
     [breach] = [i for i, t in enumerate(texts) if t.startswith("🛑 Drawdown guard:")]
     assert "Action: pause and close every position" in texts[breach]
     assert warn < breach < chat.index(flat)
-    assert flat.plain_text.startswith("Flatten results:\nBTC/USDT: filled 0.075 at ")
+    assert flat.plain_text.startswith(
+        "Flatten results (drawdown limit)\n✅ BTC/USDT: sold 0.075 @ "
+    )
     assert flat.plain_text.endswith("The account is flat.")

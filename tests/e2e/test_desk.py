@@ -106,8 +106,10 @@ async def test_close_half_then_the_rest_from_the_positions_buttons(start_desk: S
     assert [text for text, _ in prompt.buttons[0]] == ["✅ Close 50% of BTC/USDT", "✖️ Cancel"]
     assert (await desk.answer(desk.confirm(prompt, ConfirmAction.CLOSE))).text == "Closing…"
     text = (await desk.sandbox.wait_for_message(OWNER, contains="Close results")).plain_text
+    # the trade's net so far: -0.4548 - 2.2737884 (entry fee) - 1.1364394 = -3.8650278
     assert (
-        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · realized -0.45 before fees" in text
+        "✅ BTC/USDT: sold 0.01 @ 113,643.94 (fee 1.14 USDT) · net PnL so far -3.87 after fees"
+        in text
     )
     assert "the rest stays open" in text
     [position] = await desk.engine.trading.positions()

@@ -202,8 +202,9 @@ async def test_close_all_cancels_the_resting_entry_first_then_closes_and_cancels
     assert [c.client_order_id for c in report.cancelled] == [entry]
     [close] = report.closes
     assert close.report is not None and close.report.average_price == Decimal("113643.94")
-    # (113,643.94 - 113,689.42) x 0.01
-    assert close.realized_pnl == Decimal("-0.4548")
+    # (113,643.94 - 113,689.42) x 0.01 = -0.4548, less the entry fee 1.1368942 and the
+    # close's 0.01 x 113,643.94 x 0.001 = 1.1364394 (the trade record's net PnL)
+    assert close.net_pnl == Decimal("-2.7281336")
     assert [c.client_order_id for c in report.exits_cancelled] == [stop]
     assert await paper_state(engine, entry) == "CANCELLED"
     assert await paper_state(engine, stop) == "CANCELLED"
@@ -242,8 +243,8 @@ async def test_the_drawdown_flatten_cancels_the_resting_entry_which_never_fills_
     [report] = await alerts(engine, "Flatten results")
     engine.feed.step(900)  # well past the later low that reaches the limit
 
-    assert f"Entry order {entry} (BTC/USDT): cancelled" in report
-    assert "BTC/USDT: filled 0.075 at " in report and " before fees" in report
+    assert "BTC/USDT entry order of signal" in report and f"{entry} cancelled" in report
+    assert "BTC/USDT: sold 0.075 @ " in report and " after fees" in report
     assert "The account is flat." in report
     assert await paper_state(engine, entry) == "CANCELLED"
     assert await engine.trading.positions() == []
@@ -314,10 +315,10 @@ async def test_an_external_position_is_left_by_close_all_and_closed_by_the_flatt
     [text] = await alerts(engine, "Flatten results")
     if flatten_external:
         assert await engine.trading.positions() == []
-        assert "BTC/USDT: filled 0.01" in text and "The account is flat." in text
+        assert "BTC/USDT: sold 0.01" in text and "The account is flat." in text
     else:
         assert len(await engine.trading.positions()) == 1
-        assert "BTC/USDT 0.01: not opened by SignalDesk; left untouched" in text
+        assert "BTC/USDT long 0.01" in text and "external, left untouched" in text
         assert "Everything SignalDesk opened is closed." in text
 
 
@@ -353,11 +354,14 @@ async def test_half_a_long_closes_then_the_rest_and_the_realized_pnl_adds_up(
     assert second.report.average_price == Decimal("112670.61")
     assert sorted(c.client_order_id for c in rest.exits_cancelled) == sorted(resized)
     # by hand: (113,643.94 - 113,689.42) x 0.01 + (112,670.61 - 113,689.42) x 0.01
-    assert first.realized_pnl == Decimal("-0.4548")
-    assert second.realized_pnl == Decimal("-10.1881")
-    assert half.realized_pnl + rest.realized_pnl == Decimal("-10.6429")
     closed = await engine.trading.trades.for_signal(signal_id)
     assert closed is not None and closed.realized_pnl == Decimal("-10.6429")  # the record
+    # net so far after the half: -0.4548 less the entry fee 0.02 x 113,689.42 x 0.001 =
+    # 2.2737884 and the close's 0.01 x 113,643.94 x 0.001 = 1.1364394
+    assert first.net_pnl == Decimal("-3.8650278")
+    # after the rest: -10.6429 less 2.2737884 + 1.1364394 + 0.01 x 112,670.61 x 0.001
+    # (1.1267061) = 4.5369339: the trade's net PnL, as its exit message says
+    assert second.net_pnl == Decimal("-15.1798339") == closed.net_pnl
     async with engine.db.session() as session:
         ledger = await session.get(PaperPositionRow, BTC)
     assert ledger is not None and ledger.realized_pnl == Decimal("-10.6429")  # paper agrees
@@ -431,8 +435,9 @@ async def test_the_book_takes_entry_and_levels_from_the_trade_record_not_the_bal
     assert (view.stop_loss, view.take_profit) == (Decimal(100000), Decimal(130000))
     assert view.exit_style is ExitStyle.ORDERS
     report = await engine.trading.close_all("owner:1")
-    # realized from our entry: (112,670.61 - 113,689.42) x 0.01
-    assert report.closes[0].realized_pnl == Decimal("-10.1881")
+    # from our entry: (112,670.61 - 113,689.42) x 0.01 = -10.1881, less the fees
+    # 1.1368942 + 1.1267061
+    assert report.closes[0].net_pnl == Decimal("-12.4517003")
 
 
 class AmbiguousBroker(RefusingBroker):

@@ -120,7 +120,7 @@ async def test_flatten_closes_the_long_reports_it_and_pauses_exactly_once(
     [breach] = await alerts(engine, MAX)
     assert "Action: pause and close every position" in breach
     [results] = await alerts(engine, "Flatten results")
-    assert "BTC/USDT: filled 0.075 at " in results
+    assert "BTC/USDT: sold 0.075 @ " in results and " after fees" in results
     assert "The account is flat." in results
     assert (await engine.trading.operator_status()).paused
     async with engine.db.session() as session:

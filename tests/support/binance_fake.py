@@ -989,7 +989,7 @@ class BinanceFake:
         """A :class:`CcxtBroker` (binance, testnet mode) pointed at this server, on spot or,
         with ``market_type="swap"``, on the USDⓈ-M perpetuals; ccxt's rate limiter stays on
         with a 1 ms interval. Keyword ``overrides`` go to the constructor
-        (``max_order_quantity=...``)."""
+        (``market_type=...``, ``config=...``)."""
         from core.brokers.ccxt_broker import CcxtBroker
 
         config = {

@@ -14,7 +14,8 @@ from sqlmodel import col, select
 
 from core.app import Engine, build_engine
 from core.db.models import OutboxRow
-from core.notify import Priority
+from core.notify import NoticeKind, Priority
+from core.services.risk import FlattenReport
 
 BTC = "BTC/USDT"
 #: Open time of the candle whose close is the replay's all-time high (126,011.18).
@@ -54,12 +55,18 @@ async def outbox(engine: Engine) -> list[OutboxRow]:
 
 
 async def alerts(engine: Engine, containing: str = "") -> list[str]:
-    """Texts of alert-priority rows containing ``containing``."""
-    return [
-        row.text
+    """Texts of alert-priority rows containing ``containing``; typed rows worded as the
+    deliverer words them (a flatten report by :func:`bot.render.flatten_text`)."""
+    from bot.render import flatten_text  # the face words typed notifications
+
+    texts = [
+        flatten_text(FlattenReport.from_payload(row.payload))
+        if row.kind == NoticeKind.FLATTEN_REPORT.value
+        else row.text
         for row in await outbox(engine)
-        if row.priority == Priority.ALERT and containing in row.text
+        if row.priority == Priority.ALERT
     ]
+    return [text for text in texts if containing in text]
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:

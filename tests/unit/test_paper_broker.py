@@ -54,7 +54,6 @@ from core.errors import (
     InvalidQuantityError,
     OrderNotFoundError,
     OrderRejectedError,
-    QuantityLimitError,
     UnknownSymbolError,
 )
 from core.marketdata.replay import ReplayFeed, load_candles
@@ -552,23 +551,6 @@ async def test_close_position_when_flat_returns_none_and_places_nothing(
     assert await _count(db, PaperOrderRow) == 0
 
 
-async def test_close_position_may_exceed_the_max_order_quantity(
-    make_broker: Any, db: Database
-) -> None:
-    broker = make_broker(starting_balance=D(300000))
-    await broker.place_order(market("a", Side.BUY, "0.6"))
-    await broker.place_order(market("b", Side.BUY, "0.6"))
-    with pytest.raises(QuantityLimitError):
-        await broker.place_order(market("too-big", Side.SELL, "1.2"))
-
-    report = await broker.close_position(SYMBOL, "close-1")
-
-    assert report is not None
-    assert (report.state, report.quantity) == (OrderState.FILLED, D("1.2"))
-    assert await broker.positions() == []
-    assert await _count(db, PaperOrderRow) == 3
-
-
 # --- errors ---------------------------------------------------------------------------------
 
 
@@ -592,12 +574,6 @@ async def test_close_position_may_exceed_the_max_order_quantity(
             InvalidQuantityError,
             "quantity must be positive, got -0.01",
             id="negative-quantity",
-        ),
-        pytest.param(
-            market("x", Side.BUY, "1.5"),
-            QuantityLimitError,
-            "quantity 1.5 exceeds the limit 1",
-            id="over-max-quantity",
         ),
         pytest.param(
             # needed = 0.09 x 113689.42 + fee 10.2320478 = 10232.0478 + 10.2320478
@@ -626,16 +602,6 @@ async def test_invalid_order_raises_its_typed_error_and_writes_nothing(
     assert await _count(db, PaperPositionRow) == 0
     account = await broker.account()
     assert (account.balance, account.equity, account.margin) == (D(10000), D(10000), D(0))
-
-
-async def test_quantity_at_the_limit_passes_and_just_over_it_fails(make_broker: Any) -> None:
-    broker = make_broker(max_order_quantity=D("0.05"))
-
-    with pytest.raises(QuantityLimitError):
-        await broker.place_order(market("over", Side.BUY, "0.05000001"))
-    report = await broker.place_order(market("at", Side.BUY, "0.05"))
-
-    assert report.state is OrderState.FILLED
 
 
 async def test_margin_just_enough_fills(broker: PaperBroker) -> None:

@@ -39,6 +39,22 @@ def test_average_entry_over_two_fills_is_weighted_by_quantity() -> None:
     assert ledger.fees == D("4.12")
 
 
+def test_a_fee_taken_in_the_coin_bought_is_not_held_so_selling_what_is_held_closes() -> None:
+    # spot: 0.01 BTC bought at 60000.01 paying 0.00001 BTC (0.6000001 USDT at the fill)
+    ledger = add_entry(
+        Ledger(Side.BUY), D("0.01"), D("60000.01"), D("0.6000001"), fee_in_base=D("0.00001")
+    )
+    assert (ledger.quantity, ledger.quantity_open) == (D("0.01"), D("0.00999"))
+
+    closed = add_exit(ledger, D("0.00999"), D("58899.99"), D("0.5884109"))
+
+    assert closed.quantity_open == 0
+    assert closed.realized_pnl == D("0.00999") * (D("58899.99") - D("60000.01"))
+    assert closed.fees == D("1.188411")
+    with pytest.raises(ValueError, match="base fee"):
+        add_entry(Ledger(Side.BUY), D("0.01"), D(1), D(0), fee_in_base=D("0.01"))
+
+
 def test_a_non_terminating_average_is_rounded_to_the_quantum() -> None:
     ledger = add_entry(Ledger(Side.BUY), D("1"), D("1"), D(0))
     ledger = add_entry(ledger, D("2"), D("2"), D(0))
