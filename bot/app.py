@@ -4,7 +4,8 @@
 run, so they share one code path. Its dispatcher's start-up hook builds the engine, wires
 the outbox deliverer to the notifier, starts the deliverer, the always-on duties
 (:mod:`core.scheduler`: heartbeat, drawdown guard, expiry, reconciliation, strategy) and,
-when ``PORT`` is set, the webhook, all without a single call to Telegram; its shutdown hook
+when ``PORT`` is set, the webhook, all without a single call to Telegram (the duties run only
+in the process that leads them, :class:`core.leader.Leadership`); its shutdown hook
 stops them in reverse order and closes the engine; aiogram's ``start_polling`` closes the
 bot's HTTP session after that.
 
@@ -15,10 +16,11 @@ retried by aiogram; meanwhile the duties run and their messages wait in the outb
 is delivered once Telegram answers. :attr:`BotApp.telegram` (:class:`bot.link.TelegramLink`)
 says whether Telegram answers, and the outage is logged once when it starts and once
 when it ends (aiogram's per-attempt polling lines are filtered out). So one
-``python -m bot`` process is a whole SignalDesk; do not run ``signaldesk engine`` beside
-it on the same database (two heartbeats, two guards). Services reach handlers through the
-dispatcher's workflow data: ``engine``, ``cards``, ``settings``, ``started_at`` (the
-``time.monotonic()`` of start-up).
+``python -m bot`` process is a whole SignalDesk; on PostgreSQL more processes (bots and
+``signaldesk engine``) may share the database: each delivers the outbox (rows claimed with
+``FOR UPDATE SKIP LOCKED``) and one of them, elected, runs the duties. Services reach
+handlers through the dispatcher's workflow data: ``engine``, ``cards``, ``settings``,
+``started_at`` (the ``time.monotonic()`` of start-up).
 
 Long polling goes to Telegram, or to ``TELEGRAM_API_BASE`` when set (a self-hosted Bot API
 server, or the sandbox). The token is only ever handed to aiogram; nothing logs it.
@@ -61,6 +63,7 @@ from bot.middlewares import OwnerOnly, StaleCommands
 from core.app import Engine, build_engine
 from core.config import Settings
 from core.errors import ConfigError, SignalDeskError
+from core.leader import Leadership
 from core.notify import OutboxNotifier
 from core.scheduler import DutyScheduler, build_scheduler
 from core.webhook import start_webhook
@@ -221,7 +224,7 @@ class BotApp:
     owner_only: OwnerOnly
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    scheduler: DutyScheduler | None = None
+    leadership: Leadership | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @classmethod
@@ -257,6 +260,11 @@ class BotApp:
         deliverer: OutboxDeliverer = self.dispatcher["deliverer"]
         return deliverer
 
+    @property
+    def scheduler(self) -> DutyScheduler | None:
+        """The duties' scheduler while this process leads them, else None."""
+        return self.leadership.scheduler if self.leadership is not None else None
+
     async def run(self, *, handle_signals: bool = True) -> None:
         """Long-poll until stopped; start-up and shutdown hooks run around it. Telegram
         being unreachable does not end it (see the module docstring)."""
@@ -287,10 +295,10 @@ class BotApp:
             )
             delivering = asyncio.create_task(deliverer.run(), name="outbox-deliverer")
             stack.push_async_callback(_cancel, delivering)
-            scheduler = build_scheduler(engine)
-            scheduler.start()
-            stack.push_async_callback(scheduler.stop)
-            self.scheduler = scheduler
+            leadership = Leadership(engine.db, lambda: build_scheduler(engine))
+            await leadership.start()
+            stack.push_async_callback(leadership.stop)
+            self.leadership = leadership
             if settings.port is not None:
                 webhook = await start_webhook(engine, settings.port)
                 stack.push_async_callback(webhook.cleanup)
@@ -302,7 +310,8 @@ class BotApp:
             owners=len(settings.owner_ids),
             database=engine.db.dialect,
             broker=engine.broker.name,
-            jobs=[job.id for job in scheduler.get_jobs()],
+            leader=leadership.leader,
+            jobs=[job.id for job in self.scheduler.get_jobs()] if self.scheduler else [],
             webhook=settings.port,
         )
         # aiogram's models and the engine are ~240k long-lived objects: a full collection
