@@ -58,6 +58,7 @@ from aiogram.utils.backoff import Backoff, BackoffConfig
 from bot import render
 from bot.delivery import Cards, DeliveryPolicy, OutboxDeliverer, resolve_chat
 from bot.handlers import get_routers
+from bot.health import Metrics, start_health
 from bot.link import TelegramLink
 from bot.middlewares import OwnerOnly, StaleCommands
 from core.app import Engine, build_engine
@@ -71,6 +72,7 @@ from core.webhook import start_webhook
 __all__ = ["BotApp", "check_settings"]
 
 log = structlog.get_logger(__name__)
+
 
 UNSET_BOT = (
     "TELEGRAM_BOT_TOKEN is not set: set it to your bot's token from @BotFather, "
@@ -225,6 +227,8 @@ class BotApp:
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     leadership: Leadership | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    health_port: int | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @classmethod
@@ -241,9 +245,13 @@ class BotApp:
         dispatcher.message.outer_middleware(StaleCommands(settings.command_max_age_seconds))
         dispatcher.include_routers(*get_routers())
         dispatcher.errors.register(_on_error)
+        metrics = Metrics()
+        dispatcher.callback_query.outer_middleware(metrics.tap_timer())
         link = TelegramLink()
         bot = _create_bot(settings, link)
+        bot.session.middleware(metrics.request_counter())
         app = cls(settings, bot, dispatcher, link, owner_only, policy or DeliveryPolicy())
+        app.metrics = metrics
         dispatcher.startup.register(app._startup)
         dispatcher.shutdown.register(app._shutdown)
         return app
@@ -296,9 +304,13 @@ class BotApp:
             delivering = asyncio.create_task(deliverer.run(), name="outbox-deliverer")
             stack.push_async_callback(_cancel, delivering)
             leadership = Leadership(engine.db, lambda: build_scheduler(engine))
+            leadership.on_run = self.metrics.duty_ran
             await leadership.start()
             stack.push_async_callback(leadership.stop)
             self.leadership = leadership
+            health = await start_health(self)
+            if health is not None:
+                stack.push_async_callback(health.cleanup)
             if settings.port is not None:
                 webhook = await start_webhook(engine, settings.port)
                 stack.push_async_callback(webhook.cleanup)
@@ -313,6 +325,7 @@ class BotApp:
             leader=leadership.leader,
             jobs=[job.id for job in self.scheduler.get_jobs()] if self.scheduler else [],
             webhook=settings.port,
+            health=self.health_port,
         )
         # aiogram's models and the engine are ~240k long-lived objects: a full collection
         # scanning them takes ~140 ms (a tap that meets one waits); frozen, it takes ~0

@@ -232,6 +232,13 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     port: int | None = Field(None, ge=0, le=65535, description="webhook HTTP port")
     webhook_max_body_bytes: int = Field(16384, gt=0)
+    health_port: int | None = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="/healthz, /readyz and /metrics while the bot runs; 0 = any free port",
+    )
+    health_host: str = Field("127.0.0.1", description="address the health port binds")
 
     # --- ccxt ---------------------------------------------------------------------------
     ccxt_exchange: str = "binance"

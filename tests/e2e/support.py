@@ -52,6 +52,7 @@ def test_settings(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:
         "telegram_chat_id": None,
         "expiry_check_interval": 1,
         "log_level": "WARNING",
+        "health_port": 0,  # a free port each: desks of parallel tests never collide
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -88,6 +88,7 @@ async def test_two_bots_and_an_engine_run_each_duty_once_and_take_over_from_a_ki
         TELEGRAM_API_BASE=sandbox.base_url,
         TELEGRAM_OWNER_IDS=str(OWNER),
         HEARTBEAT_INTERVAL="2",
+        HEALTH_PORT="0",
         FEED_SPEED="0",
         LOG_JSON="true",
         LOG_LEVEL="DEBUG",
