@@ -61,9 +61,10 @@ from bot.handlers import get_routers
 from bot.health import Metrics, start_health
 from bot.link import TelegramLink
 from bot.middlewares import OwnerOnly, StaleCommands
+from bot.preflight import check_settings
 from core.app import Engine, build_engine
 from core.config import Settings
-from core.errors import ConfigError, SignalDeskError
+from core.errors import SignalDeskError
 from core.leader import Leadership
 from core.notify import OutboxNotifier
 from core.scheduler import DutyScheduler, build_scheduler
@@ -72,29 +73,6 @@ from core.webhook import start_webhook
 __all__ = ["BotApp", "check_settings"]
 
 log = structlog.get_logger(__name__)
-
-
-UNSET_BOT = (
-    "TELEGRAM_BOT_TOKEN is not set: set it to your bot's token from @BotFather, "
-    "or run `make demo` to try SignalDesk on the local sandbox"
-)
-UNSET_OWNERS = (
-    "TELEGRAM_OWNER_IDS is not set: the bot refuses to start without owners "
-    "(your Telegram user id, e.g. TELEGRAM_OWNER_IDS=123456789)"
-)
-
-
-def check_settings(settings: Settings) -> None:
-    """Refuse settings the bot cannot run on: no token, or no owners (deny by default:
-    a bot without owners would answer nobody, or worse, anybody).
-
-    Raises:
-        ConfigError: one line saying what to set.
-    """
-    if settings.telegram_bot_token is None:
-        raise ConfigError(UNSET_BOT)
-    if not settings.owner_ids:
-        raise ConfigError(UNSET_OWNERS)
 
 
 def _pin_response_models() -> tuple[type, ...]:

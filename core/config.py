@@ -176,6 +176,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_json: bool = Field(False, description="JSON log lines instead of the console format")
+    sentry_dsn: SecretStr | None = Field(
+        None, description="report errors to Sentry (the sentry extra)"
+    )
 
     # --- paper broker and replay feed ---------------------------------------------------
     paper_starting_balance: PositiveDecimal = Field(Decimal(10000))
@@ -330,7 +333,7 @@ class Settings(BaseSettings):
         """Every secret value these settings hold, for the log redaction
         (:func:`core.logging.configure_logging`): the bot token and its secret part, the
         webhook secret, the exchange's key, secret and password, the MT5 password, the
-        database password and the path and query of ``HEARTBEAT_PING_URL``."""
+        Sentry DSN, the database password and the path and query of ``HEARTBEAT_PING_URL``."""
         values = [
             secret.get_secret_value()
             for secret in (
@@ -340,6 +343,7 @@ class Settings(BaseSettings):
                 self.ccxt_secret,
                 self.ccxt_password,
                 self.mt5_password,
+                self.sentry_dsn,
             )
             if secret is not None
         ]
