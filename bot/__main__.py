@@ -1,32 +1,55 @@
 """``python -m bot``: run the Telegram bot (long polling) on the configured engine.
 
+The settings, the token and the owners are checked before aiogram is imported (about a
+second of imports), so a bot that cannot start says so at once.
+
 Exit status: 0 after a clean stop (SIGINT/SIGTERM), 2 when the settings cannot be served
-(one line on stderr says what to set).
+(one line on stderr says what to set; a JSON log line when ``LOG_JSON=true``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
-from bot.app import BotApp
-from bot.delivery import DeliveryPolicy
-from core.config import load_settings
+from bot.preflight import check_settings
+from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.logging import configure_logging
+
+if TYPE_CHECKING:
+    from bot.delivery import DeliveryPolicy
+
+
+def _refuse(exc: ConfigError, settings: Settings | None) -> int:
+    """One line saying why the bot cannot start: JSON once ``LOG_JSON=true`` is known."""
+    if settings is not None and settings.log_json:
+        import structlog
+
+        structlog.get_logger("bot").error("bot.cannot_start", error=str(exc))
+    else:
+        sys.stderr.write(f"signaldesk bot: {exc}\n")
+    return 2
 
 
 def main(policy: DeliveryPolicy | None = None) -> int:
     """Load the settings, refuse to start without a token or owners, then poll.
     ``policy`` changes the outbox's pace (the benchmarks post cards unpaced)."""
+    settings: Settings | None = None
     try:
         settings = load_settings()
-        app = BotApp.from_settings(settings, policy)
+        check_settings(settings)
         configure_logging(settings.log_level, json=settings.log_json, secrets=settings.secrets())
+        from core.reporting import init_error_reporting
+
+        init_error_reporting(settings)
+        from bot.app import BotApp  # aiogram: only for a bot that can start
+
+        app = BotApp.from_settings(settings, policy)
         asyncio.run(app.run())
     except ConfigError as exc:  # also a broker extra missing when the engine is built
-        sys.stderr.write(f"signaldesk bot: {exc}\n")
-        return 2
+        return _refuse(exc, settings)
     return 0
 
 

@@ -4,7 +4,8 @@
 run, so they share one code path. Its dispatcher's start-up hook builds the engine, wires
 the outbox deliverer to the notifier, starts the deliverer, the always-on duties
 (:mod:`core.scheduler`: heartbeat, drawdown guard, expiry, reconciliation, strategy) and,
-when ``PORT`` is set, the webhook, all without a single call to Telegram; its shutdown hook
+when ``PORT`` is set, the webhook, all without a single call to Telegram (the duties run only
+in the process that leads them, :class:`core.leader.Leadership`); its shutdown hook
 stops them in reverse order and closes the engine; aiogram's ``start_polling`` closes the
 bot's HTTP session after that.
 
@@ -15,10 +16,11 @@ retried by aiogram; meanwhile the duties run and their messages wait in the outb
 is delivered once Telegram answers. :attr:`BotApp.telegram` (:class:`bot.link.TelegramLink`)
 says whether Telegram answers, and the outage is logged once when it starts and once
 when it ends (aiogram's per-attempt polling lines are filtered out). So one
-``python -m bot`` process is a whole SignalDesk; do not run ``signaldesk engine`` beside
-it on the same database (two heartbeats, two guards). Services reach handlers through the
-dispatcher's workflow data: ``engine``, ``cards``, ``settings``, ``started_at`` (the
-``time.monotonic()`` of start-up).
+``python -m bot`` process is a whole SignalDesk; on PostgreSQL more processes (bots and
+``signaldesk engine``) may share the database: each delivers the outbox (rows claimed with
+``FOR UPDATE SKIP LOCKED``) and one of them, elected, runs the duties. Services reach
+handlers through the dispatcher's workflow data: ``engine``, ``cards``, ``settings``,
+``started_at`` (the ``time.monotonic()`` of start-up).
 
 Long polling goes to Telegram, or to ``TELEGRAM_API_BASE`` when set (a self-hosted Bot API
 server, or the sandbox). The token is only ever handed to aiogram; nothing logs it.
@@ -57,11 +59,14 @@ from bot import render
 from bot.chart import warm_up
 from bot.delivery import Cards, DeliveryPolicy, OutboxDeliverer, resolve_chat
 from bot.handlers import get_routers
+from bot.health import Metrics, start_health
 from bot.link import TelegramLink
 from bot.middlewares import OwnerOnly, StaleCommands
+from bot.preflight import check_settings
 from core.app import Engine, build_engine
 from core.config import Settings
-from core.errors import ConfigError, SignalDeskError
+from core.errors import SignalDeskError
+from core.leader import Leadership
 from core.notify import OutboxNotifier
 from core.scheduler import DutyScheduler, build_scheduler
 from core.webhook import start_webhook
@@ -69,28 +74,6 @@ from core.webhook import start_webhook
 __all__ = ["BotApp", "check_settings"]
 
 log = structlog.get_logger(__name__)
-
-UNSET_BOT = (
-    "TELEGRAM_BOT_TOKEN is not set: set it to your bot's token from @BotFather, "
-    "or run `make demo` to try SignalDesk on the local sandbox"
-)
-UNSET_OWNERS = (
-    "TELEGRAM_OWNER_IDS is not set: the bot refuses to start without owners "
-    "(your Telegram user id, e.g. TELEGRAM_OWNER_IDS=123456789)"
-)
-
-
-def check_settings(settings: Settings) -> None:
-    """Refuse settings the bot cannot run on: no token, or no owners (deny by default:
-    a bot without owners would answer nobody, or worse, anybody).
-
-    Raises:
-        ConfigError: one line saying what to set.
-    """
-    if settings.telegram_bot_token is None:
-        raise ConfigError(UNSET_BOT)
-    if not settings.owner_ids:
-        raise ConfigError(UNSET_OWNERS)
 
 
 def _pin_response_models() -> tuple[type, ...]:
@@ -222,7 +205,9 @@ class BotApp:
     owner_only: OwnerOnly
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    scheduler: DutyScheduler | None = None
+    leadership: Leadership | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    health_port: int | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @classmethod
@@ -239,9 +224,13 @@ class BotApp:
         dispatcher.message.outer_middleware(StaleCommands(settings.command_max_age_seconds))
         dispatcher.include_routers(*get_routers())
         dispatcher.errors.register(_on_error)
+        metrics = Metrics()
+        dispatcher.callback_query.outer_middleware(metrics.tap_timer())
         link = TelegramLink()
         bot = _create_bot(settings, link)
+        bot.session.middleware(metrics.request_counter())
         app = cls(settings, bot, dispatcher, link, owner_only, policy or DeliveryPolicy())
+        app.metrics = metrics
         dispatcher.startup.register(app._startup)
         dispatcher.shutdown.register(app._shutdown)
         return app
@@ -257,6 +246,11 @@ class BotApp:
         """The running outbox deliverer (after start-up)."""
         deliverer: OutboxDeliverer = self.dispatcher["deliverer"]
         return deliverer
+
+    @property
+    def scheduler(self) -> DutyScheduler | None:
+        """The duties' scheduler while this process leads them, else None."""
+        return self.leadership.scheduler if self.leadership is not None else None
 
     async def run(self, *, handle_signals: bool = True) -> None:
         """Long-poll until stopped; start-up and shutdown hooks run around it. Telegram
@@ -291,10 +285,14 @@ class BotApp:
             )
             delivering = asyncio.create_task(deliverer.run(), name="outbox-deliverer")
             stack.push_async_callback(_cancel, delivering)
-            scheduler = build_scheduler(engine)
-            scheduler.start()
-            stack.push_async_callback(scheduler.stop)
-            self.scheduler = scheduler
+            leadership = Leadership(engine.db, lambda: build_scheduler(engine))
+            leadership.on_run = self.metrics.duty_ran
+            await leadership.start()
+            stack.push_async_callback(leadership.stop)
+            self.leadership = leadership
+            health = await start_health(self)
+            if health is not None:
+                stack.push_async_callback(health.cleanup)
             if settings.port is not None:
                 webhook = await start_webhook(engine, settings.port)
                 stack.push_async_callback(webhook.cleanup)
@@ -306,8 +304,10 @@ class BotApp:
             owners=len(settings.owner_ids),
             database=engine.db.dialect,
             broker=engine.broker.name,
-            jobs=[job.id for job in scheduler.get_jobs()],
+            leader=leadership.leader,
+            jobs=[job.id for job in self.scheduler.get_jobs()] if self.scheduler else [],
             webhook=settings.port,
+            health=self.health_port,
         )
         # aiogram's models and the engine are ~240k long-lived objects: a full collection
         # scanning them takes ~140 ms (a tap that meets one waits); frozen, it takes ~0

@@ -52,6 +52,12 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
   ``OutboxNotifier.on_enqueue``) and polling every ``poll_interval`` seconds for rows
   written by other processes (the CLI, the webhook).
 
+**More than one process** (PostgreSQL): each delivering process claims the row it sends
+with ``SELECT ... FOR UPDATE SKIP LOCKED`` in a transaction held until the row is marked
+delivered, so no two processes send one row; the others skip it and take the next. A
+process that dies mid-send releases its claim with its connection. On SQLite (one process)
+rows are read without a claim, and no transaction is held across a send.
+
 Delivery is at-least-once: a crash between a successful send and the commit that marks the
 row repeats that one message after the restart.
 """
@@ -60,8 +66,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import structlog
@@ -424,6 +430,7 @@ class OutboxDeliverer:
         self.policy = policy or DeliveryPolicy()
         self._link = link or TelegramLink()
         self.in_flight: int | None = None
+        self._claimed: AsyncSession | None = None  # the claim's transaction (PostgreSQL)
         self._chat_limit = AsyncLimiter(1, self.policy.chat_interval)
         self._global_limit = AsyncLimiter(self.policy.global_per_second, 1.0)
         self._wake = asyncio.Event()
@@ -458,14 +465,39 @@ class OutboxDeliverer:
         Returns False when there was nothing to deliver."""
         if await self._next_row() is None:
             return False
-        async with self._chat_limit, self._global_limit:
-            row = await self._next_row()  # an alert may have arrived while we waited
-            if row is None:
+        async with self._chat_limit, self._global_limit, self._claim() as row:
+            if row is None:  # an alert may have arrived while we waited: _claim takes it
                 return False
             await self._deliver(row)
         return True
 
-    async def _next_row(self) -> OutboxRow | None:
+    @asynccontextmanager
+    async def _claim(self) -> AsyncIterator[OutboxRow | None]:
+        """The next row to deliver, claimed until the block ends (the module docstring:
+        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; no claim on SQLite)."""
+        if self._engine.db.dialect != "postgresql":
+            yield await self._next_row()
+            return
+        async with self._engine.db.session() as session:
+            row = await self._next_row(session)
+            self._claimed = session if row is not None else None
+            try:
+                yield row
+            finally:
+                self._claimed = None
+
+    @asynccontextmanager
+    async def _row_session(self) -> AsyncIterator[AsyncSession]:
+        """Where the claimed row is written: the claim's own transaction (another
+        connection would wait for the claim's lock forever), else a new session."""
+        if self._claimed is not None:
+            yield self._claimed
+            await self._claimed.flush()
+            return
+        async with self._engine.db.session() as session:
+            yield session
+
+    async def _next_row(self, claim: AsyncSession | None = None) -> OutboxRow | None:
         card = aliased(OutboxRow)
         card_pending = exists().where(
             col(card.kind) == NoticeKind.SIGNAL_CARD.value,
@@ -479,6 +511,9 @@ class OutboxDeliverer:
             .order_by(col(OutboxRow.priority), col(OutboxRow.id))
             .limit(1)
         )
+        if claim is not None:
+            query = query.with_for_update(skip_locked=True, of=OutboxRow)
+            return (await claim.exec(query)).first()
         async with self._engine.db.session() as session:
             return (await session.exec(query)).first()
 
@@ -510,7 +545,7 @@ class OutboxDeliverer:
             self.in_flight = None
         if error:
             log.warning("outbox.dropped", row=row.id, kind=row.kind, error=error)
-        async with self._engine.db.session() as session:
+        async with self._row_session() as session:
             stored = await session.get(OutboxRow, row.id)
             assert stored is not None
             stored.delivered_at = utcnow()
@@ -549,7 +584,7 @@ class OutboxDeliverer:
 
     async def _note(self, row: OutboxRow, error: str) -> None:
         """Record why ``row`` waits (``last_error``; it stays undelivered)."""
-        async with self._engine.db.session() as session:
+        async with self._row_session() as session:
             stored = await session.get(OutboxRow, row.id)
             if stored is not None:
                 stored.last_error = error[:500]

@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_json: bool = Field(False, description="JSON log lines instead of the console format")
+    sentry_dsn: SecretStr | None = Field(
+        None, description="report errors to Sentry (the sentry extra)"
+    )
 
     # --- paper broker and replay feed ---------------------------------------------------
     paper_starting_balance: PositiveDecimal = Field(Decimal(10000))
@@ -249,6 +252,13 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     port: int | None = Field(None, ge=0, le=65535, description="webhook HTTP port")
     webhook_max_body_bytes: int = Field(16384, gt=0)
+    health_port: int | None = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="/healthz, /readyz and /metrics while the bot runs; 0 = any free port",
+    )
+    health_host: str = Field("127.0.0.1", description="address the health port binds")
 
     # --- ccxt ---------------------------------------------------------------------------
     ccxt_exchange: str = "binance"
@@ -369,7 +379,7 @@ class Settings(BaseSettings):
         """Every secret value these settings hold, for the log redaction
         (:func:`core.logging.configure_logging`): the bot token and its secret part, the
         webhook secret, the exchange's key, secret and password, the MT5 password, the
-        database password and the path and query of ``HEARTBEAT_PING_URL``."""
+        Sentry DSN, the database password and the path and query of ``HEARTBEAT_PING_URL``."""
         values = [
             secret.get_secret_value()
             for secret in (
@@ -379,6 +389,7 @@ class Settings(BaseSettings):
                 self.ccxt_secret,
                 self.ccxt_password,
                 self.mt5_password,
+                self.sentry_dsn,
             )
             if secret is not None
         ]

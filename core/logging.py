@@ -12,6 +12,12 @@ last step before it is written, tracebacks included. It replaces with ``***``:
 - whatever looks like a bot token (``bot<digits>:<30+ characters>`` in a Bot API URL, or
   ``<digits>:<30+ characters>`` alone) and the password of any ``scheme://user:password@``.
 
+With ``json=True`` every line is one JSON object: structlog's own, and the standard
+library's (aiogram, aiohttp, APScheduler, alembic, ccxt, asyncio, Python's warnings) through
+structlog's ``ProcessorFormatter`` with the same fields (``event``, ``level``, ``logger``,
+``timestamp``, ``exception``); uncaught exceptions, in the main thread, in other threads
+and in ``__del__`` (unraisable), are logged too, never printed raw.
+
 httpx's and aiohttp's per-request INFO lines (which carry URLs) are off at every level, and
 an uncaught exception's traceback is logged (so redacted) instead of printed raw. A line
 that cannot be written is dropped, never raised into the code that logged it (the standard
@@ -24,6 +30,7 @@ import json as jsonlib
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable
 from contextlib import suppress
 from typing import Any
@@ -126,6 +133,42 @@ def _log_uncaught(kind: type[BaseException], error: BaseException, tb: Any) -> N
     logging.getLogger("signaldesk").critical("uncaught exception", exc_info=(kind, error, tb))
 
 
+def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: a thread's uncaught exception, as a log line."""
+    if args.exc_value is None:
+        return
+    logging.getLogger("signaldesk").critical(
+        "uncaught exception in a thread",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
+def _log_unraisable(unraisable: Any) -> None:
+    """``sys.unraisablehook``: an exception Python could not raise (``__del__``)."""
+    error = unraisable.exc_value
+    logging.getLogger("signaldesk").error(
+        "unraisable exception",
+        exc_info=(type(error), error, unraisable.exc_traceback) if error else None,
+    )
+
+
+def _json_formatter() -> logging.Formatter:
+    """The standard library's records as structlog's JSON lines, redacted."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+            _redact_rendered,
+        ],
+    )
+
+
 def configure_logging(
     level: str = "INFO", *, json: bool = False, secrets: Iterable[str | None] = ()
 ) -> None:
@@ -134,9 +177,12 @@ def configure_logging(
     :data:`redactor` first (pass :meth:`core.config.Settings.secrets`)."""
     redactor.add(secrets)
     sys.excepthook = _log_uncaught  # a crash's traceback is a log line too
+    threading.excepthook = _log_thread_uncaught
+    sys.unraisablehook = _log_unraisable
+    logging.captureWarnings(True)  # warnings.warn(...) lines go through the handler
     stream = sys.stderr
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(_RedactingFormatter("%(message)s"))
+    handler.setFormatter(_json_formatter() if json else _RedactingFormatter("%(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     numeric = logging.getLevelName(level)
     for noisy in NOISY:

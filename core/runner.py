@@ -1,7 +1,8 @@
 """The headless engine (``signaldesk engine``): the always-on duties without Telegram.
 
-:func:`run_engine` builds the engine, starts the scheduler (whose first runs are the
-start-up reconciliation, a drawdown check and a heartbeat; see :mod:`core.scheduler`),
+:func:`run_engine` builds the engine, competes for the duties (:class:`core.leader.Leadership`;
+once leading, the scheduler's first runs are the start-up reconciliation, a drawdown check
+and a heartbeat; see :mod:`core.scheduler`),
 serves the webhook on ``$PORT`` when ``PORT`` is set, and runs until SIGINT or SIGTERM.
 Messages it produces wait in the outbox until a bot process delivers them.
 """
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from core.app import build_engine
 from core.config import Settings
+from core.leader import Leadership
 from core.scheduler import build_scheduler
 from core.webhook import start_webhook
 
@@ -36,18 +38,18 @@ async def run_engine(settings: Settings, *, stop: asyncio.Event | None = None) -
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     engine = await build_engine(settings)
-    scheduler = build_scheduler(engine)
+    leadership = Leadership(engine.db, lambda: build_scheduler(engine))
     site: web.AppRunner | None = None
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
-        scheduler.start()
+        await leadership.start()
         if settings.port is not None:
             site = await start_webhook(engine, settings.port)
         log.info(
             "engine running",
             broker=engine.broker.name,
-            jobs=[job.id for job in scheduler.get_jobs()],
+            leader=leadership.leader,
             webhook=settings.port is not None,
         )
         await stop.wait()
@@ -57,5 +59,5 @@ async def run_engine(settings: Settings, *, stop: asyncio.Event | None = None) -
             loop.remove_signal_handler(sig)
         if site is not None:
             await site.cleanup()
-        await scheduler.stop()
+        await leadership.stop()
         await engine.close()

@@ -54,6 +54,7 @@ def test_settings(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:
         "expiry_check_interval": 1,
         "log_level": "WARNING",
         "card_charts": False,  # text cards; tests of chart cards turn them on
+        "health_port": 0,  # a free port each: desks of parallel tests never collide
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
