@@ -245,8 +245,9 @@ async def exit_venue(
                 Decimal(59000),
                 Decimal(61000),
                 ExitStyle.ORDERS if swap else ExitStyle.WATCHED,
-                lambda: fake.set_price("BTC/USDT", 58900),
-                lambda: fake.set_price("BTC/USDT", 61500),
+                # time passes as the price moves: past the market data's quote cache
+                lambda: (fake.set_price("BTC/USDT", 58900), clock.advance(60)),
+                lambda: (fake.set_price("BTC/USDT", 61500), clock.advance(60)),
                 realized,
                 # each fee as the exchange prints it, to 8 decimals
                 sum(
@@ -314,6 +315,7 @@ async def test_a_stop_closes_the_trade_once_cancels_the_target_and_posts_one_exi
     await engine.exits.check()  # its quote also starts a background check: they race
 
     async def is_closed() -> bool:
+        await engine.exits.check()  # as the exits job does; a cached quote ages out
         return (await engine.trades.trade(trade.id)).status is TradeStatus.CLOSED
 
     await eventually(is_closed)

