@@ -138,7 +138,7 @@ class ExitReason(enum.StrEnum):
 
 
 class SignalStatus(enum.StrEnum):
-    """States of the signal lifecycle (see DESIGN.md, "The signal lifecycle")."""
+    """States of the signal lifecycle (docs/architecture.md, "The signal lifecycle")."""
 
     PROPOSED = "PROPOSED"
     APPROVED = "APPROVED"

@@ -1,7 +1,7 @@
 """The market-data port: quotes, closed candles and the symbols a venue lists.
 
 Strategies, the drift check, charts and the exit watcher read prices here, never from a
-broker's private feed (DESIGN.md, "Market data"). Implementations:
+broker's private feed (docs/architecture.md, "Market data"). Implementations:
 :class:`~core.marketdata.replay.ReplayMarketData` (the embedded default, no network),
 :class:`~core.marketdata.ccxt_data.CcxtMarketData` (public endpoints, no key) and
 :class:`~core.marketdata.mt5_data.Mt5MarketData`.

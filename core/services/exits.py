@@ -1,5 +1,6 @@
-"""Protective exits: a card's stop loss and take profit made true (DESIGN.md, "Trades and
-protective exits"; docs/trades.md).
+"""Protective exits: a card's stop loss and take profit made true (docs/trades.md): every
+filled entry with a stop loss or take profit gets its exits at the venue where it holds
+them, else watched by SignalDesk; one cancels the other; every exit posts its PnL.
 
 When an entry fills, :meth:`ExitService.sync` asks the venue where exits can live
 (:meth:`~core.brokers.base.Broker.exit_style`) and records it on the trade:
@@ -23,8 +24,8 @@ When an entry fills, :meth:`ExitService.sync` asks the venue where exits can liv
   reconciler resolves it by client order id (never a second exit).
 
 Prices: :meth:`ExitService.check` reads the market-data port (``market``, the engine's
-market data when it is the venue's own or set by ``MARKET_DATA``; DESIGN.md, "Market
-data"), else the broker's quote. It runs from the ``exits`` job, every
+market data when it is the venue's own or set by ``MARKET_DATA``; docs/architecture.md,
+"Market data"), else the broker's quote. It runs from the ``exits`` job, every
 ``EXIT_CHECK_INTERVAL`` seconds, and as a background check after every quote the engine
 takes, from the broker (:class:`PriceWatchBroker`) or from the market data
 (:class:`PriceWatchMarket`): a quote of the price source is checked at its price, any

@@ -1,7 +1,7 @@
 """Reconciliation: bring SignalDesk's order records in line with the broker, and report
 positions SignalDesk did not open.
 
-DESIGN.md, "Exactly-once orders": an order whose placement timed out or whose process
+Exactly-once orders (docs/architecture.md): an order whose placement timed out or whose process
 crashed is left SUBMITTED or UNKNOWN. The reconciler (at start-up and every
 ``RECONCILE_INTERVAL`` seconds) looks each one up by its client order id and
 

@@ -1,4 +1,4 @@
-"""RiskService: the drawdown guard (DESIGN.md, "Drawdown guard").
+"""RiskService: the drawdown guard (docs/operations.md, "Drawdown guard").
 
 - Equity is the broker's account equity, open positions included (quote currency).
 - The high-water mark (``peak_equity``) and the day's starting equity
@@ -510,7 +510,7 @@ class RiskService:
 
     async def resume(self, actor: str) -> OperatorStatus:
         """Lift a pause and a max breach for ``actor``, an owner who has confirmed (the
-        caller checks both; DESIGN.md: only the owner resumes).
+        caller checks both: only an owner resumes after a breach).
 
         After a max breach the guard is re-armed from the current equity: peak and day
         start are set to it, so the loss the owner has acknowledged does not trip the

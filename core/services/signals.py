@@ -5,7 +5,8 @@ Every transition is a compare-and-set in the database with an audit event (see
 replayed callback, exactly one wins; the others get :class:`TransitionConflictError`
 carrying the current state.
 
-Approval re-checks at tap time (DESIGN.md): not expired, then the one pre-trade gate
+Approval re-checks at tap time (docs/architecture.md, "The signal lifecycle"): not
+expired, then the one pre-trade gate
 (:mod:`core.services.gate`: trading state, size, price drift, notional, free margin), with
 the trading state read again, locked, inside the transaction that approves the signal and
 inserts its order row, so no approval commits after a pause or a breach has committed. A

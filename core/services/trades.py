@@ -1,5 +1,5 @@
-"""The trade record: one row per position SignalDesk opened from a signal (DESIGN.md,
-"Trades and protective exits"), built from fills.
+"""The trade record: one row per position SignalDesk opened from a signal (docs/trades.md),
+built from fills.
 
 Accounting is pure functions over fills (:func:`add_entry`, :func:`add_exit`,
 :func:`allocate_fifo`, :func:`split_fee`), tested without I/O; :class:`TradeService`

@@ -1,7 +1,7 @@
 """TradingService: executes approved signals and runs the account (positions, closes,
 pause/resume, status) through the broker port.
 
-Exactly-once orders (DESIGN.md): the order row, with its client order id and state
+Exactly-once orders (docs/architecture.md): the order row, with its client order id and state
 SUBMITTED, is committed *before* the broker is called. A temporary error (by the broker
 port's contract, the request had no effect) is retried a few times under the same client
 order id; a permanent refusal, or temporary errors that outlast the retries, mark the

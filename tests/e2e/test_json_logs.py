@@ -17,8 +17,8 @@ from pathlib import Path
 from bot.sandbox import SandboxServer
 from tests.e2e.support import OWNER
 
-TOKEN = "424242:AAHsandboxSecretPart0123456789abcdefXYZ"
-REVOKED = "424242:AAHrevokedSecretPart0123456789abcdefXYZ"
+TOKEN = "424242:FAKsandboxSecretPart0123456789abcdefXYZ"
+REVOKED = "424242:FAKrevokedSecretPart0123456789abcdefXYZ"
 DB_PASSWORD = "s3cret-db-passw0rd"
 
 

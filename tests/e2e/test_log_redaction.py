@@ -22,7 +22,7 @@ from core.errors import ConfigError
 from core.logging import MASK, configure_logging
 from tests.e2e.support import OWNER
 
-TOKEN = "7212345678:AAFq3_Zr9-VbXk2LmNpQw8sTuYh4cDeFgHj"  # the shape @BotFather gives
+TOKEN = "1234567890:TEST_ONLY_not_a_real_bot_token_0000"  # the shape @BotFather gives
 PING_KEY = "5f1e2d3c-9a8b-4c7d-b6e5-f4a3b2c1d0e9"
 PING_QUERY = "rid=ping-query-secret"
 DB_PASSWORD = "pg-pass-7Hq2"

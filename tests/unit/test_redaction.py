@@ -12,7 +12,7 @@ import structlog
 
 from core.logging import MASK, Redactor, configure_logging
 
-TOKEN = "7212345678:AAFq3_Zr9-VbXk2LmNpQw8sTuYh4cDeFgHj"
+TOKEN = "1234567890:TEST_ONLY_not_a_real_bot_token_0000"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from core.errors import ConfigError
 from core.logging import MASK, redactor
 from core.reporting import MISSING_EXTRA, init_error_reporting, redact_event
 
-TOKEN = "123456:AAH0123456789abcdefghijklmnopqrstuvwx"
+TOKEN = "123456:FAK0123456789abcdefghijklmnopqrstuvwx"
 
 
 def test_an_event_is_redacted_everywhere(make_settings: Any) -> None:

@@ -264,7 +264,7 @@ def test_bad_keyword_override_is_reported_by_its_variable_name(make_settings: An
 # --- secrets --------------------------------------------------------------------------------
 
 SECRETS = {
-    "TELEGRAM_BOT_TOKEN": "123456:AAH-telegram-token-value-0123456789",
+    "TELEGRAM_BOT_TOKEN": "123456:FAK-telegram-token-value-0123456789",
     "CCXT_API_KEY": "ccxt-api-key-value",
     "CCXT_SECRET": "ccxt-secret-value",
     "CCXT_PASSWORD": "ccxt-password-value",

@@ -2,8 +2,8 @@
 ``can_transition`` and with the compare-and-set ``transition_signal`` on a migrated SQLite
 database.
 
-The expected table is written out here from the design (DESIGN.md, "The signal lifecycle"),
-independently of ``core.domain.ALLOWED_TRANSITIONS``.
+The expected table is written out here from the design (docs/architecture.md, "The signal
+lifecycle"), independently of ``core.domain.ALLOWED_TRANSITIONS``.
 """
 
 from __future__ import annotations
