@@ -141,6 +141,29 @@ async def test_on_a_closed_market_the_block_policy_posts_the_card_blocked_and_se
         await engine.close()
 
 
+async def test_a_card_still_pending_after_the_close_says_approval_is_refused_and_it_is(
+    database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
+) -> None:
+    settings = make_settings(database_url=database_url, display_timezone="Europe/Berlin")
+    engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.BLOCK)
+    clock.now = datetime(2026, 1, 5, 20, 55, tzinfo=UTC)  # five minutes before the close
+    try:
+        signal = await engine.signals.propose(Proposal("ib", "AAPL", Side.BUY, D(1)))
+        clock.advance(10 * 60)
+        card = await Cards(engine, charts=False).render(signal)
+        decision = await engine.signals.approve(signal.id, "owner:1")
+
+        assert signal.status is SignalStatus.PROPOSED
+        assert card.text.splitlines()[-1] == (
+            "🌙 Market closed, opens in 17 h (Tue 15:30 CET): approval is refused until the open"
+        )
+        assert decision.signal.status is SignalStatus.FAILED
+        assert decision.signal.status_reason == "AAPL: market closed, opens in 17 h"
+        assert gateway.placed == 0
+    finally:
+        await engine.close()
+
+
 async def test_on_a_closed_market_the_day_order_policy_rests_until_the_open_and_fills_once(
     database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
 ) -> None:
