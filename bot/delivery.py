@@ -306,21 +306,16 @@ class Cards:
         engine = self._engine
         position = market = None
         delayed = False
-        broker = engine.broker
-        policy = (
-            broker.closed_policy
-            if isinstance(broker, MarketHoursSource)
-            else MarketClosedPolicy.BLOCK
-        )
+        hours = engine.broker if isinstance(engine.broker, MarketHoursSource) else None
         if signal.status is SignalStatus.PROPOSED:
             with suppress(BrokerError):
                 held = await engine.trading.positions()
                 position = sum((p.quantity for p in held if p.symbol == signal.symbol), ZERO)
             with suppress(BrokerError):
                 delayed = (await engine.market.quote(signal.symbol)).delayed
-            if isinstance(broker, MarketHoursSource):
+            if hours is not None:
                 with suppress(BrokerError):
-                    market = await broker.market_hours(signal.symbol)
+                    market = await hours.market_hours(signal.symbol)
         known = await engine.symbols.known([signal.symbol])
         return CardContext(
             now=engine.clock(),
@@ -329,7 +324,7 @@ class Cards:
             record=await engine.trades.source_record(signal.source),
             instrument=known.get(signal.symbol),
             market=market,
-            closed_policy=policy,
+            closed_policy=hours.closed_policy if hours else MarketClosedPolicy.BLOCK,
             delayed=delayed,
         )
 
