@@ -96,6 +96,8 @@ from bot.chart import DEFAULT_TIMEFRAME, ChartSpec, chart_png
 from bot.link import TelegramLink
 from bot.render import Card, CardContext
 from core.app import Engine
+from core.brokers.base import MarketHoursSource
+from core.config import MarketClosedPolicy
 from core.db.engine import Database
 from core.db.models import ChatAliasRow, OutboxRow, SignalCardRow
 from core.domain import ZERO, OrderReport, OrderType, Signal, SignalStatus, utcnow
@@ -297,15 +299,23 @@ class Cards:
         )
 
     async def _context(self, signal: Signal) -> CardContext:
-        """The clock, display zone, the position before the signal (while it is pending;
-        a broker failure leaves it out), the source's track record and the symbol's
-        instrument (the engine's cached listing)."""
+        """The clock, display zone, the source's track record and the symbol's instrument
+        (the engine's cached listing); while the signal is pending, also the position
+        before it, whether the market data's quote is delayed, and the market hours where
+        the broker keeps them (a broker failure leaves each out)."""
         engine = self._engine
-        position = None
+        position = market = None
+        delayed = False
+        hours = engine.broker if isinstance(engine.broker, MarketHoursSource) else None
         if signal.status is SignalStatus.PROPOSED:
             with suppress(BrokerError):
                 held = await engine.trading.positions()
                 position = sum((p.quantity for p in held if p.symbol == signal.symbol), ZERO)
+            with suppress(BrokerError):
+                delayed = (await engine.market.quote(signal.symbol)).delayed
+            if hours is not None:
+                with suppress(BrokerError):
+                    market = await hours.market_hours(signal.symbol)
         known = await engine.symbols.known([signal.symbol])
         return CardContext(
             now=engine.clock(),
@@ -313,6 +323,9 @@ class Cards:
             position=position,
             record=await engine.trades.source_record(signal.source),
             instrument=known.get(signal.symbol),
+            market=market,
+            closed_policy=hours.closed_policy if hours else MarketClosedPolicy.BLOCK,
+            delayed=delayed,
         )
 
     async def chart(self, signal: Signal) -> bytes | None:

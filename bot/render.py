@@ -33,7 +33,8 @@ from bot.callbacks import (
     StrategyCallback,
     fits,
 )
-from core.config import BrokerName, DrawdownAction, Settings
+from core.brokers.ibkr_hours import MarketHours
+from core.config import BrokerName, DrawdownAction, MarketClosedPolicy, Settings
 from core.db.types import canonical
 from core.domain import (
     ZERO,
@@ -428,13 +429,19 @@ class CardContext:
     ``zone`` to print times in (``DISPLAY_TIMEZONE``), ``position`` the signed net base
     quantity held in the signal's symbol before it (positive long, negative short; ``None``
     when unknown), ``record`` the source's track record (``None``: not shown),
-    ``instrument`` the symbol's, for the precision of its prices (``None``: guessed)."""
+    ``instrument`` the symbol's, for the precision of its prices (``None``: guessed),
+    ``market`` its market hours where the broker keeps them (IBKR; ``None``: always open)
+    with ``closed_policy``, what an approval does while it is closed, and ``delayed``: the
+    quote that prices the card is delayed (:attr:`core.domain.Quote.delayed`)."""
 
     now: datetime
     zone: tzinfo = UTC
     position: Decimal | None = None
     record: SourceRecord | None = None
     instrument: Instrument | None = None
+    market: MarketHours | None = None
+    closed_policy: MarketClosedPolicy = MarketClosedPolicy.BLOCK
+    delayed: bool = False
 
 
 def _signed_pct(value: Decimal) -> str:
@@ -471,6 +478,23 @@ def _effect(side: Side, qty: Decimal, held: Decimal, base: str) -> tuple[str, bo
     return f"Reverses {pos(held)} → {pos(after)}", False
 
 
+def _market_line(context: CardContext) -> str:
+    """``🌙 Market closed, opens in 2 h (Mon 15:30 CET): approved, it rests as a DAY order
+    until the open`` (or ``approval is refused until the open``); "" when the market is
+    open or keeps no hours."""
+    hours = context.market
+    if hours is None or hours.is_open:
+        return ""
+    said = hours.describe()
+    line = f"🌙 {said[:1].upper()}{said[1:]}"
+    if hours.opens_at is not None:
+        local = hours.opens_at.astimezone(context.zone)
+        line += f" ({local:%a %H:%M} {_zone_name(local)})"
+    if context.closed_policy is MarketClosedPolicy.DAY_ORDER:
+        return f"{line}: approved, it rests as a DAY order until the open"
+    return f"{line}: approval is refused until the open"
+
+
 def _record_line(record: SourceRecord, unit: str) -> str:
     """``★ 12 approved · 58% won of 10 · avg +0.40R · +123.45 USDT`` (nothing closed yet:
     the count of approvals only)."""
@@ -501,8 +525,9 @@ def card(
     given and the order does not only reduce a position; with a ``context``: what the
     order does to the position (opens, adds to, reduces, reverses) and the position after
     it, the expiry relative to ``context.now`` and in ``context.zone``, and the source's
-    track record (★), and the instrument whose precision prices are printed with (else
-    guessed); the note; once decided, the outcome, and with the ``trade`` it
+    track record (★), the instrument whose precision prices are printed with (else
+    guessed), prices from delayed data, and a closed market (:func:`_market_line`); the
+    note; once decided, the outcome, and with the ``trade`` it
     opened, where its exits live on ``venue`` (:func:`exits_line`). Approve/Reject
     buttons only while PROPOSED."""
     instrument = context.instrument if context is not None else None
@@ -516,6 +541,8 @@ def card(
     entry = signal.limit_price if limit and signal.limit_price else signal.reference_price
     how = f"Limit {price(entry, instrument)}" if limit else f"Market ≈ {price(entry, instrument)}"
     lines.append(f"{how} · notional {money(signal.quantity * entry)}{unit}")
+    if context is not None and context.delayed:
+        lines.append("⏱ Priced on delayed data (15-20 min)")
     levels = []
     for name, level in (("SL", signal.stop_loss), ("TP", signal.take_profit)):
         if level is None:
@@ -556,6 +583,8 @@ def card(
         left = (signal.expires_at - context.now).total_seconds()
         local = signal.expires_at.astimezone(context.zone)
         lines.append(f"Expires {_in(left)} ({local:%H:%M} {_zone_name(local)})")
+        if market := _market_line(context):
+            lines.append(market)
     elif not status:
         lines.append(f"Expires: {_utc(signal.expires_at)}")
     exits = exits_line(trade, venue, instrument) if trade is not None else ""

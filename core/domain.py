@@ -358,13 +358,16 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class Quote:
-    """Best bid and ask and the last traded price of ``symbol`` (quote currency), at ``at``."""
+    """Best bid and ask and the last traded price of ``symbol`` (quote currency), at ``at``.
+    ``delayed``: the venue sent delayed prices (IBKR without a market data subscription:
+    15-20 minutes late, IB market data type 3 or 4); False for every live source."""
 
     symbol: str
     bid: Decimal
     ask: Decimal
     last: Decimal
     at: datetime = field(default_factory=utcnow)
+    delayed: bool = False
 
     @property
     def mid(self) -> Decimal:

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import stamina
 
 from core.domain import Account, ExitStyle, OrderReport, OrderRequest, Position, Quote, Side
 from core.errors import BrokerTemporaryError
 
-__all__ = ["Broker", "closing_request", "retry_temporary"]
+if TYPE_CHECKING:
+    from core.brokers.ibkr_hours import MarketHours
+    from core.config import MarketClosedPolicy
+
+__all__ = ["Broker", "MarketHoursSource", "closing_request", "retry_temporary"]
 
 T = TypeVar("T")
 
@@ -98,6 +102,21 @@ class Broker(Protocol):
 
     async def close(self) -> None:
         """Release connections and threads. The broker is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class MarketHoursSource(Protocol):
+    """A broker whose markets keep trading hours (IBKR; crypto and the MT5 adapter have
+    none): when a market is closed, and what an order that adds risk does meanwhile,
+    ``closed_policy`` (``MARKET_CLOSED_POLICY``: refused, or a DAY order resting until
+    the open)."""
+
+    closed_policy: MarketClosedPolicy
+
+    async def market_hours(self, symbol: str) -> MarketHours:
+        """Whether ``symbol``'s market trades now and when it opens (UTC). Raises
+        UnknownSymbolError, BrokerTemporaryError."""
         ...
 
 

@@ -170,6 +170,9 @@ _CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
 _INACTIVE = "Inactive"
 _DONE = frozenset({_FILLED, _INACTIVE}) | _CANCELLED
 _WORKING = frozenset({"PreSubmitted", "Submitted"})
+#: ``Ticker.marketDataType`` of delayed prices (``reqMarketDataType``: 3 delayed, 4 delayed
+#: frozen; 1 live, 2 frozen).
+_DELAYED_TYPES = frozenset({3, 4})
 
 _EXIT_ID = re.compile(r"^(?P<entry>.+)-(?P<kind>sl|tp)(?P<n>\d+)$")
 _MONTH = re.compile(r"^(?P<year>\d{4})-(?P<month>\d{2})$")
@@ -499,6 +502,9 @@ class IbkrBroker:
     async def quote(self, symbol: str) -> Quote:
         """A snapshot (``reqTickersAsync``): bid, ask and last; the last is the mid when the
         contract has no last trade (forex), and bid/ask fall back to the last or close.
+        ``delayed`` when IB answered with delayed data (the ticker's ``marketDataType`` 3
+        or 4, after ``reqMarketDataType(3)`` on an account without a subscription; IB sends
+        live data whenever the account has one).
 
         Raises:
             UnknownSymbolError, BrokerTemporaryError (no prices: market data subscription?).
@@ -514,7 +520,14 @@ class IbkrBroker:
                     f"IBKR sent no prices for {symbol} (market data subscription?)"
                 )
             bid = ask = last
-        return Quote(symbol=symbol, bid=bid, ask=ask, last=last or (bid + ask) / 2, at=utcnow())
+        return Quote(
+            symbol=symbol,
+            bid=bid,
+            ask=ask,
+            last=last or (bid + ask) / 2,
+            at=utcnow(),
+            delayed=ticker.marketDataType in _DELAYED_TYPES,
+        )
 
     async def place_order(self, request: OrderRequest) -> OrderReport:
         """Send one order with ``orderRef`` = ``request.client_order_id``; an id IB already

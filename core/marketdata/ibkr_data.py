@@ -4,8 +4,10 @@
 
 - Quotes are snapshots (``reqTickersAsync``, through the broker's own quote). Without a
   market data subscription IB answers error 354; ``IBKR_DELAYED_DATA`` asks for delayed
-  data instead (``reqMarketDataType(3)``, 15-20 minutes late), and :attr:`delayed` says so
-  for the signal card.
+  data instead (``reqMarketDataType(3)``, 15-20 minutes late). IB still sends live data
+  where the account has a subscription, so each quote says what it got
+  (:attr:`~core.domain.Quote.delayed`, from the ticker's ``marketDataType``), and the
+  signal card it prices says "delayed data".
 - Candles are ``reqHistoricalDataAsync(contract, "", <duration>, <bar size>, "TRADES" (or
   "MIDPOINT" for forex), useRTH=False, formatDate=2)``; the last bar IB sends is the one
   still forming and is dropped, so only closed bars are returned.
@@ -60,7 +62,8 @@ class IbkrMarketData:
     Args:
         broker: whose connection and contract cache to use.
         owns_broker: close the broker with this (True when it was built for it).
-        delayed: ask IB for delayed quotes (no real-time subscription needed).
+        delayed: ask IB for delayed quotes where the account has no real-time
+            subscription (``IBKR_DELAYED_DATA``).
     """
 
     name = "ibkr"

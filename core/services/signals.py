@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from core.brokers.base import Broker
-from core.config import Settings
+from core.brokers.base import Broker, MarketHoursSource
+from core.config import MarketClosedPolicy, Settings
 from core.db import repositories as repo
 from core.db.engine import Database
 from core.db.models import SignalRow
@@ -138,7 +138,9 @@ class SignalService:
 
     async def propose(self, proposal: Proposal) -> Signal:
         """Validate ``proposal``, store it as PROPOSED with the current price as reference,
-        and post its card.
+        and post its card. On a broker that keeps market hours (IBKR) with
+        ``MARKET_CLOSED_POLICY=block``, a proposal while its market is closed is stored
+        and posted BLOCKED instead (``market closed, opens in 2 h``), without buttons.
 
         Raises:
             InvalidInputError: non-positive quantity or prices, a limit order without a
@@ -146,12 +148,14 @@ class SignalService:
                 ``trail_pct`` outside (0, 100), ``breakeven_at_r`` not positive or
                 without a stop loss.
             UnknownSymbolError: the broker does not trade the symbol.
-            BrokerError: the broker could not give a price.
+            BrokerError: the broker could not give a price (or its market hours).
         """
         _validate(proposal)
         quote = await self._prices.quote(proposal.symbol)
         entry = proposal.limit_price if proposal.limit_price is not None else quote.last
         _check_exits(proposal.side, entry, proposal.stop_loss, proposal.take_profit)
+        closed = await self._closed_market(proposal.symbol)
+        status = SignalStatus.BLOCKED if closed else SignalStatus.PROPOSED
         now = self._clock()
         ttl = proposal.ttl_seconds or self._settings.signal_ttl_seconds
         row = SignalRow(
@@ -167,7 +171,8 @@ class SignalService:
             breakeven_at_r=proposal.breakeven_at_r,
             reference_price=quote.last,
             note=proposal.note[:500],
-            status=SignalStatus.PROPOSED.value,
+            status=status.value,
+            status_reason=closed,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl),
             updated_at=now,
@@ -182,12 +187,24 @@ class SignalService:
                 action="propose",
                 at=now,
                 signal_id=row.id,
-                to_status=SignalStatus.PROPOSED.value,
-                reason=proposal.note,
+                to_status=status.value,
+                reason=closed or proposal.note,
             )
             signal = repo.signal_from_row(row)
         await self._notifier.notify(Notification(NoticeKind.SIGNAL_CARD, signal_id=signal.id))
         return signal
+
+    async def _closed_market(self, symbol: str) -> str:
+        """Why a proposal for ``symbol`` is refused now: its market is closed on a broker
+        that keeps market hours and refuses orders meanwhile (``market closed, opens in
+        2 h``); "" otherwise. Raises BrokerError."""
+        broker = self._broker
+        if not isinstance(broker, MarketHoursSource):
+            return ""
+        if broker.closed_policy is not MarketClosedPolicy.BLOCK:
+            return ""
+        hours = await broker.market_hours(symbol)
+        return "" if hours.is_open else hours.describe()
 
     async def get(self, signal_id: int) -> Signal:
         """One signal. Raises NotFoundError."""

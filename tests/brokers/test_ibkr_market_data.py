@@ -79,18 +79,29 @@ async def test_the_symbols_command_search_finds_ib_symbols_through_the_cache(
         await db.close()
 
 
-async def test_delayed_data_is_requested_once_and_no_subscription_is_said(
+async def test_delayed_data_is_requested_once_and_each_quote_says_whether_it_is_delayed(
     gateway: ib_fake.FakeGateway,
 ) -> None:
+    gateway.instrument("EUR.USD").subscribed = False
     broker = gateway.broker()
     market = IbkrMarketData(broker, delayed=True)
 
-    quote = await market.quote("AAPL")
+    live = await market.quote("AAPL")  # subscribed: IB sends live data anyway
+    late = await market.quote("EUR.USD")  # no subscription: delayed data
     await market.quote("AAPL")
-    gateway.instrument("EUR.USD").subscribed = False
 
-    assert quote.bid == D("229.9") and market.delayed
+    assert (live.bid, live.delayed) == (D("229.9"), False)
+    assert late.delayed and late.bid == D("1.08")
     assert broker.ib.calls.count("reqMarketDataType(3)") == 1
+
+
+async def test_without_delayed_data_a_missing_subscription_is_said(
+    gateway: ib_fake.FakeGateway,
+) -> None:
+    gateway.instrument("EUR.USD").subscribed = False
+    market = IbkrMarketData(gateway.broker())
+
+    assert not (await market.quote("AAPL")).delayed
     with pytest.raises(BrokerTemporaryError, match="subscription"):
         await market.quote("EUR.USD")
 

@@ -1,8 +1,8 @@
 """One contract, four brokers: the same service-level scenarios (approve -> execute ->
 positions -> close all) against the paper broker, ccxt on a local Binance fake (ccxt's
 real HTTP, signing and parsing), MT5 on the fake MetaTrader5 module and IBKR on the fake
-TWS of tests/support/ib_fake.py; and a stop on every exit style (paper and ccxt USDⓈ-M:
-resting trigger orders; ccxt spot: watched by SignalDesk; MT5: sl/tp attached to the
+TWS of tests/support/ib_fake.py; and a stop on every exit style (paper, ccxt USDⓈ-M and
+IBKR: resting trigger orders; ccxt spot: watched by SignalDesk; MT5: sl/tp attached to the
 ticket) closing its trade exactly once, with the target cancelled and one exit message
 carrying the hand-computed PnL."""
 
@@ -198,7 +198,7 @@ class ExitVenue:
     fees: Decimal
 
 
-@pytest.fixture(params=["paper", "ccxt-spot", "ccxt-swap", "mt5"])
+@pytest.fixture(params=["paper", "ccxt-spot", "ccxt-swap", "mt5", "ibkr"])
 async def exit_venue(
     request: pytest.FixtureRequest, sqlite_url: str, make_settings: Any, clock: Any
 ) -> AsyncIterator[ExitVenue]:
@@ -257,6 +257,25 @@ async def exit_venue(
                     ),
                     Decimal(0),
                 ),
+            )
+            await engine.close()
+    elif request.param == "ibkr":
+        async with ib_fake.running() as gateway:
+            engine = await build_engine(settings, broker=gateway.broker(), clock=clock)
+            # a market buy of 1 AAPL fills at the ask 230.10; IB holds the stop (STP) and
+            # the target (MIT) in one OCA group, fills the stop at the bid 219.00 and cancels
+            # the target; commission 1 USD an order (the minimum)
+            yield ExitVenue(
+                engine,
+                "AAPL",
+                Decimal(1),
+                Decimal(220),
+                Decimal(250),
+                ExitStyle.ORDERS,
+                lambda: gateway.set_price("AAPL", bid="219.00", ask="219.20"),
+                lambda: gateway.set_price("AAPL", bid="251.00", ask="251.20"),
+                Decimal("219.00") - Decimal("230.10"),
+                Decimal(2),
             )
             await engine.close()
     else:

@@ -10,13 +10,17 @@ AAPL starts at 229.90 / 230.10: a market buy of 10 fills at 230.10, commission 1
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from bot.delivery import Cards
 from core.app import Engine, build_engine
+from core.config import MarketClosedPolicy
 from core.domain import ExitReason, ExitStyle, Side, SignalStatus, TradeStatus
+from core.errors import TransitionConflictError
 from core.services import Proposal
 from tests.conftest import Clock
 from tests.service.test_trades import exit_orders
@@ -96,3 +100,114 @@ async def test_a_connection_lost_during_place_order_is_reconciled_by_order_ref_i
         assert gateway.placed == 1  # one order at IB, never two
     finally:
         await restarted.close()
+
+
+# --- a closed market ----------------------------------------------------------------------
+
+#: AAPL's regular hours on Monday 5 January 2026: 09:30-16:00 New York (14:30-21:00 UTC);
+#: the clock starts at 12:00 UTC, two and a half hours before the open.
+HOURS = "20260105:0930-20260105:1600;20260106:0930-20260106:1600"
+OPEN = datetime(2026, 1, 5, 14, 31, tzinfo=UTC)
+
+
+async def _closed_engine(
+    settings: Any, gateway: ib_fake.FakeGateway, clock: Clock, policy: MarketClosedPolicy
+) -> Engine:
+    gateway.clock = clock
+    gateway.set_hours("AAPL", HOURS)
+    broker = gateway.broker(closed_policy=policy)
+    return await build_engine(settings, broker=broker, clock=clock)
+
+
+async def test_on_a_closed_market_the_block_policy_posts_the_card_blocked_and_sends_nothing(
+    database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
+) -> None:
+    settings = make_settings(database_url=database_url)
+    engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.BLOCK)
+    try:
+        signal = await engine.signals.propose(Proposal("ib", "AAPL", Side.BUY, D(5)))
+        card = await Cards(engine, charts=False).render(signal)
+
+        assert signal.status is SignalStatus.BLOCKED
+        assert signal.status_reason == "market closed, opens in 2 h"
+        assert card.markup is None
+        assert card.text.splitlines()[-1] == "<b>⛔ Blocked: market closed, opens in 2 h</b>"
+        with pytest.raises(TransitionConflictError):
+            await engine.signals.approve(signal.id, "owner:1")
+        assert gateway.placed == 0
+        [event] = await engine.signals.history(signal_id=signal.id)
+        assert (event.to_status, event.reason) == ("BLOCKED", "market closed, opens in 2 h")
+    finally:
+        await engine.close()
+
+
+async def test_a_card_still_pending_after_the_close_says_approval_is_refused_and_it_is(
+    database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
+) -> None:
+    settings = make_settings(database_url=database_url, display_timezone="Europe/Berlin")
+    engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.BLOCK)
+    clock.now = datetime(2026, 1, 5, 20, 55, tzinfo=UTC)  # five minutes before the close
+    try:
+        signal = await engine.signals.propose(Proposal("ib", "AAPL", Side.BUY, D(1)))
+        clock.advance(10 * 60)
+        card = await Cards(engine, charts=False).render(signal)
+        decision = await engine.signals.approve(signal.id, "owner:1")
+
+        assert signal.status is SignalStatus.PROPOSED
+        assert card.text.splitlines()[-1] == (
+            "🌙 Market closed, opens in 17 h (Tue 15:30 CET): approval is refused until the open"
+        )
+        assert decision.signal.status is SignalStatus.FAILED
+        assert decision.signal.status_reason == "AAPL: market closed, opens in 17 h"
+        assert gateway.placed == 0
+    finally:
+        await engine.close()
+
+
+async def test_on_a_closed_market_the_day_order_policy_rests_until_the_open_and_fills_once(
+    database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
+) -> None:
+    settings = make_settings(
+        database_url=database_url, max_order_quantity=D(100), market_closed_policy="day_order"
+    )
+    engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.DAY_ORDER)
+    try:
+        signal = await engine.signals.propose(Proposal("ib", "AAPL", Side.BUY, D(5)))
+        card = await Cards(engine, charts=False).render(signal)
+        assert signal.status is SignalStatus.PROPOSED and card.markup is not None
+        assert card.text.splitlines()[-1] == (
+            "🌙 Market closed, opens in 2 h (Mon 14:30 UTC): "
+            "approved, it rests as a DAY order until the open"
+        )
+
+        decision = await engine.signals.approve(signal.id, "owner:1")
+        assert decision.signal.status is SignalStatus.SUBMITTED, decision.signal.status_reason
+        [record] = gateway.records
+        assert (record.order.tif, record.status) == ("DAY", "PreSubmitted")  # held by IB
+
+        clock.now = OPEN
+        gateway.open_market("AAPL")
+        await engine.reconciler.run()
+
+        assert (await engine.signals.get(signal.id)).status is SignalStatus.FILLED
+        [position] = await engine.trading.positions()
+        assert position.quantity == D(5) and gateway.placed == 1
+    finally:
+        await engine.close()
+
+
+async def test_a_card_priced_on_delayed_data_says_so_and_an_open_market_adds_nothing(
+    database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
+) -> None:
+    gateway.instrument("AAPL").subscribed = False
+    settings = make_settings(database_url=database_url, ibkr_delayed_data=True)
+    engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.BLOCK)
+    clock.now = OPEN
+    try:
+        signal = await engine.signals.propose(Proposal("ib", "AAPL", Side.BUY, D(5)))
+        text = (await Cards(engine, charts=False).render(signal)).text
+
+        assert "⏱ Priced on delayed data (15-20 min)" in text.splitlines()
+        assert "🌙" not in text
+    finally:
+        await engine.close()

@@ -33,6 +33,9 @@ entry carrying the code (what ib_async's ``wrapper.error`` does) and emits ``err
 ``cancelOrder`` answers ``Cancelled`` with error 202, an unknown order with 10147.
 ``reqCompletedOrdersAsync`` returns new Trades without fills (IB sends none with completed
 orders); ``reqExecutionsAsync`` returns every execution with its ``orderRef``.
+``reqTickersAsync`` answers live prices (``marketDataType`` 1) for a subscribed instrument;
+for one without a subscription (``_Instrument.subscribed`` False) delayed prices with the
+type the session asked for (``reqMarketDataType(3)``), or no prices when it asked for none.
 """
 
 from __future__ import annotations
@@ -673,12 +676,16 @@ class FakeIB:
         self.calls.append("reqTickersAsync")
         self._need()
         tickers = []
+        # IB answers live data where the account has a subscription, else delayed data when
+        # it was asked for (reqMarketDataType 3 or 4), else no prices
+        delayed = self.market_data_type in (3, 4)
         for contract in contracts:
             item = self.gateway.instruments[contract.conId]
-            if not item.subscribed:
-                tickers.append(ib_async.Ticker(contract=contract, marketDataType=1))
+            data_type = 1 if item.subscribed else self.market_data_type
+            ticker = ib_async.Ticker(contract=contract, marketDataType=data_type)
+            if not (item.subscribed or delayed):
+                tickers.append(ticker)
                 continue
-            ticker = ib_async.Ticker(contract=contract, marketDataType=1)
             # Ticker.__post_init__ resets the prices, so they are set after it (as ib_async's
             # wrapper does tick by tick)
             ticker.bid, ticker.ask = float(item.bid), float(item.ask)

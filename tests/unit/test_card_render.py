@@ -7,7 +7,9 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from bot import render
-from core.domain import Account, OrderType, Side, Signal
+from core.brokers.ibkr_hours import MarketHours
+from core.config import MarketClosedPolicy
+from core.domain import Account, OrderType, Side, Signal, SignalStatus
 from core.services.trades import SourceRecord
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -68,3 +70,60 @@ def test_a_long_note_never_pushes_the_card_past_a_caption() -> None:
     card = render.card(_signal(note="x" * 2000, source="s" * 64), None, None)
 
     assert len(card.text) <= render.MAX_CAPTION
+
+
+#: AAPL's regular hours on Wednesday 2 December 2026 (09:30-16:00 New York: 14:30 UTC).
+AAPL_HOURS = "20261202:0930-20261202:1600"
+
+
+def _aapl(**overrides: object) -> Signal:
+    return _signal(
+        symbol="AAPL", side=Side.BUY, quantity=Decimal(10), order_type=OrderType.MARKET,
+        reference_price=Decimal("230.10"), limit_price=None, stop_loss=None,
+        take_profit=None, **overrides,
+    )  # fmt: skip
+
+
+def test_a_closed_market_and_delayed_prices_are_said_on_the_pending_card() -> None:
+    hours = MarketHours.of(AAPL_HOURS, "US/Eastern", NOW + timedelta(minutes=30))  # 09:30 UTC
+    day = render.CardContext(
+        NOW, ZoneInfo("Europe/Berlin"), market=hours,
+        closed_policy=MarketClosedPolicy.DAY_ORDER, delayed=True,
+    )  # fmt: skip
+    block = render.CardContext(NOW, UTC, market=hours)
+
+    lines = render.card(_aapl(), None, None, context=day).text.splitlines()
+    refused = render.card(_aapl(), None, None, context=block)
+
+    assert lines[1:3] == [
+        "Market ≈ 230.10 · notional 2,301.00",
+        "⏱ Priced on delayed data (15-20 min)",
+    ]
+    assert lines[-1] == (
+        "🌙 Market closed, opens in 5 h (Wed 15:30 CET): "
+        "approved, it rests as a DAY order until the open"
+    )
+    assert refused.text.splitlines()[-1] == (
+        "🌙 Market closed, opens in 5 h (Wed 14:30 UTC): approval is refused until the open"
+    )
+    assert refused.markup is not None  # the broker refuses at the tap; the card says so
+
+
+def test_a_proposal_blocked_by_the_closed_market_has_no_buttons() -> None:
+    signal = _aapl(status=SignalStatus.BLOCKED, status_reason="market closed, opens in 2 h")
+
+    card = render.card(signal, None, None, context=render.CardContext(NOW))
+
+    assert card.text.splitlines()[-1] == "<b>⛔ Blocked: market closed, opens in 2 h</b>"
+    assert card.markup is None
+
+
+def test_an_open_market_live_prices_or_another_broker_add_no_line() -> None:
+    open_now = MarketHours.of(AAPL_HOURS, "US/Eastern", datetime(2026, 12, 2, 15, tzinfo=UTC))
+    plain = render.card(_aapl(), None, None, context=render.CardContext(NOW)).text
+
+    assert (
+        render.card(_aapl(), None, None, context=render.CardContext(NOW, market=open_now)).text
+        == plain
+    )
+    assert "🌙" not in plain and "⏱" not in plain and "delayed" not in plain
