@@ -678,7 +678,6 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "/close SYMBOL [PERCENT|QUANTITY]",
     ),
     CommandSpec("balance", "Balance, equity and margin", "/balance"),
-    CommandSpec("notify", "Which messages ring, stay silent or are off", "/notify"),
     CommandSpec(
         "history",
         "Recent signals and outcomes: /history [N]",
@@ -704,6 +703,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
     CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),
     CommandSpec("run", "Run a strategy instance now: /run NAME", "/run NAME"),
+    CommandSpec("notify", "Which messages ring, stay silent or are off", "/notify"),
 )
 _SPECS = {spec.name: spec for spec in COMMANDS}
 
