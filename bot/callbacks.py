@@ -19,10 +19,13 @@ import enum
 
 from aiogram.filters.callback_data import CallbackData
 
+from core.notify import Loudness, Topic
+
 __all__ = [
     "CardAction",
     "ConfirmAction",
     "ConfirmCallback",
+    "NotifyCallback",
     "OrderCallback",
     "PositionCallback",
     "SignalCallback",
@@ -127,3 +130,12 @@ class StrategyCallback(CallbackData, prefix="stg", sep="|"):
 
     action: StrategyAction
     name: str
+
+
+class NotifyCallback(CallbackData, prefix="ntf"):
+    """Set how loud one notification topic is (``/notify``): ``ntf:<topic>:<level>``, e.g.
+    ``ntf:fill:silent`` (at most 24 bytes). A forged level the topic cannot take (an alert
+    or card switched off) unpacks, and the setting refuses it."""
+
+    topic: Topic
+    level: Loudness

@@ -6,8 +6,13 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
 
 - **Order.** Alerts (``priority`` 0) before routine rows (1), each in ``id`` order. A
   ``signal_update`` row waits while its signal's ``signal_card`` row is undelivered.
-- **Rows.** ``text`` -> ``sendMessage`` (``disable_notification`` for silent rows; a text
-  over 4096 characters is several messages split at line boundaries);
+- **Loudness** is decided as each row is sent (:func:`core.notify.loudness` of the row's
+  ``topic`` and ``priority`` with the owner's ``/notify`` levels and ``QUIET_HOURS`` at
+  the deliverer's ``clock``): SILENT sends with ``disable_notification``; OFF marks the
+  row delivered unsent (``last_error`` "off"); cards and alerts are never OFF. Edits of a
+  posted card make no sound whatever the level (Telegram notifies new messages only).
+- **Rows.** ``text`` -> ``sendMessage`` (a text over 4096 characters is several
+  messages split at line boundaries);
   ``trade_exit`` -> ``sendMessage`` of :func:`bot.render.trade_exit_text` over the row's
   typed payload (:class:`core.notify.TradeExit`); ``flatten_report`` -> ``sendMessage``
   of :func:`bot.render.flatten_text` over its :class:`core.services.risk.FlattenReport`;
@@ -103,7 +108,8 @@ from core.db.models import ChatAliasRow, OutboxRow, SignalCardRow
 from core.domain import ZERO, OrderReport, OrderType, Signal, SignalStatus, utcnow
 from core.errors import BrokerError, SignalDeskError
 from core.marketdata.base import MarketData
-from core.notify import NoticeKind, TradeExit
+from core.notify import Loudness, NoticeKind, Priority, Topic, TradeExit, read_settings
+from core.notify import loudness as decide_loudness
 from core.services.risk import FlattenReport
 
 __all__ = [
@@ -424,7 +430,8 @@ class OutboxDeliverer:
     ``chat_id`` should be resolved through :func:`resolve_chat` first; it changes when
     Telegram moves the chat. ``link`` (the bot session's :class:`TelegramLink`) cuts the
     outage backoff short when Telegram is back. :attr:`in_flight` is the id of the row
-    being sent (retried), or ``None``.
+    being sent (retried), or ``None``. :attr:`clock` (UTC; the engine's) places a row in
+    or out of ``QUIET_HOURS``; tests drive it.
     """
 
     def __init__(
@@ -443,6 +450,7 @@ class OutboxDeliverer:
         self.policy = policy or DeliveryPolicy()
         self._link = link or TelegramLink()
         self.in_flight: int | None = None
+        self.clock = engine.clock
         self._claimed: AsyncSession | None = None  # the claim's transaction (PostgreSQL)
         self._chat_limit = AsyncLimiter(1, self.policy.chat_interval)
         self._global_limit = AsyncLimiter(self.policy.global_per_second, 1.0)
@@ -538,12 +546,15 @@ class OutboxDeliverer:
         attempts = 0
         error = ""
         posted: tuple[Message, CardKind] | None = None
+        level = await self._loudness(row)
+        if level is Loudness.OFF:
+            error = "off (the owner's /notify setting)"
         self.in_flight = row.id
         try:
-            while True:
+            while not error:
                 attempts += 1
                 try:
-                    posted = await self._send(row)
+                    posted = await self._send(row, silent=level is Loudness.SILENT)
                     break
                 except TelegramAPIError as exc:
                     kind = classify(exc)
@@ -556,7 +567,9 @@ class OutboxDeliverer:
                     break
         finally:
             self.in_flight = None
-        if error:
+        if level is Loudness.OFF:
+            log.info("outbox.off", row=row.id, topic=row.topic)
+        elif error:
             log.warning("outbox.dropped", row=row.id, kind=row.kind, error=error)
         async with self._row_session() as session:
             stored = await session.get(OutboxRow, row.id)
@@ -564,6 +577,7 @@ class OutboxDeliverer:
             stored.delivered_at = utcnow()
             stored.attempts += attempts
             stored.last_error = error[:500]
+            stored.silent = level is Loudness.SILENT
             if posted is not None and row.signal_id is not None:
                 message, card_kind = posted
                 await _remember(
@@ -602,7 +616,17 @@ class OutboxDeliverer:
             if stored is not None:
                 stored.last_error = error[:500]
 
-    async def _send(self, row: OutboxRow) -> tuple[Message, CardKind] | None:
+    async def _loudness(self, row: OutboxRow) -> Loudness:
+        """How ``row`` goes out now (the module docstring's Loudness)."""
+        settings = self._engine.settings
+        notice = await read_settings(self._engine.db, settings.quiet, settings.display_zone)
+        try:
+            topic = Topic(row.topic)
+        except ValueError:  # written by a newer version: loud like any unconfigurable topic
+            topic = Topic.OTHER
+        return decide_loudness(topic, Priority(row.priority), notice, self.clock())
+
+    async def _send(self, row: OutboxRow, silent: bool) -> tuple[Message, CardKind] | None:
         """One delivery attempt; returns the message (and kind) of a newly posted card."""
         if row.kind == NoticeKind.TRADE_EXIT.value:
             try:
@@ -611,7 +635,7 @@ class OutboxDeliverer:
                 raise SignalDeskError(f"malformed trade_exit payload: {exc!r}") from exc
             known = await self._engine.symbols.known([exit_.symbol])
             text = render.trade_exit_text(exit_, self._engine.broker.name, known.get(exit_.symbol))
-            await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
+            await self._bot.send_message(self.chat_id, text, disable_notification=silent)
             return None
         if row.kind == NoticeKind.FLATTEN_REPORT.value:
             try:
@@ -619,10 +643,10 @@ class OutboxDeliverer:
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 raise SignalDeskError(f"malformed flatten_report payload: {exc!r}") from exc
             for chunk in render.text_notice(render.flatten_text(flatten)):
-                await self._bot.send_message(self.chat_id, chunk, disable_notification=row.silent)
+                await self._bot.send_message(self.chat_id, chunk, disable_notification=silent)
             return None
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
-            await self._send_text(row)
+            await self._send_text(row, silent)
             return None
         signal = await self._engine.signals.get(row.signal_id)
         card = await self._cards.render(signal)
@@ -633,14 +657,14 @@ class OutboxDeliverer:
                 return None
             except TelegramBadRequest as exc:  # deleted, or too old to edit: post it anew
                 log.info("outbox.card_reposted", signal=signal.id, reason=exc.message)
-        return await self._cards.post(self._bot, self.chat_id, signal, card, silent=row.silent)
+        return await self._cards.post(self._bot, self.chat_id, signal, card, silent=silent)
 
-    async def _send_text(self, row: OutboxRow) -> None:
+    async def _send_text(self, row: OutboxRow, silent: bool) -> None:
         """A ``text`` row as one message, or several in order when it is longer than
         Telegram's 4096 characters (:func:`bot.render.text_notice`). A failure part-way
         sends the whole row again (at-least-once, like every row)."""
         for chunk in render.text_notice(row.text):
-            await self._bot.send_message(self.chat_id, chunk, disable_notification=row.silent)
+            await self._bot.send_message(self.chat_id, chunk, disable_notification=silent)
 
 
 def _backoff(initial: float, maximum: float) -> Backoff:

@@ -26,7 +26,7 @@ from aiogram.types import Message, TelegramObject, Update, User
 from bot import render
 from core.app import Engine
 from core.domain import utcnow
-from core.notify import NoticeKind, Notification, Priority
+from core.notify import NoticeKind, Notification, Priority, Topic
 
 __all__ = ["MAX_TALLIED", "OwnerOnly", "StaleCommands"]
 
@@ -145,7 +145,7 @@ class OwnerOnly(BaseMiddleware):
         tallies = list(self._tallies.values())
         text = render.strangers_notice(tallies, len(self._untallied))
         await self._engine.notifier.notify(
-            Notification(NoticeKind.TEXT, text, priority=Priority.NOTICE)
+            Notification(NoticeKind.TEXT, text, priority=Priority.NOTICE, topic=Topic.WARNING)
         )
         self._tallies.clear()
         self._untallied.clear()
@@ -191,4 +191,4 @@ class StaleCommands(BaseMiddleware):
         await asyncio.sleep(self._settle)
         skipped, self._skipped = self._skipped, []
         text = render.stale_notice(skipped, self._max_age_seconds)
-        await engine.notifier.notify(Notification(NoticeKind.TEXT, text))
+        await engine.notifier.notify(Notification(NoticeKind.TEXT, text, topic=Topic.WARNING))

@@ -26,6 +26,7 @@ from bot.callbacks import (
     CardAction,
     ConfirmAction,
     ConfirmCallback,
+    NotifyCallback,
     OrderCallback,
     PositionCallback,
     SignalCallback,
@@ -52,7 +53,7 @@ from core.domain import (
     TradingState,
 )
 from core.marketdata.base import Instrument
-from core.notify import TradeExit
+from core.notify import NEVER_OFF, SETTABLE, Loudness, NoticeSettings, Topic, TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
 from core.services.risk import BreachLevel, FlattenReport, RiskFigures
@@ -119,6 +120,10 @@ __all__ = [
     "no_position",
     "no_positions",
     "not_paused",
+    "notify_keyboard",
+    "notify_refused",
+    "notify_set",
+    "notify_text",
     "only_external",
     "orders_pages",
     "outcome",
@@ -727,6 +732,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
     CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),
     CommandSpec("run", "Run a strategy instance now: /run NAME", "/run NAME"),
+    CommandSpec("notify", "Which messages ring, stay silent or are off", "/notify"),
 )
 _SPECS = {spec.name: spec for spec in COMMANDS}
 
@@ -1352,6 +1358,71 @@ def cancel_toast(result: CancelResult) -> str:
     if result.report is not None and result.report.state.value == "FILLED":
         return "It filled before the cancel"
     return "Cancelled"
+
+
+# --- notification settings (/notify) ------------------------------------------------------
+
+_TOPIC_WORDS = {
+    Topic.CARD: "Cards",
+    Topic.FILL: "Fills",
+    Topic.EXIT: "Exits",
+    Topic.WARNING: "Warnings",
+    Topic.HEARTBEAT: "Heartbeats",
+    Topic.DAILY_SUMMARY: "Daily summary",
+    Topic.ALERT: "Drawdown alerts",
+}
+_LEVEL_MARKS = {Loudness.LOUD: "🔔", Loudness.SILENT: "🔕", Loudness.OFF: "🚫"}
+
+
+def notify_text(settings: NoticeSettings) -> str:
+    """``/notify``: each topic's level, what can never be off, and the quiet hours."""
+    lines = [
+        f"{_LEVEL_MARKS[settings.level(t)]} {_TOPIC_WORDS[t]}: {settings.level(t)}"
+        for t in SETTABLE
+    ]
+    quiet = settings.quiet
+    hours = (
+        f"Quiet hours {quiet} ({esc(settings.zone)}): routine messages are silent, "
+        "drawdown alerts and other alerts still ring."
+        if quiet is not None
+        else "No quiet hours (set QUIET_HOURS, e.g. 23:00-07:00)."
+    )
+    return _lines(
+        "<b>Notifications</b>",
+        lines,
+        "\nCards and drawdown alerts can be silenced, never switched off. " + hours,
+    )
+
+
+def notify_keyboard(settings: NoticeSettings) -> InlineKeyboardMarkup:
+    """One row per topic with a button per level it can take (no Off for cards and
+    drawdown alerts); the current level is ticked."""
+    rows = []
+    for topic in SETTABLE:
+        levels = [
+            level for level in Loudness if level is not Loudness.OFF or topic not in NEVER_OFF
+        ]
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    text=("✓ " if settings.level(topic) is level else "")
+                    + f"{_TOPIC_WORDS[topic]}: {level}",
+                    callback_data=NotifyCallback(topic=topic, level=level).pack(),
+                )
+                for level in levels
+            ]
+        )
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def notify_set(topic: Topic, level: Loudness) -> str:
+    """The toast after a ``/notify`` press."""
+    return f"{_TOPIC_WORDS[topic]}: {level}"
+
+
+def notify_refused(error: Exception) -> str:
+    """The toast when a ``/notify`` press is refused (a forged Off for an alert)."""
+    return _clip(f"⚠️ {error}", MAX_TOAST)
 
 
 # --- authorization and housekeeping notices (plain text for the outbox) ----------------

@@ -35,6 +35,7 @@ from sqlalchemy.exc import ArgumentError
 
 from core.bounds import NonNegativeDecimal, PositiveDecimal
 from core.errors import ConfigError
+from core.notify import QuietHours
 
 __all__ = [
     "BrokerName",
@@ -222,6 +223,11 @@ class Settings(BaseSettings):
     display_timezone: str = Field(
         "UTC", description="IANA zone for times shown in chat (cards), e.g. Europe/Berlin"
     )
+    quiet_hours: str = Field(
+        "",
+        description="HH:MM-HH:MM local time (DISPLAY_TIMEZONE) when routine messages are "
+        "silent, never alerts; may span midnight (23:00-07:00); empty: none",
+    )
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = Field(8081, ge=0, le=65535)
 
@@ -332,6 +338,20 @@ class Settings(BaseSettings):
     def display_zone(self) -> ZoneInfo:
         """:attr:`display_timezone` as a ``ZoneInfo``."""
         return ZoneInfo(self.display_timezone)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        try:
+            QuietHours.parse(value)
+        except ValueError as exc:
+            raise PydanticCustomError("quiet_hours", str(exc)) from exc
+        return value.strip()
+
+    @property
+    def quiet(self) -> QuietHours | None:
+        """:attr:`quiet_hours` parsed (``None``: no quiet hours)."""
+        return QuietHours.parse(self.quiet_hours)
 
     @field_validator("telegram_api_base", "heartbeat_ping_url")
     @classmethod

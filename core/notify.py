@@ -10,30 +10,43 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, time, tzinfo
 from decimal import Decimal
 from typing import Any, Protocol
 
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.db.engine import Database
-from core.db.models import OutboxRow
+from core.db.models import NotificationSettingRow, OutboxRow
 from core.db.types import canonical
-from core.domain import ExitReason, Side
+from core.domain import ExitReason, Side, utcnow
+from core.errors import InvalidInputError
 
 __all__ = [
+    "DEFAULT_LEVELS",
+    "NEVER_OFF",
+    "SETTABLE",
+    "Loudness",
     "NoticeKind",
+    "NoticeSettings",
     "Notification",
     "Notifier",
     "OutboxNotifier",
     "Priority",
+    "QuietHours",
+    "Topic",
     "TradeExit",
     "enqueue",
     "from_json",
+    "loudness",
+    "read_settings",
+    "set_level",
     "to_json",
 ]
 
@@ -61,18 +74,189 @@ class Priority(enum.IntEnum):
     NOTICE = 2
 
 
+class Topic(enum.StrEnum):
+    """What a notification is about; the owner sets how loud each topic is (``/notify``,
+    see docs/telegram.md). ``ALERT`` is the drawdown guard's; ``WARNING`` everything else
+    that went wrong or needs a look (a missing stop, an unknown order outcome, a foreign
+    position, strangers); ``OTHER`` (demo messages, reports of the owner's own commands)
+    is not configurable."""
+
+    CARD = "card"
+    FILL = "fill"
+    EXIT = "exit"
+    WARNING = "warning"
+    HEARTBEAT = "heartbeat"
+    DAILY_SUMMARY = "daily_summary"
+    ALERT = "alert"
+    OTHER = "other"
+
+
+class Loudness(enum.StrEnum):
+    """How a message is delivered: with a sound, without one (Bot API
+    ``disable_notification``), or not at all."""
+
+    LOUD = "loud"
+    SILENT = "silent"
+    OFF = "off"
+
+
+#: Topics that can be silenced but never switched off: the drawdown guard's alerts, and
+#: cards (a card never shown can never be approved; its signal would silently expire).
+NEVER_OFF = frozenset({Topic.CARD, Topic.ALERT})
+
+#: The topics ``/notify`` lists, in its order.
+SETTABLE: tuple[Topic, ...] = (
+    Topic.CARD,
+    Topic.FILL,
+    Topic.EXIT,
+    Topic.WARNING,
+    Topic.HEARTBEAT,
+    Topic.DAILY_SUMMARY,
+    Topic.ALERT,
+)
+
+#: Each topic's level until the owner changes it.
+DEFAULT_LEVELS: Mapping[Topic, Loudness] = types.MappingProxyType(
+    {topic: Loudness.SILENT if topic is Topic.HEARTBEAT else Loudness.LOUD for topic in Topic}
+)
+
+#: The topic of notifications emitted without one, by their kind (``daily_summary`` is
+#: the daily summary's kind).
+_KIND_TOPICS: Mapping[str, Topic] = {
+    NoticeKind.SIGNAL_CARD: Topic.CARD,
+    NoticeKind.SIGNAL_UPDATE: Topic.CARD,
+    NoticeKind.TRADE_EXIT: Topic.EXIT,
+    NoticeKind.FLATTEN_REPORT: Topic.ALERT,
+    "daily_summary": Topic.DAILY_SUMMARY,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """Something the owner should hear about. ``silent`` sends without a sound
-    (Bot API ``disable_notification``)."""
+    """Something the owner should hear about. ``topic`` decides how loud it is (the
+    owner's ``/notify`` levels and quiet hours, :func:`loudness`); ``None`` takes the
+    kind's topic (cards: CARD, trade exits: EXIT, the flatten report: ALERT), else OTHER."""
 
     kind: NoticeKind
     text: str = ""
     signal_id: int | None = None
     priority: Priority = Priority.ROUTINE
-    silent: bool = False
+    topic: Topic | None = None
     #: typed figures of the kinds that carry them, as JSON (``TradeExit.to_payload``)
     payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolved_topic(self) -> Topic:
+        """``topic``, else the kind's topic, else OTHER."""
+        return self.topic or _KIND_TOPICS.get(self.kind, Topic.OTHER)
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """Local wall-clock hours ``[start, end)`` when routine messages are silent; they span
+    midnight when ``end`` is before ``start`` (23:00-07:00)."""
+
+    start: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str) -> QuietHours | None:
+        """``HH:MM-HH:MM`` (24-hour local times) as quiet hours; empty means none.
+
+        Raises:
+            ValueError: not two different ``HH:MM`` times joined by ``-``.
+        """
+        text = text.strip()
+        if not text:
+            return None
+        first, dash, second = text.partition("-")
+        ends = [_HHMM.match(part.strip()) for part in (first, second)]
+        if not dash or None in ends:
+            raise ValueError("expected HH:MM-HH:MM, e.g. 23:00-07:00")
+        start, end = (time(int(m[1]), int(m[2])) for m in ends if m is not None)
+        if start == end:
+            raise ValueError("start and end must differ")
+        return cls(start, end)
+
+    def __contains__(self, local: time) -> bool:
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeSettings:
+    """The owner's levels per topic (missing topics: :data:`DEFAULT_LEVELS`), the quiet
+    hours (``None``: none) and the zone they are read in (``DISPLAY_TIMEZONE``)."""
+
+    levels: Mapping[Topic, Loudness] = field(default_factory=dict)
+    quiet: QuietHours | None = None
+    zone: tzinfo = UTC
+
+    def level(self, topic: Topic) -> Loudness:
+        """The level the owner chose for ``topic`` (or its default)."""
+        return self.levels.get(topic, DEFAULT_LEVELS[topic])
+
+
+def loudness(topic: Topic, priority: Priority, settings: NoticeSettings, now: datetime) -> Loudness:
+    """How a message of ``topic`` and ``priority`` is delivered at ``now`` (UTC).
+
+    The owner's level for the topic, with two floors: an alert (``Priority.ALERT``) or a
+    topic in :data:`NEVER_OFF` is never OFF (an OFF level reads as SILENT); quiet hours
+    (local time in ``settings.zone``) make a LOUD routine message SILENT, never an alert.
+    """
+    level = settings.level(topic)
+    if level is Loudness.OFF and (priority is Priority.ALERT or topic in NEVER_OFF):
+        level = Loudness.SILENT
+    quiet = settings.quiet
+    routine = level is Loudness.LOUD and priority is not Priority.ALERT
+    if routine and quiet is not None and now.astimezone(settings.zone).time() in quiet:
+        return Loudness.SILENT
+    return level
+
+
+async def read_settings(db: Database, quiet: QuietHours | None, zone: tzinfo) -> NoticeSettings:
+    """The owner's levels (table ``notification_settings``) with ``quiet`` hours read in
+    ``zone``. Topics never set, or holding a value this version does not know, keep their
+    default level."""
+    async with db.session() as session:
+        rows = (await session.exec(select(NotificationSettingRow))).all()
+    topics, levels = {t.value for t in Topic}, {v.value for v in Loudness}
+    return NoticeSettings(
+        {
+            Topic(r.topic): Loudness(r.level)
+            for r in rows
+            if r.topic in topics and r.level in levels
+        },
+        quiet,
+        zone,
+    )
+
+
+async def set_level(db: Database, topic: Topic, level: Loudness) -> None:
+    """Persist ``level`` for ``topic`` (the owner's ``/notify`` choice).
+
+    Raises:
+        InvalidInputError: ``topic`` is not settable (OTHER), or ``level`` is OFF for a
+            topic in :data:`NEVER_OFF`; nothing changes.
+    """
+    if topic not in SETTABLE:
+        raise InvalidInputError(f"notifications of topic {topic} cannot be changed")
+    if level is Loudness.OFF and topic in NEVER_OFF:
+        raise InvalidInputError(f"{topic} notifications can be silenced but not switched off")
+    async with db.session() as session:
+        row = await session.get(NotificationSettingRow, topic.value)
+        if row is None:
+            session.add(NotificationSettingRow(topic=topic.value, level=level.value))
+        else:
+            row.level = level.value
+            row.updated_at = utcnow()
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +405,7 @@ def _outbox_row(notification: Notification) -> OutboxRow:
         priority=int(notification.priority),
         signal_id=notification.signal_id,
         text=notification.text,
-        silent=notification.silent,
+        topic=notification.resolved_topic.value,
         payload=notification.payload,
     )
 

@@ -39,7 +39,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from core.app import Engine
-from core.notify import NoticeKind, Notification, Notifier, Priority
+from core.notify import NoticeKind, Notification, Notifier, Priority, Topic
 from core.services.heartbeat import Health
 
 __all__ = [
@@ -252,7 +252,9 @@ class JobAlarm:
             text = self._pending[job_id]
             try:
                 await self._notifier.notify(
-                    Notification(NoticeKind.TEXT, text, priority=Priority.ALERT)
+                    Notification(
+                        NoticeKind.TEXT, text, priority=Priority.ALERT, topic=Topic.WARNING
+                    )
                 )
             except Exception as exc:  # the outbox itself is down: retry until it is back
                 if not failed:

@@ -19,6 +19,7 @@ __all__ = [
     "ChatAliasRow",
     "EquitySnapshotRow",
     "FillRow",
+    "NotificationSettingRow",
     "OperatorStateRow",
     "OrderRow",
     "OutboxRow",
@@ -246,7 +247,9 @@ class OutboxRow(SQLModel, table=True):
     """A message for the owner, written before it is delivered (the outbox).
 
     ``priority`` 0 is an alert (delivered first), 1 routine. ``kind`` says how the face
-    renders it: ``signal_card``, ``signal_update`` (edit the card), ``text``.
+    renders it: ``signal_card``, ``signal_update`` (edit the card), ``text``. ``topic``
+    (``core.notify.Topic``) decides how loud it is at delivery, and ``silent`` records
+    how it went out (Bot API ``disable_notification``).
     """
 
     __tablename__ = "outbox"
@@ -258,11 +261,24 @@ class OutboxRow(SQLModel, table=True):
     signal_id: int | None = Field(default=None, foreign_key="signals.id")
     text: str = Field(default="")
     silent: bool = False
+    topic: str = Field(default="other", max_length=16)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _when()
     delivered_at: datetime | None = _when(nullable=True)
     attempts: int = 0
     last_error: str = Field(default="", max_length=500)
+
+
+class NotificationSettingRow(SQLModel, table=True):
+    """The owner's choice of how loud one notification topic is (``/notify``): ``topic``
+    and ``level`` are ``core.notify.Topic`` and ``core.notify.Loudness`` values; a topic
+    without a row has its default level."""
+
+    __tablename__ = "notification_settings"
+
+    topic: str = Field(primary_key=True, max_length=16)
+    level: str = Field(max_length=8)
+    updated_at: datetime = _when()
 
 
 class PaperAccountRow(SQLModel, table=True):

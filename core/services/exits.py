@@ -78,7 +78,7 @@ from core.errors import (
     OrderNotFoundError,
 )
 from core.marketdata.base import Instrument, MarketData
-from core.notify import NoticeKind, Notification, Notifier, Priority
+from core.notify import NoticeKind, Notification, Notifier, Priority, Topic
 from core.services.trades import EXIT_PURPOSES, TradeEvent, has_exit_levels
 from core.services.trading import TradingService
 
@@ -731,7 +731,9 @@ class ExitService:
         return ExitReason.STOP_LOSS if trade.stop_loss == initial else ExitReason.TRAILING_STOP
 
     async def _alert(self, text: str) -> None:
-        await self._notifier.notify(Notification(NoticeKind.TEXT, text, priority=Priority.ALERT))
+        await self._notifier.notify(
+            Notification(NoticeKind.TEXT, text, priority=Priority.ALERT, topic=Topic.WARNING)
+        )
 
 
 def _exit_row(

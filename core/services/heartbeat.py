@@ -23,7 +23,7 @@ from core.brokers.base import Broker
 from core.config import Settings
 from core.domain import Account, Position, TradingState, utcnow
 from core.errors import BrokerError
-from core.notify import NoticeKind, Notification, Notifier
+from core.notify import NoticeKind, Notification, Notifier, Topic
 from core.services.risk import BreachLevel, RiskFigures, RiskService
 from core.services.signals import SignalService
 
@@ -191,10 +191,13 @@ class HeartbeatService:
         )
 
     async def beat(self) -> Heartbeat:
-        """Compose a heartbeat, queue it silently (outbox), then ping ``HEARTBEAT_PING_URL``
+        """Compose a heartbeat, queue it (outbox; topic HEARTBEAT: silent unless the owner
+        chose otherwise in ``/notify``), then ping ``HEARTBEAT_PING_URL``
         if set. Returns the heartbeat (``/heartbeat`` may show ``.text()`` too)."""
         heartbeat = await self.compose()
-        await self._notifier.notify(Notification(NoticeKind.TEXT, heartbeat.text(), silent=True))
+        await self._notifier.notify(
+            Notification(NoticeKind.TEXT, heartbeat.text(), topic=Topic.HEARTBEAT)
+        )
         self.last_beat_at = heartbeat.at
         if self._ping_url:
             await self._ping(self._ping_url)

@@ -66,7 +66,7 @@ from core.domain import (
     utcnow,
 )
 from core.errors import BrokerError, BrokerPermanentError, BrokerTemporaryError
-from core.notify import NoticeKind, Notification, Notifier, Priority
+from core.notify import NoticeKind, Notification, Notifier, Priority, Topic
 from core.services.gate import reduces_risk
 from core.services.trading import TradingService
 
@@ -425,6 +425,7 @@ class Reconciler:
                 NoticeKind.TEXT,
                 f"Reconciled order {order.client_order_id} ({order.symbol}): {what}.",
                 priority=Priority.ALERT if alert else Priority.ROUTINE,
+                topic=Topic.WARNING if alert else Topic.FILL,
             )
         )
         if order.signal_id is not None:
@@ -468,6 +469,7 @@ class Reconciler:
                     f"{position.quantity} (entry {position.average_entry}). "
                     "SignalDesk leaves it alone (only /closeall or a drawdown flatten closes "
                     "it); its profit and loss count in the equity the drawdown guard watches.",
+                    topic=Topic.WARNING,
                 )
             )
 

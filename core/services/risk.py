@@ -51,7 +51,7 @@ from core.db.engine import Database
 from core.db.models import EquitySnapshotRow, OperatorStateRow
 from core.domain import ZERO, Account, ExitReason, Position, TradingState, utcnow
 from core.errors import BrokerError
-from core.notify import NoticeKind, Notification, Notifier, Priority, from_json, to_json
+from core.notify import NoticeKind, Notification, Notifier, Priority, Topic, from_json, to_json
 from core.services.reconciler import Reconciler
 from core.services.trading import CloseReport, OperatorStatus, TradingService
 
@@ -483,7 +483,9 @@ class RiskService:
         await self._notifier.notify(FlattenReport(report, still_open=still).notification())
 
     async def _alert(self, text: str) -> None:
-        await self._notifier.notify(Notification(NoticeKind.TEXT, text, priority=Priority.ALERT))
+        await self._notifier.notify(
+            Notification(NoticeKind.TEXT, text, priority=Priority.ALERT, topic=Topic.ALERT)
+        )
 
     # --- reads and the owner's resume -----------------------------------------------------
 

@@ -55,7 +55,7 @@ from core.errors import (
     SignalDeskError,
     TransitionConflictError,
 )
-from core.notify import NoticeKind, Notification, Notifier, Priority
+from core.notify import NoticeKind, Notification, Notifier, Priority, Topic
 from core.services.gate import BREACH_MAX, Gate, owns
 from core.services.trades import TradeEvent, TradeService, fee_in_quote
 
@@ -492,6 +492,7 @@ class TradingService:
                     f"Order {client_order_id}: outcome unknown ({error}). "
                     "It will be reconciled with the broker by its client order id.",
                     priority=Priority.ALERT,
+                    topic=Topic.WARNING,
                 )
             )
 

@@ -24,7 +24,7 @@ async def test_commands_are_registered_with_set_my_commands(start_desk: StartDes
     assert names == [
         "start", "help", "status", "drawdown", "heartbeat", "positions", "orders", "signals",
         "pause", "resume", "closeall", "close", "balance", "history", "buy", "sell", "pnl",
-        "trades", "signal", "symbols", "strategies", "run",
+        "trades", "signal", "symbols", "strategies", "run", "notify",
     ]  # fmt: skip
 
 
@@ -38,6 +38,7 @@ BAD_COMMANDS = [
     ),
     ("/status now", "Usage: /status — mode, equity, drawdown, pause, uptime"),
     ("/closeall BTC/USDT", "Usage: /closeall — close every position (asks to confirm)"),
+    ("/notify loud", "Usage: /notify — which messages ring, stay silent or are off"),
     ("/frobnicate", "Unknown command /frobnicate. Send /help for the list."),
     ("hello", "I only understand commands. Send /help for the list."),
 ]

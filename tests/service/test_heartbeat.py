@@ -44,7 +44,7 @@ async def test_a_beat_queues_one_silent_message_with_the_account_figures(
     rows = await outbox(engine)
     assert len(rows) == before + 1
     row = rows[-1]
-    assert (row.kind, row.silent, row.priority) == ("text", True, Priority.ROUTINE)
+    assert (row.kind, row.topic, row.priority) == ("text", "heartbeat", Priority.ROUTINE)
     assert row.text == heartbeat.text()
     lines = row.text.splitlines()
     assert lines[0] == "💓 SignalDesk alive, up 2d 3h 7m"
@@ -104,7 +104,7 @@ async def assert_ping_failure_reported(
     assert "token-5f1e" not in repr(logs)
     assert engine.health.last_error is not None
     assert engine.health.last_error.message == problem
-    assert (await outbox(engine))[-1].silent  # the beat itself was queued
+    assert (await outbox(engine))[-1].topic == "heartbeat"  # the beat itself was queued
     assert problem in (await engine.heartbeat.compose()).text()
 
 

@@ -56,6 +56,16 @@ def test_upgrade_is_idempotent_and_downgrade_to_base_empties_the_schema(
     assert asyncio.run(_tables(database_url)) <= {"alembic_version"}
 
 
+async def _outbox_columns(url: str) -> set[str]:
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+            columns = await conn.run_sync(lambda sync: inspect(sync).get_columns("outbox"))
+            return {column["name"] for column in columns}
+    finally:
+        await db.close()
+
+
 async def _operator_state(url: str, sql: str) -> list[tuple[object, ...]]:
     db = Database(url)
     try:
@@ -86,3 +96,36 @@ def test_a_paused_or_breached_installation_upgrades_halted_and_downgrades_paused
 
     assert halted == [("HALTED",)]
     assert [bool(row[0]) for row in paused] == [True]
+
+
+def test_0004_gives_queued_rows_their_topic_and_downgrades_to_0003_without_settings(
+    database_url: str,
+) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "0003")
+    queued = [
+        ("signal_card", 1, "false", "card"),
+        ("trade_exit", 1, "false", "exit"),
+        ("flatten_report", 0, "false", "alert"),
+        ("text", 1, "true", "heartbeat"),  # before 0004 only heartbeats were silent texts
+        ("text", 0, "false", "warning"),
+        ("text", 1, "false", "other"),
+    ]
+    for kind, priority, silent, _ in queued:
+        asyncio.run(
+            _operator_state(
+                database_url,
+                "INSERT INTO outbox (kind, priority, silent, payload, text, created_at, "
+                f"attempts, last_error) VALUES ('{kind}', {priority}, {silent}, '{{}}', '', "
+                "'2026-01-01 00:00:00+00:00', 0, '')",
+            )
+        )
+
+    command.upgrade(config, "0004")
+    topics = asyncio.run(_operator_state(database_url, "SELECT topic FROM outbox ORDER BY id"))
+    command.downgrade(config, "0003")
+
+    assert topics == [(topic,) for *_, topic in queued]
+    assert "notification_settings" not in asyncio.run(_tables(database_url))
+    assert "topic" not in asyncio.run(_outbox_columns(database_url))
+    assert len(asyncio.run(_operator_state(database_url, "SELECT id FROM outbox"))) == len(queued)
