@@ -132,9 +132,10 @@ def render_equity_png(points: Sequence[EquityPoint], currency: str = "") -> byte
     if not points:
         raise ValueError("no equity history")
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.ticker import StrMethodFormatter
 
     fig = _figure()
-    ax = fig.add_axes((0.11, 0.1, 0.86, 0.8))
+    ax = fig.add_axes((0.14, 0.12, 0.83, 0.78))
     times = [p.at for p in points]
     equity = [float(p.equity) for p in points]
     peaks = list(accumulate(equity, max))  # the high-water mark so far
@@ -144,6 +145,7 @@ def render_equity_png(points: Sequence[EquityPoint], currency: str = "") -> byte
     locator = AutoDateLocator(minticks=3, maxticks=7)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.tick_params(labelsize=7)
     ax.set_title(f"Equity{' · ' + currency if currency else ''}", fontsize=10, loc="left")
     _plain(ax, ("top", "right"))

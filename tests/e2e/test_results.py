@@ -40,7 +40,7 @@ from tests.e2e.support import Desk
 HISTORY = (Decimal(10000), Decimal(10500), Decimal(9450))
 
 
-async def _two_trades(desk: Desk) -> tuple[int, int]:
+async def two_trades(desk: Desk) -> tuple[int, int]:
     engine = desk.engine
     first = await desk.propose(stop_loss=Decimal(113000), take_profit=None)
     assert (await engine.signals.approve(first.id, "owner:1")).signal.status is (
@@ -65,7 +65,7 @@ async def _two_trades(desk: Desk) -> tuple[int, int]:
     return first.id, second.id
 
 
-async def _write_history(desk: Desk) -> datetime:
+async def write_history(desk: Desk) -> datetime:
     """Snapshots at noon UTC of the three days before today; returns today's midnight."""
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     async with desk.engine.db.session() as session:
@@ -90,8 +90,8 @@ async def _latest_equity(desk: Desk) -> Decimal:
 
 async def test_results_match_two_trades_computed_by_hand(start_desk: StartDesk) -> None:
     desk = await start_desk()
-    first, second = await _two_trades(desk)
-    midnight = await _write_history(desk)
+    first, second = await two_trades(desk)
+    midnight = await write_history(desk)
 
     pnl = await desk.say("/pnl all")
 
