@@ -194,17 +194,20 @@ async def chart_png(
     market: MarketData,
     spec: ChartSpec,
     count: int = CHART_CANDLES,
+    *,
+    render: Callable[[ChartSpec], bytes] = render_png,
 ) -> bytes | None:
     """The chart of ``spec`` with its last ``count`` candles read from ``market`` (the
-    candles in ``spec`` are replaced), rendered off the event loop; ``None`` when it cannot
-    be made (no candles, the market data failed, a render error), logged as
-    ``chart.failed``. Never raises (except on cancellation)."""
+    candles in ``spec`` are replaced), drawn by ``render`` (:func:`render_png`; tests inject
+    a slow one) off the event loop; ``None`` when it cannot be made (no candles, the market
+    data failed, a render error), logged as ``chart.failed``. Never raises (except on
+    cancellation)."""
     try:
         candles = await market.candles(spec.symbol, spec.timeframe, count)
     except Exception as exc:  # a picture never costs a card: the caller sends the text
         log.warning("chart.failed", symbol=spec.symbol, error=repr(exc)[:200])
         return None
-    return await off_loop(render_png, _with_candles(spec, candles))
+    return await off_loop(render, _with_candles(spec, candles))
 
 
 async def symbol_png(
