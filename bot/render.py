@@ -54,7 +54,7 @@ from core.marketdata.base import Instrument
 from core.notify import TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
-from core.services.reports import MAX_DAYS, DailySummary, DayRow, Performance, PnlReport
+from core.services.reports import MAX_DAYS, DailyReport, DailySummary, Performance, PnlReport
 from core.services.risk import BreachLevel, FlattenReport, RiskFigures
 from core.services.trades import SourceRecord
 from core.services.trading import (
@@ -1627,12 +1627,12 @@ def _unit(currency: str) -> str:
     return f" {esc(currency)}" if currency else ""
 
 
-def daily_text(rows: Sequence[DayRow], currency: str, zone: tzinfo) -> str:
+def daily_text(report: DailyReport, zone: tzinfo) -> str:
     """``/daily``: one row per local day (newest first) in a monospaced table: the date in
-    ``zone``, trades closed, their net PnL and fees (quote currency ``currency``) and the
+    ``zone``, trades closed, their net PnL and fees (the report's quote currency) and the
     equity at the day's end ("-" before the first equity snapshot)."""
     table = [("Date", "Trades", "Net PnL", "Fees", "Equity")]
-    for row in rows:
+    for row in report.rows:
         equity = "-" if row.equity is None else money(row.equity)
         table.append(
             (
@@ -1643,7 +1643,7 @@ def daily_text(rows: Sequence[DayRow], currency: str, zone: tzinfo) -> str:
                 equity,
             )
         )
-    head = f"<b>Daily · last {len(rows)} days</b> ({esc(zone)}{_unit(currency)})"
+    head = f"<b>Daily · last {len(report.rows)} days</b> ({esc(zone)}{_unit(report.currency)})"
     return f"{head}\n<pre>{esc(_table(table))}</pre>"
 
 

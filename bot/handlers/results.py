@@ -89,9 +89,8 @@ async def on_pnl(message: Message, args: str, engine: Engine) -> None:
 
 async def on_daily(message: Message, args: int, engine: Engine) -> None:
     """``/daily [N]``: the last N local days (``DISPLAY_TIMEZONE``), newest first."""
-    rows = await engine.reports.daily(args)
-    currency = (await engine.trading.account()).currency
-    await answer_long(message, render.daily_text(rows, currency, engine.settings.display_zone))
+    report = await engine.reports.daily(args)
+    await answer_long(message, render.daily_text(report, engine.settings.display_zone))
 
 
 async def on_performance(message: Message, engine: Engine) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_CURVE_POINTS",
     "MAX_DAYS",
     "PERIODS",
+    "DailyReport",
     "DailySummary",
     "DayRow",
     "EquityPoint",
@@ -97,6 +98,14 @@ class DayRow:
     net_pnl: Decimal
     fees: Decimal
     equity: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyReport:
+    """``/daily``: ``rows`` newest first, money in quote currency ``currency``."""
+
+    rows: tuple[DayRow, ...]
+    currency: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,13 +294,15 @@ class ReportService:
         curve = await self.equity_curve(since)
         return PnlReport(period, stats, unrealized, currency, max_drawdown_pct(curve), thin(curve))
 
-    async def daily(self, days: int) -> list[DayRow]:
+    async def daily(self, days: int) -> DailyReport:
         """``/daily days``: the last ``days`` local days, newest first (see
-        :func:`daily_rows`)."""
+        :func:`daily_rows`). Raises BrokerError when the broker does not answer (the
+        account's currency)."""
         today = self._clock().astimezone(self._zone).date()
         since = _midnight(today - timedelta(days=days - 1), self._zone)
         trades = await self._trades.closed_since(since)
-        return daily_rows(trades, await self.equity_curve(), today, days, self._zone)
+        rows = daily_rows(trades, await self.equity_curve(), today, days, self._zone)
+        return DailyReport(tuple(rows), (await self._trading.account()).currency)
 
     async def performance(self) -> Performance:
         """``/performance``: every closed trade grouped by symbol and by its signal's

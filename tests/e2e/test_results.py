@@ -182,3 +182,23 @@ async def test_chart_on_demand_and_its_errors(start_desk: StartDesk) -> None:
     assert re.match(r"⚠️ unknown timeframe '7x'; use one of 1m, ", bad_timeframe)
     bad_symbol = (await desk.say("/chart NOPE/USDT")).plain_text
     assert bad_symbol.startswith("⚠️ unknown symbol NOPE/USDT")
+
+
+async def test_the_daily_summary_reaches_the_chat_once(start_desk: StartDesk) -> None:
+    desk = await start_desk(daily_summary_at="21:00")
+    await two_trades(desk)
+    day = datetime.now(UTC).date().isoformat()
+
+    assert await desk.engine.reports.send_daily_summary() is True
+    summary = await desk.sandbox.wait_for_message(desk.chat_id, contains="Daily summary")
+
+    assert summary.plain_text.splitlines()[:3] == [
+        f"🗓 Daily summary · {day} (UTC)",
+        "Closed 2 · won 1 · net +2.93 USDT after 4.54 USDT fees",  # as in the module docstring
+        "Equity: 10,002.93 USDT",  # 10,000 + 2.93: nothing open
+    ]
+    assert await desk.engine.reports.send_daily_summary() is False  # the same day: once
+    await desk.drained()
+    assert [m.plain_text for m in desk.sandbox.messages(desk.chat_id)].count(
+        summary.plain_text
+    ) == 1

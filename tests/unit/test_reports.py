@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from bot.render import daily_summary_text, daily_text, performance_text
 from core.services.reports import (
+    DailyReport,
     DailySummary,
     EquityPoint,
     Performance,
@@ -70,7 +71,7 @@ def test_daily_rows_count_trades_on_their_local_close_day_with_the_equity_at_its
         (4, 0, D(0), D(0), D(10000)),
         (3, 0, D(0), D(0), None),  # before the first snapshot
     ]
-    text = daily_text(rows, "USDT", BERLIN)
+    text = daily_text(DailyReport(tuple(rows), "USDT"), BERLIN)
     assert text.splitlines()[0] == "<b>Daily · last 4 days</b> (Europe/Berlin USDT)"
     assert text.splitlines()[2:] == [
         "01-06      1   +9.00 1.00 10,065.00",
