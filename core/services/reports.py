@@ -32,6 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from core.db.engine import Database
 from core.db.models import EquitySnapshotRow, OperatorStateRow, OutboxRow, SignalRow, TradeRow
 from core.domain import ZERO, Trade, TradeStatus
+from core.errors import BrokerError
 from core.notify import NoticeKind, Notification, enqueue, from_json, to_json
 from core.services.trades import TradeService, TradeStats, trade_from_row, trade_stats
 from core.services.trading import TradingService
@@ -331,7 +332,7 @@ class ReportService:
         try:
             account = await self._trading.account()
             positions = await self._trading.positions()
-        except Exception:  # a summary without the broker's figures beats no summary
+        except BrokerError:  # a summary without the broker's figures beats no summary
             equity = unrealized = None
             currency = ""
         else:
