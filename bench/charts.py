@@ -6,6 +6,8 @@ Prints one table and exits 1 when a target of the issue "Decide from the phone" 
 - render of a 60-candle card chart (:func:`bot.chart.render_png`): median under 300 ms,
   also shown as a ratio to a floor (an empty figure of the same size saved as PNG: the
   least a chart costs on this machine);
+- render of ``/pnl``'s equity curve (:func:`bot.chart.render_equity_png`, 500 points: the
+  most a curve keeps), median, and as a ratio to the same floor;
 - event-loop lag while charts render in ``asyncio.to_thread``: the worst lateness of a
   5 ms ticker, against the same ticker on an idle loop (a tap waits at most about that).
 
@@ -19,11 +21,13 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from bot.chart import ChartSpec, render_png, warm_up
+from bot.chart import ChartSpec, render_equity_png, render_png, warm_up
 from core.domain import Candle, Side
+from core.services.reports import MAX_CURVE_POINTS, EquityPoint
 
 RENDERS = 20
 TICK = 0.005
@@ -47,6 +51,24 @@ def _spec() -> ChartSpec:
         )
         price += move
     return ChartSpec("BTC/USDT", "1h", candles, price, price, price - 1500, price + 2500, Side.BUY)
+
+
+def _curve() -> list[EquityPoint]:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return [
+        EquityPoint(start + timedelta(minutes=30 * n), Decimal(10000 + (n * 37) % 400 - 200))
+        for n in range(MAX_CURVE_POINTS)
+    ]
+
+
+def _median_seconds(render: Callable[[], bytes]) -> tuple[float, list[float]]:
+    """Median seconds of :data:`RENDERS` calls of ``render``, and every time."""
+    times = []
+    for _ in range(RENDERS):
+        started = time.perf_counter()
+        render()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
 
 
 def _floor() -> float:
@@ -91,16 +113,14 @@ def main() -> int:
     warm_up()
     spec = _spec()
     size = len(render_png(spec))
-    times = []
-    for _ in range(RENDERS):
-        started = time.perf_counter()
-        render_png(spec)
-        times.append(time.perf_counter() - started)
+    median, times = _median_seconds(lambda: render_png(spec))
+    curve = _curve()
+    curve_size = len(render_equity_png(curve, "USDT"))
+    curve_median, _ = _median_seconds(lambda: render_equity_png(curve, "USDT"))
     floor = statistics.median(_floor() for _ in range(5))
-    median = statistics.median(times)
     idle = asyncio.run(_lag(2.0, busy=False))
     busy = asyncio.run(_lag(4.0, busy=True))
-    ok = median < 0.3
+    ok = median < 0.3 and size < 100_000 and curve_size < 100_000
     print(f"{'metric':<48} {'value':>14}  target")
     verdict = "ok" if ok else "MISSED"
     label = f"card chart render, median of {RENDERS}"
@@ -109,6 +129,9 @@ def main() -> int:
     print(f"{'  floor (empty figure to PNG)':<48} {floor * 1000:>11.0f} ms")
     print(f"{'  ratio to the floor':<48} {median / floor:>12.1f} x")
     print(f"{'  PNG size':<48} {size / 1000:>11.1f} KB  < 100 KB")
+    print(f"{'equity curve render (500 points), median':<48} {curve_median * 1000:>11.0f} ms")
+    print(f"{'  ratio to the floor':<48} {curve_median / floor:>12.1f} x")
+    print(f"{'  PNG size':<48} {curve_size / 1000:>11.1f} KB  < 100 KB")
     print(f"{'event-loop lag, idle (worst 5 ms tick)':<48} {idle * 1000:>11.1f} ms")
     print(f"{'event-loop lag, charts rendering in a thread':<48} {busy * 1000:>11.1f} ms")
     return 0 if ok else 1

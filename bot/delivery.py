@@ -74,6 +74,7 @@ import enum
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import structlog
 from aiogram import Bot
@@ -110,6 +111,7 @@ from core.errors import BrokerError, SignalDeskError
 from core.marketdata.base import MarketData
 from core.notify import Loudness, NoticeKind, Priority, Topic, TradeExit, read_settings
 from core.notify import loudness as decide_loudness
+from core.services.reports import DailySummary
 from core.services.risk import FlattenReport
 
 __all__ = [
@@ -259,6 +261,8 @@ async def _remember(
         row.message_id = message_id
         row.kind = kind.value
 
+
+_T = TypeVar("_T")
 
 ChartMaker = Callable[[MarketData, ChartSpec], Awaitable[bytes | None]]
 """Makes a card's chart PNG (``None``: no chart); :func:`bot.chart.chart_png` by default."""
@@ -629,21 +633,20 @@ class OutboxDeliverer:
     async def _send(self, row: OutboxRow, silent: bool) -> tuple[Message, CardKind] | None:
         """One delivery attempt; returns the message (and kind) of a newly posted card."""
         if row.kind == NoticeKind.TRADE_EXIT.value:
-            try:
-                exit_ = TradeExit.from_payload(row.payload)
-            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-                raise SignalDeskError(f"malformed trade_exit payload: {exc!r}") from exc
+            exit_ = _parsed(row, TradeExit.from_payload)
             known = await self._engine.symbols.known([exit_.symbol])
             text = render.trade_exit_text(exit_, self._engine.broker.name, known.get(exit_.symbol))
             await self._bot.send_message(self.chat_id, text, disable_notification=silent)
             return None
         if row.kind == NoticeKind.FLATTEN_REPORT.value:
-            try:
-                flatten = FlattenReport.from_payload(row.payload)
-            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-                raise SignalDeskError(f"malformed flatten_report payload: {exc!r}") from exc
+            flatten = _parsed(row, FlattenReport.from_payload)
             for chunk in render.text_notice(render.flatten_text(flatten)):
                 await self._bot.send_message(self.chat_id, chunk, disable_notification=silent)
+            return None
+        if row.kind == NoticeKind.DAILY_SUMMARY.value:
+            summary = _parsed(row, DailySummary.from_payload)
+            text = render.daily_summary_text(summary)
+            await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
             return None
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
             await self._send_text(row, silent)
@@ -665,6 +668,15 @@ class OutboxDeliverer:
         sends the whole row again (at-least-once, like every row)."""
         for chunk in render.text_notice(row.text):
             await self._bot.send_message(self.chat_id, chunk, disable_notification=silent)
+
+
+def _parsed(row: OutboxRow, parse: Callable[[dict[str, Any]], _T]) -> _T:
+    """``parse(row.payload)``; a payload that does not parse raises SignalDeskError naming
+    the row's kind (the row waits with the error)."""
+    try:
+        return parse(row.payload)
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise SignalDeskError(f"malformed {row.kind} payload: {exc!r}") from exc
 
 
 def _backoff(initial: float, maximum: float) -> Backoff:

@@ -56,8 +56,9 @@ from core.marketdata.base import Instrument
 from core.notify import NEVER_OFF, SETTABLE, Loudness, NoticeSettings, Topic, TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.heartbeat import Heartbeat
+from core.services.reports import MAX_DAYS, DailyReport, DailySummary, Performance, PnlReport
 from core.services.risk import BreachLevel, FlattenReport, RiskFigures
-from core.services.trades import SourceRecord, TradeStats
+from core.services.trades import SourceRecord
 from core.services.trading import (
     CancelResult,
     ClosePlan,
@@ -90,6 +91,8 @@ __all__ = [
     "cancel_result_text",
     "cancel_toast",
     "card",
+    "chart_caption",
+    "chart_failed",
     "chat_proposed",
     "close_prompt",
     "close_results_text",
@@ -100,6 +103,8 @@ __all__ = [
     "confirm_running",
     "confirm_taken",
     "conflict_toast",
+    "daily_summary_text",
+    "daily_text",
     "drawdown_text",
     "edit_done",
     "edit_prompt",
@@ -129,6 +134,7 @@ __all__ = [
     "outcome",
     "paused_text",
     "pending_more",
+    "performance_text",
     "pnl_text",
     "positions_pages",
     "price",
@@ -727,9 +733,16 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "Realized and unrealized PnL, fees, win rate: /pnl [day|week|month|all]",
         "/pnl [day|week|month|all]",
     ),
+    CommandSpec(
+        "daily",
+        "Day by day: trades, PnL, fees, equity: /daily [N]",
+        f"/daily [N], N 1 to {MAX_DAYS}",
+    ),
+    CommandSpec("performance", "Results per symbol and per source", "/performance"),
     CommandSpec("trades", "The trade journal: /trades [N]", f"/trades [N], N 1 to {MAX_HISTORY}"),
     CommandSpec("signal", "One signal's lineage: /signal ID", "/signal ID"),
     CommandSpec("symbols", "Find a market's symbol: /symbols QUERY", "/symbols QUERY"),
+    CommandSpec("chart", "A chart now: /chart SYMBOL [TIMEFRAME]", "/chart SYMBOL [TIMEFRAME]"),
     CommandSpec("strategies", "Strategy instances, pause and resume", "/strategies"),
     CommandSpec("run", "Run a strategy instance now: /run NAME", "/run NAME"),
     CommandSpec("notify", "Which messages ring, stay silent or are off", "/notify"),
@@ -1682,13 +1695,14 @@ def _r(value: Decimal | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}R"
 
 
-def pnl_text(period: str, stats: TradeStats, unrealized: Decimal, currency: str) -> str:
-    """``/pnl``: the closed trades of ``period`` (``day``: since 00:00 UTC, ``week``: 7
-    days, ``month``: 30 days, ``all``) with realized PnL before and after fees, the win
-    rate, profit factor, best and worst trade, average R, and the open positions'
-    unrealized PnL now. Money in ``currency`` (the quote currency)."""
-    unit = f" {esc(currency)}" if currency else ""
-    lines = [f"<b>PnL · {esc(period)}</b>"]
+def pnl_text(report: PnlReport) -> str:
+    """``/pnl``: the closed trades of the report's period (``day``: since local midnight,
+    ``week``: 7 days, ``month``: 30 days, ``all``) with realized PnL before and after fees,
+    the win rate, profit factor, best and worst trade, average R, the open positions'
+    unrealized PnL now and the max drawdown of the period's equity curve ("no equity
+    history yet" without snapshots). Money in the report's currency (quote currency)."""
+    stats, unit = report.stats, _unit(report.currency)
+    lines = [f"<b>PnL · {esc(report.period)}</b>"]
     if stats.trades == 0:
         lines.append("No closed trades in this period.")
     else:
@@ -1701,8 +1715,100 @@ def pnl_text(period: str, stats: TradeStats, unrealized: Decimal, currency: str)
             f"Best: {signed(stats.best or ZERO)} · worst: {signed(stats.worst or ZERO)} · "
             f"average {_r(stats.average_r)}",
         ]
-    lines.append(f"Unrealized (open positions): {signed(unrealized)}{unit}")
+    lines.append(f"Unrealized (open positions): {signed(report.unrealized)}{unit}")
+    if report.max_drawdown_pct is None:
+        lines.append("Max drawdown: no equity history yet")
+    else:
+        lines.append(f"Max drawdown: {_pct(report.max_drawdown_pct)}")
     return "\n".join(lines)
+
+
+def _unit(currency: str) -> str:
+    return f" {esc(currency)}" if currency else ""
+
+
+def daily_text(report: DailyReport, zone: tzinfo) -> str:
+    """``/daily``: one row per local day (newest first) in a monospaced table: the date in
+    ``zone``, trades closed, their net PnL and fees (the report's quote currency) and the
+    equity at the day's end ("-" before the first equity snapshot)."""
+    table = [("Date", "Trades", "Net PnL", "Fees", "Equity")]
+    for row in report.rows:
+        equity = "-" if row.equity is None else money(row.equity)
+        table.append(
+            (
+                row.day.strftime("%m-%d"),
+                str(row.trades),
+                signed(row.net_pnl),
+                money(row.fees),
+                equity,
+            )
+        )
+    head = f"<b>Daily · last {len(report.rows)} days</b> ({esc(zone)}{_unit(report.currency)})"
+    return f"{head}\n<pre>{esc(_table(table))}</pre>"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` as aligned columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
+    return "\n".join(
+        " ".join(
+            cell.ljust(widths[n]) if n == 0 else cell.rjust(widths[n]) for n, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    )
+
+
+def performance_text(performance: Performance) -> str:
+    """``/performance``: closed trades per symbol and per signal source, best net PnL
+    first: trades, win rate, net PnL (quote currency) and average R, in monospaced
+    tables."""
+    if not performance.by_symbol:
+        return "No closed trades yet."
+    parts = [f"<b>Performance</b>{_unit(performance.currency)}"]
+    for title, rows in (("Symbol", performance.by_symbol), ("Source", performance.by_source)):
+        table = [(title, "Trades", "Win", "Net PnL", "Avg R")]
+        table += [
+            (
+                _clip(r.name, 16),
+                str(r.trades),
+                f"{r.win_rate * 100:.0f}%",
+                signed(r.net_pnl),
+                _r(r.average_r),
+            )
+            for r in rows
+        ]
+        parts.append(f"<pre>{esc(_table(table))}</pre>")
+    return "\n".join(parts)
+
+
+def daily_summary_text(summary: DailySummary) -> str:
+    """The daily summary message: the local day's closed trades (count, wins, net PnL
+    after fees, fees), equity and unrealized PnL now (left out when the broker did not
+    answer)."""
+    stats, unit = summary.stats, _unit(summary.currency)
+    lines = [f"🗓 <b>Daily summary · {summary.day.isoformat()}</b> ({esc(summary.zone)})"]
+    if stats.trades == 0:
+        lines.append("No trades closed today.")
+    else:
+        lines.append(
+            f"Closed {stats.trades} · won {stats.wins} · net {signed(stats.net_pnl)}{unit}"
+            f" after {money(stats.fees)}{unit} fees"
+        )
+    if summary.equity is not None:
+        lines.append(f"Equity: {money(summary.equity)}{unit}")
+    if summary.unrealized is not None:
+        lines.append(f"Unrealized (open positions): {signed(summary.unrealized)}{unit}")
+    return "\n".join(lines)
+
+
+def chart_caption(symbol: str, timeframe: str) -> str:
+    """The caption of a ``/chart`` photo."""
+    return f"<b>{esc(symbol)}</b> · {esc(timeframe)}"
+
+
+def chart_failed(symbol: str, timeframe: str) -> str:
+    """The answer to ``/chart`` when the chart could not be drawn."""
+    return f"⚠️ The chart of {esc(symbol)} {esc(timeframe)} could not be drawn; try again later."
 
 
 def _journal_line(t: Trade) -> str:

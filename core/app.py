@@ -24,6 +24,7 @@ from core.notify import Notifier, OutboxNotifier
 from core.services.exits import ExitService, PriceWatchBroker, PriceWatchMarket
 from core.services.heartbeat import Health, HeartbeatService
 from core.services.reconciler import Reconciler
+from core.services.reports import ReportService
 from core.services.risk import RiskService
 from core.services.signals import SignalService
 from core.services.trades import TradeService
@@ -52,7 +53,8 @@ class Engine:
     :class:`~core.services.exits.PriceWatchMarket`); ``trades`` reads the trade record.
     ``market`` is the market data everything reads prices from (``MARKET_DATA``; the exit
     watcher too, unless an injected broker executes on prices of its own) and ``symbols``
-    its cached symbol search; ``feed`` is the replay's primary feed (built
+    its cached symbol search; ``reports`` the result reports (``/pnl``, ``/daily``,
+    ``/performance``, the daily summary); ``feed`` is the replay's primary feed (built
     whatever ``MARKET_DATA`` says; the paper broker executes on it only on the replay).
     """
 
@@ -73,6 +75,7 @@ class Engine:
     trades: TradeService
     market: MarketData
     symbols: SymbolSearch
+    reports: ReportService
 
     async def close(self) -> None:
         """Stop background drawdown and exit checks, close the broker and the market data,
@@ -312,6 +315,7 @@ async def build_engine(
         trades,
         prices,
         symbols,
+        ReportService(db, trades, trading, settings.display_zone, clock),
     )
 
 

@@ -228,6 +228,9 @@ class Settings(BaseSettings):
         description="HH:MM-HH:MM local time (DISPLAY_TIMEZONE) when routine messages are "
         "silent, never alerts; may span midnight (23:00-07:00); empty: none",
     )
+    daily_summary_at: str | None = Field(
+        None, description="local time HH:MM (DISPLAY_TIMEZONE) of the daily summary; unset: off"
+    )
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = Field(8081, ge=0, le=65535)
 
@@ -333,6 +336,23 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise PydanticCustomError("timezone", "must be an IANA time zone such as UTC") from exc
         return value
+
+    @field_validator("daily_summary_at")
+    @classmethod
+    def _summary_at(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise PydanticCustomError("clock_time", "must be a local time HH:MM such as 21:00")
+        return value.strip()
+
+    @property
+    def daily_summary_time(self) -> tuple[int, int] | None:
+        """:attr:`daily_summary_at` as ``(hour, minute)``; None when unset."""
+        if self.daily_summary_at is None:
+            return None
+        hour, minute = self.daily_summary_at.split(":")
+        return int(hour), int(minute)
 
     @property
     def display_zone(self) -> ZoneInfo:

@@ -56,13 +56,17 @@ class NoticeKind(enum.StrEnum):
     state; ``text`` is a plain message (alerts, fills, reports, heartbeats);
     ``trade_exit`` reports a trade closed or partly closed (its figures are a
     :class:`TradeExit` in the notification's ``payload``); ``flatten_report`` reports
-    what the drawdown flatten did (a :class:`core.services.risk.FlattenReport`)."""
+    what the drawdown flatten did (a :class:`core.services.risk.FlattenReport`);
+    ``daily_summary`` is the day's results at ``DAILY_SUMMARY_AT`` (a
+    :class:`core.services.reports.DailySummary`), a kind of its own so the owner can set
+    its loudness apart from other messages."""
 
     SIGNAL_CARD = "signal_card"
     SIGNAL_UPDATE = "signal_update"
     TEXT = "text"
     TRADE_EXIT = "trade_exit"
     FLATTEN_REPORT = "flatten_report"
+    DAILY_SUMMARY = "daily_summary"
 
 
 class Priority(enum.IntEnum):
@@ -120,14 +124,13 @@ DEFAULT_LEVELS: Mapping[Topic, Loudness] = types.MappingProxyType(
     {topic: Loudness.SILENT if topic is Topic.HEARTBEAT else Loudness.LOUD for topic in Topic}
 )
 
-#: The topic of notifications emitted without one, by their kind (``daily_summary`` is
-#: the daily summary's kind).
+#: The topic of notifications emitted without one, by their kind.
 _KIND_TOPICS: Mapping[str, Topic] = {
     NoticeKind.SIGNAL_CARD: Topic.CARD,
     NoticeKind.SIGNAL_UPDATE: Topic.CARD,
     NoticeKind.TRADE_EXIT: Topic.EXIT,
     NoticeKind.FLATTEN_REPORT: Topic.ALERT,
-    "daily_summary": Topic.DAILY_SUMMARY,
+    NoticeKind.DAILY_SUMMARY: Topic.DAILY_SUMMARY,
 }
 
 

@@ -13,15 +13,19 @@ strategy:N  the instance's ``cron`` or     :meth:`StrategyDesk.run_instance` for
             ``every`` (strategies file,   (skipped while the owner has it paused); only
             or ``STRATEGY_*``)            enabled instances get a job
 symbols     ``SYMBOLS_TTL_SECONDS``       :meth:`SymbolSearch.listing` (refreshes a stale cache)
+summary     ``DAILY_SUMMARY_AT`` daily    :meth:`ReportService.send_daily_summary` (once per
+            (local time; unset: no job)   local day, also across restarts and leaders)
 ==========  ============================  ==================================================
 
-Every job but the strategy instances also runs once as soon as the scheduler starts:
-start-up reconciliation, a first drawdown check, a heartbeat saying the process is up, a
-symbol cache refresh; strategy instances run at their own times only. Jobs coalesce
-missed runs into one, never overlap themselves (``max_instances=1``), and count as missed
-when they start later than their ``misfire_grace_time`` (the job's own interval, at least
-10 seconds). A job error or a missed run is logged and alerted to the owner, at most once
-per job per ``alert_every`` seconds, and shown as the last error in heartbeats.
+Every job but the strategy instances and the daily summary also runs once as soon as the
+scheduler starts: start-up reconciliation, a first drawdown check, a heartbeat saying the
+process is up, a symbol cache refresh; strategy instances and the summary run at their
+own times only (a process that was down at the summary's time does not send it late).
+Jobs coalesce missed runs into one, never overlap themselves (``max_instances=1``), and
+count as missed when they start later than their ``misfire_grace_time`` (the job's own
+interval, at least 10 seconds; an hour for the summary). A job error or a missed run is
+logged and alerted to the owner, at most once per job per ``alert_every`` seconds, and
+shown as the last error in heartbeats.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from core.app import Engine
@@ -46,6 +51,7 @@ __all__ = [
     "ALERT_EVERY_SECONDS",
     "JOB_IDS",
     "STRATEGY_JOB",
+    "SUMMARY_JOB",
     "DutyScheduler",
     "JobAlarm",
     "build_scheduler",
@@ -55,6 +61,12 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "exits", "symbols")
+
+#: The daily summary's job id (only when ``DAILY_SUMMARY_AT`` is set).
+SUMMARY_JOB = "summary"
+
+#: Seconds a daily summary may start late and still run.
+SUMMARY_GRACE_SECONDS = 3600
 
 #: Prefix of the strategy instances' job ids: ``strategy:btc-trend``.
 STRATEGY_JOB = "strategy:"
@@ -163,6 +175,15 @@ def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS)
         IntervalTrigger(seconds=symbols_every, timezone=UTC),
         symbols_every,
     )
+    at = settings.daily_summary_time
+    if at is not None:
+        scheduler.add_duty(
+            SUMMARY_JOB,
+            engine.reports.send_daily_summary,
+            CronTrigger(hour=at[0], minute=at[1], timezone=settings.display_zone),
+            SUMMARY_GRACE_SECONDS,
+            at_start=False,
+        )
     desk = engine.strategies
     if desk is not None:
         for name, spec in desk.specs.items():

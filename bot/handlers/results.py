@@ -1,29 +1,30 @@
-"""Results from the trade record: ``/pnl [day|week|month|all]``, ``/trades [N]`` and
-``/signal ID`` (one signal's lineage).
+"""Results from the trade record: ``/pnl [day|week|month|all]`` (with the equity curve),
+``/daily [N]``, ``/performance``, ``/trades [N]``, ``/signal ID`` (one signal's lineage)
+and ``/chart SYMBOL [TIMEFRAME]``.
 
-Each handler parses, reads the trade record (:class:`core.services.trades.TradeService`)
-and formats with :mod:`bot.render`; nothing changes state.
+Each handler parses, reads one core service (:class:`core.services.reports.ReportService`,
+:class:`core.services.trades.TradeService`, the market data) and formats with
+:mod:`bot.render`; pictures are drawn off the event loop by :mod:`bot.chart`. Nothing
+changes state.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from aiogram import Router
 from aiogram.filters import Command
-from aiogram.types import Message
+from aiogram.types import BufferedInputFile, Message
 
-from bot import render
-from bot.handlers.args import Args, history_count, signal_ref
+from bot import chart, render
+from bot.handlers.args import Args, history_count, no_args, signal_ref, symbol
 from bot.handlers.replies import answer_long
 from core.app import Engine
-from core.domain import ZERO
-from core.services.trades import trade_stats
+from core.errors import InvalidInputError
+from core.services.reports import MAX_DAYS, PERIODS
 
-__all__ = ["PERIODS", "create_router", "period_start"]
+__all__ = ["DEFAULT_DAYS", "create_router", "day_count"]
 
-#: The periods of ``/pnl``; ``day`` starts at 00:00 UTC, the others count back from now.
-PERIODS = ("day", "week", "month", "all")
+#: N of a bare ``/daily``.
+DEFAULT_DAYS = 7
 
 
 def _period(text: str) -> str:
@@ -34,36 +35,67 @@ def _period(text: str) -> str:
     return period
 
 
-def period_start(period: str, now: datetime) -> datetime | None:
-    """The UTC start of ``period`` at ``now``: today's midnight UTC, 7 or 30 days back, or
-    None for ``all``."""
-    if period == "day":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "week":
-        return now - timedelta(days=7)
-    if period == "month":
-        return now - timedelta(days=30)
-    return None
+def day_count(text: str) -> int:
+    """``[N]`` of ``/daily``: a whole number of days, 1 to :data:`MAX_DAYS`, default
+    :data:`DEFAULT_DAYS`. Raises InvalidInputError naming N (answered by the error
+    handler)."""
+    if not text:
+        return DEFAULT_DAYS
+    if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
+        raise InvalidInputError(
+            f"N must be a whole number of days from 1 to {MAX_DAYS}, got {text}"
+        )
+    return int(text)
+
+
+def _chart_args(text: str) -> tuple[str, str]:
+    """``SYMBOL [TIMEFRAME]``: the symbol (upper-cased) and the timeframe as typed (default
+    the card charts' ``1h``); the timeframe is checked against the market data's."""
+    parts = text.split()
+    if not 1 <= len(parts) <= 2:
+        raise ValueError("a symbol and at most a timeframe expected")
+    return symbol(parts[0]), (parts[1] if len(parts) == 2 else chart.DEFAULT_TIMEFRAME)
 
 
 def create_router() -> Router:
-    """The router of ``/pnl``, ``/trades`` and ``/signal``."""
+    """The router of the result commands and ``/chart``."""
     router = Router(name="results")
     router.message.register(on_pnl, Command("pnl"), Args(_period))
+    router.message.register(on_daily, Command("daily"), Args(day_count))
+    router.message.register(on_performance, Command("performance"), Args(no_args))
     router.message.register(on_trades, Command("trades"), Args(history_count))
     router.message.register(on_signal, Command("signal"), Args(signal_ref))
+    router.message.register(on_chart, Command("chart"), Args(_chart_args))
     return router
 
 
 async def on_pnl(message: Message, args: str, engine: Engine) -> None:
-    """``/pnl [period]``: the closed trades' figures and the open positions' unrealized
-    PnL (from the broker's positions)."""
-    since = period_start(args, engine.clock())
-    stats = trade_stats(await engine.trades.closed_since(since))
-    positions = await engine.trading.positions()
-    unrealized = sum((p.unrealized_pnl for p in positions), ZERO)
-    currency = (await engine.trading.account()).currency
-    await message.answer(render.pnl_text(args, stats, unrealized, currency))
+    """``/pnl [period]``: the figures as the caption of the period's equity curve (photo
+    first, then the text, when the text is over a caption's 1024 characters); the text
+    alone when there is no equity history or the curve cannot be drawn."""
+    report = await engine.reports.pnl(args)
+    text = render.pnl_text(report)
+    png = await chart.equity_png(report.curve, report.currency)
+    if png is None:
+        await message.answer(text)
+        return
+    photo = BufferedInputFile(png, f"equity-{args}.png")
+    if len(text) <= render.MAX_CAPTION:
+        await message.answer_photo(photo, caption=text)
+        return
+    await message.answer_photo(photo)
+    await answer_long(message, text)
+
+
+async def on_daily(message: Message, args: int, engine: Engine) -> None:
+    """``/daily [N]``: the last N local days (``DISPLAY_TIMEZONE``), newest first."""
+    report = await engine.reports.daily(args)
+    await answer_long(message, render.daily_text(report, engine.settings.display_zone))
+
+
+async def on_performance(message: Message, engine: Engine) -> None:
+    """``/performance``: closed trades per symbol and per source."""
+    await answer_long(message, render.performance_text(await engine.reports.performance()))
 
 
 async def on_trades(message: Message, args: int, engine: Engine) -> None:
@@ -78,3 +110,17 @@ async def on_signal(message: Message, args: int, engine: Engine) -> None:
     events = await engine.signals.history(limit=100, signal_id=args)
     trade = await engine.trades.for_signal(args)
     await answer_long(message, render.signal_text(signal, events, trade))
+
+
+async def on_chart(message: Message, args: tuple[str, str], engine: Engine) -> None:
+    """``/chart SYMBOL [TIMEFRAME]``: the last candles with the current price, as a photo;
+    a text answer when it cannot be drawn. Raises InvalidInputError (timeframe) and
+    UnknownSymbolError (symbol), answered by the error handler."""
+    name, timeframe = args
+    png = await chart.symbol_png(engine.market, name, timeframe)
+    if png is None:
+        await message.answer(render.chart_failed(name, timeframe))
+        return
+    await message.answer_photo(
+        BufferedInputFile(png, "chart.png"), caption=render.chart_caption(name, timeframe)
+    )

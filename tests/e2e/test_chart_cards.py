@@ -4,10 +4,12 @@ cannot be made still delivers the text card; the card says what the order does."
 from __future__ import annotations
 
 import asyncio
+import threading
 from decimal import Decimal
+from functools import partial
 
 from bot.callbacks import CardAction
-from bot.chart import ChartSpec, warm_up
+from bot.chart import ChartSpec, chart_png, render_png, warm_up
 from bot.delivery import CardKind, Cards
 from core.db.models import SignalCardRow
 from core.domain import Side, SignalStatus
@@ -93,3 +95,43 @@ async def test_a_sell_while_long_says_it_reduces_and_adds_no_risk(start_desk: St
         side=Side.SELL, quantity=Decimal("0.03"), stop_loss=None, take_profit=None
     )
     assert "Reverses long 0.01 BTC → short 0.02 BTC" in (await desk.card(flip.id)).plain_text
+
+
+async def test_a_tap_during_a_slow_chart_render_is_answered_before_the_render_ends(
+    start_desk: StartDesk,
+) -> None:
+    """The render runs in a worker thread: while one card's chart is held mid-render (the
+    renderer waits on an Event the test sets only after the tap's answer arrived), a tap on
+    another card is answered and its order filled. Were the render on the event loop, the
+    answer could never arrive first and the render would give up (``held`` times out)."""
+    desk = await start_desk(card_charts=True)
+    await asyncio.to_thread(warm_up)
+    for _ in range(40):
+        desk.engine.feed.step()
+    first = await desk.propose()
+    card = await desk.card(first.id, within=30)
+    assert card.photo is not None
+    await desk.drained()
+    started, release = threading.Event(), threading.Event()
+
+    def slow(spec: ChartSpec) -> bytes:
+        started.set()
+        held = release.wait(timeout=60)
+        assert held, "the tap was not answered while the chart rendered"
+        return render_png(spec)
+
+    cards: Cards = desk.app.dispatcher["cards"]
+    cards.make_chart = partial(chart_png, render=slow)
+    second = await desk.propose()
+    await desk.sandbox.wait_for(lambda _: started.is_set(), 30, description="the slow render")
+
+    try:
+        answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    finally:
+        release.set()  # also when the answer never came: no thread left waiting
+
+    assert answer.text is not None and answer.text.startswith("Filled 0.01 BTC @ ")
+    assert (await desk.engine.signals.get(first.id)).status is SignalStatus.FILLED
+    slow_card = await desk.card(second.id, within=30)
+    assert slow_card.photo is not None  # the held render was not given up: it waited
+    assert len(desk.sandbox.state.files[slow_card.photo]) < 100_000

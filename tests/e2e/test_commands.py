@@ -24,7 +24,8 @@ async def test_commands_are_registered_with_set_my_commands(start_desk: StartDes
     assert names == [
         "start", "help", "status", "drawdown", "heartbeat", "positions", "orders", "signals",
         "pause", "resume", "closeall", "close", "balance", "history", "buy", "sell", "pnl",
-        "trades", "signal", "symbols", "strategies", "run", "notify",
+        "daily", "performance", "trades", "signal", "symbols", "chart", "strategies", "run",
+        "notify",
     ]  # fmt: skip
 
 

@@ -95,3 +95,34 @@ async def test_web_page_shows_a_chart_card_and_approve_edits_its_caption(
             assert errors == []
         finally:
             await browser.close()
+
+
+async def test_web_page_shows_pnl_with_its_equity_curve(start_desk: StartDesk) -> None:
+    """Also writes docs/pnl.png: the two hand-computed trades of tests/e2e/test_results.py
+    and three days of equity history."""
+    from playwright.async_api import async_playwright, expect
+
+    from bot.chart import warm_up
+    from tests.e2e.test_results import two_trades, write_history
+
+    desk = await start_desk()
+    await asyncio.to_thread(warm_up)
+    await two_trades(desk)
+    await write_history(desk)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 480, "height": 820})
+            await page.goto(desk.sandbox.base_url + "/")
+            pnl = await desk.say("/pnl all")
+            assert pnl.photo is not None
+            row = page.locator(f'.message[data-message-id="{pnl.message_id}"]')
+            image = row.locator("img.photo")
+            await expect(image).to_be_visible()
+            await expect(row.locator(".text")).to_contain_text("Max drawdown: 10.00%")
+            width = await image.evaluate("img => img.complete ? img.naturalWidth : 0")
+            assert width == 600  # the equity curve loaded, not a broken image
+            await row.scroll_into_view_if_needed()
+            await page.screenshot(path=str(DOCS / "pnl.png"))
+        finally:
+            await browser.close()

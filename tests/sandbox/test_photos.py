@@ -121,3 +121,26 @@ async def test_photo_errors(sandbox: SandboxServer, bot: Bot) -> None:
     assert [m.message_id for m in sandbox.messages(OWNER)] == [text.message_id]
     sent = await bot.send_photo(OWNER, BufferedInputFile(png(2, 2), "f.png"), caption="1" * 1024)
     assert sent.caption == "1" * 1024  # exactly 1024 is allowed
+
+
+async def test_media_edit_to_the_same_image_and_caption_is_not_modified(
+    sandbox: SandboxServer, bot: Bot
+) -> None:
+    sent = await bot.send_photo(OWNER, BufferedInputFile(png(4, 4), "a.png"), caption="card")
+    stored = sandbox.message(OWNER, sent.message_id)
+    same = InputMediaPhoto(media=stored.photo or "", caption="card")
+
+    with pytest.raises(TelegramBadRequest, match="message is not modified"):
+        await bot.edit_message_media(same, chat_id=OWNER, message_id=sent.message_id)
+    with pytest.raises(TelegramBadRequest, match="message caption is too long"):
+        await bot.edit_message_media(
+            InputMediaPhoto(media=stored.photo or "", caption="z" * 1025),
+            chat_id=OWNER,
+            message_id=sent.message_id,
+        )
+    await bot.edit_message_media(
+        InputMediaPhoto(media=stored.photo or "", caption="card, new caption"),
+        chat_id=OWNER,
+        message_id=sent.message_id,
+    )
+    assert stored.plain_text == "card, new caption" and len(stored.history) == 2

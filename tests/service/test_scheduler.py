@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,9 +17,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from core.app import Engine
+from core.db.models import OutboxRow
 from core.errors import ConfigError
-from core.notify import Priority
-from core.scheduler import DutyScheduler, JobAlarm, build_scheduler
+from core.notify import NoticeKind, Priority
+from core.scheduler import SUMMARY_JOB, DutyScheduler, JobAlarm, build_scheduler
+from core.services.reports import DailySummary
 from tests.conftest import Clock
 from tests.support.duties import Engines, alerts, eventually, outbox, ping_server
 
@@ -191,3 +194,47 @@ async def test_no_strategy_job_without_a_strategy_and_a_bad_cron_stops_the_start
 
     with pytest.raises(ConfigError, match="STRATEGY_CRON"):
         await engines.start(sqlite_url, strategy="sma_cross", strategy_cron="every hour")
+
+
+async def summaries(engine: Engine) -> list[OutboxRow]:
+    return [row for row in await outbox(engine) if row.kind == NoticeKind.DAILY_SUMMARY.value]
+
+
+async def test_the_daily_summary_is_sent_once_a_local_day_also_by_a_second_leader(
+    engines: Engines, database_url: str, clock: Clock, traveller: Any
+) -> None:
+    # START is 12:00 UTC = 13:00 in Berlin (winter); the summary is due at 13:30 local
+    engine = await engines.start(
+        database_url, daily_summary_at="13:30", display_timezone="Europe/Berlin"
+    )
+    scheduler = build_scheduler(engine)
+    job = scheduler.get_job(SUMMARY_JOB)
+    assert job is not None and isinstance(job.trigger, CronTrigger)
+    assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 3600)
+    assert str(job.trigger.timezone) == "Europe/Berlin"
+    scheduler.start()
+    drive = Driver(scheduler, traveller, clock)
+    try:
+        await eventually(lambda: has(heartbeats(engine), 1))
+        assert await summaries(engine) == []  # not at start-up
+        await drive.advance(1800)  # 13:30 Berlin
+        await eventually(lambda: has(summaries(engine), 1))
+    finally:
+        await scheduler.stop()
+    # a restarted process, or the next leader, runs it again the same day: nothing new
+    assert await engine.reports.send_daily_summary() is False
+    [row] = await summaries(engine)
+    summary = DailySummary.from_payload(row.payload)
+    assert summary.day.isoformat() == "2026-01-05"
+    assert (summary.zone, summary.stats.trades, summary.equity) == (
+        "Europe/Berlin",
+        0,
+        Decimal(10000),
+    )
+    clock.advance(86400)  # the next local day gets its own
+    assert await engine.reports.send_daily_summary() is True
+
+
+async def test_no_summary_job_without_daily_summary_at(engines: Engines, sqlite_url: str) -> None:
+    engine = await engines.start(sqlite_url)
+    assert build_scheduler(engine).get_job(SUMMARY_JOB) is None

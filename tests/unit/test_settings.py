@@ -219,6 +219,8 @@ def test_card_chat_id_is_the_first_owner_unless_a_chat_is_set(
         pytest.param(
             "SANDBOX_PORT", "70000", "Input should be less than or equal to 65535", id="port"
         ),
+        pytest.param("DAILY_SUMMARY_AT", "25:00", "must be a local time HH:MM", id="summary-hour"),
+        pytest.param("DAILY_SUMMARY_AT", "9pm", "must be a local time HH:MM", id="summary-word"),
     ],
 )
 def test_bad_value_raises_config_error_naming_the_variable_and_what_is_expected(
@@ -381,3 +383,9 @@ def test_settings_list_their_secrets_for_the_log_redaction(make_settings: Any) -
     for value in (REAL_TOKEN, REAL_TOKEN.partition(":")[2], "p@ss-w0rd",
                   "5f1e2d3c-uuid", "create=1", "ccxt-secret-value"):  # fmt: skip
         assert value in secrets
+
+
+def test_daily_summary_at_is_a_local_clock_time_or_off(make_settings: Any) -> None:
+    assert make_settings().daily_summary_time is None
+    assert make_settings(daily_summary_at="").daily_summary_time is None
+    assert make_settings(daily_summary_at="07:05").daily_summary_time == (7, 5)

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from bot.render import pnl_text, trades_text
 from core.domain import ExitReason, Side, Trade, TradeStatus
+from core.services.reports import PnlReport
 from core.services.trades import trade_stats
 
 D = Decimal
@@ -51,11 +52,13 @@ def test_stats_of_three_trades_computed_by_hand() -> None:
 def test_no_trades_have_no_rates() -> None:
     stats = trade_stats([])
     assert (stats.trades, stats.win_rate, stats.profit_factor, stats.best) == (0, None, None, None)
-    assert "No closed trades in this period." in pnl_text("day", stats, D(0), "USDT")
+    text = pnl_text(PnlReport("day", stats, D(0), "USDT", None, ()))
+    assert "No closed trades in this period." in text
+    assert text.endswith("Max drawdown: no equity history yet")
 
 
 def test_pnl_text_shows_the_figures() -> None:
-    text = pnl_text("week", trade_stats(TRADES), D("-3.5"), "USDT")
+    text = pnl_text(PnlReport("week", trade_stats(TRADES), D("-3.5"), "USDT", D("12.5"), ()))
 
     assert text.splitlines() == [
         "<b>PnL · week</b>",
@@ -63,6 +66,7 @@ def test_pnl_text_shows_the_figures() -> None:
         "Trades: 3 · won 2 (66.67%) · profit factor 2.55",
         "Best: +98.00 · worst: -42.00 · average +0.56R",
         "Unrealized (open positions): -3.50 USDT",
+        "Max drawdown: 12.50%",
     ]
 
 
