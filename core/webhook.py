@@ -1,6 +1,7 @@
 """Webhook signals: ``POST /webhook`` turns a TradingView-style JSON alert into a PROPOSED
 signal (source ``webhook``) whose card goes through the outbox; ``GET /healthz`` answers
-a platform's health check.
+a platform's health check. The Telegram face adds its own route to the same server in
+webhook mode (``POST /telegram``, see docs/operations.md).
 
 The alert's JSON body (TradingView sends the alert message as the body and cannot set
 headers, so the secret travels in the body)::
@@ -40,6 +41,7 @@ from __future__ import annotations
 import errno
 import hmac
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Self
 
@@ -124,14 +126,24 @@ def build_webhook_app(engine: Engine) -> web.Application:
     return app
 
 
-async def start_webhook(engine: Engine, port: int, host: str = PUBLIC_HOST) -> web.AppRunner:
-    """Serve :func:`build_webhook_app` on ``host:port``; the caller awaits
-    ``runner.cleanup()`` to stop.
+async def start_webhook(
+    engine: Engine,
+    port: int,
+    host: str = PUBLIC_HOST,
+    *,
+    add_routes: Callable[[web.Application], None] | None = None,
+) -> web.AppRunner:
+    """Serve :func:`build_webhook_app` on ``host:port``, with the routes ``add_routes``
+    adds to it (the bot's Telegram webhook); the caller awaits ``runner.cleanup()`` to
+    stop (it waits for requests in flight).
 
     Raises:
         ConfigError: ``PORT 8080 is in use`` (or why else it cannot be bound).
     """
-    runner = web.AppRunner(build_webhook_app(engine), access_log=None)
+    app = build_webhook_app(engine)
+    if add_routes is not None:
+        add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -1,0 +1,97 @@
+"""Webhook mode end to end (``TELEGRAM_WEBHOOK_URL``): the bot registers its webhook with a
+secret, the sandbox pushes the owner's Approve tap to ``/telegram`` and the order fills; a
+push with a wrong or missing secret does nothing and is logged without the secret; the
+webhook outlives a shutdown and long polling deletes it at start."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiohttp
+import structlog
+
+from bot.callbacks import CardAction
+from bot.sandbox.server import SECRET_HEADER
+from core.domain import SignalStatus
+from tests.e2e.conftest import StartDesk
+from tests.e2e.support import OWNER, Desk, card_button
+
+FILLED = "Filled 0.01 BTC @ 113,689.42"
+
+
+def _telegram_url(desk: Desk) -> str:
+    return f"http://127.0.0.1:{desk.app.settings.port}/telegram"
+
+
+async def test_the_bot_registers_its_webhook_with_a_secret_and_a_pushed_tap_fills(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk(webhook=True)
+    webhook = desk.sandbox.webhook
+    assert webhook is not None and desk.app.webhook is not None
+    assert webhook.url == _telegram_url(desk)
+    assert webhook.secret_token == desk.app.webhook.secret
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", webhook.secret_token or "")
+    assert desk.sandbox.requests("getUpdates") == []  # pushed, never polled
+    assert desk.sandbox.requests("deleteWebhook") == []
+
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+
+    assert answer.text
+    assert FILLED in await desk.edited(card, FILLED)
+    assert await desk.orders_for(signal.id) == 1
+    assert desk.sandbox.pending_updates == []
+    assert webhook.last_error_date is None
+    assert desk.app.webhook.last_update_at is not None
+
+
+async def test_a_push_with_a_wrong_or_missing_secret_does_nothing_and_is_logged(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk(webhook=True)
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+    forged: dict[str, Any] = {
+        "update_id": 10**6,
+        "callback_query": {
+            "id": "forged-tap",
+            "from": desk.sandbox.users[OWNER].to_api(),
+            "message": desk.sandbox.state.message_to_api(card),
+            "chat_instance": "1",
+            "data": card_button(card, CardAction.APPROVE),
+        },
+    }
+    wrong = "Wr0ng_secret-guessed-by-a-stranger"
+    with structlog.testing.capture_logs() as logs:
+        async with aiohttp.ClientSession() as http:
+            for headers in ({SECRET_HEADER: wrong}, {}):
+                async with http.post(_telegram_url(desk), json=forged, headers=headers) as sent:
+                    assert sent.status == (403 if headers else 401)
+
+    refused = [line for line in logs if line["event"] == "telegram.update_refused"]
+    assert [(line["status"], line["reason"]) for line in refused] == [
+        (403, "wrong secret"),
+        (401, "missing secret"),
+    ]
+    secret = desk.app.webhook.secret if desk.app.webhook else "?"
+    for line in logs:
+        assert wrong not in repr(line) and secret not in repr(line)
+    assert await desk.orders_for(signal.id) == 0
+    assert (await desk.engine.signals.get(signal.id)).status is SignalStatus.PROPOSED
+    assert "forged-tap" not in desk.sandbox.callback_answers
+    assert card_button(desk.sandbox.message(card.chat_id, card.message_id), CardAction.APPROVE)
+
+
+async def test_the_webhook_outlives_a_shutdown_and_polling_deletes_it_at_start(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk(webhook=True)
+    await desk.stop()
+    assert desk.sandbox.webhook is not None  # other processes may serve it: left set
+
+    again = await start_desk(sandbox=desk.sandbox)  # long polling, as without the URL
+    assert desk.sandbox.webhook is None
+    assert again.sandbox.requests("deleteWebhook")
