@@ -1,21 +1,25 @@
 """Webhook mode end to end (``TELEGRAM_WEBHOOK_URL``): the bot registers its webhook with a
 secret, the sandbox pushes the owner's Approve tap to ``/telegram`` and the order fills; a
 push with a wrong or missing secret does nothing and is logged without the secret; the
-webhook outlives a shutdown and long polling deletes it at start."""
+webhook outlives a shutdown and long polling deletes it at start; /readyz reports the
+webhook and fails when Telegram has been unable to push for a minute."""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import structlog
 
 from bot.callbacks import CardAction
+from bot.health import TELEGRAM_GRACE_SECONDS
 from bot.sandbox.server import SECRET_HEADER
 from core.domain import SignalStatus
 from tests.e2e.conftest import StartDesk
 from tests.e2e.support import OWNER, Desk, card_button
+from tests.e2e.test_health import _get, _ready_becomes
 
 FILLED = "Filled 0.01 BTC @ 113,689.42"
 
@@ -95,3 +99,35 @@ async def test_the_webhook_outlives_a_shutdown_and_polling_deletes_it_at_start(
     again = await start_desk(sandbox=desk.sandbox)  # long polling, as without the URL
     assert desk.sandbox.webhook is None
     assert again.sandbox.requests("deleteWebhook")
+
+
+async def test_readyz_reports_the_webhook_and_fails_when_telegram_cannot_push_for_a_minute(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk(webhook=True)
+    telegram = (await _ready_becomes(desk, 200))["checks"]["telegram"]
+    assert (telegram["mode"], telegram["url"]) == ("webhook", _telegram_url(desk))
+    assert telegram["registered"] and telegram["pending_updates"] == 0
+    mode, pushed = desk.app.webhook, desk.sandbox.webhook
+    assert mode is not None and pushed is not None
+
+    pushed.secret_token = "rotated-by-another-process"  # pushes now carry a wrong secret
+    desk.sandbox.send_user_message(OWNER, OWNER, "/status")
+    await desk.sandbox.wait_for(lambda _: pushed.last_error_date, description="a refused push")
+    code, body = await _get(desk, "/readyz")
+    assert code == 200  # Telegram retries: not a minute yet
+    assert body["checks"]["telegram"]["last_error"]["message"] == (
+        "Wrong response from the webhook: 403 Forbidden"
+    )
+    assert mode.registered_at is not None
+    mode.registered_at -= timedelta(seconds=TELEGRAM_GRACE_SECONDS + 1)  # a minute has passed
+    if mode.last_update_at is not None:
+        mode.last_update_at -= timedelta(seconds=TELEGRAM_GRACE_SECONDS + 1)
+    body = await _ready_becomes(desk, 503)
+    assert body["failing"] == ["telegram"]
+    assert body["checks"]["telegram"]["pending_updates"] == 1
+    assert body["checks"]["telegram"]["refused"] >= 1
+
+    pushed.secret_token = mode.secret  # the right secret again: the update is delivered
+    await _ready_becomes(desk, 200)
+    assert desk.sandbox.pending_updates == []
