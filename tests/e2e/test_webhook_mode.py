@@ -130,4 +130,4 @@ async def test_readyz_reports_the_webhook_and_fails_when_telegram_cannot_push_fo
 
     pushed.secret_token = mode.secret  # the right secret again: the update is delivered
     await _ready_becomes(desk, 200)
-    assert desk.sandbox.pending_updates == []
+    await desk.sandbox.wait_for(lambda s: not s.pending_updates, description="delivered")
