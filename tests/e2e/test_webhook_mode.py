@@ -2,7 +2,8 @@
 secret, the sandbox pushes the owner's Approve tap to ``/telegram`` and the order fills; a
 push with a wrong or missing secret does nothing and is logged without the secret; the
 webhook outlives a shutdown and long polling deletes it at start; /readyz reports the
-webhook and fails when Telegram has been unable to push for a minute."""
+webhook and fails when Telegram has been unable to push for a minute; setWebhook waits
+for a Telegram that is down at start."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import structlog
 
 from bot.callbacks import CardAction
 from bot.health import TELEGRAM_GRACE_SECONDS
+from bot.sandbox import SandboxServer
 from bot.sandbox.server import SECRET_HEADER
 from core.domain import SignalStatus
 from tests.e2e.conftest import StartDesk
-from tests.e2e.support import OWNER, Desk, card_button
+from tests.e2e.support import OWNER, TOKEN, Desk, card_button
 from tests.e2e.test_health import _get, _ready_becomes
 
 FILLED = "Filled 0.01 BTC @ 113,689.42"
@@ -131,3 +133,22 @@ async def test_readyz_reports_the_webhook_and_fails_when_telegram_cannot_push_fo
     pushed.secret_token = mode.secret  # the right secret again: the update is delivered
     await _ready_becomes(desk, 200)
     await desk.sandbox.wait_for(lambda s: not s.pending_updates, description="delivered")
+
+
+async def test_set_webhook_is_retried_while_telegram_is_down_at_start(
+    start_desk: StartDesk,
+) -> None:
+    sandbox = SandboxServer(TOKEN, web_user_id=OWNER)
+    sandbox.add_user(OWNER, "Ada", "ada")
+    await sandbox.start()
+    await sandbox.set_unreachable(True)
+    desk = await start_desk(sandbox=sandbox, telegram_up=False, webhook=True)
+    link = desk.app.telegram
+    await sandbox.wait_for(lambda _: link.failures >= 2, 15, description="getMe retried")
+    assert desk.app.ready.is_set()  # the start-up did not wait for Telegram
+    assert sandbox.webhook is None
+
+    await sandbox.set_unreachable(False)
+    await sandbox.wait_for(lambda s: s.webhook, 15, description="the webhook registered")
+    await sandbox.wait_for_message(OWNER, contains="SignalDesk alive")  # the outbox flows
+    assert (await desk.say("/status")).plain_text  # commands arrive by push
