@@ -71,7 +71,13 @@ from bot.chart import warm_up
 from bot.delivery import Cards, DeliveryPolicy, OutboxDeliverer, resolve_chat
 from bot.handlers import get_routers
 from bot.health import Metrics, start_health
-from bot.link import TELEGRAM_PATH, TelegramLink, TelegramUpdates, WebhookMode
+from bot.link import (
+    MAX_UPDATE_BYTES,
+    TELEGRAM_PATH,
+    TelegramLink,
+    TelegramUpdates,
+    WebhookMode,
+)
 from bot.middlewares import OwnerOnly, StaleCommands
 from bot.preflight import check_settings
 from core.app import Engine, build_engine
@@ -379,7 +385,10 @@ class BotApp:
                 stack.push_async_callback(health.cleanup)
             if settings.port is not None:
                 web_server = await start_webhook(
-                    engine, settings.port, add_routes=self._telegram_route(dispatcher, bot)
+                    engine,
+                    settings.port,
+                    add_routes=self._telegram_route(dispatcher, bot),
+                    client_max_size=MAX_UPDATE_BYTES if self.webhook is not None else 0,
                 )
                 stack.push_async_callback(web_server.cleanup)
             shared = settings.telegram_webhook_secret is not None

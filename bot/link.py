@@ -47,10 +47,20 @@ from core.logging import redactor
 if TYPE_CHECKING:
     from aiogram import Bot
 
-__all__ = ["SECRET_HEADER", "TELEGRAM_PATH", "TelegramLink", "TelegramUpdates", "WebhookMode"]
+__all__ = [
+    "MAX_UPDATE_BYTES",
+    "SECRET_HEADER",
+    "TELEGRAM_PATH",
+    "TelegramLink",
+    "TelegramUpdates",
+    "WebhookMode",
+]
 
 #: The path on ``PORT`` where Telegram POSTs updates in webhook mode.
 TELEGRAM_PATH = "/telegram"
+#: The largest update body ``/telegram`` reads, in bytes. The Bot API documents none; its
+#: longest message, or a tap carrying a card of 4096 characters, is about 50 kB of JSON.
+MAX_UPDATE_BYTES = 1 << 20
 #: The header carrying ``setWebhook``'s ``secret_token`` on every webhook request (Bot API).
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 

@@ -112,14 +112,17 @@ class WebhookAlert(BaseModel):
         return self
 
 
-def build_webhook_app(engine: Engine) -> web.Application:
+def build_webhook_app(engine: Engine, *, client_max_size: int = 0) -> web.Application:
     """The aiohttp application: ``POST /webhook`` and ``GET /healthz``.
 
-    aiohttp itself refuses bodies over ``WEBHOOK_MAX_BODY_BYTES`` while reading them.
+    aiohttp itself refuses bodies over ``WEBHOOK_MAX_BODY_BYTES`` (or ``client_max_size``
+    bytes, if larger: another route on the same server takes bigger ones) while reading
+    them; ``/webhook`` also refuses what it read beyond ``WEBHOOK_MAX_BODY_BYTES``.
     """
     if engine.settings.webhook_secret is None:
         log.warning("webhook disabled: WEBHOOK_SECRET is not set; POST /webhook answers 403")
-    app = web.Application(client_max_size=engine.settings.webhook_max_body_bytes)
+    limit = max(engine.settings.webhook_max_body_bytes, client_max_size)
+    app = web.Application(client_max_size=limit)
     app[ENGINE_KEY] = engine
     app.router.add_post("/webhook", _webhook)
     app.router.add_get("/healthz", _healthz)
@@ -132,15 +135,17 @@ async def start_webhook(
     host: str = PUBLIC_HOST,
     *,
     add_routes: Callable[[web.Application], None] | None = None,
+    client_max_size: int = 0,
 ) -> web.AppRunner:
     """Serve :func:`build_webhook_app` on ``host:port``, with the routes ``add_routes``
-    adds to it (the bot's Telegram webhook); the caller awaits ``runner.cleanup()`` to
-    stop (it waits for requests in flight).
+    adds to it (the bot's Telegram webhook, whose bodies may reach ``client_max_size``
+    bytes); the caller awaits ``runner.cleanup()`` to stop (it waits for requests in
+    flight).
 
     Raises:
         ConfigError: ``PORT 8080 is in use`` (or why else it cannot be bound).
     """
-    app = build_webhook_app(engine)
+    app = build_webhook_app(engine, client_max_size=client_max_size)
     if add_routes is not None:
         add_routes(app)
     runner = web.AppRunner(app, access_log=None)
@@ -173,6 +178,8 @@ async def _webhook(request: web.Request) -> web.Response:
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
+        return _refuse(413, f"body larger than {limit} bytes")
+    if len(body) > limit:  # chunked, under the server's larger limit
         return _refuse(413, f"body larger than {limit} bytes")
     try:
         text = body.decode("utf-8")

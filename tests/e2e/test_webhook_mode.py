@@ -152,3 +152,14 @@ async def test_set_webhook_is_retried_while_telegram_is_down_at_start(
     await sandbox.wait_for(lambda s: s.webhook, 15, description="the webhook registered")
     await sandbox.wait_for_message(OWNER, contains="SignalDesk alive")  # the outbox flows
     assert (await desk.say("/status")).plain_text  # commands arrive by push
+
+
+async def test_a_long_message_is_pushed_whole_past_the_alert_body_limit(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk(webhook=True)
+    text = "€" * 4096  # Telegram's longest message: ~25 kB of JSON, over WEBHOOK_MAX_BODY_BYTES
+    desk.sandbox.send_user_message(OWNER, OWNER, text)
+
+    await desk.sandbox.wait_for(lambda s: not s.pending_updates, description="delivered")
+    assert desk.sandbox.webhook is not None and desk.sandbox.webhook.last_error_date is None
