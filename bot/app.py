@@ -24,6 +24,13 @@ handlers through the dispatcher's workflow data: ``engine``, ``cards``, ``settin
 
 Long polling goes to Telegram, or to ``TELEGRAM_API_BASE`` when set (a self-hosted Bot API
 server, or the sandbox). The token is only ever handed to aiogram; nothing logs it.
+
+With ``TELEGRAM_WEBHOOK_URL`` the bot runs in webhook mode instead (:mod:`bot.link`): the
+start-up hook adds ``POST /telegram`` to the web server on ``PORT`` (beside ``/webhook``
+and ``/healthz``), then ``getMe`` and ``setWebhook`` are retried with the same backoff
+until Telegram answers, and Telegram pushes the updates. Shutdown leaves the webhook set:
+other processes behind the same load balancer may be serving it, and Telegram keeps the
+updates of a restart until the webhook answers again (long polling deletes it at start).
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 
@@ -50,21 +59,30 @@ from aiogram.methods import (
     GetUpdates,
     SendMessage,
     SetMyCommands,
+    SetWebhook,
 )
 from aiogram.methods.base import Response
 from aiogram.types import ErrorEvent, Message, User
 from aiogram.utils.backoff import Backoff, BackoffConfig
+from aiohttp import web
 
 from bot import render
 from bot.chart import warm_up
 from bot.delivery import Cards, DeliveryPolicy, OutboxDeliverer, resolve_chat
 from bot.handlers import get_routers
 from bot.health import Metrics, start_health
-from bot.link import TelegramLink
+from bot.link import (
+    MAX_UPDATE_BYTES,
+    TELEGRAM_PATH,
+    TelegramLink,
+    TelegramUpdates,
+    WebhookMode,
+)
 from bot.middlewares import OwnerOnly, StaleCommands
 from bot.preflight import check_settings
 from core.app import Engine, build_engine
 from core.config import Settings
+from core.domain import utcnow
 from core.errors import SignalDeskError
 from core.leader import Leadership
 from core.notify import OutboxNotifier
@@ -82,8 +100,8 @@ def _pin_response_models() -> tuple[type, ...]:
     its validator (3-8 ms of CPU each, on every getUpdates and every send). Strong
     references to the answers of the methods this bot calls keep them built."""
     methods = (
-        GetMe, GetUpdates, DeleteWebhook, SetMyCommands, SendMessage, EditMessageText,
-        AnswerCallbackQuery,
+        GetMe, GetUpdates, DeleteWebhook, SetWebhook, SetMyCommands, SendMessage,
+        EditMessageText, AnswerCallbackQuery,
     )  # fmt: skip
     # a runtime parametrization, which mypy reads as a type expression
     return tuple(Response[method.__returning__] for method in methods)  # type: ignore[name-defined]
@@ -99,11 +117,13 @@ CONNECT_BACKOFF = BackoffConfig(min_delay=1.0, max_delay=5.0, factor=1.3, jitter
 
 class _PatientBot(Bot):
     """A ``Bot`` whose :meth:`me` (aiogram's polling calls it once before the first
-    ``getUpdates``, and lets its error end polling) waits for Telegram instead of failing:
-    ``getMe`` and ``deleteWebhook`` are retried with backoff until both succeed, then the
+    ``getUpdates``, and lets its error end polling; webhook mode calls it after start-up)
+    waits for Telegram instead of failing: ``getMe`` and ``deleteWebhook`` (polling) or
+    ``setWebhook`` (webhook mode) are retried with backoff until both succeed, then the
     command menu is set (a failure there is logged; the menu can wait)."""
 
     link: TelegramLink
+    webhook: WebhookMode | None = None
 
     async def me(self) -> User:
         """The bot's ``User``, once Telegram has answered (cached)."""
@@ -117,7 +137,7 @@ class _PatientBot(Bot):
         while True:
             try:
                 user = await self.get_me()
-                await self.delete_webhook()  # getUpdates answers 409 while a webhook is set
+                await self._take_updates()
                 break
             except TelegramAPIError as exc:
                 # an outage is logged once by the link; an answer (a revoked token) here
@@ -129,8 +149,31 @@ class _PatientBot(Bot):
             await self.set_my_commands(render.bot_commands())
         except TelegramAPIError as exc:
             log.warning("bot.setup_incomplete", error=exc.message)
-        log.info("bot.polling", username=user.username, attempts=backoff.counter + 1)
+        if self.webhook is None:
+            log.info("bot.polling", username=user.username, attempts=backoff.counter + 1)
+        else:
+            log.info(
+                "bot.webhook",
+                username=user.username,
+                url=self.webhook.url,
+                attempts=backoff.counter + 1,
+            )
         return user
+
+    async def _take_updates(self) -> None:
+        """Polling: delete any webhook (``getUpdates`` answers 409 while one is set).
+        Webhook mode: ``setWebhook`` with the secret; pending updates are kept."""
+        webhook = self.webhook
+        if webhook is None:
+            await self.delete_webhook()
+            return
+        await self.set_webhook(
+            webhook.url,
+            secret_token=webhook.secret,
+            allowed_updates=webhook.allowed_updates,
+            drop_pending_updates=False,
+        )
+        webhook.registered_at = utcnow()
 
 
 class _QuietPolling(logging.Filter):
@@ -154,7 +197,7 @@ class _QuietPolling(logging.Filter):
 _QUIET_POLLING = _QuietPolling()
 
 
-def _create_bot(settings: Settings, link: TelegramLink) -> Bot:
+def _create_bot(settings: Settings, link: TelegramLink, webhook: WebhookMode | None) -> Bot:
     assert settings.telegram_bot_token is not None
     base = settings.telegram_api_base
     session = AiohttpSession(api=TelegramAPIServer.from_base(base)) if base else AiohttpSession()
@@ -164,7 +207,7 @@ def _create_bot(settings: Settings, link: TelegramLink) -> Bot:
         session=session,
         default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
     )
-    bot.link = link
+    bot.link, bot.webhook = link, webhook
     logging.getLogger("aiogram.dispatcher").addFilter(_QUIET_POLLING)  # once: same object
     return bot
 
@@ -190,12 +233,13 @@ async def _on_error(event: ErrorEvent) -> None:
 class BotApp:
     """The bot, its dispatcher and their lifecycle.
 
-    Use :meth:`from_settings`, then ``await app.run()`` (returns when polling stops: SIGINT,
-    SIGTERM or :meth:`stop`). ``ready`` is set once the start-up hook has run, whether or
-    not Telegram answers; from then on :attr:`engine`, :attr:`deliverer` and
-    :attr:`scheduler` are available. :attr:`telegram` says whether Telegram answers (for a
-    readiness probe); :attr:`owner_only` is the authorization middleware (its
-    ``flush()`` queues the strangers' notice now).
+    Use :meth:`from_settings`, then ``await app.run()`` (returns when polling, or the
+    webhook's server, stops: SIGINT, SIGTERM or :meth:`stop`). ``ready`` is set once the
+    start-up hook has run, whether or not Telegram answers; from then on :attr:`engine`,
+    :attr:`deliverer` and :attr:`scheduler` are available. :attr:`telegram` says whether
+    Telegram answers (for a readiness probe); :attr:`owner_only` is the authorization
+    middleware (its ``flush()`` queues the strangers' notice now); :attr:`webhook` is
+    webhook mode's registration (None: long polling).
     """
 
     settings: Settings
@@ -208,7 +252,10 @@ class BotApp:
     leadership: Leadership | None = None
     metrics: Metrics = field(default_factory=Metrics)
     health_port: int | None = None
+    webhook: WebhookMode | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def from_settings(cls, settings: Settings, policy: DeliveryPolicy | None = None) -> BotApp:
@@ -227,10 +274,11 @@ class BotApp:
         metrics = Metrics()
         dispatcher.callback_query.outer_middleware(metrics.tap_timer())
         link = TelegramLink()
-        bot = _create_bot(settings, link)
+        webhook = WebhookMode.from_settings(settings, dispatcher)
+        bot = _create_bot(settings, link, webhook)
         bot.session.middleware(metrics.request_counter())
         app = cls(settings, bot, dispatcher, link, owner_only, policy or DeliveryPolicy())
-        app.metrics = metrics
+        app.metrics, app.webhook = metrics, webhook
         dispatcher.startup.register(app._startup)
         dispatcher.shutdown.register(app._shutdown)
         return app
@@ -253,15 +301,57 @@ class BotApp:
         return self.leadership.scheduler if self.leadership is not None else None
 
     async def run(self, *, handle_signals: bool = True) -> None:
-        """Long-poll until stopped; start-up and shutdown hooks run around it. Telegram
-        being unreachable does not end it (see the module docstring)."""
-        await self.dispatcher.start_polling(
-            self.bot, handle_signals=handle_signals, backoff_config=CONNECT_BACKOFF
-        )
+        """Long-poll (or serve the webhook) until stopped; start-up and shutdown hooks run
+        around it. Telegram being unreachable does not end it (see the module docstring)."""
+        if self.webhook is None:
+            await self.dispatcher.start_polling(
+                self.bot, handle_signals=handle_signals, backoff_config=CONNECT_BACKOFF
+            )
+        else:
+            await self._serve_webhook(handle_signals)
 
     async def stop(self) -> None:
-        """Stop polling; :meth:`run` returns after the shutdown hook."""
-        await self.dispatcher.stop_polling()
+        """Stop polling or serving; :meth:`run` returns after the shutdown hook."""
+        if self.webhook is None:
+            await self.dispatcher.stop_polling()
+            return
+        self._stopping.set()
+        await self._stopped.wait()
+
+    async def _serve_webhook(self, handle_signals: bool) -> None:
+        """Webhook mode's run: the start-up hook (which serves ``/telegram`` on ``PORT``),
+        then ``getMe`` and ``setWebhook`` with backoff in the background, until SIGINT,
+        SIGTERM or :meth:`stop`; then the shutdown hook. An unexpected failure of the
+        registration ends the run with it, as one of ``getMe`` ends polling."""
+        dispatcher, bot = self.dispatcher, self.bot
+        self._stopping.clear()
+        self._stopped.clear()
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self._stopping.set)
+        workflow = {"dispatcher": dispatcher, "bots": (bot,), **dispatcher.workflow_data}
+        try:
+            await dispatcher.emit_startup(bot=bot, **workflow)
+            registering = asyncio.create_task(bot.me(), name="telegram-webhook")
+            stopping = asyncio.create_task(self._stopping.wait(), name="webhook-stop")
+            try:
+                done, _ = await asyncio.wait(
+                    {registering, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if registering in done:
+                    registering.result()  # raises what ended it
+                    await stopping
+            finally:
+                for task in (registering, stopping):
+                    task.cancel()
+                await asyncio.wait({registering, stopping})
+                await dispatcher.emit_shutdown(bot=bot, **workflow)
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            await bot.session.close()
+            self._stopped.set()
 
     async def _startup(self, dispatcher: Dispatcher, bot: Bot) -> None:
         """Build and start everything (no Telegram call: the duties must not wait for it);
@@ -294,8 +384,20 @@ class BotApp:
             if health is not None:
                 stack.push_async_callback(health.cleanup)
             if settings.port is not None:
-                webhook = await start_webhook(engine, settings.port)
-                stack.push_async_callback(webhook.cleanup)
+                web_server = await start_webhook(
+                    engine,
+                    settings.port,
+                    add_routes=self._telegram_route(dispatcher, bot),
+                    client_max_size=MAX_UPDATE_BYTES if self.webhook is not None else 0,
+                )
+                stack.push_async_callback(web_server.cleanup)
+            shared = settings.telegram_webhook_secret is not None
+            if self.webhook is not None and not shared and engine.db.dialect == "postgresql":
+                log.warning(
+                    "webhook.secret_per_process",
+                    hint="set TELEGRAM_WEBHOOK_SECRET when several processes serve this "
+                    "bot: each start registers a secret of its own",
+                )
             self._stack = stack.pop_all()
         log.info(
             "bot.started",
@@ -306,7 +408,8 @@ class BotApp:
             broker=engine.broker.name,
             leader=leadership.leader,
             jobs=[job.id for job in self.scheduler.get_jobs()] if self.scheduler else [],
-            webhook=settings.port,
+            mode="polling" if self.webhook is None else "webhook",
+            web=settings.port,
             health=self.health_port,
         )
         # aiogram's models and the engine are ~240k long-lived objects: a full collection
@@ -314,6 +417,20 @@ class BotApp:
         gc.collect()
         gc.freeze()
         self.ready.set()
+
+    def _telegram_route(
+        self, dispatcher: Dispatcher, bot: Bot
+    ) -> Callable[[web.Application], None] | None:
+        """Webhook mode: what adds ``POST /telegram`` to the web server; else None."""
+        webhook = self.webhook
+        if webhook is None:
+            return None
+        handler = TelegramUpdates(dispatcher, bot, webhook)
+
+        def add(app: web.Application) -> None:
+            app.router.add_post(TELEGRAM_PATH, handler.handle)
+
+        return add
 
     async def _shutdown(self, dispatcher: Dispatcher) -> None:
         """The strangers' notice is queued; webhook, duties and deliverer stop, then the

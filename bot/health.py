@@ -16,6 +16,13 @@ Readiness parts (:func:`readiness`):
 - ``telegram``: the bot's calls reach Telegram (:class:`bot.link.TelegramLink`); failing
   once Telegram has been unreachable for :data:`TELEGRAM_GRACE_SECONDS` (60: aiogram's
   polling retries a short outage by itself), or has never answered that long after start.
+  ``mode`` says ``polling`` or ``webhook``. In webhook mode it also reports the
+  registration (``url``, ``registered``, ``last_update``: UTC, ``refused``: pushes with a
+  wrong or missing secret) and Telegram's side from ``getWebhookInfo`` (``pending_updates``,
+  ``last_error``: its ``last_error_date`` and ``last_error_message``), and fails when the
+  webhook is not Telegram's (not registered yet, or replaced by another URL) for the grace
+  period, or when Telegram holds updates it has failed to push since this process last
+  received one (or registered), for longer than the grace period.
 - ``duties``: whether this process leads the scheduled duties (:mod:`core.leader`) and the
   last run of each (UTC, error); informative, never failing (a failing duty alerts the
   owner through the outbox already).
@@ -308,16 +315,7 @@ async def readiness(app: BotApp, started: datetime) -> dict[str, Any]:
     except Exception as exc:
         checks["broker"] = {"ok": False, "name": engine.broker.name, "error": type(exc).__name__}
 
-    link = app.telegram
-    since = link.since or started
-    away = (now - since).total_seconds() if link.reachable is not True else 0.0
-    checks["telegram"] = {
-        "ok": away < TELEGRAM_GRACE_SECONDS,
-        "mode": "polling",
-        "reachable": link.reachable,
-        "since": since.isoformat(),
-        **({"error": link.last_error} if link.reachable is False else {}),
-    }
+    checks["telegram"] = await _telegram_check(app, now, started)
 
     leadership = app.leadership
     checks["duties"] = {
@@ -348,6 +346,55 @@ async def readiness(app: BotApp, started: datetime) -> dict[str, Any]:
 
     failing = [part for part, check in checks.items() if not check["ok"]]
     return {"ok": not failing, "failing": failing, "checks": checks}
+
+
+async def _telegram_check(app: BotApp, now: datetime, started: datetime) -> dict[str, Any]:
+    """The ``telegram`` part of :func:`readiness` (see the module docstring)."""
+    link = app.telegram
+    since = link.since or started
+    away = (now - since).total_seconds() if link.reachable is not True else 0.0
+    check: dict[str, Any] = {
+        "ok": away < TELEGRAM_GRACE_SECONDS,
+        "mode": "polling" if app.webhook is None else "webhook",
+        "reachable": link.reachable,
+        "since": since.isoformat(),
+        **({"error": link.last_error} if link.reachable is False else {}),
+    }
+    webhook = app.webhook
+    if webhook is None:
+        return check
+    check.update(
+        url=webhook.url,
+        registered=_iso(webhook.registered_at),
+        last_update=_iso(webhook.last_update_at),
+        refused=webhook.refused,
+    )
+    try:
+        async with asyncio.timeout(CHECK_SECONDS):
+            info = await app.bot.get_webhook_info()
+    except Exception as exc:  # Telegram is down: the link's grace period covers it
+        check["webhook_info"] = type(exc).__name__
+        return check
+    check["pending_updates"] = info.pending_update_count
+    if info.last_error_date is not None:
+        check["last_error"] = {
+            "at": info.last_error_date.isoformat(),
+            "message": info.last_error_message or "",
+        }
+    seen = [t for t in (webhook.registered_at, webhook.last_update_at) if t is not None]
+    last_ok = max(seen) if seen else started
+    late = (now - last_ok).total_seconds() >= TELEGRAM_GRACE_SECONDS
+    error_at = info.last_error_date
+    failing = bool(info.pending_update_count) and error_at is not None and error_at > last_ok
+    if late and info.url != webhook.url:
+        check.update(ok=False, error=f"Telegram's webhook is {info.url or 'not set'!r}")
+    elif late and failing:
+        check.update(ok=False, error="Telegram cannot push the updates it holds")
+    return check
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 _APP_KEY: web.AppKey[BotApp] = web.AppKey("bot_app")

@@ -11,8 +11,11 @@ checked at start-up by :func:`core.db.engine.upgrade_schema`, with
 :func:`database_location` naming the place), ``TELEGRAM_BOT_TOKEN`` has the shape
 ``<digits>:<35 characters>`` that @BotFather gives (any ``<digits>:<characters>`` when
 ``TELEGRAM_API_BASE`` points at a self-hosted server or the sandbox),
-``TELEGRAM_API_BASE`` is an http(s) URL, and ``DRAWDOWN_WARN_PCT`` is below
-``DRAWDOWN_MAX_PCT``.
+``TELEGRAM_API_BASE`` is an http(s) URL, ``TELEGRAM_WEBHOOK_URL`` is an https URL (http
+only on 127.0.0.1 or localhost, for the sandbox) and comes with ``PORT``,
+``TELEGRAM_WEBHOOK_SECRET`` is what the Bot API's ``setWebhook`` accepts as
+``secret_token`` (1-256 characters A-Z, a-z, 0-9, _ and -), and ``DRAWDOWN_WARN_PCT`` is
+below ``DRAWDOWN_MAX_PCT``.
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ _DATABASE_EXAMPLE = "sqlite:///signaldesk.db or postgresql://USER:PASSWORD@HOST:
 TELEGRAM_TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{35}$")
 #: A token a self-hosted Bot API server or the sandbox accepts: the same shape, any length.
 TELEGRAM_TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
+#: The Bot API's ``setWebhook`` ``secret_token``: 1-256 characters A-Z, a-z, 0-9, _ and -.
+WEBHOOK_SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+#: Hosts a plain-http ``TELEGRAM_WEBHOOK_URL`` may name (the sandbox on this machine).
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_INTERVAL_SECONDS = 366 * 86400
 """The longest interval, age or time to live a setting may give (a year)."""
 
@@ -213,6 +220,16 @@ class Settings(BaseSettings):
     telegram_owner_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     telegram_chat_id: int | None = Field(None, description="default: first owner's chat")
     telegram_api_base: str | None = Field(None, description="Bot API server base URL")
+    telegram_webhook_url: str | None = Field(
+        None,
+        description="public https base URL: webhook mode (updates POSTed to <base>/telegram "
+        "on PORT) instead of long polling",
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        None,
+        description="setWebhook secret_token every process shares; unset = a random one "
+        "per start (one process)",
+    )
     command_max_age_seconds: Seconds = Field(
         120, description="commands older than this (sent while down) are skipped"
     )
@@ -390,6 +407,37 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            parts = None
+        secure = parts is not None and parts.scheme == "https" and bool(parts.hostname)
+        local = parts is not None and parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+        if parts is None or not (secure or local) or parts.query or parts.fragment:
+            raise PydanticCustomError(
+                "webhook_url",
+                "must be an https URL such as https://bot.example.com, without query "
+                "(http only for 127.0.0.1 or localhost)",
+            )
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not WEBHOOK_SECRET_TOKEN.match(value.get_secret_value()):
+            raise PydanticCustomError(
+                "webhook_secret",
+                "must be 1-256 characters A-Z, a-z, 0-9, _ or - (the Bot API's secret_token)",
+            )
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         token = self.telegram_bot_token
@@ -402,6 +450,12 @@ class Settings(BaseSettings):
                     "TELEGRAM_BOT_TOKEN: expected <digits>:<35 letters, digits, - or _>, "
                     "the token @BotFather gives",
                 )
+        if self.telegram_webhook_url is not None and self.port is None:
+            raise PydanticCustomError(
+                "webhook_port",
+                "TELEGRAM_WEBHOOK_URL needs PORT: the port of the web server that receives "
+                "the updates (/telegram, beside /webhook and /healthz)",
+            )
         if self.drawdown_warn_pct >= self.drawdown_max_pct:
             raise PydanticCustomError(
                 "drawdown",
@@ -418,13 +472,14 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value these settings hold, for the log redaction
         (:func:`core.logging.configure_logging`): the bot token and its secret part, the
-        webhook secret, the exchange's key, secret and password, the MT5 password, the
+        webhook secrets, the exchange's key, secret and password, the MT5 password, the
         Sentry DSN, the database password and the path and query of ``HEARTBEAT_PING_URL``."""
         values = [
             secret.get_secret_value()
             for secret in (
                 self.telegram_bot_token,
                 self.webhook_secret,
+                self.telegram_webhook_secret,
                 self.ccxt_api_key,
                 self.ccxt_secret,
                 self.ccxt_password,

@@ -1,6 +1,7 @@
 """Webhook signals: ``POST /webhook`` turns a TradingView-style JSON alert into a PROPOSED
 signal (source ``webhook``) whose card goes through the outbox; ``GET /healthz`` answers
-a platform's health check.
+a platform's health check. The Telegram face adds its own route to the same server in
+webhook mode (``POST /telegram``, see docs/operations.md).
 
 The alert's JSON body (TradingView sends the alert message as the body and cannot set
 headers, so the secret travels in the body)::
@@ -40,6 +41,7 @@ from __future__ import annotations
 import errno
 import hmac
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Self
 
@@ -110,28 +112,43 @@ class WebhookAlert(BaseModel):
         return self
 
 
-def build_webhook_app(engine: Engine) -> web.Application:
+def build_webhook_app(engine: Engine, *, client_max_size: int = 0) -> web.Application:
     """The aiohttp application: ``POST /webhook`` and ``GET /healthz``.
 
-    aiohttp itself refuses bodies over ``WEBHOOK_MAX_BODY_BYTES`` while reading them.
+    aiohttp itself refuses bodies over ``WEBHOOK_MAX_BODY_BYTES`` (or ``client_max_size``
+    bytes, if larger: another route on the same server takes bigger ones) while reading
+    them; ``/webhook`` also refuses what it read beyond ``WEBHOOK_MAX_BODY_BYTES``.
     """
     if engine.settings.webhook_secret is None:
         log.warning("webhook disabled: WEBHOOK_SECRET is not set; POST /webhook answers 403")
-    app = web.Application(client_max_size=engine.settings.webhook_max_body_bytes)
+    limit = max(engine.settings.webhook_max_body_bytes, client_max_size)
+    app = web.Application(client_max_size=limit)
     app[ENGINE_KEY] = engine
     app.router.add_post("/webhook", _webhook)
     app.router.add_get("/healthz", _healthz)
     return app
 
 
-async def start_webhook(engine: Engine, port: int, host: str = PUBLIC_HOST) -> web.AppRunner:
-    """Serve :func:`build_webhook_app` on ``host:port``; the caller awaits
-    ``runner.cleanup()`` to stop.
+async def start_webhook(
+    engine: Engine,
+    port: int,
+    host: str = PUBLIC_HOST,
+    *,
+    add_routes: Callable[[web.Application], None] | None = None,
+    client_max_size: int = 0,
+) -> web.AppRunner:
+    """Serve :func:`build_webhook_app` on ``host:port``, with the routes ``add_routes``
+    adds to it (the bot's Telegram webhook, whose bodies may reach ``client_max_size``
+    bytes); the caller awaits ``runner.cleanup()`` to stop (it waits for requests in
+    flight).
 
     Raises:
         ConfigError: ``PORT 8080 is in use`` (or why else it cannot be bound).
     """
-    runner = web.AppRunner(build_webhook_app(engine), access_log=None)
+    app = build_webhook_app(engine, client_max_size=client_max_size)
+    if add_routes is not None:
+        add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -161,6 +178,8 @@ async def _webhook(request: web.Request) -> web.Response:
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
+        return _refuse(413, f"body larger than {limit} bytes")
+    if len(body) > limit:  # chunked, under the server's larger limit
         return _refuse(413, f"body larger than {limit} bytes")
     try:
         text = body.decode("utf-8")

@@ -27,6 +27,7 @@ from bot.sandbox.models import (
     SimChat,
     SimUser,
     UserMessage,
+    Webhook,
 )
 from bot.sandbox.server import SandboxServer
 
@@ -46,4 +47,5 @@ __all__ = [
     "SimChat",
     "SimUser",
     "UserMessage",
+    "Webhook",
 ]

@@ -9,9 +9,11 @@ bodies); :class:`Params` accepts both. See https://core.telegram.org/bots/api.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.sandbox.errors import BotAPIError
 from bot.sandbox.models import (
@@ -20,8 +22,9 @@ from bot.sandbox.models import (
     MessageVersion,
     SentMessage,
     SimChat,
+    Webhook,
 )
-from bot.sandbox.state import SandboxState, utcnow
+from bot.sandbox.state import SandboxState, unix, utcnow
 from bot.sandbox.textmarkup import check_url, format_text
 
 __all__ = [
@@ -85,10 +88,13 @@ _BUTTON_KEYS = (
     "icon_custom_emoji_id",
 )
 _BUTTON_ACTIONS = frozenset(_BUTTON_KEYS) - {"text", "style", "icon_custom_emoji_id"}
+#: ``setWebhook``'s ``secret_token``: 1-256 characters A-Z, a-z, 0-9, _ and -
+_SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]*$")
 
 METHODS = (
     "getMe",
     "getUpdates",
+    "setWebhook",
     "deleteWebhook",
     "getWebhookInfo",
     "setMyCommands",
@@ -264,6 +270,7 @@ class BotAPI:
         self._handlers: dict[str, MethodHandler] = {
             "getMe": self.get_me,
             "getUpdates": self.get_updates,
+            "setWebhook": self.set_webhook,
             "deleteWebhook": self.delete_webhook,
             "getWebhookInfo": self.get_webhook_info,
             "setMyCommands": self.set_my_commands,
@@ -388,29 +395,95 @@ class BotAPI:
         limit = params.get_int("limit") or 100
         limit = min(max(limit, 1), 100)
         timeout = max(params.get_float("timeout") or 0.0, 0.0)
+        return await self.state.get_updates(
+            offset=offset,
+            limit=limit,
+            wait_seconds=timeout,
+            allowed_updates=self._allowed_updates(params),
+        )
+
+    def _allowed_updates(self, params: Params) -> list[str] | None:
         allowed = params.get_json("allowed_updates", invalid="can't parse allowed_updates")
         if allowed is not None and (
             not isinstance(allowed, list) or not all(isinstance(t, str) for t in allowed)
         ):
             raise BotAPIError.bad_request("can't parse allowed_updates")
-        return await self.state.get_updates(
-            offset=offset, limit=limit, wait_seconds=timeout, allowed_updates=allowed
+        return allowed
+
+    async def set_webhook(self, params: Params) -> Any:
+        """``setWebhook``: push updates to ``url`` from now on (``getUpdates`` then answers
+        409), with ``secret_token`` in the ``X-Telegram-Bot-Api-Secret-Token`` header,
+        ``allowed_updates`` and ``drop_pending_updates`` as for polling; an empty ``url``
+        removes the webhook. Like a self-hosted Bot API server in ``--local`` mode, the
+        sandbox takes ``http://`` URLs and any port (Telegram itself wants HTTPS on 443,
+        80, 88 or 8443). Telegram's errors: "bad webhook: ..." for a URL that is not
+        http(s) or has no host, "secret token is too long" (over 256 characters),
+        "secret token contains unallowed characters" (only A-Z, a-z, 0-9, _ and -).
+        ``max_connections`` is clamped to 1-100 and stored; the sandbox pushes one update
+        at a time, in order. ``certificate`` and ``ip_address`` are ignored."""
+        url = (params.get_str("url") or "").strip()
+        if not url:
+            return await self.delete_webhook(params)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise BotAPIError.bad_request("bad webhook: Wrong port number specified") from None
+        if parts.scheme not in ("http", "https"):
+            raise BotAPIError.bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        if not parts.hostname:
+            raise BotAPIError.bad_request("bad webhook: Failed to resolve host: no host given")
+        secret = params.get_str("secret_token") or None
+        if secret is not None and len(secret) > 256:
+            raise BotAPIError.bad_request("secret token is too long")
+        if secret is not None and not _SECRET_TOKEN.match(secret):
+            raise BotAPIError.bad_request("secret token contains unallowed characters")
+        connections = params.get_int("max_connections") or 40
+        webhook = Webhook(
+            url=url,
+            secret_token=secret,
+            max_connections=min(max(connections, 1), 100),
+            allowed_updates=self._allowed_updates(params),
+            set_at=utcnow(),
         )
+        current = self.state.webhook
+        if current is not None and current.url == url:  # "Webhook is already set"
+            webhook.last_error_date = current.last_error_date
+            webhook.last_error_message = current.last_error_message
+            webhook.delivered = current.delivered
+        self.state.set_webhook(
+            webhook, drop_pending_updates=params.get_bool("drop_pending_updates")
+        )
+        return True
 
     async def delete_webhook(self, params: Params) -> Any:
-        """``deleteWebhook``: there is never a webhook; ``drop_pending_updates`` empties the
+        """``deleteWebhook``: back to ``getUpdates``; ``drop_pending_updates`` empties the
         queue."""
+        if self.state.webhook is not None:
+            self.state.delete_webhook()
         if params.get_bool("drop_pending_updates"):
             self.state.drop_pending_updates()
         return True
 
     async def get_webhook_info(self, params: Params) -> Any:
-        """``getWebhookInfo``: no webhook (``url`` empty), the pending update count."""
-        return {
+        """``getWebhookInfo``: the webhook's ``url`` ("" while polling), the pending update
+        count and, once a push failed, ``last_error_date`` (unix time) and
+        ``last_error_message``."""
+        info: dict[str, Any] = {
             "url": "",
             "has_custom_certificate": False,
             "pending_update_count": len(self.state.updates),
         }
+        webhook = self.state.webhook
+        if webhook is None:
+            return info
+        info.update(url=webhook.url, max_connections=webhook.max_connections)
+        if webhook.allowed_updates is not None:
+            info["allowed_updates"] = sorted(self.state.allowed_updates)
+        if webhook.last_error_date is not None:
+            info["last_error_date"] = unix(webhook.last_error_date)
+            info["last_error_message"] = webhook.last_error_message
+        return info
 
     async def set_my_commands(self, params: Params) -> Any:
         """``setMyCommands``: 0-100 commands of 1-32 chars ``[a-z0-9_]``, descriptions 1-256."""

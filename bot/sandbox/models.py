@@ -25,6 +25,7 @@ __all__ = [
     "SimChat",
     "SimUser",
     "UserMessage",
+    "Webhook",
 ]
 
 Button = tuple[str, str | None]
@@ -326,3 +327,26 @@ class RateLimits:
     group_per_minute: int = 20
     global_per_second: float = 30.0
     global_burst: int = 30
+
+
+@dataclass
+class Webhook:
+    """The webhook registered by ``setWebhook``: where the sandbox pushes updates.
+
+    ``secret_token`` travels in the ``X-Telegram-Bot-Api-Secret-Token`` header of every
+    push (``None``: no header). ``last_error_date`` / ``last_error_message`` describe the
+    latest failed push, as ``getWebhookInfo`` reports them (Telegram's wording, e.g. "Wrong
+    response from the webhook: 401 Unauthorized"); ``delivered`` counts accepted pushes.
+    """
+
+    url: str
+    secret_token: str | None = None
+    max_connections: int = 40
+    allowed_updates: list[str] | None = None
+    set_at: datetime | None = None
+    last_error_date: datetime | None = None
+    last_error_message: str = ""
+    delivered: int = 0
+
+    def __repr__(self) -> str:  # the secret stays out of test failure output
+        return f"Webhook(url={self.url!r}, delivered={self.delivered})"

@@ -5,6 +5,15 @@ The Bot API lives at ``{base_url}/bot{token}/{method}`` and answers like
 chat page is served at ``/`` (assets under ``/sandbox/static/``, JSON under
 ``/sandbox/api/``). Tests drive the simulated humans through the Python API of
 :class:`SandboxServer` and read what the bot did from it.
+
+Once the bot calls ``setWebhook``, each new update is POSTed as JSON to the webhook's URL
+with the ``X-Telegram-Bot-Api-Secret-Token`` header (when a secret was given), one at a
+time and in order: an answer other than 2xx, or no answer, is recorded as the webhook's
+``last_error_date`` / ``last_error_message`` (Telegram's wording) and the same update is
+pushed again after a growing pause (:data:`PUSH_RETRY_SECONDS` to
+:data:`PUSH_RETRY_MAX_SECONDS`), before any later one. A method in the webhook's answer
+is not executed. While :meth:`SandboxServer.set_unreachable` has Telegram down, nothing
+is pushed.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import web
 
 from bot.sandbox.botapi import RATE_LIMITED_METHODS, BotAPI, Params, Upload, canonical_method
@@ -37,6 +47,7 @@ from bot.sandbox.models import (
     SimChat,
     SimUser,
     UserMessage,
+    Webhook,
 )
 from bot.sandbox.ratelimit import FloodControl
 from bot.sandbox.state import SandboxState, utcnow
@@ -55,6 +66,13 @@ WAIT_SECONDS = 30.0
 _UNAUTHORIZED = BotAPIError(401, "Unauthorized")
 _NOT_FOUND = BotAPIError(404, "Not Found")
 _SHUTDOWN_TIMEOUT = 0.1  # seconds an in-flight request (a long poll) may finish on shutdown
+#: Seconds before a failed webhook push is retried, doubling up to the maximum (Telegram
+#: waits longer; the sandbox keeps tests short).
+PUSH_RETRY_SECONDS = 0.1
+PUSH_RETRY_MAX_SECONDS = 2.0
+#: Seconds a webhook push may take before it counts as failed ("Read timeout expired").
+PUSH_TIMEOUT_SECONDS = 60.0
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 
 
 @dataclass
@@ -157,6 +175,7 @@ class SandboxServer:
         self.api = BotAPI(self.state)
         self._failures: list[_Failure] = []
         self._runner: web.AppRunner | None = None
+        self._pusher: asyncio.Task[None] | None = None
         self._started = False
         self._unreachable = False
 
@@ -222,10 +241,16 @@ class SandboxServer:
         await self._bind()
         self._started = True
         self._unreachable = False
+        self._pusher = asyncio.create_task(self._push_updates(), name="sandbox-webhook-pusher")
         log.info("Telegram sandbox listening on %s", self.base_url)
 
     async def stop(self) -> None:
-        """Stop listening and drop every connection (in-flight long polls included)."""
+        """Stop listening and pushing, and drop every connection (in-flight long polls
+        included)."""
+        pusher, self._pusher = self._pusher, None
+        if pusher is not None:
+            pusher.cancel()
+            await asyncio.wait({pusher})
         await self._unbind()
         self._started = False
 
@@ -369,6 +394,39 @@ class SandboxServer:
         if transport is not None:
             transport.abort()
         raise asyncio.CancelledError  # nothing is written: the client sees a dropped connection
+
+    # -- the webhook ---------------------------------------------------------------------
+
+    @property
+    def webhook(self) -> Webhook | None:
+        """The webhook set by the bot's ``setWebhook`` (None while it polls)."""
+        return self.state.webhook
+
+    async def _push_updates(self) -> None:
+        """Push the pending updates to the webhook, oldest first (see the module docstring)."""
+        pause = PUSH_RETRY_SECONDS
+        timeout = aiohttp.ClientTimeout(total=PUSH_TIMEOUT_SECONDS)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                webhook = self.state.webhook
+                if webhook is None or not self.state.updates or self._unreachable:
+                    await self.state.wait_wake(1.0)
+                    continue
+                update = self.state.updates[0]
+                error = await _push(http, webhook, update)
+                if error is None:  # accepted: delivered, even if the webhook changed since
+                    pause = PUSH_RETRY_SECONDS
+                    webhook.delivered += 1
+                    self.state.confirm_updates(update["update_id"] + 1)
+                    self.state.changed()
+                    continue
+                if self.state.webhook is not webhook:
+                    continue  # deleted or replaced meanwhile: start over with the new one
+                webhook.last_error_date, webhook.last_error_message = utcnow(), error
+                self.state.changed()
+                log.info("webhook push of update %s failed: %s", update["update_id"], error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, PUSH_RETRY_MAX_SECONDS)
 
     # -- failure injection -----------------------------------------------------------------
 
@@ -672,6 +730,10 @@ class SandboxServer:
                 gone = " (deleted)" if message.deleted_at else ""
                 lines.append(f"    #{message.message_id} {who}: {body[:100]!r}{extra}{gone}")
         lines.append(f"  pending updates: {len(self.state.updates)}")
+        webhook = self.state.webhook
+        if webhook is not None:
+            failing = f", last error {webhook.last_error_message!r}" * bool(webhook.last_error_date)
+            lines.append(f"  webhook: {webhook.url}, {webhook.delivered} delivered{failing}")
         recent = list(self.state.request_log)[-8:]
         if recent:
             lines.append("  latest requests:")
@@ -679,6 +741,26 @@ class SandboxServer:
                 outcome = "ok" if entry.ok else (entry.description or "dropped")
                 lines.append(f"    {entry.method} chat={entry.chat_id}: {outcome}")
         return "\n".join(lines)
+
+
+async def _push(
+    http: aiohttp.ClientSession, webhook: Webhook, update: dict[str, Any]
+) -> str | None:
+    """POST ``update`` to ``webhook``; None when it answered 2xx, else Telegram's
+    ``last_error_message`` for what went wrong."""
+    headers = {SECRET_HEADER: webhook.secret_token} if webhook.secret_token else {}
+    try:
+        async with http.post(webhook.url, json=update, headers=headers) as response:
+            await response.read()
+            if 200 <= response.status < 300:
+                return None
+            return f"Wrong response from the webhook: {response.status} {response.reason}"
+    except TimeoutError:
+        return "Read timeout expired"
+    except aiohttp.ClientConnectorError:
+        return "Connection refused"
+    except aiohttp.ClientError as exc:
+        return f"Connection failed: {type(exc).__name__}"
 
 
 def _describe_callable(predicate: Callable[..., Any]) -> str:

@@ -26,6 +26,7 @@ from bot.sandbox.models import (
     SimChat,
     SimUser,
     UserMessage,
+    Webhook,
 )
 from bot.sandbox.textmarkup import bot_command_entities
 
@@ -69,6 +70,11 @@ CONFLICT_DESCRIPTION = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
 )
+WEBHOOK_ACTIVE_DESCRIPTION = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
+TERMINATED_BY_WEBHOOK_DESCRIPTION = "Conflict: terminated by setWebhook request"
 
 
 def utcnow() -> datetime:
@@ -112,6 +118,8 @@ class SandboxState:
         self.waiting_polls = 0
         #: uploaded images by ``file_id`` (``sendPhoto``, ``editMessageMedia``)
         self.files: dict[str, bytes] = {}
+        #: the webhook of ``setWebhook`` (updates are pushed to it), None while polling
+        self.webhook: Webhook | None = None
 
     # -- change notification -------------------------------------------------------------
 
@@ -353,6 +361,27 @@ class SandboxState:
         self.updates.clear()
         self.changed()
 
+    def choose_updates(self, allowed_updates: list[str] | None) -> None:
+        """Store an ``allowed_updates`` choice (``getUpdates``, ``setWebhook``): ``None``
+        keeps the previous setting, ``[]`` (or only unknown types) the default set."""
+        if allowed_updates is not None:
+            chosen = frozenset(t for t in allowed_updates if t in UPDATE_TYPES)
+            self.allowed_updates = chosen or DEFAULT_ALLOWED_UPDATES
+
+    def set_webhook(self, webhook: Webhook, *, drop_pending_updates: bool) -> None:
+        """Push updates to ``webhook`` from now on (a held ``getUpdates`` ends with 409
+        "terminated by setWebhook request"); the pending ones too unless dropped."""
+        self.webhook = webhook
+        self.choose_updates(webhook.allowed_updates)
+        if drop_pending_updates:
+            self.updates.clear()
+        self.changed()
+
+    def delete_webhook(self) -> None:
+        """Back to ``getUpdates``: pending updates stay queued for it."""
+        self.webhook = None
+        self.changed()
+
     async def get_updates(
         self,
         *,
@@ -367,14 +396,16 @@ class SandboxState:
         setting; ``[]``: the default set), then returns up to ``limit`` pending updates,
         waiting up to ``wait_seconds`` (the Bot API ``timeout``) for the first one. A newer
         concurrent ``getUpdates`` ends an older one with ``409 Conflict``, like Telegram.
-        Updates stay queued until a later call confirms them with a greater offset.
+        Updates stay queued until a later call confirms them with a greater offset. While
+        a webhook is set it answers ``409 Conflict`` at once (Telegram's wording), and a
+        ``setWebhook`` during the wait ends it with ``409``.
         """
+        if self.webhook is not None:
+            raise BotAPIError(409, WEBHOOK_ACTIVE_DESCRIPTION)
         self._poll_generation += 1
         generation = self._poll_generation
         self.wake()  # an older long poll sees the new generation and ends with 409
-        if allowed_updates is not None:
-            chosen = frozenset(t for t in allowed_updates if t in UPDATE_TYPES)
-            self.allowed_updates = chosen or DEFAULT_ALLOWED_UPDATES
+        self.choose_updates(allowed_updates)
         if offset is not None:
             self.confirm_updates(offset)
         loop = asyncio.get_running_loop()
@@ -384,6 +415,8 @@ class SandboxState:
             while True:
                 if generation != self._poll_generation:
                     raise BotAPIError(409, CONFLICT_DESCRIPTION)
+                if self.webhook is not None:
+                    raise BotAPIError(409, TERMINATED_BY_WEBHOOK_DESCRIPTION)
                 if self.updates:
                     return [dict(u) for u in self.updates[:limit]]
                 remaining = deadline - loop.time()

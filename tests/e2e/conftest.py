@@ -14,7 +14,16 @@ import pytest
 from bot.app import BotApp
 from bot.delivery import DeliveryPolicy
 from bot.sandbox import SandboxServer
-from tests.e2e.support import FAST, GROUP, OWNER, STRANGER, TOKEN, Desk, test_settings
+from tests.e2e.support import (
+    FAST,
+    GROUP,
+    OWNER,
+    STRANGER,
+    TOKEN,
+    Desk,
+    free_port,
+    test_settings,
+)
 
 StartDesk = Callable[..., Awaitable[Desk]]
 
@@ -28,6 +37,8 @@ async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
     ``sandbox`` runs the new bot on that (running) sandbox, as a restarted bot meets the
     same Telegram; stop the previous bot first. ``telegram_up=False``: the sandbox is
     unreachable, so only wait until the bot's start-up hook has run (its duties run).
+    ``webhook=True``: webhook mode on a free ``PORT`` (``TELEGRAM_WEBHOOK_URL`` is
+    ``http://127.0.0.1:PORT``); ready once the sandbox holds the bot's webhook.
     """
     running: list[Desk] = []
 
@@ -38,6 +49,7 @@ async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
         rate_limits: bool = False,
         sandbox: SandboxServer | None = None,
         telegram_up: bool = True,
+        webhook: bool = False,
         **overrides: Any,
     ) -> Desk:
         if sandbox is None:
@@ -49,6 +61,9 @@ async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
             await sandbox.start()
         if group:
             overrides.setdefault("telegram_chat_id", GROUP)
+        if webhook:
+            overrides.setdefault("port", free_port())
+            overrides.setdefault("telegram_webhook_url", f"http://127.0.0.1:{overrides['port']}")
         app = BotApp.from_settings(test_settings(tmp_path, sandbox.base_url, **overrides), policy)
         chat = app.settings.card_chat_id
         assert chat is not None
@@ -67,9 +82,12 @@ async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
                 task.result()
             return desk
         await sandbox.wait_for(
-            lambda s: (app.ready.is_set() and s.waiting_polls > 0) or task.done(),
+            lambda s: (
+                (app.ready.is_set() and (s.webhook if webhook else s.waiting_polls > 0))
+                or task.done()
+            ),
             10,
-            description="the bot's long poll",
+            description="the bot's webhook" if webhook else "the bot's long poll",
         )
         if task.done():
             task.result()

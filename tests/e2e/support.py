@@ -5,6 +5,7 @@ the first candle: BTC/USDT 113,666.68)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +39,13 @@ FAST = DeliveryPolicy(
     refused_initial=0.05,
     refused_max=0.3,
 )
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for ``PORT`` in webhook mode, whose URL names it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_settings(tmp_path: Path, base_url: str, **overrides: Any) -> Settings:

@@ -176,16 +176,20 @@ async def test_bodies_that_used_to_answer_500_get_a_4xx_within_the_default_body_
     assert await written(engine) == [0, 0, 0]
 
 
+async def _oversized_chunks() -> AsyncIterator[bytes]:
+    """1600 bytes without a Content-Length, over the 1024 of the tests' limit."""
+    for _ in range(8):
+        yield b" " * 200
+
+
+@pytest.mark.parametrize("server_limit", [0, 1 << 20], ids=["alone", "beside-telegram"])
 async def test_an_oversized_chunked_body_is_refused_while_reading(
-    served: tuple[Engine, TestClient],
+    engines: Engines, database_url: str, server_limit: int
 ) -> None:
-    engine, client = served
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(8):
-            yield b" " * 200
-
-    response = await client.post("/webhook", data=chunks())
+    engine = await engines.start(database_url, webhook_secret=SECRET, webhook_max_body_bytes=1024)
+    app = build_webhook_app(engine, client_max_size=server_limit)  # 1 MiB: the bot's /telegram
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/webhook", data=_oversized_chunks())
 
     assert response.status == 413
     assert await written(engine) == [0, 0, 0]

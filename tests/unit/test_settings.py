@@ -389,3 +389,50 @@ def test_daily_summary_at_is_a_local_clock_time_or_off(make_settings: Any) -> No
     assert make_settings().daily_summary_time is None
     assert make_settings(daily_summary_at="").daily_summary_time is None
     assert make_settings(daily_summary_at="07:05").daily_summary_time == (7, 5)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://bot.example.com", "ftp://bot.example.com", "https://", "https://x.io/?k=v", "bot"],
+)
+def test_a_webhook_url_must_be_https_and_is_never_echoed(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", url)
+    monkeypatch.setenv("PORT", "8080")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    (line,) = str(caught.value).splitlines()[1:]
+    assert line.strip().startswith("TELEGRAM_WEBHOOK_URL: must be an https URL")
+    assert "(got" not in line
+
+
+def test_a_webhook_url_needs_port_and_http_only_on_this_machine(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "https://bot.example.com/")
+    with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_URL needs PORT"):
+        load_settings()
+
+    monkeypatch.setenv("PORT", "8080")
+    assert load_settings().telegram_webhook_url == "https://bot.example.com"
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "http://127.0.0.1:8080")
+    assert load_settings().telegram_webhook_url == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize("secret", ["has space", "plus+slash/", "x" * 257])
+def test_a_webhook_secret_is_what_set_webhook_accepts(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", secret)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    (line,) = str(caught.value).splitlines()[1:]
+    assert line.strip().startswith("TELEGRAM_WEBHOOK_SECRET: must be 1-256 characters")
+    assert secret not in str(caught.value)
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "Shared_secret-1")
+    assert "Shared_secret-1" in load_settings().secrets()
