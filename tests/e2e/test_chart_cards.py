@@ -41,9 +41,9 @@ async def test_a_card_arrives_as_a_chart_photo_and_approve_edits_its_caption(
 
     answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
 
-    assert answer.text is not None and answer.text.startswith("Filled 0.01 BTC @ ")
-    text = await desk.edited(card, answer.text)
-    assert text.endswith(f"✅ {answer.text}")
+    assert answer.text == "Approved: order sent"
+    text = await desk.edited(card, "Filled 0.01 BTC @ ")
+    assert text.splitlines()[-1].startswith("✅ Filled 0.01 BTC @ ")
     stored = desk.sandbox.message(card.chat_id, card.message_id)
     assert stored.photo == card.photo and stored.buttons == []  # the chart stays
     await desk.drained()
@@ -70,7 +70,7 @@ async def test_a_chart_that_cannot_be_made_still_delivers_the_text_card(
     assert attempts == ["BTC/USDT"]
     assert card.photo is None and "signal #" in card.plain_text
     answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
-    assert answer.text == FILLED
+    assert answer.text == "Approved: order sent"
     assert (await desk.edited(card, FILLED)).endswith(f"✅ {FILLED}")
 
 

@@ -55,7 +55,8 @@ async def _buy_before_the_crash(desk: Desk) -> None:
     """The owner approves a long of 0.075 BTC at the 12:00 candle (close 121,597.21)."""
     signal = await desk.propose(quantity=Decimal("0.075"), stop_loss=None, take_profit=None)
     answer = await desk.answer(desk.tap(await desk.card(signal.id), CardAction.APPROVE))
-    assert answer.text == "Filled 0.075 BTC @ 121,621.53 (fee 9.12 USDT)"
+    assert answer.text == "Approved: order sent"
+    await desk.edited(await desk.card(signal.id), "Filled 0.075 BTC @ 121,621.53 (fee 9.12 USDT)")
 
 
 async def _ride_the_crash(desk: Desk, candles: int = 9) -> None:
@@ -295,6 +296,7 @@ async def test_a_tradingview_alert_on_the_webhook_becomes_a_card_in_the_chat(
     assert "Note: TV: SMA cross on 1h" in lines
     assert [text for text, _ in card.buttons[0]] == ["✅ Approve", "❌ Reject"]
     answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
-    assert answer.text is not None and answer.text.startswith("Filled 0.01 BTC @ ")
+    assert answer.text == "Approved: order sent"
+    await desk.edited(card, "Filled 0.01 BTC @ ")
     signal = await desk.engine.signals.get(created["signal_id"])
     assert (signal.source, signal.status) == ("webhook", SignalStatus.FILLED)
