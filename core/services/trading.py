@@ -57,7 +57,7 @@ from core.errors import (
 )
 from core.notify import NoticeKind, Notification, Notifier, Priority, enqueue
 from core.services.gate import BREACH_MAX, Gate, owns
-from core.services.trades import TradeEvent, TradeService, fee_in_quote
+from core.services.trades import TradeEvent, TradeEventKind, TradeService, fee_in_quote
 
 __all__ = [
     "CancelResult",
@@ -482,7 +482,8 @@ class TradingService:
             settled = await self._settle(session, order, signal, report.state, actor, report.reason)
             if card and signal is not None:
                 enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id))
-        self._notifier.queued()
+        if card or any(e.kind in _EXITED for e in events):  # outbox rows to deliver now
+            self._notifier.queued()
         if report.fills and self.on_fill is not None:
             self.on_fill()
         if events and self.on_trades is not None:
@@ -524,7 +525,8 @@ class TradingService:
                         priority=Priority.ALERT,
                     ),
                 )
-        self._notifier.queued()
+        if card or state is OrderState.UNKNOWN:
+            self._notifier.queued()
         return settled
 
     @staticmethod
@@ -1013,6 +1015,8 @@ def realized_pnl(held: Decimal, entry: Decimal, report: OrderReport) -> Decimal 
     return (report.average_price - entry) * report.filled_quantity * direction
 
 
+#: What a recorded report did to a trade that posts an exit message (the trade record).
+_EXITED = frozenset({TradeEventKind.REDUCED, TradeEventKind.CLOSED})
 #: The signal status an order's final state settles (OPEN and SUBMITTED settle nothing).
 _SETTLES = {
     OrderState.FILLED: SignalStatus.FILLED,

@@ -49,7 +49,7 @@ async def test_strangers_closeall_in_group_does_nothing_and_alerts_owners_once(
 ) -> None:
     desk = await start_desk(group=True)
     signal = await desk.propose()
-    await desk.answer(desk.tap(await desk.card(signal.id), CardAction.APPROVE))
+    await desk.approve(await desk.card(signal.id))
     await desk.drained()
     before = len(desk.sandbox.messages(GROUP))
 

@@ -38,7 +38,7 @@ async def test_approve_fills_edits_card_and_positions_lists_it(start_desk: Start
         assert line in card.plain_text.splitlines()
     assert [text for text, _ in card.buttons[0]] == ["✅ Approve", "❌ Reject"]
 
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    answer = await desk.approve(card)
 
     assert answer.text == SENT  # answered before the broker is called
     text = await desk.edited(card, FILLED)
@@ -111,7 +111,7 @@ async def test_approve_while_paused_is_blocked(start_desk: StartDesk) -> None:
     reply = await desk.say("/pause news at 14:30")
     assert reply.plain_text.startswith("⏸ Paused: news at 14:30")
 
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    answer = await desk.approve(card)
 
     assert answer.text == "Blocked: paused (news at 14:30)"
     await desk.edited(card, "⛔ Blocked: paused (news at 14:30)")
@@ -124,7 +124,7 @@ async def test_approve_after_price_drift_is_blocked(start_desk: StartDesk) -> No
     card = await desk.card(signal.id)
     desk.engine.feed.step(32)  # 32 hourly candles later BTC is 1.3 % lower
 
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    answer = await desk.approve(card)
 
     assert answer.text == "Blocked: price moved 1.3% (limit 1.0%)"
     await desk.edited(card, "⛔ Blocked: price moved 1.3% (limit 1.0%)")
@@ -204,7 +204,7 @@ async def test_taps_draw_no_not_modified_edit(start_desk: StartDesk) -> None:
     cards = [await desk.card(signal.id) for signal in signals]
 
     for card in cards:
-        await desk.answer(desk.tap(card, CardAction.APPROVE))
+        await desk.approve(card)
         await desk.edited(card, "Filled")
     await desk.drained()
 

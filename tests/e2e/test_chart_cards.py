@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from bot.callbacks import CardAction
 from bot.chart import ChartSpec, warm_up
 from bot.delivery import CardKind, Cards
 from core.db.models import SignalCardRow
@@ -39,7 +38,7 @@ async def test_a_card_arrives_as_a_chart_photo_and_approve_edits_its_caption(
         row = await session.get(SignalCardRow, (signal.id, card.chat_id))
     assert row is not None and row.kind == CardKind.PHOTO.value
 
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    answer = await desk.approve(card)
 
     assert answer.text == "Approved: order sent"
     text = await desk.edited(card, "Filled 0.01 BTC @ ")
@@ -69,7 +68,7 @@ async def test_a_chart_that_cannot_be_made_still_delivers_the_text_card(
 
     assert attempts == ["BTC/USDT"]
     assert card.photo is None and "signal #" in card.plain_text
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    answer = await desk.approve(card)
     assert answer.text == "Approved: order sent"
     assert (await desk.edited(card, FILLED)).endswith(f"✅ {FILLED}")
 
@@ -77,7 +76,7 @@ async def test_a_chart_that_cannot_be_made_still_delivers_the_text_card(
 async def test_a_sell_while_long_says_it_reduces_and_adds_no_risk(start_desk: StartDesk) -> None:
     desk = await start_desk()
     bought = await desk.propose()
-    await desk.answer(desk.tap(await desk.card(bought.id), CardAction.APPROVE))
+    await desk.approve(await desk.card(bought.id))
     assert (await desk.engine.signals.get(bought.id)).status is SignalStatus.FILLED
 
     sell = await desk.propose(
