@@ -355,9 +355,11 @@ async def approval_cost(
     file). Only work done by the approving task itself is counted (SQLAlchemy's
     ``before_cursor_execute``, ``commit`` and pool ``checkout`` events and
     ``aiosqlite.Connection._execute``, each attributed by ``asyncio.current_task()``); the
-    drawdown check a fill schedules runs as its own task and is not. Work done inside the
-    paper broker's methods is the venue's. PostgreSQL's ``pool_pre_ping`` costs
-    a round trip per checkout that no event sees, hence ``checkouts``."""
+    drawdown check a fill schedules runs as its own task and is not, nor are the quote and
+    the account the gate gathers in tasks of their own. Work done inside the paper
+    broker's methods is the venue's. A PostgreSQL ping (none in steady use; formerly
+    ``pool_pre_ping``'s three round trips per checkout) is seen by no event, hence
+    ``checkouts``."""
     import aiosqlite
     from sqlalchemy import event
 
