@@ -319,3 +319,123 @@ async def idle_bot(tmp: Path, idle: float) -> Idle:
     finally:
         await sandbox.stop()
     return Idle(spawned.startup_seconds, rss, idle)
+
+
+@dataclass(frozen=True)
+class ApprovalCost:
+    """What one ``SignalService.approve`` costs the database, averaged over the approvals
+    measured: SQL statements and transactions (commits) the engine issued, pool checkouts
+    (sessions), aiosqlite thread hops (SQLite only: calls queued to its worker thread),
+    and the same figures for the paper broker's own ledger (the venue, which shares the
+    database: its ``account()`` and ``place_order()``), kept apart from the engine's."""
+
+    database: str
+    approvals: int
+    statements: float
+    transactions: float
+    checkouts: float
+    thread_hops: float
+    venue_statements: float
+    venue_transactions: float
+
+
+@dataclass
+class _Tally:
+    statements: int = 0
+    transactions: int = 0
+    checkouts: int = 0
+    thread_hops: int = 0
+
+
+async def approval_cost(
+    tmp: Path, approvals: int, warmup: int, database_url: str | None = None
+) -> ApprovalCost:
+    """Count the work of ``approvals`` approvals of market orders (after ``warmup``),
+    each proposed first, then approved alone, on ``database_url`` (default a fresh SQLite
+    file). Only work done by the approving task itself is counted (SQLAlchemy's
+    ``before_cursor_execute``, ``commit`` and pool ``checkout`` events and
+    ``aiosqlite.Connection._execute``, each attributed by ``asyncio.current_task()``); the
+    drawdown check a fill schedules runs as its own task and is not, nor are the quote and
+    the account the gate gathers in tasks of their own. Work done inside the paper
+    broker's methods is the venue's. A PostgreSQL ping (none in steady use; formerly
+    ``pool_pre_ping``'s three round trips per checkout) is seen by no event, hence
+    ``checkouts``."""
+    import aiosqlite
+    from sqlalchemy import event
+
+    settings = _settings(tmp, "cost.db", "http://unused")
+    if database_url is not None:
+        settings = settings.model_copy(update={"database_url": database_url})
+    engine = await build_engine(settings)
+    counting: asyncio.Task[object] | None = None
+    in_venue = False
+    own, venue = _Tally(), _Tally()
+
+    def tally() -> _Tally | None:
+        if counting is None or asyncio.current_task() is not counting:
+            return None
+        return venue if in_venue else own
+
+    def on_statement(*_: object) -> None:
+        if (t := tally()) is not None:
+            t.statements += 1
+
+    def on_commit(*_: object) -> None:
+        if (t := tally()) is not None:
+            t.transactions += 1
+
+    def on_checkout(*_: object) -> None:
+        if (t := tally()) is not None:
+            t.checkouts += 1
+
+    original_execute = aiosqlite.Connection._execute
+
+    async def counted_execute(self: aiosqlite.Connection, fn: object, *a: object, **k: object):  # type: ignore[no-untyped-def]
+        if (t := tally()) is not None:
+            t.thread_hops += 1
+        return await original_execute(self, fn, *a, **k)  # type: ignore[arg-type]
+
+    paper = engine.broker.inner  # type: ignore[attr-defined]  # the venue inside the price watch
+
+    def venue_call(name: str) -> None:
+        method = getattr(paper, name)
+
+        async def call(*a: object, **k: object) -> object:
+            nonlocal in_venue
+            in_venue = True
+            try:
+                return await method(*a, **k)
+            finally:
+                in_venue = False
+
+        setattr(paper, name, call)
+
+    for name in ("account", "positions", "place_order", "get_order", "open_orders"):
+        venue_call(name)
+    sync_engine = engine.db.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", on_statement)
+    event.listen(sync_engine, "commit", on_commit)
+    event.listen(sync_engine.pool, "checkout", on_checkout)
+    aiosqlite.Connection._execute = counted_execute  # type: ignore[method-assign]
+    try:
+        for number in range(warmup + approvals):
+            signal = await engine.signals.propose(_proposal(number))
+            task = asyncio.ensure_future(engine.signals.approve(signal.id, "bench"))
+            if number >= warmup:
+                counting = task  # type: ignore[assignment]
+            await task
+            counting = None
+            await engine.risk.idle()
+    finally:
+        aiosqlite.Connection._execute = original_execute  # type: ignore[method-assign]
+        await engine.close()
+    return ApprovalCost(
+        database=engine.db.dialect,
+        approvals=approvals,
+        statements=own.statements / approvals,
+        transactions=own.transactions / approvals,
+        checkouts=own.checkouts / approvals,
+        thread_hops=own.thread_hops / approvals,
+        venue_statements=venue.statements / approvals,
+        venue_transactions=venue.transactions / approvals,
+    )

@@ -22,14 +22,15 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
   printed with guessed decimals);
   ``signal_card`` and ``signal_update`` -> the card rendered from the signal's *current*
   state: ``editMessageText`` (a text card) or ``editMessageCaption`` (a photo card) of the
-  posted card (a 400 "message is not modified" counts as delivered: the tap handler edits
-  the card first), or, when the card was never posted or can no longer be edited,
+  posted card, skipped when this process's last edit already showed that card (the tap
+  handler edits the tapped card first; a 400 "message is not modified" still counts as
+  delivered), or, when the card was never posted or can no longer be edited,
   ``sendPhoto`` with its chart (rendered in a worker thread, :mod:`bot.chart`) and the card
   as caption, else ``sendMessage`` when no chart can be made; the posted message and its
   kind are recorded in ``signal_cards`` so later updates edit it with the right method.
 - **Limits** (Bot API FAQ): about one message per second per chat and 30 per second
-  overall (aiolimiter). The token is taken *before* the next row is chosen, so an alert
-  queued behind a burst of cards goes out with the next token.
+  overall (aiolimiter). When a token must be waited for, the next row is chosen again
+  after the wait, so an alert queued behind a burst of cards goes out with the next token.
 - **Failures** (aiogram's exceptions; descriptions as the Bot API sends them):
 
   =============================================  =========================================
@@ -130,6 +131,10 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+#: Cards whose last edit :meth:`Cards.edit` remembers (the newest; a card edited longer
+#: ago is edited again, at worst drawing one "message is not modified").
+SHOWN_CARDS = 256
 
 _WITH_ORDER = frozenset(
     {SignalStatus.FILLED, SignalStatus.SUBMITTED, SignalStatus.FAILED, SignalStatus.UNKNOWN}
@@ -287,6 +292,10 @@ class Cards:
         self.charts = charts
         self.make_chart = make_chart
         self.chart_timeout = chart_timeout
+        #: What this process's last edit of each card (chat id, message id) showed,
+        #: the most recent last.
+        self._shown: dict[tuple[int, int], Card] = {}
+        self._edit_locks: dict[tuple[int, int], asyncio.Lock] = {}
 
     async def render(self, signal: Signal, report: OrderReport | None = None) -> render.Card:
         """The card of ``signal``. ``report`` is the order's report when the caller has it;
@@ -389,6 +398,31 @@ class Cards:
         )
         return sent, CardKind.TEXT
 
+    async def edit(
+        self, bot: Bot, chat_id: int, message_id: int, card: Card, kind: CardKind = CardKind.TEXT
+    ) -> None:
+        """Edit a posted card to ``card`` (:func:`edit_card`), unless this process's last
+        edit of it showed exactly ``card``: the tap handler and the outbox's card update
+        both bring the card to the signal's new state, and the second would only draw
+        Telegram's "message is not modified". Edits of one card run one at a time.
+
+        Raises:
+            TelegramAPIError: as :func:`edit_card`.
+        """
+        key = (chat_id, message_id)
+        async with self._edit_locks.setdefault(key, asyncio.Lock()):
+            if self._shown.get(key) == card:
+                return
+            await edit_card(bot, chat_id, message_id, card, kind)
+            self._shown.pop(key, None)
+            self._shown[key] = card
+        while len(self._shown) > SHOWN_CARDS:  # forget the card edited longest ago
+            oldest = next(iter(self._shown))
+            del self._shown[oldest]
+            lock = self._edit_locks.get(oldest)
+            if lock is not None and not lock.locked():
+                del self._edit_locks[oldest]
+
     async def location(self, signal_id: int, chat_id: int) -> tuple[int, CardKind] | None:
         """The message id and kind of the signal's card in ``chat_id``, if one was posted."""
         async with self._engine.db.session() as session:
@@ -487,11 +521,19 @@ class OutboxDeliverer:
 
     async def deliver_next(self) -> bool:
         """Deliver the most urgent deliverable row, after waiting for a rate-limit token.
-        Returns False when there was nothing to deliver."""
-        if await self._next_row() is None:
-            return False
+        Returns False when there was nothing to deliver.
+
+        The row is looked up once when a token is free; when one must be waited for, the
+        row is chosen again after the wait (an alert may have arrived meanwhile)."""
+        async with self._claim() as row:
+            if row is None:
+                return False
+            if self._chat_limit.has_capacity() and self._global_limit.has_capacity():
+                async with self._chat_limit, self._global_limit:  # free: no wait
+                    await self._deliver(row)
+                return True
         async with self._chat_limit, self._global_limit, self._claim() as row:
-            if row is None:  # an alert may have arrived while we waited: _claim takes it
+            if row is None:
                 return False
             await self._deliver(row)
         return True
@@ -656,7 +698,7 @@ class OutboxDeliverer:
         where = await self._cards.location(signal.id, self.chat_id)
         if where is not None:
             try:
-                await edit_card(self._bot, self.chat_id, where[0], card, where[1])
+                await self._cards.edit(self._bot, self.chat_id, where[0], card, where[1])
                 return None
             except TelegramBadRequest as exc:  # deleted, or too old to edit: post it anew
                 log.info("outbox.card_reposted", signal=signal.id, reason=exc.message)

@@ -105,6 +105,7 @@ __all__ = [
     "conflict_toast",
     "daily_summary_text",
     "daily_text",
+    "decided_toast",
     "drawdown_text",
     "edit_done",
     "edit_prompt",
@@ -619,6 +620,14 @@ def _fit_caption(lines: list[str]) -> str:
         return text
     kept = [line for line in lines if not line.startswith("Note: ")]
     return "\n".join(kept)
+
+
+def decided_toast(signal: Signal) -> str:
+    """The toast of an Approve tap answered before the broker is called: ``Approved: order
+    sent`` for a SUBMITTED signal, else its outcome line (``Blocked: paused``)."""
+    if signal.status is SignalStatus.SUBMITTED:
+        return "Approved: order sent"
+    return _clip(outcome(signal, None) or "Approved", MAX_TOAST)
 
 
 def approve_toast(decision: Decision) -> str:

@@ -420,6 +420,11 @@ class Notifier(Protocol):
         """Queue ``notification`` for delivery."""
         ...
 
+    def queued(self) -> None:
+        """Rows were committed through :func:`enqueue` (in a service's own transaction):
+        deliver them now rather than at the next poll."""
+        ...
+
 
 class OutboxNotifier:
     """Writes notifications to the outbox table and wakes an in-process deliverer.
@@ -438,5 +443,10 @@ class OutboxNotifier:
         """Insert one outbox row (committed before this returns)."""
         async with self._db.session() as session:
             enqueue(session, notification)
+        self.queued()
+
+    def queued(self) -> None:
+        """Wake the in-process deliverer (``on_enqueue``) for rows committed by
+        :func:`enqueue`."""
         if self.on_enqueue is not None:
             self.on_enqueue()

@@ -9,12 +9,14 @@ An edit is answered with a toast; the card itself is re-rendered by the engine's
 Bot API rule followed: ``answerCallbackQuery`` must be called for every callback query, or
 the owner's client shows a spinner until it times out. So every tap is answered with a short
 toast, on success, on a lost race ("Already decided: filled") and on errors alike. The
-authorization middleware has already refused strangers.
+authorization middleware has already refused strangers. An Approve is answered as soon as
+the approval is committed ("Approved: order sent", or why it was blocked), before the broker
+is called, so a slow broker never leaves the spinner running.
 
 After the service call the tapped card is edited in place to the signal's final state
-(buttons removed), concurrently with the answer. The engine also queues a card update in the
-outbox; when the deliverer gets to it the card already shows that state, and Telegram's
-"message is not modified" is treated as delivered.
+(buttons removed). The engine also queues a card update in the outbox; the deliverer skips
+it when this process already showed that very card (:meth:`bot.delivery.Cards.edit`), so
+Telegram never has to refuse a second edit as "message is not modified".
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from aiogram.types import CallbackQuery, ForceReply, Message
 
 from bot import render
 from bot.callbacks import CardAction, SignalCallback
-from bot.delivery import Cards, edit_card, kind_of
+from bot.delivery import Cards, kind_of
 from core import bounds
 from core.app import Engine
 from core.domain import OrderReport, Signal, SignalStatus
@@ -60,9 +62,20 @@ async def on_card_button(
     signal: Signal | None = None
     report: OrderReport | None = None
     refresh = True
+    answer: asyncio.Future[object] | None = None
+
+    def answer_with(toast: str) -> asyncio.Future[object]:
+        return asyncio.ensure_future(bot.answer_callback_query(query.id, text=toast))
+
+    async def decided(signal: Signal) -> None:  # before the broker is called
+        nonlocal answer
+        answer = answer_with(render.decided_toast(signal))
+
     try:
         if callback_data.action is CardAction.APPROVE:
-            decision = await engine.signals.approve(signal_id, actor, callback_data.version)
+            decision = await engine.signals.approve(
+                signal_id, actor, callback_data.version, decided
+            )
             signal, report = decision.signal, decision.report
             toast = render.approve_toast(decision)
         elif callback_data.action is CardAction.REJECT:
@@ -80,12 +93,13 @@ async def on_card_button(
         toast = str(exc)[: render.MAX_TOAST]
         refresh = False
     except Exception:
-        await query.answer(render.internal_error()[: render.MAX_TOAST])
+        if answer is None:
+            await query.answer(render.internal_error()[: render.MAX_TOAST])
         raise
     log.info(
         "card.tap", signal=signal_id, action=callback_data.action.name, actor=actor, toast=toast
     )
-    replies: list[Awaitable[object]] = [bot.answer_callback_query(query.id, text=toast)]
+    replies: list[Awaitable[object]] = [answer or answer_with(toast)]
     if refresh and isinstance(query.message, Message):  # None/inaccessible after 48 h
         replies.append(_refresh(bot, engine, cards, query.message, signal_id, signal, report))
     results = await asyncio.gather(*replies, return_exceptions=True)
@@ -139,4 +153,4 @@ async def _refresh(
     if signal is None:
         signal = await engine.signals.get(signal_id)
     card = await cards.render(signal, report)
-    await edit_card(bot, message.chat.id, message.message_id, card, kind_of(message))
+    await cards.edit(bot, message.chat.id, message.message_id, card, kind_of(message))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -94,12 +95,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: A pooled PostgreSQL connection idle for longer than this (seconds) is pinged before it
+#: is used again; one used more recently is trusted unless asyncpg saw it close.
+PING_AFTER_IDLE_SECONDS = 30.0
+
+
+def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _check_live(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Pool checkout (SQLAlchemy's "pessimistic disconnect handling, custom"): a
+    connection asyncpg has seen closed (the server restarted, an admin terminated it) is
+    replaced for free, and one idle for :data:`PING_AFTER_IDLE_SECONDS` is pinged first;
+    ``pool_pre_ping`` would cost three round trips (BEGIN, ping, ROLLBACK) on every
+    checkout. Raising DisconnectionError makes the pool discard it and connect anew."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed the connection")
+    returned = record.info.get("checked_in")  # None: connected just now
+    if returned is not None and time.monotonic() - returned > PING_AFTER_IDLE_SECONDS:
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError(f"the idle connection is gone: {exc}") from exc
+
+
 class Database:
     """Owns the async engine and hands out sessions.
 
     SQLite runs in WAL mode with a 30 s busy timeout so concurrent writers queue instead
-    of failing; PostgreSQL uses asyncpg. ``session()`` is a context manager yielding an
-    :class:`AsyncSession` that commits on success and rolls back on error.
+    of failing; PostgreSQL uses asyncpg, its pooled connections checked as
+    :func:`_check_live` says (no round trip for a connection in steady use).
+    ``session()`` is a context manager yielding an :class:`AsyncSession` that commits on
+    success and rolls back on error.
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
@@ -110,10 +138,12 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs["connect_args"] = connect_args
-            kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(parsed, **kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            event.listen(self.engine.sync_engine.pool, "checkin", _checked_in)
+            event.listen(self.engine.sync_engine.pool, "checkout", _check_live)
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )

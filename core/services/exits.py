@@ -351,6 +351,7 @@ class ExitService:
             if trade is None:
                 return
             active = await self._active_exits(session, trade_id)
+            entry_cid = await _entry_cid(session, trade)
         if trade.status == TradeStatus.CLOSED.value:
             await self._cancel_all([o for o in active if o.order_type in _TRIGGER_TYPES])
             return
@@ -369,7 +370,6 @@ class ExitService:
             await self._cancel_all(native)
             return
         style = ExitStyle(trade.exit_style)
-        entry_cid = await self._entry_cid(trade)
         for purpose in EXIT_PURPOSES:
             mine = [o for o in native if o.purpose == purpose]
             if not await self._ensure(trade, purpose, style, entry_cid, mine):
@@ -401,27 +401,25 @@ class ExitService:
             return True
         assert trade.id is not None
         now = self._clock()
-        reason = await self._reason(trade, purpose)
-        async with self._db.session() as session:
-            fresh = await session.get(TradeRow, trade.id, populate_existing=True)
-            if fresh is None or fresh.status != TradeStatus.OPEN.value:
-                return True  # closed meanwhile (e.g. by the other exit): nothing to place
-            placed = await session.exec(
-                select(func.count())
-                .select_from(OrderRow)
-                .where(
-                    col(OrderRow.trade_id) == trade.id,
-                    col(OrderRow.purpose) == purpose,
-                    col(OrderRow.order_type).in_(_TRIGGER_TYPES),
-                )
-            )
-            n = placed.one() + 1
-        cid = f"{entry_cid}-{'sl' if purpose == 'stop_loss' else 'tp'}{n}"
         kind = OrderType.STOP if purpose == "stop_loss" else OrderType.TAKE_PROFIT
         position_ref = entry_cid if style is ExitStyle.ATTACHED else trade.position_ref
-        row = _exit_row(trade, cid, purpose, kind, reason, position_ref, now, trigger=level)
         try:  # the order row is the record of a placement (no audit event: moves have one)
             async with self._db.session() as session:
+                fresh = await session.get(TradeRow, trade.id, populate_existing=True)
+                if fresh is None or fresh.status != TradeStatus.OPEN.value:
+                    return True  # closed meanwhile (e.g. by the other exit): nothing to place
+                placed = await session.exec(
+                    select(func.count())
+                    .select_from(OrderRow)
+                    .where(
+                        col(OrderRow.trade_id) == trade.id,
+                        col(OrderRow.purpose) == purpose,
+                        col(OrderRow.order_type).in_(_TRIGGER_TYPES),
+                    )
+                )
+                cid = f"{entry_cid}-{'sl' if purpose == 'stop_loss' else 'tp'}{placed.one() + 1}"
+                reason = await _reason(session, trade, purpose)
+                row = _exit_row(trade, cid, purpose, kind, reason, position_ref, now, trigger=level)
                 session.add(row)
         except IntegrityError:  # another check is placing this very exit
             return True
@@ -617,10 +615,7 @@ class ExitService:
             purpose = "take_profit"
         else:
             return False
-        reason = await self._reason(trade, purpose)
-        entry_cid = await self._entry_cid(trade)
         version = trade.version + 1
-        cid = f"{entry_cid}-w{version}"
         now = self._clock()
         try:
             async with self._db.session() as session:
@@ -647,6 +642,8 @@ class ExitService:
                 )
                 if in_flight.one():
                     raise _Skip
+                reason = await _reason(session, trade, purpose)
+                cid = f"{await _entry_cid(session, trade)}-w{version}"
                 row = _exit_row(
                     trade, cid, purpose, OrderType.MARKET, reason, trade.position_ref, now
                 )
@@ -710,30 +707,30 @@ class ExitService:
             active = await self._active_exits(session, trade.id)
         return not any(o.purpose == "stop_loss" and o.order_type in _TRIGGER_TYPES for o in active)
 
-    async def _entry_cid(self, trade: TradeRow) -> str:
-        """The client order id of the entry that opened the trade (the prefix of its exit
-        ids and, on ATTACHED venues, the ticket's reference)."""
-        async with self._db.session() as session:
-            query = select(OrderRow.client_order_id).where(
-                col(OrderRow.trade_id) == trade.id, col(OrderRow.purpose) == "open"
-            )
-            cid = (await session.exec(query.order_by(col(OrderRow.id)))).first()
-        return cid or f"sd-t{trade.id}"
-
-    async def _reason(self, trade: TradeRow, purpose: str) -> ExitReason:
-        """take_profit; stop_loss; or trailing_stop once the trailing or break-even rule
-        moved the stop away from the signal's."""
-        if purpose == "take_profit":
-            return ExitReason.TAKE_PROFIT
-        async with self._db.session() as session:
-            signal = await session.get(SignalRow, trade.signal_id) if trade.signal_id else None
-        initial = signal.stop_loss if signal is not None else None
-        return ExitReason.STOP_LOSS if trade.stop_loss == initial else ExitReason.TRAILING_STOP
-
     async def _alert(self, text: str) -> None:
         await self._notifier.notify(
             Notification(NoticeKind.TEXT, text, priority=Priority.ALERT, topic=Topic.WARNING)
         )
+
+
+async def _entry_cid(session: AsyncSession, trade: TradeRow) -> str:
+    """The client order id of the entry that opened the trade (the prefix of its exit ids
+    and, on ATTACHED venues, the ticket's reference)."""
+    query = select(OrderRow.client_order_id).where(
+        col(OrderRow.trade_id) == trade.id, col(OrderRow.purpose) == "open"
+    )
+    cid = (await session.exec(query.order_by(col(OrderRow.id)))).first()
+    return cid or f"sd-t{trade.id}"
+
+
+async def _reason(session: AsyncSession, trade: TradeRow, purpose: str) -> ExitReason:
+    """take_profit; stop_loss; or trailing_stop once the trailing or break-even rule moved
+    the stop away from the signal's."""
+    if purpose == "take_profit":
+        return ExitReason.TAKE_PROFIT
+    signal = await session.get(SignalRow, trade.signal_id) if trade.signal_id else None
+    initial = signal.stop_loss if signal is not None else None
+    return ExitReason.STOP_LOSS if trade.stop_loss == initial else ExitReason.TRAILING_STOP
 
 
 def _exit_row(

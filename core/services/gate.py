@@ -261,25 +261,32 @@ class Gate:
         (``FOR UPDATE`` on PostgreSQL; on SQLite the caller must already have written in
         this transaction, which holds the database's write lock). See the module
         docstring."""
-        await repo.load_operator_state(session)  # make sure the row exists
         query = (
             select(OperatorStateRow)
             .where(col(OperatorStateRow.id) == 1)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
-        return GateState.of((await session.exec(query)).one())
+        row = (await session.exec(query)).first()
+        if row is None:  # a database no engine has started on yet: create it, lock it
+            await repo.load_operator_state(session)
+            row = (await session.exec(query)).one()
+        return GateState.of(row)
 
     async def check_entry(
-        self, signal: Signal, prices: MarketData | Broker | None = None
+        self,
+        signal: Signal,
+        prices: MarketData | Broker | None = None,
+        state: GateState | None = None,
     ) -> str | None:
         """Run :func:`check_order` for an approval of ``signal`` with a quote from
         ``prices`` (the market-data port the signal was priced with; default the broker)
         and the broker's account, both awaited here, outside any transaction. Returns the
         reason the signal must not be sent, or None. The state is read again, locked, when
         the approval commits (:meth:`state_in`). Never raises BrokerError: a missing quote
-        is a reason; a missing account skips the margin rule (the venue still checks it)."""
-        state = await self.state()
+        is a reason; a missing account skips the margin rule (the venue still checks it).
+        ``state`` is the state the caller has just read (default: read it here)."""
+        state = state or await self.state()
         held = state_reason(state)
         if held is not None:  # no broker call needed to say no
             return held

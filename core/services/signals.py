@@ -15,7 +15,7 @@ failed check leaves the signal BLOCKED with the reason; nothing is sent to the b
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -42,7 +42,7 @@ from core.errors import (
     TransitionConflictError,
 )
 from core.marketdata.base import MarketData
-from core.notify import NoticeKind, Notification, Notifier
+from core.notify import NoticeKind, Notification, Notifier, enqueue
 from core.services.gate import GateState, OrderCheck, check_order, state_reason
 from core.services.trading import TradingService
 
@@ -353,7 +353,13 @@ class SignalService:
             take_profit=take,
         )
 
-    async def approve(self, signal_id: int, actor: str, version: int | None = None) -> Decision:
+    async def approve(
+        self,
+        signal_id: int,
+        actor: str,
+        version: int | None = None,
+        on_decided: Callable[[Signal], Awaitable[None]] | None = None,
+    ) -> Decision:
         """Approve and, if the pre-trade gate passes, execute the signal.
 
         ``version`` is the card version the tapped button was rendered with (None: any,
@@ -366,8 +372,15 @@ class SignalService:
         APPROVED (the compare-and-set that exactly one concurrent approver wins; on SQLite
         this first write takes the write lock), reads the trading state locked
         (:meth:`Gate.state_in`), and moves on to BLOCKED, or to SUBMITTED with its order
-        row. Only after that commit is the broker called. See :mod:`core.services.gate`
-        for why no approval can commit after a pause commits.
+        row (and, when BLOCKED, the card update). Only after that commit is the broker
+        called; its outcome is recorded in one more transaction (see
+        :meth:`TradingService.send`). See :mod:`core.services.gate` for why no approval can
+        commit after a pause commits.
+
+        ``on_decided`` is awaited once the approval is committed and before the broker is
+        called, with the signal as decided (SUBMITTED: the order goes out; BLOCKED with the
+        reason), so a caller can answer the owner at once whatever the broker's latency.
+        It is not called for an expired signal (no decision to wait for).
 
         Returns the decision; the signal ends EXPIRED, BLOCKED (with the reason), FILLED,
         SUBMITTED (a resting limit order), FAILED or UNKNOWN.
@@ -380,6 +393,7 @@ class SignalService:
         """
         async with self._db.session() as session:
             signal = await repo.get_signal(session, signal_id)
+            state = GateState.of(await repo.load_operator_state(session))
         if signal.status is not SignalStatus.PROPOSED:
             raise TransitionConflictError(signal_id, signal.status, "approve")
         if version is not None and version != signal.card_version:
@@ -390,7 +404,7 @@ class SignalService:
                 await self._decide(signal_id, SignalStatus.EXPIRED, "system", "expired")
             )
         gate = self._trading.gate
-        checked = await gate.check_entry(signal, self._prices)
+        checked = await gate.check_entry(signal, self._prices, state)
         async with self._db.session() as session:
             if not await repo.transition_signal(
                 session,
@@ -421,11 +435,18 @@ class SignalService:
                     at=now,
                     reason=blocked,
                 )
+                enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
             else:
                 request = await self._trading.submit(session, approved, actor)
         if blocked:
-            await self._card_update(signal_id)
-            return Decision(replace(approved, status=SignalStatus.BLOCKED, status_reason=blocked))
+            decided = replace(approved, status=SignalStatus.BLOCKED, status_reason=blocked)
+        else:
+            decided = replace(approved, status=SignalStatus.SUBMITTED)
+        if on_decided is not None:
+            await on_decided(decided)
+        if blocked:
+            self._notifier.queued()
+            return Decision(decided)
         final, report = await self._trading.send(request, signal_id, actor)
         return Decision(final, report)
 

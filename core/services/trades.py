@@ -397,13 +397,16 @@ class TradeService:
         """Apply the new ``fills`` of ``order`` to the trade record in the caller's
         transaction: open or grow the signal's trade for an entry, reduce trades for an
         exit, link each fill to its (first) trade, and enqueue one ``trade_exit``
-        notification per reduced trade. Returns what happened to which trade."""
+        notification per reduced trade. The fills may still be outside the session (the
+        caller adds them after, so each is inserted once with its trade). Returns what
+        happened to which trade."""
         if not fills:
             return []
         entry = order.purpose == "open" and order.signal_id is not None
         touched: dict[int, TradeRow] = {}
         exits: dict[int, _Exit] = {}
-        opened: set[int] = set()
+        own: TradeRow | None = None  # the signal's trade (an entry), id drawn at the flush
+        own_fills: list[FillRow] = []
         for fill in fills:
             side = Side(fill.side)
             fee = fee_in_quote(fill.fee, fill.fee_currency, fill.symbol, fill.price)
@@ -431,19 +434,15 @@ class TradeService:
                 tally.quantity += allocation.quantity
                 tally.notional += allocation.quantity * fill.price
             if entry and left > 0:
-                row = await self._entry_trade(session, order, fill.at)
-                assert row.id is not None
-                if row.quantity == 0:
-                    opened.add(row.id)
+                own = own or await self._entry_trade(session, order, fill.at)
                 in_base = charged_in_base(fill.fee_currency, fill.symbol)
                 base_fee = fill.fee * left / fill.quantity if in_base else ZERO
-                ledger = add_entry(_ledger(row), left, fill.price, fees[-1], fee_in_base=base_fee)
-                _store(row, ledger, self._clock())
+                ledger = add_entry(_ledger(own), left, fill.price, fees[-1], fee_in_base=base_fee)
+                _store(own, ledger, self._clock())
                 signal = await session.get(SignalRow, order.signal_id)
                 stop = signal.stop_loss if signal is not None else None
-                row.initial_risk = initial_risk(row.average_entry, stop, row.quantity)
-                touched[row.id] = row
-                fill.trade_id = row.id
+                own.initial_risk = initial_risk(own.average_entry, stop, own.quantity)
+                own_fills.append(fill)
             elif allocations:
                 fill.trade_id = allocations[0].trade_id
         events: list[TradeEvent] = []
@@ -453,9 +452,16 @@ class TradeService:
                 kind = TradeEventKind.CLOSED if row.quantity_open == 0 else TradeEventKind.REDUCED
                 self._notify_exit(session, row, exits[trade_id])
             else:
-                kind = TradeEventKind.OPENED if trade_id in opened else TradeEventKind.ADDED
+                kind = TradeEventKind.ADDED
             events.append(TradeEvent(trade_id, kind, order.client_order_id, has_exit_levels(row)))
-        await session.flush()
+        await session.flush()  # the trade rows as changed (a new one inserted once, complete)
+        if own is not None:
+            assert own.id is not None
+            kind = TradeEventKind.ADDED if order.trade_id == own.id else TradeEventKind.OPENED
+            order.trade_id = own.id
+            for fill in own_fills:
+                fill.trade_id = own.id
+            events.append(TradeEvent(own.id, kind, order.client_order_id, has_exit_levels(own)))
         return events
 
     def _close_part(
@@ -525,17 +531,16 @@ class TradeService:
         return candidates
 
     async def _entry_trade(self, session: AsyncSession, order: OrderRow, at: datetime) -> TradeRow:
-        """The signal's trade, created (with the signal's exits) on its first fill."""
-        query = (
-            select(TradeRow)
-            .where(col(TradeRow.signal_id) == order.signal_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        row = (await session.exec(query)).first()
-        if row is not None:
+        """The signal's trade, locked: created (with the signal's exits) on its first fill,
+        which also links the order to it (``orders.trade_id``), so an entry order without
+        a trade id has no trade yet."""
+        if order.trade_id is not None:
+            row = await session.get(
+                TradeRow, order.trade_id, with_for_update=True, populate_existing=True
+            )
+            assert row is not None
             return row
-        signal = await session.get(SignalRow, order.signal_id)
+        signal = await session.get(SignalRow, order.signal_id)  # the caller's row: no read
         assert signal is not None
         row = TradeRow(
             signal_id=order.signal_id,
@@ -552,8 +557,6 @@ class TradeService:
             updated_at=self._clock(),
         )
         session.add(row)
-        await session.flush()
-        order.trade_id = row.id
         return row
 
     # --- reading --------------------------------------------------------------------------

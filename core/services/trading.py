@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -27,7 +27,7 @@ from core.brokers.base import Broker, retry_temporary
 from core.config import Settings
 from core.db import repositories as repo
 from core.db.engine import Database
-from core.db.models import FillRow, OperatorStateRow, OrderRow
+from core.db.models import FillRow, OperatorStateRow, OrderRow, SignalRow
 from core.db.types import canonical
 from core.domain import (
     ZERO,
@@ -55,9 +55,9 @@ from core.errors import (
     SignalDeskError,
     TransitionConflictError,
 )
-from core.notify import NoticeKind, Notification, Notifier, Priority, Topic
+from core.notify import NoticeKind, Notification, Notifier, Priority, Topic, enqueue
 from core.services.gate import BREACH_MAX, Gate, owns
-from core.services.trades import TradeEvent, TradeService, fee_in_quote
+from core.services.trades import TradeEvent, TradeEventKind, TradeService, fee_in_quote
 
 __all__ = [
     "CancelResult",
@@ -423,21 +423,20 @@ class TradingService:
 
         Returns the signal in its new state (FILLED, SUBMITTED for a resting limit order,
         FAILED or UNKNOWN) and the broker's report (None when the outcome is unknown or
-        nothing was placed); queues the card update.
+        nothing was placed). The outcome, the signal's state and the card update are
+        written in one transaction.
         """
         report: OrderReport | None = None
         cid = request.client_order_id
         try:
             report = await retry_temporary(lambda: self.broker.place_order(request))
         except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
-            await self.record_failure(cid, OrderState.FAILED, str(exc), actor)
+            final = await self.record_failure(cid, OrderState.FAILED, str(exc), actor, card=True)
         except (BrokerError, OSError, TimeoutError) as exc:
-            await self.record_failure(cid, OrderState.UNKNOWN, str(exc), actor)
+            final = await self.record_failure(cid, OrderState.UNKNOWN, str(exc), actor, card=True)
         else:
-            await self.record_report(report, actor)
-        async with self._db.session() as session:
-            final = await repo.get_signal(session, signal_id)
-        await self._notifier.notify(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
+            final = await self.record_report(report, actor, card=True)
+        assert final is not None and final.id == signal_id
         return final, report
 
     async def _instance_tag(self, session: AsyncSession) -> str:
@@ -446,100 +445,154 @@ class TradingService:
             self._tag = (await repo.load_operator_state(session)).instance_tag
         return self._tag
 
-    async def record_report(self, report: OrderReport, actor: str) -> None:
+    async def record_report(
+        self, report: OrderReport, actor: str, *, card: bool = False
+    ) -> Signal | None:
         """Adopt a broker report for one of our orders: state, fills, the signal's status
         (FILLED when filled, FAILED when cancelled or rejected) and, in the same
-        transaction, the trade record (:meth:`TradeService.apply_fills`). Idempotent:
-        concurrent calls for one order serialize on its row and a known fill is skipped,
-        so a fill counts once in its trade."""
+        transaction, the trade record (:meth:`TradeService.apply_fills`) with its exit
+        notifications, and with ``card`` the signal's card update. Idempotent: concurrent
+        calls for one order serialize on its row (the transaction's first statement
+        writes it) and a known fill is skipped, so a fill counts once in its trade.
+
+        Returns the order's signal as recorded (None for an order without one).
+
+        Raises:
+            SignalDeskError: no order has the report's client order id.
+        """
         now = self._clock()
+        values: dict[str, object] = {
+            "state": report.state.value,
+            "filled_quantity": report.filled_quantity,
+            "average_price": report.average_price,
+            "fee": report.fee,
+            "fee_currency": report.fee_currency,
+            "error": report.reason[:500],
+            "updated_at": now,
+        }
+        if report.broker_order_id:
+            values["broker_order_id"] = report.broker_order_id
         async with self._db.session() as session:
-            await self._lock_order(session, report.client_order_id, now)
-            order = await self._order_by_client_id(session, report.client_order_id)
-            order.state = report.state.value
-            order.broker_order_id = report.broker_order_id or order.broker_order_id
-            order.filled_quantity = report.filled_quantity
-            order.average_price = report.average_price
-            order.fee = report.fee
-            order.fee_currency = report.fee_currency
-            order.error = report.reason[:500]
-            order.updated_at = now
+            order = await self._write_order(session, report.client_order_id, values)
             assert order.id is not None
-            fills = await self._record_fills(session, order.id, report)
+            signal = await self._signal_row(session, order)
+            fills = await self._new_fills(session, order.id, report)
             events = await self.trades.apply_fills(session, order, fills)
-            if order.signal_id is not None:
-                await self._settle_signal(session, order, report.state, actor, report.reason)
+            session.add_all(fills)
+            settled = await self._settle(session, order, signal, report.state, actor, report.reason)
+            if card and signal is not None:
+                enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id))
+        if card or any(e.kind in _EXITED for e in events):  # outbox rows to deliver now
+            self._notifier.queued()
         if report.fills and self.on_fill is not None:
             self.on_fill()
         if events and self.on_trades is not None:
             await self.on_trades(events)
+        return settled
 
     async def record_failure(
-        self, client_order_id: str, state: OrderState, error: str, actor: str
-    ) -> None:
-        """Mark an order FAILED (refused) or UNKNOWN (outcome unknown) and its signal too."""
-        async with self._db.session() as session:
-            order = await self._order_by_client_id(session, client_order_id)
-            order.state = state.value
-            order.error = error[:500]
-            order.updated_at = self._clock()
-            if order.signal_id is not None:
-                await self._settle_signal(session, order, state, actor, error)
-        if state is OrderState.UNKNOWN:
-            await self._notifier.notify(
-                Notification(
-                    NoticeKind.TEXT,
-                    f"Order {client_order_id}: outcome unknown ({error}). "
-                    "It will be reconciled with the broker by its client order id.",
-                    priority=Priority.ALERT,
-                    topic=Topic.WARNING,
-                )
-            )
+        self,
+        client_order_id: str,
+        state: OrderState,
+        error: str,
+        actor: str,
+        *,
+        card: bool = False,
+    ) -> Signal | None:
+        """Mark an order FAILED (refused), UNKNOWN (outcome unknown: the owner is alerted
+        in the same transaction) or CANCELLED, and its signal too; with ``card`` queue the
+        signal's card update with it. Returns the order's signal as recorded (None for an
+        order without one).
 
-    async def _settle_signal(
-        self, session: AsyncSession, order: OrderRow, state: OrderState, actor: str, why: str
-    ) -> None:
-        targets = {
-            OrderState.FILLED: SignalStatus.FILLED,
-            OrderState.FAILED: SignalStatus.FAILED,
-            OrderState.CANCELLED: SignalStatus.FAILED,
-            OrderState.UNKNOWN: SignalStatus.UNKNOWN,
-        }
-        new = targets.get(state)
-        if new is None or order.signal_id is None:  # OPEN / SUBMITTED: nothing settled yet
-            return
-        current = (await repo.get_signal(session, order.signal_id)).status
-        if current == new or not can_transition(current, new):
-            return
-        reason = why or f"order {order.client_order_id} {state.value.lower()}"
-        await repo.transition_signal(
-            session, order.signal_id, current, new, actor=actor, at=self._clock(), reason=reason
-        )
+        Raises:
+            SignalDeskError: no order has this client order id.
+        """
+        now = self._clock()
+        values = {"state": state.value, "error": error[:500], "updated_at": now}
+        async with self._db.session() as session:
+            order = await self._write_order(session, client_order_id, values)
+            signal = await self._signal_row(session, order)
+            settled = await self._settle(session, order, signal, state, actor, error)
+            if card and signal is not None:
+                enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id))
+            if state is OrderState.UNKNOWN:
+                enqueue(
+                    session,
+                    Notification(
+                        NoticeKind.TEXT,
+                        f"Order {client_order_id}: outcome unknown ({error}). "
+                        "It will be reconciled with the broker by its client order id.",
+                        priority=Priority.ALERT,
+                        topic=Topic.WARNING,
+                    ),
+                )
+        if card or state is OrderState.UNKNOWN:
+            self._notifier.queued()
+        return settled
 
     @staticmethod
-    async def _lock_order(session: AsyncSession, client_order_id: str, now: datetime) -> None:
-        """Make the order row this transaction's first write: a row lock on PostgreSQL,
-        the write lock on SQLite, so two recordings of one report cannot interleave."""
-        await session.exec(
+    async def _signal_row(session: AsyncSession, order: OrderRow) -> SignalRow | None:
+        """The order's signal row, read once in the recording transaction (after the order
+        row is written, so after any other recording of this order); the trade record and
+        the settling use this same object."""
+        if order.signal_id is None:
+            return None
+        return await session.get(SignalRow, order.signal_id)
+
+    async def _settle(
+        self,
+        session: AsyncSession,
+        order: OrderRow,
+        signal: SignalRow | None,
+        state: OrderState,
+        actor: str,
+        why: str,
+    ) -> Signal | None:
+        """Move ``signal`` (the order's) to the state ``state`` settles (FILLED, FAILED,
+        UNKNOWN; OPEN and SUBMITTED settle nothing) by compare-and-set from its current
+        status, which the UPDATE keeps in step on ``signal``. Returns it as recorded."""
+        if signal is None:
+            return None
+        new = _SETTLES.get(state)
+        current = SignalStatus(signal.status)
+        if new is not None and current != new and can_transition(current, new):
+            assert signal.id is not None
+            reason = why or f"order {order.client_order_id} {state.value.lower()}"
+            await repo.transition_signal(
+                session, signal.id, current, new, actor=actor, at=self._clock(), reason=reason
+            )
+        return repo.signal_from_row(signal)
+
+    @staticmethod
+    async def _write_order(
+        session: AsyncSession, client_order_id: str, values: Mapping[str, object]
+    ) -> OrderRow:
+        """Write ``values`` to our order row as this transaction's first statement (a row
+        lock on PostgreSQL, the write lock on SQLite, so two recordings of one order cannot
+        interleave) and return the row as written (``RETURNING``, no second read).
+
+        Raises:
+            SignalDeskError: no order has this client order id.
+        """
+        query = (
             update(OrderRow)
             .where(col(OrderRow.client_order_id) == client_order_id)
-            .values(updated_at=now)
+            .values(**values)
+            .returning(OrderRow)
         )
-
-    @staticmethod
-    async def _order_by_client_id(session: AsyncSession, client_order_id: str) -> OrderRow:
-        query = select(OrderRow).where(col(OrderRow.client_order_id) == client_order_id)
-        order = (await session.exec(query)).first()
+        order = (await session.exec(query)).scalars().first()
         if order is None:
             raise SignalDeskError(f"no order with client order id {client_order_id}")
         return order
 
     @staticmethod
-    async def _record_fills(
+    async def _new_fills(
         session: AsyncSession, order_id: int, report: OrderReport
     ) -> list[FillRow]:
-        """Add the report's fills not recorded yet; returns the new rows."""
-        added: list[FillRow] = []
+        """The report's fills not recorded yet, as rows not yet added to the session (the
+        trade record links them to their trade before they are inserted)."""
+        if not report.fills:
+            return []
         known = set(
             (
                 await session.exec(
@@ -547,10 +600,8 @@ class TradingService:
                 )
             ).all()
         )
-        for fill in report.fills:
-            if fill.broker_fill_id and fill.broker_fill_id in known:
-                continue
-            row = FillRow(
+        return [
+            FillRow(
                 order_id=order_id,
                 client_order_id=fill.client_order_id,
                 symbol=fill.symbol,
@@ -562,9 +613,9 @@ class TradingService:
                 broker_fill_id=fill.broker_fill_id,
                 at=fill.at,
             )
-            session.add(row)
-            added.append(row)
-        return added
+            for fill in report.fills
+            if not (fill.broker_fill_id and fill.broker_fill_id in known)
+        ]
 
     # --- account --------------------------------------------------------------------------
 
@@ -965,6 +1016,15 @@ def realized_pnl(held: Decimal, entry: Decimal, report: OrderReport) -> Decimal 
     return (report.average_price - entry) * report.filled_quantity * direction
 
 
+#: What a recorded report did to a trade that posts an exit message (the trade record).
+_EXITED = frozenset({TradeEventKind.REDUCED, TradeEventKind.CLOSED})
+#: The signal status an order's final state settles (OPEN and SUBMITTED settle nothing).
+_SETTLES = {
+    OrderState.FILLED: SignalStatus.FILLED,
+    OrderState.FAILED: SignalStatus.FAILED,
+    OrderState.CANCELLED: SignalStatus.FAILED,
+    OrderState.UNKNOWN: SignalStatus.UNKNOWN,
+}
 #: Our order states that may still rest at the venue.
 _LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
 #: The cancel's error when the venue has no such order.

@@ -135,6 +135,23 @@ class Desk:
         assert answer is not None
         return answer
 
+    async def approve(
+        self, message: SentMessage, user: int = OWNER, within: float = WAIT_SECONDS
+    ) -> CallbackAnswer:
+        """``user`` taps Approve on the card ``message``; returns the answer once the
+        handler has finished too (the order recorded, its exits placed): the answer itself
+        goes out before the broker is called."""
+        handled = self._approvals_handled()
+        answer = await self.answer(self.tap(message, CardAction.APPROVE, user), within)
+        await self.sandbox.wait_for(
+            lambda _: self._approvals_handled() > handled, within, description="the approval"
+        )
+        return answer
+
+    def _approvals_handled(self) -> float:
+        value = self.app.metrics.registry.get_sample_value("signaldesk_approvals_total")
+        return value or 0.0
+
     async def edited(
         self, message: SentMessage, contains: str, within: float = WAIT_SECONDS
     ) -> str:

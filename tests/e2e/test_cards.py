@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.callbacks import CardAction
 from bot.delivery import DeliveryPolicy
-from core.domain import SignalStatus
+from core.domain import OrderReport, OrderRequest, SignalStatus
 from tests.e2e.conftest import StartDesk
 
 FILLED = "Filled 0.01 BTC @ 113,689.42 (fee 1.14 USDT)"  # 113,666.68 + 3 bps, fee 10 bps
+SENT = "Approved: order sent"  # the toast of an approval, answered before the broker call
 
 
 async def test_approve_fills_edits_card_and_positions_lists_it(start_desk: StartDesk) -> None:
@@ -35,9 +38,9 @@ async def test_approve_fills_edits_card_and_positions_lists_it(start_desk: Start
         assert line in card.plain_text.splitlines()
     assert [text for text, _ in card.buttons[0]] == ["✅ Approve", "❌ Reject"]
 
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    answer = await desk.approve(card)
 
-    assert answer.text == FILLED
+    assert answer.text == SENT  # answered before the broker is called
     text = await desk.edited(card, FILLED)
     assert text.endswith(f"✅ {FILLED}")
     assert "Exits: Stop 112,000.00 at paper · Take profit 116,000.00 at paper" in text
@@ -94,7 +97,7 @@ async def test_two_concurrent_taps_place_one_order(start_desk: StartDesk) -> Non
         [(await desk.answer(first)).text or "", (await desk.answer(second)).text or ""]
     )
 
-    assert answers[1] == FILLED
+    assert answers[1] == SENT
     assert answers[0].startswith("Already decided: ")
     assert await desk.orders_for(signal.id) == 1
     assert (await desk.engine.trading.positions())[0].quantity == signal.quantity
@@ -108,7 +111,7 @@ async def test_approve_while_paused_is_blocked(start_desk: StartDesk) -> None:
     reply = await desk.say("/pause news at 14:30")
     assert reply.plain_text.startswith("⏸ Paused: news at 14:30")
 
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    answer = await desk.approve(card)
 
     assert answer.text == "Blocked: paused (news at 14:30)"
     await desk.edited(card, "⛔ Blocked: paused (news at 14:30)")
@@ -121,7 +124,7 @@ async def test_approve_after_price_drift_is_blocked(start_desk: StartDesk) -> No
     card = await desk.card(signal.id)
     desk.engine.feed.step(32)  # 32 hourly candles later BTC is 1.3 % lower
 
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    answer = await desk.approve(card)
 
     assert answer.text == "Blocked: price moved 1.3% (limit 1.0%)"
     await desk.edited(card, "⛔ Blocked: price moved 1.3% (limit 1.0%)")
@@ -163,3 +166,51 @@ async def test_card_from_another_process_reaches_the_chat_by_polling(
     assert card.sent_at is not None and card.sent_at.timestamp() >= float(proposed_at)
     assert "🔴 SELL 0.02 BTC/USDT" in card.plain_text
     assert "Source: cli" in card.plain_text
+
+
+async def test_a_slow_broker_never_keeps_the_spinner_running(
+    start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = await start_desk()
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+    venue = desk.engine.trading.broker.inner  # type: ignore[attr-defined]
+    place = venue.place_order
+    release = asyncio.Event()
+    reached = asyncio.Event()
+
+    async def slow(request: OrderRequest) -> OrderReport:
+        reached.set()
+        await release.wait()  # the broker answers only once the tap was answered
+        return await place(request)
+
+    monkeypatch.setattr(venue, "place_order", slow)
+
+    query = desk.tap(card, CardAction.APPROVE)
+    answer = await desk.answer(query)
+
+    assert answer.text == SENT
+    assert reached.is_set() and not release.is_set()  # the order is with the broker
+    assert await desk.orders_for(signal.id) == 1
+    release.set()
+    text = await desk.edited(card, FILLED)
+    assert text.endswith(f"✅ {FILLED}")
+    assert len(desk.sandbox.requests("answerCallbackQuery")) == 1
+
+
+async def test_taps_draw_no_not_modified_edit(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    signals = [await desk.propose(stop_loss=None, take_profit=None) for _ in range(4)]
+    cards = [await desk.card(signal.id) for signal in signals]
+
+    for card in cards:
+        await desk.approve(card)
+        await desk.edited(card, "Filled")
+    await desk.drained()
+
+    refused = [r for r in desk.sandbox.requests() if "not modified" in (r.description or "")]
+    assert refused == []
+    for card in cards:  # edited to its final state (again only if its text changed since)
+        assert "Filled" in desk.sandbox.message(card.chat_id, card.message_id).plain_text
+    kinds = [(r.kind, r.delivered_at is not None) for r in await desk.outbox() if r.signal_id]
+    assert kinds == [("signal_card", True)] * 4 + [("signal_update", True)] * 4

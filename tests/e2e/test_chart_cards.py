@@ -8,7 +8,6 @@ import threading
 from decimal import Decimal
 from functools import partial
 
-from bot.callbacks import CardAction
 from bot.chart import ChartSpec, chart_png, render_png, warm_up
 from bot.delivery import CardKind, Cards
 from core.db.models import SignalCardRow
@@ -41,11 +40,11 @@ async def test_a_card_arrives_as_a_chart_photo_and_approve_edits_its_caption(
         row = await session.get(SignalCardRow, (signal.id, card.chat_id))
     assert row is not None and row.kind == CardKind.PHOTO.value
 
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+    answer = await desk.approve(card)
 
-    assert answer.text is not None and answer.text.startswith("Filled 0.01 BTC @ ")
-    text = await desk.edited(card, answer.text)
-    assert text.endswith(f"✅ {answer.text}")
+    assert answer.text == "Approved: order sent"
+    text = await desk.edited(card, "Filled 0.01 BTC @ ")
+    assert text.splitlines()[-1].startswith("✅ Filled 0.01 BTC @ ")
     stored = desk.sandbox.message(card.chat_id, card.message_id)
     assert stored.photo == card.photo and stored.buttons == []  # the chart stays
     await desk.drained()
@@ -71,15 +70,15 @@ async def test_a_chart_that_cannot_be_made_still_delivers_the_text_card(
 
     assert attempts == ["BTC/USDT"]
     assert card.photo is None and "signal #" in card.plain_text
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
-    assert answer.text == FILLED
+    answer = await desk.approve(card)
+    assert answer.text == "Approved: order sent"
     assert (await desk.edited(card, FILLED)).endswith(f"✅ {FILLED}")
 
 
 async def test_a_sell_while_long_says_it_reduces_and_adds_no_risk(start_desk: StartDesk) -> None:
     desk = await start_desk()
     bought = await desk.propose()
-    await desk.answer(desk.tap(await desk.card(bought.id), CardAction.APPROVE))
+    await desk.approve(await desk.card(bought.id))
     assert (await desk.engine.signals.get(bought.id)).status is SignalStatus.FILLED
 
     sell = await desk.propose(
@@ -126,11 +125,11 @@ async def test_a_tap_during_a_slow_chart_render_is_answered_before_the_render_en
     await desk.sandbox.wait_for(lambda _: started.is_set(), 30, description="the slow render")
 
     try:
-        answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
+        answer = await desk.approve(card)
     finally:
         release.set()  # also when the answer never came: no thread left waiting
 
-    assert answer.text is not None and answer.text.startswith("Filled 0.01 BTC @ ")
+    assert answer.text == "Approved: order sent"
     assert (await desk.engine.signals.get(first.id)).status is SignalStatus.FILLED
     slow_card = await desk.card(second.id, within=30)
     assert slow_card.photo is not None  # the held render was not given up: it waited

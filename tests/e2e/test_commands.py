@@ -12,7 +12,7 @@ from tests.e2e.support import OWNER, Desk
 
 async def _open_position(desk: Desk) -> None:
     signal = await desk.propose()
-    await desk.answer(desk.tap(await desk.card(signal.id), CardAction.APPROVE))
+    await desk.approve(await desk.card(signal.id))
 
 
 async def test_commands_are_registered_with_set_my_commands(start_desk: StartDesk) -> None:
@@ -59,7 +59,7 @@ async def test_bad_arguments_and_unknown_commands_get_one_line_usage(
 async def test_status_balance_history_and_signals_show_the_engine(start_desk: StartDesk) -> None:
     desk = await start_desk()
     filled = await desk.propose()
-    await desk.answer(desk.tap(await desk.card(filled.id), CardAction.APPROVE))
+    await desk.approve(await desk.card(filled.id))
     pending = await desk.propose(note="second idea")
     await desk.card(pending.id)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+from sqlalchemy import event
+
 from bot.delivery import DeliveryPolicy
-from core.notify import NoticeKind, Notification, Priority
+from core.notify import NoticeKind, Notification, Priority, enqueue
 from tests.e2e.conftest import StartDesk
 from tests.e2e.support import OWNER
 
@@ -88,3 +90,28 @@ async def test_production_pacing_meets_flood_control_without_429s(start_desk: St
     assert desk.sandbox.stats.rate_limited == 0
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(sends)]
     assert min(gaps) >= 0.9  # one per second, though the sandbox would allow a burst of 3
+
+
+async def test_each_row_is_looked_up_once(start_desk: StartDesk) -> None:
+    unpaced = DeliveryPolicy(chat_interval=1e-6, global_per_second=1e6, poll_interval=3600)
+    desk = await start_desk(policy=unpaced)
+    sent_before: list[int] = []  # messages in the chat at each next-row lookup
+
+    def lookup(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if "FROM outbox" in statement and "ORDER BY outbox.priority" in statement:
+            sent_before.append(len(desk.sandbox.messages(OWNER)))
+
+    earlier = len(desk.sandbox.messages(OWNER))
+    event.listen(desk.engine.db.engine.sync_engine, "before_cursor_execute", lookup)
+    try:
+        async with desk.engine.db.session() as session:
+            for n in range(3):
+                enqueue(session, Notification(NoticeKind.TEXT, f"row {n}"))
+        desk.engine.notifier.queued()
+        await desk.sandbox.wait_for_message(OWNER, contains="row 2")
+        await desk.drained()
+    finally:
+        event.remove(desk.engine.db.engine.sync_engine, "before_cursor_execute", lookup)
+
+    # after the first row is sent, the second and the third are each found by one lookup
+    assert [sent_before.count(earlier + n) for n in (1, 2)] == [1, 1]

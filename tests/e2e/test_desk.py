@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlmodel import col, func, select
 
-from bot.callbacks import CardAction, ConfirmAction, OrderCallback, PositionCallback
+from bot.callbacks import ConfirmAction, OrderCallback, PositionCallback
 from bot.sandbox import SentMessage
 from core.db.models import OrderRow, PaperOrderRow
 from core.domain import OrderType
@@ -30,7 +30,7 @@ def button_data(message: SentMessage, label: str) -> str:
 
 async def _approve(desk: Desk, **overrides: object) -> int:
     signal = await desk.propose(**overrides)
-    await desk.answer(desk.tap(await desk.card(signal.id), CardAction.APPROVE))
+    await desk.approve(await desk.card(signal.id))
     return signal.id
 
 

@@ -21,7 +21,7 @@ from decimal import Decimal
 import aiohttp
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
-from bot.callbacks import CardAction, ConfirmAction
+from bot.callbacks import ConfirmAction
 from bot.sandbox import SandboxServer, SentMessage
 from core.domain import SignalStatus
 from tests.e2e.conftest import StartDesk
@@ -54,8 +54,9 @@ def _count(sandbox: SandboxServer, chat: int, text: str) -> int:
 async def _buy_before_the_crash(desk: Desk) -> None:
     """The owner approves a long of 0.075 BTC at the 12:00 candle (close 121,597.21)."""
     signal = await desk.propose(quantity=Decimal("0.075"), stop_loss=None, take_profit=None)
-    answer = await desk.answer(desk.tap(await desk.card(signal.id), CardAction.APPROVE))
-    assert answer.text == "Filled 0.075 BTC @ 121,621.53 (fee 9.12 USDT)"
+    answer = await desk.approve(await desk.card(signal.id))
+    assert answer.text == "Approved: order sent"
+    await desk.edited(await desk.card(signal.id), "Filled 0.075 BTC @ 121,621.53 (fee 9.12 USDT)")
 
 
 async def _ride_the_crash(desk: Desk, candles: int = 9) -> None:
@@ -202,7 +203,7 @@ async def test_a_long_through_the_october_crash_alerts_warn_then_max_once_each_a
     )
     assert not warn.disable_notification and not breach.disable_notification  # they buzz
     assert [p.symbol for p in await desk.engine.trading.positions()] == ["BTC/USDT"]  # paused
-    answer = await desk.answer(desk.tap(new[3], CardAction.APPROVE))
+    answer = await desk.approve(new[3])
     assert answer.text is not None and answer.text.startswith("Blocked: ")
     assert await desk.orders_for(idea.id) == 0
 
@@ -294,7 +295,8 @@ async def test_a_tradingview_alert_on_the_webhook_becomes_a_card_in_the_chat(
     assert "Source: webhook ★ no track record yet" in lines
     assert "Note: TV: SMA cross on 1h" in lines
     assert [text for text, _ in card.buttons[0]] == ["✅ Approve", "❌ Reject"]
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
-    assert answer.text is not None and answer.text.startswith("Filled 0.01 BTC @ ")
+    answer = await desk.approve(card)
+    assert answer.text == "Approved: order sent"
+    await desk.edited(card, "Filled 0.01 BTC @ ")
     signal = await desk.engine.signals.get(created["signal_id"])
     assert (signal.source, signal.status) == ("webhook", SignalStatus.FILLED)

@@ -34,8 +34,9 @@ async def test_double_then_a_stale_approve_is_refused_and_the_new_card_fills(
     assert (await desk.engine.signals.get(signal.id)).status is SignalStatus.PROPOSED
 
     fresh = desk.sandbox.message(card.chat_id, card.message_id)
-    answer = await desk.answer(desk.tap(fresh, CardAction.APPROVE))
-    assert answer.text.startswith("Filled 0.02 BTC @ 113,689.42")
+    answer = await desk.approve(fresh)
+    assert answer.text == "Approved: order sent"
+    await desk.edited(fresh, "Filled 0.02 BTC @ 113,689.42")
 
 
 async def test_risk_buttons_size_from_equity_and_the_stop(start_desk: StartDesk) -> None:

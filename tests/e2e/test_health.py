@@ -95,7 +95,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_parse_and_count_the_taps_of_the_test(start_desk: StartDesk) -> None:
     desk = await start_desk()
     approved = await desk.propose()
-    await desk.answer(desk.tap(await desk.card(approved.id), CardAction.APPROVE))
+    await desk.approve(await desk.card(approved.id))
     rejected = await desk.propose(note="no")
     await desk.answer(desk.tap(await desk.card(rejected.id), CardAction.REJECT))
     await desk.edited(await desk.card(rejected.id), "Rejected")

@@ -17,7 +17,7 @@ import pytest
 import structlog
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
-from bot.callbacks import CardAction, ConfirmAction
+from bot.callbacks import ConfirmAction
 from bot.delivery import resolve_chat
 from bot.sandbox import SandboxServer, SentMessage
 from core.notify import NoticeKind, Notification, Priority
@@ -52,8 +52,10 @@ def _kind(message: SentMessage) -> str:
 
 async def _buy(desk: Desk, quantity: str = "0.075") -> None:
     signal = await desk.propose(quantity=Decimal(quantity), stop_loss=None, take_profit=None)
-    answer = await desk.answer(desk.tap(await desk.card(signal.id), CardAction.APPROVE))
-    assert answer.text is not None and answer.text.startswith("Filled")
+    card = await desk.card(signal.id)
+    answer = await desk.approve(card)
+    assert answer.text == "Approved: order sent"
+    await desk.edited(card, "Filled")
 
 
 async def test_a_bot_started_while_telegram_is_down_guards_flattens_and_catches_up_in_order(
@@ -177,8 +179,8 @@ async def test_a_group_upgraded_to_a_supergroup_loses_no_message_also_after_a_re
     assert desk.app.deliverer.chat_id == SUPERGROUP
     assert await resolve_chat(desk.engine.db, GROUP) == SUPERGROUP
     card = await desk.card(signal.id)  # the card works in its new home
-    answer = await desk.answer(desk.tap(card, CardAction.APPROVE))
-    assert answer.text is not None and answer.text.startswith("Filled")
+    answer = await desk.approve(card)
+    assert answer.text == "Approved: order sent"
     await desk.edited(card, "Filled")
 
     await desk.stop()

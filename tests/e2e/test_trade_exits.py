@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bot.callbacks import CardAction
 from core.domain import TradeStatus
 from tests.e2e.conftest import StartDesk
 
@@ -15,7 +14,7 @@ async def test_a_stop_loss_exit_posts_one_message_with_its_pnl(start_desk: Start
     desk = await start_desk()
     signal = await desk.propose(stop_loss=Decimal(113000), take_profit=Decimal(114000))
     card = await desk.card(signal.id)
-    await desk.answer(desk.tap(card, CardAction.APPROVE))  # filled at 113,689.42
+    await desk.approve(card)  # filled at 113,689.42
     engine = desk.engine
 
     engine.feed.step(2)  # candle 2's low 112,600.00 crosses the stop

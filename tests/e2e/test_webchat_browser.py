@@ -51,7 +51,7 @@ async def test_web_page_shows_card_and_click_on_approve_edits_it(start_desk: Sta
                 "Filled 0.01 BTC @ 113,689.42 (fee 1.14 USDT)"
             )
             await expect(row.locator(".keyboard button")).to_have_count(0)
-            await expect(page.locator("#toast")).to_contain_text("Filled 0.01 BTC")
+            await expect(page.locator("#toast")).to_contain_text("Approved: order sent")
             assert errors == []
         finally:
             await browser.close()
