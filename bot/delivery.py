@@ -2,7 +2,9 @@
 
 Core's :class:`~core.notify.OutboxNotifier` writes one :class:`~core.db.models.OutboxRow`
 per notification (a signal card, a card update, a text) and commits it; this module sends
-them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat):
+them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat), and
+signal cards also to every owner's private chat (``TELEGRAM_OWNER_IDS``: a private chat's
+id is the user's id), once each:
 
 - **Order.** Alerts (``priority`` 0) before routine rows (1), each in ``id`` order. A
   ``signal_update`` row waits while its signal's ``signal_card`` row is undelivered.
@@ -22,6 +24,15 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
   ``sendPhoto`` with its chart (rendered in a worker thread, :mod:`bot.chart`) and the card
   as caption, else ``sendMessage`` when no chart can be made; the posted message and its
   kind are recorded in ``signal_cards`` so later updates edit it with the right method.
+  A ``signal_card`` row is first re-checked (``SignalService.recheck``: an account that
+  changed since the proposal posts the card BLOCKED, without buttons), then posted to each
+  card chat that has no copy yet (each copy is recorded as soon as it is posted, so a row
+  retried after posting to two of three chats posts only to the third); a
+  ``signal_update`` row edits every copy (a decision by one owner shows in every chat).
+  A chat other than the main one that refuses (403, chat not found, the message) is
+  skipped for that row and logged once; the main chat's refusal decides the row (the
+  table below) after the other chats have their copy. Each copy is one more message
+  under the row's rate-limit token: a handful of owners stays far below 30/s.
 - **Limits** (Bot API FAQ): about one message per second per chat and 30 per second
   overall (aiolimiter). The token is taken *before* the next row is chosen, so an alert
   queued behind a burst of cards goes out with the next token.
@@ -66,7 +77,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
@@ -298,8 +309,9 @@ class Cards:
 
     async def _context(self, signal: Signal) -> CardContext:
         """The clock, display zone, the position before the signal (while it is pending;
-        a broker failure leaves it out), the source's track record and the symbol's
-        instrument (the engine's cached listing)."""
+        a broker failure leaves it out), the source's track record, the symbol's
+        instrument (the engine's cached listing) and, while it is pending, the trading
+        state (a pending card says when approvals are off)."""
         engine = self._engine
         position = None
         if signal.status is SignalStatus.PROPOSED:
@@ -307,12 +319,14 @@ class Cards:
                 held = await engine.trading.positions()
                 position = sum((p.quantity for p in held if p.symbol == signal.symbol), ZERO)
         known = await engine.symbols.known([signal.symbol])
+        pending = signal.status is SignalStatus.PROPOSED
         return CardContext(
             now=engine.clock(),
             zone=engine.settings.display_zone,
             position=position,
             record=await engine.trades.source_record(signal.source),
             instrument=known.get(signal.symbol),
+            trading=await engine.trading.gate.state() if pending else None,
         )
 
     async def chart(self, signal: Signal) -> bytes | None:
@@ -366,12 +380,6 @@ class Cards:
         )
         return sent, CardKind.TEXT
 
-    async def location(self, signal_id: int, chat_id: int) -> tuple[int, CardKind] | None:
-        """The message id and kind of the signal's card in ``chat_id``, if one was posted."""
-        async with self._engine.db.session() as session:
-            row = await session.get(SignalCardRow, (signal_id, chat_id))
-            return None if row is None else (row.message_id, CardKind(row.kind))
-
     async def remember(
         self, signal_id: int, chat_id: int, message_id: int, kind: CardKind = CardKind.TEXT
     ) -> None:
@@ -405,7 +413,9 @@ class DeliveryPolicy:
 
 
 class OutboxDeliverer:
-    """Delivers the outbox to ``chat_id`` (see the module docstring for the rules).
+    """Delivers the outbox to ``chat_id``, and signal cards also to each of
+    ``owner_chats`` (the owners' private chats; a private chat's id is the user's id), see
+    the module docstring for the rules.
 
     Run :meth:`run` as a task and cancel it to stop; wire :meth:`wake` to the notifier.
     ``chat_id`` should be resolved through :func:`resolve_chat` first; it changes when
@@ -422,11 +432,14 @@ class OutboxDeliverer:
         chat_id: int,
         policy: DeliveryPolicy | None = None,
         link: TelegramLink | None = None,
+        owner_chats: Sequence[int] = (),
     ) -> None:
         self._bot = bot
         self._engine = engine
         self._cards = cards
         self.chat_id = chat_id
+        self.owner_chats = tuple(owner_chats)
+        self._refusing: set[int] = set()  # owner chats whose refusal was logged
         self.policy = policy or DeliveryPolicy()
         self._link = link or TelegramLink()
         self.in_flight: int | None = None
@@ -524,13 +537,12 @@ class OutboxDeliverer:
         refused = _backoff(policy.refused_initial, policy.refused_max)
         attempts = 0
         error = ""
-        posted: tuple[Message, CardKind] | None = None
         self.in_flight = row.id
         try:
             while True:
                 attempts += 1
                 try:
-                    posted = await self._send(row)
+                    await self._send(row)
                     break
                 except TelegramAPIError as exc:
                     kind = classify(exc)
@@ -551,11 +563,6 @@ class OutboxDeliverer:
             stored.delivered_at = utcnow()
             stored.attempts += attempts
             stored.last_error = error[:500]
-            if posted is not None and row.signal_id is not None:
-                message, card_kind = posted
-                await _remember(
-                    session, row.signal_id, message.chat.id, message.message_id, card_kind
-                )
 
     async def _wait_out(
         self,
@@ -589,8 +596,8 @@ class OutboxDeliverer:
             if stored is not None:
                 stored.last_error = error[:500]
 
-    async def _send(self, row: OutboxRow) -> tuple[Message, CardKind] | None:
-        """One delivery attempt; returns the message (and kind) of a newly posted card."""
+    async def _send(self, row: OutboxRow) -> None:
+        """One delivery attempt."""
         if row.kind == NoticeKind.TRADE_EXIT.value:
             try:
                 exit_ = TradeExit.from_payload(row.payload)
@@ -599,7 +606,7 @@ class OutboxDeliverer:
             known = await self._engine.symbols.known([exit_.symbol])
             text = render.trade_exit_text(exit_, self._engine.broker.name, known.get(exit_.symbol))
             await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
-            return None
+            return
         if row.kind == NoticeKind.FLATTEN_REPORT.value:
             try:
                 flatten = FlattenReport.from_payload(row.payload)
@@ -607,20 +614,88 @@ class OutboxDeliverer:
                 raise SignalDeskError(f"malformed flatten_report payload: {exc!r}") from exc
             for chunk in render.text_notice(render.flatten_text(flatten)):
                 await self._bot.send_message(self.chat_id, chunk, disable_notification=row.silent)
-            return None
+            return
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
             await self._send_text(row)
-            return None
-        signal = await self._engine.signals.get(row.signal_id)
+            return
+        first = row.kind == NoticeKind.SIGNAL_CARD.value
+        signals = self._engine.signals
+        # before a card is first posted its size rules run again: an account that changed
+        # since the proposal gets the card posted BLOCKED, without buttons
+        signal = await (signals.recheck if first else signals.get)(row.signal_id)
         card = await self._cards.render(signal)
-        where = await self._cards.location(signal.id, self.chat_id)
+        copies = await self._copies(signal.id)
+        if first:  # every card chat without a copy (one posted on an earlier attempt stays)
+            targets = [chat for chat in self.card_chats if chat not in copies]
+        else:  # every copy, and the main chat (posted anew there when it has none)
+            targets = list(dict.fromkeys([self.chat_id, *copies]))
+        held: TelegramAPIError | None = None
+        for chat in targets:
+            try:
+                await self._card_to(chat, signal, card, copies.get(chat), row.silent)
+            except TelegramAPIError as exc:
+                kind = classify(exc)
+                if kind in (Refusal.RETRY_AFTER, Refusal.UNREACHABLE) or (
+                    chat == self.chat_id and kind is Refusal.MIGRATED
+                ):
+                    raise  # the row is tried again; the copies posted so far are skipped
+                if chat == self.chat_id:
+                    held = exc  # the main chat's refusal decides the row, after the others
+                else:
+                    self._copy_refused(chat, signal.id, exc)
+        if held is not None:
+            raise held
+
+    @property
+    def card_chats(self) -> list[int]:
+        """Where signal cards are posted: the main chat, then each owner's private chat
+        (once each: an owner id equal to the main chat is the main chat)."""
+        return list(dict.fromkeys([self.chat_id, *self.owner_chats]))
+
+    async def _copies(self, signal_id: int) -> dict[int, tuple[int, CardKind]]:
+        """The signal's posted copies: chat id -> (message id, kind), read where the row is
+        written (a copy posted on an earlier attempt under the same claim counts)."""
+        async with self._row_session() as session:
+            rows = await session.exec(
+                select(SignalCardRow).where(col(SignalCardRow.signal_id) == signal_id)
+            )
+            return {r.chat_id: (r.message_id, CardKind(r.kind)) for r in rows.all()}
+
+    async def _card_to(
+        self,
+        chat_id: int,
+        signal: Signal,
+        card: Card,
+        where: tuple[int, CardKind] | None,
+        silent: bool,
+    ) -> None:
+        """Edit the signal's copy in ``chat_id`` at ``where``, or post it there (also when
+        the copy can no longer be edited) and record it at once, so a retry of the row
+        never posts it twice. Raises aiogram's ``TelegramAPIError``."""
         if where is not None:
             try:
-                await edit_card(self._bot, self.chat_id, where[0], card, where[1])
-                return None
-            except TelegramBadRequest as exc:  # deleted, or too old to edit: post it anew
-                log.info("outbox.card_reposted", signal=signal.id, reason=exc.message)
-        return await self._cards.post(self._bot, self.chat_id, signal, card, silent=row.silent)
+                await edit_card(self._bot, chat_id, where[0], card, where[1])
+                self._refusing.discard(chat_id)
+                return
+            except TelegramBadRequest as exc:
+                if classify(exc) is not Refusal.MESSAGE:
+                    raise
+                log.info("outbox.card_reposted", signal=signal.id, chat=chat_id, reason=exc.message)
+        message, kind = await self._cards.post(self._bot, chat_id, signal, card, silent=silent)
+        self._refusing.discard(chat_id)
+        async with self._row_session() as session:
+            await _remember(session, signal.id, message.chat.id, message.message_id, kind)
+
+    def _copy_refused(self, chat_id: int, signal_id: int, error: TelegramAPIError) -> None:
+        """A chat other than the main one refused a card (an owner's private chat answers
+        403 when the owner never started the bot or blocked it; a group copy may have
+        moved): that copy is skipped, the other chats still get the card. Logged once
+        until the chat accepts a card again."""
+        if chat_id not in self._refusing:
+            self._refusing.add(chat_id)
+            log.warning(
+                "outbox.card_chat_refuses", chat=chat_id, signal=signal_id, error=error.message
+            )
 
     async def _send_text(self, row: OutboxRow) -> None:
         """A ``text`` row as one message, or several in order when it is longer than
