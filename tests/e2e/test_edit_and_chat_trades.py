@@ -131,6 +131,9 @@ async def test_buy_from_the_chat_posts_a_card_and_bad_input_gets_clear_errors(
         ("/buy NOPE 1", "unknown symbol NOPE"),
         ("/buy BTC/USDT risk 1%", "risk % needs a stop loss"),
         ("/buy BTC/USDT 0.01 sl 120000", "must be below the entry"),
+        # the gate's size rules run at proposal, as at the tap
+        ("/buy BTC/USDT 2", "quantity 2 over the limit 1"),
+        ("/buy BTC/USDT 0.1", "notional 11366.67 over the limit 10000.00"),
     ):
         reply = await desk.say(bad)
         assert error in reply.plain_text, (bad, reply.plain_text)
