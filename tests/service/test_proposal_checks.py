@@ -14,14 +14,17 @@ import pytest
 from sqlmodel import col, select
 from structlog.testing import capture_logs
 
+from bot.delivery import Cards
 from core.app import Engine
+from core.config import DrawdownAction
 from core.db.models import AuditEventRow, OutboxRow, PaperAccountRow, SignalRow
 from core.domain import Side, SignalStatus
 from core.errors import InvalidInputError
 from core.services import Proposal
 from core.services.signals import SignalEdit
 from tests.conftest import Clock
-from tests.support.duties import BTC, Engines
+from tests.service.test_risk import MAX_STEP, open_long, replay
+from tests.support.duties import BTC, PEAK, Engines
 
 
 def buy(quantity: str = "0.01") -> Proposal:
@@ -175,3 +178,28 @@ async def test_a_strategy_proposal_the_checks_refuse_is_logged_and_not_posted(
     [refused] = [e for e in logs if e["event"] == "proposal refused"]
     assert (refused["strategy"], refused["side"]) == ("sma_cross", "buy")
     assert refused["reason"].startswith("no free margin (-1.00")
+
+
+async def test_a_drawdown_flatten_marks_the_pending_cards_and_takes_approvals_off(
+    engines: Engines, database_url: str, clock: Clock
+) -> None:
+    engine = await engines.start(
+        database_url,
+        feed_start=PEAK,
+        daily_loss_max_pct=50,
+        drawdown_action=DrawdownAction.FLATTEN,
+    )
+    await open_long(engine)
+    pending = await engine.signals.propose(replace(buy("0.001"), ttl_seconds=3600))
+    cards = Cards(engine, charts=False)
+    assert (await cards.render(pending)).markup is not None
+    before = len(await card_rows(engine))
+
+    await replay(engine, clock, MAX_STEP + 10)
+
+    assert await engine.trading.positions() == []  # flattened
+    assert ("signal_update", pending.id) in (await card_rows(engine))[before:]
+    card = await cards.render(await engine.signals.get(pending.id))
+    assert "🛑 Drawdown breach — approvals off until /resume" in card.text
+    assert card.markup is not None
+    assert [[b.text for b in row] for row in card.markup.inline_keyboard] == [["❌ Reject"]]
