@@ -297,12 +297,12 @@ class SignalService:
             return await self.get(signal_id)
 
     async def follow_state(self) -> None:
-        """Make the pending cards follow the trading state (the gate calls this after a
-        pause, a breach or a resume commits): signals past their TTL expire; while trading
-        is ACTIVE (a resume) every other pending signal is re-checked (:meth:`recheck`);
-        each one still PROPOSED gets a card update (``signal_update``), which renders the
-        card with the trading state now: approvals off while paused, the buttons back on
-        resume."""
+        """Make the pending cards follow the trading state and the account (the gate calls
+        this after a pause, a breach or a resume commits; the owner's close-all after its
+        closes): signals past their TTL expire; while trading is ACTIVE every other pending
+        signal is re-checked (:meth:`recheck`); each one still PROPOSED gets a card update
+        (``signal_update``), which renders the card with the trading state and positions
+        now: approvals off while paused, the buttons back on resume."""
         await self.expire_due()
         active = (await self._trading.gate.state()).trading_state is TradingState.ACTIVE
         for signal in await self.pending():

@@ -10,10 +10,10 @@ from decimal import Decimal
 
 from structlog.testing import capture_logs
 
-from bot.callbacks import CardAction
+from bot.callbacks import CardAction, ConfirmAction
 from bot.sandbox import SandboxServer
 from bot.sandbox.models import SentMessage
-from core.domain import SignalStatus
+from core.domain import Side, SignalStatus
 from core.notify import NoticeKind, Notification
 from tests.e2e.conftest import StartDesk
 from tests.e2e.support import GROUP, OWNER, STRANGER, TOKEN, Desk
@@ -134,3 +134,20 @@ async def test_cards_reach_every_owner_and_one_owners_decision_edits_every_copy(
         text = await desk.edited(copy, "✅ Filled 0.01 BTC")
         assert current(desk, copy).buttons == [], text
     assert await desk.orders_for(signal.id) == 1
+
+
+async def test_after_closeall_a_pending_card_shows_what_it_does_to_the_flat_account(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk()
+    held = await desk.propose(stop_loss=None, take_profit=None)
+    await desk.answer(desk.tap(await desk.card(held.id), CardAction.APPROVE))
+    sell = await desk.propose(side=Side.SELL, stop_loss=None, take_profit=None)
+    card = await desk.card(sell.id)
+    assert "Reduces long 0.01 BTC → flat" in card.plain_text
+
+    prompt = await desk.say("/closeall")
+    await desk.answer(desk.confirm(prompt, ConfirmAction.CLOSE_ALL))
+
+    await desk.edited(card, "Opens short 0.01 BTC")
+    assert button_texts(current(desk, card))[0] == ["✅ Approve", "❌ Reject"]
