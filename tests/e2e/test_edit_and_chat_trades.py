@@ -5,6 +5,7 @@ against the sandbox. Sizes and risks are computed by hand from the replay's firs
 from __future__ import annotations
 
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from bot.callbacks import CardAction
 from core.domain import OrderType, SignalStatus
@@ -185,3 +186,23 @@ async def test_pnl_and_trades_after_a_long_stopped_out(start_desk: StartDesk) ->
     ]
     assert lineage[-1].startswith("Trade: #1 BTC/USDT long 0.01 @ 113,689.42 → 112,977.40")
     assert (await desk.say("/signal 999")).plain_text == "⚠️ no signal with id 999"
+
+
+async def test_half_the_size_then_the_card_in_the_display_time_zone(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk(display_timezone="Asia/Tokyo")
+    signal = await desk.propose(quantity=Decimal("0.02"), stop_loss=None, take_profit=None)
+    card = await desk.card(signal.id)
+
+    answer = await desk.answer(desk.tap(card, CardAction.HALF))
+
+    assert answer.text == f"Signal #{signal.id} now: BUY 0.01 BTC/USDT"
+    text = await desk.edited(card, "BUY 0.01 BTC/USDT")
+    lines = text.splitlines()
+    local = signal.expires_at.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert lines[-1] == f"Expires in 14 min ({local:%H:%M} JST)"  # 15 min TTL, rendered since
+    assert "Opens long 0.01 BTC" in lines
+    assert len(lines) <= 8
+    edited = await desk.engine.signals.get(signal.id)
+    assert (edited.quantity, edited.card_version) == (Decimal("0.01"), 1)
