@@ -5,10 +5,8 @@ the defaults (1 BTC, 10,000 USDT per order)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from sqlmodel import col, select
@@ -147,13 +145,6 @@ async def test_pause_and_resume_update_every_pending_card_and_resume_rechecks(
     assert sorted((await card_rows(engine))[start:]) == sorted(
         [("signal_update", stale.id), ("signal_update", big.id), ("signal_update", small.id)]
     )
-
-
-@pytest.fixture
-async def engines(make_settings: Callable[..., Any], clock: Clock) -> AsyncIterator[Engines]:
-    factory = Engines(make_settings, clock)
-    yield factory
-    await factory.close_all()
 
 
 async def test_a_strategy_proposal_the_checks_refuse_is_logged_and_not_posted(
