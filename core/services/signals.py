@@ -11,6 +11,11 @@ expired, then the one pre-trade gate
 the trading state read again, locked, inside the transaction that approves the signal and
 inserts its order row, so no approval commits after a pause or a breach has committed. A
 failed check leaves the signal BLOCKED with the reason; nothing is sent to the broker.
+
+The gate's size rules (quantity, notional, free margin: ``Gate.check_size``) also run when
+a signal is proposed or edited (refused with InvalidInputError, nothing stored) and again
+before its card is first posted and on resume (:meth:`SignalService.recheck`: a signal
+whose account changed since moves PROPOSED -> BLOCKED with the reason).
 """
 
 from __future__ import annotations
