@@ -367,7 +367,15 @@ class BotApp:
             if settings.card_charts:  # matplotlib's first import is slow: not on a card
                 warming = asyncio.create_task(asyncio.to_thread(warm_up), name="chart-warm-up")
                 stack.push_async_callback(_settle, warming)
-            deliverer = OutboxDeliverer(bot, engine, cards, chat_id, self.policy, self.telegram)
+            deliverer = OutboxDeliverer(
+                bot,
+                engine,
+                cards,
+                chat_id,
+                self.policy,
+                self.telegram,
+                owner_chats=settings.telegram_owner_ids,  # a private chat's id is the user's
+            )
             if isinstance(engine.notifier, OutboxNotifier):
                 engine.notifier.on_enqueue = deliverer.wake
             dispatcher.workflow_data.update(

@@ -2,7 +2,9 @@
 
 Core's :class:`~core.notify.OutboxNotifier` writes one :class:`~core.db.models.OutboxRow`
 per notification (a signal card, a card update, a text) and commits it; this module sends
-them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat):
+them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat), and
+signal cards also to every owner's private chat (``TELEGRAM_OWNER_IDS``: a private chat's
+id is the user's id), once each:
 
 - **Order.** Alerts (``priority`` 0) before routine rows (1), each in ``id`` order. A
   ``signal_update`` row waits while its signal's ``signal_card`` row is undelivered.
@@ -28,6 +30,15 @@ them to the card chat (``TELEGRAM_CHAT_ID``, else the first owner's private chat
   ``sendPhoto`` with its chart (rendered in a worker thread, :mod:`bot.chart`) and the card
   as caption, else ``sendMessage`` when no chart can be made; the posted message and its
   kind are recorded in ``signal_cards`` so later updates edit it with the right method.
+  A ``signal_card`` row is first re-checked (``SignalService.recheck``: an account that
+  changed since the proposal posts the card BLOCKED, without buttons), then posted to each
+  card chat that has no copy yet (each copy is recorded as soon as it is posted, so a row
+  retried after posting to two of three chats posts only to the third); a
+  ``signal_update`` row edits every copy (a decision by one owner shows in every chat).
+  A chat other than the main one that refuses (403, chat not found, the message) is
+  skipped for that row and logged once; the main chat's refusal decides the row (the
+  table below) after the other chats have their copy. Each copy is one more message
+  under the row's rate-limit token: a handful of owners stays far below 30/s.
 - **Limits** (Bot API FAQ): about one message per second per chat and 30 per second
   overall (aiolimiter). When a token must be waited for, the next row is chosen again
   after the wait, so an alert queued behind a burst of cards goes out with the next token.
@@ -72,7 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -320,8 +331,9 @@ class Cards:
     async def _context(self, signal: Signal) -> CardContext:
         """The clock, display zone, the source's track record and the symbol's instrument
         (the engine's cached listing); while the signal is pending, also the position
-        before it, whether the market data's quote is delayed, and the market hours where
-        the broker keeps them (a broker failure leaves each out)."""
+        before it, whether the market data's quote is delayed, the market hours where the
+        broker keeps them (a broker failure leaves each out) and the trading state (a
+        pending card says when approvals are off)."""
         engine = self._engine
         position = market = None
         delayed = False
@@ -336,6 +348,7 @@ class Cards:
                 with suppress(BrokerError):
                     market = await hours.market_hours(signal.symbol)
         known = await engine.symbols.known([signal.symbol])
+        pending = signal.status is SignalStatus.PROPOSED
         return CardContext(
             now=engine.clock(),
             zone=engine.settings.display_zone,
@@ -345,6 +358,7 @@ class Cards:
             market=market,
             closed_policy=hours.closed_policy if hours else MarketClosedPolicy.BLOCK,
             delayed=delayed,
+            trading=await engine.trading.gate.state() if pending else None,
         )
 
     async def chart(self, signal: Signal) -> bytes | None:
@@ -423,12 +437,6 @@ class Cards:
             if lock is not None and not lock.locked():
                 del self._edit_locks[oldest]
 
-    async def location(self, signal_id: int, chat_id: int) -> tuple[int, CardKind] | None:
-        """The message id and kind of the signal's card in ``chat_id``, if one was posted."""
-        async with self._engine.db.session() as session:
-            row = await session.get(SignalCardRow, (signal_id, chat_id))
-            return None if row is None else (row.message_id, CardKind(row.kind))
-
     async def remember(
         self, signal_id: int, chat_id: int, message_id: int, kind: CardKind = CardKind.TEXT
     ) -> None:
@@ -462,7 +470,9 @@ class DeliveryPolicy:
 
 
 class OutboxDeliverer:
-    """Delivers the outbox to ``chat_id`` (see the module docstring for the rules).
+    """Delivers the outbox to ``chat_id``, and signal cards also to each of
+    ``owner_chats`` (the owners' private chats; a private chat's id is the user's id), see
+    the module docstring for the rules.
 
     Run :meth:`run` as a task and cancel it to stop; wire :meth:`wake` to the notifier.
     ``chat_id`` should be resolved through :func:`resolve_chat` first; it changes when
@@ -480,11 +490,14 @@ class OutboxDeliverer:
         chat_id: int,
         policy: DeliveryPolicy | None = None,
         link: TelegramLink | None = None,
+        owner_chats: Sequence[int] = (),
     ) -> None:
         self._bot = bot
         self._engine = engine
         self._cards = cards
         self.chat_id = chat_id
+        self.owner_chats = tuple(owner_chats)
+        self._refusing: set[int] = set()  # owner chats whose refusal was logged
         self.policy = policy or DeliveryPolicy()
         self._link = link or TelegramLink()
         self.in_flight: int | None = None
@@ -591,7 +604,6 @@ class OutboxDeliverer:
         refused = _backoff(policy.refused_initial, policy.refused_max)
         attempts = 0
         error = ""
-        posted: tuple[Message, CardKind] | None = None
         level = await self._loudness(row)
         if level is Loudness.OFF:
             error = "off (the owner's /notify setting)"
@@ -600,7 +612,7 @@ class OutboxDeliverer:
             while not error:
                 attempts += 1
                 try:
-                    posted = await self._send(row, silent=level is Loudness.SILENT)
+                    await self._send(row, silent=level is Loudness.SILENT)
                     break
                 except TelegramAPIError as exc:
                     kind = classify(exc)
@@ -624,11 +636,6 @@ class OutboxDeliverer:
             stored.attempts += attempts
             stored.last_error = error[:500]
             stored.silent = level is Loudness.SILENT
-            if posted is not None and row.signal_id is not None:
-                message, card_kind = posted
-                await _remember(
-                    session, row.signal_id, message.chat.id, message.message_id, card_kind
-                )
 
     async def _wait_out(
         self,
@@ -672,37 +679,105 @@ class OutboxDeliverer:
             topic = Topic.OTHER
         return decide_loudness(topic, Priority(row.priority), notice, self.clock())
 
-    async def _send(self, row: OutboxRow, silent: bool) -> tuple[Message, CardKind] | None:
-        """One delivery attempt; returns the message (and kind) of a newly posted card."""
+    async def _send(self, row: OutboxRow, silent: bool) -> None:
+        """One delivery attempt."""
         if row.kind == NoticeKind.TRADE_EXIT.value:
             exit_ = _parsed(row, TradeExit.from_payload)
             known = await self._engine.symbols.known([exit_.symbol])
             text = render.trade_exit_text(exit_, self._engine.broker.name, known.get(exit_.symbol))
             await self._bot.send_message(self.chat_id, text, disable_notification=silent)
-            return None
+            return
         if row.kind == NoticeKind.FLATTEN_REPORT.value:
             flatten = _parsed(row, FlattenReport.from_payload)
             for chunk in render.text_notice(render.flatten_text(flatten)):
                 await self._bot.send_message(self.chat_id, chunk, disable_notification=silent)
-            return None
+            return
         if row.kind == NoticeKind.DAILY_SUMMARY.value:
             summary = _parsed(row, DailySummary.from_payload)
             text = render.daily_summary_text(summary)
-            await self._bot.send_message(self.chat_id, text, disable_notification=row.silent)
-            return None
+            await self._bot.send_message(self.chat_id, text, disable_notification=silent)
+            return
         if row.kind == NoticeKind.TEXT.value or row.signal_id is None:
             await self._send_text(row, silent)
-            return None
-        signal = await self._engine.signals.get(row.signal_id)
+            return
+        first = row.kind == NoticeKind.SIGNAL_CARD.value
+        signals = self._engine.signals
+        # before a card is first posted its size rules run again: an account that changed
+        # since the proposal gets the card posted BLOCKED, without buttons
+        signal = await (signals.recheck if first else signals.get)(row.signal_id)
         card = await self._cards.render(signal)
-        where = await self._cards.location(signal.id, self.chat_id)
+        copies = await self._copies(signal.id)
+        if first:  # every card chat without a copy (one posted on an earlier attempt stays)
+            targets = [chat for chat in self.card_chats if chat not in copies]
+        else:  # every copy, and the main chat (posted anew there when it has none)
+            targets = list(dict.fromkeys([self.chat_id, *copies]))
+        held: TelegramAPIError | None = None
+        for chat in targets:
+            try:
+                await self._card_to(chat, signal, card, copies.get(chat), silent)
+            except TelegramAPIError as exc:
+                kind = classify(exc)
+                if kind in (Refusal.RETRY_AFTER, Refusal.UNREACHABLE) or (
+                    chat == self.chat_id and kind is Refusal.MIGRATED
+                ):
+                    raise  # the row is tried again; the copies posted so far are skipped
+                if chat == self.chat_id:
+                    held = exc  # the main chat's refusal decides the row, after the others
+                else:
+                    self._copy_refused(chat, signal.id, exc)
+        if held is not None:
+            raise held
+
+    @property
+    def card_chats(self) -> list[int]:
+        """Where signal cards are posted: the main chat, then each owner's private chat
+        (once each: an owner id equal to the main chat is the main chat)."""
+        return list(dict.fromkeys([self.chat_id, *self.owner_chats]))
+
+    async def _copies(self, signal_id: int) -> dict[int, tuple[int, CardKind]]:
+        """The signal's posted copies: chat id -> (message id, kind), read where the row is
+        written (a copy posted on an earlier attempt under the same claim counts)."""
+        async with self._row_session() as session:
+            rows = await session.exec(
+                select(SignalCardRow).where(col(SignalCardRow.signal_id) == signal_id)
+            )
+            return {r.chat_id: (r.message_id, CardKind(r.kind)) for r in rows.all()}
+
+    async def _card_to(
+        self,
+        chat_id: int,
+        signal: Signal,
+        card: Card,
+        where: tuple[int, CardKind] | None,
+        silent: bool,
+    ) -> None:
+        """Edit the signal's copy in ``chat_id`` at ``where``, or post it there (also when
+        the copy can no longer be edited) and record it at once, so a retry of the row
+        never posts it twice. Raises aiogram's ``TelegramAPIError``."""
         if where is not None:
             try:
-                await self._cards.edit(self._bot, self.chat_id, where[0], card, where[1])
-                return None
-            except TelegramBadRequest as exc:  # deleted, or too old to edit: post it anew
-                log.info("outbox.card_reposted", signal=signal.id, reason=exc.message)
-        return await self._cards.post(self._bot, self.chat_id, signal, card, silent=silent)
+                await self._cards.edit(self._bot, chat_id, where[0], card, where[1])
+                self._refusing.discard(chat_id)
+                return
+            except TelegramBadRequest as exc:
+                if classify(exc) is not Refusal.MESSAGE:
+                    raise
+                log.info("outbox.card_reposted", signal=signal.id, chat=chat_id, reason=exc.message)
+        message, kind = await self._cards.post(self._bot, chat_id, signal, card, silent=silent)
+        self._refusing.discard(chat_id)
+        async with self._row_session() as session:
+            await _remember(session, signal.id, message.chat.id, message.message_id, kind)
+
+    def _copy_refused(self, chat_id: int, signal_id: int, error: TelegramAPIError) -> None:
+        """A chat other than the main one refused a card (an owner's private chat answers
+        403 when the owner never started the bot or blocked it; a group copy may have
+        moved): that copy is skipped, the other chats still get the card. Logged once
+        until the chat accepts a card again."""
+        if chat_id not in self._refusing:
+            self._refusing.add(chat_id)
+            log.warning(
+                "outbox.card_chat_refuses", chat=chat_id, signal=signal_id, error=error.message
+            )
 
     async def _send_text(self, row: OutboxRow, silent: bool) -> None:
         """A ``text`` row as one message, or several in order when it is longer than

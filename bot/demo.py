@@ -189,8 +189,10 @@ def _demo_settings(settings: Settings, base_url: str, autopilot: int | None) -> 
 
 def cli_environment(demo: Settings) -> dict[str, str]:
     """The variables that point ``signaldesk`` (another process) at the running demo: its
-    database (absolute path) and its replay (start and speed, so the CLI quotes the same
-    candle the demo is at; the replay's clock anchor is in the database)."""
+    database (absolute path), its replay (start and speed, so the CLI quotes the same
+    candle the demo is at; the replay's clock anchor is in the database) and its paper
+    leverage (so the CLI sees the free margin the demo sees: a proposal is checked
+    against it)."""
     url = make_url(demo.database_url)
     if url.get_backend_name() == "sqlite" and url.database:
         url = url.set(drivername="sqlite", database=str(Path(url.database).resolve()))
@@ -199,6 +201,8 @@ def cli_environment(demo: Settings) -> dict[str, str]:
         env["FEED_START"] = f"{demo.feed_start.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
     if demo.feed_speed != Settings.model_fields["feed_speed"].default:
         env["FEED_SPEED"] = f"{demo.feed_speed:g}"
+    if demo.paper_leverage != Settings.model_fields["paper_leverage"].default:
+        env["PAPER_LEVERAGE"] = f"{demo.paper_leverage:g}"
     return env
 
 

@@ -55,6 +55,7 @@ from core.domain import (
 from core.marketdata.base import Instrument
 from core.notify import NEVER_OFF, SETTABLE, Loudness, NoticeSettings, Topic, TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
+from core.services.gate import BREACH_MAX, GateState
 from core.services.heartbeat import Heartbeat
 from core.services.reports import MAX_DAYS, DailyReport, DailySummary, Performance, PnlReport
 from core.services.risk import BreachLevel, FlattenReport, RiskFigures
@@ -85,6 +86,7 @@ __all__ = [
     "Page",
     "StrangerTally",
     "actor_name",
+    "approvals_off",
     "approve_toast",
     "balance_text",
     "bot_commands",
@@ -353,10 +355,11 @@ class Card:
 RISK_CHOICES = ("0.5", "1", "2")
 
 
-def _card_keyboard(signal: Signal) -> InlineKeyboardMarkup:
+def _card_keyboard(signal: Signal, approvals: bool = True) -> InlineKeyboardMarkup:
     """Approve / Reject, then the edits: half / double the size, or risk 0.5 % / 1 % / 2 % of
-    equity when a stop loss is set, and Edit (asks for a reply). Every button carries the
-    card version it was rendered with."""
+    equity when a stop loss is set, and Edit (asks for a reply). Without ``approvals``
+    (trading paused or breached) only Reject: the owner may still clear the card. Every
+    button carries the card version it was rendered with."""
 
     def button(text: str, action: CardAction, arg: str = "") -> InlineKeyboardButton:
         data = SignalCallback(
@@ -364,6 +367,8 @@ def _card_keyboard(signal: Signal) -> InlineKeyboardMarkup:
         ).pack()
         return InlineKeyboardButton(text=text, callback_data=data)
 
+    if not approvals:
+        return InlineKeyboardMarkup(inline_keyboard=[[button("❌ Reject", CardAction.REJECT)]])
     if signal.stop_loss is not None:
         sizes = [button(f"Risk {pct}%", CardAction.RISK, pct) for pct in RISK_CHOICES]
     else:
@@ -444,7 +449,8 @@ class CardContext:
     ``instrument`` the symbol's, for the precision of its prices (``None``: guessed),
     ``market`` its market hours where the broker keeps them (IBKR; ``None``: always open)
     with ``closed_policy``, what an approval does while it is closed, and ``delayed``: the
-    quote that prices the card is delayed (:attr:`core.domain.Quote.delayed`)."""
+    quote that prices the card is delayed (:attr:`core.domain.Quote.delayed`);
+    ``trading`` the gate's trading state now (``None``: active)."""
 
     now: datetime
     zone: tzinfo = UTC
@@ -454,6 +460,24 @@ class CardContext:
     market: MarketHours | None = None
     closed_policy: MarketClosedPolicy = MarketClosedPolicy.BLOCK
     delayed: bool = False
+    trading: GateState | None = None
+
+
+def approvals_off(state: GateState | None) -> str:
+    """Why a pending card takes no approval now, as its line ("" while trading is
+    ACTIVE): ``🛑 Drawdown breach — approvals off until /resume``, ``⏸ Paused (news) —
+    approvals off until /resume``, ``↘️ Reducing only — approvals off until /resume``."""
+    if state is None or state.trading_state is TradingState.ACTIVE:
+        return ""
+    if state.breach_level == BREACH_MAX:
+        words = "🛑 Drawdown breach"
+    elif state.trading_state is TradingState.REDUCING:
+        words = "↘️ Reducing only"
+    else:
+        words = "⏸ Paused" + (
+            f" ({esc(_clip(state.pause_reason, 80))})" if state.pause_reason else ""
+        )
+    return f"<b>{words} — approvals off until /resume</b>"
 
 
 def _signed_pct(value: Decimal) -> str:
@@ -541,7 +565,8 @@ def card(
     guessed), prices from delayed data, and a closed market (:func:`_market_line`); the
     note; once decided, the outcome, and with the ``trade`` it
     opened, where its exits live on ``venue`` (:func:`exits_line`). Approve/Reject
-    buttons only while PROPOSED."""
+    buttons only while PROPOSED; while ``context.trading`` is not ACTIVE the card says
+    approvals are off (:func:`approvals_off`) and keeps only Reject."""
     instrument = context.instrument if context is not None else None
     base, quote = _base_quote(signal.symbol)
     unit = f" {esc(quote)}" if quote else ""
@@ -605,7 +630,10 @@ def card(
     if status:
         lines.append(f"\n<b>{_OUTCOME_MARK.get(signal.status, '')} {esc(_clip(status, 300))}</b>")
         return Card(_fit_caption(lines), None)
-    return Card(_fit_caption(lines), _card_keyboard(signal))
+    held = approvals_off(context.trading if context is not None else None)
+    if held:
+        lines.append(held)
+    return Card(_fit_caption(lines), _card_keyboard(signal, approvals=not held))
 
 
 def _zone_name(moment: datetime) -> str:

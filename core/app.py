@@ -278,6 +278,7 @@ async def build_engine(
     prices.on_quote = exits.observe if own_prices else exits.observe_elsewhere
     trading.on_trades = exits.on_trades  # place, resize and cancel protective exits
     signals = SignalService(db, broker, trading, notifier, settings, clock, market=prices)
+    trading.gate.on_change = signals.follow_state  # pending cards follow pause and resume
     reconciler = Reconciler(db, broker, trading, notifier, settings, clock)
     risk = RiskService(db, broker, trading, reconciler, notifier, settings, clock)
     trading.on_fill = risk.request_check  # the drawdown guard checks after every fill

@@ -165,6 +165,7 @@ ALLOWED_TRANSITIONS: dict[SignalStatus, frozenset[SignalStatus]] = {
             SignalStatus.REJECTED,
             SignalStatus.EXPIRED,
             SignalStatus.CANCELLED,
+            SignalStatus.BLOCKED,  # the account changed since the proposal passed the checks
         }
     ),
     SignalStatus.APPROVED: frozenset({SignalStatus.SUBMITTED, SignalStatus.BLOCKED}),

@@ -240,6 +240,9 @@ class _Confirmations:
             return render.resumed_text()
         if action is ConfirmAction.CLOSE_ALL:
             results = await engine.trading.close_all(actor)
+            # trading stays active: the pending cards are re-checked and re-rendered, so
+            # they show what they now do to the (flat) account
+            await engine.signals.follow_state()
         else:
             amount = CloseAmount.parse(data.amount)
             results = await engine.trading.close(data.symbol, amount, actor, data.ref)

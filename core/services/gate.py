@@ -63,11 +63,12 @@ positions, so the account is flat when it says so).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import structlog
 from sqlalchemy import case, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -94,6 +95,8 @@ __all__ = [
     "reduces_risk",
     "state_reason",
 ]
+
+log = structlog.get_logger(__name__)
 
 #: The reason an order is blocked while a max drawdown breach stands.
 BREACHED = "drawdown limit breached"
@@ -248,6 +251,9 @@ class Gate:
         self.broker = broker
         self.limits = OrderLimits.from_settings(settings)
         self._clock = clock
+        #: Called after a change of the trading state commits (the pending cards follow
+        #: it: ``SignalService.follow_state``, wired by the engine).
+        self.on_change: Callable[[], Awaitable[None]] | None = None
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -311,13 +317,48 @@ class Gate:
         )
         return check_order(state, order, self.limits)
 
+    async def check_size(
+        self, quantity: Decimal, price: Decimal, limit_price: Decimal | None = None
+    ) -> str | None:
+        """The rules of :func:`check_order` that a proposal must pass whatever the trading
+        state: quantity, notional (``quantity x (limit_price or price)``, quote currency)
+        and free margin, with the broker's account read here (no account skips the
+        margin rule; the venue still checks it). Run at proposal, when a card is first
+        posted, on an edit and on resume (see ``SignalService``); the trading state and
+        the drift are the approval's business. Returns the reason, or None. Never raises
+        BrokerError."""
+        try:
+            free_margin: Decimal | None = (await self.broker.account()).free_margin
+        except BrokerError:
+            free_margin = None
+        order = OrderCheck(
+            quantity=quantity, price=price, limit_price=limit_price, free_margin=free_margin
+        )
+        return check_order(GateState(TradingState.ACTIVE), order, self.limits)
+
     # --- the only writers of trading_state ------------------------------------------------
 
     async def pause(self, reason: str, actor: str) -> bool:
         """HALTED by ``actor`` (the owner's pause) with ``reason``; True when this call
-        halted, False when trading was already halted (idempotent)."""
+        halted, False when trading was already halted (idempotent). After the commit,
+        :meth:`announce`."""
         async with self._db.session() as session:
-            return await self.halt_in(session, reason or "paused by owner", actor)
+            halted = await self.halt_in(session, reason or "paused by owner", actor)
+        if halted:
+            await self.announce()
+        return halted
+
+    async def announce(self) -> None:
+        """Tell :attr:`on_change` that the trading state changed; call it after the
+        change commits (the pause and the resume do; the guard after its breach's
+        transaction, as :meth:`halt_in` runs inside it). A failing listener is logged:
+        the change has committed, and the kill switch never waits for a card."""
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change()
+        except Exception:
+            log.exception("gate.listener_failed")
 
     async def halt_in(self, session: AsyncSession, reason: str, actor: str) -> bool:
         """In the caller's transaction: HALTED with ``reason``, and its ``pause`` audit
@@ -347,7 +388,8 @@ class Gate:
 
     async def resume(self, actor: str) -> bool:
         """ACTIVE by ``actor``, clearing the pause information and a max breach (callers
-        confirm a breach with the owner first). True when something was lifted."""
+        confirm a breach with the owner first). True when something was lifted; then,
+        after the commit, :meth:`announce`."""
         now = self._clock()
         async with self._db.session() as session:
             await repo.load_operator_state(session)
@@ -368,7 +410,8 @@ class Gate:
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return False
             await repo.add_audit(session, actor=actor, action="resume", at=now)
-            return True
+        await self.announce()
+        return True
 
     # --- in-flight orders -----------------------------------------------------------------
 

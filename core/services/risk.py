@@ -449,7 +449,8 @@ class RiskService:
             "Approvals are blocked until an owner resumes (/resume)."
         )
         # Trading is already HALTED (committed with the breach), so a crash during the
-        # flatten still leaves the account halted.
+        # flatten still leaves the account halted. The pending cards say so first.
+        await self._trading.gate.announce()
         if lim.action is DrawdownAction.FLATTEN:
             await self._flatten()  # cancels the resting entry orders first
         else:

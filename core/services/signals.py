@@ -11,6 +11,11 @@ expired, then the one pre-trade gate
 the trading state read again, locked, inside the transaction that approves the signal and
 inserts its order row, so no approval commits after a pause or a breach has committed. A
 failed check leaves the signal BLOCKED with the reason; nothing is sent to the broker.
+
+The gate's size rules (quantity, notional, free margin: ``Gate.check_size``) also run when
+a signal is proposed or edited (refused with InvalidInputError, nothing stored) and again
+before its card is first posted and on resume (:meth:`SignalService.recheck`: a signal
+whose account changed since moves PROPOSED -> BLOCKED with the reason).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from core.errors import (
 )
 from core.marketdata.base import MarketData
 from core.notify import NoticeKind, Notification, Notifier, enqueue
-from core.services.gate import GateState, OrderCheck, check_order, state_reason
+from core.services.gate import GateState, state_reason
 from core.services.trading import TradingService
 
 __all__ = ["Decision", "Proposal", "SignalEdit", "SignalService"]
@@ -147,6 +152,9 @@ class SignalService:
                 limit price, a stop loss or take profit on the wrong side of the entry,
                 ``trail_pct`` outside (0, 100), ``breakeven_at_r`` not positive or
                 without a stop loss.
+                A proposal the gate's size rules refuse (quantity or notional over the
+                limit, no free margin: :meth:`Gate.check_size`), with the reason; nothing
+                is stored.
             UnknownSymbolError: the broker does not trade the symbol.
             BrokerError: the broker could not give a price (or its market hours).
         """
@@ -154,6 +162,7 @@ class SignalService:
         quote = await self._prices.quote(proposal.symbol)
         entry = proposal.limit_price if proposal.limit_price is not None else quote.last
         _check_exits(proposal.side, entry, proposal.stop_loss, proposal.take_profit)
+        await self._check_size(proposal.quantity, quote.last, proposal.limit_price)
         closed = await self._closed_market(proposal.symbol)
         status = SignalStatus.BLOCKED if closed else SignalStatus.PROPOSED
         now = self._clock()
@@ -238,8 +247,8 @@ class SignalService:
 
         The new terms go through the proposal's validation (positive numbers, the stop and
         target on the right sides of the entry, priced now from the market-data port) and
-        the gate's size rules (:func:`core.services.gate.check_order`: quantity and
-        notional limits; the trading state is the approval's business). Then ONE
+        the gate's size rules (:meth:`core.services.gate.Gate.check_size`: quantity and
+        notional limits, free margin; the trading state is the approval's business). Then ONE
         compare-and-set writes them: the signal must still be PROPOSED with
         ``card_version == version`` (the card the owner edited), and the version goes up by
         one, so an Approve button rendered before the edit is refused. An audit event
@@ -289,6 +298,48 @@ class SignalService:
         await self._card_update(signal_id)
         return edited
 
+    async def recheck(self, signal_id: int) -> Signal:
+        """Run the proposal's size rules (:meth:`Gate.check_size`, priced at the signal's
+        reference price) again on a PROPOSED signal, whose account may have changed since
+        it was proposed; a signal that now fails moves PROPOSED -> BLOCKED with the reason
+        (compare-and-set, audited, its card updated). Called before a card is first posted
+        and on resume. Returns the signal as it is now (any status: a decided one is left
+        alone). Raises NotFoundError."""
+        signal = await self.get(signal_id)
+        if signal.status is not SignalStatus.PROPOSED:
+            return signal
+        reason = await self._trading.gate.check_size(
+            signal.quantity, signal.reference_price, signal.limit_price
+        )
+        if reason is None:
+            return signal
+        try:
+            return await self._decide(signal_id, SignalStatus.BLOCKED, "system", reason)
+        except TransitionConflictError:  # decided meanwhile
+            return await self.get(signal_id)
+
+    async def follow_state(self) -> None:
+        """Make the pending cards follow the trading state and the account (the gate calls
+        this after a pause, a breach or a resume commits; the owner's close-all after its
+        closes): signals past their TTL expire; while trading is ACTIVE every other pending
+        signal is re-checked (:meth:`recheck`); each one still PROPOSED gets a card update
+        (``signal_update``), which renders the card with the trading state and positions
+        now: approvals off while paused, the buttons back on resume."""
+        await self.expire_due()
+        active = (await self._trading.gate.state()).trading_state is TradingState.ACTIVE
+        for signal in await self.pending():
+            if active and (await self.recheck(signal.id)).status is not SignalStatus.PROPOSED:
+                continue
+            await self._card_update(signal.id)
+
+    async def _check_size(
+        self, quantity: Decimal, price: Decimal, limit_price: Decimal | None
+    ) -> None:
+        """Raise InvalidInputError with the gate's reason when the size rules refuse."""
+        refused = await self._trading.gate.check_size(quantity, price, limit_price)
+        if refused:
+            raise InvalidInputError(refused)
+
     async def risk_size(self, risk_pct: Decimal, entry: Decimal, stop_loss: Decimal) -> Decimal:
         """The quantity (base units) that loses ``risk_pct`` percent of the broker's equity
         at ``stop_loss`` from ``entry`` (quote), capped by ``MAX_ORDER_QUANTITY`` and
@@ -337,13 +388,7 @@ class SignalService:
         )
         _validate(proposal)
         _check_exits(signal.side, entry, stop, take)
-        refused = check_order(
-            GateState(TradingState.ACTIVE),
-            OrderCheck(quantity=quantity, price=price, limit_price=limit),
-            self._trading.gate.limits,
-        )
-        if refused:
-            raise InvalidInputError(refused)
+        await self._check_size(quantity, price, limit)
         return replace(
             signal,
             quantity=quantity,

@@ -16,6 +16,7 @@ import structlog
 
 from core.brokers.base import Broker
 from core.domain import Candle, Signal
+from core.errors import InvalidInputError
 from core.services.signals import SignalService
 from core.strategies.base import Strategy
 
@@ -76,7 +77,8 @@ class StrategyRunner:
 
     async def evaluate(self, candles: list[Candle], equity: Decimal | None = None) -> list[Signal]:
         """Evaluate on ``candles`` (oldest first) if the last one is new, and propose;
-        returns the signals proposed (usually none). A candle already evaluated in this
+        returns the signals proposed (usually none). A proposal the gate's size rules
+        refuse is logged and skipped, never posted. A candle already evaluated in this
         process is not evaluated again. ``equity`` (in the symbol's quote currency)
         defaults to the broker's account equity.
 
@@ -100,7 +102,17 @@ class StrategyRunner:
                     side=proposal.side.value,
                 )
                 continue
-            signal = await self._signals.propose(proposal)
+            try:
+                signal = await self._signals.propose(proposal)
+            except InvalidInputError as exc:  # the gate's size rules refuse it: not posted
+                log.warning(
+                    "proposal refused",
+                    strategy=self.strategy.name,
+                    symbol=proposal.symbol,
+                    side=proposal.side.value,
+                    reason=str(exc),
+                )
+                continue
             pending.add((signal.symbol, signal.side))
             proposed.append(signal)
         return proposed

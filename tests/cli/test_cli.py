@@ -95,6 +95,9 @@ def test_a_new_process_sees_the_signals_positions_and_audit_of_the_previous_one(
         (("propose", "BTC/USDT", "buy", "lots"), "quantity must be a number, got lots"),
         (("propose", "BTC/USDT", "buy", "0.01", "--sl", "0"), "sl must be a positive number"),
         (("propose", "DOGE/USDT", "buy", "1"), "unknown symbol DOGE/USDT"),
+        # the gate's size rules at proposal (paper, 10,000 USDT; limits 1 BTC, 10,000 USDT)
+        (("propose", "BTC/USDT", "buy", "1000"), "quantity 1000 over the limit 1"),
+        (("propose", "BTC/USDT", "buy", "0.1"), "notional 11366.67 over the limit 10000.00"),
         (("approve", "42"), "no signal with id 42"),
         # hostile inputs that used to end in a 120-line traceback or a rounded value
         (("propose", "BTC/USDT", "buy", "1e309"), "quantity must be below 10^18, got 1e309"),

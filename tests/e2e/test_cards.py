@@ -13,6 +13,8 @@ from bot.callbacks import CardAction
 from bot.delivery import DeliveryPolicy
 from core.domain import OrderReport, OrderRequest, SignalStatus
 from tests.e2e.conftest import StartDesk
+from tests.e2e.support import card_button
+from tests.e2e.test_forged_input import forge
 
 FILLED = "Filled 0.01 BTC @ 113,689.42 (fee 1.14 USDT)"  # 113,666.68 + 3 bps, fee 10 bps
 SENT = "Approved: order sent"  # the toast of an approval, answered before the broker call
@@ -108,10 +110,13 @@ async def test_approve_while_paused_is_blocked(start_desk: StartDesk) -> None:
     desk = await start_desk()
     signal = await desk.propose()
     card = await desk.card(signal.id)
+    approve = card_button(card, CardAction.APPROVE)
     reply = await desk.say("/pause news at 14:30")
     assert reply.plain_text.startswith("⏸ Paused: news at 14:30")
+    # the card loses its Approve button; a phone that still shows the old card sends it
+    await desk.edited(card, "approvals off until /resume")
 
-    answer = await desk.approve(card)
+    answer = await desk.answer(forge(desk, card.chat_id, card.message_id, approve))
 
     assert answer.text == "Blocked: paused (news at 14:30)"
     await desk.edited(card, "⛔ Blocked: paused (news at 14:30)")

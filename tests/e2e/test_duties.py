@@ -21,11 +21,12 @@ from decimal import Decimal
 import aiohttp
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
-from bot.callbacks import ConfirmAction
+from bot.callbacks import CardAction, ConfirmAction, SignalCallback
 from bot.sandbox import SandboxServer, SentMessage
 from core.domain import SignalStatus
 from tests.e2e.conftest import StartDesk
 from tests.e2e.support import GROUP, OWNER, STRANGER, Desk
+from tests.e2e.test_forged_input import forge
 from tests.support.duties import ping_server
 
 #: The demo's guard settings on a replay that starts hours before the crash; checks every
@@ -203,7 +204,11 @@ async def test_a_long_through_the_october_crash_alerts_warn_then_max_once_each_a
     )
     assert not warn.disable_notification and not breach.disable_notification  # they buzz
     assert [p.symbol for p in await desk.engine.trading.positions()] == ["BTC/USDT"]  # paused
-    answer = await desk.approve(new[3])
+    # the card is posted while the breach stands: it says so and takes no approval
+    assert "🛑 Drawdown breach — approvals off until /resume" in new[3].plain_text
+    assert [[text for text, _ in row] for row in new[3].buttons] == [["❌ Reject"]]
+    stale = SignalCallback(action=CardAction.APPROVE, signal_id=idea.id, version=0).pack()
+    answer = await desk.answer(forge(desk, OWNER, new[3].message_id, stale))
     assert answer.text is not None and answer.text.startswith("Blocked: ")
     assert await desk.orders_for(idea.id) == 0
 

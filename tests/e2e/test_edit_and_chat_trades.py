@@ -5,6 +5,7 @@ against the sandbox. Sizes and risks are computed by hand from the replay's firs
 from __future__ import annotations
 
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from bot.callbacks import CardAction
 from core.domain import OrderType, SignalStatus
@@ -132,6 +133,9 @@ async def test_buy_from_the_chat_posts_a_card_and_bad_input_gets_clear_errors(
         ("/buy NOPE 1", "unknown symbol NOPE"),
         ("/buy BTC/USDT risk 1%", "risk % needs a stop loss"),
         ("/buy BTC/USDT 0.01 sl 120000", "must be below the entry"),
+        # the gate's size rules run at proposal, as at the tap
+        ("/buy BTC/USDT 2", "quantity 2 over the limit 1"),
+        ("/buy BTC/USDT 0.1", "notional 11366.67 over the limit 10000.00"),
     ):
         reply = await desk.say(bad)
         assert error in reply.plain_text, (bad, reply.plain_text)
@@ -184,3 +188,23 @@ async def test_pnl_and_trades_after_a_long_stopped_out(start_desk: StartDesk) ->
     ]
     assert lineage[-1].startswith("Trade: #1 BTC/USDT long 0.01 @ 113,689.42 → 112,977.40")
     assert (await desk.say("/signal 999")).plain_text == "⚠️ no signal with id 999"
+
+
+async def test_half_the_size_then_the_card_in_the_display_time_zone(
+    start_desk: StartDesk,
+) -> None:
+    desk = await start_desk(display_timezone="Asia/Tokyo")
+    signal = await desk.propose(quantity=Decimal("0.02"), stop_loss=None, take_profit=None)
+    card = await desk.card(signal.id)
+
+    answer = await desk.answer(desk.tap(card, CardAction.HALF))
+
+    assert answer.text == f"Signal #{signal.id} now: BUY 0.01 BTC/USDT"
+    text = await desk.edited(card, "BUY 0.01 BTC/USDT")
+    lines = text.splitlines()
+    local = signal.expires_at.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert lines[-1] == f"Expires in 14 min ({local:%H:%M} JST)"  # 15 min TTL, rendered since
+    assert "Opens long 0.01 BTC" in lines
+    assert len(lines) <= 8
+    edited = await desk.engine.signals.get(signal.id)
+    assert (edited.quantity, edited.card_version) == (Decimal("0.01"), 1)

@@ -122,7 +122,7 @@ async def _closed_engine(
 async def test_on_a_closed_market_the_block_policy_posts_the_card_blocked_and_sends_nothing(
     database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
 ) -> None:
-    settings = make_settings(database_url=database_url)
+    settings = make_settings(database_url=database_url, max_order_quantity=D(100))
     engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.BLOCK)
     try:
         signal = await engine.signals.propose(Proposal("ib", "AAPL", Side.BUY, D(5)))
@@ -144,7 +144,9 @@ async def test_on_a_closed_market_the_block_policy_posts_the_card_blocked_and_se
 async def test_a_card_still_pending_after_the_close_says_approval_is_refused_and_it_is(
     database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
 ) -> None:
-    settings = make_settings(database_url=database_url, display_timezone="Europe/Berlin")
+    settings = make_settings(
+        database_url=database_url, display_timezone="Europe/Berlin", max_order_quantity=D(100)
+    )
     engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.BLOCK)
     clock.now = datetime(2026, 1, 5, 20, 55, tzinfo=UTC)  # five minutes before the close
     try:
@@ -200,7 +202,9 @@ async def test_a_card_priced_on_delayed_data_says_so_and_an_open_market_adds_not
     database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
 ) -> None:
     gateway.instrument("AAPL").subscribed = False
-    settings = make_settings(database_url=database_url, ibkr_delayed_data=True)
+    settings = make_settings(
+        database_url=database_url, ibkr_delayed_data=True, max_order_quantity=D(100)
+    )
     engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.BLOCK)
     clock.now = OPEN
     try:

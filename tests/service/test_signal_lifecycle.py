@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -141,12 +142,15 @@ async def test_approve_blocks_when_the_price_drifted_past_the_limit(engine: Engi
 
 
 async def test_approve_blocks_a_quantity_over_the_limit(engine: Engine) -> None:
-    signal = await engine.signals.propose(buy("1.5"))
+    signal = await engine.signals.propose(buy("0.05"))
+    # the limit falls after the proposal passed it (a restart with a lower limit)
+    gate = engine.trading.gate
+    gate.limits = replace(gate.limits, max_quantity=Decimal("0.01"))
 
     decision = await engine.signals.approve(signal.id, "owner:1")
 
     assert decision.signal.status is SignalStatus.BLOCKED
-    assert "over the limit 1" in decision.signal.status_reason
+    assert decision.signal.status_reason == "quantity 0.05 over the limit 0.01"
 
 
 async def test_a_broker_refusal_fails_the_signal(

@@ -122,6 +122,10 @@ BAD: list[tuple[str, Any, int, str]] = [
     ("two sizes", json.dumps(GOOD | {"risk_pct": 1}), 422, "exactly one of quantity or risk"),
     ("negative size", json.dumps(GOOD | {"quantity": "-1"}), 422, "quantity: must be a positive"),
     ("stop above a buy", json.dumps(GOOD | {"stop_loss": 130000}), 422, "must be below"),
+    # the gate's size rules, as at the tap
+    ("oversize", json.dumps(GOOD | {"quantity": "2"}), 422, "quantity 2 over the limit 1"),
+    ("over the notional", json.dumps(GOOD | {"quantity": "0.1"}), 422,
+     "notional 11366.67 over the limit 10000.00"),
     # hostile inputs that used to answer 500 or store a rounded value
     ("1e309", raw_quantity("1e309"), 422, "quantity: must be below 10^18"),
     ("500 digits", raw_quantity("9" * 500), 422, "quantity: must be below 10^18"),

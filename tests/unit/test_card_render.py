@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 from bot import render
 from core.brokers.ibkr_hours import MarketHours
 from core.config import MarketClosedPolicy
-from core.domain import Account, OrderType, Side, Signal, SignalStatus
+from core.domain import Account, OrderType, Side, Signal, SignalStatus, TradingState
+from core.services.gate import BREACH_MAX, GateState
 from core.services.trades import SourceRecord
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -127,3 +128,27 @@ def test_an_open_market_live_prices_or_another_broker_add_no_line() -> None:
         == plain
     )
     assert "🌙" not in plain and "⏱" not in plain and "delayed" not in plain
+
+
+def test_a_pending_card_says_when_approvals_are_off_and_keeps_only_reject() -> None:
+    cases = [
+        (GateState(TradingState.HALTED, "news"), "⏸ Paused (news) — approvals off until /resume"),
+        (GateState(TradingState.HALTED, "guard", BREACH_MAX),
+         "🛑 Drawdown breach — approvals off until /resume"),
+        (GateState(TradingState.REDUCING), "↘️ Reducing only — approvals off until /resume"),
+    ]  # fmt: skip
+    for state, line in cases:
+        card = render.card(_signal(), None, None, context=render.CardContext(NOW, trading=state))
+
+        assert card.text.splitlines()[-1] == f"<b>{line}</b>"
+        assert card.markup is not None
+        assert [[b.text for b in row] for row in card.markup.inline_keyboard] == [["❌ Reject"]]
+
+    active = render.CardContext(NOW, trading=GateState(TradingState.ACTIVE))
+    card = render.card(_signal(), None, None, context=active)
+    assert "approvals off" not in card.text
+    assert card.markup is not None and card.markup.inline_keyboard[0][0].text == "✅ Approve"
+    # a decided card has no buttons whatever the state
+    decided = _signal(status=SignalStatus.REJECTED)
+    paused = render.CardContext(NOW, trading=GateState(TradingState.HALTED))
+    assert render.card(decided, None, None, context=paused).markup is None

@@ -44,6 +44,7 @@ ALLOWED = {
     ("PROPOSED", "REJECTED"),
     ("PROPOSED", "EXPIRED"),
     ("PROPOSED", "CANCELLED"),
+    ("PROPOSED", "BLOCKED"),
     ("APPROVED", "SUBMITTED"),
     ("APPROVED", "BLOCKED"),
     ("SUBMITTED", "FILLED"),
@@ -67,10 +68,10 @@ CREATED = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 LATER = CREATED + timedelta(seconds=30)
 
 
-def test_the_expected_table_has_11_allowed_and_89_forbidden_pairs() -> None:
+def test_the_expected_table_has_12_allowed_and_88_forbidden_pairs() -> None:
     assert len(ALL_PAIRS) == 100
-    assert len(ALLOWED_PAIRS) == 11
-    assert len(FORBIDDEN_PAIRS) == 89
+    assert len(ALLOWED_PAIRS) == 12
+    assert len(FORBIDDEN_PAIRS) == 88
 
 
 def test_the_enum_has_exactly_the_designed_statuses() -> None:
