@@ -4,6 +4,7 @@ page loads, a card appears, a click on Approve is seen as the edited card."""
 from __future__ import annotations
 
 import asyncio
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,6 +25,14 @@ pytestmark = [
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def shot(name: str, tmp_path: Path) -> str:
+    """Where a screenshot goes: ``docs/<name>`` when ``UPDATE_DOCS_SCREENSHOTS=1`` (how the
+    docs' pictures are refreshed), else the test's temporary directory, so a test run
+    leaves the checkout as it found it."""
+    folder = DOCS if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1" else tmp_path
+    return str(folder / name)
 
 
 async def test_web_page_shows_card_and_click_on_approve_edits_it(start_desk: StartDesk) -> None:
@@ -58,7 +67,7 @@ async def test_web_page_shows_card_and_click_on_approve_edits_it(start_desk: Sta
 
 
 async def test_web_page_shows_a_chart_card_and_approve_edits_its_caption(
-    start_desk: StartDesk,
+    start_desk: StartDesk, tmp_path: Path
 ) -> None:
     from playwright.async_api import async_playwright, expect
 
@@ -85,7 +94,7 @@ async def test_web_page_shows_a_chart_card_and_approve_edits_its_caption(
             assert width == 600  # the PNG loaded from the sandbox, not a broken image
             await expect(row.locator(".text")).to_contain_text(f"signal #{signal.id}")
             await row.scroll_into_view_if_needed()
-            await page.screenshot(path=str(DOCS / "card-chart.png"))
+            await page.screenshot(path=shot("card-chart.png", tmp_path))
 
             await row.get_by_role("button", name="✅ Approve").click()
 
@@ -97,9 +106,11 @@ async def test_web_page_shows_a_chart_card_and_approve_edits_its_caption(
             await browser.close()
 
 
-async def test_web_page_shows_pnl_with_its_equity_curve(start_desk: StartDesk) -> None:
-    """Also writes docs/pnl.png: the two hand-computed trades of tests/e2e/test_results.py
-    and three days of equity history."""
+async def test_web_page_shows_pnl_with_its_equity_curve(
+    start_desk: StartDesk, tmp_path: Path
+) -> None:
+    """Also takes docs/pnl.png (see :func:`shot`): the two hand-computed trades of
+    tests/e2e/test_results.py and three days of equity history."""
     from playwright.async_api import async_playwright, expect
 
     from bot.chart import warm_up
@@ -123,6 +134,6 @@ async def test_web_page_shows_pnl_with_its_equity_curve(start_desk: StartDesk) -
             width = await image.evaluate("img => img.complete ? img.naturalWidth : 0")
             assert width == 600  # the equity curve loaded, not a broken image
             await row.scroll_into_view_if_needed()
-            await page.screenshot(path=str(DOCS / "pnl.png"))
+            await page.screenshot(path=shot("pnl.png", tmp_path))
         finally:
             await browser.close()
