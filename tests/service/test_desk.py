@@ -20,7 +20,6 @@ import pytest
 from sqlmodel import col, func, select
 
 from core.app import Engine
-from core.config import DrawdownAction
 from core.db.models import AuditEventRow, OrderRow, PaperOrderRow, PaperPositionRow
 from core.domain import (
     ExitStyle,
@@ -41,7 +40,7 @@ from core.services import Proposal
 from core.services.gate import owns
 from core.services.trading import CloseAmount, realized_pnl
 from tests.conftest import Clock
-from tests.support.duties import BTC, PEAK, Engines, alerts
+from tests.support.duties import BTC, FLATTEN_AT_PEAK, Engines, alerts
 
 #: A buy limit below the first candle that candle 3 (low 112,380.00) reaches.
 LIMIT = Decimal(112500)
@@ -228,9 +227,7 @@ async def test_the_drawdown_flatten_cancels_the_resting_entry_which_never_fills_
 ) -> None:
     engine = await engines.start(
         database_url,
-        feed_start=PEAK,
-        daily_loss_max_pct=50,
-        drawdown_action=DrawdownAction.FLATTEN,
+        **FLATTEN_AT_PEAK,
     )
     await market_long(engine, "0.075")
     limit = _the_crash_limit(engine, 103)

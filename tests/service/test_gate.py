@@ -23,14 +23,13 @@ from sqlmodel import col, select
 
 from core.app import Engine
 from core.brokers.base import Broker
-from core.config import DrawdownAction
 from core.db.models import AuditEventRow, OrderRow, SignalRow
 from core.domain import Quote, Side, SignalStatus, TradingState
 from core.services import Proposal
 from core.services.risk import BreachLevel, next_level
 from tests.conftest import Clock
 from tests.service.test_risk import MAX_STEP, open_long
-from tests.support.duties import BTC, PEAK, Engines, alerts, eventually
+from tests.support.duties import BTC, FLATTEN_AT_PEAK, Engines, alerts, eventually
 
 APPROVALS = 40
 ROUNDS = 5
@@ -194,9 +193,7 @@ async def test_a_flatten_breach_racing_40_approvals_leaves_the_account_flat(
 ) -> None:
     engine = await engines.start(
         database_url,
-        feed_start=PEAK,
-        daily_loss_max_pct=50,
-        drawdown_action=DrawdownAction.FLATTEN,
+        **FLATTEN_AT_PEAK,
         max_price_drift_pct=50,
         paper_leverage=10,
     )

@@ -14,7 +14,6 @@ from structlog.testing import capture_logs
 
 from bot.delivery import Cards
 from core.app import Engine
-from core.config import DrawdownAction
 from core.db.models import AuditEventRow, OutboxRow, PaperAccountRow, SignalRow
 from core.domain import Side, SignalStatus
 from core.errors import InvalidInputError
@@ -22,7 +21,7 @@ from core.services import Proposal
 from core.services.signals import SignalEdit
 from tests.conftest import Clock
 from tests.service.test_risk import MAX_STEP, open_long, replay
-from tests.support.duties import BTC, PEAK, Engines
+from tests.support.duties import BTC, FLATTEN_AT_PEAK, Engines
 
 
 def buy(quantity: str = "0.01") -> Proposal:
@@ -176,9 +175,7 @@ async def test_a_drawdown_flatten_marks_the_pending_cards_and_takes_approvals_of
 ) -> None:
     engine = await engines.start(
         database_url,
-        feed_start=PEAK,
-        daily_loss_max_pct=50,
-        drawdown_action=DrawdownAction.FLATTEN,
+        **FLATTEN_AT_PEAK,
     )
     await open_long(engine)
     pending = await engine.signals.propose(replace(buy("0.001"), ttl_seconds=3600))

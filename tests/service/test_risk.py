@@ -26,7 +26,7 @@ from core.domain import Side, SignalStatus
 from core.services import Proposal
 from core.services.risk import BreachLevel, Limits, next_level, roll_baselines
 from tests.conftest import Clock
-from tests.support.duties import BTC, PEAK, Engines, alerts
+from tests.support.duties import BTC, FLATTEN_AT_PEAK, PEAK, Engines, alerts
 
 WARN = "reached the warn level"
 MAX = "Drawdown guard:"
@@ -108,9 +108,7 @@ async def test_flatten_closes_the_long_reports_it_and_pauses_exactly_once(
 ) -> None:
     engine = await engines.start(
         database_url,
-        feed_start=PEAK,
-        daily_loss_max_pct=50,
-        drawdown_action=DrawdownAction.FLATTEN,
+        **FLATTEN_AT_PEAK,
     )
     await open_long(engine)
 

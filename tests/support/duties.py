@@ -13,6 +13,7 @@ from aiohttp import web
 from sqlmodel import col, select
 
 from core.app import Engine, build_engine
+from core.config import DrawdownAction
 from core.db.models import OutboxRow
 from core.notify import NoticeKind, Priority
 from core.services.risk import FlattenReport
@@ -20,6 +21,13 @@ from core.services.risk import FlattenReport
 BTC = "BTC/USDT"
 #: Open time of the candle whose close is the replay's all-time high (126,011.18).
 PEAK = "2025-10-06T18:00:00Z"
+#: Settings of a guard that flattens on the crash after the peak (the daily loss limit out
+#: of the way): ``engines.start(url, **FLATTEN_AT_PEAK)``.
+FLATTEN_AT_PEAK: dict[str, Any] = {
+    "feed_start": PEAK,
+    "daily_loss_max_pct": 50,
+    "drawdown_action": DrawdownAction.FLATTEN,
+}
 
 
 class Engines:
