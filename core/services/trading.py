@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -74,8 +74,6 @@ __all__ = [
     "symbol_key",
 ]
 
-#: At most this many closes run against the broker at once (close all, flatten).
-CLOSE_CONCURRENCY = 4
 HUNDRED = Decimal(100)
 
 
@@ -447,29 +445,42 @@ class TradingService:
         return self._tag
 
     async def record_report(self, report: OrderReport, actor: str) -> None:
-        """Adopt a broker report for one of our orders: state, fills, the signal's status
-        (FILLED when filled, FAILED when cancelled or rejected) and, in the same
-        transaction, the trade record (:meth:`TradeService.apply_fills`). Idempotent:
-        concurrent calls for one order serialize on its row and a known fill is skipped,
-        so a fill counts once in its trade."""
+        """Adopt a broker report for one of our orders (see :meth:`record_reports`)."""
+        await self.record_reports([report], actor)
+
+    async def record_reports(self, reports: Sequence[OrderReport], actor: str) -> None:
+        """Adopt broker reports for orders of ours, all in one transaction: each order's
+        state, fills, its signal's status (FILLED when filled, FAILED when cancelled or
+        rejected) and the trade record (:meth:`TradeService.apply_fills`); then ``on_fill``
+        once and ``on_trades`` once with every trade event. Idempotent: concurrent calls
+        for one order serialize on its row and a known fill is skipped, so a fill counts
+        once in its trade."""
+        if not reports:
+            return
         now = self._clock()
+        events: list[TradeEvent] = []
+        ids = sorted({r.client_order_id for r in reports})
         async with self._db.session() as session:
-            await self._lock_order(session, report.client_order_id, now)
-            order = await self._order_by_client_id(session, report.client_order_id)
-            order.state = report.state.value
-            order.broker_order_id = report.broker_order_id or order.broker_order_id
-            order.filled_quantity = report.filled_quantity
-            order.average_price = report.average_price
-            order.fee = report.fee
-            order.fee_currency = report.fee_currency
-            order.error = report.reason[:500]
-            order.updated_at = now
-            assert order.id is not None
-            fills = await self._record_fills(session, order.id, report)
-            events = await self.trades.apply_fills(session, order, fills)
-            if order.signal_id is not None:
-                await self._settle_signal(session, order, report.state, actor, report.reason)
-        if report.fills and self.on_fill is not None:
+            await self._lock_orders(session, ids, now)
+            orders = {o.client_order_id: o for o in await repo.orders_by_client_ids(session, ids)}
+            known = await self._known_fills(session, [o.id for o in orders.values()])
+            for report in reports:
+                order = orders.get(report.client_order_id)
+                if order is None or order.id is None:
+                    raise SignalDeskError(f"no order with client order id {report.client_order_id}")
+                order.state = report.state.value
+                order.broker_order_id = report.broker_order_id or order.broker_order_id
+                order.filled_quantity = report.filled_quantity
+                order.average_price = report.average_price
+                order.fee = report.fee
+                order.fee_currency = report.fee_currency
+                order.error = report.reason[:500]
+                order.updated_at = now
+                fills = self._record_fills(session, order.id, report, known)
+                events.extend(await self.trades.apply_fills(session, order, fills))
+                if order.signal_id is not None:
+                    await self._settle_signal(session, order, report.state, actor, report.reason)
+        if any(r.fills for r in reports) and self.on_fill is not None:
             self.on_fill()
         if events and self.on_trades is not None:
             await self.on_trades(events)
@@ -516,12 +527,15 @@ class TradingService:
         )
 
     @staticmethod
-    async def _lock_order(session: AsyncSession, client_order_id: str, now: datetime) -> None:
-        """Make the order row this transaction's first write: a row lock on PostgreSQL,
-        the write lock on SQLite, so two recordings of one report cannot interleave."""
+    async def _lock_orders(
+        session: AsyncSession, client_order_ids: Sequence[str], now: datetime
+    ) -> None:
+        """Make the order rows this transaction's first write: row locks on PostgreSQL (in
+        client order id order), the write lock on SQLite, so two recordings of one report
+        cannot interleave."""
         await session.exec(
             update(OrderRow)
-            .where(col(OrderRow.client_order_id) == client_order_id)
+            .where(col(OrderRow.client_order_id).in_(list(client_order_ids)))
             .values(updated_at=now)
         )
 
@@ -534,21 +548,26 @@ class TradingService:
         return order
 
     @staticmethod
-    async def _record_fills(
-        session: AsyncSession, order_id: int, report: OrderReport
-    ) -> list[FillRow]:
-        """Add the report's fills not recorded yet; returns the new rows."""
-        added: list[FillRow] = []
-        known = set(
-            (
-                await session.exec(
-                    select(FillRow.broker_fill_id).where(col(FillRow.order_id) == order_id)
-                )
-            ).all()
+    async def _known_fills(
+        session: AsyncSession, order_ids: Sequence[int | None]
+    ) -> set[tuple[int, str]]:
+        """The (order id, broker fill id) pairs already recorded for these orders."""
+        query = select(FillRow.order_id, FillRow.broker_fill_id).where(
+            col(FillRow.order_id).in_([i for i in order_ids if i is not None])
         )
+        return {(order_id, fill_id) for order_id, fill_id in (await session.exec(query)).all()}
+
+    @staticmethod
+    def _record_fills(
+        session: AsyncSession, order_id: int, report: OrderReport, known: set[tuple[int, str]]
+    ) -> list[FillRow]:
+        """Add the report's fills not in ``known`` yet (and to it); returns the new rows."""
+        added: list[FillRow] = []
         for fill in report.fills:
-            if fill.broker_fill_id and fill.broker_fill_id in known:
-                continue
+            if fill.broker_fill_id:
+                if (order_id, fill.broker_fill_id) in known:
+                    continue
+                known.add((order_id, fill.broker_fill_id))
             row = FillRow(
                 order_id=order_id,
                 client_order_id=fill.client_order_id,
@@ -658,7 +677,7 @@ class TradingService:
     ) -> CloseReport:
         """Cancel every resting entry order, read the positions once, close the ones
         SignalDesk opened (all of them with ``include_external``: the drawdown flatten
-        under ``FLATTEN_EXTERNAL``) at most :data:`CLOSE_CONCURRENCY` at a time; the exit
+        under ``FLATTEN_EXTERNAL``) at most ``CLOSE_CONCURRENCY`` at a time; the exit
         service cancels the protective exits of each trade the closes end. Per-ticket venues
         are closed per ticket.
 
@@ -682,25 +701,56 @@ class TradingService:
         actor: str,
         reason: ExitReason,
     ) -> tuple[tuple[CloseResult, ...], tuple[CancelResult, ...]]:
-        """Close ``targets`` concurrently (bounded); also return the protective exits of
-        the positions closed whole that were resting before and are cancelled after."""
-        gate = asyncio.Semaphore(CLOSE_CONCURRENCY)
+        """Close ``targets``: every close order's row (with its client order id) and audit
+        event persisted in one transaction, then the orders sent concurrently, at most
+        ``CLOSE_CONCURRENCY`` at a time, then every report recorded in one transaction
+        (failures each in their own). Also returns the protective exits of the positions
+        closed whole that were resting before and are cancelled after."""
         trades = await self.trades.open_trades()
+        held = [_trades_of(p, trades) for p, _ in targets]
+        now = self._clock()
         async with self._db.session() as session:
             exits = await repo.live_orders(session, PROTECTIVE)
+            tag = await self._instance_tag(session)
+            orders = [
+                self._close_order(tag, p, q, t, reason, now)
+                for (p, q), t in zip(targets, held, strict=True)
+            ]
+            session.add_all(orders)
+            await session.flush()
+            for order, (p, q) in zip(orders, targets, strict=True):
+                what = p.symbol if q is None else f"{p.symbol} {q}"
+                await repo.add_audit(
+                    session, actor=actor, action="close", at=now, order_id=order.id, reason=what
+                )
+        gate = asyncio.Semaphore(self._settings.close_concurrency)
 
-        async def close_one(position: Position, quantity: Decimal | None) -> CloseResult:
+        async def send(
+            order: OrderRow, position: Position, quantity: Decimal | None
+        ) -> OrderReport | None:
+            cid, symbol, ref = order.client_order_id, position.symbol, position.position_ref
             async with gate:
-                return await self._close_one(
-                    position, quantity, _trades_of(position, trades), actor, reason
+                return await retry_temporary(
+                    lambda: self.broker.close_position(symbol, cid, quantity, ref)
                 )
 
-        closes = tuple(await asyncio.gather(*(close_one(p, q) for p, q in targets)))
+        sent = await asyncio.gather(
+            *(send(o, p, q) for o, (p, q) in zip(orders, targets, strict=True)),
+            return_exceptions=True,
+        )
+        await self.record_reports([r for r in sent if isinstance(r, OrderReport)], actor)
+        booked = await self.trades.by_ids(t.id for before in held for t in before)
+        closes = [
+            await self._close_result(order, position, quantity, before, booked, outcome, actor)
+            for order, (position, quantity), before, outcome in zip(
+                orders, targets, held, sent, strict=True
+            )
+        ]
         ended = {
             t.id
-            for (p, _), c in zip(targets, closes, strict=True)
+            for c, before in zip(closes, held, strict=True)
             if c.report is not None and not c.partial
-            for t in _trades_of(p, trades)
+            for t in before
         }
         watched = [o.client_order_id for o in exits if o.trade_id in ended]
         async with self._db.session() as session:
@@ -710,77 +760,65 @@ class TradingService:
             for o in after
             if o.state == OrderState.CANCELLED.value
         )
-        return closes, cancelled
+        return tuple(closes), cancelled
 
-    async def _close_one(
-        self,
+    @staticmethod
+    def _close_order(
+        tag: str,
         position: Position,
         quantity: Decimal | None,
         trades: list[Trade],
-        actor: str,
         reason: ExitReason,
-    ) -> CloseResult:
-        """One close order (all of ``position``, or ``quantity`` base units), its row
-        persisted first; the realized PnL from the fill against our entry."""
-        now = self._clock()
-        symbol, ref = position.symbol, position.position_ref
-        async with self._db.session() as session:
-            client_order_id = f"sd{await self._instance_tag(session)}-c{uuid.uuid4().hex[:12]}"
-            order = OrderRow(
-                client_order_id=client_order_id,
-                purpose=CLOSE,
-                trade_id=trades[0].id if len(trades) == 1 else None,
-                symbol=symbol,
-                side=position.side.opposite.value,
-                quantity=abs(position.quantity) if quantity is None else quantity,
-                order_type="market",
-                state=OrderState.SUBMITTED.value,
-                reduce_only=True,
-                position_ref=ref,
-                exit_reason=reason.value,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(order)
-            await session.flush()
-            what = symbol if quantity is None else f"{symbol} {quantity}"
-            await repo.add_audit(
-                session, actor=actor, action="close", at=now, order_id=order.id, reason=what
-            )
-        report, error = await self._execute(
-            client_order_id,
-            lambda: self.broker.close_position(symbol, client_order_id, quantity, ref),
-            actor,
+        now: datetime,
+    ) -> OrderRow:
+        """The row of one close order (all of ``position``, or ``quantity`` base units),
+        reduce-only, SUBMITTED, under a new client order id."""
+        return OrderRow(
+            client_order_id=f"sd{tag}-c{uuid.uuid4().hex[:12]}",
+            purpose=CLOSE,
+            trade_id=trades[0].id if len(trades) == 1 else None,
+            symbol=position.symbol,
+            side=position.side.opposite.value,
+            quantity=abs(position.quantity) if quantity is None else quantity,
+            order_type="market",
+            state=OrderState.SUBMITTED.value,
+            reduce_only=True,
+            position_ref=position.position_ref,
+            exit_reason=reason.value,
+            created_at=now,
+            updated_at=now,
         )
-        if error:
-            return CloseResult(symbol, error=error, position_ref=ref)
-        if report is None:
-            await self.record_failure(client_order_id, OrderState.CANCELLED, "already flat", actor)
+
+    async def _close_result(
+        self,
+        order: OrderRow,
+        position: Position,
+        quantity: Decimal | None,
+        trades: list[Trade],
+        booked: Mapping[int, Trade],
+        outcome: OrderReport | BaseException | None,
+        actor: str,
+    ) -> CloseResult:
+        """One close's result from what the broker answered (its report is recorded): a
+        broker error marks the row as :meth:`_execute` does; None (flat) cancels the row;
+        the net PnL comes from the position's ``trades`` as ``booked`` after the close."""
+        symbol, ref, cid = position.symbol, position.position_ref, order.client_order_id
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, (BrokerError, OSError, TimeoutError)):
+                raise outcome
+            return CloseResult(
+                symbol, error=await self._failed(cid, outcome, actor), position_ref=ref
+            )
+        if outcome is None:
+            await self.record_failure(cid, OrderState.CANCELLED, "already flat", actor)
             return CloseResult(symbol, position_ref=ref)
         return CloseResult(
             symbol,
-            report=report,
-            net_pnl=await self._net(position, trades, report),
-            partial=quantity is not None and report.filled_quantity < abs(position.quantity),
+            report=outcome,
+            net_pnl=_net(position, trades, booked, outcome),
+            partial=quantity is not None and outcome.filled_quantity < abs(position.quantity),
             position_ref=ref,
         )
-
-    async def _net(
-        self, position: Position, before: list[Trade], report: OrderReport
-    ) -> Decimal | None:
-        """The close's net PnL (quote, after fees; see :class:`CloseResult`): the net PnL
-        of the position's trades in the trade record once it booked the close; for a
-        position without a trade record, the fill against the broker's entry less the
-        close's fee. None when nothing filled."""
-        if not report.filled_quantity:
-            return None
-        if not before:
-            gross = realized_pnl(position.quantity, position.average_entry, report)
-            price = report.average_price or ZERO
-            fee = fee_in_quote(report.fee, report.fee_currency, report.symbol, price)
-            return None if gross is None else gross - fee
-        after = [await self.trades.trade(t.id) for t in before]
-        return sum((t.net_pnl for t in after), ZERO)
 
     async def _execute(
         self,
@@ -794,15 +832,23 @@ class TradingService:
         UNKNOWN (may exist: the reconciler looks it up by client order id)."""
         try:
             report = await retry_temporary(call)
-        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
-            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
-            return None, str(exc)
         except (BrokerError, OSError, TimeoutError) as exc:
-            await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
-            return None, f"outcome unknown, reconciling: {exc}"
+            return None, await self._failed(client_order_id, exc, actor)
         if report is not None:
             await self.record_report(report, actor)
         return report, ""
+
+    async def _failed(
+        self, client_order_id: str, exc: BrokerError | OSError | TimeoutError, actor: str
+    ) -> str:
+        """Mark a sent order whose call raised ``exc``: FAILED when the broker refused it
+        (nothing was placed), else UNKNOWN (it may exist: the reconciler looks it up by
+        client order id). Returns the user-facing error."""
+        if isinstance(exc, (BrokerPermanentError, BrokerTemporaryError)):
+            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
+            return str(exc)
+        await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
+        return f"outcome unknown, reconciling: {exc}"
 
     # --- resting orders -------------------------------------------------------------------
 
@@ -968,6 +1014,23 @@ def realized_pnl(held: Decimal, entry: Decimal, report: OrderReport) -> Decimal 
 _LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
 #: The cancel's error when the venue has no such order.
 _GONE = "the venue has no such order"
+
+
+def _net(
+    position: Position, before: list[Trade], booked: Mapping[int, Trade], report: OrderReport
+) -> Decimal | None:
+    """A close's net PnL (quote, after fees; see :class:`CloseResult`): the net PnL of the
+    position's trades (``before``) as the trade record ``booked`` them after the close; for a
+    position without a trade record, the fill against the broker's entry less the close's
+    fee. None when nothing filled."""
+    if not report.filled_quantity:
+        return None
+    if not before:
+        gross = realized_pnl(position.quantity, position.average_entry, report)
+        price = report.average_price or ZERO
+        fee = fee_in_quote(report.fee, report.fee_currency, report.symbol, price)
+        return None if gross is None else gross - fee
+    return sum((booked[t.id].net_pnl for t in before), ZERO)
 
 
 def _trades_of(position: Position, trades: list[Trade]) -> list[Trade]:
