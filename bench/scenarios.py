@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import aiohttp
 from pydantic import SecretStr
-from sqlalchemy import insert, text
+from sqlalchemy import func, insert, select, text
 
 from bot.app import BotApp
 from bot.callbacks import CardAction, SignalCallback
@@ -540,23 +540,30 @@ HOT_QUERIES: dict[str, Callable[[Engine, OutboxDeliverer], Awaitable[Any]]] = {
 }
 
 
-async def _seed(engine: Engine, first: int, count: int) -> None:
-    """Add ``count`` past signals (ids from ``first``), each approved and filled: its audit
-    trail, order, fill, paper ledger order and delivered card. Bulk inserts, ids given."""
-    chunk = 5000
-    for start in range(first, first + count, chunk):
-        rows: dict[Any, list[dict[str, Any]]] = {
-            model: [] for model in (SignalRow, OrderRow, FillRow, AuditEventRow, PaperOrderRow)
+SEEDED = (SignalRow, OrderRow, FillRow, AuditEventRow, PaperOrderRow, OutboxRow)
+
+
+async def _seed(engine: Engine, count: int) -> None:
+    """Add ``count`` past signals, each approved and filled: its audit trail, order, fill,
+    paper ledger order and delivered card. Bulk inserts; ids given, after each table's
+    highest (the rows link by id)."""
+    async with engine.db.session() as session:
+        top = {
+            model: (await session.execute(select(func.max(model.id)))).scalar() or 0
+            for model in SEEDED
         }
-        rows[OutboxRow] = []
-        for i in range(start, min(start + chunk, first + count)):
-            at = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=i)
-            cid = f"sdpast-s{i}"
+    chunk = 5000
+    for start in range(0, count, chunk):
+        rows: dict[Any, list[dict[str, Any]]] = {model: [] for model in SEEDED}
+        for n in range(start, min(start + chunk, count)):
+            sid, oid = top[SignalRow] + 1 + n, top[OrderRow] + 1 + n
+            at = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=sid)
+            cid = f"sdpast-s{sid}"
             trade = {"symbol": "BTC/USDT", "side": "BUY", "quantity": Decimal("0.001")}
             rows[SignalRow].append(
                 {
                     **trade,
-                    "id": i,
+                    "id": sid,
                     "source": "bench",
                     "order_type": "market",
                     "reference_price": Decimal(100000),
@@ -571,9 +578,9 @@ async def _seed(engine: Engine, first: int, count: int) -> None:
             rows[OrderRow].append(
                 {
                     **trade,
-                    "id": i,
+                    "id": oid,
                     "client_order_id": cid,
-                    "signal_id": i,
+                    "signal_id": sid,
                     "order_type": "market",
                     "state": "FILLED",
                     "filled_quantity": Decimal("0.001"),
@@ -585,8 +592,8 @@ async def _seed(engine: Engine, first: int, count: int) -> None:
             rows[FillRow].append(
                 {
                     **trade,
-                    "id": i,
-                    "order_id": i,
+                    "id": top[FillRow] + 1 + n,
+                    "order_id": oid,
                     "client_order_id": cid,
                     "price": Decimal(100000),
                     "broker_fill_id": f"paper-{cid}",
@@ -599,11 +606,11 @@ async def _seed(engine: Engine, first: int, count: int) -> None:
             ):  # fmt: skip
                 rows[AuditEventRow].append(
                     {
-                        "id": 3 * i + k,
+                        "id": top[AuditEventRow] + 1 + 3 * n + k,
                         "at": at,
                         "actor": "bench",
                         "action": action,
-                        "signal_id": i,
+                        "signal_id": sid,
                         "from_status": old,
                         "to_status": new,
                     }
@@ -611,7 +618,7 @@ async def _seed(engine: Engine, first: int, count: int) -> None:
             rows[PaperOrderRow].append(
                 {
                     **trade,
-                    "id": i,
+                    "id": top[PaperOrderRow] + 1 + n,
                     "client_order_id": cid,
                     "order_type": "market",
                     "state": "FILLED",
@@ -623,9 +630,9 @@ async def _seed(engine: Engine, first: int, count: int) -> None:
             )
             rows[OutboxRow].append(
                 {
-                    "id": i,
+                    "id": top[OutboxRow] + 1 + n,
                     "kind": NoticeKind.SIGNAL_CARD.value,
-                    "signal_id": i,
+                    "signal_id": sid,
                     "payload": {},
                     "created_at": at,
                     "delivered_at": at,
@@ -636,7 +643,7 @@ async def _seed(engine: Engine, first: int, count: int) -> None:
                 await session.execute(insert(model), values)
     if engine.db.dialect == "postgresql":  # explicit ids leave the sequences behind
         async with engine.db.session() as session:
-            for model in (SignalRow, OrderRow, FillRow, AuditEventRow, PaperOrderRow, OutboxRow):
+            for model in SEEDED:
                 table = model.__tablename__
                 await session.execute(
                     text(
@@ -679,7 +686,7 @@ async def hot_queries(url: str, sizes: list[int], runs: int) -> HotQueries:
     try:
         seeded = 0
         for size in sorted(sizes):
-            await _seed(engine, 1_000_000 + seeded, size - seeded)
+            await _seed(engine, size - seeded)
             seeded = size
             opened = await engine.signals.propose(_proposal(0))
             await engine.signals.approve(opened.id, "bench")
