@@ -86,3 +86,20 @@ def test_a_paused_or_breached_installation_upgrades_halted_and_downgrades_paused
 
     assert halted == [("HALTED",)]
     assert [bool(row[0]) for row in paused] == [True]
+
+
+async def test_a_database_behind_the_head_is_upgraded_and_one_at_the_head_skips_alembic(
+    database_url: str,
+) -> None:
+    from alembic.script import ScriptDirectory
+
+    from core.db import engine as db_engine
+
+    config = alembic_config(database_url)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert db_engine._script_head() == head  # the scripts' text read as alembic reads it
+    await asyncio.to_thread(command.upgrade, config, "0001")
+    assert not await db_engine._at_head(database_url)
+    await upgrade_schema(database_url)
+    assert await db_engine._at_head(database_url)
+    assert "chat_aliases" in await _tables(database_url)  # 0003 ran
