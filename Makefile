@@ -35,7 +35,7 @@ lint: $(VENV)/.synced  ## ruff (lint and format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(VENV)/.synced  ## print the latency, burst and memory figures
+bench: $(VENV)/.synced  ## print the speed figures against their floors (SQLite and PostgreSQL)
 	$(BIN)/python -m bench
 
 clean:

@@ -1,7 +1,12 @@
 """The benchmark scenarios. Everything runs through the sandbox on loopback, with a real
-SQLite file and the paper broker on the replay (FEED_SPEED=0, so no approval is blocked by
-price drift). Times come from one clock per measurement: the sandbox's and the broker's
-UTC timestamps (same process), or ``time.monotonic()``.
+SQLite file or a fresh PostgreSQL database, and the paper broker on the replay
+(FEED_SPEED=0, so no approval is blocked by price drift). Times come from one clock per
+measurement: the sandbox's (same process) or ``time.perf_counter()``.
+
+Every scenario measures its own floor in the same run (the bare aiogram bot of
+:mod:`bench.floor`, ``python -c pass``, one write transaction, one ``SELECT 1``), so the
+table's ratios hold on a loaded machine. Waits are event-driven with a ceiling
+(:data:`PATIENCE`) that only a broken run reaches.
 """
 
 from __future__ import annotations
@@ -10,32 +15,54 @@ import asyncio
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, cast
 
+import aiohttp
 from pydantic import SecretStr
-from sqlmodel import col, select
+from sqlalchemy import func, insert, select, text
 
 from bot.app import BotApp
 from bot.callbacks import CardAction, SignalCallback
-from bot.delivery import DeliveryPolicy
+from bot.delivery import DeliveryPolicy, OutboxDeliverer
 from bot.sandbox import SandboxServer
+from bot.sandbox.server import WAIT_SECONDS
 from core.app import Engine, build_engine
-from core.config import BrokerName, Settings
-from core.db.models import OrderRow, PaperOrderRow
-from core.domain import Side
+from core.config import DEFAULT_FEED_CSV, BrokerName, Settings
+from core.db.models import (
+    AuditEventRow,
+    FillRow,
+    OrderRow,
+    OutboxRow,
+    PaperOrderRow,
+    SignalRow,
+)
+from core.domain import Side, SignalStatus
 from core.notify import NoticeKind, Notification, Priority
 from core.services import Proposal
 
 TOKEN = "31337:bench-sandbox-token"
+FLOOR_TOKEN = "31338:bench-floor-token"
 OWNER = 4242
+GROUP = -100424242
 ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get(
+    "SIGNALDESK_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+#: The ceiling of every event-driven wait: a loaded machine makes events late, never
+#: lost, so only a broken run waits this long.
+PATIENCE = WAIT_SECONDS * 10
 
 #: Cards are posted as fast as the sandbox takes them, so 200 approvals do not wait 200 s
 #: for Telegram's 1 msg/s; nothing on the tap path is paced either way.
@@ -43,8 +70,9 @@ UNPACED = DeliveryPolicy(chat_interval=0.001, global_per_second=1000, poll_inter
 
 #: Signals proposed at a time in the tap benchmark (a realistic number of pending cards).
 BATCH = 10
-#: Seconds between one tap's answer and the next tap.
-SETTLE = 0.1
+#: Seconds between one tap's answer and the next tap (an owner does not tap 20 cards a
+#: second; back-to-back taps would measure the queue, not the latency).
+SETTLE = 0.05
 
 
 def percentile(values: list[float], pct: int) -> float:
@@ -52,44 +80,81 @@ def percentile(values: list[float], pct: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
-def _settings(tmp: Path, name: str, base_url: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        database_url=f"sqlite:///{tmp / name}",
-        broker=BrokerName.PAPER,
-        feed_speed=0,
-        feed_start=None,
-        strategy="none",
-        telegram_bot_token=SecretStr(TOKEN),
-        telegram_api_base=base_url,
-        telegram_owner_ids=[OWNER],
-        telegram_chat_id=None,
-        log_level="WARNING",
-    )
+# --- databases ------------------------------------------------------------------------------
+
+
+async def postgres_problem() -> str | None:
+    """None when the PostgreSQL server answers, else why not."""
+    try:
+        import asyncpg
+    except ImportError:
+        return "asyncpg is not installed (the postgres extra)"
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"no PostgreSQL server answers at {POSTGRES_URL}: {exc}"
+    await conn.close()
+    return None
 
 
 @asynccontextmanager
-async def running_bot(
-    tmp: Path, name: str, policy: DeliveryPolicy, *, rate_limits: bool
-) -> AsyncIterator[tuple[SandboxServer, BotApp]]:
-    """The sandbox and the real bot (``BotApp``) in this process on a fresh database, past
-    its start-up heartbeat."""
-    sandbox = SandboxServer(TOKEN, enforce_rate_limits=rate_limits)
-    sandbox.add_user(OWNER, "Bench", "bench")
-    await sandbox.start()
-    app = BotApp.from_settings(_settings(tmp, name, sandbox.base_url), policy)
-    task = asyncio.create_task(app.run(handle_signals=False))
+async def database(kind: str, tmp: Path, name: str) -> AsyncIterator[str]:
+    """A fresh, empty database's URL: a SQLite file ``tmp/name.db`` (``kind`` "SQLite"),
+    or a PostgreSQL database created for the block and dropped after it."""
+    if kind == "SQLite":
+        yield f"sqlite+aiosqlite:///{tmp / name}.db"
+        return
+    import asyncpg
+
+    dbname = f"sd_bench_{name}_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
     try:
-        await sandbox.wait_for(lambda s: app.ready.is_set() or task.done(), 60)
-        if task.done():
-            task.result()
-        await sandbox.wait_for_message(OWNER, contains="SignalDesk alive", timeout=30)
-        yield sandbox, app
+        await conn.execute(f'CREATE DATABASE "{dbname}"')
     finally:
-        if not task.done():
-            await app.stop()
-        await task
-        await sandbox.stop()
+        await conn.close()
+    try:
+        base = POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        yield f"{base}/{dbname}"
+    finally:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+def _settings(url: str, base_url: str = "http://unused", **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": url,
+        "broker": BrokerName.PAPER,
+        "feed_speed": 0,
+        "feed_start": None,
+        "strategy": "none",
+        "telegram_bot_token": SecretStr(TOKEN),
+        "telegram_api_base": base_url,
+        "telegram_owner_ids": [OWNER],
+        "telegram_chat_id": None,
+        "log_level": "WARNING",
+        "card_charts": False,
+        "health_port": 0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def _proposal(number: int, symbol: str = "BTC/USDT") -> Proposal:
+    """Buys and sells alternate, so the position stays small over hundreds of fills."""
+    side = Side.BUY if number % 2 == 0 else Side.SELL
+    return Proposal("bench", symbol, side, Decimal("0.001"))
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def _sandbox(token: str, **options: Any) -> SandboxServer:
+    sandbox = SandboxServer(token, **options)
+    sandbox.add_user(OWNER, "Bench", "bench")
+    return sandbox
 
 
 @dataclass(frozen=True)
@@ -100,203 +165,64 @@ class Spawned:
     startup_seconds: float
 
 
-@asynccontextmanager
-async def bot_process(
-    tmp: Path, sandbox: SandboxServer, name: str, *, unpaced: bool = False
-) -> AsyncIterator[Spawned]:
-    """``python -m bot`` (``unpaced``: the same ``main`` with :data:`UNPACED` delivery) in
-    its own process on a fresh database ``name``, against ``sandbox``; stopped with SIGTERM
-    on exit. Its log goes to ``tmp/name.log``."""
+def _env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DATABASE_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
+    env.update(PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING", **values)
+    return env
+
+
+def signaldesk_command(
+    sandbox: SandboxServer, url: str, *, unpaced: bool
+) -> tuple[list[str], dict]:
+    """``python -m bot`` against ``sandbox`` on ``url`` (``unpaced``: the same ``main`` with
+    :data:`UNPACED` delivery)."""
+    env = _env(
         TELEGRAM_BOT_TOKEN=TOKEN,
         TELEGRAM_API_BASE=sandbox.base_url,
         TELEGRAM_OWNER_IDS=str(OWNER),
-        DATABASE_URL=f"sqlite:///{tmp / name}",
+        DATABASE_URL=url,
         FEED_SPEED="0",
-        LOG_LEVEL="WARNING",
+        CARD_CHARTS="false",
+        HEALTH_PORT="0",
     )
     if unpaced:
         launch = "import sys; from bench.scenarios import UNPACED; from bot.__main__ import main; "
-        command = ["-c", launch + "sys.exit(main(UNPACED))"]
-    else:
-        command = ["-m", "bot"]
+        return ["-c", launch + "sys.exit(main(UNPACED))"], env
+    return ["-m", "bot"], env
+
+
+def floor_command(sandbox: SandboxServer) -> tuple[list[str], dict]:
+    """The floor bot (:mod:`bench.floor`) against ``sandbox``."""
+    return ["-m", "bench.floor"], _env(FLOOR_TOKEN=FLOOR_TOKEN, FLOOR_API_BASE=sandbox.base_url)
+
+
+@asynccontextmanager
+async def spawned(
+    tmp: Path, sandbox: SandboxServer, name: str, command: tuple[list[str], dict]
+) -> AsyncIterator[Spawned]:
+    """Run ``command`` (arguments to this Python, environment) as its own process until its
+    first ``getUpdates`` on ``sandbox``; stopped with SIGTERM on exit. Its log goes to
+    ``tmp/name.log``."""
+    args, env = command
     log_path = tmp / f"{name}.log"
     before = len(sandbox.requests("getUpdates"))
     with log_path.open("wb") as log:
-        spawned = time.monotonic()
+        started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, *command, cwd=tmp, env=env, stdout=log, stderr=log
+            sys.executable, *args, cwd=tmp, env=env, stdout=log, stderr=log
         )
         try:
             await sandbox.wait_for(
                 lambda s: len(s.requests("getUpdates")) > before or process.returncode is not None,
-                60,
+                PATIENCE,
             )
             if process.returncode is not None:
-                raise RuntimeError(f"the bot exited: {log_path.read_text()[-2000:]}")
-            startup = sandbox.requests("getUpdates")[before].at - spawned
-            await sandbox.wait_for_message(OWNER, contains="SignalDesk alive", timeout=30)
-            yield Spawned(process, startup)
+                raise RuntimeError(f"{name} exited: {log_path.read_text()[-2000:]}")
+            yield Spawned(process, sandbox.requests("getUpdates")[before].at - started)
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 30)
-
-
-def _ms(later: datetime, earlier: datetime) -> float:
-    return (later - earlier).total_seconds() * 1000
-
-
-async def _placed_at(engine: Engine, signal_id: int) -> datetime:
-    """When the paper broker filled the signal's order (its ledger's UTC timestamp)."""
-    async with engine.db.session() as session:
-        query = (
-            select(PaperOrderRow.filled_at)
-            .join(OrderRow, col(OrderRow.client_order_id) == col(PaperOrderRow.client_order_id))
-            .where(col(OrderRow.signal_id) == signal_id)
-        )
-        placed = (await session.exec(query)).one()
-    if placed is None:
-        raise RuntimeError(f"signal {signal_id} was not filled")
-    return placed
-
-
-def _proposal(number: int) -> Proposal:
-    """Buys and sells alternate, so the position stays small over hundreds of fills."""
-    side = Side.BUY if number % 2 == 0 else Side.SELL
-    return Proposal("bench", "BTC/USDT", side, Decimal("0.001"))
-
-
-@dataclass(frozen=True)
-class TapLatency:
-    """Milliseconds from the tap (the sandbox queues the callback query) to the paper fill
-    (``order``) and to the card's first edit (``card``), one value per approval."""
-
-    order: list[float]
-    card: list[float]
-
-
-async def tap_latency(tmp: Path, approvals: int, warmup: int) -> TapLatency:
-    """The bot runs as its own process (as in production, where Telegram is elsewhere).
-    Signals are proposed from this process (like the CLI) in batches of :data:`BATCH`; each
-    card is then tapped in turn, :data:`SETTLE` seconds after the previous card's edit and
-    callback answer (an owner does not tap 20 cards a second; back-to-back taps would
-    measure the queue, not the latency). The first ``warmup`` taps are not counted."""
-    sandbox = SandboxServer(TOKEN)
-    sandbox.add_user(OWNER, "Bench", "bench")
-    await sandbox.start()
-    order: list[float] = []
-    card_ms: list[float] = []
-    try:
-        async with bot_process(tmp, sandbox, "taps.db", unpaced=True):
-            engine = await build_engine(_settings(tmp, "taps.db", sandbox.base_url))
-            try:
-                for number in range(warmup + approvals):
-                    if number % BATCH == 0:
-                        batch = [
-                            await engine.signals.propose(_proposal(number + i))
-                            for i in range(min(BATCH, warmup + approvals - number))
-                        ]
-                    signal = batch[number % BATCH]
-                    card = await sandbox.wait_for_message(
-                        OWNER, contains=f"signal #{signal.id}", timeout=30
-                    )
-                    await asyncio.sleep(SETTLE)
-                    data = SignalCallback(
-                        action=CardAction.APPROVE,
-                        signal_id=signal.id,
-                        version=signal.card_version,
-                    ).pack()
-                    query = sandbox.press_button(OWNER, card.message_id, data, OWNER)
-                    await sandbox.wait_for(
-                        lambda s, m=card.message_id, q=query: (  # type: ignore[misc]
-                            not s.message(OWNER, m).buttons and s.callback_answers.get(q)
-                        ),
-                        10,
-                    )
-                    if number < warmup:
-                        continue
-                    pressed = sandbox.callback_queries[query].pressed_at
-                    order.append(_ms(await _placed_at(engine, signal.id), pressed))
-                    edited = sandbox.message(OWNER, card.message_id).history[1].at
-                    card_ms.append(_ms(edited, pressed))
-            finally:
-                await engine.close()
-    finally:
-        await sandbox.stop()
-    return TapLatency(order, card_ms)
-
-
-async def approve_latency(tmp: Path, approvals: int, warmup: int) -> list[float]:
-    """The engine alone, no Telegram: milliseconds from ``SignalService.approve`` being
-    called to the paper fill, one value per approval (the floor under tap -> order)."""
-    engine = await build_engine(_settings(tmp, "core.db", "http://unused"))
-    values: list[float] = []
-    try:
-        for number in range(warmup + approvals):
-            signal = await engine.signals.propose(_proposal(number))
-            called = datetime.now(UTC)
-            await engine.signals.approve(signal.id, "bench")
-            if number >= warmup:
-                values.append(_ms(await _placed_at(engine, signal.id), called))
-    finally:
-        await engine.close()
-    return values
-
-
-@dataclass(frozen=True)
-class Burst:
-    """An alert queued behind ``cards`` cards: seconds until it reached the chat, how many
-    cards went out before it, and the 429s the sandbox's flood control sent."""
-
-    cards: int
-    alert_seconds: float
-    cards_before_alert: int
-    rate_limited: int
-    drain_seconds: float
-
-
-async def alert_behind_burst(tmp: Path, cards: int) -> Burst:
-    """Queue ``cards`` proposals (each a card in the outbox), then one alert; the sandbox
-    enforces Telegram's flood limits and the deliverer runs at its production pace. Waits
-    for the whole burst to drain so every 429 would be counted."""
-    async with running_bot(tmp, "burst.db", DeliveryPolicy(), rate_limits=True) as (sandbox, app):
-        engine = app.engine
-        started = time.monotonic()
-        for number in range(cards):
-            side = Side.BUY if number % 2 == 0 else Side.SELL
-            await engine.signals.propose(Proposal("bench", "BTC/USDT", side, Decimal("0.001")))
-        queued_at = datetime.now(UTC)
-        await engine.notifier.notify(
-            Notification(NoticeKind.TEXT, "bench alert", priority=Priority.ALERT)
-        )
-        alert = await sandbox.wait_for_message(OWNER, contains="bench alert", timeout=30)
-        assert alert.sent_at is not None
-        before = sum(
-            1 for m in sandbox.messages(OWNER) if m.had_buttons and m.message_id < alert.message_id
-        )
-        await sandbox.wait_for(
-            lambda s: sum(m.had_buttons for m in s.messages(OWNER)) >= cards, cards * 3 + 30
-        )
-        return Burst(
-            cards=cards,
-            alert_seconds=(alert.sent_at - queued_at).total_seconds(),
-            cards_before_alert=before,
-            rate_limited=sandbox.stats.rate_limited,
-            drain_seconds=time.monotonic() - started,
-        )
-
-
-@dataclass(frozen=True)
-class Idle:
-    """``python -m bot`` on its own: seconds from spawn to its first ``getUpdates``, and
-    resident memory (MiB) after ``idle`` seconds of idling."""
-
-    startup_seconds: float
-    idle_rss_mib: float
-    idle: float
+            await asyncio.wait_for(process.wait(), PATIENCE)
 
 
 def _rss_mib(pid: int) -> float:
@@ -306,19 +232,556 @@ def _rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS in /proc (Linux only)")
 
 
-async def idle_bot(tmp: Path, idle: float) -> Idle:
-    """Spawn ``python -m bot`` on a fresh database (migrations included), let it idle,
-    read its RSS."""
-    sandbox = SandboxServer(TOKEN)
-    sandbox.add_user(OWNER, "Bench", "bench")
-    await sandbox.start()
+# --- tap -> card edited, against the floor bot ----------------------------------------------
+
+
+@dataclass
+class Taps:
+    """Milliseconds from the tap (the sandbox queues the callback query) to the card's first
+    edit, one value per tap, for SignalDesk and for the floor bot tapped in turn with it."""
+
+    signaldesk: list[float] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)
+
+
+def _ms(later: datetime, earlier: datetime) -> float:
+    return (later - earlier).total_seconds() * 1000
+
+
+async def _tap(sandbox: SandboxServer, message_id: int, data: str) -> float:
+    """Press the button, wait for the answer and the edit; milliseconds press -> edit."""
+    query = sandbox.press_button(OWNER, message_id, data, OWNER)
+    await sandbox.wait_for(
+        lambda s: not s.message(OWNER, message_id).buttons and s.callback_answers.get(query),
+        PATIENCE,
+    )
+    pressed = sandbox.callback_queries[query].pressed_at
+    await asyncio.sleep(SETTLE)
+    return _ms(sandbox.message(OWNER, message_id).history[1].at, pressed)
+
+
+async def _floor_card(http: aiohttp.ClientSession, sandbox: SandboxServer, number: int) -> int:
+    """Post a card with one button as the floor bot; its message id."""
+    markup = {"inline_keyboard": [[{"text": "Approve", "callback_data": f"a:{number}"}]]}
+    async with http.post(
+        f"{sandbox.base_url}/bot{FLOOR_TOKEN}/sendMessage",
+        json={"chat_id": OWNER, "text": f"card {number}", "reply_markup": markup},
+    ) as response:
+        body = await response.json()
+    return int(body["result"]["message_id"])
+
+
+async def tap_latency(tmp: Path, url: str, taps: int, warmup: int) -> Taps:
+    """SignalDesk (``python -m bot`` with unpaced delivery, on ``url``) and the floor bot
+    each run as their own process against their own sandbox. Signals are proposed from this
+    process (like the CLI) in batches of :data:`BATCH`; SignalDesk's card and a floor card
+    are then tapped in turn, so both see the same machine load. The first ``warmup`` taps of
+    each are not counted."""
+    desk, floor = _sandbox(TOKEN), _sandbox(FLOOR_TOKEN)
+    await desk.start()
+    await floor.start()
+    out = Taps()
     try:
-        async with bot_process(tmp, sandbox, "idle.db") as spawned:
-            await asyncio.sleep(idle)
-            rss = _rss_mib(spawned.process.pid)
+        async with (
+            spawned(tmp, desk, "taps", signaldesk_command(desk, url, unpaced=True)),
+            spawned(tmp, floor, "floor-taps", floor_command(floor)),
+            aiohttp.ClientSession() as http,
+        ):
+            await desk.wait_for_message(OWNER, contains="SignalDesk alive", timeout=PATIENCE)
+            engine = await build_engine(_settings(url, desk.base_url))
+            try:
+                for number in range(warmup + taps):
+                    if number % BATCH == 0:
+                        batch = [
+                            await engine.signals.propose(_proposal(number + i))
+                            for i in range(min(BATCH, warmup + taps - number))
+                        ]
+                    proposed = batch[number % BATCH]
+                    card = await desk.wait_for_message(
+                        OWNER, contains=f"signal #{proposed.id}", timeout=PATIENCE
+                    )
+                    data = SignalCallback(
+                        action=CardAction.APPROVE,
+                        signal_id=proposed.id,
+                        version=proposed.card_version,
+                    ).pack()
+                    mine = await _tap(desk, card.message_id, data)
+                    theirs = await _tap(
+                        floor, await _floor_card(http, floor, number), f"a:{number}"
+                    )
+                    if number >= warmup:
+                        out.signaldesk.append(mine)
+                        out.floor.append(theirs)
+            finally:
+                await engine.close()
     finally:
+        await desk.stop()
+        await floor.stop()
+    return out
+
+
+# --- the engine alone -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Approvals per second (``SignalService.approve`` -> fill, no Telegram) at a
+    concurrency, and the floor: write transactions per second (one audit row each) on the
+    same database at the same concurrency; ``filled`` of ``count`` approvals filled."""
+
+    concurrency: int
+    per_second: float
+    floor_per_second: float
+    filled: int
+    count: int
+
+
+async def _concurrently(concurrency: int, jobs: list[Callable[[], Awaitable[Any]]]) -> float:
+    """Run ``jobs`` with ``concurrency`` workers; wall seconds."""
+    queue = list(reversed(jobs))
+
+    async def worker() -> None:
+        while queue:
+            await queue.pop()()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def throughput(url: str, levels: list[int], count: int) -> list[Throughput]:
+    """``count`` approvals at each concurrency in ``levels`` on one engine on ``url``."""
+    engine = await build_engine(_settings(url))
+    out = []
+    try:
+        for concurrency in levels:
+            proposed = [await engine.signals.propose(_proposal(n)) for n in range(count)]
+            results: list[Any] = []
+
+            async def approve(signal_id: int, into: list[Any] = results) -> None:
+                into.append(await engine.signals.approve(signal_id, "bench"))
+
+            seconds = await _concurrently(
+                concurrency, [lambda s=s.id: approve(s) for s in proposed]
+            )
+            filled = sum(1 for r in results if r.signal.status is SignalStatus.FILLED)
+
+            async def write() -> None:
+                async with engine.db.session() as session:
+                    session.add(AuditEventRow(actor="bench", action="floor", at=datetime.now(UTC)))
+
+            floor = await _concurrently(concurrency, [write] * count)
+            out.append(Throughput(concurrency, count / seconds, count / floor, filled, count))
+    finally:
+        await engine.close()
+    return out
+
+
+@dataclass(frozen=True)
+class CloseAll:
+    """``close_all`` of ``positions`` positions with ``latency`` seconds per broker call:
+    wall seconds, closes that filled, the broker calls by method, and the floor (one
+    injected broker call, measured)."""
+
+    positions: int
+    seconds: float
+    closed: int
+    calls: Counter[str]
+    floor_seconds: float
+    latency: float
+
+
+BROKER_CALLS = (
+    "place_order",
+    "close_position",
+    "cancel_order",
+    "get_order",
+    "open_orders",
+    "positions",
+    "account",
+)
+
+
+def inject_latency(broker: Any, seconds: float, calls: Counter[str]) -> None:
+    """Make every call of ``broker``'s order and account methods sleep ``seconds`` first (a
+    venue ``seconds`` away), counting them in ``calls``. Patches the instance, so every
+    service holding it sees the latency."""
+    for name in BROKER_CALLS:
+        method = getattr(broker, name)
+
+        async def slow(*args: Any, _method: Any = method, _name: str = name, **kw: Any) -> Any:
+            calls[_name] += 1
+            await asyncio.sleep(seconds)
+            return await _method(*args, **kw)
+
+        setattr(broker, name, slow)
+
+
+async def close_all(url: str, positions: int, latency: float) -> CloseAll:
+    """Open ``positions`` positions (one per replayed symbol, all on the replay's BTC/USDT
+    candles), then time ``TradingService.close_all`` with ``latency`` per broker call."""
+    symbols = [f"B{n:02d}/USDT" for n in range(1, positions)]
+    settings = _settings(
+        url,
+        replay_files=dict.fromkeys(symbols, DEFAULT_FEED_CSV),
+        paper_starting_balance=Decimal(10_000_000),
+    )
+    engine = await build_engine(settings)
+    try:
+        for number, symbol in enumerate(["BTC/USDT", *symbols]):
+            proposed = await engine.signals.propose(_proposal(0, symbol))
+            decided = await engine.signals.approve(proposed.id, "bench")
+            if decided.signal.status is not SignalStatus.FILLED:
+                raise RuntimeError(f"position {number} did not open: {decided.signal}")
+        calls: Counter[str] = Counter()
+        inject_latency(engine.broker, latency, calls)
+        started = time.perf_counter()
+        await asyncio.sleep(latency)
+        floor = time.perf_counter() - started
+        started = time.perf_counter()
+        report = await engine.trading.close_all("bench")
+        seconds = time.perf_counter() - started
+        closed = sum(1 for c in report.closes if c.ok and c.report is not None)
+    finally:
+        await engine.close()
+    return CloseAll(positions, seconds, closed, calls, floor, latency)
+
+
+# --- the command line and start-up ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cli:
+    """Median wall seconds of ``signaldesk status``, ``signaldesk --help`` and the floor
+    (``python -c pass``), and the heavy modules ``status`` imported."""
+
+    status: float
+    help: float
+    floor: float
+    heavy: list[str]
+
+
+HEAVY = ("aiogram", "ccxt", "matplotlib", "ib_async", "MetaTrader5")
+
+
+def _wall(args: list[str], env: dict[str, str], cwd: Path, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(args, env=env, cwd=cwd, capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def cli_times(tmp: Path, runs: int) -> Cli:
+    """Each command ``runs`` times on a migrated SQLite file (one run first migrates it)."""
+    env = _env(DATABASE_URL=f"sqlite:///{tmp / 'cli.db'}")
+    cli = [sys.executable, "-c", "from bot.cli import main; main()"]
+    _wall([*cli, "status"], env, tmp, 1)
+    probe = (
+        "import sys; from bot.cli import main\n"
+        "sys.argv = ['signaldesk', 'status']\n"
+        "try: main()\nexcept SystemExit: pass\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=tmp, capture_output=True, check=True
+    )
+    return Cli(
+        status=_wall([*cli, "status"], env, tmp, runs),
+        help=_wall([*cli, "--help"], env, tmp, runs),
+        floor=_wall([sys.executable, "-c", "pass"], env, tmp, runs),
+        heavy=[m for m in imported.stderr.decode().strip().splitlines()[-1:] if m],
+    )
+
+
+@dataclass(frozen=True)
+class Startup:
+    """``python -m bot`` and the floor bot, each on its own: seconds from spawn to the first
+    ``getUpdates`` (SignalDesk on a fresh SQLite file, migrations included), and resident
+    memory (MiB) after ``idle`` seconds."""
+
+    startup: float
+    rss_mib: float
+    floor_startup: float
+    floor_rss_mib: float
+    idle: float
+
+
+async def startup(tmp: Path, idle: float) -> Startup:
+    """Spawn each bot, let it idle, read its RSS."""
+    figures: dict[str, tuple[float, float]] = {}
+    for name, token in (("floor", FLOOR_TOKEN), ("signaldesk", TOKEN)):
+        sandbox = _sandbox(token)
+        await sandbox.start()
+        if name == "floor":
+            command = floor_command(sandbox)
+        else:
+            command = signaldesk_command(sandbox, f"sqlite:///{tmp / 'idle.db'}", unpaced=False)
+        try:
+            async with spawned(tmp, sandbox, f"{name}-idle", command) as bot:
+                await asyncio.sleep(idle)
+                figures[name] = (bot.startup_seconds, _rss_mib(bot.process.pid))
+        finally:
+            await sandbox.stop()
+    return Startup(*figures["signaldesk"], *figures["floor"], idle)
+
+
+# --- costs that must stay flat in the data --------------------------------------------------
+
+
+#: The hot and periodic reads timed at each history size, by the name the table prints.
+HOT_QUERIES: dict[str, Callable[[Engine, OutboxDeliverer], Awaitable[Any]]] = {
+    "outbox next row": lambda e, d: d._next_row(),  # the deliverer's poll
+    "reconciler pass": lambda e, d: e.reconciler.run(),
+    "/history": lambda e, d: e.signals.history(limit=20),
+    "paper account()": lambda e, d: e.broker.account(),
+    "paper open orders": lambda e, d: e.broker.open_orders(),
+}
+
+
+SEEDED = (SignalRow, OrderRow, FillRow, AuditEventRow, PaperOrderRow, OutboxRow)
+
+
+async def _seed(engine: Engine, count: int) -> None:
+    """Add ``count`` past signals, each approved and filled: its audit trail, order, fill,
+    paper ledger order and delivered card. Bulk inserts; ids given, after each table's
+    highest (the rows link by id)."""
+    async with engine.db.session() as session:
+        top = {
+            model: (await session.execute(select(func.max(model.id)))).scalar() or 0
+            for model in SEEDED
+        }
+    chunk = 5000
+    for start in range(0, count, chunk):
+        rows: dict[Any, list[dict[str, Any]]] = {model: [] for model in SEEDED}
+        for n in range(start, min(start + chunk, count)):
+            sid, oid = top[SignalRow] + 1 + n, top[OrderRow] + 1 + n
+            at = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=sid)
+            cid = f"sdpast-s{sid}"
+            trade = {"symbol": "BTC/USDT", "side": "BUY", "quantity": Decimal("0.001")}
+            rows[SignalRow].append(
+                {
+                    **trade,
+                    "id": sid,
+                    "source": "bench",
+                    "order_type": "market",
+                    "reference_price": Decimal(100000),
+                    "status": "FILLED",
+                    "decided_by": "bench",
+                    "decided_at": at,
+                    "created_at": at,
+                    "expires_at": at,
+                    "updated_at": at,
+                }
+            )
+            rows[OrderRow].append(
+                {
+                    **trade,
+                    "id": oid,
+                    "client_order_id": cid,
+                    "signal_id": sid,
+                    "order_type": "market",
+                    "state": "FILLED",
+                    "filled_quantity": Decimal("0.001"),
+                    "average_price": Decimal(100000),
+                    "created_at": at,
+                    "updated_at": at,
+                }
+            )
+            rows[FillRow].append(
+                {
+                    **trade,
+                    "id": top[FillRow] + 1 + n,
+                    "order_id": oid,
+                    "client_order_id": cid,
+                    "price": Decimal(100000),
+                    "broker_fill_id": f"paper-{cid}",
+                    "at": at,
+                }
+            )
+            for k, (action, old, new) in enumerate(
+                [("propose", "", "PROPOSED"), ("approve", "PROPOSED", "APPROVED"),
+                 ("fill", "SUBMITTED", "FILLED")]
+            ):  # fmt: skip
+                rows[AuditEventRow].append(
+                    {
+                        "id": top[AuditEventRow] + 1 + 3 * n + k,
+                        "at": at,
+                        "actor": "bench",
+                        "action": action,
+                        "signal_id": sid,
+                        "from_status": old,
+                        "to_status": new,
+                    }
+                )
+            rows[PaperOrderRow].append(
+                {
+                    **trade,
+                    "id": top[PaperOrderRow] + 1 + n,
+                    "client_order_id": cid,
+                    "order_type": "market",
+                    "state": "FILLED",
+                    "placed_candle_at": at,
+                    "fill_price": Decimal(100000),
+                    "created_at": at,
+                    "filled_at": at,
+                }
+            )
+            rows[OutboxRow].append(
+                {
+                    "id": top[OutboxRow] + 1 + n,
+                    "kind": NoticeKind.SIGNAL_CARD.value,
+                    "signal_id": sid,
+                    "payload": {},
+                    "created_at": at,
+                    "delivered_at": at,
+                }
+            )
+        async with engine.db.session() as session:
+            for model, values in rows.items():
+                await session.execute(insert(model), values)
+    if engine.db.dialect == "postgresql":  # explicit ids leave the sequences behind
+        async with engine.db.session() as session:
+            for model in SEEDED:
+                table = model.__tablename__
+                await session.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT max(id) FROM {table}))"
+                    )
+                )
+
+
+@dataclass(frozen=True)
+class HotQueries:
+    """Median milliseconds of each of :data:`HOT_QUERIES` at each history size (past
+    signals), and the floor: a ``SELECT 1`` session on the same database."""
+
+    sizes: list[int]
+    millis: dict[str, list[float]]
+    floor: list[float]
+
+
+async def _median_ms(call: Callable[[], Awaitable[Any]], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+async def hot_queries(url: str, sizes: list[int], runs: int) -> HotQueries:
+    """Grow one database through ``sizes`` past signals; time every hot read at each, with
+    one live pending card and one open position on top (what a running desk has)."""
+    engine = await build_engine(_settings(url))
+    deliverer = OutboxDeliverer(cast(Any, None), engine, cast(Any, None), OWNER)
+    out = HotQueries(sizes, {name: [] for name in HOT_QUERIES}, [])
+
+    async def select_one() -> None:
+        async with engine.db.session() as session:
+            await session.execute(text("SELECT 1"))
+
+    try:
+        seeded = 0
+        for size in sorted(sizes):
+            await _seed(engine, size - seeded)
+            seeded = size
+            opened = await engine.signals.propose(_proposal(0))
+            await engine.signals.approve(opened.id, "bench")
+            await engine.signals.propose(_proposal(1))
+            for name, query in HOT_QUERIES.items():
+                await query(engine, deliverer)  # warm: plans, caches
+                out.millis[name].append(
+                    await _median_ms(lambda q=query: q(engine, deliverer), runs)
+                )
+            out.floor.append(await _median_ms(select_one, runs))
+    finally:
+        await engine.close()
+    return out
+
+
+# --- Telegram's limits ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Burst:
+    """An alert queued behind ``cards`` cards to a private chat, or a burst to a group: seconds
+    until the alert reached the chat (0 for a group burst), cards delivered before it, the
+    429s the sandbox's flood control sent, and the seconds the burst took to drain."""
+
+    cards: int
+    alert_seconds: float
+    cards_before_alert: int
+    rate_limited: int
+    drain_seconds: float
+
+
+@asynccontextmanager
+async def running_bot(
+    tmp: Path, url: str, chat: int | None
+) -> AsyncIterator[tuple[SandboxServer, BotApp]]:
+    """The sandbox (Telegram's flood limits enforced) and the real bot (``BotApp``) at the
+    production pace in this process on ``url``, delivering to ``chat`` (default: the owner),
+    past its start-up heartbeat."""
+    sandbox = _sandbox(TOKEN, enforce_rate_limits=True)
+    if chat is not None:
+        sandbox.add_group(chat, "Bench desk", [OWNER])
+    await sandbox.start()
+    app = BotApp.from_settings(
+        _settings(url, sandbox.base_url, telegram_chat_id=chat), DeliveryPolicy()
+    )
+    task = asyncio.create_task(app.run(handle_signals=False))
+    try:
+        await sandbox.wait_for(lambda s: app.ready.is_set() or task.done(), PATIENCE)
+        if task.done():
+            task.result()
+        await sandbox.wait_for_message(chat or OWNER, contains="SignalDesk alive", timeout=PATIENCE)
+        yield sandbox, app
+    finally:
+        if not task.done():
+            await app.stop()
+        await task
         await sandbox.stop()
-    return Idle(spawned.startup_seconds, rss, idle)
+
+
+async def burst(tmp: Path, url: str, cards: int, chat: int | None) -> Burst:
+    """Queue ``cards`` proposals (each a card in the outbox) then, for a private chat, one
+    alert; wait for the whole burst to drain so every 429 is counted."""
+    async with running_bot(tmp, url, chat) as (sandbox, app):
+        where = chat or OWNER
+        started = time.monotonic()
+        for number in range(cards):
+            await app.engine.signals.propose(_proposal(number))
+        alert_seconds, before = 0.0, 0
+        if chat is None:
+            queued_at = datetime.now(UTC)
+            await app.engine.notifier.notify(
+                Notification(NoticeKind.TEXT, "bench alert", priority=Priority.ALERT)
+            )
+            alert = await sandbox.wait_for_message(where, contains="bench alert", timeout=PATIENCE)
+            assert alert.sent_at is not None
+            alert_seconds = (alert.sent_at - queued_at).total_seconds()
+            before = sum(
+                1
+                for m in sandbox.messages(where)
+                if m.had_buttons and m.message_id < alert.message_id
+            )
+        await sandbox.wait_for(
+            lambda s: sum(m.had_buttons for m in s.messages(where)) >= cards,
+            PATIENCE + cards * 5,
+        )
+        return Burst(
+            cards=cards,
+            alert_seconds=alert_seconds,
+            cards_before_alert=before,
+            rate_limited=sandbox.stats.rate_limited,
+            drain_seconds=time.monotonic() - started,
+        )
+
+
+# --- the cost of one approval ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -347,26 +810,20 @@ class _Tally:
     thread_hops: int = 0
 
 
-async def approval_cost(
-    tmp: Path, approvals: int, warmup: int, database_url: str | None = None
-) -> ApprovalCost:
+async def approval_cost(url: str, approvals: int = 50, warmup: int = 5) -> ApprovalCost:
     """Count the work of ``approvals`` approvals of market orders (after ``warmup``),
-    each proposed first, then approved alone, on ``database_url`` (default a fresh SQLite
-    file). Only work done by the approving task itself is counted (SQLAlchemy's
-    ``before_cursor_execute``, ``commit`` and pool ``checkout`` events and
-    ``aiosqlite.Connection._execute``, each attributed by ``asyncio.current_task()``); the
-    drawdown check a fill schedules runs as its own task and is not, nor are the quote and
-    the account the gate gathers in tasks of their own. Work done inside the paper
-    broker's methods is the venue's. A PostgreSQL ping (none in steady use; formerly
-    ``pool_pre_ping``'s three round trips per checkout) is seen by no event, hence
-    ``checkouts``."""
+    each proposed first, then approved alone, on the empty database at ``url``. Only work
+    done by the approving task itself is counted (SQLAlchemy's ``before_cursor_execute``,
+    ``commit`` and pool ``checkout`` events and ``aiosqlite.Connection._execute``, each
+    attributed by ``asyncio.current_task()``); the drawdown check a fill schedules runs as
+    its own task and is not, nor are the quote and the account the gate gathers in tasks
+    of their own. Work done inside the paper broker's methods is the venue's. A PostgreSQL
+    ping (none in steady use; formerly ``pool_pre_ping``'s three round trips per checkout)
+    is seen by no event, hence ``checkouts``."""
     import aiosqlite
     from sqlalchemy import event
 
-    settings = _settings(tmp, "cost.db", "http://unused")
-    if database_url is not None:
-        settings = settings.model_copy(update={"database_url": database_url})
-    engine = await build_engine(settings)
+    engine = await build_engine(_settings(url))
     counting: asyncio.Task[object] | None = None
     in_venue = False
     own, venue = _Tally(), _Tally()

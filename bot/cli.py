@@ -18,7 +18,6 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from bot import render
 from core import bounds
 from core.app import Engine, build_engine
 from core.config import Settings, load_settings
@@ -26,7 +25,7 @@ from core.db.engine import upgrade_schema
 from core.domain import ExitStyle, OrderType, Side, Signal, SignalStatus
 from core.errors import ConfigError, SignalDeskError
 from core.logging import configure_logging
-from core.marketdata.base import Instrument
+from core.marketdata.base import Instrument, format_price
 from core.services import Proposal
 
 __all__ = ["app", "main"]
@@ -124,8 +123,8 @@ def _money(value: Decimal | None) -> str:
 
 def _price(value: Decimal | None, instrument: Instrument | None = None) -> str:
     """A price with ``instrument``'s tick decimals when given (ETH/BTC: 5), else guessed
-    (:func:`bot.render.price`); ``-`` for none."""
-    return "-" if value is None else render.price(value, instrument)
+    (:func:`core.marketdata.base.format_price`); ``-`` for none."""
+    return "-" if value is None else format_price(value, instrument)
 
 
 async def _with_instruments(

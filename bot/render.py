@@ -52,7 +52,7 @@ from core.domain import (
     Trade,
     TradingState,
 )
-from core.marketdata.base import Instrument
+from core.marketdata.base import Instrument, format_price
 from core.notify import NEVER_OFF, SETTABLE, Loudness, NoticeSettings, Topic, TradeExit
 from core.services import Decision, OperatorStatus, StatusSummary
 from core.services.gate import BREACH_MAX, GateState
@@ -183,17 +183,8 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=False)
 
 
-def _decimals(value: Decimal) -> int:
-    exponent = canonical(value).as_tuple().exponent
-    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
-
-
-def price(value: Decimal, instrument: Instrument | None = None) -> str:
-    """A price with thousands separators: with the ``instrument``'s tick decimals when it is
-    given (``1.08513`` for EURUSD), else at least two decimals: ``43,120.50``."""
-    if instrument is not None:
-        return instrument.format_price(value)
-    return f"{value:,.{max(2, _decimals(value))}f}"
+#: A price with its instrument's tick decimals (see :func:`core.marketdata.base.format_price`).
+price = format_price
 
 
 def money(value: Decimal) -> str:

@@ -105,11 +105,13 @@ def build_market_data(
     Raises:
         BrokerUnavailableError: the extra is not installed (the message names it).
     """
+    source = settings.market_data
+    if source is None and (broker is None or isinstance(broker, PaperBroker)):
+        return replay  # without importing the adapters (aiohttp is slow to import)
     from core.brokers.ccxt_broker import CcxtBroker  # none imports its library yet
     from core.brokers.ibkr_broker import IbkrBroker
     from core.brokers.mt5_broker import Mt5Broker
 
-    source = settings.market_data
     if source is None and isinstance(broker, CcxtBroker):
         from core.marketdata.ccxt_data import CcxtMarketData
 

@@ -263,6 +263,12 @@ class Settings(BaseSettings):
     flatten_external: bool = Field(
         False, description="the drawdown flatten also closes positions SignalDesk did not open"
     )
+    close_concurrency: int = Field(
+        25,
+        ge=1,
+        le=100,
+        description="closes /closeall and the flatten send to the broker at once",
+    )
     pause_cancels_entries: bool = Field(
         True, description="/pause and the guard's pause cancel resting entry orders"
     )

@@ -206,45 +206,51 @@ class PaperBroker:
             existing = await self._order_row(session, request.client_order_id)
             if existing is not None:
                 return self._report(existing)
-            row = PaperOrderRow(
-                client_order_id=request.client_order_id,
-                symbol=request.symbol,
-                side=request.side.value,
-                quantity=request.quantity,
-                order_type=request.order_type.value,
-                limit_price=request.limit_price,
-                trigger_price=request.trigger_price if trigger else None,
-                state=OrderState.OPEN.value,
-                placed_candle_at=self.feed.current().at,
-                created_at=self._clock(),
-            )
-            if trigger:
-                close = self.feed.price(request.symbol)
-                if self._trigger_base(row, close, close, close) is not None:
-                    await self._fill_reducing(
-                        session, row, self.executed_price(request.symbol, close, request.side)
-                    )
-                session.add(row)
-                await session.flush()
-                return self._report(row)
-            price = self.market_fill_price(request.symbol, request.side)
-            if request.order_type is OrderType.LIMIT:
-                assert request.limit_price is not None
-                marketable = (
-                    price <= request.limit_price
-                    if request.side is Side.BUY
-                    else price >= request.limit_price
+            return await self._place(session, request)
+
+    async def _place(self, session: AsyncSession, request: OrderRequest) -> OrderReport:
+        """:meth:`place_order`'s work in the ledger transaction ``session``, for a checked
+        request whose client order id the ledger does not hold."""
+        trigger = request.order_type.is_trigger
+        row = PaperOrderRow(
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=request.side.value,
+            quantity=request.quantity,
+            order_type=request.order_type.value,
+            limit_price=request.limit_price,
+            trigger_price=request.trigger_price if trigger else None,
+            state=OrderState.OPEN.value,
+            placed_candle_at=self.feed.current().at,
+            created_at=self._clock(),
+        )
+        if trigger:
+            close = self.feed.price(request.symbol)
+            if self._trigger_base(row, close, close, close) is not None:
+                await self._fill_reducing(
+                    session, row, self.executed_price(request.symbol, close, request.side)
                 )
-                if not marketable:
-                    await self._check_margin(session, request, request.limit_price)
-                    session.add(row)
-                    await session.flush()
-                    return self._report(row)
-            await self._check_margin(session, request, price)
-            await self._fill(session, row, price)
             session.add(row)
             await session.flush()
             return self._report(row)
+        price = self.market_fill_price(request.symbol, request.side)
+        if request.order_type is OrderType.LIMIT:
+            assert request.limit_price is not None
+            marketable = (
+                price <= request.limit_price
+                if request.side is Side.BUY
+                else price >= request.limit_price
+            )
+            if not marketable:
+                await self._check_margin(session, request, request.limit_price)
+                session.add(row)
+                await session.flush()
+                return self._report(row)
+        await self._check_margin(session, request, price)
+        await self._fill(session, row, price)
+        session.add(row)
+        await session.flush()
+        return self._report(row)
 
     async def get_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """The paper ledger's order with this client id, after matching resting limits."""
@@ -278,8 +284,8 @@ class PaperBroker:
                 return self._report(existing)
             position = await session.get(PaperPositionRow, symbol)
             held = position.quantity if position is not None else ZERO
-        request = closing_request(symbol, client_order_id, held, quantity)
-        return None if request is None else await self.place_order(request)
+            request = closing_request(symbol, client_order_id, held, quantity)
+            return None if request is None else await self._place(session, request)
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
         """Cancel a resting order; its final report (FILLED if a candle filled it before

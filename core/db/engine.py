@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -187,9 +189,11 @@ async def upgrade_schema(url: str) -> None:
             server does not answer, refuses the login or has no such database, or the
             SQLite file cannot be opened; the password is never shown.
     """
+    _check_sqlite_file(url)
+    if await _at_head(url):
+        return  # alembic (slow to import) has nothing to do
     from alembic import command
 
-    _check_sqlite_file(url)
     try:
         await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
     except (OSError, TimeoutError, DBAPIError) as exc:
@@ -198,6 +202,45 @@ async def upgrade_schema(url: str) -> None:
         if type(exc).__module__.startswith("asyncpg"):  # refused login, no such database
             raise _unreachable(url, exc) from None
         raise
+
+
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\b[^=\n]*=\s*(.+)$", re.MULTILINE)
+
+
+def _script_head() -> str | None:
+    """The one head revision of the migration scripts, read from their ``revision`` and
+    ``down_revision`` lines without importing alembic; None unless exactly one head is
+    found (then alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (migrations_dir() / "versions").glob("*.py"):
+        found = dict(_REVISION_LINE.findall(script.read_text(encoding="utf-8")))
+        try:
+            revision = ast.literal_eval(found["revision"])
+            parent = ast.literal_eval(found["down_revision"])
+        except (KeyError, ValueError, SyntaxError):
+            return None
+        revisions.add(revision)
+        parents.update(parent if isinstance(parent, (tuple, list)) else [parent])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def _at_head(url: str) -> bool:
+    """True when ``url``'s ``alembic_version`` holds exactly the scripts' head; any doubt
+    (no such table, an error, several heads) is False and alembic runs."""
+    head = _script_head()
+    if head is None:
+        return False
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+            rows = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
+    except Exception:  # alembic reports what is wrong
+        return False
+    finally:
+        await db.close()
+    return [row[0] for row in rows] == [head]
 
 
 def _check_sqlite_file(url: str) -> None:

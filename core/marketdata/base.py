@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol
 
+from core.db.types import canonical
 from core.domain import Candle, Quote
 from core.errors import InvalidInputError
 
@@ -108,6 +109,17 @@ class Instrument:
         """``price`` with thousands separators and the tick's decimals: ``1.08513``; a price
         between ticks (an average) is shown rounded as :meth:`round_price` rounds it."""
         return f"{self.round_price(price):,.{self.price_decimals}f}"
+
+
+def format_price(value: Decimal, instrument: Instrument | None = None) -> str:
+    """A price (quote currency) with thousands separators: with the ``instrument``'s tick
+    decimals when it is given (``1.08513`` for EURUSD), else at least two decimals:
+    ``43,120.50``. The one price format of the chat and the command line."""
+    if instrument is not None:
+        return instrument.format_price(value)
+    exponent = canonical(value).as_tuple().exponent
+    decimals = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    return f"{value:,.{max(2, decimals)}f}"
 
 
 class MarketData(Protocol):

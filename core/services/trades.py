@@ -37,7 +37,7 @@ Rules (documented in docs/trades.md):
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -577,6 +577,16 @@ class TradeService:
         if row is None:
             raise NotFoundError(f"no trade with id {trade_id}")
         return trade_from_row(row)
+
+    async def by_ids(self, trade_ids: Iterable[int]) -> dict[int, Trade]:
+        """The trades with these ids (those that exist), by id, read in one transaction."""
+        wanted = set(trade_ids)
+        if not wanted:
+            return {}
+        query = select(TradeRow).where(col(TradeRow.id).in_(wanted))
+        async with self._db.session() as session:
+            rows = (await session.exec(query.execution_options(populate_existing=True))).all()
+        return {trade.id: trade for trade in map(trade_from_row, rows)}
 
     async def for_signal(self, signal_id: int) -> Trade | None:
         """The trade a signal opened, if its entry filled."""

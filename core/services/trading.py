@@ -74,8 +74,6 @@ __all__ = [
     "symbol_key",
 ]
 
-#: At most this many closes run against the broker at once (close all, flatten).
-CLOSE_CONCURRENCY = 4
 HUNDRED = Decimal(100)
 
 
@@ -448,43 +446,66 @@ class TradingService:
     async def record_report(
         self, report: OrderReport, actor: str, *, card: bool = False
     ) -> Signal | None:
-        """Adopt a broker report for one of our orders: state, fills, the signal's status
-        (FILLED when filled, FAILED when cancelled or rejected) and, in the same
-        transaction, the trade record (:meth:`TradeService.apply_fills`) with its exit
-        notifications, and with ``card`` the signal's card update. Idempotent: concurrent
-        calls for one order serialize on its row (the transaction's first statement
-        writes it) and a known fill is skipped, so a fill counts once in its trade.
-
-        Returns the order's signal as recorded (None for an order without one).
+        """Adopt one broker report (:meth:`record_reports`); returns the order's signal as
+        recorded (None for an order without one).
 
         Raises:
             SignalDeskError: no order has the report's client order id.
         """
+        [settled] = await self.record_reports([report], actor, card=card)
+        return settled
+
+    async def record_reports(
+        self, reports: Sequence[OrderReport], actor: str, *, card: bool = False
+    ) -> list[Signal | None]:
+        """Adopt broker reports for orders of ours, all in one transaction: each order's
+        state and fills, its signal's status (FILLED when filled, FAILED when cancelled or
+        rejected), the trade record (:meth:`TradeService.apply_fills`) with its exit
+        notifications, and with ``card`` each signal's card update; then ``on_fill`` once
+        and ``on_trades`` once with every trade event. Idempotent: concurrent calls for one
+        order serialize on its row (written before anything else of it is read; several
+        orders are locked first in client order id order, so two batches cannot deadlock)
+        and a known fill is skipped, so a fill counts once in its trade.
+
+        Returns each report's signal as recorded, in the order of ``reports``.
+
+        Raises:
+            SignalDeskError: no order has a report's client order id.
+        """
+        if not reports:
+            return []
         now = self._clock()
-        values: dict[str, object] = {
-            "state": report.state.value,
-            "filled_quantity": report.filled_quantity,
-            "average_price": report.average_price,
-            "fee": report.fee,
-            "fee_currency": report.fee_currency,
-            "error": report.reason[:500],
-            "updated_at": now,
-        }
-        if report.broker_order_id:
-            values["broker_order_id"] = report.broker_order_id
+        events: list[TradeEvent] = []
+        settled: list[Signal | None] = []
         async with self._db.session() as session:
-            order = await self._write_order(session, report.client_order_id, values)
-            assert order.id is not None
-            signal = await self._signal_row(session, order)
-            fills = await self._new_fills(session, order.id, report)
-            events = await self.trades.apply_fills(session, order, fills)
-            session.add_all(fills)
-            settled = await self._settle(session, order, signal, report.state, actor, report.reason)
-            if card and signal is not None:
-                enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id))
+            if len(reports) > 1:
+                await self._lock_orders(session, sorted({r.client_order_id for r in reports}), now)
+            for report in reports:
+                values: dict[str, object] = {
+                    "state": report.state.value,
+                    "filled_quantity": report.filled_quantity,
+                    "average_price": report.average_price,
+                    "fee": report.fee,
+                    "fee_currency": report.fee_currency,
+                    "error": report.reason[:500],
+                    "updated_at": now,
+                }
+                if report.broker_order_id:
+                    values["broker_order_id"] = report.broker_order_id
+                order = await self._write_order(session, report.client_order_id, values)
+                assert order.id is not None
+                signal = await self._signal_row(session, order)
+                fills = await self._new_fills(session, order.id, report)
+                events.extend(await self.trades.apply_fills(session, order, fills))
+                session.add_all(fills)
+                settled.append(
+                    await self._settle(session, order, signal, report.state, actor, report.reason)
+                )
+                if card and signal is not None:
+                    enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id))
         if card or any(e.kind in _EXITED for e in events):  # outbox rows to deliver now
             self._notifier.queued()
-        if report.fills and self.on_fill is not None:
+        if any(r.fills for r in reports) and self.on_fill is not None:
             self.on_fill()
         if events and self.on_trades is not None:
             await self.on_trades(events)
@@ -562,6 +583,19 @@ class TradingService:
                 session, signal.id, current, new, actor=actor, at=self._clock(), reason=reason
             )
         return repo.signal_from_row(signal)
+
+    @staticmethod
+    async def _lock_orders(
+        session: AsyncSession, client_order_ids: Sequence[str], now: datetime
+    ) -> None:
+        """Make the order rows this transaction's first write, in ``client_order_ids``'
+        order: row locks on PostgreSQL, the write lock on SQLite, so two batches recording
+        the same orders cannot interleave or deadlock."""
+        await session.exec(
+            update(OrderRow)
+            .where(col(OrderRow.client_order_id).in_(list(client_order_ids)))
+            .values(updated_at=now)
+        )
 
     @staticmethod
     async def _write_order(
@@ -710,7 +744,7 @@ class TradingService:
     ) -> CloseReport:
         """Cancel every resting entry order, read the positions once, close the ones
         SignalDesk opened (all of them with ``include_external``: the drawdown flatten
-        under ``FLATTEN_EXTERNAL``) at most :data:`CLOSE_CONCURRENCY` at a time; the exit
+        under ``FLATTEN_EXTERNAL``) at most ``CLOSE_CONCURRENCY`` at a time; the exit
         service cancels the protective exits of each trade the closes end. Per-ticket venues
         are closed per ticket.
 
@@ -734,25 +768,56 @@ class TradingService:
         actor: str,
         reason: ExitReason,
     ) -> tuple[tuple[CloseResult, ...], tuple[CancelResult, ...]]:
-        """Close ``targets`` concurrently (bounded); also return the protective exits of
-        the positions closed whole that were resting before and are cancelled after."""
-        gate = asyncio.Semaphore(CLOSE_CONCURRENCY)
+        """Close ``targets``: every close order's row (with its client order id) and audit
+        event persisted in one transaction, then the orders sent concurrently, at most
+        ``CLOSE_CONCURRENCY`` at a time, then every report recorded in one transaction
+        (failures each in their own). Also returns the protective exits of the positions
+        closed whole that were resting before and are cancelled after."""
         trades = await self.trades.open_trades()
+        held = [_trades_of(p, trades) for p, _ in targets]
+        now = self._clock()
         async with self._db.session() as session:
             exits = await repo.live_orders(session, PROTECTIVE)
+            tag = await self._instance_tag(session)
+            orders = [
+                self._close_order(tag, p, q, t, reason, now)
+                for (p, q), t in zip(targets, held, strict=True)
+            ]
+            session.add_all(orders)
+            await session.flush()
+            for order, (p, q) in zip(orders, targets, strict=True):
+                what = p.symbol if q is None else f"{p.symbol} {q}"
+                await repo.add_audit(
+                    session, actor=actor, action="close", at=now, order_id=order.id, reason=what
+                )
+        gate = asyncio.Semaphore(self._settings.close_concurrency)
 
-        async def close_one(position: Position, quantity: Decimal | None) -> CloseResult:
+        async def send(
+            order: OrderRow, position: Position, quantity: Decimal | None
+        ) -> OrderReport | None:
+            cid, symbol, ref = order.client_order_id, position.symbol, position.position_ref
             async with gate:
-                return await self._close_one(
-                    position, quantity, _trades_of(position, trades), actor, reason
+                return await retry_temporary(
+                    lambda: self.broker.close_position(symbol, cid, quantity, ref)
                 )
 
-        closes = tuple(await asyncio.gather(*(close_one(p, q) for p, q in targets)))
+        sent = await asyncio.gather(
+            *(send(o, p, q) for o, (p, q) in zip(orders, targets, strict=True)),
+            return_exceptions=True,
+        )
+        await self.record_reports([r for r in sent if isinstance(r, OrderReport)], actor)
+        booked = await self.trades.by_ids(t.id for before in held for t in before)
+        closes = [
+            await self._close_result(order, position, quantity, before, booked, outcome, actor)
+            for order, (position, quantity), before, outcome in zip(
+                orders, targets, held, sent, strict=True
+            )
+        ]
         ended = {
             t.id
-            for (p, _), c in zip(targets, closes, strict=True)
+            for c, before in zip(closes, held, strict=True)
             if c.report is not None and not c.partial
-            for t in _trades_of(p, trades)
+            for t in before
         }
         watched = [o.client_order_id for o in exits if o.trade_id in ended]
         async with self._db.session() as session:
@@ -762,77 +827,65 @@ class TradingService:
             for o in after
             if o.state == OrderState.CANCELLED.value
         )
-        return closes, cancelled
+        return tuple(closes), cancelled
 
-    async def _close_one(
-        self,
+    @staticmethod
+    def _close_order(
+        tag: str,
         position: Position,
         quantity: Decimal | None,
         trades: list[Trade],
-        actor: str,
         reason: ExitReason,
-    ) -> CloseResult:
-        """One close order (all of ``position``, or ``quantity`` base units), its row
-        persisted first; the realized PnL from the fill against our entry."""
-        now = self._clock()
-        symbol, ref = position.symbol, position.position_ref
-        async with self._db.session() as session:
-            client_order_id = f"sd{await self._instance_tag(session)}-c{uuid.uuid4().hex[:12]}"
-            order = OrderRow(
-                client_order_id=client_order_id,
-                purpose=CLOSE,
-                trade_id=trades[0].id if len(trades) == 1 else None,
-                symbol=symbol,
-                side=position.side.opposite.value,
-                quantity=abs(position.quantity) if quantity is None else quantity,
-                order_type="market",
-                state=OrderState.SUBMITTED.value,
-                reduce_only=True,
-                position_ref=ref,
-                exit_reason=reason.value,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(order)
-            await session.flush()
-            what = symbol if quantity is None else f"{symbol} {quantity}"
-            await repo.add_audit(
-                session, actor=actor, action="close", at=now, order_id=order.id, reason=what
-            )
-        report, error = await self._execute(
-            client_order_id,
-            lambda: self.broker.close_position(symbol, client_order_id, quantity, ref),
-            actor,
+        now: datetime,
+    ) -> OrderRow:
+        """The row of one close order (all of ``position``, or ``quantity`` base units),
+        reduce-only, SUBMITTED, under a new client order id."""
+        return OrderRow(
+            client_order_id=f"sd{tag}-c{uuid.uuid4().hex[:12]}",
+            purpose=CLOSE,
+            trade_id=trades[0].id if len(trades) == 1 else None,
+            symbol=position.symbol,
+            side=position.side.opposite.value,
+            quantity=abs(position.quantity) if quantity is None else quantity,
+            order_type="market",
+            state=OrderState.SUBMITTED.value,
+            reduce_only=True,
+            position_ref=position.position_ref,
+            exit_reason=reason.value,
+            created_at=now,
+            updated_at=now,
         )
-        if error:
-            return CloseResult(symbol, error=error, position_ref=ref)
-        if report is None:
-            await self.record_failure(client_order_id, OrderState.CANCELLED, "already flat", actor)
+
+    async def _close_result(
+        self,
+        order: OrderRow,
+        position: Position,
+        quantity: Decimal | None,
+        trades: list[Trade],
+        booked: Mapping[int, Trade],
+        outcome: OrderReport | BaseException | None,
+        actor: str,
+    ) -> CloseResult:
+        """One close's result from what the broker answered (its report is recorded): a
+        broker error marks the row as :meth:`_execute` does; None (flat) cancels the row;
+        the net PnL comes from the position's ``trades`` as ``booked`` after the close."""
+        symbol, ref, cid = position.symbol, position.position_ref, order.client_order_id
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, (BrokerError, OSError, TimeoutError)):
+                raise outcome
+            return CloseResult(
+                symbol, error=await self._failed(cid, outcome, actor), position_ref=ref
+            )
+        if outcome is None:
+            await self.record_failure(cid, OrderState.CANCELLED, "already flat", actor)
             return CloseResult(symbol, position_ref=ref)
         return CloseResult(
             symbol,
-            report=report,
-            net_pnl=await self._net(position, trades, report),
-            partial=quantity is not None and report.filled_quantity < abs(position.quantity),
+            report=outcome,
+            net_pnl=_net(position, trades, booked, outcome),
+            partial=quantity is not None and outcome.filled_quantity < abs(position.quantity),
             position_ref=ref,
         )
-
-    async def _net(
-        self, position: Position, before: list[Trade], report: OrderReport
-    ) -> Decimal | None:
-        """The close's net PnL (quote, after fees; see :class:`CloseResult`): the net PnL
-        of the position's trades in the trade record once it booked the close; for a
-        position without a trade record, the fill against the broker's entry less the
-        close's fee. None when nothing filled."""
-        if not report.filled_quantity:
-            return None
-        if not before:
-            gross = realized_pnl(position.quantity, position.average_entry, report)
-            price = report.average_price or ZERO
-            fee = fee_in_quote(report.fee, report.fee_currency, report.symbol, price)
-            return None if gross is None else gross - fee
-        after = [await self.trades.trade(t.id) for t in before]
-        return sum((t.net_pnl for t in after), ZERO)
 
     async def _execute(
         self,
@@ -846,15 +899,23 @@ class TradingService:
         UNKNOWN (may exist: the reconciler looks it up by client order id)."""
         try:
             report = await retry_temporary(call)
-        except (BrokerPermanentError, BrokerTemporaryError) as exc:  # nothing was placed
-            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
-            return None, str(exc)
         except (BrokerError, OSError, TimeoutError) as exc:
-            await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
-            return None, f"outcome unknown, reconciling: {exc}"
+            return None, await self._failed(client_order_id, exc, actor)
         if report is not None:
             await self.record_report(report, actor)
         return report, ""
+
+    async def _failed(
+        self, client_order_id: str, exc: BrokerError | OSError | TimeoutError, actor: str
+    ) -> str:
+        """Mark a sent order whose call raised ``exc``: FAILED when the broker refused it
+        (nothing was placed), else UNKNOWN (it may exist: the reconciler looks it up by
+        client order id). Returns the user-facing error."""
+        if isinstance(exc, (BrokerPermanentError, BrokerTemporaryError)):
+            await self.record_failure(client_order_id, OrderState.FAILED, str(exc), actor)
+            return str(exc)
+        await self.record_failure(client_order_id, OrderState.UNKNOWN, str(exc), actor)
+        return f"outcome unknown, reconciling: {exc}"
 
     # --- resting orders -------------------------------------------------------------------
 
@@ -1029,6 +1090,23 @@ _SETTLES = {
 _LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
 #: The cancel's error when the venue has no such order.
 _GONE = "the venue has no such order"
+
+
+def _net(
+    position: Position, before: list[Trade], booked: Mapping[int, Trade], report: OrderReport
+) -> Decimal | None:
+    """A close's net PnL (quote, after fees; see :class:`CloseResult`): the net PnL of the
+    position's trades (``before``) as the trade record ``booked`` them after the close; for a
+    position without a trade record, the fill against the broker's entry less the close's
+    fee. None when nothing filled."""
+    if not report.filled_quantity:
+        return None
+    if not before:
+        gross = realized_pnl(position.quantity, position.average_entry, report)
+        price = report.average_price or ZERO
+        fee = fee_in_quote(report.fee, report.fee_currency, report.symbol, price)
+        return None if gross is None else gross - fee
+    return sum((booked[t.id].net_pnl for t in before), ZERO)
 
 
 def _trades_of(position: Position, trades: list[Trade]) -> list[Trade]:

@@ -16,7 +16,8 @@ SIGNALDESK = [sys.executable, "-c", "from bot.cli import main; main()"]
 
 @pytest.fixture
 def run(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Run ``signaldesk ARGS`` in a fresh process on tmp_path/cli.db with a frozen replay."""
+    """Run ``signaldesk ARGS`` in a fresh process on tmp_path/cli.db with a frozen replay
+    (``python=True``: ARGS are arguments to the Python interpreter instead)."""
     base = {k: v for k, v in os.environ.items() if not k.isupper() or k in {"PATH", "HOME"}}
     base.update(
         DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
@@ -24,9 +25,11 @@ def run(tmp_path: Path):  # type: ignore[no-untyped-def]
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
     )
 
-    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, env: dict[str, str] | None = None, python: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*SIGNALDESK, *args],
+            [sys.executable, *args] if python else [*SIGNALDESK, *args],
             cwd=tmp_path,
             env={**base, **(env or {})},
             capture_output=True,
@@ -283,3 +286,21 @@ def test_symbols_searches_and_propose_accepts_any_unambiguous_spelling(  # type:
     assert ambiguous.returncode == 1
     assert "error: 'usdt' is ambiguous: BTC/USDT, ETH/USDT" in ambiguous.stderr
     assert _rows(tmp_path / "cli.db", "signals") == 1
+
+
+def test_status_never_imports_aiogram_ccxt_or_plotting(run) -> None:  # type: ignore[no-untyped-def]
+    """A command that does not talk to Telegram imports neither aiogram nor the heavy
+    optional libraries, so the command line answers at once (``signaldesk status`` run
+    in-process in one fresh interpreter)."""
+    probe = (
+        "import sys\n"
+        "from bot.cli import main\n"
+        "sys.argv = ['signaldesk', 'status']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "heavy = ('aiogram', 'aiohttp', 'ccxt', 'matplotlib', 'ib_async', 'MetaTrader5')\n"
+        "print('imported:', *sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = run("-c", probe, python=True)
+    assert done.returncode == 0, done.stderr
+    assert "trading    ACTIVE" in done.stdout
+    assert done.stdout.splitlines()[-1] == "imported:"

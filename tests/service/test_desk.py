@@ -11,6 +11,7 @@ candle 3's low is 112,380.00, the first to reach a buy limit at 112,500.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from decimal import Decimal
@@ -19,7 +20,9 @@ from typing import Any
 import pytest
 from sqlmodel import col, func, select
 
+from bot.sandbox.server import WAIT_SECONDS
 from core.app import Engine
+from core.config import DEFAULT_FEED_CSV
 from core.db.models import AuditEventRow, OrderRow, PaperOrderRow, PaperPositionRow
 from core.domain import (
     ExitStyle,
@@ -209,6 +212,65 @@ async def test_close_all_cancels_the_resting_entry_first_then_closes_and_cancels
     assert await paper_state(engine, stop) == "CANCELLED"
     assert await engine.trading.positions() == []
     assert await engine.trading.open_orders() == []
+
+
+async def test_close_all_persists_every_close_first_then_sends_them_concurrently_bounded(
+    engines: Engines, database_url: str
+) -> None:
+    symbols = [BTC, *(f"X{n}/USDT" for n in range(1, 6))]  # six positions, all BTC's candles
+    engine = await engines.start(
+        database_url,
+        replay_files=dict.fromkeys(symbols[1:], DEFAULT_FEED_CSV),
+        close_concurrency=3,
+    )
+    for symbol in symbols:
+        signal = await engine.signals.propose(Proposal("test", symbol, Side.BUY, Decimal("0.01")))
+        assert (
+            await engine.signals.approve(signal.id, "owner:1")
+        ).signal.status is SignalStatus.FILLED
+    broker = engine.broker
+    close_position, positions = broker.close_position, broker.positions
+    calls: list[str] = []
+    persisted: list[int] = []
+    in_flight: list[str] = []
+    three_at_once = asyncio.Event()
+
+    async def counted_positions() -> list[Position]:
+        calls.append("positions")
+        return await positions()
+
+    async def held_close(
+        symbol: str, client_order_id: str, quantity: Decimal | None = None, ref: str = ""
+    ) -> Any:
+        async with engine.db.session() as session:
+            query = select(func.count()).where(col(OrderRow.purpose) == "close")
+            persisted.append((await session.exec(query)).one())
+        in_flight.append(client_order_id)
+        assert len(in_flight) <= 3  # CLOSE_CONCURRENCY
+        if len(in_flight) == 3:
+            three_at_once.set()
+        await asyncio.wait_for(three_at_once.wait(), WAIT_SECONDS)  # fails if serialized
+        in_flight.remove(client_order_id)
+        return await close_position(symbol, client_order_id, quantity, ref)
+
+    broker.positions = counted_positions  # type: ignore[method-assign]
+    broker.close_position = held_close  # type: ignore[method-assign]
+
+    report = await engine.trading.close_all("owner:1")
+
+    assert report.ok and sorted(c.symbol for c in report.closes) == sorted(symbols)
+    assert all(c.report is not None and c.net_pnl is not None for c in report.closes)
+    assert calls == ["positions"]  # read once
+    assert persisted == [6] * 6  # every close's row was committed before the first send
+    assert await positions() == []
+    async with engine.db.session() as session:
+        states = (
+            await session.exec(select(OrderRow.state).where(col(OrderRow.purpose) == "close"))
+        ).all()
+        audited = (
+            await session.exec(select(func.count()).where(col(AuditEventRow.action) == "close"))
+        ).one()
+    assert list(states) == ["FILLED"] * 6 and audited == 6
 
 
 def _the_crash_limit(engine: Engine, breach_step: int) -> Decimal:

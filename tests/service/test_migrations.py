@@ -129,3 +129,20 @@ def test_0004_gives_queued_rows_their_topic_and_downgrades_to_0003_without_setti
     assert "notification_settings" not in asyncio.run(_tables(database_url))
     assert "topic" not in asyncio.run(_outbox_columns(database_url))
     assert len(asyncio.run(_operator_state(database_url, "SELECT id FROM outbox"))) == len(queued)
+
+
+async def test_a_database_behind_the_head_is_upgraded_and_one_at_the_head_skips_alembic(
+    database_url: str,
+) -> None:
+    from alembic.script import ScriptDirectory
+
+    from core.db import engine as db_engine
+
+    config = alembic_config(database_url)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert db_engine._script_head() == head  # the scripts' text read as alembic reads it
+    await asyncio.to_thread(command.upgrade, config, "0001")
+    assert not await db_engine._at_head(database_url)
+    await upgrade_schema(database_url)
+    assert await db_engine._at_head(database_url)
+    assert "chat_aliases" in await _tables(database_url)  # 0003 ran
