@@ -440,17 +440,15 @@ class Reconciler:
         except BrokerError as exc:
             log.warning("reconcile could not read positions", error=str(exc))
             return
+        held = sorted({p.symbol for p in positions})
         async with self._db.session() as session:
-            symbols = set((await session.exec(select(FillRow.symbol).distinct())).all())
-            reported = set(
-                (
-                    await session.exec(
-                        select(AuditEventRow.reason).where(
-                            col(AuditEventRow.action) == FOREIGN_ACTION
-                        )
-                    )
-                ).all()
+            # only the held symbols' fills and the foreign reports: flat as history grows
+            traded = select(FillRow.symbol).where(col(FillRow.symbol).in_(held)).distinct()
+            symbols = set((await session.exec(traded)).all())
+            reports = select(AuditEventRow.reason).where(
+                col(AuditEventRow.action) == FOREIGN_ACTION
             )
+            reported = set((await session.exec(reports)).all())
             found = foreign_positions(positions, symbols, reported)
             for position in found:
                 await repo.add_audit(
