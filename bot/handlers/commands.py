@@ -19,7 +19,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
 from bot import render
-from bot.delivery import Cards
+from bot.delivery import Cards, OutboxDeliverer
 from bot.handlers.args import Args, history_count, no_args
 from bot.handlers.replies import answer_long, answer_pages
 from core.app import Engine
@@ -77,12 +77,13 @@ async def on_drawdown(message: Message, engine: Engine) -> None:
     await message.answer(render.drawdown_text(await engine.risk.figures()))
 
 
-async def on_heartbeat(message: Message, engine: Engine, settings: Settings) -> None:
+async def on_heartbeat(message: Message, engine: Engine, deliverer: OutboxDeliverer) -> None:
     """``/heartbeat``: send one now, as the schedule would (silent, to the card chat,
     pinging ``HEARTBEAT_PING_URL``). Asked from another chat (an owner's private chat when
-    cards go to a group), it is also the reply there."""
+    cards go to a group), it is also the reply there. The card chat is the deliverer's: it
+    follows a group's move to a supergroup."""
     heartbeat = await engine.heartbeat.beat()
-    if message.chat.id != settings.card_chat_id:
+    if message.chat.id != deliverer.chat_id:
         await message.answer(render.heartbeat_text(heartbeat), disable_notification=True)
 
 

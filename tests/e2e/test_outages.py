@@ -182,6 +182,10 @@ async def test_a_group_upgraded_to_a_supergroup_loses_no_message_also_after_a_re
     answer = await desk.approve(card)
     assert answer.text == "Approved: order sent"
     await desk.edited(card, "Filled")
+    await desk.drained()
+    beat = await desk.say("/heartbeat", chat=SUPERGROUP)  # the card chat: the outbox's only
+    await desk.drained()
+    assert [m.plain_text for m in desk.sandbox.messages(SUPERGROUP)].count(beat.plain_text) == 1
 
     await desk.stop()
     refused = len(_migrate_errors(desk))
