@@ -33,7 +33,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from contextlib import suppress
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 
 import structlog
@@ -55,7 +55,7 @@ _PATTERNS = (
 #: Loggers whose INFO lines are per-request lines with URLs: WARNING and up only.
 QUIET = ("httpx", "httpcore", "aiohttp.access", "aiohttp.client")
 #: Loggers kept at WARNING unless LOG_LEVEL is higher (chatty at INFO).
-NOISY = ("aiosqlite", "sqlalchemy.engine", "alembic", "apscheduler")
+NOISY = ("aiosqlite", "sqlalchemy.engine", "alembic", "apscheduler", "matplotlib", "PIL")
 
 
 class Redactor:
@@ -112,14 +112,27 @@ def _redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
     return redactor(rendered) if isinstance(rendered, str) else rendered
 
 
-class _SafePrintLogger(structlog.PrintLogger):
-    """structlog's print logger that never raises: a log line that cannot be written (a
-    closed or broken stderr, a dead log collector's pipe) is dropped, so the duty that
-    logged it (the drawdown guard, a heartbeat) carries on."""
+class _SafePrintLogger:
+    """structlog's logger: writes each rendered line to ``stream`` under ``handler``'s lock,
+    the lock the standard library's lines to the same stream take, so a line from a worker
+    thread (matplotlib warming up, a library's log) never lands inside another; and never
+    raises: a log line that cannot be written (a closed or broken stderr, a dead log
+    collector's pipe) is dropped, so the duty that logged it (the drawdown guard, a
+    heartbeat) carries on."""
+
+    def __init__(self, stream: TextIO, handler: logging.Handler) -> None:
+        self._stream = stream
+        self._handler = handler
 
     def msg(self, message: str) -> None:
-        with suppress(OSError, ValueError):  # ValueError: I/O operation on a closed file
-            super().msg(message)
+        """Write ``message`` and a newline, then flush."""
+        self._handler.acquire()
+        try:
+            with suppress(OSError, ValueError):  # ValueError: I/O operation on a closed file
+                self._stream.write(message + "\n")
+                self._stream.flush()
+        finally:
+            self._handler.release()
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
@@ -210,6 +223,6 @@ def configure_logging(
             _redact_rendered,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=lambda *_: _SafePrintLogger(stream),
+        logger_factory=lambda *_: _SafePrintLogger(stream, handler),
         cache_logger_on_first_use=False,
     )

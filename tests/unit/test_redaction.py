@@ -4,8 +4,11 @@ token and URL-password patterns, on structlog's and the standard library's lines
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
+import threading
+import time
 
 import pytest
 import structlog
@@ -80,3 +83,37 @@ def test_a_line_that_cannot_be_written_is_dropped_not_raised_into_the_caller(
 
     structlog.get_logger("risk").warning("drawdown level changed", new="max")  # no raise
     structlog.get_logger("risk").info("and again")
+
+
+class _PipeLike(io.StringIO):
+    """A stream whose writes give other threads a turn, as a write to a pipe does."""
+
+    def write(self, text: str) -> int:
+        time.sleep(0)
+        return super().write(text)
+
+
+def test_json_lines_from_two_threads_never_land_inside_each_other(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """structlog's lines (the event loop) and the standard library's (a worker thread:
+    matplotlib warming up, a library's log) share stderr; each line stays whole."""
+    lines = 500
+    stream = _PipeLike()
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure_logging("INFO", json=True)
+
+    def library() -> None:
+        for number in range(lines):
+            logging.getLogger("library").warning("library line %d", number)
+
+    worker = threading.Thread(target=library)
+    worker.start()
+    for number in range(lines):
+        structlog.get_logger("duties").info("duties.ran", number=number)
+    worker.join()
+
+    written = stream.getvalue().splitlines()
+    assert len(written) == 2 * lines
+    events = [json.loads(line)["event"] for line in written]  # each one whole JSON
+    assert events.count("duties.ran") == lines
