@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+import pytest
 from sqlalchemy import event
 
 from bot.delivery import DeliveryPolicy
@@ -111,23 +112,25 @@ async def test_production_pacing_meets_flood_control_without_429s(start_desk: St
     assert min(gaps) >= 0.9  # one per second, though the sandbox would allow a burst of 3
 
 
-async def test_each_row_is_looked_up_once(start_desk: StartDesk) -> None:
+@pytest.mark.parametrize("group", [False, True], ids=["private", "group"])
+async def test_each_row_is_looked_up_once(start_desk: StartDesk, group: bool) -> None:
     unpaced = DeliveryPolicy(chat_interval=1e-6, global_per_second=1e6, poll_interval=3600)
-    desk = await start_desk(policy=unpaced)
+    desk = await start_desk(policy=unpaced, group=group)  # a group: its burst is free too
+    chat = desk.chat_id
     sent_before: list[int] = []  # messages in the chat at each next-row lookup
 
     def lookup(_c: object, _cur: object, statement: str, *_: object) -> None:
         if "FROM outbox" in statement and "ORDER BY outbox.priority" in statement:
-            sent_before.append(len(desk.sandbox.messages(OWNER)))
+            sent_before.append(len(desk.sandbox.messages(chat)))
 
-    earlier = len(desk.sandbox.messages(OWNER))
+    earlier = len(desk.sandbox.messages(chat))
     event.listen(desk.engine.db.engine.sync_engine, "before_cursor_execute", lookup)
     try:
         async with desk.engine.db.session() as session:
             for n in range(3):
                 enqueue(session, Notification(NoticeKind.TEXT, f"row {n}"))
         desk.engine.notifier.queued()
-        await desk.sandbox.wait_for_message(OWNER, contains="row 2")
+        await desk.sandbox.wait_for_message(chat, contains="row 2")
         await desk.drained()
     finally:
         event.remove(desk.engine.db.engine.sync_engine, "before_cursor_execute", lookup)
