@@ -39,9 +39,11 @@ id is the user's id), once each:
   skipped for that row and logged once; the main chat's refusal decides the row (the
   table below) after the other chats have their copy. Each copy is one more message
   under the row's rate-limit token: a handful of owners stays far below 30/s.
-- **Limits** (Bot API FAQ): about one message per second per chat and 30 per second
-  overall (aiolimiter). When a token must be waited for, the next row is chosen again
-  after the wait, so an alert queued behind a burst of cards goes out with the next token.
+- **Limits** (Bot API FAQ): about one message per second per chat, 30 per second overall
+  and, when the main chat is a group or supergroup (a negative id), 20 a minute in that
+  group (:class:`DeliveryPolicy` sets each pace a little under Telegram's; aiolimiter).
+  When a token must be waited for, the next row is chosen again after the wait, so an
+  alert queued behind a burst of cards goes out with the next token.
 - **Failures** (aiogram's exceptions; descriptions as the Bot API sends them):
 
   =============================================  =========================================
@@ -452,6 +454,13 @@ class DeliveryPolicy:
     Attributes:
         chat_interval: seconds between two messages to one chat (Telegram: about 1 s).
         global_per_second: messages per second over all chats (Telegram: about 30).
+        group_per_minute: messages per minute to a group or supergroup (a chat whose id
+            is negative, the Bot API's convention), on top of ``chat_interval``. The Bot
+            API FAQ: "no more than 20 messages per minute in the same group"; 18 leaves a
+            margin so that clock skew between the bot and Telegram never draws a 429.
+        group_burst: messages that may go to a group at once before ``group_per_minute``
+            paces them; kept under the 20 Telegram lets through at once, for the same
+            margin. Owners' private copies of a card are not group messages.
         poll_interval: seconds between outbox scans for rows of other processes.
         backoff_initial: first wait (seconds) after a 5xx or network error; it doubles...
         backoff_max: ...up to this many seconds, and the row is retried forever.
@@ -462,6 +471,8 @@ class DeliveryPolicy:
 
     chat_interval: float = 1.0
     global_per_second: float = 30.0
+    group_per_minute: float = 18.0
+    group_burst: int = 10
     poll_interval: float = 0.5
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -505,6 +516,8 @@ class OutboxDeliverer:
         self._claimed: AsyncSession | None = None  # the claim's transaction (PostgreSQL)
         self._chat_limit = AsyncLimiter(1, self.policy.chat_interval)
         self._global_limit = AsyncLimiter(self.policy.global_per_second, 1.0)
+        burst = self.policy.group_burst
+        self._group_limit = AsyncLimiter(burst, burst * 60.0 / self.policy.group_per_minute)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -541,15 +554,25 @@ class OutboxDeliverer:
         async with self._claim() as row:
             if row is None:
                 return False
-            if self._chat_limit.has_capacity() and self._global_limit.has_capacity():
-                async with self._chat_limit, self._global_limit:  # free: no wait
-                    await self._deliver(row)
+            limits = self._limits()
+            if all(limit.has_capacity() for limit in limits):
+                await _acquire(limits)  # free: no wait
+                await self._deliver(row)
                 return True
-        async with self._chat_limit, self._global_limit, self._claim() as row:
+        await _acquire(self._limits())
+        async with self._claim() as row:
             if row is None:
                 return False
             await self._deliver(row)
         return True
+
+    def _limits(self) -> list[AsyncLimiter]:
+        """The limiters a row's token is taken from: the group's (when the main chat is a
+        group: its id is negative; decided per row, since a migration moves the chat to
+        a supergroup), the chat's and the global one. The group's comes first: it waits
+        longest, and the others' tokens are then taken just before the send."""
+        limits = [self._chat_limit, self._global_limit]
+        return [self._group_limit, *limits] if self.chat_id < 0 else limits
 
     @asynccontextmanager
     async def _claim(self) -> AsyncIterator[OutboxRow | None]:
@@ -794,6 +817,12 @@ def _parsed(row: OutboxRow, parse: Callable[[dict[str, Any]], _T]) -> _T:
         return parse(row.payload)
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise SignalDeskError(f"malformed {row.kind} payload: {exc!r}") from exc
+
+
+async def _acquire(limits: Sequence[AsyncLimiter]) -> None:
+    """Take one token from each of ``limits`` in order, waiting for each as needed."""
+    for limit in limits:
+        await limit.acquire()
 
 
 def _backoff(initial: float, maximum: float) -> Backoff:

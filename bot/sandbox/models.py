@@ -319,12 +319,15 @@ class RateLimits:
 
     Defaults follow the Bot API FAQ: about one message per second per chat (with a burst
     of ``per_chat_burst``), at most 20 messages per minute in a group, about 30 messages per
-    second overall. Rates are per second except ``group_per_minute``.
+    second overall. Rates are per second except ``group_per_minute``. ``group_burst`` is how
+    many messages a group takes at once (``None``: ``group_per_minute``, Telegram's); a
+    test sets a small burst with a fast refill to see a group's pace in well under a minute.
     """
 
     per_chat_per_second: float = 1.0
     per_chat_burst: int = 3
     group_per_minute: int = 20
+    group_burst: int | None = None
     global_per_second: float = 30.0
     global_burst: int = 30
 

@@ -79,14 +79,9 @@ class FloodControl:
             self._global,
         ]
         if is_group:
+            burst = limits.group_per_minute if limits.group_burst is None else limits.group_burst
             buckets.append(
-                self._bucket(
-                    self._groups,
-                    chat_id,
-                    limits.group_per_minute,
-                    limits.group_per_minute / 60.0,
-                    now,
-                )
+                self._bucket(self._groups, chat_id, burst, limits.group_per_minute / 60.0, now)
             )
         wait = max(b.wait_time(now) for b in buckets)
         if wait > 0:

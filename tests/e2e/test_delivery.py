@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
+import pytest
 from sqlalchemy import event
 
 from bot.delivery import DeliveryPolicy
+from bot.sandbox import RateLimits, SandboxServer
 from core.notify import NoticeKind, Notification, Priority, enqueue
 from tests.e2e.conftest import StartDesk
-from tests.e2e.support import OWNER
+from tests.e2e.support import FAST, GROUP, OWNER, TOKEN
+
+#: Telegram's group limit (20 at once, then 20 a minute) scaled to a test's seconds: 5 at
+#: once, then 10 a second. Chats and the whole bot are not limited, so only the group binds.
+SCALED_GROUP_LIMITS = RateLimits(
+    per_chat_per_second=1e6,
+    per_chat_burst=10**6,
+    group_per_minute=600,
+    group_burst=5,
+    global_per_second=1e6,
+    global_burst=10**6,
+)
+#: The deliverer's group pace scaled alike, under the limit as in production: 2 at once
+#: (3 under the sandbox's burst: one slow send followed by fast ones still fits), then 5 a
+#: second (half the sandbox's refill).
+GROUP_PACED = replace(FAST, chat_interval=1e-6, group_per_minute=300, group_burst=2)
+#: The same without a group pace.
+GROUP_UNPACED = replace(GROUP_PACED, group_per_minute=1e12, group_burst=10**6)
 
 
 async def test_injected_429_message_arrives_after_retry_after(start_desk: StartDesk) -> None:
@@ -92,26 +112,60 @@ async def test_production_pacing_meets_flood_control_without_429s(start_desk: St
     assert min(gaps) >= 0.9  # one per second, though the sandbox would allow a burst of 3
 
 
-async def test_each_row_is_looked_up_once(start_desk: StartDesk) -> None:
+@pytest.mark.parametrize("group", [False, True], ids=["private", "group"])
+async def test_each_row_is_looked_up_once(start_desk: StartDesk, group: bool) -> None:
     unpaced = DeliveryPolicy(chat_interval=1e-6, global_per_second=1e6, poll_interval=3600)
-    desk = await start_desk(policy=unpaced)
+    desk = await start_desk(policy=unpaced, group=group)  # a group: its burst is free too
+    chat = desk.chat_id
     sent_before: list[int] = []  # messages in the chat at each next-row lookup
 
     def lookup(_c: object, _cur: object, statement: str, *_: object) -> None:
         if "FROM outbox" in statement and "ORDER BY outbox.priority" in statement:
-            sent_before.append(len(desk.sandbox.messages(OWNER)))
+            sent_before.append(len(desk.sandbox.messages(chat)))
 
-    earlier = len(desk.sandbox.messages(OWNER))
+    earlier = len(desk.sandbox.messages(chat))
     event.listen(desk.engine.db.engine.sync_engine, "before_cursor_execute", lookup)
     try:
         async with desk.engine.db.session() as session:
             for n in range(3):
                 enqueue(session, Notification(NoticeKind.TEXT, f"row {n}"))
         desk.engine.notifier.queued()
-        await desk.sandbox.wait_for_message(OWNER, contains="row 2")
+        await desk.sandbox.wait_for_message(chat, contains="row 2")
         await desk.drained()
     finally:
         event.remove(desk.engine.db.engine.sync_engine, "before_cursor_execute", lookup)
 
     # after the first row is sent, the second and the third are each found by one lookup
     assert [sent_before.count(earlier + n) for n in (1, 2)] == [1, 1]
+
+
+async def _burst_to_group(start_desk: StartDesk, policy: DeliveryPolicy, rows: int = 20) -> int:
+    """Queue ``rows`` texts to a group under :data:`SCALED_GROUP_LIMITS`, wait until all
+    are delivered in order; return how many 429s the sandbox answered."""
+    sandbox = SandboxServer(
+        TOKEN, enforce_rate_limits=True, rate_limits=SCALED_GROUP_LIMITS, web_user_id=OWNER
+    )
+    sandbox.add_user(OWNER, "Ada", "ada")
+    sandbox.add_group(GROUP, "Trading desk", [OWNER])
+    await sandbox.start()
+    desk = await start_desk(sandbox=sandbox, policy=policy, telegram_chat_id=GROUP)
+    earlier = len(sandbox.messages(GROUP))  # the start-up heartbeat
+
+    async with desk.engine.db.session() as session:
+        for n in range(rows):
+            enqueue(session, Notification(NoticeKind.TEXT, f"row {n}"))
+    desk.engine.notifier.queued()
+    await desk.drained()
+
+    assert [m.plain_text for m in sandbox.messages(GROUP)[earlier:]] == [
+        f"row {n}" for n in range(rows)
+    ]
+    return sandbox.stats.rate_limited
+
+
+async def test_a_burst_to_a_group_is_paced_under_the_groups_limit(start_desk: StartDesk) -> None:
+    assert await _burst_to_group(start_desk, GROUP_PACED) == 0
+
+
+async def test_without_the_group_pace_the_same_burst_draws_429s(start_desk: StartDesk) -> None:
+    assert await _burst_to_group(start_desk, GROUP_UNPACED) >= 1
