@@ -76,7 +76,7 @@ async def start_desk(tmp_path: Path) -> AsyncIterator[StartDesk]:
         running.append(desk)
         if not telegram_up:
             await sandbox.wait_for(
-                lambda _: app.ready.is_set() or task.done(), 10, description="the start-up"
+                lambda _: app.ready.is_set() or task.done(), description="the start-up"
             )
             if task.done():
                 task.result()

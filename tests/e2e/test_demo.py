@@ -153,8 +153,8 @@ async def test_demo_shows_heartbeats_then_the_guard_warns_breaches_and_flattens_
     demo = asyncio.create_task(run_demo(settings, None))
     try:
         sandbox = await sandboxes.first()
-        flat = await sandbox.wait_for_message(DEMO_OWNER_ID, contains="Flatten results", timeout=20)
-        await sandbox.wait_for(lambda s: len(_heartbeats(s)) >= 2, 15, description="2 beats")
+        flat = await sandbox.wait_for_message(DEMO_OWNER_ID, contains="Flatten results", timeout=60)
+        await sandbox.wait_for(lambda s: len(_heartbeats(s)) >= 2, 60, description="2 beats")
     finally:
         await _ctrl_c(demo)
 
