@@ -382,7 +382,7 @@ class BotApp:
                 engine=engine, cards=cards, deliverer=deliverer, started_at=time.monotonic()
             )
             delivering = asyncio.create_task(deliverer.run(), name="outbox-deliverer")
-            stack.push_async_callback(_cancel, delivering)
+            stack.push_async_callback(deliverer.stop, delivering)
             leadership = Leadership(engine.db, lambda: build_scheduler(engine))
             leadership.on_run = self.metrics.duty_ran
             await leadership.start()
@@ -455,12 +455,3 @@ async def _settle(task: asyncio.Task[None]) -> None:
     await asyncio.wait({task})
     if not task.cancelled() and task.exception() is not None:
         log.warning("task.failed", task=task.get_name(), error=repr(task.exception()))
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it to end; a cancellation of the caller still
-    propagates (``suppress(CancelledError)`` around ``await task`` would eat it)."""
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled() and task.exception() is not None:
-        log.error("task.failed", task=task.get_name(), exc_info=task.exception())

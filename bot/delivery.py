@@ -447,6 +447,10 @@ class Cards:
             await _remember(session, signal_id, chat_id, message_id, kind)
 
 
+#: Seconds a stopping deliverer lets the row it is sending finish (:meth:`OutboxDeliverer.stop`).
+STOP_GRACE = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
     """Pace and patience of the deliverer.
@@ -519,25 +523,48 @@ class OutboxDeliverer:
         burst = self.policy.group_burst
         self._group_limit = AsyncLimiter(burst, burst * 60.0 / self.policy.group_per_minute)
         self._wake = asyncio.Event()
+        self._stopping = False
+        self._busy = False  # a row is being looked up, sent or recorded
 
     def wake(self) -> None:
         """Tell the deliverer a row was committed (``OutboxNotifier.on_enqueue``)."""
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled: drain the outbox, then sleep until woken or the poll
-        interval passes. An unexpected error (a database hiccup) is logged and the row is
-        tried again on the next round; it is never dropped."""
-        while True:
+        """Deliver until cancelled or :meth:`stop`: drain the outbox, then sleep until woken
+        or the poll interval passes. An unexpected error (a database hiccup) is logged and
+        the row is tried again on the next round; it is never dropped."""
+        while not self._stopping:
             self._wake.clear()
             try:
-                while await self.deliver_next():
+                while not self._stopping and await self.deliver_next():
                     pass
             except Exception:
                 log.exception("outbox.round_failed")
             with suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can eat a cancel
                 async with asyncio.timeout(self.policy.poll_interval):
                     await self._wake.wait()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called: no new row is started."""
+        return self._stopping
+
+    async def stop(self, running: asyncio.Task[None], grace: float = STOP_GRACE) -> None:
+        """End ``running`` (this deliverer's :meth:`run`) at a row boundary: a row being
+        sent is finished, sent and marked delivered in one go, and no other is started, so
+        a shutdown never leaves a message sent but still queued (it would be sent again
+        at the next start). A row not done within ``grace`` seconds (Telegram unreachable,
+        its retries waiting) is cancelled unsent; it stays queued. Returns once
+        ``running`` has ended."""
+        self._stopping = True
+        self._wake.set()
+        if self._busy:
+            await asyncio.wait({running}, timeout=grace)
+        running.cancel()
+        await asyncio.wait({running})  # a cancellation of the caller still propagates
+        if not running.cancelled() and running.exception() is not None:
+            log.error("outbox.deliverer_failed", exc_info=running.exception())
 
     async def pending(self) -> int:
         """How many rows are not yet delivered."""
@@ -577,17 +604,23 @@ class OutboxDeliverer:
     @asynccontextmanager
     async def _claim(self) -> AsyncIterator[OutboxRow | None]:
         """The next row to deliver, claimed until the block ends (the module docstring:
-        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; no claim on SQLite)."""
-        if self._engine.db.dialect != "postgresql":
-            yield await self._next_row()
-            return
-        async with self._engine.db.session() as session:
-            row = await self._next_row(session)
-            self._claimed = session if row is not None else None
-            try:
-                yield row
-            finally:
-                self._claimed = None
+        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; no claim on SQLite). The deliverer is
+        busy (:meth:`stop` lets it finish) from the lookup until the claim has committed
+        the row's outcome."""
+        self._busy = True
+        try:
+            if self._engine.db.dialect != "postgresql":
+                yield await self._next_row()
+                return
+            async with self._engine.db.session() as session:
+                row = await self._next_row(session)
+                self._claimed = session if row is not None else None
+                try:
+                    yield row
+                finally:
+                    self._claimed = None
+        finally:
+            self._busy = False
 
     @asynccontextmanager
     async def _row_session(self) -> AsyncIterator[AsyncSession]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from sqlalchemy import event
 
 from bot.delivery import DeliveryPolicy
 from bot.sandbox import RateLimits, SandboxServer
+from bot.sandbox.server import WAIT_SECONDS
 from core.notify import NoticeKind, Notification, Priority, enqueue
 from tests.e2e.conftest import StartDesk
 from tests.e2e.support import FAST, GROUP, OWNER, TOKEN
@@ -175,3 +178,32 @@ async def test_a_burst_to_a_group_is_paced_under_the_groups_limit(start_desk: St
 
 async def test_without_the_group_pace_the_same_burst_draws_429s(start_desk: StartDesk) -> None:
     assert await _burst_to_group(start_desk, GROUP_UNPACED) >= 1
+
+
+async def test_a_stop_finishes_the_message_being_sent_so_a_restart_does_not_send_it_again(
+    start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telegram has taken the message but the bot has not marked its row delivered yet
+    when the bot is told to stop (SIGTERM): the stop lets that row finish, so the next
+    start does not send it a second time."""
+    desk = await start_desk()
+    await desk.drained()
+    deliverer = desk.app.deliverer
+    send = desk.app.bot.send_message
+    taken = asyncio.Event()
+
+    async def send_then_wait_for_the_stop(*args: Any, **kwargs: Any) -> Any:
+        message = await send(*args, **kwargs)
+        if message.text == "last words":
+            taken.set()
+            await desk.sandbox.wait_for(lambda _: deliverer.stopping, description="the stop")
+        return message
+
+    monkeypatch.setattr(desk.app.bot, "send_message", send_then_wait_for_the_stop)
+    await desk.engine.notifier.notify(Notification(NoticeKind.TEXT, "last words"))
+    await asyncio.wait_for(taken.wait(), WAIT_SECONDS)
+    await desk.stop()
+
+    again = await start_desk(sandbox=desk.sandbox)
+    await again.drained()
+    assert [m.plain_text for m in desk.sandbox.messages(OWNER)].count("last words") == 1
