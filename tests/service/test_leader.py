@@ -63,6 +63,8 @@ async def test_one_postgres_leader_and_a_takeover_when_its_connection_dies(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks "
                     "WHERE locktype = 'advisory' AND granted "
+                    "AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database()) "
                     "AND ((classid::bigint << 32) | objid::bigint) = :key"
                 ),
                 {"key": LOCK_KEY},

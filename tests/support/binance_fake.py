@@ -1300,7 +1300,7 @@ class BinanceFake:
             self.free[asset] -= needed
             self.locked[asset] += needed
         answer = self._order_json(order)
-        answer["transactTime"] = now
+        answer["transactTime"] = order.updated_ms  # a market order's: its fill's time
         kind_of_answer = params.get("newOrderRespType", "FULL")
         if kind_of_answer == "ACK":
             keys = ("symbol", "orderId", "orderListId", "clientOrderId", "transactTime")
