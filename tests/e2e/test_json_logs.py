@@ -16,9 +16,10 @@ from pathlib import Path
 
 from bot.sandbox import SandboxServer
 from tests.e2e.support import OWNER
+from tests.support.tokens import fake_token
 
-TOKEN = "424242:FAKsandboxSecretPart0123456789abcdefXYZ"
-REVOKED = "424242:FAKrevokedSecretPart0123456789abcdefXYZ"
+TOKEN = fake_token("SANDBOX", 424242)
+REVOKED = fake_token("REVOKED", 424242)
 DB_PASSWORD = "s3cret-db-passw0rd"
 
 

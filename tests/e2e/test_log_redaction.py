@@ -21,8 +21,9 @@ from core.config import Settings
 from core.errors import ConfigError
 from core.logging import MASK, configure_logging
 from tests.e2e.support import OWNER
+from tests.support.tokens import fake_token
 
-TOKEN = "1234567890:TEST_ONLY_not_a_real_bot_token_0000"  # the shape @BotFather gives
+TOKEN = fake_token("LOGS")  # the shape @BotFather gives
 PING_KEY = "5f1e2d3c-9a8b-4c7d-b6e5-f4a3b2c1d0e9"
 PING_QUERY = "rid=ping-query-secret"
 DB_PASSWORD = "pg-pass-7Hq2"

@@ -26,13 +26,14 @@ from pathlib import Path
 import pytest
 
 from bot.sandbox import SandboxServer
+from tests.support.tokens import fake_token
 
 ROOT = Path(__file__).resolve().parents[2]
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
 POSTGRES_URL = os.environ.get(
     "SIGNALDESK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
-TOKEN = "123456789:install-test-token-not-a-real-one-xx"
+TOKEN = fake_token("INSTALL", 123456789)
 OWNER = 1001
 
 pytestmark = pytest.mark.install

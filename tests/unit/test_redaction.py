@@ -14,8 +14,9 @@ import pytest
 import structlog
 
 from core.logging import MASK, Redactor, configure_logging
+from tests.support.tokens import fake_token
 
-TOKEN = "1234567890:TEST_ONLY_not_a_real_bot_token_0000"
+TOKEN = fake_token("REDACT")
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ import pytest
 from core.errors import ConfigError
 from core.logging import MASK, redactor
 from core.reporting import MISSING_EXTRA, init_error_reporting, redact_event
+from tests.support.tokens import fake_token
 
-TOKEN = "123456:FAK0123456789abcdefghijklmnopqrstuvwx"
+TOKEN = fake_token("SENTRY", 123456)
 
 
 def test_an_event_is_redacted_everywhere(make_settings: Any) -> None:

@@ -24,6 +24,7 @@ from core.config import (
     normalize_database_url,
 )
 from core.errors import ConfigError
+from tests.support.tokens import fake_token
 
 # --- defaults -------------------------------------------------------------------------------
 
@@ -266,7 +267,7 @@ def test_bad_keyword_override_is_reported_by_its_variable_name(make_settings: An
 # --- secrets --------------------------------------------------------------------------------
 
 SECRETS = {
-    "TELEGRAM_BOT_TOKEN": "123456:FAK-telegram-token-value-0123456789",
+    "TELEGRAM_BOT_TOKEN": fake_token("SETTINGS", 123456),
     "CCXT_API_KEY": "ccxt-api-key-value",
     "CCXT_SECRET": "ccxt-secret-value",
     "CCXT_PASSWORD": "ccxt-password-value",
@@ -302,7 +303,7 @@ def test_settings_are_frozen(make_settings: Any) -> None:
 
 # --- hostile values: one line naming the variable, no secret echoed ----------------------
 
-REAL_TOKEN = "7212345678:AAF" + "q" * 32  # the shape @BotFather gives
+REAL_TOKEN = fake_token("SHAPE", 7212345678)  # the shape @BotFather gives
 HOSTILE: list[tuple[dict[str, str], str, list[str]]] = [
     ({"DATABASE_URL": "mysql://root:hunter22@db/x"}, "DATABASE_URL: unsupported database 'mysql'",
      ["hunter22"]),
@@ -313,9 +314,9 @@ HOSTILE: list[tuple[dict[str, str], str, list[str]]] = [
     ({"DATABASE_URL": "u:hunter22@db/x"}, "DATABASE_URL: expected a URL", ["hunter22"]),
     ({"TELEGRAM_BOT_TOKEN": "7212345678:AAFshort"}, "TELEGRAM_BOT_TOKEN: expected <digits>:<35",
      ["AAFshort"]),
-    ({"TELEGRAM_BOT_TOKEN": REAL_TOKEN + "x"}, "TELEGRAM_BOT_TOKEN: expected", ["AAFqqqq"]),
+    ({"TELEGRAM_BOT_TOKEN": REAL_TOKEN + "x"}, "TELEGRAM_BOT_TOKEN: expected", ["SHAPE_fake"]),
     ({"TELEGRAM_BOT_TOKEN": "bot" + REAL_TOKEN, "TELEGRAM_API_BASE": "http://127.0.0.1:8081"},
-     "TELEGRAM_BOT_TOKEN: expected", ["AAFqqqq"]),
+     "TELEGRAM_BOT_TOKEN: expected", ["SHAPE_fake"]),
     ({"TELEGRAM_API_BASE": "api.telegram.org"}, "TELEGRAM_API_BASE: must be an http(s) URL", []),
     ({"TELEGRAM_API_BASE": "htps://api.telegram.org"}, "TELEGRAM_API_BASE: must be an http", []),
     ({"TELEGRAM_API_BASE": "http://host:port"}, "TELEGRAM_API_BASE: must be an http(s) URL", []),
