@@ -8,13 +8,15 @@ status = ?`` changes one row or none, so exactly one of several concurrent calle
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.bounds import is_storable_id
@@ -117,6 +119,25 @@ async def list_signals(
     return [signal_from_row(row) for row in (await session.exec(query)).all()]
 
 
+#: One statement object, so SQLAlchemy computes its cache key once (the table's Core
+#: INSERT: SQLModel's stubs do not declare ``__table__``).
+_INSERT_AUDIT = insert(AuditEventRow.__table__)  # type: ignore[attr-defined]
+
+
+def _written(
+    session: AsyncSession, model: type[SQLModel], key: object, values: Mapping[str, Any]
+) -> None:
+    """Keep the session's copy of the row ``model`` ``key`` (if it holds one) in step with
+    ``values`` an UPDATE has just written, as committed state: what SQLAlchemy's
+    ``synchronize_session`` does, without compiling the UPDATE's criteria into Python on
+    every call."""
+    row = session.sync_session.identity_map.get(identity_key(model, key))
+    if row is None:
+        return
+    for name, value in values.items():
+        set_committed_value(row, name, value)
+
+
 async def add_audit(
     session: AsyncSession,
     *,
@@ -129,18 +150,21 @@ async def add_audit(
     to_status: str = "",
     reason: str = "",
 ) -> None:
-    """Append one audit event to the session's transaction."""
-    session.add(
-        AuditEventRow(
-            at=at,
-            actor=actor,
-            action=action,
-            signal_id=signal_id,
-            order_id=order_id,
-            from_status=from_status,
-            to_status=to_status,
-            reason=reason[:500],
-        )
+    """Insert one audit event in the session's transaction, now (a Core INSERT: no
+    unit-of-work, no id read back; an ``order_id`` or ``signal_id`` it names must be in
+    the database already, which every id is once the session has drawn it)."""
+    await session.exec(
+        _INSERT_AUDIT,
+        params={
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "signal_id": signal_id,
+            "order_id": order_id,
+            "from_status": from_status,
+            "to_status": to_status,
+            "reason": reason[:500],
+        },
     )
 
 
@@ -176,11 +200,13 @@ async def transition_signal(
     )
     if version is not None:
         query = query.where(col(SignalRow.card_version) == version)
+    written = {"status": new.value, "status_reason": reason[:500], "updated_at": at, **values}
     result = await session.exec(
-        query.values(status=new.value, status_reason=reason[:500], updated_at=at, **values)
+        query.values(**written).execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
+    _written(session, SignalRow, signal_id, written)
     await add_audit(
         session,
         actor=actor,
