@@ -48,8 +48,8 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import TypeVar
 
+from sqlalchemy import bindparam, true, update
 from sqlalchemy import select as core_select
-from sqlalchemy import true, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -85,6 +85,42 @@ __all__ = ["PaperBroker"]
 
 FEE_QUANTUM = Decimal("0.00000001")
 BPS = Decimal(10_000)
+
+# The ledger's statements, built once (SQLAlchemy computes a statement object's cache key
+# once; values come as parameters).
+_BUMP_SEQ = (
+    update(PaperAccountRow)
+    .where(col(PaperAccountRow.id) == 1)
+    .values(seq=PaperAccountRow.seq + 1)
+    .returning(PaperAccountRow)
+)
+_ORDER_BY_CLIENT_ID = select(PaperOrderRow).where(
+    col(PaperOrderRow.client_order_id) == bindparam("client_order_id")
+)
+_POSITIONS = select(PaperPositionRow).order_by(col(PaperPositionRow.symbol))
+_RESTING = (
+    select(PaperOrderRow)
+    .where(col(PaperOrderRow.state) == OrderState.OPEN.value)
+    .order_by(col(PaperOrderRow.id))
+)
+#: The balance, whether any order rests, and every position (NULLs without one).
+_SNAPSHOT = (
+    core_select(
+        col(PaperAccountRow.balance),
+        select(PaperOrderRow.id)
+        .where(col(PaperOrderRow.state) == OrderState.OPEN.value)
+        .exists()
+        .label("resting"),
+        col(PaperPositionRow.symbol),
+        col(PaperPositionRow.quantity),
+        col(PaperPositionRow.average_entry),
+        col(PaperPositionRow.realized_pnl),
+    )
+    .select_from(PaperAccountRow)
+    .outerjoin(PaperPositionRow, true())
+    .where(col(PaperAccountRow.id) == 1)
+    .order_by(col(PaperPositionRow.symbol))
+)
 
 
 class PaperBroker:
@@ -355,25 +391,8 @@ class PaperBroker:
         lock (one statement sees one committed state, on SQLite and on PostgreSQL), or
         None when the ledger must be entered instead: resting orders may be due for
         matching, or no account exists yet. The rows are detached copies."""
-        resting = (
-            select(PaperOrderRow.id).where(col(PaperOrderRow.state) == OrderState.OPEN.value)
-        ).exists()
-        query = (
-            core_select(
-                col(PaperAccountRow.balance),
-                resting.label("resting"),
-                col(PaperPositionRow.symbol),
-                col(PaperPositionRow.quantity),
-                col(PaperPositionRow.average_entry),
-                col(PaperPositionRow.realized_pnl),
-            )
-            .select_from(PaperAccountRow)
-            .outerjoin(PaperPositionRow, true())
-            .where(col(PaperAccountRow.id) == 1)
-            .order_by(col(PaperPositionRow.symbol))
-        )
         async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(_SNAPSHOT)).all()
         if not rows or rows[0].resting:
             return None
         positions = [
@@ -400,12 +419,7 @@ class PaperBroker:
                 await self._ensure_account()
                 self._account_ready = True
             async with self._db.session() as session:
-                bumped = await session.exec(
-                    update(PaperAccountRow)
-                    .where(col(PaperAccountRow.id) == 1)
-                    .values(seq=PaperAccountRow.seq + 1)
-                    .returning(PaperAccountRow)
-                )
+                bumped = await session.exec(_BUMP_SEQ)
                 _keep(session, bumped.scalars().all())
                 yield session
 
@@ -421,8 +435,8 @@ class PaperBroker:
 
     @staticmethod
     async def _order_row(session: AsyncSession, client_order_id: str) -> PaperOrderRow | None:
-        query = select(PaperOrderRow).where(col(PaperOrderRow.client_order_id) == client_order_id)
-        return (await session.exec(query)).first()
+        found = await session.exec(_ORDER_BY_CLIENT_ID, params={"client_order_id": client_order_id})
+        return found.first()
 
     @staticmethod
     async def _account_row(session: AsyncSession) -> PaperAccountRow:
@@ -432,8 +446,7 @@ class PaperBroker:
 
     @staticmethod
     async def _position_rows(session: AsyncSession) -> list[PaperPositionRow]:
-        query = select(PaperPositionRow).order_by(col(PaperPositionRow.symbol))
-        return _keep(session, (await session.exec(query)).all())
+        return _keep(session, (await session.exec(_POSITIONS)).all())
 
     def _position(self, row: PaperPositionRow) -> Position:
         mark = self.feed.price(row.symbol)
@@ -527,12 +540,7 @@ class PaperBroker:
 
     @staticmethod
     async def _resting_rows(session: AsyncSession) -> list[PaperOrderRow]:
-        query = (
-            select(PaperOrderRow)
-            .where(col(PaperOrderRow.state) == OrderState.OPEN.value)
-            .order_by(col(PaperOrderRow.id))
-        )
-        return list((await session.exec(query)).all())
+        return list((await session.exec(_RESTING)).all())
 
     @staticmethod
     def _trigger_base(

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -89,6 +89,19 @@ AVERAGE_QUANTUM = Decimal("1e-12")
 #: Order purposes whose fills reduce a trade rather than open one.
 EXIT_PURPOSES = ("stop_loss", "take_profit")
 _PURPOSE_REASON = {"stop_loss": ExitReason.STOP_LOSS, "take_profit": ExitReason.TAKE_PROFIT}
+
+#: OPEN trades of a symbol entered on a side, oldest first, locked; built once (SQLAlchemy
+#: computes a statement object's cache key once), ``symbol`` and ``side`` as parameters.
+_OPEN_TRADES = (
+    select(TradeRow)
+    .where(
+        col(TradeRow.symbol) == bindparam("symbol"),
+        col(TradeRow.side) == bindparam("side"),
+        col(TradeRow.status) == TradeStatus.OPEN.value,
+    )
+    .order_by(col(TradeRow.opened_at), col(TradeRow.id))
+    .with_for_update()
+)
 
 
 # --- pure accounting -------------------------------------------------------------------------
@@ -502,18 +515,12 @@ class TradeService:
 
     async def _open_trades(self, session: AsyncSession, symbol: str, side: Side) -> list[TradeRow]:
         """OPEN trades of ``symbol`` entered on ``side``, oldest first, locked for update."""
-        query = (
-            select(TradeRow)
-            .where(
-                col(TradeRow.symbol) == symbol,
-                col(TradeRow.side) == side.value,
-                col(TradeRow.status) == TradeStatus.OPEN.value,
-            )
-            .order_by(col(TradeRow.opened_at), col(TradeRow.id))
-            .with_for_update()
-            .execution_options(populate_existing=True)
+        found = await session.exec(
+            _OPEN_TRADES,
+            params={"symbol": symbol, "side": side.value},
+            execution_options={"populate_existing": True},
         )
-        return list((await session.exec(query)).all())
+        return list(found.all())
 
     async def _exit_targets(
         self, session: AsyncSession, order: OrderRow, side: Side

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -75,6 +75,13 @@ __all__ = [
 ]
 
 HUNDRED = Decimal(100)
+
+#: A signal's order row (:meth:`TradingService.submit`), one Core INSERT built once: no
+#: unit of work, its id is not needed (the order is known by its client order id).
+_INSERT_ORDER = insert(OrderRow.__table__)  # type: ignore[attr-defined]
+#: The recording's reads, built once likewise (parameters ``order_id``, ``signal_id``).
+_KNOWN_FILLS = select(FillRow.broker_fill_id).where(col(FillRow.order_id) == bindparam("order_id"))
+_SIGNAL = select(SignalRow).where(col(SignalRow.id) == bindparam("signal_id"))
 
 
 #: Order purposes (``orders.purpose``): a signal's entry, a close, the protective exits.
@@ -389,19 +396,20 @@ class TradingService:
         ):
             current = await repo.get_signal(session, signal.id)
             raise TransitionConflictError(signal.id, current.status, "submit")
-        session.add(
-            OrderRow(
-                client_order_id=client_order_id,
-                signal_id=signal.id,
-                symbol=signal.symbol,
-                side=signal.side.value,
-                quantity=signal.quantity,
-                order_type=signal.order_type.value,
-                limit_price=signal.limit_price,
-                state=OrderState.SUBMITTED.value,
-                created_at=now,
-                updated_at=now,
-            )
+        await session.exec(
+            _INSERT_ORDER,
+            params={
+                "client_order_id": client_order_id,
+                "signal_id": signal.id,
+                "symbol": signal.symbol,
+                "side": signal.side.value,
+                "quantity": signal.quantity,
+                "order_type": signal.order_type.value,
+                "limit_price": signal.limit_price,
+                "state": OrderState.SUBMITTED.value,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         return OrderRequest(
             client_order_id=client_order_id,
@@ -558,7 +566,8 @@ class TradingService:
         the settling use this same object."""
         if order.signal_id is None:
             return None
-        return await session.get(SignalRow, order.signal_id)
+        found = await session.exec(_SIGNAL, params={"signal_id": order.signal_id})
+        return found.first()
 
     async def _settle(
         self,
@@ -627,13 +636,7 @@ class TradingService:
         trade record links them to their trade before they are inserted)."""
         if not report.fills:
             return []
-        known = set(
-            (
-                await session.exec(
-                    select(FillRow.broker_fill_id).where(col(FillRow.order_id) == order_id)
-                )
-            ).all()
-        )
+        known = set((await session.exec(_KNOWN_FILLS, params={"order_id": order_id})).all())
         return [
             FillRow(
                 order_id=order_id,
