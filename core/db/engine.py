@@ -6,14 +6,21 @@ import ast
 import asyncio
 import os
 import re
+import sqlite3
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -96,6 +103,76 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _one_hop(
+    connection: sqlite3.Connection, operation: str, parameters: Any
+) -> tuple[Any, list[Any], Any, int]:
+    """In aiosqlite's worker thread: run one statement on a fresh cursor and return its
+    description, its rows, lastrowid and rowcount (-1 and -1 for a query, as the DBAPI
+    says), the cursor closed."""
+    cursor = connection.cursor()
+    try:
+        if parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        if cursor.description:
+            return cursor.description, cursor.fetchall(), -1, -1
+        return None, [], cursor.lastrowid, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
+    """SQLAlchemy's aiosqlite cursor with each statement done in ONE call to the
+    connection's worker thread, not four (open a cursor, execute, fetch, close): every
+    call is a round trip through a queue and a thread wake-up, which on a busy machine
+    waits for the scheduler. Same statement, same connection, same thread, same results.
+    Uses aiosqlite's ``Connection._execute`` (queue a function for its thread), as
+    aiosqlite's own methods do."""
+
+    __slots__ = ()
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        """Run ``operation`` (see :func:`_one_hop`)."""
+        connection = self._connection
+        try:
+            done = self.await_(
+                connection._execute(_one_hop, connection._conn, operation, parameters)
+            )
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        self.description, rows, self.lastrowid, self.rowcount = done
+        self._rows = deque(rows)
+
+
+class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
+    """SQLAlchemy's aiosqlite connection whose cursors are :class:`_OneHopCursor`."""
+
+    __slots__ = ()
+
+    def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
+        """A one-hop cursor (server-side cursors as SQLAlchemy makes them)."""
+        if server_side:
+            return super().cursor(server_side)
+        return _OneHopCursor(self)
+
+
+class _OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """SQLAlchemy's aiosqlite DBAPI whose connections are :class:`_OneHopConnection`."""
+
+    def __init__(self) -> None:
+        import aiosqlite
+
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> AsyncAdapt_aiosqlite_connection:
+        """SQLAlchemy's connection, as a :class:`_OneHopConnection` (same slots)."""
+        connection = super().connect(*arg, **kw)
+        if type(connection) is AsyncAdapt_aiosqlite_connection:
+            connection.__class__ = _OneHopConnection
+        return connection
 
 
 #: A pooled PostgreSQL connection idle for longer than this (seconds) is pinged before it
@@ -205,6 +282,8 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if parsed.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}
+            if parsed.get_driver_name() == "aiosqlite":
+                kwargs["module"] = _OneHopDBAPI()
         else:
             kwargs["connect_args"] = connect_args
         self.engine: AsyncEngine = create_async_engine(parsed, **kwargs)
