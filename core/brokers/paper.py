@@ -391,8 +391,8 @@ class PaperBroker:
         lock (one statement sees one committed state, on SQLite and on PostgreSQL), or
         None when the ledger must be entered instead: resting orders may be due for
         matching, or no account exists yet. The rows are detached copies."""
-        async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(_SNAPSHOT)).all()
+        async with self._db.reading() as session:
+            rows = (await (await session.connection()).execute(_SNAPSHOT)).all()
         if not rows or rows[0].resting:
             return None
         positions = [

@@ -296,6 +296,10 @@ class Database:
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
+        reads = self.engine
+        if self.engine.dialect.name == "postgresql":
+            reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reads = async_sessionmaker(reads, class_=AsyncSession, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -306,6 +310,15 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commit on success, roll back on any exception."""
         async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads that need no common snapshot and no lock (each statement
+        sees what is committed when it runs): on PostgreSQL in autocommit, which saves
+        the BEGIN and COMMIT round trips; on SQLite an ordinary session (a read there
+        opens no transaction). Never write in it."""
+        async with self._reads() as session:
             yield session
 
     async def close(self) -> None:
