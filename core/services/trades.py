@@ -625,29 +625,33 @@ class TradeService:
         return [trade_from_row(row) for row in rows]
 
     async def source_record(self, source: str) -> SourceRecord:
-        """The track record of signals from ``source`` (see :class:`SourceRecord`)."""
+        """The track record of signals from ``source`` (see :class:`SourceRecord`). Every
+        card render asks for it, so only the three money columns of the closed trades are
+        read (no trade objects) and summed here as exact decimals (SQLite would sum the
+        stored text as floats)."""
         approved_q = (
             select(func.count())
             .select_from(SignalRow)
             .where(col(SignalRow.source) == source, col(SignalRow.status).in_(_APPROVED))
         )
         trades_q = (
-            select(TradeRow)
+            select(TradeRow.realized_pnl, TradeRow.fees, TradeRow.initial_risk)
             .join(SignalRow, col(SignalRow.id) == col(TradeRow.signal_id))
             .where(col(SignalRow.source) == source)
             .where(col(TradeRow.status) == TradeStatus.CLOSED.value)
         )
         async with self._db.session() as session:
             approved = (await session.exec(approved_q)).one()
-            closed = [trade_from_row(row) for row in (await session.exec(trades_q)).all()]
-        rs = [t.r_multiple for t in closed if t.r_multiple is not None]
+            closed = (await session.exec(trades_q)).all()
+        nets = [realized - fees for realized, fees, _ in closed]
+        rs = [net / risk for net, (_, _, risk) in zip(nets, closed, strict=True) if risk]
         return SourceRecord(
             source=source,
             approved=approved,
             closed=len(closed),
-            wins=sum(1 for t in closed if t.net_pnl > 0),
+            wins=sum(1 for net in nets if net > 0),
             average_r=sum(rs, ZERO) / len(rs) if rs else None,
-            net_pnl=sum((t.net_pnl for t in closed), ZERO),
+            net_pnl=sum(nets, ZERO),
         )
 
 
