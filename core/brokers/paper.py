@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
@@ -72,6 +73,7 @@ from core.domain import (
     utcnow,
 )
 from core.errors import (
+    BrokerAmbiguousError,
     InsufficientMarginError,
     InvalidQuantityError,
     OrderNotFoundError,
@@ -83,6 +85,17 @@ __all__ = ["PaperBroker"]
 
 FEE_QUANTUM = Decimal("0.00000001")
 BPS = Decimal(10_000)
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """A ``close_position`` call waiting for its ledger transaction; ``outcome`` is set
+    once that transaction has committed (or failed)."""
+
+    symbol: str
+    client_order_id: str
+    quantity: Decimal | None
+    outcome: asyncio.Future[OrderReport | None]
 
 
 class PaperBroker:
@@ -126,6 +139,10 @@ class PaperBroker:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._account_ready = False
+        #: close_position calls waiting for their ledger transaction, and the task that
+        #: runs them (None when none wait).
+        self._closes: list[_Close] = []
+        self._closer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database, feed: PriceFeed) -> PaperBroker:
@@ -211,6 +228,14 @@ class PaperBroker:
     async def _place(self, session: AsyncSession, request: OrderRequest) -> OrderReport:
         """:meth:`place_order`'s work in the ledger transaction ``session``, for a checked
         request whose client order id the ledger does not hold."""
+        row = await self._enter(session, request)
+        await session.flush()
+        return self._report(row)
+
+    async def _enter(self, session: AsyncSession, request: OrderRequest) -> PaperOrderRow:
+        """Execute or rest ``request`` in ``session`` (checked, its client order id new to
+        the ledger): the order's row, added to the session but not flushed (it has no id
+        until the caller flushes)."""
         trigger = request.order_type.is_trigger
         row = PaperOrderRow(
             client_order_id=request.client_order_id,
@@ -231,8 +256,7 @@ class PaperBroker:
                     session, row, self.executed_price(request.symbol, close, request.side)
                 )
             session.add(row)
-            await session.flush()
-            return self._report(row)
+            return row
         price = self.market_fill_price(request.symbol, request.side)
         if request.order_type is OrderType.LIMIT:
             assert request.limit_price is not None
@@ -244,13 +268,11 @@ class PaperBroker:
             if not marketable:
                 await self._check_margin(session, request, request.limit_price)
                 session.add(row)
-                await session.flush()
-                return self._report(row)
+                return row
         await self._check_margin(session, request, price)
         await self._fill(session, row, price)
         session.add(row)
-        await session.flush()
-        return self._report(row)
+        return row
 
     async def get_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """The paper ledger's order with this client id, after matching resting limits."""
@@ -271,21 +293,25 @@ class PaperBroker:
         ``client_order_id``: an id the ledger holds returns that order. ``position_ref`` is
         ignored (one netting position per symbol).
 
+        Closes called concurrently share one ledger transaction (a group commit: the
+        closes that arrive while the ledger is busy go together in the next one), executed
+        in the order they were called; each returns once its transaction has committed. A
+        caller cancelled before its close was taken never has it executed.
+
         Raises:
             UnknownSymbolError, InvalidQuantityError (``quantity`` not positive).
+            BrokerAmbiguousError: the broker was stopped while the close was in flight.
         """
         self.feed.price(symbol)
         if quantity is not None and quantity <= 0:
             raise InvalidQuantityError(f"quantity must be positive, got {quantity}")
-        async with self._ledger() as session:
-            await self._match_resting(session)
-            existing = await self._order_row(session, client_order_id)
-            if existing is not None:
-                return self._report(existing)
-            position = await session.get(PaperPositionRow, symbol)
-            held = position.quantity if position is not None else ZERO
-            request = closing_request(symbol, client_order_id, held, quantity)
-            return None if request is None else await self._place(session, request)
+        close = _Close(
+            symbol, client_order_id, quantity, asyncio.get_running_loop().create_future()
+        )
+        self._closes.append(close)
+        if self._closer is None:
+            self._closer = asyncio.create_task(self._run_closes())
+        return await close.outcome
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
         """Cancel a resting order; its final report (FILLED if a candle filled it before
@@ -336,27 +362,109 @@ class PaperBroker:
         return self._account(account.balance, [self._position(r) for r in rows if r.quantity])
 
     async def close(self) -> None:
-        """Nothing to release: the ledger lives in the database."""
+        """Let the closes in flight finish; nothing else to release (the ledger lives in
+        the database)."""
+        if self._closer is not None:
+            await asyncio.gather(self._closer, return_exceptions=True)
 
     # --- internals ------------------------------------------------------------------------
 
     @asynccontextmanager
     async def _ledger(self) -> AsyncIterator[AsyncSession]:
-        """One serialized paper transaction. Its first statement bumps ``paper_account.seq``,
-        so writers in other processes queue behind it (a row lock on PostgreSQL, the write
-        lock on SQLite) and every read inside sees a stable ledger; rows are read once per
-        transaction and then served from the session's identity map."""
-        async with self._lock:
-            if not self._account_ready:
-                await self._ensure_account()
-                self._account_ready = True
-            async with self._db.session() as session:
-                await session.exec(
-                    update(PaperAccountRow)
-                    .where(col(PaperAccountRow.id) == 1)
-                    .values(seq=PaperAccountRow.seq + 1)
-                )
-                yield session
+        """One serialized paper transaction: :meth:`_transaction` under the broker's lock."""
+        async with self._lock, self._transaction() as session:
+            yield session
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        """One paper transaction; the caller holds ``self._lock``. Its first statement bumps
+        ``paper_account.seq``, so writers in other processes queue behind it (a row lock on
+        PostgreSQL, the write lock on SQLite) and every read inside sees a stable ledger;
+        rows are read once per transaction and then served from the session's identity
+        map."""
+        if not self._account_ready:
+            await self._ensure_account()
+            self._account_ready = True
+        async with self._db.session() as session:
+            await session.exec(
+                update(PaperAccountRow)
+                .where(col(PaperAccountRow.id) == 1)
+                .values(seq=PaperAccountRow.seq + 1)
+            )
+            yield session
+
+    async def _run_closes(self) -> None:
+        """Run the waiting closes under the ledger lock, all that wait in one transaction,
+        until none wait. If this task is stopped, the closes not answered yet fail as
+        ambiguous (the one in flight may have committed; the reconciler looks it up)."""
+        batch: list[_Close] = []
+        try:
+            async with self._lock:
+                while self._closes:
+                    # a close whose caller was cancelled before it was taken is dropped
+                    batch = [c for c in self._closes if not c.outcome.done()]
+                    self._closes = []
+                    if batch:
+                        await self._close_batch(batch)
+        finally:
+            self._closer = None
+            for close in (*batch, *self._closes):
+                if not close.outcome.done():
+                    close.outcome.set_exception(
+                        BrokerAmbiguousError("the paper broker stopped while closing")
+                    )
+            self._closes = []
+
+    async def _close_batch(self, batch: list[_Close]) -> None:
+        """Execute ``batch`` in one ledger transaction and, once it has committed, answer
+        each close. When the transaction fails, each close is executed again alone, in its
+        own transaction, so one failing close cannot take the others' fills with it (a
+        close the failed transaction did commit is found by its client order id)."""
+        try:
+            async with self._transaction() as session:
+                reports = await self._close_in(session, batch)
+        except Exception as exc:  # each close's caller gets its own error, alone
+
+            if len(batch) > 1:
+                for close in batch:
+                    await self._close_batch([close])
+            elif not batch[0].outcome.done():
+                batch[0].outcome.set_exception(exc)
+            return
+        for close, report in zip(batch, reports, strict=True):
+            if not close.outcome.done():
+                close.outcome.set_result(report)
+
+    async def _close_in(
+        self, session: AsyncSession, batch: list[_Close]
+    ) -> list[OrderReport | None]:
+        """The closes of ``batch`` executed in order in the ledger transaction ``session``
+        (a close whose client order id the ledger holds answers that order; None when
+        flat), with one read of their orders, one of the positions and one flush."""
+        await self._match_resting(session)
+        ids = sorted({close.client_order_id for close in batch})
+        query = select(PaperOrderRow).where(col(PaperOrderRow.client_order_id).in_(ids))
+        rows: dict[str, PaperOrderRow | None] = {
+            row.client_order_id: row for row in (await session.exec(query)).all()
+        }
+        # held for the whole batch: the session's identity map is weak, and the fills below
+        # would read the account and each position again once a flush left them clean
+        loaded = (await self._account_row(session), await self._position_rows(session))
+        positions = {row.symbol: row for row in loaded[1]}
+        for close in batch:
+            if close.client_order_id in rows:
+                continue
+            position = positions.get(close.symbol)
+            held = position.quantity if position is not None else ZERO
+            request = closing_request(close.symbol, close.client_order_id, held, close.quantity)
+            rows[close.client_order_id] = (
+                None if request is None else await self._enter(session, request)
+            )
+        await session.flush()
+        return [
+            None if (row := rows[close.client_order_id]) is None else self._report(row)
+            for close in batch
+        ]
 
     async def _ensure_account(self) -> None:
         try:
