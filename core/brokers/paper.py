@@ -88,14 +88,16 @@ BPS = Decimal(10_000)
 
 
 @dataclass(frozen=True, slots=True)
-class _Close:
-    """A ``close_position`` call waiting for its ledger transaction; ``outcome`` is set
-    once that transaction has committed (or failed)."""
+class _Request:
+    """A ``close_position`` (``cancel`` False: all of the position, or ``quantity``) or
+    ``cancel_order`` call waiting for its ledger transaction; ``outcome`` is set once that
+    transaction has committed (or failed)."""
 
     symbol: str
     client_order_id: str
-    quantity: Decimal | None
     outcome: asyncio.Future[OrderReport | None]
+    quantity: Decimal | None = None
+    cancel: bool = False
 
 
 class PaperBroker:
@@ -139,10 +141,10 @@ class PaperBroker:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._account_ready = False
-        #: close_position calls waiting for their ledger transaction, and the task that
-        #: runs them (None when none wait).
-        self._closes: list[_Close] = []
-        self._closer: asyncio.Task[None] | None = None
+        #: close_position and cancel_order calls waiting for their ledger transaction,
+        #: and the task that runs them (None when none wait).
+        self._queue: list[_Request] = []
+        self._runner: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database, feed: PriceFeed) -> PaperBroker:
@@ -293,10 +295,10 @@ class PaperBroker:
         ``client_order_id``: an id the ledger holds returns that order. ``position_ref`` is
         ignored (one netting position per symbol).
 
-        Closes called concurrently share one ledger transaction (a group commit: the
-        closes that arrive while the ledger is busy go together in the next one), executed
-        in the order they were called; each returns once its transaction has committed. A
-        caller cancelled before its close was taken never has it executed.
+        Closes and cancels called concurrently share one ledger transaction (a group
+        commit: the ones that arrive while the ledger is busy go together in the next),
+        executed in the order they were called; each returns once its transaction has
+        committed. A caller cancelled before its request was taken never has it executed.
 
         Raises:
             UnknownSymbolError, InvalidQuantityError (``quantity`` not positive).
@@ -305,31 +307,21 @@ class PaperBroker:
         self.feed.price(symbol)
         if quantity is not None and quantity <= 0:
             raise InvalidQuantityError(f"quantity must be positive, got {quantity}")
-        close = _Close(
-            symbol, client_order_id, quantity, asyncio.get_running_loop().create_future()
-        )
-        self._closes.append(close)
-        if self._closer is None:
-            self._closer = asyncio.create_task(self._run_closes())
-        return await close.outcome
+        return await self._queued(symbol, client_order_id, quantity=quantity)
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
         """Cancel a resting order; its final report (FILLED if a candle filled it before
         the cancel: resting orders are matched first). A final order is returned unchanged.
+        Concurrent cancels and closes share a ledger transaction (see
+        :meth:`close_position`).
 
         Raises:
             OrderNotFoundError: the ledger has no order with this client id.
+            BrokerAmbiguousError: the broker was stopped while the cancel was in flight.
         """
-        async with self._ledger() as session:
-            await self._match_resting(session)
-            row = await self._order_row(session, client_order_id)
-            if row is None:
-                raise OrderNotFoundError(f"paper has no order {client_order_id}")
-            if row.state == OrderState.OPEN.value:
-                row.state = OrderState.CANCELLED.value
-                session.add(row)
-                await session.flush()
-            return self._report(row)
+        report = await self._queued(symbol, client_order_id, cancel=True)
+        assert report is not None, "a cancel answers a report or raises"
+        return report
 
     async def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
         """Resting orders (limit, stop, take profit), oldest first, after matching."""
@@ -364,8 +356,8 @@ class PaperBroker:
     async def close(self) -> None:
         """Let the closes in flight finish; nothing else to release (the ledger lives in
         the database)."""
-        if self._closer is not None:
-            await asyncio.gather(self._closer, return_exceptions=True)
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)
 
     # --- internals ------------------------------------------------------------------------
 
@@ -393,56 +385,82 @@ class PaperBroker:
             )
             yield session
 
-    async def _run_closes(self) -> None:
-        """Run the waiting closes under the ledger lock, all that wait in one transaction,
-        until none wait. If this task is stopped, the closes not answered yet fail as
-        ambiguous (the one in flight may have committed; the reconciler looks it up)."""
-        batch: list[_Close] = []
+    async def _queued(
+        self,
+        symbol: str,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        cancel: bool = False,
+    ) -> OrderReport | None:
+        """Queue a close or a cancel for the next ledger transaction and wait for it."""
+        request = _Request(
+            symbol,
+            client_order_id,
+            asyncio.get_running_loop().create_future(),
+            quantity=quantity,
+            cancel=cancel,
+        )
+        self._queue.append(request)
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run_queue())
+        return await request.outcome
+
+    async def _run_queue(self) -> None:
+        """Run the queued requests under the ledger lock, all that wait in one transaction,
+        until none wait. If this task is stopped, the requests not answered yet fail as
+        ambiguous (the batch in flight may have committed; the reconciler looks it up)."""
+        batch: list[_Request] = []
         try:
             async with self._lock:
-                while self._closes:
-                    # a close whose caller was cancelled before it was taken is dropped
-                    batch = [c for c in self._closes if not c.outcome.done()]
-                    self._closes = []
+                while self._queue:
+                    # a request whose caller was cancelled before it was taken is dropped
+                    batch = [r for r in self._queue if not r.outcome.done()]
+                    self._queue = []
                     if batch:
-                        await self._close_batch(batch)
+                        await self._run_batch(batch)
         finally:
-            self._closer = None
-            for close in (*batch, *self._closes):
-                if not close.outcome.done():
-                    close.outcome.set_exception(
-                        BrokerAmbiguousError("the paper broker stopped while closing")
+            self._runner = None
+            for request in (*batch, *self._queue):
+                if not request.outcome.done():
+                    request.outcome.set_exception(
+                        BrokerAmbiguousError("the paper broker stopped before answering")
                     )
-            self._closes = []
+            self._queue = []
 
-    async def _close_batch(self, batch: list[_Close]) -> None:
+    async def _run_batch(self, batch: list[_Request]) -> None:
         """Execute ``batch`` in one ledger transaction and, once it has committed, answer
-        each close. When the transaction fails, each close is executed again alone, in its
-        own transaction, so one failing close cannot take the others' fills with it (a
-        close the failed transaction did commit is found by its client order id)."""
+        each request. When the transaction fails, each request is executed again alone, in
+        its own, so one failing close cannot take the others' fills with it (a close the
+        failed transaction did commit is found by its client order id)."""
         try:
             async with self._transaction() as session:
-                reports = await self._close_in(session, batch)
-        except Exception as exc:  # each close's caller gets its own error, alone
-
+                outcomes = await self._execute(session, batch)
+        except Exception as exc:  # each caller gets its own error, alone
             if len(batch) > 1:
-                for close in batch:
-                    await self._close_batch([close])
+                for request in batch:
+                    await self._run_batch([request])
             elif not batch[0].outcome.done():
                 batch[0].outcome.set_exception(exc)
             return
-        for close, report in zip(batch, reports, strict=True):
-            if not close.outcome.done():
-                close.outcome.set_result(report)
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if request.outcome.done():
+                continue
+            if isinstance(outcome, OrderNotFoundError):
+                request.outcome.set_exception(outcome)
+            else:
+                request.outcome.set_result(None if outcome is None else self._report(outcome))
 
-    async def _close_in(
-        self, session: AsyncSession, batch: list[_Close]
-    ) -> list[OrderReport | None]:
-        """The closes of ``batch`` executed in order in the ledger transaction ``session``
-        (a close whose client order id the ledger holds answers that order; None when
-        flat), with one read of their orders, one of the positions and one flush."""
+    async def _execute(
+        self, session: AsyncSession, batch: list[_Request]
+    ) -> list[PaperOrderRow | OrderNotFoundError | None]:
+        """The requests of ``batch`` executed in order in the ledger transaction
+        ``session``, with one read of their orders, one of the positions and one flush:
+        per request its order's row (a close whose client order id the ledger holds
+        answers that order; None when flat), or the error of a cancel of an order the
+        ledger does not hold."""
         await self._match_resting(session)
-        ids = sorted({close.client_order_id for close in batch})
+        ids = sorted({request.client_order_id for request in batch})
         query = select(PaperOrderRow).where(col(PaperOrderRow.client_order_id).in_(ids))
         rows: dict[str, PaperOrderRow | None] = {
             row.client_order_id: row for row in (await session.exec(query)).all()
@@ -451,20 +469,24 @@ class PaperBroker:
         # would read the account and each position again once a flush left them clean
         loaded = (await self._account_row(session), await self._position_rows(session))
         positions = {row.symbol: row for row in loaded[1]}
-        for close in batch:
-            if close.client_order_id in rows:
-                continue
-            position = positions.get(close.symbol)
-            held = position.quantity if position is not None else ZERO
-            request = closing_request(close.symbol, close.client_order_id, held, close.quantity)
-            rows[close.client_order_id] = (
-                None if request is None else await self._enter(session, request)
-            )
+        outcomes: list[PaperOrderRow | OrderNotFoundError | None] = []
+        for request in batch:
+            cid = request.client_order_id
+            row = rows.get(cid)
+            if request.cancel:
+                if row is None:
+                    outcomes.append(OrderNotFoundError(f"paper has no order {cid}"))
+                    continue
+                if row.state == OrderState.OPEN.value:
+                    row.state = OrderState.CANCELLED.value
+            elif cid not in rows:
+                position = positions.get(request.symbol)
+                held = position.quantity if position is not None else ZERO
+                close = closing_request(request.symbol, cid, held, request.quantity)
+                row = rows[cid] = None if close is None else await self._enter(session, close)
+            outcomes.append(row)
         await session.flush()
-        return [
-            None if (row := rows[close.client_order_id]) is None else self._report(row)
-            for close in batch
-        ]
+        return outcomes
 
     async def _ensure_account(self) -> None:
         try:

@@ -404,6 +404,39 @@ async def test_close_all_with_one_close_refused_records_every_other_fill_in_its_
     assert [p.symbol for p in await engine.trading.positions()] == ["X1/USDT"]
 
 
+async def test_close_all_cancels_the_stops_together_and_one_refused_cancel_spares_the_rest(
+    engines: Engines, database_url: str
+) -> None:
+    symbols = [BTC, "X1/USDT", "X2/USDT"]  # all on BTC's candles
+    engine = await engines.start(
+        database_url, replay_files=dict.fromkeys(symbols[1:], DEFAULT_FEED_CSV)
+    )
+    for symbol in symbols:
+        proposal = Proposal("test", symbol, Side.BUY, Decimal("0.01"), stop_loss=Decimal(100000))
+        signal = await engine.signals.propose(proposal)
+        await engine.signals.approve(signal.id, "owner:1")
+    stops = {o.report.symbol: o.report.client_order_id for o in await engine.trading.open_orders()}
+    paper = engine.broker.inner
+    cancel = paper.cancel_order
+
+    async def refusing_cancel(client_order_id: str, symbol: str) -> Any:
+        if client_order_id == stops["X1/USDT"]:
+            raise OrderRejectedError("the venue is busy")
+        return await cancel(client_order_id, symbol)
+
+    paper.cancel_order = refusing_cancel
+
+    report = await engine.trading.close_all("owner:1")
+
+    assert all(c.ok for c in report.closes) and await engine.trades.open_trades() == []
+    assert sorted(c.client_order_id for c in report.exits_cancelled) == sorted(
+        stops[s] for s in (BTC, "X2/USDT")
+    )
+    assert [o.report.client_order_id for o in await engine.trading.open_orders()] == [
+        stops["X1/USDT"]
+    ]
+
+
 async def test_reports_reducing_one_trade_in_one_recording_apply_in_turn_each_fill_once(
     engine: Engine, clock: Clock
 ) -> None:

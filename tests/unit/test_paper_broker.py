@@ -590,6 +590,30 @@ async def test_concurrent_closes_share_one_ledger_transaction_in_call_order(
     assert (await broker.account()).balance == D("9986.359332")
 
 
+async def test_concurrent_cancels_and_closes_share_one_transaction_an_unknown_id_fails_alone(
+    broker: PaperBroker, db: Database
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.05"))
+    await broker.place_order(limit("lim-1", Side.BUY, "0.01", "100000"))
+    await broker.place_order(limit("lim-2", Side.BUY, "0.01", "100000"))
+    before = await _seq(db)
+
+    first, unknown, close, second = await asyncio.gather(
+        broker.cancel_order("lim-1", SYMBOL),
+        broker.cancel_order("nope", SYMBOL),
+        broker.close_position(SYMBOL, "close-1"),
+        broker.cancel_order("lim-2", SYMBOL),
+        return_exceptions=True,
+    )
+
+    assert await _seq(db) == before + 1
+    assert isinstance(unknown, OrderNotFoundError)
+    assert isinstance(first, OrderReport) and isinstance(second, OrderReport)
+    assert (first.state, second.state) == (OrderState.CANCELLED, OrderState.CANCELLED)
+    assert isinstance(close, OrderReport) and close.filled_quantity == D("0.05")
+    assert await broker.open_orders() == [] and await broker.positions() == []
+
+
 class FeedLost(Exception):
     """The price feed failed in the middle of a ledger transaction."""
 
@@ -647,7 +671,7 @@ async def test_a_close_cancelled_while_it_waits_for_the_ledger_is_never_executed
         kept = asyncio.create_task(broker.close_position(SYMBOL, "close-kept", D("0.01")))
         dropped = asyncio.create_task(broker.close_position(SYMBOL, "close-dropped", D("0.01")))
         await asyncio.sleep(0)  # both calls run up to their wait for the ledger
-        assert len(broker._closes) == 2
+        assert len(broker._queue) == 2
         dropped.cancel()
 
     report = await kept
