@@ -369,10 +369,10 @@ class RefusingOneBroker(ForeignBroker):
         return await self._inner.close_position(symbol, *args, **kwargs)
 
 
-async def test_close_all_with_one_close_refused_records_every_other_fill_in_its_trade(
-    engines: Engines, database_url: str
-) -> None:
-    symbols = [BTC, "X1/USDT", "X2/USDT"]  # all on BTC's candles
+async def three_stopped_longs(engines: Engines, database_url: str) -> tuple[Engine, dict[str, str]]:
+    """An engine holding filled longs in BTC/USDT, X1/USDT and X2/USDT (all on BTC's
+    candles), each with its stop resting at paper; the stops' client order ids by symbol."""
+    symbols = [BTC, "X1/USDT", "X2/USDT"]
     engine = await engines.start(
         database_url, replay_files=dict.fromkeys(symbols[1:], DEFAULT_FEED_CSV)
     )
@@ -384,6 +384,13 @@ async def test_close_all_with_one_close_refused_records_every_other_fill_in_its_
         ).signal.status is SignalStatus.FILLED
     stops = {o.report.symbol: o.report.client_order_id for o in await engine.trading.open_orders()}
     assert sorted(stops) == sorted(symbols)
+    return engine, stops
+
+
+async def test_close_all_with_one_close_refused_records_every_other_fill_in_its_trade(
+    engines: Engines, database_url: str
+) -> None:
+    engine, stops = await three_stopped_longs(engines, database_url)
     engine.trading.broker = RefusingOneBroker(engine.broker, "X1/USDT")  # type: ignore[assignment]
 
     report = await engine.trading.close_all("owner:1")
@@ -407,15 +414,7 @@ async def test_close_all_with_one_close_refused_records_every_other_fill_in_its_
 async def test_close_all_cancels_the_stops_together_and_one_refused_cancel_spares_the_rest(
     engines: Engines, database_url: str
 ) -> None:
-    symbols = [BTC, "X1/USDT", "X2/USDT"]  # all on BTC's candles
-    engine = await engines.start(
-        database_url, replay_files=dict.fromkeys(symbols[1:], DEFAULT_FEED_CSV)
-    )
-    for symbol in symbols:
-        proposal = Proposal("test", symbol, Side.BUY, Decimal("0.01"), stop_loss=Decimal(100000))
-        signal = await engine.signals.propose(proposal)
-        await engine.signals.approve(signal.id, "owner:1")
-    stops = {o.report.symbol: o.report.client_order_id for o in await engine.trading.open_orders()}
+    engine, stops = await three_stopped_longs(engines, database_url)
     paper = engine.broker.inner
     cancel = paper.cancel_order
 
