@@ -409,8 +409,8 @@ class TradeService:
         seeing the trades as the ones before left them, with the open trades any of the
         fills may reduce read and locked in one query (oldest first, so two batches lock
         in one order) and the changed trades written in one flush (plus one after each
-        entry that opens a trade, which draws its id). Returns every order's events in
-        the order of ``batch``."""
+        entry order, which draws its trade's id). Returns every order's events in the
+        order of ``batch``."""
         keys = {
             (fill.symbol if _is_entry(order) else order.symbol, Side(fill.side).opposite.value)
             for order, fills in batch
