@@ -264,10 +264,13 @@ class Settings(BaseSettings):
         False, description="the drawdown flatten also closes positions SignalDesk did not open"
     )
     close_concurrency: int = Field(
-        25,
+        100,
         ge=1,
         le=100,
-        description="closes /closeall and the flatten send to the broker at once",
+        description=(
+            "closes /closeall and the flatten send to the broker at once; the venue's own "
+            "rate limiter paces them"
+        ),
     )
     pause_cancels_entries: bool = Field(
         True, description="/pause and the guard's pause cancel resting entry orders"
