@@ -672,7 +672,7 @@ class TradeService:
             .where(col(SignalRow.source) == source, col(SignalRow.status).in_(_APPROVED))
         )
         trades_q = (
-            select(TradeRow.realized_pnl, TradeRow.fees, TradeRow.initial_risk)
+            select(col(TradeRow.realized_pnl), col(TradeRow.fees), col(TradeRow.initial_risk))
             .join(SignalRow, col(SignalRow.id) == col(TradeRow.signal_id))
             .where(col(SignalRow.source) == source)
             .where(col(TradeRow.status) == TradeStatus.CLOSED.value)
