@@ -189,3 +189,16 @@ async def test_the_retention_job_runs_hourly_on_the_scheduler(engine: Engine) ->
         job.trigger.interval == timedelta(seconds=RETENTION_INTERVAL_SECONDS) == timedelta(hours=1)
     )
     assert job.coalesce and job.max_instances == 1
+
+
+async def test_a_delivered_daily_summary_still_stops_a_second_one_after_a_retention_pass(
+    engine: Engine,
+) -> None:
+    assert await engine.reports.send_daily_summary()
+    async with engine.db.session() as session:
+        row = (await session.exec(select(OutboxRow).where(OutboxRow.kind == "daily_summary"))).one()
+        row.delivered_at = row.created_at + timedelta(seconds=1)
+
+    await engine.retention.run()
+
+    assert not await engine.reports.send_daily_summary()
