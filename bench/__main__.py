@@ -148,18 +148,20 @@ async def _throughput(
 
 
 async def _closeall(table: Table, tmp: Path, kind: str, url: str, args: argparse.Namespace) -> None:
-    done = await scenarios.close_all(url, args.closes, args.latency)
-    calls = ", ".join(f"{name} {n}" for name, n in sorted(done.calls.items()))
-    closed = "" if done.closed == done.positions else f", {done.closed} closed"
-    table.add(
-        f"close_all of {done.positions} at {done.latency * 1000:g} ms, {kind}{closed}",
-        f"{done.seconds:.3f} s",
-        f"{done.floor_seconds:.3f} s",
-        done.seconds / done.floor_seconds,
-        "<= 0.5 s",
-        done.seconds <= 0.5 and done.closed == done.positions,
-    )
-    table.add(f"  broker calls: {calls}", "")
+    for stops in (False, True):
+        done = await scenarios.close_all(url, args.closes, args.latency, stops)
+        calls = ", ".join(f"{name} {n}" for name, n in sorted(done.calls.items()))
+        closed = "" if done.closed == done.positions else f", {done.closed} closed"
+        what = " with stops" if stops else ""
+        table.add(
+            f"close_all of {done.positions}{what} at {done.latency * 1000:g} ms, {kind}{closed}",
+            f"{done.seconds:.3f} s",
+            f"{done.floor_seconds:.3f} s",
+            done.seconds / done.floor_seconds,
+            "<= 0.5 s",
+            done.seconds <= 0.5 and done.closed == done.positions,
+        )
+        table.add(f"  broker calls: {calls}", "")
 
 
 async def _queries(table: Table, tmp: Path, kind: str, url: str, args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -379,9 +379,9 @@ async def throughput(url: str, levels: list[int], count: int) -> list[Throughput
 
 @dataclass(frozen=True)
 class CloseAll:
-    """``close_all`` of ``positions`` positions with ``latency`` seconds per broker call:
-    wall seconds, closes that filled, the broker calls by method, and the floor (one
-    injected broker call, measured)."""
+    """``close_all`` of ``positions`` positions (each with a resting stop when ``stops``)
+    with ``latency`` seconds per broker call: wall seconds, closes that filled, the broker
+    calls by method, and the floor (one injected broker call, measured)."""
 
     positions: int
     seconds: float
@@ -389,6 +389,7 @@ class CloseAll:
     calls: Counter[str]
     floor_seconds: float
     latency: float
+    stops: bool = False
 
 
 BROKER_CALLS = (
@@ -417,9 +418,11 @@ def inject_latency(broker: Any, seconds: float, calls: Counter[str]) -> None:
         setattr(broker, name, slow)
 
 
-async def close_all(url: str, positions: int, latency: float) -> CloseAll:
+async def close_all(url: str, positions: int, latency: float, stops: bool = False) -> CloseAll:
     """Open ``positions`` positions (one per replayed symbol, all on the replay's BTC/USDT
-    candles), then time ``TradingService.close_all`` with ``latency`` per broker call."""
+    candles; with ``stops`` each has a stop resting at the paper venue, which the close
+    cancels), then time ``TradingService.close_all`` with ``latency`` per venue call (the
+    exit service's calls included)."""
     symbols = [f"B{n:02d}/USDT" for n in range(1, positions)]
     settings = _settings(
         url,
@@ -428,13 +431,14 @@ async def close_all(url: str, positions: int, latency: float) -> CloseAll:
     )
     engine = await build_engine(settings)
     try:
+        stop = Decimal(50_000) if stops else None  # a long's, far below the replay's prices
         for number, symbol in enumerate(["BTC/USDT", *symbols]):
-            proposed = await engine.signals.propose(_proposal(0, symbol))
+            proposed = await engine.signals.propose(replace(_proposal(0, symbol), stop_loss=stop))
             decided = await engine.signals.approve(proposed.id, "bench")
             if decided.signal.status is not SignalStatus.FILLED:
                 raise RuntimeError(f"position {number} did not open: {decided.signal}")
         calls: Counter[str] = Counter()
-        inject_latency(engine.broker, latency, calls)
+        inject_latency(engine.broker.inner, latency, calls)
         started = time.perf_counter()
         await asyncio.sleep(latency)
         floor = time.perf_counter() - started
@@ -444,7 +448,7 @@ async def close_all(url: str, positions: int, latency: float) -> CloseAll:
         closed = sum(1 for c in report.closes if c.ok and c.report is not None)
     finally:
         await engine.close()
-    return CloseAll(positions, seconds, closed, calls, floor, latency)
+    return CloseAll(positions, seconds, closed, calls, floor, latency, stops)
 
 
 # --- the command line and start-up ----------------------------------------------------------

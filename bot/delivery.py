@@ -149,10 +149,6 @@ log = structlog.get_logger(__name__)
 #: ago is edited again, at worst drawing one "message is not modified").
 SHOWN_CARDS = 256
 
-_WITH_ORDER = frozenset(
-    {SignalStatus.FILLED, SignalStatus.SUBMITTED, SignalStatus.FAILED, SignalStatus.UNKNOWN}
-)
-
 
 def is_not_modified(error: TelegramBadRequest) -> bool:
     """Whether Telegram refused an edit because nothing would change (the Bot API answers
@@ -312,12 +308,14 @@ class Cards:
 
     async def render(self, signal: Signal, report: OrderReport | None = None) -> render.Card:
         """The card of ``signal``. ``report`` is the order's report when the caller has it;
-        otherwise the recorded order is read. Equity (for the risk %) is asked of the broker
-        only when the signal has a stop loss; a broker failure just leaves the % out. A
-        filled signal's card also says where its trade's exits live. Prices are printed
-        with the precision of the symbol's instrument (the engine's cached listing)."""
+        otherwise a filled signal's recorded order is read (no other card shows it). Equity (for
+        the risk %) is asked of the broker only when the signal has a stop loss; a broker
+        failure just leaves the % out. A filled signal's card also says where its trade's exits
+        live. Prices are printed with the precision of the symbol's instrument (the engine's
+        cached listing).
+        """
         engine = self._engine
-        if report is None and signal.status in _WITH_ORDER:
+        if report is None and signal.status is SignalStatus.FILLED:  # the fill's line
             report = await engine.signals.order_for(signal.id)
         account = None
         if signal.stop_loss is not None:

@@ -25,6 +25,7 @@ from core.services.exits import ExitService, PriceWatchBroker, PriceWatchMarket
 from core.services.heartbeat import Health, HeartbeatService
 from core.services.reconciler import Reconciler
 from core.services.reports import ReportService
+from core.services.retention import RetentionService
 from core.services.risk import RiskService
 from core.services.signals import SignalService
 from core.services.trades import TradeService
@@ -54,7 +55,8 @@ class Engine:
     ``market`` is the market data everything reads prices from (``MARKET_DATA``; the exit
     watcher too, unless an injected broker executes on prices of its own) and ``symbols``
     its cached symbol search; ``reports`` the result reports (``/pnl``, ``/daily``,
-    ``/performance``, the daily summary); ``feed`` is the replay's primary feed (built
+    ``/performance``, the daily summary); ``retention`` prunes the outbox and thins old
+    equity snapshots; ``feed`` is the replay's primary feed (built
     whatever ``MARKET_DATA`` says; the paper broker executes on it only on the replay).
     """
 
@@ -76,6 +78,7 @@ class Engine:
     market: MarketData
     symbols: SymbolSearch
     reports: ReportService
+    retention: RetentionService
 
     async def close(self) -> None:
         """Stop background drawdown and exit checks, close the broker and the market data,
@@ -319,6 +322,7 @@ async def build_engine(
         prices,
         symbols,
         ReportService(db, trades, trading, settings.display_zone, clock),
+        RetentionService(db, settings, clock),
     )
 
 

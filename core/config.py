@@ -14,8 +14,9 @@ checked at start-up by :func:`core.db.engine.upgrade_schema`, with
 ``TELEGRAM_API_BASE`` is an http(s) URL, ``TELEGRAM_WEBHOOK_URL`` is an https URL (http
 only on 127.0.0.1 or localhost, for the sandbox) and comes with ``PORT``,
 ``TELEGRAM_WEBHOOK_SECRET`` is what the Bot API's ``setWebhook`` accepts as
-``secret_token`` (1-256 characters A-Z, a-z, 0-9, _ and -), and ``DRAWDOWN_WARN_PCT`` is
-below ``DRAWDOWN_MAX_PCT``.
+``secret_token`` (1-256 characters A-Z, a-z, 0-9, _ and -), ``DRAWDOWN_WARN_PCT`` is
+below ``DRAWDOWN_MAX_PCT``, and ``OUTBOX_RETENTION_DAYS`` and ``EQUITY_SNAPSHOT_DETAIL_DAYS``
+are 0 (keep forever) or at least 7.
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ MAX_INTERVAL_SECONDS = 366 * 86400
 """The longest interval, age or time to live a setting may give (a year)."""
 
 Seconds = Annotated[int, Field(gt=0, le=MAX_INTERVAL_SECONDS)]
+
+#: The longest retention a setting may give, in days (a century).
+MAX_RETENTION_DAYS = 36500
+
+#: The shortest retention other than 0 (keep forever), in days: the daily summary reads
+#: the last 3 days of the outbox, and ``/pnl week`` wants a week of detail.
+MIN_RETENTION_DAYS = 7
 
 
 def normalize_database_url(url: str) -> str:
@@ -264,15 +272,31 @@ class Settings(BaseSettings):
         False, description="the drawdown flatten also closes positions SignalDesk did not open"
     )
     close_concurrency: int = Field(
-        25,
+        100,
         ge=1,
         le=100,
-        description="closes /closeall and the flatten send to the broker at once",
+        description=(
+            "closes /closeall and the flatten send to the broker at once; the venue's own "
+            "rate limiter paces them"
+        ),
     )
     pause_cancels_entries: bool = Field(
         True, description="/pause and the guard's pause cancel resting entry orders"
     )
     expiry_check_interval: Seconds = Field(15)
+    outbox_retention_days: int = Field(
+        30,
+        ge=0,
+        le=MAX_RETENTION_DAYS,
+        description="days a delivered message stays in the outbox; 0 = forever, else >= 7",
+    )
+    equity_snapshot_detail_days: int = Field(
+        30,
+        ge=0,
+        le=MAX_RETENTION_DAYS,
+        description="days equity snapshots keep every point, then 4 an hour; 0 = forever, "
+        "else >= 7",
+    )
     reconcile_interval: Seconds = Field(60)
     exit_check_interval: Seconds = Field(
         10, description="seconds between checks of protective exits and trailing stops"
@@ -350,6 +374,17 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("outbox_retention_days", "equity_snapshot_detail_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if 0 < value < MIN_RETENTION_DAYS:
+            raise PydanticCustomError(
+                "retention_days",
+                "must be 0 (keep forever) or at least {minimum} days",
+                {"minimum": MIN_RETENTION_DAYS},
+            )
+        return value
 
     @field_validator("display_timezone")
     @classmethod

@@ -13,14 +13,17 @@ strategy:N  the instance's ``cron`` or     :meth:`StrategyDesk.run_instance` for
             ``every`` (strategies file,   (skipped while the owner has it paused); only
             or ``STRATEGY_*``)            enabled instances get a job
 symbols     ``SYMBOLS_TTL_SECONDS``       :meth:`SymbolSearch.listing` (refreshes a stale cache)
+retention   an hour                       :meth:`RetentionService.run` (deletes delivered
+                                          outbox rows, thins old equity snapshots)
 summary     ``DAILY_SUMMARY_AT`` daily    :meth:`ReportService.send_daily_summary` (once per
             (local time; unset: no job)   local day, also across restarts and leaders)
 ==========  ============================  ==================================================
 
 Every job but the strategy instances and the daily summary also runs once as soon as the
 scheduler starts: start-up reconciliation, a first drawdown check, a heartbeat saying the
-process is up, a symbol cache refresh; strategy instances and the summary run at their
-own times only (a process that was down at the summary's time does not send it late).
+process is up, a symbol cache refresh, a retention pass; strategy instances and the
+summary run at their own times only (a process that was down at the summary's time does
+not send it late).
 Jobs coalesce missed runs into one, never overlap themselves (``max_instances=1``), and
 count as missed when they start later than their ``misfire_grace_time`` (the job's own
 interval, at least 10 seconds; an hour for the summary). A job error or a missed run is
@@ -60,10 +63,13 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "exits", "symbols")
+JOB_IDS = ("heartbeat", "drawdown", "expiry", "reconcile", "exits", "symbols", "retention")
 
 #: The daily summary's job id (only when ``DAILY_SUMMARY_AT`` is set).
 SUMMARY_JOB = "summary"
+
+#: Seconds between two retention passes (each bounded; a backlog takes several).
+RETENTION_INTERVAL_SECONDS = 3600
 
 #: Seconds a daily summary may start late and still run.
 SUMMARY_GRACE_SECONDS = 3600
@@ -165,6 +171,7 @@ def build_scheduler(engine: Engine, *, alert_every: float = ALERT_EVERY_SECONDS)
         "expiry": (engine.signals.expire_due, settings.expiry_check_interval),
         "reconcile": (engine.reconciler.run, settings.reconcile_interval),
         "exits": (engine.exits.check, settings.exit_check_interval),
+        "retention": (engine.retention.run, RETENTION_INTERVAL_SECONDS),
     }
     for job_id, (func, seconds) in intervals.items():
         scheduler.add_duty(job_id, func, IntervalTrigger(seconds=seconds, timezone=UTC), seconds)

@@ -13,11 +13,13 @@ authorization middleware has already refused strangers. An Approve is answered a
 the approval is committed ("Approved: order sent", or why it was blocked), before the broker
 is called, so a slow broker never leaves the spinner running.
 
-After the service call the tapped card is edited in place to the signal's final state
-(buttons removed). The engine also queues a card update in the outbox; the deliverer skips
-it when this process already showed that very card (:meth:`bot.delivery.Cards.edit`), so
-Telegram never has to refuse a second edit as "message is not modified".
-"""
+The tapped card is edited in place twice: to the decided state as soon as the approval
+commits (buttons removed, "order sent", alongside the answer), and after the broker answered
+to the signal's final state (the fill). The second edit waits for the first, so the card
+never ends on the earlier state. The engine also queues a card update in the outbox; the
+deliverer skips it when this process already showed that very card
+(:meth:`bot.delivery.Cards.edit`), so Telegram never has to refuse a second edit as "message
+is not modified"."""
 
 from __future__ import annotations
 
@@ -63,13 +65,19 @@ async def on_card_button(
     report: OrderReport | None = None
     refresh = True
     answer: asyncio.Future[object] | None = None
+    shown: asyncio.Future[None] | None = None
+    message = query.message if isinstance(query.message, Message) else None  # None after 48 h
 
     def answer_with(toast: str) -> asyncio.Future[object]:
         return asyncio.ensure_future(bot.answer_callback_query(query.id, text=toast))
 
     async def decided(signal: Signal) -> None:  # before the broker is called
-        nonlocal answer
+        nonlocal answer, shown
         answer = answer_with(render.decided_toast(signal))
+        if message is not None:  # the buttons go now, whatever the broker's latency
+            shown = asyncio.ensure_future(
+                _refresh(bot, engine, cards, message, signal_id, signal, None)
+            )
 
     try:
         if callback_data.action is CardAction.APPROVE:
@@ -100,8 +108,12 @@ async def on_card_button(
         "card.tap", signal=signal_id, action=callback_data.action.name, actor=actor, toast=toast
     )
     replies: list[Awaitable[object]] = [answer or answer_with(toast)]
-    if refresh and isinstance(query.message, Message):  # None/inaccessible after 48 h
-        replies.append(_refresh(bot, engine, cards, query.message, signal_id, signal, report))
+    if refresh and message is not None:
+        replies.append(
+            _after(shown, _refresh(bot, engine, cards, message, signal_id, signal, report))
+        )
+    elif shown is not None:
+        replies.append(shown)
     results = await asyncio.gather(*replies, return_exceptions=True)
     for result in results:
         if isinstance(result, Exception):
@@ -138,6 +150,17 @@ async def _on_edit_button(
     signal = await engine.signals.edit(data.signal_id, data.version, change, actor)
     log.info("card.edit", signal=signal.id, action=data.action.name, actor=actor)
     await query.answer(render.edit_toast(signal))
+
+
+async def _after(first: Awaitable[None] | None, then: Awaitable[None]) -> None:
+    """Await ``first`` (its failure only logged), then ``then``: the card's decided state
+    must reach Telegram before its final one, never after it."""
+    if first is not None:
+        try:
+            await first
+        except Exception as exc:  # the final edit below still brings the card up to date
+            log.warning("card.tap_reply_failed", error=repr(exc))
+    await then
 
 
 async def _refresh(

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import TypeVar
@@ -74,6 +75,7 @@ from core.domain import (
     utcnow,
 )
 from core.errors import (
+    BrokerAmbiguousError,
     InsufficientMarginError,
     InvalidQuantityError,
     OrderNotFoundError,
@@ -123,6 +125,19 @@ _SNAPSHOT = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A ``close_position`` (``cancel`` False: all of the position, or ``quantity``) or
+    ``cancel_order`` call waiting for its ledger transaction; ``outcome`` is set once that
+    transaction has committed (or failed)."""
+
+    symbol: str
+    client_order_id: str
+    outcome: asyncio.Future[OrderReport | None]
+    quantity: Decimal | None = None
+    cancel: bool = False
+
+
 class PaperBroker:
     """Simulated broker over a price feed: the replay, or live market data through
     :class:`~core.brokers.paper_live.LivePaperBroker` (see the module docstring for the rules).
@@ -164,6 +179,10 @@ class PaperBroker:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._account_ready = False
+        #: close_position and cancel_order calls waiting for their ledger transaction,
+        #: and the task that runs them (None when none wait).
+        self._queue: list[_Request] = []
+        self._runner: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database, feed: PriceFeed) -> PaperBroker:
@@ -249,6 +268,14 @@ class PaperBroker:
     async def _place(self, session: AsyncSession, request: OrderRequest) -> OrderReport:
         """:meth:`place_order`'s work in the ledger transaction ``session``, for a checked
         request whose client order id the ledger does not hold."""
+        row = await self._enter(session, request)
+        await session.flush()
+        return self._report(row)
+
+    async def _enter(self, session: AsyncSession, request: OrderRequest) -> PaperOrderRow:
+        """Execute or rest ``request`` in ``session`` (checked, its client order id new to
+        the ledger): the order's row, added to the session but not flushed (it has no id
+        until the caller flushes)."""
         trigger = request.order_type.is_trigger
         row = PaperOrderRow(
             client_order_id=request.client_order_id,
@@ -269,8 +296,7 @@ class PaperBroker:
                     session, row, self.executed_price(request.symbol, close, request.side)
                 )
             session.add(row)
-            await session.flush()
-            return self._report(row)
+            return row
         price = self.market_fill_price(request.symbol, request.side)
         if request.order_type is OrderType.LIMIT:
             assert request.limit_price is not None
@@ -282,13 +308,11 @@ class PaperBroker:
             if not marketable:
                 await self._check_margin(session, request, request.limit_price)
                 session.add(row)
-                await session.flush()
-                return self._report(row)
+                return row
         await self._check_margin(session, request, price)
         await self._fill(session, row, price)
         session.add(row)
-        await session.flush()
-        return self._report(row)
+        return row
 
     async def get_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """The paper ledger's order with this client id, after matching resting limits."""
@@ -309,39 +333,33 @@ class PaperBroker:
         ``client_order_id``: an id the ledger holds returns that order. ``position_ref`` is
         ignored (one netting position per symbol).
 
+        Closes and cancels called concurrently share one ledger transaction (a group
+        commit: the ones that arrive while the ledger is busy go together in the next),
+        executed in the order they were called; each returns once its transaction has
+        committed. A caller cancelled before its request was taken never has it executed.
+
         Raises:
             UnknownSymbolError, InvalidQuantityError (``quantity`` not positive).
+            BrokerAmbiguousError: the broker was stopped while the close was in flight.
         """
         self.feed.price(symbol)
         if quantity is not None and quantity <= 0:
             raise InvalidQuantityError(f"quantity must be positive, got {quantity}")
-        async with self._ledger() as session:
-            await self._match_resting(session)
-            existing = await self._order_row(session, client_order_id)
-            if existing is not None:
-                return self._report(existing)
-            position = await session.get(PaperPositionRow, symbol)
-            held = position.quantity if position is not None else ZERO
-            request = closing_request(symbol, client_order_id, held, quantity)
-            return None if request is None else await self._place(session, request)
+        return await self._queued(symbol, client_order_id, quantity=quantity)
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport:
         """Cancel a resting order; its final report (FILLED if a candle filled it before
         the cancel: resting orders are matched first). A final order is returned unchanged.
+        Concurrent cancels and closes share a ledger transaction (see
+        :meth:`close_position`).
 
         Raises:
             OrderNotFoundError: the ledger has no order with this client id.
+            BrokerAmbiguousError: the broker was stopped while the cancel was in flight.
         """
-        async with self._ledger() as session:
-            await self._match_resting(session)
-            row = await self._order_row(session, client_order_id)
-            if row is None:
-                raise OrderNotFoundError(f"paper has no order {client_order_id}")
-            if row.state == OrderState.OPEN.value:
-                row.state = OrderState.CANCELLED.value
-                session.add(row)
-                await session.flush()
-            return self._report(row)
+        report = await self._queued(symbol, client_order_id, cancel=True)
+        assert report is not None, "a cancel answers a report or raises"
+        return report
 
     async def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
         """Resting orders (limit, stop, take profit), oldest first, after matching."""
@@ -382,7 +400,10 @@ class PaperBroker:
         return self._account(balance, [self._position(r) for r in rows if r.quantity])
 
     async def close(self) -> None:
-        """Nothing to release: the ledger lives in the database."""
+        """Let the closes in flight finish; nothing else to release (the ledger lives in
+        the database)."""
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)
 
     # --- internals ------------------------------------------------------------------------
 
@@ -409,19 +430,128 @@ class PaperBroker:
 
     @asynccontextmanager
     async def _ledger(self) -> AsyncIterator[AsyncSession]:
-        """One serialized paper transaction. Its first statement bumps ``paper_account.seq``
-        and returns the account row, so writers in other processes queue behind it (a row
-        lock on PostgreSQL, the write lock on SQLite) and every read inside sees a stable
-        ledger; rows are read once per transaction and then served from the session's
-        identity map, which the session keeps them in (:func:`_keep`) until it ends."""
-        async with self._lock:
-            if not self._account_ready:
-                await self._ensure_account()
-                self._account_ready = True
-            async with self._db.session() as session:
-                bumped = await session.exec(_BUMP_SEQ)
-                _keep(session, bumped.scalars().all())
-                yield session
+        """One serialized paper transaction: :meth:`_transaction` under the broker's lock."""
+        async with self._lock, self._transaction() as session:
+            yield session
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        """One paper transaction; the caller holds ``self._lock``. Its first statement bumps
+        ``paper_account.seq`` and returns the account row, so writers in other processes
+        queue behind it (a row lock on PostgreSQL, the write lock on SQLite) and every read
+        inside sees a stable ledger; rows are read once per transaction and then served
+        from the session's identity map, which the session keeps them in (:func:`_keep`)
+        until it ends."""
+        if not self._account_ready:
+            await self._ensure_account()
+            self._account_ready = True
+        async with self._db.session() as session:
+            bumped = await session.exec(_BUMP_SEQ)
+            _keep(session, bumped.scalars().all())
+            yield session
+
+    async def _queued(
+        self,
+        symbol: str,
+        client_order_id: str,
+        *,
+        quantity: Decimal | None = None,
+        cancel: bool = False,
+    ) -> OrderReport | None:
+        """Queue a close or a cancel for the next ledger transaction and wait for it."""
+        request = _Request(
+            symbol,
+            client_order_id,
+            asyncio.get_running_loop().create_future(),
+            quantity=quantity,
+            cancel=cancel,
+        )
+        self._queue.append(request)
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run_queue())
+        return await request.outcome
+
+    async def _run_queue(self) -> None:
+        """Run the queued requests under the ledger lock, all that wait in one transaction,
+        until none wait. If this task is stopped, the requests not answered yet fail as
+        ambiguous (the batch in flight may have committed; the reconciler looks it up)."""
+        batch: list[_Request] = []
+        try:
+            async with self._lock:
+                while self._queue:
+                    # a request whose caller was cancelled before it was taken is dropped
+                    batch = [r for r in self._queue if not r.outcome.done()]
+                    self._queue = []
+                    if batch:
+                        await self._run_batch(batch)
+        finally:
+            self._runner = None
+            for request in (*batch, *self._queue):
+                if not request.outcome.done():
+                    request.outcome.set_exception(
+                        BrokerAmbiguousError("the paper broker stopped before answering")
+                    )
+            self._queue = []
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
+        """Execute ``batch`` in one ledger transaction and, once it has committed, answer
+        each request. When the transaction fails, each request is executed again alone, in
+        its own, so one failing close cannot take the others' fills with it (a close the
+        failed transaction did commit is found by its client order id)."""
+        try:
+            async with self._transaction() as session:
+                outcomes = await self._execute(session, batch)
+        except Exception as exc:  # each caller gets its own error, alone
+            if len(batch) > 1:
+                for request in batch:
+                    await self._run_batch([request])
+            elif not batch[0].outcome.done():
+                batch[0].outcome.set_exception(exc)
+            return
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if request.outcome.done():
+                continue
+            if isinstance(outcome, OrderNotFoundError):
+                request.outcome.set_exception(outcome)
+            else:
+                request.outcome.set_result(None if outcome is None else self._report(outcome))
+
+    async def _execute(
+        self, session: AsyncSession, batch: list[_Request]
+    ) -> list[PaperOrderRow | OrderNotFoundError | None]:
+        """The requests of ``batch`` executed in order in the ledger transaction
+        ``session``, with one read of their orders, one of the positions and one flush:
+        per request its order's row (a close whose client order id the ledger holds
+        answers that order; None when flat), or the error of a cancel of an order the
+        ledger does not hold."""
+        await self._match_resting(session)
+        ids = sorted({request.client_order_id for request in batch})
+        query = select(PaperOrderRow).where(col(PaperOrderRow.client_order_id).in_(ids))
+        rows: dict[str, PaperOrderRow | None] = {
+            row.client_order_id: row for row in (await session.exec(query)).all()
+        }
+        # held for the whole batch: the session's identity map is weak, and the fills below
+        # would read the account and each position again once a flush left them clean
+        loaded = (await self._account_row(session), await self._position_rows(session))
+        positions = {row.symbol: row for row in loaded[1]}
+        outcomes: list[PaperOrderRow | OrderNotFoundError | None] = []
+        for request in batch:
+            cid = request.client_order_id
+            row = rows.get(cid)
+            if request.cancel:
+                if row is None:
+                    outcomes.append(OrderNotFoundError(f"paper has no order {cid}"))
+                    continue
+                if row.state == OrderState.OPEN.value:
+                    row.state = OrderState.CANCELLED.value
+            elif cid not in rows:
+                position = positions.get(request.symbol)
+                held = position.quantity if position is not None else ZERO
+                close = closing_request(request.symbol, cid, held, request.quantity)
+                row = rows[cid] = None if close is None else await self._enter(session, close)
+            outcomes.append(row)
+        await session.flush()
+        return outcomes
 
     async def _ensure_account(self) -> None:
         try:

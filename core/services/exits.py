@@ -79,7 +79,7 @@ from core.errors import (
 )
 from core.marketdata.base import Instrument, MarketData
 from core.notify import NoticeKind, Notification, Notifier, Priority, Topic
-from core.services.trades import EXIT_PURPOSES, TradeEvent, has_exit_levels
+from core.services.trades import EXIT_PURPOSES, TradeEvent, TradeEventKind, has_exit_levels
 from core.services.trading import TradingService
 
 __all__ = [
@@ -208,11 +208,23 @@ class ExitService:
         """``TradingService.on_trades``: place or resize the exits of opened, grown or
         reduced trades; cancel the remaining exits of closed ones (one-cancels-other).
         Trades without any exit level need nothing (and nothing is awaited for them).
+        The exits of every closed trade are cancelled together (:meth:`_cancel_closed`: a
+        close of 50 positions cancels their 50 stops at once); the other trades are
+        synced one after another.
 
         Never raises: the fills are already recorded, so a failure here must not fail the
         caller (an approval, the reconciler); it is logged and alerted, and the ``exits``
         job (an undecided style) or the reconciler (a SUBMITTED exit) picks it up."""
-        for trade_id in dict.fromkeys(e.trade_id for e in events if e.has_exits):
+        synced = dict.fromkeys(e.trade_id for e in events if e.has_exits)
+        closed = [e.trade_id for e in events if e.has_exits and e.kind is TradeEventKind.CLOSED]
+        if closed:
+            try:
+                await self._cancel_closed(closed)
+            except Exception:  # each closed trade again alone, alerted on its own failure
+                log.exception("exits of closed trades not cancelled together", trades=closed)
+            else:
+                synced = {t: None for t in synced if t not in closed}
+        for trade_id in synced:
             try:
                 await self.sync(trade_id)
             except Exception as exc:  # any failure: the owner must hear the stop may be missing
@@ -221,6 +233,14 @@ class ExitService:
                     f"🚨 The protective exits of trade #{trade_id} could not be placed "
                     f"({type(exc).__name__}: {exc}). SignalDesk retries on its next check."
                 )
+
+    async def _cancel_closed(self, trade_ids: Sequence[int]) -> None:
+        """What :meth:`sync` does for closed trades, for all of ``trade_ids`` at once:
+        their active native exits read in one query, cancelled concurrently and recorded
+        together (:meth:`_cancel_all`)."""
+        async with self._db.session() as session:
+            active = await self._active_exits(session, *trade_ids)
+        await self._cancel_all([o for o in active if o.order_type in _TRIGGER_TYPES])
 
     def observe(self, quote: Quote) -> None:
         """Schedule a background :meth:`check` of ``quote.symbol`` at ``quote.last`` and
@@ -475,30 +495,44 @@ class ExitService:
         *,
         superseded_by: str = "",
     ) -> None:
-        """Cancel ``orders`` at the venue and record each final report. A superseded
-        ATTACHED level is replaced by the new placement, so its row is only closed here."""
+        """Cancel ``orders`` at the venue, concurrently, and record the final reports in
+        one transaction. A superseded ATTACHED level is replaced by the new placement, so
+        its row is only closed here."""
+        live = []
         for order in orders:
-            cid = order.client_order_id
             if superseded_by and style is ExitStyle.ATTACHED:
                 await self._trading.record_failure(
-                    cid, OrderState.CANCELLED, f"superseded by {superseded_by}", ACTOR
+                    order.client_order_id,
+                    OrderState.CANCELLED,
+                    f"superseded by {superseded_by}",
+                    ACTOR,
                 )
-                continue
-            if order.state != OrderState.OPEN.value:
-                continue  # in flight or unknown: the reconciler resolves it first
-            try:
-                report = await retry_temporary(
-                    partial(self._broker.cancel_order, cid, order.symbol)
-                )
-            except OrderNotFoundError:
+            elif order.state == OrderState.OPEN.value:  # else in flight or unknown: the
+                live.append(order)  # reconciler resolves it first
+        outcomes = await asyncio.gather(
+            *(
+                retry_temporary(partial(self._broker.cancel_order, o.client_order_id, o.symbol))
+                for o in live
+            ),
+            return_exceptions=True,
+        )
+        reports = []
+        unexpected: list[BaseException] = []
+        for order, outcome in zip(live, outcomes, strict=True):
+            cid = order.client_order_id
+            if isinstance(outcome, OrderNotFoundError):
                 await self._trading.record_failure(
                     cid, OrderState.CANCELLED, "not found at the broker when cancelled", ACTOR
                 )
-                continue
-            except BrokerError as exc:
-                log.warning("exit cancel failed", client_order_id=cid, error=str(exc))
-                continue
-            await self._trading.record_report(report, ACTOR)
+            elif isinstance(outcome, BrokerError):
+                log.warning("exit cancel failed", client_order_id=cid, error=str(outcome))
+            elif isinstance(outcome, BaseException):
+                unexpected.append(outcome)
+            else:
+                reports.append(outcome)
+        await self._trading.record_reports(reports, ACTOR)
+        if unexpected:
+            raise unexpected[0]
 
     async def _fall_back(self, trade: TradeRow, error: str) -> None:
         """A refused stop: alert loudly, watch the trade instead, cancel its native exits."""
@@ -683,12 +717,12 @@ class ExitService:
     # --- helpers --------------------------------------------------------------------------
 
     @staticmethod
-    async def _active_exits(session: AsyncSession, trade_id: int) -> list[OrderRow]:
-        """The trade's exit orders not final yet (SUBMITTED, OPEN, UNKNOWN), oldest first."""
+    async def _active_exits(session: AsyncSession, *trade_ids: int) -> list[OrderRow]:
+        """The trades' exit orders not final yet (SUBMITTED, OPEN, UNKNOWN), oldest first."""
         query = (
             select(OrderRow)
             .where(
-                col(OrderRow.trade_id) == trade_id,
+                col(OrderRow.trade_id).in_(sorted(set(trade_ids))),
                 col(OrderRow.purpose).in_(EXIT_PURPOSES),
                 col(OrderRow.state).in_(_ACTIVE),
             )

@@ -48,8 +48,9 @@ from datetime import datetime
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import Select, exists, update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.brokers.base import Broker, retry_temporary
 from core.config import Settings
@@ -442,9 +443,7 @@ class Reconciler:
             return
         held = sorted({p.symbol for p in positions})
         async with self._db.session() as session:
-            # only the held symbols' fills and the foreign reports: flat as history grows
-            traded = select(FillRow.symbol).where(col(FillRow.symbol).in_(held)).distinct()
-            symbols = set((await session.exec(traded)).all())
+            symbols = await _traded(session, held)
             reports = select(AuditEventRow.reason).where(
                 col(AuditEventRow.action) == FOREIGN_ACTION
             )
@@ -470,6 +469,25 @@ class Reconciler:
                     topic=Topic.WARNING,
                 )
             )
+
+
+#: Held symbols asked about in one statement by :func:`_traded`.
+_EXISTS_PER_STATEMENT = 100
+
+
+async def _traded(session: AsyncSession, symbols: list[str]) -> set[str]:
+    """Which of ``symbols`` SignalDesk ever had a fill in: one ``EXISTS`` probe of the
+    ``fills.symbol`` index per symbol (it stops at the first entry), so the cost stays
+    flat however many fills a symbol has; a ``DISTINCT`` over the index would read every
+    fill of every held symbol."""
+    traded: set[str] = set()
+    for start in range(0, len(symbols), _EXISTS_PER_STATEMENT):
+        chunk = symbols[start : start + _EXISTS_PER_STATEMENT]
+        probes = [exists().where(col(FillRow.symbol) == symbol) for symbol in chunk]
+        query: Select[tuple[bool, ...]] = Select(*probes)
+        row = (await (await session.connection()).execute(query)).one()
+        traded.update(symbol for symbol, found in zip(chunk, row, strict=True) if found)
+    return traded
 
 
 def _describe(report: OrderReport) -> str:

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -353,9 +353,14 @@ class ReportService:
         day = summary.day.isoformat()
         async with self._db.session() as session:
             await _lock_operator_state(session)
+            since = self._clock() - timedelta(days=3)
+            delivered = col(OutboxRow.delivered_at)
             query = select(OutboxRow.payload).where(
                 col(OutboxRow.kind) == NoticeKind.DAILY_SUMMARY.value,
-                col(OutboxRow.created_at) >= self._clock() - timedelta(days=3),
+                col(OutboxRow.created_at) >= since,
+                # implied (a row is delivered after it is created); lets ix_outbox_pending
+                # serve the query instead of a scan of the whole outbox
+                or_(delivered.is_(None), delivered >= since),
             )
             if any(payload.get("day") == day for payload in (await session.exec(query)).all()):
                 return False

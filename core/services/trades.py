@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import bindparam, func
+from sqlalchemy import func, tuple_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -89,19 +89,6 @@ AVERAGE_QUANTUM = Decimal("1e-12")
 #: Order purposes whose fills reduce a trade rather than open one.
 EXIT_PURPOSES = ("stop_loss", "take_profit")
 _PURPOSE_REASON = {"stop_loss": ExitReason.STOP_LOSS, "take_profit": ExitReason.TAKE_PROFIT}
-
-#: OPEN trades of a symbol entered on a side, oldest first, locked; built once (SQLAlchemy
-#: computes a statement object's cache key once), ``symbol`` and ``side`` as parameters.
-_OPEN_TRADES = (
-    select(TradeRow)
-    .where(
-        col(TradeRow.symbol) == bindparam("symbol"),
-        col(TradeRow.side) == bindparam("side"),
-        col(TradeRow.status) == TradeStatus.OPEN.value,
-    )
-    .order_by(col(TradeRow.opened_at), col(TradeRow.id))
-    .with_for_update()
-)
 
 
 # --- pure accounting -------------------------------------------------------------------------
@@ -413,9 +400,41 @@ class TradeService:
         notification per reduced trade. The fills may still be outside the session (the
         caller adds them after, so each is inserted once with its trade). Returns what
         happened to which trade."""
+        return await self.apply_batch(session, [(order, fills)])
+
+    async def apply_batch(
+        self, session: AsyncSession, batch: Sequence[tuple[OrderRow, Sequence[FillRow]]]
+    ) -> list[TradeEvent]:
+        """:meth:`apply_fills` for each (order, its new fills) of ``batch`` in turn, each
+        seeing the trades as the ones before left them, with the open trades any of the
+        fills may reduce read and locked in one query (oldest first, so two batches lock
+        in one order) and the changed trades written in one flush (plus one after each
+        entry order, which draws its trade's id). Returns every order's events in the
+        order of ``batch``."""
+        keys = {
+            (fill.symbol if _is_entry(order) else order.symbol, Side(fill.side).opposite.value)
+            for order, fills in batch
+            for fill in fills
+        }
+        pool = await self._open_pool(session, keys)
+        events: list[TradeEvent] = []
+        for order, fills in batch:
+            events.extend(await self._apply(session, order, fills, pool))
+        await session.flush()  # the trade rows as changed (a new one inserted once, complete)
+        return events
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        order: OrderRow,
+        fills: Sequence[FillRow],
+        pool: dict[tuple[str, str], list[TradeRow]],
+    ) -> list[TradeEvent]:
+        """:meth:`apply_fills` of one order against ``pool``, the open trades by (symbol,
+        side) that :meth:`_open_pool` read; a trade the order opens joins it."""
         if not fills:
             return []
-        entry = order.purpose == "open" and order.signal_id is not None
+        entry = _is_entry(order)
         touched: dict[int, TradeRow] = {}
         exits: dict[int, _Exit] = {}
         own: TradeRow | None = None  # the signal's trade (an entry), id drawn at the flush
@@ -424,14 +443,10 @@ class TradeService:
             side = Side(fill.side)
             fee = fee_in_quote(fill.fee, fill.fee_currency, fill.symbol, fill.price)
             if entry:
-                targets = (
-                    []
-                    if self.hedging
-                    else await self._open_trades(session, fill.symbol, side.opposite)
-                )
+                targets = [] if self.hedging else _open_in(pool, fill.symbol, side.opposite)
                 reason = ExitReason.REVERSED
             else:
-                targets = await self._exit_targets(session, order, side)
+                targets = self._exit_targets(order, _open_in(pool, order.symbol, side.opposite))
                 reason = _exit_reason(order)
             allocations, left = allocate_fifo(
                 [(t.id or 0, t.quantity_open) for t in targets], fill.quantity
@@ -467,9 +482,12 @@ class TradeService:
             else:
                 kind = TradeEventKind.ADDED
             events.append(TradeEvent(trade_id, kind, order.client_order_id, has_exit_levels(row)))
-        await session.flush()  # the trade rows as changed (a new one inserted once, complete)
         if own is not None:
+            await session.flush()  # the new trade's id
             assert own.id is not None
+            trades = pool.setdefault((own.symbol, own.side), [])
+            if all(t is not own for t in trades):
+                trades.append(own)
             kind = TradeEventKind.ADDED if order.trade_id == own.id else TradeEventKind.OPENED
             order.trade_id = own.id
             for fill in own_fills:
@@ -513,21 +531,33 @@ class TradeService:
             ).notification(),
         )
 
-    async def _open_trades(self, session: AsyncSession, symbol: str, side: Side) -> list[TradeRow]:
-        """OPEN trades of ``symbol`` entered on ``side``, oldest first, locked for update."""
-        found = await session.exec(
-            _OPEN_TRADES,
-            params={"symbol": symbol, "side": side.value},
-            execution_options={"populate_existing": True},
+    @staticmethod
+    async def _open_pool(
+        session: AsyncSession, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[TradeRow]]:
+        """The OPEN trades of each (symbol, side) of ``keys``, oldest first, locked for
+        update, in one query."""
+        pool: dict[tuple[str, str], list[TradeRow]] = {key: [] for key in keys}
+        if not keys:
+            return pool
+        query = (
+            select(TradeRow)
+            .where(
+                tuple_(col(TradeRow.symbol), col(TradeRow.side)).in_(sorted(keys)),
+                col(TradeRow.status) == TradeStatus.OPEN.value,
+            )
+            .order_by(col(TradeRow.opened_at), col(TradeRow.id))
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
-        return list(found.all())
+        for row in (await session.exec(query)).all():
+            pool[(row.symbol, row.side)].append(row)
+        return pool
 
-    async def _exit_targets(
-        self, session: AsyncSession, order: OrderRow, side: Side
-    ) -> list[TradeRow]:
-        """The trades a reducing fill of ``side`` reduces, in order (see the module
-        docstring): the order's own trade first, else the named ticket, else FIFO."""
-        candidates = await self._open_trades(session, order.symbol, side.opposite)
+    def _exit_targets(self, order: OrderRow, candidates: list[TradeRow]) -> list[TradeRow]:
+        """The trades a reducing fill reduces, in order (see the module docstring), of the
+        open trades on its opposite side (``candidates``, oldest first): the order's own
+        trade first, else the named ticket, else FIFO."""
         if order.trade_id is not None:
             own = [t for t in candidates if t.id == order.trade_id]
             if self.hedging:
@@ -632,29 +662,33 @@ class TradeService:
         return [trade_from_row(row) for row in rows]
 
     async def source_record(self, source: str) -> SourceRecord:
-        """The track record of signals from ``source`` (see :class:`SourceRecord`)."""
+        """The track record of signals from ``source`` (see :class:`SourceRecord`). Every
+        card render asks for it, so only the three money columns of the closed trades are
+        read (no trade objects) and summed here as exact decimals (SQLite would sum the
+        stored text as floats)."""
         approved_q = (
             select(func.count())
             .select_from(SignalRow)
             .where(col(SignalRow.source) == source, col(SignalRow.status).in_(_APPROVED))
         )
         trades_q = (
-            select(TradeRow)
+            select(col(TradeRow.realized_pnl), col(TradeRow.fees), col(TradeRow.initial_risk))
             .join(SignalRow, col(SignalRow.id) == col(TradeRow.signal_id))
             .where(col(SignalRow.source) == source)
             .where(col(TradeRow.status) == TradeStatus.CLOSED.value)
         )
         async with self._db.session() as session:
             approved = (await session.exec(approved_q)).one()
-            closed = [trade_from_row(row) for row in (await session.exec(trades_q)).all()]
-        rs = [t.r_multiple for t in closed if t.r_multiple is not None]
+            closed = (await session.exec(trades_q)).all()
+        nets = [realized - fees for realized, fees, _ in closed]
+        rs = [net / risk for net, (_, _, risk) in zip(nets, closed, strict=True) if risk]
         return SourceRecord(
             source=source,
             approved=approved,
             closed=len(closed),
-            wins=sum(1 for t in closed if t.net_pnl > 0),
+            wins=sum(1 for net in nets if net > 0),
             average_r=sum(rs, ZERO) / len(rs) if rs else None,
-            net_pnl=sum((t.net_pnl for t in closed), ZERO),
+            net_pnl=sum(nets, ZERO),
         )
 
 
@@ -703,6 +737,20 @@ def trade_stats(trades: Sequence[Trade]) -> TradeStats:
         worst=min(nets) if nets else None,
         average_r=sum(rs, ZERO) / len(rs) if rs else None,
     )
+
+
+def _is_entry(order: OrderRow) -> bool:
+    """True for a signal's entry order (its fills open or grow the signal's trade)."""
+    return order.purpose == "open" and order.signal_id is not None
+
+
+def _open_in(
+    pool: dict[tuple[str, str], list[TradeRow]], symbol: str, side: Side
+) -> list[TradeRow]:
+    """The trades of ``pool`` (see :meth:`TradeService._open_pool`) still OPEN in ``symbol``
+    on ``side``, oldest first."""
+    rows = [t for t in pool.get((symbol, side.value), []) if t.status == TradeStatus.OPEN.value]
+    return sorted(rows, key=lambda t: (t.opened_at, t.id or 0))
 
 
 def _exit_reason(order: OrderRow) -> ExitReason:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -79,9 +79,6 @@ HUNDRED = Decimal(100)
 #: A signal's order row (:meth:`TradingService.submit`), one Core INSERT built once: no
 #: unit of work, its id is not needed (the order is known by its client order id).
 _INSERT_ORDER = insert(OrderRow.__table__)  # type: ignore[attr-defined]
-#: The recording's reads, built once likewise (parameters ``order_id``, ``signal_id``).
-_KNOWN_FILLS = select(FillRow.broker_fill_id).where(col(FillRow.order_id) == bindparam("order_id"))
-_SIGNAL = select(SignalRow).where(col(SignalRow.id) == bindparam("signal_id"))
 
 
 #: Order purposes (``orders.purpose``): a signal's entry, a close, the protective exits.
@@ -468,7 +465,7 @@ class TradingService:
     ) -> list[Signal | None]:
         """Adopt broker reports for orders of ours, all in one transaction: each order's
         state and fills, its signal's status (FILLED when filled, FAILED when cancelled or
-        rejected), the trade record (:meth:`TradeService.apply_fills`) with its exit
+        rejected), the trade record (:meth:`TradeService.apply_batch`) with its exit
         notifications, and with ``card`` each signal's card update; then ``on_fill`` once
         and ``on_trades`` once with every trade event. Idempotent: concurrent calls for one
         order serialize on its row (written before anything else of it is read; several
@@ -483,29 +480,18 @@ class TradingService:
         if not reports:
             return []
         now = self._clock()
-        events: list[TradeEvent] = []
         settled: list[Signal | None] = []
         async with self._db.session() as session:
-            if len(reports) > 1:
-                await self._lock_orders(session, sorted({r.client_order_id for r in reports}), now)
-            for report in reports:
-                values: dict[str, object] = {
-                    "state": report.state.value,
-                    "filled_quantity": report.filled_quantity,
-                    "average_price": report.average_price,
-                    "fee": report.fee,
-                    "fee_currency": report.fee_currency,
-                    "error": report.reason[:500],
-                    "updated_at": now,
-                }
-                if report.broker_order_id:
-                    values["broker_order_id"] = report.broker_order_id
-                order = await self._write_order(session, report.client_order_id, values)
-                assert order.id is not None
-                signal = await self._signal_row(session, order)
-                fills = await self._new_fills(session, order.id, report)
-                events.extend(await self.trades.apply_fills(session, order, fills))
-                session.add_all(fills)
+            orders = await self._write_orders(session, reports, now)
+            known = await self._known_fills(session, orders, reports)
+            signals = [await self._signal_row(session, order) for order in orders]
+            fills = [
+                self._new_fills(order, report, known)
+                for report, order in zip(reports, orders, strict=True)
+            ]
+            events = await self.trades.apply_batch(session, list(zip(orders, fills, strict=True)))
+            for report, order, signal, new in zip(reports, orders, signals, fills, strict=True):
+                session.add_all(new)
                 settled.append(
                     await self._settle(session, order, signal, report.state, actor, report.reason)
                 )
@@ -566,8 +552,7 @@ class TradingService:
         the settling use this same object."""
         if order.signal_id is None:
             return None
-        found = await session.exec(_SIGNAL, params={"signal_id": order.signal_id})
-        return found.first()
+        return await session.get(SignalRow, order.signal_id)
 
     async def _settle(
         self,
@@ -593,18 +578,37 @@ class TradingService:
             )
         return repo.signal_from_row(signal)
 
-    @staticmethod
-    async def _lock_orders(
-        session: AsyncSession, client_order_ids: Sequence[str], now: datetime
-    ) -> None:
-        """Make the order rows this transaction's first write, in ``client_order_ids``'
-        order: row locks on PostgreSQL, the write lock on SQLite, so two batches recording
-        the same orders cannot interleave or deadlock."""
+    @classmethod
+    async def _write_orders(
+        cls, session: AsyncSession, reports: Sequence[OrderReport], now: datetime
+    ) -> list[OrderRow]:
+        """Write each report's state and figures to its order row, the rows being this
+        transaction's first write (see :meth:`_write_order`), and return the rows in the
+        order of ``reports``. One report is one ``UPDATE ... RETURNING``; several lock
+        every row first in client order id order (two batches recording the same orders
+        cannot interleave or deadlock), read them in one query, and the changes go out
+        with the transaction's flush.
+
+        Raises:
+            SignalDeskError: no order has a report's client order id.
+        """
+        values = [_order_values(report, now) for report in reports]
+        if len(reports) == 1:
+            return [await cls._write_order(session, reports[0].client_order_id, values[0])]
+        ids = sorted({report.client_order_id for report in reports})
         await session.exec(
-            update(OrderRow)
-            .where(col(OrderRow.client_order_id).in_(list(client_order_ids)))
-            .values(updated_at=now)
+            update(OrderRow).where(col(OrderRow.client_order_id).in_(ids)).values(updated_at=now)
         )
+        rows = {row.client_order_id: row for row in await repo.orders_by_client_ids(session, ids)}
+        written = []
+        for report, changes in zip(reports, values, strict=True):
+            row = rows.get(report.client_order_id)
+            if row is None:
+                raise SignalDeskError(f"no order with client order id {report.client_order_id}")
+            for name, value in changes.items():
+                setattr(row, name, value)
+            written.append(row)
+        return written
 
     @staticmethod
     async def _write_order(
@@ -629,14 +633,35 @@ class TradingService:
         return order
 
     @staticmethod
-    async def _new_fills(
-        session: AsyncSession, order_id: int, report: OrderReport
+    async def _known_fills(
+        session: AsyncSession, orders: Sequence[OrderRow], reports: Sequence[OrderReport]
+    ) -> set[tuple[int, str]]:
+        """(order id, broker fill id) of the fills already recorded for the orders whose
+        report carries fills, in one query (after the orders are written, so after any
+        other recording of them)."""
+        ids = [o.id for o, r in zip(orders, reports, strict=True) if r.fills and o.id]
+        if not ids:
+            return set()
+        query = select(FillRow.order_id, FillRow.broker_fill_id).where(
+            col(FillRow.order_id).in_(ids)
+        )
+        return {(order_id, fill_id) for order_id, fill_id in (await session.exec(query)).all()}
+
+    @staticmethod
+    def _new_fills(
+        order: OrderRow, report: OrderReport, known: set[tuple[int, str]]
     ) -> list[FillRow]:
-        """The report's fills not recorded yet, as rows not yet added to the session (the
-        trade record links them to their trade before they are inserted)."""
-        if not report.fills:
-            return []
-        known = set((await session.exec(_KNOWN_FILLS, params={"order_id": order_id})).all())
+        """The report's fills of ``order`` not in ``known`` (which they join, so a fill
+        reported twice in one batch is recorded once), as rows not yet added to the
+        session (the trade record links them to their trade before they are inserted)."""
+        assert order.id is not None
+        order_id = order.id
+        fresh = [
+            fill
+            for fill in report.fills
+            if not (fill.broker_fill_id and (order_id, fill.broker_fill_id) in known)
+        ]
+        known.update((order_id, fill.broker_fill_id) for fill in fresh if fill.broker_fill_id)
         return [
             FillRow(
                 order_id=order_id,
@@ -650,8 +675,7 @@ class TradingService:
                 broker_fill_id=fill.broker_fill_id,
                 at=fill.at,
             )
-            for fill in report.fills
-            if not (fill.broker_fill_id and fill.broker_fill_id in known)
+            for fill in fresh
         ]
 
     # --- account --------------------------------------------------------------------------
@@ -1093,6 +1117,22 @@ _SETTLES = {
 _LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
 #: The cancel's error when the venue has no such order.
 _GONE = "the venue has no such order"
+
+
+def _order_values(report: OrderReport, now: datetime) -> dict[str, object]:
+    """What a broker report writes to our order row."""
+    values: dict[str, object] = {
+        "state": report.state.value,
+        "filled_quantity": report.filled_quantity,
+        "average_price": report.average_price,
+        "fee": report.fee,
+        "fee_currency": report.fee_currency,
+        "error": report.reason[:500],
+        "updated_at": now,
+    }
+    if report.broker_order_id:
+        values["broker_order_id"] = report.broker_order_id
+    return values
 
 
 def _net(

@@ -173,7 +173,7 @@ async def test_card_from_another_process_reaches_the_chat_by_polling(
     assert "Source: cli" in card.plain_text
 
 
-async def test_a_slow_broker_never_keeps_the_spinner_running(
+async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     desk = await start_desk()
@@ -197,9 +197,13 @@ async def test_a_slow_broker_never_keeps_the_spinner_running(
     assert answer.text == SENT
     assert reached.is_set() and not release.is_set()  # the order is with the broker
     assert await desk.orders_for(signal.id) == 1
+    text = await desk.edited(card, "Order sent, waiting for the broker")  # still held
+    assert not release.is_set()
+    assert desk.sandbox.message(card.chat_id, card.message_id).buttons == []
     release.set()
     text = await desk.edited(card, FILLED)
     assert text.endswith(f"✅ {FILLED}")
+    assert "Order sent" not in text  # the final edit came after the decided one
     assert len(desk.sandbox.requests("answerCallbackQuery")) == 1
 
 

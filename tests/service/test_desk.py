@@ -23,7 +23,7 @@ from sqlmodel import col, func, select
 from bot.sandbox.server import WAIT_SECONDS
 from core.app import Engine
 from core.config import DEFAULT_FEED_CSV
-from core.db.models import AuditEventRow, OrderRow, PaperOrderRow, PaperPositionRow
+from core.db.models import AuditEventRow, FillRow, OrderRow, PaperOrderRow, PaperPositionRow
 from core.domain import (
     ExitStyle,
     OrderState,
@@ -351,6 +351,132 @@ async def test_a_refused_close_keeps_the_stop_resting_and_is_reported(engine: En
             await session.exec(select(OrderRow.state).where(col(OrderRow.purpose) == "close"))
         ).all()
     assert states == ["FAILED"]
+
+
+class RefusingOneBroker(ForeignBroker):
+    """The paper broker refusing the close of one symbol (``refused``)."""
+
+    def __init__(self, inner: Any, refused: str) -> None:
+        super().__init__(inner)
+        self.refused = refused
+
+    async def positions(self) -> list[Position]:
+        return list(await self._inner.positions())
+
+    async def close_position(self, symbol: str, *args: Any, **kwargs: Any) -> Any:
+        if symbol == self.refused:
+            raise OrderRejectedError("market closed")
+        return await self._inner.close_position(symbol, *args, **kwargs)
+
+
+async def three_stopped_longs(engines: Engines, database_url: str) -> tuple[Engine, dict[str, str]]:
+    """An engine holding filled longs in BTC/USDT, X1/USDT and X2/USDT (all on BTC's
+    candles), each with its stop resting at paper; the stops' client order ids by symbol."""
+    symbols = [BTC, "X1/USDT", "X2/USDT"]
+    engine = await engines.start(
+        database_url, replay_files=dict.fromkeys(symbols[1:], DEFAULT_FEED_CSV)
+    )
+    for symbol in symbols:
+        proposal = Proposal("test", symbol, Side.BUY, Decimal("0.01"), stop_loss=Decimal(100000))
+        signal = await engine.signals.propose(proposal)
+        assert (
+            await engine.signals.approve(signal.id, "owner:1")
+        ).signal.status is SignalStatus.FILLED
+    stops = {o.report.symbol: o.report.client_order_id for o in await engine.trading.open_orders()}
+    assert sorted(stops) == sorted(symbols)
+    return engine, stops
+
+
+async def test_close_all_with_one_close_refused_records_every_other_fill_in_its_trade(
+    engines: Engines, database_url: str
+) -> None:
+    engine, stops = await three_stopped_longs(engines, database_url)
+    engine.trading.broker = RefusingOneBroker(engine.broker, "X1/USDT")  # type: ignore[assignment]
+
+    report = await engine.trading.close_all("owner:1")
+
+    closes = {c.symbol: c for c in report.closes}
+    assert closes["X1/USDT"].error == "market closed" and closes["X1/USDT"].report is None
+    for symbol in (BTC, "X2/USDT"):
+        assert closes[symbol].ok and closes[symbol].net_pnl is not None
+    # the two fills closed their trades (one recording) and the exit service cancelled
+    # their stops; the refused position keeps its trade and its stop
+    assert [t.symbol for t in await engine.trades.open_trades()] == ["X1/USDT"]
+    assert sorted(c.client_order_id for c in report.exits_cancelled) == sorted(
+        stops[s] for s in (BTC, "X2/USDT")
+    )
+    assert [o.report.client_order_id for o in await engine.trading.open_orders()] == [
+        stops["X1/USDT"]
+    ]
+    assert [p.symbol for p in await engine.trading.positions()] == ["X1/USDT"]
+
+
+async def test_close_all_cancels_the_stops_together_and_one_refused_cancel_spares_the_rest(
+    engines: Engines, database_url: str
+) -> None:
+    engine, stops = await three_stopped_longs(engines, database_url)
+    paper = engine.broker.inner
+    cancel = paper.cancel_order
+
+    async def refusing_cancel(client_order_id: str, symbol: str) -> Any:
+        if client_order_id == stops["X1/USDT"]:
+            raise OrderRejectedError("the venue is busy")
+        return await cancel(client_order_id, symbol)
+
+    paper.cancel_order = refusing_cancel
+
+    report = await engine.trading.close_all("owner:1")
+
+    assert all(c.ok for c in report.closes) and await engine.trades.open_trades() == []
+    assert sorted(c.client_order_id for c in report.exits_cancelled) == sorted(
+        stops[s] for s in (BTC, "X2/USDT")
+    )
+    assert [o.report.client_order_id for o in await engine.trading.open_orders()] == [
+        stops["X1/USDT"]
+    ]
+
+
+async def test_reports_reducing_one_trade_in_one_recording_apply_in_turn_each_fill_once(
+    engine: Engine, clock: Clock
+) -> None:
+    await market_long(engine, "0.03")
+    [trade] = await engine.trades.open_trades()
+    async with engine.db.session() as session:
+        session.add_all(
+            OrderRow(
+                client_order_id=cid,
+                purpose="close",
+                trade_id=trade.id,
+                symbol=BTC,
+                side=Side.SELL.value,
+                quantity=Decimal("0.01"),
+                order_type="market",
+                state=OrderState.SUBMITTED.value,
+                reduce_only=True,
+                created_at=clock(),
+                updated_at=clock(),
+            )
+            for cid in ("close-1", "close-2")
+        )
+    first, second = await asyncio.gather(
+        engine.broker.close_position(BTC, "close-1", Decimal("0.01")),
+        engine.broker.close_position(BTC, "close-2", Decimal("0.01")),
+    )
+    assert first is not None and second is not None
+
+    await engine.trading.record_reports([first, second, first], "owner:1")  # one twice
+
+    reduced = await engine.trades.trade(trade.id)
+    assert reduced.quantity_open == Decimal("0.01")
+    async with engine.db.session() as session:
+        fills = (
+            await session.exec(
+                select(FillRow.client_order_id).where(col(FillRow.trade_id) == trade.id)
+            )
+        ).all()
+    assert sorted(c for c in fills if c.startswith("close")) == ["close-1", "close-2"]
+    # 0.02 sold at 113,643.94 out of a long entered at 113,689.42: 0.02 x -45.48
+    assert reduced.realized_pnl == Decimal("-0.9096")
 
 
 @pytest.mark.parametrize("flatten_external", [False, True])

@@ -2,10 +2,11 @@
 
 Each path runs for real on a small desk (an approval, the outbox poll, the drawdown check,
 the expiry sweep, the reconciler's pass, the exit check, ``/history``, a signal's lineage,
-the paper broker's account and open orders); every statement it sends is captured and
-EXPLAINed on the same database. A full scan of a table that grows with history (signals,
-orders, fills, audit events, outbox, trades, paper orders, ...) fails the test. A scan in
-the order of the result that a LIMIT stops is allowed (``/history``'s newest events).
+the paper broker's account and open orders, a retention pass, the daily summary); every
+statement it sends is captured and EXPLAINed on the same database. A full scan of a table
+that grows with history (signals, orders, fills, audit events, outbox, trades, paper
+orders, ...) fails the test. A scan in the order of the result that a LIMIT stops is
+allowed (``/history``'s newest events).
 PostgreSQL plans with ``enable_seqscan = off``, so an index that can serve the query is
 always chosen whatever the statistics say.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -23,6 +25,7 @@ from sqlalchemy import event
 
 from bot.delivery import OutboxDeliverer
 from core.app import Engine
+from core.db.models import EquitySnapshotRow, OutboxRow
 from core.domain import Side
 from core.services import Proposal
 from tests.support.duties import BTC
@@ -48,6 +51,28 @@ async def _approve(engine: Engine, deliverer: OutboxDeliverer) -> None:
     await engine.signals.approve(proposed.id, "owner:1")
 
 
+async def _retention(engine: Engine, _deliverer: OutboxDeliverer) -> None:
+    """A retention pass with work to do: a delivered message and an hour of snapshots, both
+    past their days."""
+    old = engine.clock() - timedelta(days=60)
+    async with engine.db.session() as session:
+        session.add(OutboxRow(kind="text", created_at=old, delivered_at=old))
+        for minute in range(10):
+            at = old + timedelta(minutes=minute)
+            equity = Decimal(10000 + minute % 3)
+            session.add(
+                EquitySnapshotRow(
+                    at=at,
+                    balance=equity,
+                    equity=equity,
+                    peak_equity=equity,
+                    drawdown_pct=Decimal(0),
+                )
+            )
+    counts = await engine.retention.run()
+    assert (counts.outbox, counts.hours) == (1, 1)
+
+
 PATHS: dict[str, Callable[[Engine, OutboxDeliverer], Awaitable[Any]]] = {
     "approval": _approve,
     "outbox poll": lambda e, d: d._next_row(),
@@ -59,6 +84,8 @@ PATHS: dict[str, Callable[[Engine, OutboxDeliverer], Awaitable[Any]]] = {
     "signal lineage": lambda e, d: e.signals.history(signal_id=1),
     "paper account()": lambda e, d: e.broker.account(),
     "paper open orders": lambda e, d: e.broker.open_orders(),
+    "retention pass": _retention,
+    "daily summary": lambda e, d: e.reports.send_daily_summary(),
 }
 
 _SQLITE_STEP = re.compile(r"^(SCAN|SEARCH) (\w+)(?: AS \w+)?(.*)$")

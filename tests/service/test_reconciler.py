@@ -19,7 +19,7 @@ from core.app import Engine
 from core.db.models import FillRow, OrderRow, PaperOrderRow
 from core.domain import OrderRequest, OrderState, Side, Signal, SignalStatus
 from core.errors import BrokerAmbiguousError
-from core.services import Proposal
+from core.services import Proposal, reconciler
 from core.services.reconciler import IN_FLIGHT_GRACE_SECONDS
 from core.services.trading import CloseAmount
 from tests.conftest import Clock
@@ -228,3 +228,17 @@ async def test_a_position_signaldesk_did_not_open_is_reported_once_and_left_alon
         "loss count in the equity the drawdown guard watches."
     ]
     assert [p.quantity for p in await engine.trading.positions()] == [Decimal("0.02")]
+
+
+async def test_the_symbols_ever_traded_are_probed_in_chunks(
+    engines: Engines, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await engines.start(database_url)
+    signal = await engine.signals.propose(Proposal("test", BTC, Side.BUY, Decimal("0.01")))
+    await engine.signals.approve(signal.id, "owner:1")  # a fill in BTC/USDT
+    monkeypatch.setattr(reconciler, "_EXISTS_PER_STATEMENT", 2)
+    asked = ["AAPL", "BTC/USDT", "ETH/USDT", "EUR/USD", "XAU/USD"]  # three statements
+
+    async with engine.db.session() as session:
+        assert await reconciler._traded(session, asked) == {BTC}
+        assert await reconciler._traded(session, []) == set()

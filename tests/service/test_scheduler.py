@@ -164,6 +164,7 @@ async def test_jobs_have_ids_coalesce_never_overlap_and_a_grace_time(
         "reconcile",
         "exits",
         "symbols",
+        "retention",
         "strategy:sma_cross",
     }
     assert jobs["exits"].trigger.interval == timedelta(seconds=10)  # EXIT_CHECK_INTERVAL

@@ -33,6 +33,7 @@ from core.db.models import AuditEventRow, OrderRow, OutboxRow
 from core.domain import ExitReason, ExitStyle, OrderState, Side, SignalStatus, Trade, TradeStatus
 from core.notify import NoticeKind, TradeExit
 from core.services import Proposal
+from core.services.trading import CloseAmount
 
 BTC = "BTC/USDT"
 D = Decimal
@@ -273,3 +274,22 @@ async def test_a_partial_close_shrinks_the_trade_and_its_exits(engine: Engine) -
         False,
         D("0.006"),
     )
+
+
+async def test_the_source_record_sums_its_closed_trades_exactly(engine: Engine) -> None:
+    stopped = await enter(engine, Side.BUY, stop_loss="113000", take_profit="114000")
+    await step(engine, 2)  # stopped at candle 2: net -9.3868682, risk 6.8942 (test above)
+    assert (await engine.trades.trade(stopped.id)).status is TradeStatus.CLOSED
+    held = await enter(engine, Side.BUY)  # no stop: no R multiple
+    await step(engine)
+    await engine.trading.close(BTC, CloseAmount(), "owner:1")
+    unstopped = await engine.trades.trade(held.id)
+    assert unstopped.status is TradeStatus.CLOSED and unstopped.initial_risk is None
+
+    record = await engine.trades.source_record("test")
+
+    assert (record.approved, record.closed) == (2, 2)
+    assert record.net_pnl == D("-9.3868682") + unstopped.net_pnl  # exact, not a float sum
+    assert record.wins == (1 if unstopped.net_pnl > 0 else 0)
+    assert record.average_r == D("-9.3868682") / D("6.8942")  # the stopped trade's alone
+    assert (await engine.trades.source_record("nobody")).closed == 0

@@ -47,8 +47,8 @@ from sqlmodel import select
 from core.brokers.paper import PaperBroker
 from core.config import DEFAULT_FEED_CSV
 from core.db.engine import Database, upgrade_schema
-from core.db.models import PaperOrderRow, PaperPositionRow
-from core.domain import ExitStyle, OrderRequest, OrderState, OrderType, Side
+from core.db.models import PaperAccountRow, PaperOrderRow, PaperPositionRow
+from core.domain import ExitStyle, OrderReport, OrderRequest, OrderState, OrderType, Side
 from core.errors import (
     InsufficientMarginError,
     InvalidQuantityError,
@@ -56,7 +56,7 @@ from core.errors import (
     OrderRejectedError,
     UnknownSymbolError,
 )
-from core.marketdata.replay import ReplayFeed, load_candles
+from core.marketdata.replay import ReplayFeed, ReplayMarketData, load_candles
 
 SYMBOL = "BTC/USDT"
 CANDLES = load_candles(DEFAULT_FEED_CSV)
@@ -549,6 +549,138 @@ async def test_close_position_when_flat_returns_none_and_places_nothing(
 ) -> None:
     assert await broker.close_position(SYMBOL, "close-1") is None
     assert await _count(db, PaperOrderRow) == 0
+
+
+# --- concurrent closes ----------------------------------------------------------------------
+
+
+async def _seq(db: Database) -> int:
+    """How many ledger transactions have committed (each bumps ``paper_account.seq``)."""
+    async with db.session() as session:
+        account = await session.get(PaperAccountRow, 1)
+        assert account is not None
+        return account.seq
+
+
+async def test_concurrent_closes_share_one_ledger_transaction_in_call_order(
+    broker: PaperBroker, db: Database
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.05"))  # at 113689.42, fee 5.684471
+    before = await _seq(db)
+
+    reports = await asyncio.gather(
+        broker.close_position(SYMBOL, "close-1", D("0.02")),
+        broker.close_position(SYMBOL, "close-2", D("0.02")),
+        broker.close_position(SYMBOL, "close-3", D("0.02")),  # capped: 0.01 is left for it
+        broker.close_position(SYMBOL, "close-1", D("0.02")),  # the same id: that order
+    )
+
+    assert await _seq(db) == before + 1
+    assert [(r.client_order_id, r.filled_quantity) for r in reports if r is not None] == [
+        ("close-1", D("0.02")),
+        ("close-2", D("0.02")),
+        ("close-3", D("0.01")),
+        ("close-1", D("0.02")),
+    ]
+    assert len({r.broker_order_id for r in reports if r is not None}) == 3
+    assert await _count(db, PaperOrderRow) == 4
+    assert await broker.positions() == []
+    # sold 0.05 at 113643.94: realized 0.05 x -45.48 = -2.274; fees 2.2728788 x 2 + 1.1364394
+    # balance 10000 - 5.684471 - 2.274 - 5.682197 = 9986.359332 (as one close of 0.05)
+    assert (await broker.account()).balance == D("9986.359332")
+
+
+async def test_concurrent_cancels_and_closes_share_one_transaction_an_unknown_id_fails_alone(
+    broker: PaperBroker, db: Database
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.05"))
+    await broker.place_order(limit("lim-1", Side.BUY, "0.01", "100000"))
+    await broker.place_order(limit("lim-2", Side.BUY, "0.01", "100000"))
+    before = await _seq(db)
+
+    first, unknown, close, second = await asyncio.gather(
+        broker.cancel_order("lim-1", SYMBOL),
+        broker.cancel_order("nope", SYMBOL),
+        broker.close_position(SYMBOL, "close-1"),
+        broker.cancel_order("lim-2", SYMBOL),
+        return_exceptions=True,
+    )
+
+    assert await _seq(db) == before + 1
+    assert isinstance(unknown, OrderNotFoundError)
+    assert isinstance(first, OrderReport) and isinstance(second, OrderReport)
+    assert (first.state, second.state) == (OrderState.CANCELLED, OrderState.CANCELLED)
+    assert isinstance(close, OrderReport) and close.filled_quantity == D("0.05")
+    assert await broker.open_orders() == [] and await broker.positions() == []
+
+
+class FeedLost(Exception):
+    """The price feed failed in the middle of a ledger transaction."""
+
+
+class TickFails:
+    """The replay of BTC/USDT and ETH/USDT, except that once ``failing`` is set ETH/USDT's
+    price tick cannot be read (the paper broker reads it while it fills)."""
+
+    def __init__(self, clock: Any) -> None:
+        self.replay = ReplayMarketData(
+            [ReplayFeed(SYMBOL, CANDLES, clock=clock), ReplayFeed("ETH/USDT", CANDLES, clock=clock)]
+        )
+        self.failing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.replay, name)
+
+    def tick(self, symbol: str) -> Decimal:
+        if self.failing and symbol == "ETH/USDT":
+            raise FeedLost("the feed is gone")
+        return self.replay.tick(symbol)
+
+
+async def test_a_close_failing_in_a_shared_transaction_fails_alone_and_the_others_fill(
+    db: Database, clock: Any
+) -> None:
+    feed = TickFails(clock)
+    broker = PaperBroker(db, feed, clock=clock)
+    await broker.place_order(market("open-btc", Side.BUY, "0.02"))
+    await broker.place_order(market("open-eth", Side.BUY, "0.02", "ETH/USDT"))
+    feed.failing = True
+
+    btc, eth, btc_again = await asyncio.gather(
+        broker.close_position(SYMBOL, "close-btc", D("0.01")),
+        broker.close_position("ETH/USDT", "close-eth"),
+        broker.close_position(SYMBOL, "close-btc-2"),
+        return_exceptions=True,
+    )
+
+    assert isinstance(eth, FeedLost)
+    assert isinstance(btc, OrderReport) and isinstance(btc_again, OrderReport)
+    assert (btc.state, btc.filled_quantity) == (OrderState.FILLED, D("0.01"))
+    assert (btc_again.state, btc_again.filled_quantity) == (OrderState.FILLED, D("0.01"))
+    assert [(p.symbol, p.quantity) for p in await broker.positions()] == [("ETH/USDT", D("0.02"))]
+    async with db.session() as session:
+        ids = (await session.exec(select(PaperOrderRow.client_order_id))).all()
+    assert sorted(ids) == ["close-btc", "close-btc-2", "open-btc", "open-eth"]
+
+
+async def test_a_close_cancelled_while_it_waits_for_the_ledger_is_never_executed(
+    broker: PaperBroker, db: Database
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.05"))
+    async with broker._lock:  # the ledger is busy with another transaction
+        kept = asyncio.create_task(broker.close_position(SYMBOL, "close-kept", D("0.01")))
+        dropped = asyncio.create_task(broker.close_position(SYMBOL, "close-dropped", D("0.01")))
+        await asyncio.sleep(0)  # both calls run up to their wait for the ledger
+        assert len(broker._queue) == 2
+        dropped.cancel()
+
+    report = await kept
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert report is not None and report.filled_quantity == D("0.01")
+    [position] = await broker.positions()
+    assert position.quantity == D("0.04")
+    assert await _count(db, PaperOrderRow) == 2
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -392,6 +392,18 @@ def test_daily_summary_at_is_a_local_clock_time_or_off(make_settings: Any) -> No
     assert make_settings(daily_summary_at="07:05").daily_summary_time == (7, 5)
 
 
+def test_retention_days_are_zero_for_forever_or_at_least_a_week(make_settings: Any) -> None:
+    defaults = make_settings()
+    assert (defaults.outbox_retention_days, defaults.equity_snapshot_detail_days) == (30, 30)
+    assert make_settings(outbox_retention_days=0, equity_snapshot_detail_days=7)
+    with pytest.raises(ConfigError) as caught:
+        make_settings(outbox_retention_days=3, equity_snapshot_detail_days=-1)
+    assert str(caught.value).splitlines()[1:] == [
+        "  OUTBOX_RETENTION_DAYS: must be 0 (keep forever) or at least 7 days (got 3)",
+        "  EQUITY_SNAPSHOT_DETAIL_DAYS: Input should be greater than or equal to 0 (got -1)",
+    ]
+
+
 @pytest.mark.parametrize(
     "url",
     ["http://bot.example.com", "ftp://bot.example.com", "https://", "https://x.io/?k=v", "bot"],
