@@ -42,13 +42,15 @@ nothing, and a second process on the same database sees the same account.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, true, update
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -85,6 +87,42 @@ __all__ = ["PaperBroker"]
 
 FEE_QUANTUM = Decimal("0.00000001")
 BPS = Decimal(10_000)
+
+# The ledger's statements, built once (SQLAlchemy computes a statement object's cache key
+# once; values come as parameters).
+_BUMP_SEQ = (
+    update(PaperAccountRow)
+    .where(col(PaperAccountRow.id) == 1)
+    .values(seq=PaperAccountRow.seq + 1)
+    .returning(PaperAccountRow)
+)
+_ORDER_BY_CLIENT_ID = select(PaperOrderRow).where(
+    col(PaperOrderRow.client_order_id) == bindparam("client_order_id")
+)
+_POSITIONS = select(PaperPositionRow).order_by(col(PaperPositionRow.symbol))
+_RESTING = (
+    select(PaperOrderRow)
+    .where(col(PaperOrderRow.state) == OrderState.OPEN.value)
+    .order_by(col(PaperOrderRow.id))
+)
+#: The balance, whether any order rests, and every position (NULLs without one).
+_SNAPSHOT = (
+    core_select(
+        col(PaperAccountRow.balance),
+        select(PaperOrderRow.id)
+        .where(col(PaperOrderRow.state) == OrderState.OPEN.value)
+        .exists()
+        .label("resting"),
+        col(PaperPositionRow.symbol),
+        col(PaperPositionRow.quantity),
+        col(PaperPositionRow.average_entry),
+        col(PaperPositionRow.realized_pnl),
+    )
+    .select_from(PaperAccountRow)
+    .outerjoin(PaperPositionRow, true())
+    .where(col(PaperAccountRow.id) == 1)
+    .order_by(col(PaperPositionRow.symbol))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,18 +378,26 @@ class PaperBroker:
 
     async def positions(self) -> list[Position]:
         """Open positions marked at the current close."""
-        async with self._ledger() as session:
-            await self._match_resting(session)
-            rows = await self._position_rows(session)
+        snapshot = await self._snapshot()
+        if snapshot is not None:
+            rows = snapshot[1]
+        else:  # resting orders to match first
+            async with self._ledger() as session:
+                await self._match_resting(session)
+                rows = await self._position_rows(session)
         return [self._position(row) for row in rows if row.quantity != 0]
 
     async def account(self) -> Account:
         """Balance, equity and margin in the account currency."""
-        async with self._ledger() as session:
-            await self._match_resting(session)
-            account = await self._account_row(session)
-            rows = await self._position_rows(session)
-        return self._account(account.balance, [self._position(r) for r in rows if r.quantity])
+        snapshot = await self._snapshot()
+        if snapshot is not None:
+            balance, rows = snapshot
+        else:  # resting orders to match first
+            async with self._ledger() as session:
+                await self._match_resting(session)
+                balance = (await self._account_row(session)).balance
+                rows = await self._position_rows(session)
+        return self._account(balance, [self._position(r) for r in rows if r.quantity])
 
     async def close(self) -> None:
         """Let the closes in flight finish; nothing else to release (the ledger lives in
@@ -360,6 +406,27 @@ class PaperBroker:
             await asyncio.gather(self._runner, return_exceptions=True)
 
     # --- internals ------------------------------------------------------------------------
+
+    async def _snapshot(self) -> tuple[Decimal, list[PaperPositionRow]] | None:
+        """The balance and every position row, read in ONE statement outside the ledger
+        lock (one statement sees one committed state, on SQLite and on PostgreSQL), or
+        None when the ledger must be entered instead: resting orders may be due for
+        matching, or no account exists yet. The rows are detached copies."""
+        async with self._db.reading() as session:
+            rows = (await (await session.connection()).execute(_SNAPSHOT)).all()
+        if not rows or rows[0].resting:
+            return None
+        positions = [
+            PaperPositionRow(
+                symbol=row.symbol,
+                quantity=row.quantity,
+                average_entry=row.average_entry,
+                realized_pnl=row.realized_pnl,
+            )
+            for row in rows
+            if row.symbol is not None
+        ]
+        return rows[0].balance, positions
 
     @asynccontextmanager
     async def _ledger(self) -> AsyncIterator[AsyncSession]:
@@ -370,19 +437,17 @@ class PaperBroker:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
         """One paper transaction; the caller holds ``self._lock``. Its first statement bumps
-        ``paper_account.seq``, so writers in other processes queue behind it (a row lock on
-        PostgreSQL, the write lock on SQLite) and every read inside sees a stable ledger;
-        rows are read once per transaction and then served from the session's identity
-        map."""
+        ``paper_account.seq`` and returns the account row, so writers in other processes
+        queue behind it (a row lock on PostgreSQL, the write lock on SQLite) and every read
+        inside sees a stable ledger; rows are read once per transaction and then served
+        from the session's identity map, which the session keeps them in (:func:`_keep`)
+        until it ends."""
         if not self._account_ready:
             await self._ensure_account()
             self._account_ready = True
         async with self._db.session() as session:
-            await session.exec(
-                update(PaperAccountRow)
-                .where(col(PaperAccountRow.id) == 1)
-                .values(seq=PaperAccountRow.seq + 1)
-            )
+            bumped = await session.exec(_BUMP_SEQ)
+            _keep(session, bumped.scalars().all())
             yield session
 
     async def _queued(
@@ -500,8 +565,8 @@ class PaperBroker:
 
     @staticmethod
     async def _order_row(session: AsyncSession, client_order_id: str) -> PaperOrderRow | None:
-        query = select(PaperOrderRow).where(col(PaperOrderRow.client_order_id) == client_order_id)
-        return (await session.exec(query)).first()
+        found = await session.exec(_ORDER_BY_CLIENT_ID, params={"client_order_id": client_order_id})
+        return found.first()
 
     @staticmethod
     async def _account_row(session: AsyncSession) -> PaperAccountRow:
@@ -511,8 +576,7 @@ class PaperBroker:
 
     @staticmethod
     async def _position_rows(session: AsyncSession) -> list[PaperPositionRow]:
-        query = select(PaperPositionRow).order_by(col(PaperPositionRow.symbol))
-        return list((await session.exec(query)).all())
+        return _keep(session, (await session.exec(_POSITIONS)).all())
 
     def _position(self, row: PaperPositionRow) -> Position:
         mark = self.feed.price(row.symbol)
@@ -535,14 +599,14 @@ class PaperBroker:
     async def _check_margin(
         self, session: AsyncSession, request: OrderRequest, price: Decimal
     ) -> None:
-        position = await session.get(PaperPositionRow, request.symbol)
-        held = position.quantity if position is not None else ZERO
+        rows = await self._position_rows(session)
+        held = next((r.quantity for r in rows if r.symbol == request.symbol), ZERO)
         after = held + request.side.sign * request.quantity
         added = abs(after) - abs(held)
         if added <= 0:
             return
         account = await self._account_row(session)
-        positions = [self._position(r) for r in await self._position_rows(session) if r.quantity]
+        positions = [self._position(r) for r in rows if r.quantity]
         free = self._account(account.balance, positions).free_margin
         needed = added * price / self.leverage + self.fee_for(request.quantity, price)
         if needed > free:
@@ -606,12 +670,7 @@ class PaperBroker:
 
     @staticmethod
     async def _resting_rows(session: AsyncSession) -> list[PaperOrderRow]:
-        query = (
-            select(PaperOrderRow)
-            .where(col(PaperOrderRow.state) == OrderState.OPEN.value)
-            .order_by(col(PaperOrderRow.id))
-        )
-        return list((await session.exec(query)).all())
+        return list((await session.exec(_RESTING)).all())
 
     @staticmethod
     def _trigger_base(
@@ -697,3 +756,16 @@ class PaperBroker:
             fills=fills,
             trigger_price=row.trigger_price,
         )
+
+
+_KEPT = "paper_rows"
+_Row = TypeVar("_Row")
+
+
+def _keep(session: AsyncSession, rows: Sequence[_Row]) -> list[_Row]:
+    """``rows`` as a list, held by ``session`` until it ends: the identity map holds rows
+    weakly, so a row no local variable holds any more would be read again by the next
+    ``session.get``."""
+    kept: list[object] = session.info.setdefault(_KEPT, [])
+    kept.extend(rows)
+    return list(rows)

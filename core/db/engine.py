@@ -6,17 +6,25 @@ import ast
 import asyncio
 import os
 import re
+import sqlite3
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.errors import ConfigError
@@ -97,6 +105,76 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _one_hop(
+    connection: sqlite3.Connection, operation: str, parameters: Any
+) -> tuple[Any, list[Any], Any, int]:
+    """In aiosqlite's worker thread: run one statement on a fresh cursor and return its
+    description, its rows, lastrowid and rowcount (-1 and -1 for a query, as the DBAPI
+    says), the cursor closed."""
+    cursor = connection.cursor()
+    try:
+        if parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        if cursor.description:
+            return cursor.description, cursor.fetchall(), -1, -1
+        return None, [], cursor.lastrowid, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
+    """SQLAlchemy's aiosqlite cursor with each statement done in ONE call to the
+    connection's worker thread, not four (open a cursor, execute, fetch, close): every
+    call is a round trip through a queue and a thread wake-up, which on a busy machine
+    waits for the scheduler. Same statement, same connection, same thread, same results.
+    Uses aiosqlite's ``Connection._execute`` (queue a function for its thread), as
+    aiosqlite's own methods do."""
+
+    __slots__ = ()
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        """Run ``operation`` (see :func:`_one_hop`)."""
+        connection = self._connection
+        try:
+            done = self.await_(
+                connection._execute(_one_hop, connection._conn, operation, parameters)
+            )
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        self.description, rows, self.lastrowid, self.rowcount = done
+        self._rows = deque(rows)
+
+
+class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
+    """SQLAlchemy's aiosqlite connection whose cursors are :class:`_OneHopCursor`."""
+
+    __slots__ = ()
+
+    def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
+        """A one-hop cursor (server-side cursors as SQLAlchemy makes them)."""
+        if server_side:
+            return super().cursor(server_side)
+        return _OneHopCursor(self)
+
+
+class _OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """SQLAlchemy's aiosqlite DBAPI whose connections are :class:`_OneHopConnection`."""
+
+    def __init__(self) -> None:
+        import aiosqlite
+
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> AsyncAdapt_aiosqlite_connection:
+        """SQLAlchemy's connection, as a :class:`_OneHopConnection` (same slots)."""
+        connection = super().connect(*arg, **kw)
+        if type(connection) is AsyncAdapt_aiosqlite_connection:
+            connection.__class__ = _OneHopConnection
+        return connection
+
+
 #: A pooled PostgreSQL connection idle for longer than this (seconds) is pinged before it
 #: is used again; one used more recently is trusted unless asyncpg saw it close.
 PING_AFTER_IDLE_SECONDS = 30.0
@@ -122,11 +200,77 @@ def _check_live(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
             raise DisconnectionError(f"the idle connection is gone: {exc}") from exc
 
 
+#: How long (seconds) a SQLite write waits for this process's other writer, like the
+#: busy timeout it replaces within the process.
+WRITE_WAIT_SECONDS = 30.0
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+class _SQLiteWriter:
+    """One SQLite write transaction at a time in this process, queued on an asyncio lock.
+
+    SQLite has one writer; Python's sqlite3 opens a transaction at its first write, and
+    that write takes the database's write lock until the commit or rollback. Without this
+    queue, the other connections of the pool that write meanwhile spin in SQLite's busy
+    handler, which sleeps 1, 2, 5 ... 100 ms between retries in a worker thread: at 16
+    concurrent approvals most of the time went to those sleeps. The lock is taken exactly
+    where SQLite takes its own (before a connection's first write of a transaction, from
+    inside SQLAlchemy's greenlet) and released when that transaction ends, so it orders
+    the same writers in the same places, only without the sleeps; other processes on the
+    same file still meet SQLite's busy timeout. Raises
+    :class:`sqlalchemy.exc.OperationalError` ``database is locked`` after
+    :data:`WRITE_WAIT_SECONDS`, as SQLite's busy timeout would."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    def install(self, engine: AsyncEngine) -> None:
+        """Listen on ``engine``'s statements and transaction ends."""
+        sync = engine.sync_engine
+        event.listen(sync, "before_cursor_execute", self._before_execute)
+        event.listen(sync, "commit", self._ended)
+        event.listen(sync, "rollback", self._ended)
+        event.listen(sync.pool, "reset", self._reset)
+        event.listen(sync.pool, "close", self._closed)
+        event.listen(sync.pool, "invalidate", self._invalidated)
+
+    def _before_execute(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        info = conn.connection.info
+        if info.get(_HOLDS) or not statement.lstrip()[:7].upper().startswith(_WRITES):
+            return
+        try:
+            await_only(asyncio.wait_for(self._lock.acquire(), WRITE_WAIT_SECONDS))
+        except TimeoutError:
+            raise OperationalError(statement, None, Exception("database is locked")) from None
+        info[_HOLDS] = True
+
+    def _ended(self, conn: Any) -> None:
+        self._release(conn.connection.info)
+
+    def _reset(self, dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
+        self._release(connection_record.info)
+
+    def _closed(self, dbapi_connection: Any, connection_record: Any) -> None:
+        self._release(connection_record.info)
+
+    def _invalidated(self, dbapi_connection: Any, connection_record: Any, exception: Any) -> None:
+        self._release(connection_record.info)
+
+    def _release(self, info: dict[str, Any]) -> None:
+        if info.pop(_HOLDS, False):
+            self._lock.release()
+
+
+_HOLDS = "sqlite_write_lock"
+
+
 class Database:
     """Owns the async engine and hands out sessions.
 
     SQLite runs in WAL mode with a 30 s busy timeout so concurrent writers queue instead
-    of failing; PostgreSQL uses asyncpg, its pooled connections checked as
+    of failing, and this process's own writers queue on an asyncio lock first
+    (:class:`_SQLiteWriter`); PostgreSQL uses asyncpg, its pooled connections checked as
     :func:`_check_live` says (no round trip for a connection in steady use).
     ``session()`` is a context manager yielding an :class:`AsyncSession` that commits on
     success and rolls back on error.
@@ -138,17 +282,24 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if parsed.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}
+            if parsed.get_driver_name() == "aiosqlite":
+                kwargs["module"] = _OneHopDBAPI()
         else:
             kwargs["connect_args"] = connect_args
         self.engine: AsyncEngine = create_async_engine(parsed, **kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            _SQLiteWriter().install(self.engine)
         else:
             event.listen(self.engine.sync_engine.pool, "checkin", _checked_in)
             event.listen(self.engine.sync_engine.pool, "checkout", _check_live)
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
+        reads = self.engine
+        if self.engine.dialect.name == "postgresql":
+            reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reads = async_sessionmaker(reads, class_=AsyncSession, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -159,6 +310,15 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commit on success, roll back on any exception."""
         async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads that need no common snapshot and no lock (each statement
+        sees what is committed when it runs): on PostgreSQL in autocommit, which saves
+        the BEGIN and COMMIT round trips; on SQLite an ordinary session (a read there
+        opens no transaction). Never write in it."""
+        async with self._reads() as session:
             yield session
 
     async def close(self) -> None:

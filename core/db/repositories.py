@@ -8,13 +8,15 @@ status = ?`` changes one row or none, so exactly one of several concurrent calle
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.bounds import is_storable_id
@@ -46,6 +48,22 @@ __all__ = [
     "transition_signal",
     "update_pending_signal",
 ]
+
+
+# Statements of the hot paths, built once: SQLAlchemy computes a statement object's cache
+# key once, and the values come as parameters. The UPDATE and INSERT are Core statements on
+# the tables (SQLModel's stubs do not declare ``__table__``): no unit of work, no evaluation
+# of the criteria against the session (see :func:`_written`).
+_SIGNALS = SignalRow.__table__  # type: ignore[attr-defined]
+_SELECT_SIGNAL = select(SignalRow).where(col(SignalRow.id) == bindparam("signal_id"))
+_SELECT_OPERATOR_STATE = select(OperatorStateRow).where(col(OperatorStateRow.id) == 1)
+_CAS_SIGNAL = update(_SIGNALS).where(
+    _SIGNALS.c.id == bindparam("cas_id"), _SIGNALS.c.status == bindparam("cas_status")
+)
+_CAS_SIGNAL_VERSION = _CAS_SIGNAL.where(_SIGNALS.c.card_version == bindparam("cas_version"))
+_INSERT_AUDIT = insert(AuditEventRow.__table__)  # type: ignore[attr-defined]
+#: Read the row from the database even when the session holds it.
+_FRESH = {"populate_existing": True}
 
 
 def signal_from_row(row: SignalRow) -> Signal:
@@ -99,7 +117,10 @@ async def get_signal(session: AsyncSession, signal_id: int) -> Signal:
     """Load one signal. Raises NotFoundError (also for an id no column can hold)."""
     if not is_storable_id(signal_id):
         raise NotFoundError(f"no signal with id {signal_id}")
-    row = await session.get(SignalRow, signal_id, populate_existing=True)
+    found = await session.exec(
+        _SELECT_SIGNAL, params={"signal_id": signal_id}, execution_options=_FRESH
+    )
+    row = found.first()
     if row is None:
         raise NotFoundError(f"no signal with id {signal_id}")
     return signal_from_row(row)
@@ -117,6 +138,20 @@ async def list_signals(
     return [signal_from_row(row) for row in (await session.exec(query)).all()]
 
 
+def _written(
+    session: AsyncSession, model: type[SQLModel], key: object, values: Mapping[str, Any]
+) -> None:
+    """Keep the session's copy of the row ``model`` ``key`` (if it holds one) in step with
+    ``values`` an UPDATE has just written, as committed state: what SQLAlchemy's
+    ``synchronize_session`` does, without compiling the UPDATE's criteria into Python on
+    every call."""
+    row = session.sync_session.identity_map.get(identity_key(model, key))
+    if row is None:
+        return
+    for name, value in values.items():
+        set_committed_value(row, name, value)
+
+
 async def add_audit(
     session: AsyncSession,
     *,
@@ -129,18 +164,21 @@ async def add_audit(
     to_status: str = "",
     reason: str = "",
 ) -> None:
-    """Append one audit event to the session's transaction."""
-    session.add(
-        AuditEventRow(
-            at=at,
-            actor=actor,
-            action=action,
-            signal_id=signal_id,
-            order_id=order_id,
-            from_status=from_status,
-            to_status=to_status,
-            reason=reason[:500],
-        )
+    """Insert one audit event in the session's transaction, now (a Core INSERT: no
+    unit-of-work, no id read back; an ``order_id`` or ``signal_id`` it names must be in
+    the database already, which every id is once the session has drawn it)."""
+    await session.exec(
+        _INSERT_AUDIT,
+        params={
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "signal_id": signal_id,
+            "order_id": order_id,
+            "from_status": from_status,
+            "to_status": to_status,
+            "reason": reason[:500],
+        },
     )
 
 
@@ -171,16 +209,15 @@ async def transition_signal(
         raise ValueError(f"forbidden transition {current} -> {new}")
     if not is_storable_id(signal_id):
         return False
-    query = update(SignalRow).where(
-        col(SignalRow.id) == signal_id, col(SignalRow.status) == current.value
-    )
+    written = {"status": new.value, "status_reason": reason[:500], "updated_at": at, **values}
+    params = {"cas_id": signal_id, "cas_status": current.value, **written}
+    query = _CAS_SIGNAL
     if version is not None:
-        query = query.where(col(SignalRow.card_version) == version)
-    result = await session.exec(
-        query.values(status=new.value, status_reason=reason[:500], updated_at=at, **values)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+        query, params["cas_version"] = _CAS_SIGNAL_VERSION, version
+    result = await session.exec(query, params=params)
+    if result.rowcount != 1:
         return False
+    _written(session, SignalRow, signal_id, written)
     await add_audit(
         session,
         actor=actor,
@@ -266,7 +303,7 @@ async def list_audit(
 
 async def load_operator_state(session: AsyncSession) -> OperatorStateRow:
     """The operator state row, created on first use with a random instance tag."""
-    row = await session.get(OperatorStateRow, 1, populate_existing=True)
+    row = (await session.exec(_SELECT_OPERATOR_STATE, execution_options=_FRESH)).first()
     if row is not None:
         return row
     try:

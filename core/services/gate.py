@@ -108,6 +108,12 @@ BREACH_MAX = "max"
 HUNDRED = Decimal(100)
 
 
+#: The state row, locked (:meth:`Gate.state_in`); built once, so SQLAlchemy computes its
+#: cache key once, and read fresh even when the session holds the row.
+_LOCK_STATE = select(OperatorStateRow).where(col(OperatorStateRow.id) == 1).with_for_update()
+_FRESH = {"populate_existing": True}
+
+
 # --- the pure rules -----------------------------------------------------------------------
 
 
@@ -267,16 +273,10 @@ class Gate:
         (``FOR UPDATE`` on PostgreSQL; on SQLite the caller must already have written in
         this transaction, which holds the database's write lock). See the module
         docstring."""
-        query = (
-            select(OperatorStateRow)
-            .where(col(OperatorStateRow.id) == 1)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        row = (await session.exec(query)).first()
+        row = (await session.exec(_LOCK_STATE, execution_options=_FRESH)).first()
         if row is None:  # a database no engine has started on yet: create it, lock it
             await repo.load_operator_state(session)
-            row = (await session.exec(query)).one()
+            row = (await session.exec(_LOCK_STATE, execution_options=_FRESH)).one()
         return GateState.of(row)
 
     async def check_entry(

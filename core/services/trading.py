@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -75,6 +75,10 @@ __all__ = [
 ]
 
 HUNDRED = Decimal(100)
+
+#: A signal's order row (:meth:`TradingService.submit`), one Core INSERT built once: no
+#: unit of work, its id is not needed (the order is known by its client order id).
+_INSERT_ORDER = insert(OrderRow.__table__)  # type: ignore[attr-defined]
 
 
 #: Order purposes (``orders.purpose``): a signal's entry, a close, the protective exits.
@@ -389,19 +393,20 @@ class TradingService:
         ):
             current = await repo.get_signal(session, signal.id)
             raise TransitionConflictError(signal.id, current.status, "submit")
-        session.add(
-            OrderRow(
-                client_order_id=client_order_id,
-                signal_id=signal.id,
-                symbol=signal.symbol,
-                side=signal.side.value,
-                quantity=signal.quantity,
-                order_type=signal.order_type.value,
-                limit_price=signal.limit_price,
-                state=OrderState.SUBMITTED.value,
-                created_at=now,
-                updated_at=now,
-            )
+        await session.exec(
+            _INSERT_ORDER,
+            params={
+                "client_order_id": client_order_id,
+                "signal_id": signal.id,
+                "symbol": signal.symbol,
+                "side": signal.side.value,
+                "quantity": signal.quantity,
+                "order_type": signal.order_type.value,
+                "limit_price": signal.limit_price,
+                "state": OrderState.SUBMITTED.value,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         return OrderRequest(
             client_order_id=client_order_id,

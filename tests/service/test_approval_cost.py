@@ -12,3 +12,13 @@ async def test_an_approval_is_a_read_and_two_write_transactions(database_url: st
     assert cost.transactions == 3  # read the signal; approve + order row; record the fill
     assert cost.checkouts == 3  # one session per transaction
     assert cost.statements <= 18  # was 24 in 5 transactions
+    assert cost.venue_statements <= 6  # the paper ledger: was 9 (rows read twice)
+    assert cost.venue_transactions == 1
+
+
+async def test_a_sqlite_statement_is_one_call_to_the_worker_thread(sqlite_url: str) -> None:
+    cost = await approval_cost(sqlite_url, approvals=3, warmup=1)
+
+    # one call per statement and per transaction end (commit, the pool's reset); was 67,
+    # about four per statement (open a cursor, execute, fetch, close)
+    assert cost.thread_hops <= cost.statements + 2 * cost.transactions
