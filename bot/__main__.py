@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from bot.preflight import check_settings
 from core.config import Settings, load_settings
+from core.db.engine import start_upgrade
 from core.errors import ConfigError
 from core.logging import configure_logging
 
@@ -44,9 +45,15 @@ def main(policy: DeliveryPolicy | None = None) -> int:
         from core.reporting import init_error_reporting
 
         init_error_reporting(settings)
-        from bot.app import BotApp  # aiogram: only for a bot that can start
+        # migrations run in a child process while aiogram is imported (see start_upgrade)
+        upgrading = start_upgrade(settings.database_url)
+        try:
+            from bot.app import BotApp  # aiogram: only for a bot that can start
 
-        app = BotApp.from_settings(settings, policy)
+            app = BotApp.from_settings(settings, policy)
+        finally:
+            if upgrading is not None:
+                upgrading.wait()  # never leave a migration half done behind
         asyncio.run(app.run())
     except ConfigError as exc:  # also a broker extra missing when the engine is built
         return _refuse(exc, settings)
