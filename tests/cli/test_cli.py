@@ -304,3 +304,20 @@ def test_status_never_imports_aiogram_ccxt_or_plotting(run) -> None:  # type: ig
     assert done.returncode == 0, done.stderr
     assert "trading    ACTIVE" in done.stdout
     assert done.stdout.splitlines()[-1] == "imported:"
+
+
+def test_help_imports_neither_the_engine_nor_rich(run) -> None:  # type: ignore[no-untyped-def]
+    """``signaldesk --help`` answers without SQLAlchemy, the models, structlog or rich's
+    help rendering: the engine is imported by the commands that use it."""
+    probe = (
+        "import sys\n"
+        "from bot.cli import main\n"
+        "sys.argv = ['signaldesk', '--help']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "heavy = ('sqlalchemy', 'sqlmodel', 'core.db', 'structlog', 'rich', 'aiogram')\n"
+        "print('imported:', *sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = run("-c", probe, python=True)
+    assert done.returncode == 0, done.stderr
+    assert "Commands:" in done.stdout and "status" in done.stdout
+    assert done.stdout.splitlines()[-1] == "imported:"
