@@ -1,7 +1,8 @@
 """``python -m bot``: run the Telegram bot (long polling) on the configured engine.
 
 The settings, the token and the owners are checked before aiogram is imported (about a
-second of imports), so a bot that cannot start says so at once.
+second of imports), so a bot that cannot start says so at once. Pending migrations run in a
+child process meanwhile (:func:`core.db.engine.start_upgrade`), so alembic never loads here.
 
 Exit status: 0 after a clean stop (SIGINT/SIGTERM), 2 when the settings cannot be served
 (one line on stderr says what to set; a JSON log line when ``LOG_JSON=true``).
