@@ -2,7 +2,8 @@
 
 The settings, the token and the owners are checked before aiogram is imported (about a
 second of imports), so a bot that cannot start says so at once. Pending migrations run in a
-child process meanwhile (:func:`core.db.engine.start_upgrade`), so alembic never loads here.
+child process meanwhile (:func:`core.db.engine.start_upgrade`): alembic loads here only
+when the child could not finish (then its error is reported as before).
 
 Exit status: 0 after a clean stop (SIGINT/SIGTERM), 2 when the settings cannot be served
 (one line on stderr says what to set; a JSON log line when ``LOG_JSON=true``).
