@@ -11,16 +11,19 @@ $(BIN)/uv:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VER)
 
-# Two stamps, each newer than the lock file once .venv matches it: .run holds what running
-# SignalDesk needs (no extras, no dev tools), .synced adds every extra and the dev group.
-$(VENV)/.run: $(BIN)/uv uv.lock pyproject.toml
+# Two stamps, each newer than the lock file and this recipe once .venv matches them: .run
+# holds what running SignalDesk needs (no extras, no dev tools), .synced adds every extra and
+# the dev group.
+# Bytecode is compiled at install, as pip does: with PYTHONDONTWRITEBYTECODE (Docker images
+# set it) every command would otherwise compile SQLAlchemy and aiogram from source again.
+$(VENV)/.run: $(BIN)/uv uv.lock pyproject.toml Makefile
 	@echo "==> installing SignalDesk's locked runtime dependencies into $(VENV) (first time: about a minute)"
-	$(BIN)/uv sync --frozen --inexact --no-default-groups --python $(BIN)/python
+	$(BIN)/uv sync --frozen --inexact --no-default-groups --compile-bytecode --python $(BIN)/python
 	@touch $@
 
-$(VENV)/.synced: $(BIN)/uv uv.lock pyproject.toml
+$(VENV)/.synced: $(BIN)/uv uv.lock pyproject.toml Makefile
 	@echo "==> installing the locked dependencies, every extra and the dev tools into $(VENV)"
-	$(BIN)/uv sync --frozen --inexact --all-extras --python $(BIN)/python
+	$(BIN)/uv sync --frozen --inexact --all-extras --compile-bytecode --python $(BIN)/python
 	@touch $@ $(VENV)/.run
 
 demo: $(VENV)/.run  ## run the bot, the sandbox Telegram and the paper broker on the embedded defaults

@@ -1,7 +1,9 @@
 """``python -m bot``: run the Telegram bot (long polling) on the configured engine.
 
 The settings, the token and the owners are checked before aiogram is imported (about a
-second of imports), so a bot that cannot start says so at once.
+second of imports), so a bot that cannot start says so at once. Pending migrations run in a
+child process meanwhile (:func:`core.db.engine.start_upgrade`): alembic loads here only
+when the child could not finish (then its error is reported as before).
 
 Exit status: 0 after a clean stop (SIGINT/SIGTERM), 2 when the settings cannot be served
 (one line on stderr says what to set; a JSON log line when ``LOG_JSON=true``).
@@ -10,11 +12,13 @@ Exit status: 0 after a clean stop (SIGINT/SIGTERM), 2 when the settings cannot b
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from typing import TYPE_CHECKING
 
 from bot.preflight import check_settings
 from core.config import Settings, load_settings
+from core.db.engine import start_upgrade
 from core.errors import ConfigError
 from core.logging import configure_logging
 
@@ -44,9 +48,19 @@ def main(policy: DeliveryPolicy | None = None) -> int:
         from core.reporting import init_error_reporting
 
         init_error_reporting(settings)
-        from bot.app import BotApp  # aiogram: only for a bot that can start
+        # migrations run in a child process while aiogram is imported (see start_upgrade)
+        upgrading = start_upgrade(settings.database_url)
+        # aiogram's import builds ~1,500 pydantic models; the cyclic collector, run over and
+        # over as they pile up, took 10-15% of it. The start-up hook collects once, then freezes.
+        gc.disable()
+        try:
+            from bot.app import BotApp  # aiogram: only for a bot that can start
 
-        app = BotApp.from_settings(settings, policy)
+            app = BotApp.from_settings(settings, policy)
+        finally:
+            gc.enable()
+            if upgrading is not None:
+                upgrading.wait()  # never leave a migration half done behind
         asyncio.run(app.run())
     except ConfigError as exc:  # also a broker extra missing when the engine is built
         return _refuse(exc, settings)

@@ -9,24 +9,24 @@ text are read through :mod:`core.bounds`, like the webhook's and the chat's.
 
 from __future__ import annotations
 
-import asyncio
-import importlib.metadata
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from core import bounds
-from core.app import Engine, build_engine
-from core.config import Settings, load_settings
-from core.db.engine import upgrade_schema
 from core.domain import ExitStyle, OrderType, Side, Signal, SignalStatus
 from core.errors import ConfigError, SignalDeskError
-from core.logging import configure_logging
-from core.marketdata.base import Instrument, format_price
-from core.services import Proposal
+
+if TYPE_CHECKING:
+    from core.app import Engine
+    from core.config import Settings
+    from core.marketdata.base import Instrument
+    from core.services import Proposal
+
+# The engine (SQLAlchemy, the models, the services, structlog) is imported inside the
+# commands that use it: ``--help``, ``--version`` and a mistyped option answer without it.
 
 __all__ = ["app", "main"]
 
@@ -36,6 +36,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help and usage errors: rich's (a quarter of a second of imports) are
+    # not worth it for a command that answers at once
+    rich_markup_mode=None,
 )
 
 T = TypeVar("T")
@@ -46,6 +49,8 @@ MAX_LIST = 1000
 
 def _print_version(value: bool) -> None:
     if value:
+        import importlib.metadata
+
         typer.echo(f"signaldesk {importlib.metadata.version('signaldesk')}")
         raise typer.Exit
 
@@ -72,6 +77,9 @@ def run() -> None:
 
 
 def _settings() -> Settings:
+    from core.config import load_settings
+    from core.logging import configure_logging
+
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json, secrets=settings.secrets())
     return settings
@@ -79,6 +87,8 @@ def _settings() -> Settings:
 
 def _run(action: Callable[[Engine], Awaitable[T]]) -> T:
     """Build the engine, run ``action``, close it; a SignalDeskError exits 1 with its line."""
+
+    from core.app import build_engine
 
     async def body() -> T:
         engine = await build_engine(_settings())
@@ -92,6 +102,8 @@ def _run(action: Callable[[Engine], Awaitable[T]]) -> T:
 
 def _complete(work: Coroutine[Any, Any, T]) -> T:
     """Run ``work``; a SignalDeskError becomes its one line on stderr (see :func:`_fail`)."""
+    import asyncio
+
     try:
         return asyncio.run(work)
     except SignalDeskError as exc:
@@ -114,6 +126,8 @@ def _checked(parse: Callable[[], T]) -> T:
 
 def _decimal(name: str, text: str | None) -> Decimal | None:
     """``text`` as a positive, storable Decimal (None stays None); see core.bounds."""
+    from core import bounds
+
     return None if text is None else bounds.decimal_value(name, text)
 
 
@@ -124,6 +138,8 @@ def _money(value: Decimal | None) -> str:
 def _price(value: Decimal | None, instrument: Instrument | None = None) -> str:
     """A price with ``instrument``'s tick decimals when given (ETH/BTC: 5), else guessed
     (:func:`core.marketdata.base.format_price`); ``-`` for none."""
+    from core.marketdata.base import format_price
+
     return "-" if value is None else format_price(value, instrument)
 
 
@@ -155,6 +171,8 @@ def _signal_line(signal: Signal, instrument: Instrument | None = None) -> str:
 @app.command()
 def migrate() -> None:
     """Bring the database schema to the latest migration (alembic upgrade head)."""
+    from core.db.engine import upgrade_schema
+
     settings = _settings()
     _complete(upgrade_schema(settings.database_url))
     typer.echo("database is at the latest migration")
@@ -181,6 +199,9 @@ def propose(
     ] = None,
 ) -> None:
     """Propose a trade; it waits as PROPOSED for an owner's approval (card in Telegram)."""
+    from core import bounds
+    from core.services import Proposal
+
     proposal = _checked(
         lambda: Proposal(
             source="cli",
@@ -232,6 +253,8 @@ def signals(
 @app.command()
 def approve(signal_id: Annotated[int, typer.Argument(help="signal id, from `signals`")]) -> None:
     """Approve a pending signal: re-check it, then execute it through the broker."""
+    from core import bounds
+
     signal_id = _checked(lambda: bounds.signal_id(signal_id))
     decision, known = _run(
         lambda engine: _with_instruments(
@@ -257,6 +280,8 @@ def reject(
     reason: Annotated[str, typer.Option(help="why, kept in the audit trail")] = "",
 ) -> None:
     """Reject a pending signal."""
+    from core import bounds
+
     signal_id = _checked(lambda: bounds.signal_id(signal_id))
     reason = _checked(lambda: bounds.clean_text("reason", reason, 500))
     signal, known = _run(

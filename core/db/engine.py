@@ -8,6 +8,8 @@ import os
 import re
 import sqlite3
 import ssl
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -38,6 +40,7 @@ __all__ = [
     "alembic_config",
     "connect_options",
     "migrations_dir",
+    "start_upgrade",
     "upgrade_schema",
 ]
 
@@ -362,6 +365,40 @@ async def upgrade_schema(url: str) -> None:
         if type(exc).__module__.startswith("asyncpg"):  # refused login, no such database
             raise _unreachable(url, exc) from None
         raise
+
+
+def start_upgrade(url: str) -> subprocess.Popen[bytes] | None:
+    """Start :func:`upgrade_schema` of ``url`` in a child Python process and return it
+    (None when the schema is at head already: nothing to start). Call it outside an event
+    loop, before slow imports: the migrations then run on another core while the caller
+    imports, and alembic (about 13 MiB and half a second of imports) stays out of the
+    caller's memory. The URL goes to the child on its stdin, never on its command line.
+
+    The child is only a head start: its output is discarded and its outcome not read. The
+    caller waits for it (``.wait()``) and then upgrades as usual (``build_engine`` does),
+    which finds the schema at head, or runs alembic itself and raises what
+    :func:`upgrade_schema` raises (a database that does not answer, a failed migration).
+    """
+    if asyncio.run(_at_head(url)):
+        return None
+    child = subprocess.Popen(  # noqa: S603 - this Python, a fixed program, the URL on stdin
+        [sys.executable, "-c", _UPGRADE_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert child.stdin is not None
+    with child.stdin:
+        child.stdin.write(url.encode())
+    return child
+
+
+#: What :func:`start_upgrade`'s child runs: ``upgrade_schema`` of the URL on its stdin.
+_UPGRADE_CHILD = (
+    "import asyncio, sys\n"
+    "from core.db.engine import upgrade_schema\n"
+    "asyncio.run(upgrade_schema(sys.stdin.read()))\n"
+)
 
 
 _REVISION_LINE = re.compile(r"^(revision|down_revision)\b[^=\n]*=\s*(.+)$", re.MULTILINE)

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import httpx
 import structlog
 
 from core.brokers.base import Broker
@@ -206,6 +205,8 @@ class HeartbeatService:
     async def _ping(self, url: str) -> None:
         """GET ``url``; any failure is logged (without the URL, which usually embeds a
         token) and recorded, never raised."""
+        import httpx  # only a process that pings pays for its import
+
         try:
             async with httpx.AsyncClient(timeout=PING_TIMEOUT_SECONDS) as client:
                 response = await client.get(url)

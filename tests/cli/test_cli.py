@@ -288,19 +288,33 @@ def test_symbols_searches_and_propose_accepts_any_unambiguous_spelling(  # type:
     assert _rows(tmp_path / "cli.db", "signals") == 1
 
 
-def test_status_never_imports_aiogram_ccxt_or_plotting(run) -> None:  # type: ignore[no-untyped-def]
-    """A command that does not talk to Telegram imports neither aiogram nor the heavy
-    optional libraries, so the command line answers at once (``signaldesk status`` run
-    in-process in one fresh interpreter)."""
+def _imports(run, command: str, modules: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """``signaldesk COMMAND`` run in-process in one fresh interpreter; its output, whose
+    last line lists which of ``modules`` it imported (``imported:`` and their names)."""
     probe = (
         "import sys\n"
         "from bot.cli import main\n"
-        "sys.argv = ['signaldesk', 'status']\n"
+        f"sys.argv = ['signaldesk', {command!r}]\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "heavy = ('aiogram', 'aiohttp', 'ccxt', 'matplotlib', 'ib_async', 'MetaTrader5')\n"
-        "print('imported:', *sorted(m for m in heavy if m in sys.modules))\n"
+        f"print('imported:', *sorted(m for m in {modules!r} if m in sys.modules))\n"
     )
     done = run("-c", probe, python=True)
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_status_never_imports_aiogram_ccxt_or_plotting(run) -> None:  # type: ignore[no-untyped-def]
+    """A command that does not talk to Telegram imports neither aiogram nor the heavy
+    optional libraries, so the command line answers at once."""
+    heavy = ("aiogram", "aiohttp", "ccxt", "matplotlib", "ib_async", "MetaTrader5")
+    done = _imports(run, "status", heavy)
     assert "trading    ACTIVE" in done.stdout
+    assert done.stdout.splitlines()[-1] == "imported:"
+
+
+def test_help_imports_neither_the_engine_nor_rich(run) -> None:  # type: ignore[no-untyped-def]
+    """``signaldesk --help`` answers without SQLAlchemy, the models, structlog or rich's
+    help rendering: the engine is imported by the commands that use it."""
+    done = _imports(run, "--help", ("sqlalchemy", "sqlmodel", "core.db", "structlog", "rich"))
+    assert "Commands:" in done.stdout and "status" in done.stdout
     assert done.stdout.splitlines()[-1] == "imported:"

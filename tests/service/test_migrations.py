@@ -4,7 +4,9 @@ the SQLModel tables and the migrations."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import inspect
 
@@ -146,3 +148,21 @@ async def test_a_database_behind_the_head_is_upgraded_and_one_at_the_head_skips_
     await upgrade_schema(database_url)
     assert await db_engine._at_head(database_url)
     assert "chat_aliases" in await _tables(database_url)  # 0003 ran
+
+
+def test_start_upgrade_migrates_in_a_child_process_and_starts_none_at_the_head(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m bot`` migrates in a child while it imports aiogram: the child brings an
+    empty database to the head; at the head there is nothing to start."""
+    from core.db import engine as db_engine
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+
+    child = db_engine.start_upgrade(database_url)
+
+    assert child is not None
+    assert child.wait(timeout=120) == 0
+    assert asyncio.run(db_engine._at_head(database_url))
+    assert "signals" in asyncio.run(_tables(database_url))
+    assert db_engine.start_upgrade(database_url) is None
