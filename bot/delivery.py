@@ -120,7 +120,7 @@ from core.brokers.base import MarketHoursSource
 from core.config import MarketClosedPolicy
 from core.db.engine import Database
 from core.db.models import ChatAliasRow, OutboxRow, SignalCardRow
-from core.domain import ZERO, OrderReport, OrderType, Signal, SignalStatus, utcnow
+from core.domain import ZERO, Account, OrderReport, OrderType, Signal, SignalStatus, utcnow
 from core.errors import BrokerError, SignalDeskError
 from core.marketdata.base import MarketData
 from core.notify import Loudness, NoticeKind, Priority, Topic, TradeExit, read_settings
@@ -305,6 +305,9 @@ class Cards:
         #: the most recent last.
         self._shown: dict[tuple[int, int], Card] = {}
         self._edit_locks: dict[tuple[int, int], asyncio.Lock] = {}
+        #: The account and context of each signal's last card rendered here, the most
+        #: recent last (:meth:`decided`).
+        self._drawn: dict[int, tuple[Account | None, CardContext]] = {}
 
     async def render(self, signal: Signal, report: OrderReport | None = None) -> render.Card:
         """The card of ``signal``. ``report`` is the order's report when the caller has it;
@@ -324,9 +327,32 @@ class Cards:
         trade = None
         if signal.status is SignalStatus.FILLED:
             trade = await engine.trades.for_signal(signal.id)
-        return render.card(
-            signal, report, account, trade, engine.broker.name, await self._context(signal)
+        context = await self._context(signal)
+        self._drawn.pop(signal.id, None)
+        self._drawn[signal.id] = (account, context)
+        while len(self._drawn) > SHOWN_CARDS:  # forget the longest ago
+            del self._drawn[next(iter(self._drawn))]
+        return render.card(signal, report, account, trade, engine.broker.name, context)
+
+    async def decided(self, signal: Signal) -> Card:
+        """The card of ``signal`` just decided (SUBMITTED or BLOCKED at the tap, before the
+        broker answers), drawn while the order is on its way: the track record and the
+        instrument come from the signal's last card rendered in this process (the one the
+        owner tapped), as is the account its risk % was taken of, so the edit reads
+        nothing; :meth:`render` when there is none. The final edit after the broker
+        answered is a full :meth:`render`."""
+        drawn = self._drawn.get(signal.id)
+        if drawn is None:
+            return await self.render(signal)
+        account, known = drawn
+        context = CardContext(
+            now=self._engine.clock(),
+            zone=known.zone,
+            record=known.record,
+            instrument=known.instrument,
+            closed_policy=known.closed_policy,
         )
+        return render.card(signal, None, account, None, self._engine.broker.name, context)
 
     async def _context(self, signal: Signal) -> CardContext:
         """The clock, display zone, the source's track record and the symbol's instrument

@@ -75,9 +75,7 @@ async def on_card_button(
         nonlocal answer, shown
         answer = answer_with(render.decided_toast(signal))
         if message is not None:  # the buttons go now, whatever the broker's latency
-            shown = asyncio.ensure_future(
-                _refresh(bot, engine, cards, message, signal_id, signal, None)
-            )
+            shown = asyncio.ensure_future(_show_decided(bot, cards, message, signal))
 
     try:
         if callback_data.action is CardAction.APPROVE:
@@ -161,6 +159,12 @@ async def _after(first: Awaitable[None] | None, then: Awaitable[None]) -> None:
         except Exception as exc:  # the final edit below still brings the card up to date
             log.warning("card.tap_reply_failed", error=repr(exc))
     await then
+
+
+async def _show_decided(bot: Bot, cards: Cards, message: Message, signal: Signal) -> None:
+    """Edit the tapped card to ``signal`` as decided, before the broker answers."""
+    card = await cards.decided(signal)
+    await cards.edit(bot, message.chat.id, message.message_id, card, kind_of(message))
 
 
 async def _refresh(

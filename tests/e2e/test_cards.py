@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from bot.callbacks import CardAction
-from bot.delivery import DeliveryPolicy
+from bot.delivery import Cards, DeliveryPolicy
 from core.domain import OrderReport, OrderRequest, SignalStatus
 from tests.e2e.conftest import StartDesk
 from tests.e2e.support import card_button
@@ -223,3 +225,27 @@ async def test_taps_draw_no_not_modified_edit(start_desk: StartDesk) -> None:
         assert "Filled" in desk.sandbox.message(card.chat_id, card.message_id).plain_text
     kinds = [(r.kind, r.delivered_at is not None) for r in await desk.outbox() if r.signal_id]
     assert kinds == [("signal_card", True)] * 4 + [("signal_update", True)] * 4
+
+
+async def test_the_decided_card_is_the_tapped_card_with_its_outcome(start_desk: StartDesk) -> None:
+    desk = await start_desk()
+    signal = await desk.propose()  # a stop loss: the card shows the risk as % of equity
+    await desk.card(signal.id)
+    cards = Cards(desk.engine, charts=False)
+    submitted = replace(signal, status=SignalStatus.SUBMITTED, decided_by="@ada")
+
+    cold = await cards.decided(submitted)  # nothing drawn here yet: a full render
+    tapped = await cards.render(signal)
+    statements: list[str] = []
+    sync_engine = desk.engine.db.engine.sync_engine
+    listen = (sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    event.listen(*listen)
+    try:
+        warm = await cards.decided(submitted)  # from what was drawn for the tap
+    finally:
+        event.remove(*listen)
+    assert statements == []  # no read while the order is on its way
+
+    assert warm == cold == await cards.render(submitted)  # nothing changed meanwhile
+    assert "of equity)" in tapped.text and "of equity)" in warm.text
+    assert "📨 Order sent, waiting for the broker" in warm.text and warm.markup is None
