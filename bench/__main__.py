@@ -121,7 +121,7 @@ async def _cost(table: Table, tmp: Path, kind: str, url: str, args: argparse.Nam
         f"one approve(), {kind}: transactions",
         f"{cost.transactions:.1f}",
         goal="1 write txn + outcome",
-        ok=cost.transactions <= 3,
+        ok=cost.transactions <= 2,
     )
     if cost.thread_hops:
         table.add(f"one approve(), {kind}: aiosqlite thread hops", f"{cost.thread_hops:.1f}")

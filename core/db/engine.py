@@ -243,10 +243,17 @@ class _SQLiteWriter:
         if info.get(_HOLDS) or not statement.lstrip()[:7].upper().startswith(_WRITES):
             return
         try:
-            await_only(asyncio.wait_for(self._lock.acquire(), WRITE_WAIT_SECONDS))
+            await_only(self._acquire())
         except TimeoutError:
             raise OperationalError(statement, None, Exception("database is locked")) from None
         info[_HOLDS] = True
+
+    async def _acquire(self) -> None:
+        """Take the lock, waiting at most :data:`WRITE_WAIT_SECONDS` (TimeoutError). A free
+        lock is taken without a task or a turn of the event loop (``asyncio.wait_for``
+        would wrap every acquisition in a task of its own)."""
+        async with asyncio.timeout(WRITE_WAIT_SECONDS):
+            await self._lock.acquire()
 
     def _ended(self, conn: Any) -> None:
         self._release(conn.connection.info)

@@ -35,6 +35,7 @@ from core.errors import NotFoundError
 
 __all__ = [
     "add_audit",
+    "find_operator_state",
     "get_signal",
     "list_audit",
     "list_signals",
@@ -301,9 +302,16 @@ async def list_audit(
     ]
 
 
+async def find_operator_state(session: AsyncSession) -> OperatorStateRow | None:
+    """The operator state row as committed, or None on a database no engine has started
+    on yet (the engine creates it at start-up). Only reads: fit for
+    :meth:`~core.db.engine.Database.reading`."""
+    return (await session.exec(_SELECT_OPERATOR_STATE, execution_options=_FRESH)).first()
+
+
 async def load_operator_state(session: AsyncSession) -> OperatorStateRow:
     """The operator state row, created on first use with a random instance tag."""
-    row = (await session.exec(_SELECT_OPERATOR_STATE, execution_options=_FRESH)).first()
+    row = await find_operator_state(session)
     if row is not None:
         return row
     try:

@@ -264,9 +264,14 @@ class Gate:
     # --- reads ----------------------------------------------------------------------------
 
     async def state(self) -> GateState:
-        """The persisted state, read without a lock (for display and early answers)."""
-        async with self._db.session() as session:
-            return GateState.of(await repo.load_operator_state(session))
+        """The persisted state, read without a lock or a transaction (for display and
+        early answers); created first on a database no engine has started on yet."""
+        async with self._db.reading() as session:
+            row = await repo.find_operator_state(session)
+        if row is None:
+            async with self._db.session() as session:
+                row = await repo.load_operator_state(session)
+        return GateState.of(row)
 
     async def state_in(self, session: AsyncSession) -> GateState:
         """The state inside the caller's transaction, locked against a concurrent pause

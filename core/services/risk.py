@@ -353,22 +353,25 @@ class RiskService:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _evaluate(self, account: Account) -> RiskFigures:
+        """Judge ``account`` against the persisted baselines and level. A check that would
+        write nothing (baselines and level as stored, no snapshot due: most checks after a
+        fill) reads the state in one statement outside a transaction and returns; any
+        change is decided afresh in the write transaction below."""
         now = self._clock()
+        if not self._snapshot_due(now):
+            async with self._db.reading() as session:
+                seen = await repo.find_operator_state(session)
+            if seen is not None:
+                base, figures, new = self._assess(account, seen, now)
+                if new is BreachLevel(seen.breach_level) and _as_stored(base, seen):
+                    return figures
         async with self._db.session() as session:
             state = await repo.load_operator_state(session)
-            base = roll_baselines(
-                account.equity,
-                now,
-                state.peak_equity,
-                state.day_start_equity,
-                state.day_start_date,
-            )
+            base, figures, new = self._assess(account, state, now)
             state.peak_equity = base.peak_equity
             state.day_start_equity = base.day_start_equity
             state.day_start_date = base.day_start_date
             old = BreachLevel(state.breach_level)
-            figures = self._figures(account, base, state, now)
-            new = next_level(old, figures.drawdown_pct, figures.daily_loss_pct, self.limits)
             won = new is not old and await _move_level(session, old, new, now)
             if won and new is BreachLevel.MAX:  # the breach's pause, in the same transaction
                 await self._trading.gate.halt_in(
@@ -398,6 +401,21 @@ class RiskService:
             )
             await self._on_crossing(old, new, figures)
         return figures
+
+    def _assess(
+        self, account: Account, state: OperatorStateRow, now: datetime
+    ) -> tuple[Baselines, RiskFigures, BreachLevel]:
+        """The baselines after ``account``, the figures, and the level they call for."""
+        base = roll_baselines(
+            account.equity, now, state.peak_equity, state.day_start_equity, state.day_start_date
+        )
+        figures = self._figures(account, base, state, now)
+        old = BreachLevel(state.breach_level)
+        return (
+            base,
+            figures,
+            next_level(old, figures.drawdown_pct, figures.daily_loss_pct, self.limits),
+        )
 
     def _snapshot_due(self, now: datetime) -> bool:
         return self._last_snapshot is None or now - self._last_snapshot >= SNAPSHOT_EVERY
@@ -553,6 +571,15 @@ async def _move_level(
         .values(breach_level=new.value, breach_at=now if new is not BreachLevel.NONE else None)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _as_stored(base: Baselines, state: OperatorStateRow) -> bool:
+    """True when ``base`` is what ``state`` holds already (nothing to write)."""
+    return (base.peak_equity, base.day_start_equity, base.day_start_date) == (
+        state.peak_equity,
+        state.day_start_equity,
+        state.day_start_date,
+    )
 
 
 def _cause(f: RiskFigures) -> str:

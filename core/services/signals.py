@@ -436,9 +436,11 @@ class SignalService:
                 another tap); ``current`` carries its state.
             CardChangedError: ``version`` is not the signal's card version.
         """
-        async with self._db.session() as session:
+        gate = self._trading.gate
+        async with self._db.reading() as session:  # no lock: the approving write re-checks
             signal = await repo.get_signal(session, signal_id)
-            state = GateState.of(await repo.load_operator_state(session))
+            row = await repo.find_operator_state(session)
+        state = GateState.of(row) if row is not None else await gate.state()
         if signal.status is not SignalStatus.PROPOSED:
             raise TransitionConflictError(signal_id, signal.status, "approve")
         if version is not None and version != signal.card_version:
@@ -448,7 +450,6 @@ class SignalService:
             return Decision(
                 await self._decide(signal_id, SignalStatus.EXPIRED, "system", "expired")
             )
-        gate = self._trading.gate
         checked = await gate.check_entry(signal, self._prices, state)
         async with self._db.session() as session:
             if not await repo.transition_signal(

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import func, tuple_
+from sqlalchemy import bindparam, func, tuple_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -345,6 +345,20 @@ class SourceRecord:
 
 
 #: Statuses a signal reaches only after an owner approved it.
+#: The OPEN trades of the (symbol, side) pairs ``keys`` (an expanding parameter), oldest
+#: first, locked for update: :meth:`TradeService._open_pool`'s query, built once (its
+#: cache key is computed once, not on every recording).
+_OPEN_POOL = (
+    select(TradeRow)
+    .where(
+        tuple_(col(TradeRow.symbol), col(TradeRow.side)).in_(bindparam("keys", expanding=True)),
+        col(TradeRow.status) == TradeStatus.OPEN.value,
+    )
+    .order_by(col(TradeRow.opened_at), col(TradeRow.id))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
 _APPROVED = tuple(
     s.value
     for s in (
@@ -540,17 +554,7 @@ class TradeService:
         pool: dict[tuple[str, str], list[TradeRow]] = {key: [] for key in keys}
         if not keys:
             return pool
-        query = (
-            select(TradeRow)
-            .where(
-                tuple_(col(TradeRow.symbol), col(TradeRow.side)).in_(sorted(keys)),
-                col(TradeRow.status) == TradeStatus.OPEN.value,
-            )
-            .order_by(col(TradeRow.opened_at), col(TradeRow.id))
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        for row in (await session.exec(query)).all():
+        for row in (await session.exec(_OPEN_POOL, params={"keys": sorted(keys)})).all():
             pool[(row.symbol, row.side)].append(row)
         return pool
 

@@ -12,6 +12,7 @@ reconciler, which looks it up by client order id. Nothing ambiguous is ever retr
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,7 +20,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -79,6 +81,27 @@ HUNDRED = Decimal(100)
 #: A signal's order row (:meth:`TradingService.submit`), one Core INSERT built once: no
 #: unit of work, its id is not needed (the order is known by its client order id).
 _INSERT_ORDER = insert(OrderRow.__table__)  # type: ignore[attr-defined]
+
+#: The (order id, broker fill id) of the fills of the orders ``ids`` (an expanding
+#: parameter), built once.
+_KNOWN_FILLS = select(FillRow.order_id, FillRow.broker_fill_id).where(
+    col(FillRow.order_id).in_(bindparam("ids", expanding=True))
+)
+
+
+@functools.cache
+def _write_order_statement(names: tuple[str, ...]) -> ReturningUpdate[tuple[OrderRow]]:
+    """``UPDATE orders SET <names> WHERE client_order_id = :cid RETURNING orders`` with
+    each value as the parameter ``v_<name>``, built once per set of columns written
+    (a handful: a report's, a failure's). It is its transaction's first statement, so the
+    session holds no row to synchronize (and the ORM could not evaluate the parameters)."""
+    return (
+        update(OrderRow)
+        .where(col(OrderRow.client_order_id) == bindparam("cid"))
+        .values({name: bindparam(f"v_{name}") for name in names})
+        .returning(OrderRow)
+        .execution_options(synchronize_session=False)
+    )
 
 
 #: Order purposes (``orders.purpose``): a signal's entry, a close, the protective exits.
@@ -621,13 +644,11 @@ class TradingService:
         Raises:
             SignalDeskError: no order has this client order id.
         """
-        query = (
-            update(OrderRow)
-            .where(col(OrderRow.client_order_id) == client_order_id)
-            .values(**values)
-            .returning(OrderRow)
+        query = _write_order_statement(tuple(values))
+        params = {f"v_{name}": value for name, value in values.items()}
+        order = (
+            (await session.exec(query, params={"cid": client_order_id, **params})).scalars().first()
         )
-        order = (await session.exec(query)).scalars().first()
         if order is None:
             raise SignalDeskError(f"no order with client order id {client_order_id}")
         return order
@@ -642,10 +663,8 @@ class TradingService:
         ids = [o.id for o, r in zip(orders, reports, strict=True) if r.fills and o.id]
         if not ids:
             return set()
-        query = select(FillRow.order_id, FillRow.broker_fill_id).where(
-            col(FillRow.order_id).in_(ids)
-        )
-        return {(order_id, fill_id) for order_id, fill_id in (await session.exec(query)).all()}
+        found = await session.exec(_KNOWN_FILLS, params={"ids": ids})
+        return {(order_id, fill_id) for order_id, fill_id in found.all()}
 
     @staticmethod
     def _new_fills(

@@ -17,11 +17,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import col, func, select
 
 from core.app import Engine
 from core.config import DrawdownAction
-from core.db.models import AuditEventRow, EquitySnapshotRow, OrderRow
+from core.db.models import AuditEventRow, EquitySnapshotRow, OperatorStateRow, OrderRow
 from core.domain import Side, SignalStatus
 from core.services import Proposal
 from core.services.risk import BreachLevel, Limits, next_level, roll_baselines
@@ -244,6 +245,31 @@ async def test_equity_snapshots_are_written_once_a_minute_and_on_each_level_chan
     # After-fill check at t=0, then one per 60 s of clock (15 more), plus the warn change.
     assert len(snapshots) == 17
     assert all(s.peak_equity >= s.equity for s in snapshots)
+
+
+async def test_a_check_with_nothing_to_write_opens_no_transaction_and_a_new_peak_does(
+    engines: Engines, database_url: str, clock: Clock
+) -> None:
+    engine = await engines.start(database_url, feed_start=PEAK)
+    await engine.risk.check()  # the first check writes the baselines and a snapshot
+    commits: list[object] = []
+    event.listen(engine.db.engine.sync_engine, "commit", commits.append)
+    clock.advance(10)  # no snapshot due, same equity (nothing held): nothing to write
+
+    quiet = await engine.risk.check()
+
+    assert commits == []
+    assert quiet.peak_equity == Decimal(10000) and quiet.level is BreachLevel.NONE
+    async with engine.db.session() as session:  # a peak below the equity: a new high
+        state = await session.get(OperatorStateRow, 1)
+        assert state is not None
+        state.peak_equity = Decimal(9000)
+
+    moved = await engine.risk.check()
+
+    assert len(commits) == 2  # the peak's write above, then the check's own
+    assert moved.peak_equity == Decimal(10000)
+    assert (await engine.trading.operator_status()).peak_equity == Decimal(10000)
 
 
 async def test_figures_describe_equity_peak_limits_and_state_without_changing_them(
