@@ -9,6 +9,7 @@ text are read through :mod:`core.bounds`, like the webhook's and the chat's.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -456,3 +457,8 @@ def main() -> None:
     except SignalDeskError as exc:  # a ConfigError raised while reading settings
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2 if isinstance(exc, ConfigError) else 1) from None
+    finally:
+        # The interpreter's exit runs the cyclic collector over every object the imports
+        # made (~100,000: SQLAlchemy, pydantic, the models), a sixth of a second for
+        # nothing; frozen, they are only released. atexit handlers and flushes still run.
+        gc.freeze()
