@@ -88,11 +88,11 @@ def _settings() -> Settings:
 
 def _run(action: Callable[[Engine], Awaitable[T]]) -> T:
     """Build the engine, run ``action``, close it; a SignalDeskError exits 1 with its line."""
-
+    settings = _checked(_settings)  # core.logging before the engine's imports (see there)
     from core.app import build_engine
 
     async def body() -> T:
-        engine = await build_engine(_settings())
+        engine = await build_engine(settings)
         try:
             return await action(engine)
         finally:
@@ -426,9 +426,10 @@ def engine() -> None:
     """Run the always-on duties without Telegram (scheduler: heartbeat, drawdown guard,
     expiry, reconciliation, strategy; the webhook on $PORT when set) until Ctrl-C. Its
     messages wait in the outbox for a bot process to deliver them."""
+    settings = _settings()  # core.logging before the engine's imports (see there)
     from core.runner import run_engine
 
-    _complete(run_engine(_settings()))
+    _complete(run_engine(settings))
 
 
 @app.command()
@@ -445,9 +446,10 @@ def demo(
     """The whole product on the embedded defaults, no token or account needed: the sandbox
     Telegram server with a web chat page, the bot, the paper broker on the real BTC/USDT
     replay and a demo signal source. Prints the web chat's URL."""
+    settings = _settings()  # core.logging before the bot's imports (see there)
     from bot.demo import run_demo
 
-    raise typer.Exit(_complete(run_demo(_settings(), autopilot)))
+    raise typer.Exit(_complete(run_demo(settings, autopilot)))
 
 
 def main() -> None:
