@@ -305,8 +305,9 @@ def _imports(run, command: str, modules: tuple[str, ...]):  # type: ignore[no-un
 
 def test_status_never_imports_aiogram_ccxt_or_plotting(run) -> None:  # type: ignore[no-untyped-def]
     """A command that does not talk to Telegram imports neither aiogram nor the heavy
-    optional libraries, so the command line answers at once."""
-    heavy = ("aiogram", "aiohttp", "ccxt", "matplotlib", "ib_async", "MetaTrader5")
+    optional libraries (nor rich, which structlog would pull in), so the command line
+    answers at once."""
+    heavy = ("aiogram", "aiohttp", "ccxt", "matplotlib", "ib_async", "MetaTrader5", "rich")
     done = _imports(run, "status", heavy)
     assert "trading    ACTIVE" in done.stdout
     assert done.stdout.splitlines()[-1] == "imported:"

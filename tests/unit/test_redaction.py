@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import sys
 import threading
 import time
@@ -118,3 +119,21 @@ def test_json_lines_from_two_threads_never_land_inside_each_other(
     assert len(written) == 2 * lines
     events = [json.loads(line)["event"] for line in written]  # each one whole JSON
     assert events.count("duties.ran") == lines
+
+
+def test_structlog_comes_without_rich_and_rich_stays_importable() -> None:
+    """core.logging imports structlog with rich hidden: structlog's default exception
+    formatter (used before configure_logging) is then the plain one, never rich's, which
+    shows each frame's locals; rich itself (typer's) still imports afterwards."""
+    probe = (
+        "import sys\n"
+        "import core.logging, structlog\n"
+        "print('rich' in sys.modules, structlog.dev.default_exception_formatter.__name__)\n"
+        "import rich.console\n"
+        "print('rich importable')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False plain_traceback", "rich importable"]
