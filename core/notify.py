@@ -19,6 +19,7 @@ from datetime import UTC, datetime, time, tzinfo
 from decimal import Decimal
 from typing import Any, Protocol
 
+from sqlalchemy import insert
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -402,15 +403,33 @@ def enqueue(session: AsyncSession, notification: Notification) -> None:
     session.add(_outbox_row(notification))
 
 
+#: The outbox's Core INSERT, built once; the columns not given take their defaults.
+_INSERT_OUTBOX = insert(OutboxRow.__table__)  # type: ignore[attr-defined]
+
+
+async def insert_outbox(session: AsyncSession, *notifications: Notification) -> None:
+    """:func:`enqueue` as a Core INSERT executed now in the caller's transaction: one
+    statement for all ``notifications``, their rows in the order given, after whatever the
+    session had pending (flushed first) and before any row a later flush inserts; no
+    unit-of-work, no id read back. Nothing happens without any."""
+    if notifications:
+        values = [_outbox_values(n) for n in notifications]
+        await session.exec(_INSERT_OUTBOX, params=values[0] if len(values) == 1 else values)
+
+
 def _outbox_row(notification: Notification) -> OutboxRow:
-    return OutboxRow(
-        kind=notification.kind.value,
-        priority=int(notification.priority),
-        signal_id=notification.signal_id,
-        text=notification.text,
-        topic=notification.resolved_topic.value,
-        payload=notification.payload,
-    )
+    return OutboxRow(**_outbox_values(notification))
+
+
+def _outbox_values(notification: Notification) -> dict[str, Any]:
+    return {
+        "kind": notification.kind.value,
+        "priority": int(notification.priority),
+        "signal_id": notification.signal_id,
+        "text": notification.text,
+        "topic": notification.resolved_topic.value,
+        "payload": notification.payload,
+    }
 
 
 class Notifier(Protocol):

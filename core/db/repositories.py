@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Row, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -58,6 +58,9 @@ __all__ = [
 _SIGNALS = SignalRow.__table__  # type: ignore[attr-defined]
 _SELECT_SIGNAL = select(SignalRow).where(col(SignalRow.id) == bindparam("signal_id"))
 _SELECT_OPERATOR_STATE = select(OperatorStateRow).where(col(OperatorStateRow.id) == 1)
+_OPERATOR_STATE = OperatorStateRow.__table__  # type: ignore[attr-defined]
+#: The operator state's columns as a plain row (no ORM object to build or track).
+_READ_OPERATOR_STATE = select(_OPERATOR_STATE).where(_OPERATOR_STATE.c.id == 1)
 _CAS_SIGNAL = update(_SIGNALS).where(
     _SIGNALS.c.id == bindparam("cas_id"), _SIGNALS.c.status == bindparam("cas_status")
 )
@@ -302,16 +305,17 @@ async def list_audit(
     ]
 
 
-async def find_operator_state(session: AsyncSession) -> OperatorStateRow | None:
-    """The operator state row as committed, or None on a database no engine has started
-    on yet (the engine creates it at start-up). Only reads: fit for
-    :meth:`~core.db.engine.Database.reading`."""
-    return (await session.exec(_SELECT_OPERATOR_STATE, execution_options=_FRESH)).first()
+async def find_operator_state(session: AsyncSession) -> Row[Any] | None:
+    """The operator state as committed, a read-only plain row whose attributes are the
+    columns of :class:`~core.db.models.OperatorStateRow` (no ORM object), or None on a
+    database no engine has started on yet (the engine creates it at start-up). Only
+    reads: fit for :meth:`~core.db.engine.Database.reading`."""
+    return (await (await session.connection()).execute(_READ_OPERATOR_STATE)).first()
 
 
 async def load_operator_state(session: AsyncSession) -> OperatorStateRow:
     """The operator state row, created on first use with a random instance tag."""
-    row = await find_operator_state(session)
+    row = (await session.exec(_SELECT_OPERATOR_STATE, execution_options=_FRESH)).first()
     if row is not None:
         return row
     try:

@@ -67,9 +67,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import structlog
-from sqlalchemy import case, func, update
+from sqlalchemy import Row, case, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -130,8 +131,9 @@ class GateState:
     breach_level: str = ""
 
     @classmethod
-    def of(cls, row: OperatorStateRow) -> GateState:
-        """The gate's view of the operator state row."""
+    def of(cls, row: OperatorStateRow | Row[Any]) -> GateState:
+        """The gate's view of the operator state (its ORM row, or its columns as a plain
+        row)."""
         return cls(TradingState(row.trading_state), row.pause_reason, row.breach_level)
 
 
@@ -268,10 +270,10 @@ class Gate:
         early answers); created first on a database no engine has started on yet."""
         async with self._db.reading() as session:
             row = await repo.find_operator_state(session)
-        if row is None:
-            async with self._db.session() as session:
-                row = await repo.load_operator_state(session)
-        return GateState.of(row)
+        if row is not None:
+            return GateState.of(row)
+        async with self._db.session() as session:
+            return GateState.of(await repo.load_operator_state(session))
 
     async def state_in(self, session: AsyncSession) -> GateState:
         """The state inside the caller's transaction, locked against a concurrent pause

@@ -40,7 +40,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import Row, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -403,7 +403,7 @@ class RiskService:
         return figures
 
     def _assess(
-        self, account: Account, state: OperatorStateRow, now: datetime
+        self, account: Account, state: OperatorStateRow | Row[Any], now: datetime
     ) -> tuple[Baselines, RiskFigures, BreachLevel]:
         """The baselines after ``account``, the figures, and the level they call for."""
         base = roll_baselines(
@@ -421,7 +421,7 @@ class RiskService:
         return self._last_snapshot is None or now - self._last_snapshot >= SNAPSHOT_EVERY
 
     def _figures(
-        self, account: Account, base: Baselines, state: OperatorStateRow, now: datetime
+        self, account: Account, base: Baselines, state: OperatorStateRow | Row[Any], now: datetime
     ) -> RiskFigures:
         return RiskFigures(
             at=now,
@@ -573,7 +573,7 @@ async def _move_level(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def _as_stored(base: Baselines, state: OperatorStateRow) -> bool:
+def _as_stored(base: Baselines, state: OperatorStateRow | Row[Any]) -> bool:
     """True when ``base`` is what ``state`` holds already (nothing to write)."""
     return (base.peak_equity, base.day_start_equity, base.day_start_date) == (
         state.peak_equity,

@@ -57,7 +57,15 @@ from core.errors import (
     SignalDeskError,
     TransitionConflictError,
 )
-from core.notify import NoticeKind, Notification, Notifier, Priority, Topic, enqueue
+from core.notify import (
+    NoticeKind,
+    Notification,
+    Notifier,
+    Priority,
+    Topic,
+    enqueue,
+    insert_outbox,
+)
 from core.services.gate import BREACH_MAX, Gate, owns
 from core.services.trades import TradeEvent, TradeEventKind, TradeService, fee_in_quote
 
@@ -81,6 +89,10 @@ HUNDRED = Decimal(100)
 #: A signal's order row (:meth:`TradingService.submit`), one Core INSERT built once: no
 #: unit of work, its id is not needed (the order is known by its client order id).
 _INSERT_ORDER = insert(OrderRow.__table__)  # type: ignore[attr-defined]
+#: The fills' Core INSERT, built once.
+_INSERT_FILL = insert(FillRow.__table__)  # type: ignore[attr-defined]
+#: The columns a new fill row is inserted with (its id is drawn by the database).
+_FILL_COLUMNS = tuple(c.key for c in FillRow.__table__.columns if c.key != "id")  # type: ignore[attr-defined]
 
 #: The (order id, broker fill id) of the fills of the orders ``ids`` (an expanding
 #: parameter), built once.
@@ -513,13 +525,20 @@ class TradingService:
                 for report, order in zip(reports, orders, strict=True)
             ]
             events = await self.trades.apply_batch(session, list(zip(orders, fills, strict=True)))
-            for report, order, signal, new in zip(reports, orders, signals, fills, strict=True):
-                session.add_all(new)
+            await _insert_fills(session, [fill for new in fills for fill in new])
+            for report, order, signal in zip(reports, orders, signals, strict=True):
                 settled.append(
                     await self._settle(session, order, signal, report.state, actor, report.reason)
                 )
-                if card and signal is not None:
-                    enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id))
+            if card:
+                await insert_outbox(
+                    session,
+                    *(
+                        Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id)
+                        for signal in signals
+                        if signal is not None
+                    ),
+                )
         if card or any(e.kind in _EXITED for e in events):  # outbox rows to deliver now
             self._notifier.queued()
         if any(r.fills for r in reports) and self.on_fill is not None:
@@ -1136,6 +1155,15 @@ _SETTLES = {
 _LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
 #: The cancel's error when the venue has no such order.
 _GONE = "the venue has no such order"
+
+
+async def _insert_fills(session: AsyncSession, fills: Sequence[FillRow]) -> None:
+    """Insert ``fills`` (rows outside the session, linked to their trades) in the
+    caller's transaction now, in one Core INSERT: no unit-of-work flush, no id read
+    back. Nothing happens without any."""
+    if fills:
+        values = [{name: getattr(fill, name) for name in _FILL_COLUMNS} for fill in fills]
+        await session.exec(_INSERT_FILL, params=values[0] if len(values) == 1 else values)
 
 
 def _order_values(report: OrderReport, now: datetime) -> dict[str, object]:
