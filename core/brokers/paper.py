@@ -272,10 +272,14 @@ class PaperBroker:
         await session.flush()
         return self._report(row)
 
-    async def _enter(self, session: AsyncSession, request: OrderRequest) -> PaperOrderRow:
+    async def _enter(
+        self, session: AsyncSession, request: OrderRequest, *, closes: bool = False
+    ) -> PaperOrderRow:
         """Execute or rest ``request`` in ``session`` (checked, its client order id new to
         the ledger): the order's row, added to the session but not flushed (it has no id
-        until the caller flushes)."""
+        until the caller flushes). ``closes``: the request was built from the position
+        held in this transaction (:func:`closing_request`), so it only reduces it and has
+        no margin to check."""
         trigger = request.order_type.is_trigger
         row = PaperOrderRow(
             client_order_id=request.client_order_id,
@@ -309,7 +313,8 @@ class PaperBroker:
                 await self._check_margin(session, request, request.limit_price)
                 session.add(row)
                 return row
-        await self._check_margin(session, request, price)
+        if not closes:
+            await self._check_margin(session, request, price)
         await self._fill(session, row, price)
         session.add(row)
         return row
@@ -548,7 +553,8 @@ class PaperBroker:
                 position = positions.get(request.symbol)
                 held = position.quantity if position is not None else ZERO
                 close = closing_request(request.symbol, cid, held, request.quantity)
-                row = rows[cid] = None if close is None else await self._enter(session, close)
+                entered = None if close is None else await self._enter(session, close, closes=True)
+                row = rows[cid] = entered
             outcomes.append(row)
         await session.flush()
         return outcomes

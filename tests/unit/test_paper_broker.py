@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func
+from sqlalchemy import event, func
 from sqlmodel import select
 
 from core.brokers.paper import PaperBroker
@@ -567,6 +567,9 @@ async def test_concurrent_closes_share_one_ledger_transaction_in_call_order(
 ) -> None:
     await broker.place_order(market("open", Side.BUY, "0.05"))  # at 113689.42, fee 5.684471
     before = await _seq(db)
+    statements: list[str] = []
+    listen = (db.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    event.listen(*listen)
 
     reports = await asyncio.gather(
         broker.close_position(SYMBOL, "close-1", D("0.02")),
@@ -575,7 +578,10 @@ async def test_concurrent_closes_share_one_ledger_transaction_in_call_order(
         broker.close_position(SYMBOL, "close-1", D("0.02")),  # the same id: that order
     )
 
+    event.remove(*listen)
     assert await _seq(db) == before + 1
+    # the positions are read once for the batch (a close has no margin to check)
+    assert sum(1 for s in statements if "FROM paper_positions" in s) == 1
     assert [(r.client_order_id, r.filled_quantity) for r in reports if r is not None] == [
         ("close-1", D("0.02")),
         ("close-2", D("0.02")),
