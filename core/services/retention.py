@@ -31,7 +31,7 @@ What thinning preserves, read by ``/pnl``, ``/daily`` and the equity chart
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -205,20 +205,25 @@ class RetentionService:
             firsts = (await session.exec(query)).all()
         return [_hour_of(first) for first in firsts if first is not None]
 
-    async def _doomed(self, hours: Iterable[datetime]) -> list[int | None]:
-        """The ids of the snapshots in ``hours`` (their starts, UTC) that thinning deletes."""
+    async def _doomed(self, hours: Sequence[datetime]) -> list[int | None]:
+        """The ids of the snapshots in ``hours`` (their starts, UTC, oldest first) that
+        thinning deletes, read in one query over the range they span (an hour in between
+        that holds no more than :data:`KEPT_PER_HOUR` keeps them all)."""
         at = col(EquitySnapshotRow.at)
-        doomed: list[int | None] = []
+        query = (
+            select(at, col(EquitySnapshotRow.id), col(EquitySnapshotRow.equity))
+            .where(at >= hours[0], at < hours[-1] + _HOUR)
+            .order_by(at, col(EquitySnapshotRow.id))
+        )
         async with self._db.session() as session:
-            for start in hours:
-                query = (
-                    select(col(EquitySnapshotRow.id), col(EquitySnapshotRow.equity))
-                    .where(at >= start, at < start + _HOUR)
-                    .order_by(at, col(EquitySnapshotRow.id))
-                )
-                rows = list(await session.exec(query))
-                kept = kept_of_hour(rows)
-                doomed += [row_id for row_id, _ in rows if row_id not in kept]
+            rows = (await session.exec(query)).all()
+        by_hour: dict[datetime, list[tuple[int | None, Decimal]]] = {}
+        for when, row_id, equity in rows:
+            by_hour.setdefault(_hour_of(when), []).append((row_id, equity))
+        doomed: list[int | None] = []
+        for hour in by_hour.values():
+            kept = kept_of_hour(hour)
+            doomed += [row_id for row_id, _ in hour if row_id not in kept]
         return doomed
 
 

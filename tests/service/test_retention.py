@@ -202,3 +202,18 @@ async def test_a_delivered_daily_summary_still_stops_a_second_one_after_a_retent
     await engine.retention.run()
 
     assert not await engine.reports.send_daily_summary()
+
+
+async def test_an_hour_between_two_crowded_ones_keeps_its_few_snapshots(
+    engine: Engine, clock: Clock
+) -> None:
+    crowded = [10_000, 10_300, 10_100, 9_700, 10_010]  # one is thinned away (10_100)
+    first = await add_hour(engine, hour_of(clock, 40, 12), crowded)
+    between = await add_hour(engine, hour_of(clock, 40, 11), [10_000, 9_000, 11_000])
+    last = await add_hour(engine, hour_of(clock, 40, 10), crowded)
+
+    counts = await engine.retention.run()
+
+    kept = {row.id for row in await snapshots(engine)}
+    assert kept == (set(first) - {first[2]}) | set(between) | (set(last) - {last[2]})
+    assert counts == RetentionCounts(outbox=0, snapshots=2, hours=2, more=False)
