@@ -344,7 +344,6 @@ class SourceRecord:
         return Decimal(self.wins) / self.closed if self.closed else None
 
 
-#: Statuses a signal reaches only after an owner approved it.
 #: The OPEN trades of the (symbol, side) pairs ``keys`` (an expanding parameter), oldest
 #: first, locked for update: :meth:`TradeService._open_pool`'s query, built once (its
 #: cache key is computed once, not on every recording).
@@ -359,6 +358,7 @@ _OPEN_POOL = (
     .execution_options(populate_existing=True)
 )
 
+#: Statuses a signal reaches only after an owner approved it.
 _APPROVED = tuple(
     s.value
     for s in (
