@@ -3,8 +3,9 @@
 :func:`init_error_reporting` starts sentry-sdk when ``SENTRY_DSN`` is set. Every event
 (message, exception values, breadcrumbs, request data, extra fields) passes the process's
 one log redaction (:data:`core.logging.redactor`) in ``before_send`` and
-``before_breadcrumb``, and the SDK's default PII (IP addresses, users) is off, so what
-reaches Sentry holds no secret a log line would not.
+``before_breadcrumb``, and the SDK's default data collection is kept (no user identity, IP
+addresses or cookies; its event scrubber on), so what reaches Sentry holds no secret a log
+line would not.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ def init_error_reporting(settings: Settings) -> bool:
         raise ConfigError(MISSING_EXTRA) from None
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
-        send_default_pii=False,
         before_send=_before_send,
         before_breadcrumb=_before_send,
     )

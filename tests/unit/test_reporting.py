@@ -53,7 +53,11 @@ def test_the_sdk_gets_the_redaction_as_before_send(make_settings: Any) -> None:
     try:
         assert init_error_reporting(make_settings(sentry_dsn="https://key@127.0.0.1:9/1"))
         options = sentry_sdk.get_client().options
-        assert options["send_default_pii"] is False
+        # the SDK's defaults: no user identity (IP, user), the event scrubber on; setting
+        # the deprecated send_default_pii, or a data_collection dict, would change them
+        assert options["data_collection"]["provided_by_user"] is False
+        assert options["data_collection"]["user_info"] is False
+        assert options["event_scrubber"] is not None
         event = options["before_send"]({"message": f"token {TOKEN}"}, {})
         assert TOKEN not in event["message"]
     finally:
