@@ -484,6 +484,52 @@ async def test_place_order_twice_with_the_same_client_id_makes_one_order(
     assert (await broker.account()).balance == D("9994.315529")  # one fee only
 
 
+def _statements_of(db: Database) -> tuple[list[str], Any]:
+    """The SQL ``db`` sends from now on (first words of each), and the listener's key."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]))
+
+    listen = (db.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(*listen)
+    return sent, listen
+
+
+async def test_a_market_order_that_fills_sends_five_statements_and_reads_nothing_it_wrote(
+    broker: PaperBroker, db: Database
+) -> None:
+    await broker.account()  # the account row exists
+    sent, listen = _statements_of(db)
+
+    await broker.place_order(market("open", Side.BUY, "0.05"))  # a new position
+    opened = list(sent)
+    sent.clear()
+    await broker.place_order(market("more", Side.BUY, "0.01"))  # a held position
+    added = list(sent)
+    sent.clear()
+    await broker.place_order(market("more", Side.BUY, "0.01"))  # replayed: one more read
+    replayed = list(sent)
+    event.remove(*listen)
+
+    # the lock (returning the balance and whether the client id is known), the
+    # positions for the margin check, then one write per table
+    assert opened == [
+        "UPDATE paper_account SET",
+        "SELECT paper_positions.symbol, paper_positions.quantity,",
+        "INSERT INTO paper_orders",
+        "INSERT INTO paper_positions",
+        "UPDATE paper_account SET",
+    ]
+    assert added == [*opened[:3], "UPDATE paper_positions SET", "UPDATE paper_account SET"]
+    assert replayed == [
+        "UPDATE paper_account SET",
+        "SELECT paper_orders.id, paper_orders.client_order_id,",
+    ]
+    [position] = await broker.positions()
+    assert position.quantity == D("0.06")
+
+
 async def test_close_position_sells_the_whole_long_at_market(
     broker: PaperBroker, feed: ReplayFeed
 ) -> None:
