@@ -42,7 +42,7 @@ nothing, and a second process on the same database sees the same account.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -112,6 +112,15 @@ _ORDERS_BY_CLIENT_ID = select(_ORDERS).where(
     _ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True))
 )
 _RESTING = select(_ORDERS).where(_ORDERS.c.state == _OPEN).order_by(_ORDERS.c.id)
+#: the resting orders and the orders with client order ids ``cids``, oldest first
+_RESTING_AND = (
+    select(_ORDERS)
+    .where(
+        (_ORDERS.c.state == _OPEN)
+        | _ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True))
+    )
+    .order_by(_ORDERS.c.id)
+)
 _ALL_POSITIONS = select(_POSITIONS)
 _INSERT_ORDERS = insert(_ORDERS).returning(_ORDERS.c.id, sort_by_parameter_order=True)
 #: an order's outcome (executed for several at once); parameters named as the columns
@@ -180,14 +189,14 @@ class _Held:
     average_entry: Decimal = ZERO
     realized_pnl: Decimal = ZERO
 
-    def columns(self) -> dict[str, Any]:
-        """The row's values."""
-        return {
-            "symbol": self.symbol,
+    def columns(self, *, key: bool = True) -> dict[str, Any]:
+        """The row's values (without ``symbol`` unless ``key``)."""
+        values = {
             "quantity": self.quantity,
             "average_entry": self.average_entry,
             "realized_pnl": self.realized_pnl,
         }
+        return {"symbol": self.symbol, **values} if key else values
 
 
 class _Book:
@@ -205,6 +214,8 @@ class _Book:
         #: every order read or entered, by client order id; the state each stored one had
         self._orders: dict[str, _Order] = {}
         self._stored_state: dict[str, str] = {}
+        #: the client order ids looked up (found or not)
+        self._looked_up: set[str] = set()
         self._positions: dict[str, _Held] | None = None
         self._stored_symbols: set[str] = set()
         self._changed_symbols: dict[str, None] = {}
@@ -223,15 +234,23 @@ class _Book:
     async def orders(self, client_order_ids: Iterable[str]) -> dict[str, _Order]:
         """The orders with these client order ids that the ledger holds, by client id."""
         wanted = set(client_order_ids)
-        missing = sorted(wanted - self._orders.keys())
+        missing = sorted(wanted - self._orders.keys() - self._looked_up)
         if missing:
             found = await self.conn.execute(_ORDERS_BY_CLIENT_ID, {"cids": missing})
             self._adopt(found)
+            self._looked_up.update(missing)
         return {cid: self._orders[cid] for cid in wanted if cid in self._orders}
 
-    async def resting(self) -> list[_Order]:
-        """The orders resting when this transaction read them (once), oldest first."""
-        return self._adopt(await self.conn.execute(_RESTING))
+    async def resting(self, client_order_ids: Sequence[str] = ()) -> list[_Order]:
+        """The orders resting when read, oldest first; in the same statement the orders
+        with ``client_order_ids`` (for :meth:`orders`)."""
+        if not client_order_ids:
+            return self._adopt(await self.conn.execute(_RESTING))
+        cids = sorted(set(client_order_ids))
+        rows = (await self.conn.execute(_RESTING_AND, {"cids": cids})).all()
+        self._looked_up.update(cids)
+        adopted = self._adopt(rows)
+        return [order for order, row in zip(adopted, rows, strict=True) if row.state == _OPEN]
 
     def enter(self, order: _Order) -> None:
         """Hold ``order``, new to the ledger, for :meth:`write` to insert."""
@@ -274,7 +293,7 @@ class _Book:
             changed = [self._positions[s] for s in self._changed_symbols]
             added = [p.columns() for p in changed if p.symbol not in self._stored_symbols]
             kept = [
-                {"at_symbol": p.symbol, **p.columns()}
+                {"at_symbol": p.symbol, **p.columns(key=False)}
                 for p in changed
                 if p.symbol in self._stored_symbols
             ]
@@ -474,7 +493,7 @@ class PaperBroker:
     async def get_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """The paper ledger's order with this client id, after matching resting limits."""
         async with self._ledger() as book:
-            await self._match_resting(book)
+            await self._match_resting(book, [client_order_id])
             order = (await book.orders([client_order_id])).get(client_order_id)
         return None if order is None else self._report(order)
 
@@ -671,14 +690,14 @@ class PaperBroker:
         self, book: _Book, batch: list[_Request]
     ) -> list[_Order | OrderNotFoundError | None]:
         """The requests of ``batch`` executed in order in the ledger transaction ``book``,
-        with one read of their orders and, when it closes, one of the positions: per
+        with one read of their orders (with the resting ones) and, when it closes, one of
+        the positions: per
         request its order (a close whose client order id the ledger holds answers that
         order; None when flat), or the error of a cancel of an order the ledger does not
         hold."""
-        await self._match_resting(book)
-        orders: dict[str, _Order | None] = {
-            **await book.orders(request.client_order_id for request in batch)
-        }
+        cids = [request.client_order_id for request in batch]
+        await self._match_resting(book, cids)
+        orders: dict[str, _Order | None] = {**await book.orders(cids)}
         outcomes: list[_Order | OrderNotFoundError | None] = []
         for request in batch:
             cid = request.client_order_id
@@ -799,12 +818,15 @@ class PaperBroker:
             return min(level, open_) if low <= level else None
         return max(level, open_) if high >= level else None
 
-    async def _match_resting(self, book: _Book) -> list[_Order]:
+    async def _match_resting(
+        self, book: _Book, client_order_ids: Sequence[str] = ()
+    ) -> list[_Order]:
         """Fill resting orders that a later candle reached, candle by candle: oldest
         candle first across every resting order of a symbol; within a candle stops
         first, then the rest in placement order (see the module docstring). Returns the
-        orders that were resting, oldest first, as they are now."""
-        resting = await book.resting()
+        orders that were resting, oldest first, as they are now. The orders with
+        ``client_order_ids`` are read in the same statement (see :meth:`_Book.resting`)."""
+        resting = await book.resting(client_order_ids)
         for symbol in sorted({row.symbol for row in resting}):
             rows = [row for row in resting if row.symbol == symbol]
             since = min(row.placed_candle_at for row in rows)

@@ -626,8 +626,10 @@ async def test_concurrent_closes_share_one_ledger_transaction_in_call_order(
 
     event.remove(*listen)
     assert await _seq(db) == before + 1
-    # the positions are read once for the batch (a close has no margin to check)
+    # the positions are read once for the batch (a close has no margin to check), the
+    # orders once (the resting ones to match and the ones asked for, together)
     assert sum(1 for s in statements if "FROM paper_positions" in s) == 1
+    assert sum(1 for s in statements if s.startswith("SELECT") and "FROM paper_orders" in s) == 1
     assert [(r.client_order_id, r.filled_quantity) for r in reports if r is not None] == [
         ("close-1", D("0.02")),
         ("close-2", D("0.02")),
@@ -664,6 +666,28 @@ async def test_concurrent_cancels_and_closes_share_one_transaction_an_unknown_id
     assert (first.state, second.state) == (OrderState.CANCELLED, OrderState.CANCELLED)
     assert isinstance(close, OrderReport) and close.filled_quantity == D("0.05")
     assert await broker.open_orders() == [] and await broker.positions() == []
+
+
+async def test_a_batch_of_cancels_reads_the_orders_once_and_no_position(
+    broker: PaperBroker, db: Database
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.05"))
+    await broker.place_order(limit("lim-1", Side.BUY, "0.01", "100000"))
+    await broker.place_order(limit("lim-2", Side.BUY, "0.01", "100000"))
+    sent, listen = _statements_of(db)
+
+    first, second = await asyncio.gather(
+        broker.cancel_order("lim-1", SYMBOL), broker.cancel_order("lim-2", SYMBOL)
+    )
+
+    event.remove(*listen)
+    assert (first.state, second.state) == (OrderState.CANCELLED, OrderState.CANCELLED)
+    assert sent == [
+        "UPDATE paper_account SET",
+        "SELECT paper_orders.id, paper_orders.client_order_id,",
+        "UPDATE paper_orders SET",
+    ]
+    assert await broker.open_orders() == []
 
 
 class FeedLost(Exception):
