@@ -94,13 +94,14 @@ _OPEN = OrderState.OPEN.value
 # The ledger's statements, Core and built once (SQLAlchemy computes a statement object's
 # cache key once; values come as parameters). No ORM unit of work: a transaction holds
 # what it read in a :class:`_Book` and writes what changed when it ends.
-#: The transaction's first statement: bump ``seq`` (the lock), and return the balance and
-#: the id of the order with client order id ``cid`` (NULL: none, or no ``cid`` asked).
+#: The transaction's first statement: bump ``seq`` (the lock), and return it, the balance
+#: and the id of the order with client order id ``cid`` (NULL: none, or no ``cid`` asked).
 _BUMP_SEQ = (
     update(_ACCOUNTS)
     .where(_ACCOUNTS.c.id == 1)
     .values(seq=_ACCOUNTS.c.seq + 1)
     .returning(
+        _ACCOUNTS.c.seq,
         _ACCOUNTS.c.balance,
         select(_ORDERS.c.id)
         .where(_ORDERS.c.client_order_id == bindparam("cid"))
@@ -204,7 +205,13 @@ class _Book:
     bumped): the balance, the orders and the positions it has read, each read at most
     once, changed in memory; :meth:`write` sends the changes, a statement per kind."""
 
-    def __init__(self, conn: AsyncConnection, balance: Decimal, known: int | None) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        balance: Decimal,
+        known: int | None,
+        positions: dict[str, _Held] | None = None,
+    ) -> None:
         self.conn = conn
         #: the id of the order with the client order id the transaction was opened for
         #: (None: no such order, or none asked)
@@ -216,8 +223,9 @@ class _Book:
         self._stored_state: dict[str, str] = {}
         #: the client order ids looked up (found or not)
         self._looked_up: set[str] = set()
-        self._positions: dict[str, _Held] | None = None
-        self._stored_symbols: set[str] = set()
+        #: every position row by symbol: ``positions`` (known current) or read when asked
+        self._positions = positions
+        self._stored_symbols: set[str] = set() if positions is None else set(positions)
         self._changed_symbols: dict[str, None] = {}
 
     def _adopt(self, rows: Iterable[Row[Any]]) -> list[_Order]:
@@ -256,8 +264,13 @@ class _Book:
         """Hold ``order``, new to the ledger, for :meth:`write` to insert."""
         self._orders[order.client_order_id] = order
 
+    @property
+    def positions_held(self) -> dict[str, _Held] | None:
+        """Every position row by symbol as this transaction leaves them, if it read them."""
+        return self._positions
+
     async def positions(self) -> dict[str, _Held]:
-        """Every position row by symbol (read once per transaction)."""
+        """Every position row by symbol (read at most once per transaction)."""
         if self._positions is None:
             rows = await self.conn.execute(_ALL_POSITIONS)
             self._positions = {row.symbol: _Held(*row) for row in rows}
@@ -363,6 +376,9 @@ class PaperBroker:
         #: and the task that runs them (None when none wait).
         self._queue: list[_Request] = []
         self._runner: asyncio.Task[None] | None = None
+        #: the ``seq`` this broker's last committed ledger transaction left, and the
+        #: positions as it left them (None: unknown; see :meth:`_transaction`)
+        self._last_book: tuple[int, dict[str, _Held]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database, feed: PriceFeed) -> PaperBroker:
@@ -610,15 +626,25 @@ class PaperBroker:
         order with ``client_order_id``: :attr:`_Book.known`), so writers in other
         processes queue behind it (a row lock on PostgreSQL, the write lock on SQLite) and
         every read inside sees a stable ledger. The book's changes are written when the
-        block ends without an error, then committed."""
+        block ends without an error, then committed.
+
+        Every ledger transaction bumps ``seq`` first, so when the bump returns one more than
+        this broker's last committed transaction left, no other transaction has written
+        the ledger since, and the positions that transaction left are the stored ones: the
+        book starts with them instead of reading them again. A transaction that fails
+        leaves none behind (its rolled-back ``seq`` would not match the next one either)."""
         if not self._account_ready:
             await self._ensure_account()
             self._account_ready = True
+        last, self._last_book = self._last_book, None
         async with self._db.engine.begin() as conn:
             bumped = (await conn.execute(_BUMP_SEQ, {"cid": client_order_id})).one()
-            book = _Book(conn, bumped.balance, bumped.known)
+            known = last[1] if last is not None and bumped.seq == last[0] + 1 else None
+            book = _Book(conn, bumped.balance, bumped.known, known)
             yield book
             await book.write()
+        if book.positions_held is not None:  # committed
+            self._last_book = (bumped.seq, book.positions_held)
 
     async def _queued(
         self,

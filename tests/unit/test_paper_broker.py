@@ -496,10 +496,10 @@ def _statements_of(db: Database) -> tuple[list[str], Any]:
     return sent, listen
 
 
-async def test_a_market_order_that_fills_sends_five_statements_and_reads_nothing_it_wrote(
+async def test_a_market_order_that_fills_sends_four_statements_and_reads_nothing_known(
     broker: PaperBroker, db: Database
 ) -> None:
-    await broker.account()  # the account row exists
+    await broker.account()  # the account row exists (its first transaction read the ledger)
     sent, listen = _statements_of(db)
 
     await broker.place_order(market("open", Side.BUY, "0.05"))  # a new position
@@ -512,22 +512,39 @@ async def test_a_market_order_that_fills_sends_five_statements_and_reads_nothing
     replayed = list(sent)
     event.remove(*listen)
 
-    # the lock (returning the balance and whether the client id is known), the
-    # positions for the margin check, then one write per table
+    # the lock (returning seq, the balance and whether the client id is known), then one
+    # write per table; the positions this broker's last transaction left are current
+    # (nothing else bumped seq since), so they are not read again for the margin check
     assert opened == [
         "UPDATE paper_account SET",
-        "SELECT paper_positions.symbol, paper_positions.quantity,",
         "INSERT INTO paper_orders",
         "INSERT INTO paper_positions",
         "UPDATE paper_account SET",
     ]
-    assert added == [*opened[:3], "UPDATE paper_positions SET", "UPDATE paper_account SET"]
+    assert added == [*opened[:2], "UPDATE paper_positions SET", "UPDATE paper_account SET"]
     assert replayed == [
         "UPDATE paper_account SET",
         "SELECT paper_orders.id, paper_orders.client_order_id,",
     ]
     [position] = await broker.positions()
     assert position.quantity == D("0.06")
+
+
+async def test_positions_are_read_again_once_another_broker_wrote_the_ledger(
+    broker: PaperBroker, make_broker: Any, db: Database
+) -> None:
+    other = make_broker()  # another process on the same database
+    await broker.place_order(market("open", Side.BUY, "0.05"))
+    await other.place_order(market("other", Side.SELL, "0.02"))
+    sent, listen = _statements_of(db)
+
+    await broker.place_order(market("more", Side.BUY, "0.01"))
+
+    event.remove(*listen)
+    assert "SELECT paper_positions.symbol, paper_positions.quantity," in sent
+    for seen_by in (broker, other):
+        [position] = await seen_by.positions()
+        assert position.quantity == D("0.04")
 
 
 async def test_close_position_sells_the_whole_long_at_market(
@@ -609,9 +626,10 @@ async def _seq(db: Database) -> int:
 
 
 async def test_concurrent_closes_share_one_ledger_transaction_in_call_order(
-    broker: PaperBroker, db: Database
+    broker: PaperBroker, make_broker: Any, db: Database
 ) -> None:
-    await broker.place_order(market("open", Side.BUY, "0.05"))  # at 113689.42, fee 5.684471
+    # opened by another broker on the database, so this one reads the positions
+    await make_broker().place_order(market("open", Side.BUY, "0.05"))  # at 113689.42
     before = await _seq(db)
     statements: list[str] = []
     listen = (db.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
