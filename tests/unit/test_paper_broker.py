@@ -687,11 +687,16 @@ async def test_concurrent_cancels_and_closes_share_one_transaction_an_unknown_id
 
 
 async def test_a_batch_of_cancels_reads_the_orders_once_and_no_position(
-    broker: PaperBroker, db: Database
+    broker: PaperBroker, make_broker: Any, db: Database
 ) -> None:
-    await broker.place_order(market("open", Side.BUY, "0.05"))
-    await broker.place_order(limit("lim-1", Side.BUY, "0.01", "100000"))
-    await broker.place_order(limit("lim-2", Side.BUY, "0.01", "100000"))
+    await broker.account()  # its account is ready
+    placing = make_broker()  # another process placed them: this broker knows no position
+    for request in (
+        market("open", Side.BUY, "0.05"),
+        limit("lim-1", Side.BUY, "0.01", "100000"),
+        limit("lim-2", Side.BUY, "0.01", "100000"),
+    ):
+        await placing.place_order(request)
     sent, listen = _statements_of(db)
 
     first, second = await asyncio.gather(
