@@ -853,8 +853,10 @@ class PaperBroker:
         orders that were resting, oldest first, as they are now. The orders with
         ``client_order_ids`` are read in the same statement (see :meth:`_Book.resting`)."""
         resting = await book.resting(client_order_ids)
-        for symbol in sorted({row.symbol for row in resting}):
-            rows = [row for row in resting if row.symbol == symbol]
+        by_symbol: dict[str, list[_Order]] = {}
+        for row in resting:
+            by_symbol.setdefault(row.symbol, []).append(row)
+        for symbol, rows in sorted(by_symbol.items()):
             since = min(row.placed_candle_at for row in rows)
             for candle in self.feed.candles_since(symbol, since):
                 due = [r for r in rows if r.state == OrderState.OPEN.value and self._due(r, candle)]
