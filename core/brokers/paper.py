@@ -42,18 +42,16 @@ nothing, and a second process on the same database sees the same account.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
-from typing import TypeVar
+from typing import Any
 
-from sqlalchemy import bindparam, true, update
-from sqlalchemy import select as core_select
+from sqlalchemy import Row, bindparam, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.brokers.base import closing_request
 from core.config import Settings
@@ -88,41 +86,236 @@ __all__ = ["PaperBroker"]
 FEE_QUANTUM = Decimal("0.00000001")
 BPS = Decimal(10_000)
 
-# The ledger's statements, built once (SQLAlchemy computes a statement object's cache key
-# once; values come as parameters).
+_ACCOUNTS = PaperAccountRow.__table__  # type: ignore[attr-defined]
+_ORDERS = PaperOrderRow.__table__  # type: ignore[attr-defined]
+_POSITIONS = PaperPositionRow.__table__  # type: ignore[attr-defined]
+_OPEN = OrderState.OPEN.value
+
+# The ledger's statements, Core and built once (SQLAlchemy computes a statement object's
+# cache key once; values come as parameters). No ORM unit of work: a transaction holds
+# what it read in a :class:`_Book` and writes what changed when it ends.
+#: The transaction's first statement: bump ``seq`` (the lock), and return it, the balance
+#: and the id of the order with client order id ``cid`` (NULL: none, or no ``cid`` asked).
 _BUMP_SEQ = (
-    update(PaperAccountRow)
-    .where(col(PaperAccountRow.id) == 1)
-    .values(seq=PaperAccountRow.seq + 1)
-    .returning(PaperAccountRow)
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == 1)
+    .values(seq=_ACCOUNTS.c.seq + 1)
+    .returning(
+        _ACCOUNTS.c.seq,
+        _ACCOUNTS.c.balance,
+        select(_ORDERS.c.id)
+        .where(_ORDERS.c.client_order_id == bindparam("cid"))
+        .scalar_subquery()
+        .label("known"),
+    )
 )
-_ORDER_BY_CLIENT_ID = select(PaperOrderRow).where(
-    col(PaperOrderRow.client_order_id) == bindparam("client_order_id")
+_ORDERS_BY_CLIENT_ID = select(_ORDERS).where(
+    _ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True))
 )
-_POSITIONS = select(PaperPositionRow).order_by(col(PaperPositionRow.symbol))
-_RESTING = (
-    select(PaperOrderRow)
-    .where(col(PaperOrderRow.state) == OrderState.OPEN.value)
-    .order_by(col(PaperOrderRow.id))
+_RESTING = select(_ORDERS).where(_ORDERS.c.state == _OPEN).order_by(_ORDERS.c.id)
+#: the resting orders and the orders with client order ids ``cids``, oldest first
+_RESTING_AND = (
+    select(_ORDERS)
+    .where(
+        (_ORDERS.c.state == _OPEN)
+        | _ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True))
+    )
+    .order_by(_ORDERS.c.id)
 )
+_ALL_POSITIONS = select(_POSITIONS)
+_INSERT_ORDERS = insert(_ORDERS).returning(_ORDERS.c.id, sort_by_parameter_order=True)
+#: an order's outcome (executed for several at once); parameters named as the columns
+_SETTLE_ORDER = update(_ORDERS).where(_ORDERS.c.id == bindparam("order_id"))
+_INSERT_POSITION = insert(_POSITIONS)
+_UPDATE_POSITION = update(_POSITIONS).where(_POSITIONS.c.symbol == bindparam("at_symbol"))
+_SET_BALANCE = update(_ACCOUNTS).where(_ACCOUNTS.c.id == 1)
 #: The balance, whether any order rests, and every position (NULLs without one).
 _SNAPSHOT = (
-    core_select(
-        col(PaperAccountRow.balance),
-        select(PaperOrderRow.id)
-        .where(col(PaperOrderRow.state) == OrderState.OPEN.value)
-        .exists()
-        .label("resting"),
-        col(PaperPositionRow.symbol),
-        col(PaperPositionRow.quantity),
-        col(PaperPositionRow.average_entry),
-        col(PaperPositionRow.realized_pnl),
+    select(
+        _ACCOUNTS.c.balance,
+        select(_ORDERS.c.id).where(_ORDERS.c.state == _OPEN).exists().label("resting"),
+        _POSITIONS.c.symbol,
+        _POSITIONS.c.quantity,
+        _POSITIONS.c.average_entry,
+        _POSITIONS.c.realized_pnl,
     )
-    .select_from(PaperAccountRow)
-    .outerjoin(PaperPositionRow, true())
-    .where(col(PaperAccountRow.id) == 1)
-    .order_by(col(PaperPositionRow.symbol))
+    .select_from(_ACCOUNTS)
+    .outerjoin(_POSITIONS, true())
+    .where(_ACCOUNTS.c.id == 1)
+    .order_by(_POSITIONS.c.symbol)
 )
+#: what an order's outcome writes (see :meth:`_Book.write`)
+_OUTCOME = ("state", "fill_price", "fee", "filled_at", "fill_quantity")
+
+
+@dataclass(slots=True)
+class _Order:
+    """A paper order as a ledger transaction holds it (the columns of ``paper_orders``;
+    ``id`` None until the transaction inserts it). Prices and quantities are Decimal in
+    the quote / base currency, times UTC."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: Decimal
+    order_type: str
+    limit_price: Decimal | None
+    trigger_price: Decimal | None
+    state: str
+    placed_candle_at: datetime
+    created_at: datetime
+    id: int | None = None
+    fill_price: Decimal | None = None
+    fee: Decimal = ZERO
+    filled_at: datetime | None = None
+    fill_quantity: Decimal | None = None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> _Order:
+        """The order of a ``paper_orders`` row."""
+        return cls(**row._mapping)
+
+    def columns(self) -> dict[str, Any]:
+        """The row to insert (without ``id``)."""
+        return {name: getattr(self, name) for name in self.__slots__ if name != "id"}
+
+
+@dataclass(slots=True)
+class _Held:
+    """A net position as a ledger transaction holds it: signed base quantity, average
+    entry and realized PnL (quote, before fees)."""
+
+    symbol: str
+    quantity: Decimal = ZERO
+    average_entry: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+
+    def columns(self, *, key: bool = True) -> dict[str, Any]:
+        """The row's values (without ``symbol`` unless ``key``)."""
+        values = {
+            "quantity": self.quantity,
+            "average_entry": self.average_entry,
+            "realized_pnl": self.realized_pnl,
+        }
+        return {"symbol": self.symbol, **values} if key else values
+
+
+class _Book:
+    """The paper ledger inside one transaction (the connection ``conn``, ``seq`` already
+    bumped): the balance, the orders and the positions it has read, each read at most
+    once, changed in memory; :meth:`write` sends the changes, a statement per kind."""
+
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        balance: Decimal,
+        known: int | None,
+        positions: dict[str, _Held] | None = None,
+    ) -> None:
+        self.conn = conn
+        #: the id of the order with the client order id the transaction was opened for
+        #: (None: no such order, or none asked)
+        self.known = known
+        self.balance = balance
+        self._balance_read = balance
+        #: every order read or entered, by client order id; the state each stored one had
+        self._orders: dict[str, _Order] = {}
+        self._stored_state: dict[str, str] = {}
+        #: the client order ids looked up (found or not)
+        self._looked_up: set[str] = set()
+        #: every position row by symbol: ``positions`` (known current) or read when asked
+        self._positions = positions
+        self._stored_symbols: set[str] = set() if positions is None else set(positions)
+        self._changed_symbols: dict[str, None] = {}
+
+    def _adopt(self, rows: Iterable[Row[Any]]) -> list[_Order]:
+        """The orders of ``rows``; an order this transaction already holds is that one."""
+        adopted = []
+        for row in rows:
+            held = self._orders.get(row.client_order_id)
+            if held is None:
+                held = self._orders[row.client_order_id] = _Order.of(row)
+                self._stored_state[held.client_order_id] = held.state
+            adopted.append(held)
+        return adopted
+
+    async def orders(self, client_order_ids: Iterable[str]) -> dict[str, _Order]:
+        """The orders with these client order ids that the ledger holds, by client id."""
+        wanted = set(client_order_ids)
+        missing = sorted(wanted - self._orders.keys() - self._looked_up)
+        if missing:
+            found = await self.conn.execute(_ORDERS_BY_CLIENT_ID, {"cids": missing})
+            self._adopt(found)
+            self._looked_up.update(missing)
+        return {cid: self._orders[cid] for cid in wanted if cid in self._orders}
+
+    async def resting(self, client_order_ids: Sequence[str] = ()) -> list[_Order]:
+        """The orders resting when read, oldest first; in the same statement the orders
+        with ``client_order_ids`` (for :meth:`orders`)."""
+        if not client_order_ids:
+            return self._adopt(await self.conn.execute(_RESTING))
+        cids = sorted(set(client_order_ids))
+        rows = (await self.conn.execute(_RESTING_AND, {"cids": cids})).all()
+        self._looked_up.update(cids)
+        adopted = self._adopt(rows)
+        return [order for order, row in zip(adopted, rows, strict=True) if row.state == _OPEN]
+
+    def enter(self, order: _Order) -> None:
+        """Hold ``order``, new to the ledger, for :meth:`write` to insert."""
+        self._orders[order.client_order_id] = order
+
+    @property
+    def positions_held(self) -> dict[str, _Held] | None:
+        """Every position row by symbol as this transaction leaves them, if it read them."""
+        return self._positions
+
+    async def positions(self) -> dict[str, _Held]:
+        """Every position row by symbol (read at most once per transaction)."""
+        if self._positions is None:
+            rows = await self.conn.execute(_ALL_POSITIONS)
+            self._positions = {row.symbol: _Held(*row) for row in rows}
+            self._stored_symbols = set(self._positions)
+        return self._positions
+
+    async def position(self, symbol: str) -> _Held:
+        """``symbol``'s position, to change (a new flat one when none is held); written by
+        :meth:`write`."""
+        positions = await self.positions()
+        held = positions.get(symbol)
+        if held is None:
+            held = positions[symbol] = _Held(symbol)
+        self._changed_symbols[symbol] = None
+        return held
+
+    async def write(self) -> None:
+        """Send what changed: new orders (their ids set), orders filled or cancelled,
+        positions, the balance."""
+        new = [o for o in self._orders.values() if o.id is None]
+        if new:
+            ids = await self.conn.execute(_INSERT_ORDERS, [o.columns() for o in new])
+            for order, order_id in zip(new, ids.scalars(), strict=True):
+                order.id = order_id
+        settled = [
+            {"order_id": o.id, **{name: getattr(o, name) for name in _OUTCOME}}
+            for cid, o in self._orders.items()
+            if cid in self._stored_state and o.state != self._stored_state[cid]
+        ]
+        if settled:
+            await self.conn.execute(_SETTLE_ORDER, settled)
+        if self._positions is not None:
+            changed = [self._positions[s] for s in self._changed_symbols]
+            added = [p.columns() for p in changed if p.symbol not in self._stored_symbols]
+            kept = [
+                {"at_symbol": p.symbol, **p.columns(key=False)}
+                for p in changed
+                if p.symbol in self._stored_symbols
+            ]
+            if added:
+                await self.conn.execute(_INSERT_POSITION, added)
+            if kept:
+                await self.conn.execute(_UPDATE_POSITION, kept)
+        if self.balance != self._balance_read:
+            await self.conn.execute(_SET_BALANCE, {"balance": self.balance})
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +376,9 @@ class PaperBroker:
         #: and the task that runs them (None when none wait).
         self._queue: list[_Request] = []
         self._runner: asyncio.Task[None] | None = None
+        #: the ``seq`` this broker's last committed ledger transaction left, and the
+        #: positions as it left them (None: unknown; see :meth:`_transaction`)
+        self._last_book: tuple[int, dict[str, _Held]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database, feed: PriceFeed) -> PaperBroker:
@@ -259,29 +455,22 @@ class PaperBroker:
             raise OrderRejectedError(
                 f"a {request.order_type.value} order needs a positive trigger price"
             )
-        async with self._ledger() as session:
-            existing = await self._order_row(session, request.client_order_id)
-            if existing is not None:
-                return self._report(existing)
-            return await self._place(session, request)
+        async with self._ledger(request.client_order_id) as book:
+            if book.known:
+                return self._report(
+                    (await book.orders([request.client_order_id]))[request.client_order_id]
+                )
+            order = await self._enter(book, request)
+        return self._report(order)
 
-    async def _place(self, session: AsyncSession, request: OrderRequest) -> OrderReport:
-        """:meth:`place_order`'s work in the ledger transaction ``session``, for a checked
-        request whose client order id the ledger does not hold."""
-        row = await self._enter(session, request)
-        await session.flush()
-        return self._report(row)
-
-    async def _enter(
-        self, session: AsyncSession, request: OrderRequest, *, closes: bool = False
-    ) -> PaperOrderRow:
-        """Execute or rest ``request`` in ``session`` (checked, its client order id new to
-        the ledger): the order's row, added to the session but not flushed (it has no id
-        until the caller flushes). ``closes``: the request was built from the position
-        held in this transaction (:func:`closing_request`), so it only reduces it and has
-        no margin to check."""
+    async def _enter(self, book: _Book, request: OrderRequest, *, closes: bool = False) -> _Order:
+        """Execute or rest ``request`` in the ledger transaction ``book`` (checked, its
+        client order id new to the ledger): the order, held by ``book`` for its write (it
+        has no id until then). ``closes``: the request was built from the position held in
+        this transaction (:func:`closing_request`), so it only reduces it and has no
+        margin to check."""
         trigger = request.order_type.is_trigger
-        row = PaperOrderRow(
+        order = _Order(
             client_order_id=request.client_order_id,
             symbol=request.symbol,
             side=request.side.value,
@@ -289,18 +478,18 @@ class PaperBroker:
             order_type=request.order_type.value,
             limit_price=request.limit_price,
             trigger_price=request.trigger_price if trigger else None,
-            state=OrderState.OPEN.value,
+            state=_OPEN,
             placed_candle_at=self.feed.current().at,
             created_at=self._clock(),
         )
+        book.enter(order)
         if trigger:
             close = self.feed.price(request.symbol)
-            if self._trigger_base(row, close, close, close) is not None:
+            if self._trigger_base(order, close, close, close) is not None:
                 await self._fill_reducing(
-                    session, row, self.executed_price(request.symbol, close, request.side)
+                    book, order, self.executed_price(request.symbol, close, request.side)
                 )
-            session.add(row)
-            return row
+            return order
         price = self.market_fill_price(request.symbol, request.side)
         if request.order_type is OrderType.LIMIT:
             assert request.limit_price is not None
@@ -310,21 +499,19 @@ class PaperBroker:
                 else price >= request.limit_price
             )
             if not marketable:
-                await self._check_margin(session, request, request.limit_price)
-                session.add(row)
-                return row
+                await self._check_margin(book, request, request.limit_price)
+                return order
         if not closes:
-            await self._check_margin(session, request, price)
-        await self._fill(session, row, price)
-        session.add(row)
-        return row
+            await self._check_margin(book, request, price)
+        await self._fill(book, order, price)
+        return order
 
     async def get_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """The paper ledger's order with this client id, after matching resting limits."""
-        async with self._ledger() as session:
-            await self._match_resting(session)
-            row = await self._order_row(session, client_order_id)
-            return None if row is None else self._report(row)
+        async with self._ledger() as book:
+            await self._match_resting(book, [client_order_id])
+            order = (await book.orders([client_order_id])).get(client_order_id)
+        return None if order is None else self._report(order)
 
     async def close_position(
         self,
@@ -368,10 +555,13 @@ class PaperBroker:
 
     async def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
         """Resting orders (limit, stop, take profit), oldest first, after matching."""
-        async with self._ledger() as session:
-            await self._match_resting(session)
-            rows = await self._resting_rows(session)
-        return [self._report(row) for row in rows if symbol is None or row.symbol == symbol]
+        async with self._ledger() as book:
+            resting = await self._match_resting(book)
+        return [
+            self._report(order)
+            for order in resting
+            if order.state == _OPEN and (symbol is None or order.symbol == symbol)
+        ]
 
     async def exit_style(self, symbol: str) -> ExitStyle:
         """ORDERS: the paper ledger holds stop and take-profit orders.
@@ -383,26 +573,13 @@ class PaperBroker:
 
     async def positions(self) -> list[Position]:
         """Open positions marked at the current close."""
-        snapshot = await self._snapshot()
-        if snapshot is not None:
-            rows = snapshot[1]
-        else:  # resting orders to match first
-            async with self._ledger() as session:
-                await self._match_resting(session)
-                rows = await self._position_rows(session)
-        return [self._position(row) for row in rows if row.quantity != 0]
+        _, held = await self._state()
+        return [self._position(h) for h in held if h.quantity != 0]
 
     async def account(self) -> Account:
         """Balance, equity and margin in the account currency."""
-        snapshot = await self._snapshot()
-        if snapshot is not None:
-            balance, rows = snapshot
-        else:  # resting orders to match first
-            async with self._ledger() as session:
-                await self._match_resting(session)
-                balance = (await self._account_row(session)).balance
-                rows = await self._position_rows(session)
-        return self._account(balance, [self._position(r) for r in rows if r.quantity])
+        balance, held = await self._state()
+        return self._account(balance, [self._position(h) for h in held if h.quantity])
 
     async def close(self) -> None:
         """Let the closes in flight finish; nothing else to release (the ledger lives in
@@ -412,48 +589,62 @@ class PaperBroker:
 
     # --- internals ------------------------------------------------------------------------
 
-    async def _snapshot(self) -> tuple[Decimal, list[PaperPositionRow]] | None:
-        """The balance and every position row, read in ONE statement outside the ledger
-        lock (one statement sees one committed state, on SQLite and on PostgreSQL), or
-        None when the ledger must be entered instead: resting orders may be due for
-        matching, or no account exists yet. The rows are detached copies."""
+    async def _state(self) -> tuple[Decimal, list[_Held]]:
+        """The balance and every position (flat ones included), after matching the
+        resting orders: one statement when none rests (:meth:`_snapshot`), else a ledger
+        transaction."""
+        snapshot = await self._snapshot()
+        if snapshot is not None:
+            return snapshot
+        async with self._ledger() as book:
+            await self._match_resting(book)
+            positions = await book.positions()
+        return book.balance, sorted(positions.values(), key=lambda h: h.symbol)
+
+    async def _snapshot(self) -> tuple[Decimal, list[_Held]] | None:
+        """The balance and every position, read in ONE statement outside the ledger lock
+        (one statement sees one committed state, on SQLite and on PostgreSQL), or None
+        when the ledger must be entered instead: resting orders may be due for matching,
+        or no account exists yet."""
         async with self._db.reading() as session:
             rows = (await (await session.connection()).execute(_SNAPSHOT)).all()
         if not rows or rows[0].resting:
             return None
-        positions = [
-            PaperPositionRow(
-                symbol=row.symbol,
-                quantity=row.quantity,
-                average_entry=row.average_entry,
-                realized_pnl=row.realized_pnl,
-            )
-            for row in rows
-            if row.symbol is not None
-        ]
-        return rows[0].balance, positions
+        held = [_Held(*row[2:]) for row in rows if row.symbol is not None]
+        return rows[0].balance, held
 
     @asynccontextmanager
-    async def _ledger(self) -> AsyncIterator[AsyncSession]:
+    async def _ledger(self, client_order_id: str | None = None) -> AsyncIterator[_Book]:
         """One serialized paper transaction: :meth:`_transaction` under the broker's lock."""
-        async with self._lock, self._transaction() as session:
-            yield session
+        async with self._lock, self._transaction(client_order_id) as book:
+            yield book
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+    async def _transaction(self, client_order_id: str | None = None) -> AsyncIterator[_Book]:
         """One paper transaction; the caller holds ``self._lock``. Its first statement bumps
-        ``paper_account.seq`` and returns the account row, so writers in other processes
-        queue behind it (a row lock on PostgreSQL, the write lock on SQLite) and every read
-        inside sees a stable ledger; rows are read once per transaction and then served
-        from the session's identity map, which the session keeps them in (:func:`_keep`)
-        until it ends."""
+        ``paper_account.seq`` and returns the balance (and whether the ledger holds an
+        order with ``client_order_id``: :attr:`_Book.known`), so writers in other
+        processes queue behind it (a row lock on PostgreSQL, the write lock on SQLite) and
+        every read inside sees a stable ledger. The book's changes are written when the
+        block ends without an error, then committed.
+
+        Every ledger transaction bumps ``seq`` first, so when the bump returns one more than
+        this broker's last committed transaction left, no other transaction has written
+        the ledger since, and the positions that transaction left are the stored ones: the
+        book starts with them instead of reading them again. A transaction that fails
+        leaves none behind (its rolled-back ``seq`` would not match the next one either)."""
         if not self._account_ready:
             await self._ensure_account()
             self._account_ready = True
-        async with self._db.session() as session:
-            bumped = await session.exec(_BUMP_SEQ)
-            _keep(session, bumped.scalars().all())
-            yield session
+        last, self._last_book = self._last_book, None
+        async with self._db.engine.begin() as conn:
+            bumped = (await conn.execute(_BUMP_SEQ, {"cid": client_order_id})).one()
+            known = last[1] if last is not None and bumped.seq == last[0] + 1 else None
+            book = _Book(conn, bumped.balance, bumped.known, known)
+            yield book
+            await book.write()
+        if book.positions_held is not None:  # committed
+            self._last_book = (bumped.seq, book.positions_held)
 
     async def _queued(
         self,
@@ -504,8 +695,8 @@ class PaperBroker:
         its own, so one failing close cannot take the others' fills with it (a close the
         failed transaction did commit is found by its client order id)."""
         try:
-            async with self._transaction() as session:
-                outcomes = await self._execute(session, batch)
+            async with self._transaction() as book:
+                outcomes = await self._execute(book, batch)
         except Exception as exc:  # each caller gets its own error, alone
             if len(batch) > 1:
                 for request in batch:
@@ -522,41 +713,35 @@ class PaperBroker:
                 request.outcome.set_result(None if outcome is None else self._report(outcome))
 
     async def _execute(
-        self, session: AsyncSession, batch: list[_Request]
-    ) -> list[PaperOrderRow | OrderNotFoundError | None]:
-        """The requests of ``batch`` executed in order in the ledger transaction
-        ``session``, with one read of their orders, one of the positions and one flush:
-        per request its order's row (a close whose client order id the ledger holds
-        answers that order; None when flat), or the error of a cancel of an order the
-        ledger does not hold."""
-        await self._match_resting(session)
-        ids = sorted({request.client_order_id for request in batch})
-        query = select(PaperOrderRow).where(col(PaperOrderRow.client_order_id).in_(ids))
-        rows: dict[str, PaperOrderRow | None] = {
-            row.client_order_id: row for row in (await session.exec(query)).all()
-        }
-        # held for the whole batch: the session's identity map is weak, and the fills below
-        # would read the account and each position again once a flush left them clean
-        loaded = (await self._account_row(session), await self._position_rows(session))
-        positions = {row.symbol: row for row in loaded[1]}
-        outcomes: list[PaperOrderRow | OrderNotFoundError | None] = []
+        self, book: _Book, batch: list[_Request]
+    ) -> list[_Order | OrderNotFoundError | None]:
+        """The requests of ``batch`` executed in order in the ledger transaction ``book``,
+        with one read of their orders (with the resting ones) and, when it closes, one of
+        the positions: per
+        request its order (a close whose client order id the ledger holds answers that
+        order; None when flat), or the error of a cancel of an order the ledger does not
+        hold."""
+        cids = [request.client_order_id for request in batch]
+        await self._match_resting(book, cids)
+        orders: dict[str, _Order | None] = {**await book.orders(cids)}
+        outcomes: list[_Order | OrderNotFoundError | None] = []
         for request in batch:
             cid = request.client_order_id
-            row = rows.get(cid)
+            order = orders.get(cid)
             if request.cancel:
-                if row is None:
+                if order is None:
                     outcomes.append(OrderNotFoundError(f"paper has no order {cid}"))
                     continue
-                if row.state == OrderState.OPEN.value:
-                    row.state = OrderState.CANCELLED.value
-            elif cid not in rows:
-                position = positions.get(request.symbol)
+                if order.state == _OPEN:
+                    order.state = OrderState.CANCELLED.value
+            elif cid not in orders:
+                position = (await book.positions()).get(request.symbol)
                 held = position.quantity if position is not None else ZERO
                 close = closing_request(request.symbol, cid, held, request.quantity)
-                entered = None if close is None else await self._enter(session, close, closes=True)
-                row = rows[cid] = entered
-            outcomes.append(row)
-        await session.flush()
+                order = orders[cid] = (
+                    None if close is None else await self._enter(book, close, closes=True)
+                )
+            outcomes.append(order)
         return outcomes
 
     async def _ensure_account(self) -> None:
@@ -569,30 +754,15 @@ class PaperBroker:
         except IntegrityError:  # created concurrently by another process
             pass
 
-    @staticmethod
-    async def _order_row(session: AsyncSession, client_order_id: str) -> PaperOrderRow | None:
-        found = await session.exec(_ORDER_BY_CLIENT_ID, params={"client_order_id": client_order_id})
-        return found.first()
-
-    @staticmethod
-    async def _account_row(session: AsyncSession) -> PaperAccountRow:
-        row = await session.get(PaperAccountRow, 1)
-        assert row is not None, "the ledger context creates the account"
-        return row
-
-    @staticmethod
-    async def _position_rows(session: AsyncSession) -> list[PaperPositionRow]:
-        return _keep(session, (await session.exec(_POSITIONS)).all())
-
-    def _position(self, row: PaperPositionRow) -> Position:
-        mark = self.feed.price(row.symbol)
+    def _position(self, held: _Held) -> Position:
+        mark = self.feed.price(held.symbol)
         return Position(
-            symbol=row.symbol,
-            quantity=row.quantity,
-            average_entry=row.average_entry,
+            symbol=held.symbol,
+            quantity=held.quantity,
+            average_entry=held.average_entry,
             mark_price=mark,
-            realized_pnl=row.realized_pnl,
-            unrealized_pnl=(mark - row.average_entry) * row.quantity,
+            realized_pnl=held.realized_pnl,
+            unrealized_pnl=(mark - held.average_entry) * held.quantity,
         )
 
     def _account(self, balance: Decimal, positions: list[Position]) -> Account:
@@ -602,18 +772,16 @@ class PaperBroker:
             balance=balance, equity=balance + unrealized, margin=margin, currency=self.currency
         )
 
-    async def _check_margin(
-        self, session: AsyncSession, request: OrderRequest, price: Decimal
-    ) -> None:
-        rows = await self._position_rows(session)
-        held = next((r.quantity for r in rows if r.symbol == request.symbol), ZERO)
+    async def _check_margin(self, book: _Book, request: OrderRequest, price: Decimal) -> None:
+        positions = await book.positions()
+        own = positions.get(request.symbol)
+        held = ZERO if own is None else own.quantity
         after = held + request.side.sign * request.quantity
         added = abs(after) - abs(held)
         if added <= 0:
             return
-        account = await self._account_row(session)
-        positions = [self._position(r) for r in rows if r.quantity]
-        free = self._account(account.balance, positions).free_margin
+        marked = [self._position(h) for h in positions.values() if h.quantity]
+        free = self._account(book.balance, marked).free_margin
         needed = added * price / self.leverage + self.fee_for(request.quantity, price)
         if needed > free:
             raise InsufficientMarginError(
@@ -622,21 +790,14 @@ class PaperBroker:
             )
 
     async def _fill(
-        self,
-        session: AsyncSession,
-        row: PaperOrderRow,
-        price: Decimal,
-        quantity: Decimal | None = None,
+        self, book: _Book, row: _Order, price: Decimal, quantity: Decimal | None = None
     ) -> None:
         """Fill ``row`` at ``price``: completely, or ``quantity`` of it (a capped
-        reduce-only trigger); update position, balance and the row."""
+        reduce-only trigger); update position, balance and the order."""
         side = Side(row.side)
         size = row.quantity if quantity is None else quantity
         fee = self.fee_for(size, price)
-        position = await session.get(PaperPositionRow, row.symbol)
-        if position is None:
-            position = PaperPositionRow(symbol=row.symbol)
-            session.add(position)
+        position = await book.position(row.symbol)
         held, entry = position.quantity, position.average_entry
         signed = side.sign * size
         realized = ZERO
@@ -653,35 +814,26 @@ class PaperBroker:
                 position.average_entry = price
         position.quantity = new_quantity
         position.realized_pnl += realized
-        account = await self._account_row(session)
-        account.balance += realized - fee
+        book.balance += realized - fee
         row.state = OrderState.FILLED.value
         row.fill_price = price
         row.fee = fee
         row.fill_quantity = None if size == row.quantity else size
         row.filled_at = self._clock()
 
-    async def _fill_reducing(
-        self, session: AsyncSession, row: PaperOrderRow, price: Decimal
-    ) -> None:
+    async def _fill_reducing(self, book: _Book, row: _Order, price: Decimal) -> None:
         """Fill a reduce-only trigger at ``price`` for at most what is held against it;
         CANCELLED when nothing is."""
-        position = await session.get(PaperPositionRow, row.symbol)
+        position = (await book.positions()).get(row.symbol)
         held = position.quantity if position is not None else ZERO
         against = -Side(row.side).sign * held  # > 0 when the order reduces the position
         if against <= 0:
             row.state = OrderState.CANCELLED.value
             return
-        await self._fill(session, row, price, min(row.quantity, against))
+        await self._fill(book, row, price, min(row.quantity, against))
 
     @staticmethod
-    async def _resting_rows(session: AsyncSession) -> list[PaperOrderRow]:
-        return list((await session.exec(_RESTING)).all())
-
-    @staticmethod
-    def _trigger_base(
-        row: PaperOrderRow, open_: Decimal, high: Decimal, low: Decimal
-    ) -> Decimal | None:
+    def _trigger_base(row: _Order, open_: Decimal, high: Decimal, low: Decimal) -> Decimal | None:
         """The base price a trigger order executes from on a candle (open, high, low), or
         None when the candle does not reach its trigger (see the module docstring)."""
         assert row.trigger_price is not None
@@ -692,41 +844,48 @@ class PaperBroker:
             return min(level, open_) if low <= level else None
         return max(level, open_) if high >= level else None
 
-    async def _match_resting(self, session: AsyncSession) -> None:
+    async def _match_resting(
+        self, book: _Book, client_order_ids: Sequence[str] = ()
+    ) -> list[_Order]:
         """Fill resting orders that a later candle reached, candle by candle: oldest
         candle first across every resting order of a symbol; within a candle stops
-        first, then the rest in placement order (see the module docstring)."""
-        resting = await self._resting_rows(session)
-        for symbol in sorted({row.symbol for row in resting}):
-            rows = [row for row in resting if row.symbol == symbol]
+        first, then the rest in placement order (see the module docstring). Returns the
+        orders that were resting, oldest first, as they are now. The orders with
+        ``client_order_ids`` are read in the same statement (see :meth:`_Book.resting`)."""
+        resting = await book.resting(client_order_ids)
+        by_symbol: dict[str, list[_Order]] = {}
+        for row in resting:
+            by_symbol.setdefault(row.symbol, []).append(row)
+        for symbol, rows in sorted(by_symbol.items()):
             since = min(row.placed_candle_at for row in rows)
             for candle in self.feed.candles_since(symbol, since):
                 due = [r for r in rows if r.state == OrderState.OPEN.value and self._due(r, candle)]
                 due.sort(key=lambda r: r.order_type != OrderType.STOP.value)  # stable: stops first
                 for row in due:
-                    await self._match_one(session, row, candle)
+                    await self._match_one(book, row, candle)
+        return resting
 
     @staticmethod
-    def _due(row: PaperOrderRow, candle: Candle) -> bool:
+    def _due(row: _Order, candle: Candle) -> bool:
         """True when ``candle`` opened after the candle ``row`` was placed on."""
         return candle.at > row.placed_candle_at
 
-    async def _match_one(self, session: AsyncSession, row: PaperOrderRow, candle: Candle) -> None:
+    async def _match_one(self, book: _Book, row: _Order, candle: Candle) -> None:
         """Fill ``row`` on ``candle`` if the candle reaches its limit or trigger."""
         side = Side(row.side)
         if OrderType(row.order_type).is_trigger:
             base = self._trigger_base(row, candle.open, candle.high, candle.low)
             if base is not None:
-                await self._fill_reducing(session, row, self.executed_price(row.symbol, base, side))
+                await self._fill_reducing(book, row, self.executed_price(row.symbol, base, side))
             return
         assert row.limit_price is not None
         limit = row.limit_price
         if side is Side.BUY and candle.low <= limit:
-            await self._fill(session, row, min(limit, candle.open))
+            await self._fill(book, row, min(limit, candle.open))
         elif side is Side.SELL and candle.high >= limit:
-            await self._fill(session, row, max(limit, candle.open))
+            await self._fill(book, row, max(limit, candle.open))
 
-    def _report(self, row: PaperOrderRow) -> OrderReport:
+    def _report(self, row: _Order) -> OrderReport:
         filled = row.state == OrderState.FILLED.value
         side = Side(row.side)
         size = row.quantity if row.fill_quantity is None else row.fill_quantity
@@ -762,16 +921,3 @@ class PaperBroker:
             fills=fills,
             trigger_price=row.trigger_price,
         )
-
-
-_KEPT = "paper_rows"
-_Row = TypeVar("_Row")
-
-
-def _keep(session: AsyncSession, rows: Sequence[_Row]) -> list[_Row]:
-    """``rows`` as a list, held by ``session`` until it ends: the identity map holds rows
-    weakly, so a row no local variable holds any more would be read again by the next
-    ``session.get``."""
-    kept: list[object] = session.info.setdefault(_KEPT, [])
-    kept.extend(rows)
-    return list(rows)

@@ -807,19 +807,31 @@ class TradingService:
         include_external: bool = False,
         reason: ExitReason = ExitReason.CLOSE_ALL,
     ) -> CloseReport:
-        """Cancel every resting entry order, read the positions once, close the ones
+        """Cancel every resting entry order, read the positions, close the ones
         SignalDesk opened (all of them with ``include_external``: the drawdown flatten
         under ``FLATTEN_EXTERNAL``) at most ``CLOSE_CONCURRENCY`` at a time; the exit
         service cancels the protective exits of each trade the closes end. Per-ticket venues
         are closed per ticket.
 
+        The positions are read while the resting orders are listed (one venue round trip
+        instead of two); when an entry was cancelled they are read again after the
+        cancels, as it may have filled first.
+
         Exits are cancelled after their position is closed, never before: until the close
         fills they still protect it, and being reduce-only they cannot open anything.
         Positions left alone come back in ``left_open``. Never raises broker errors.
         """
-        cancelled = tuple(await self.cancel_entries(actor))
+        early = asyncio.ensure_future(retry_temporary(self.broker.positions))
         try:
-            positions = await retry_temporary(self.broker.positions)
+            cancelled = tuple(await self.cancel_entries(actor))
+        finally:
+            [read] = await asyncio.gather(early, return_exceptions=True)
+        try:
+            if cancelled:
+                read = await retry_temporary(self.broker.positions)
+            elif isinstance(read, BaseException):
+                raise read
+            positions = read
         except (BrokerError, OSError, TimeoutError) as exc:
             return CloseReport(cancelled=cancelled, error=str(exc))
         mine = tuple((p, None) for p in positions if include_external or owns(p))

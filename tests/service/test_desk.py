@@ -214,6 +214,61 @@ async def test_close_all_cancels_the_resting_entry_first_then_closes_and_cancels
     assert await engine.trading.open_orders() == []
 
 
+def record_calls(
+    engine: Engine, calls: list[str], *names: str, asked: asyncio.Event | None = None
+) -> None:
+    """Append each call of the broker methods ``names`` to ``calls`` (by name), and set
+    ``asked`` when one is called."""
+    for name in names:
+        method = getattr(engine.broker, name)
+
+        async def recorded(*args: Any, _method: Any = method, _name: str = name) -> Any:
+            calls.append(_name)
+            if asked is not None:
+                asked.set()
+            return await _method(*args)
+
+        setattr(engine.broker, name, recorded)
+
+
+async def test_close_all_reads_the_positions_while_it_lists_the_resting_orders(
+    engine: Engine,
+) -> None:
+    await market_long(engine, stop="100000")
+    broker = engine.broker
+    open_orders = broker.open_orders
+    calls: list[str] = []
+    reading = asyncio.Event()
+    record_calls(engine, calls, "positions", asked=reading)
+
+    async def listed_once_positions_are_asked(symbol: str | None = None) -> Any:
+        await asyncio.wait_for(reading.wait(), WAIT_SECONDS)  # fails if read after the list
+        return await open_orders(symbol)
+
+    broker.open_orders = listed_once_positions_are_asked  # type: ignore[method-assign]
+
+    report = await engine.trading.close_all("owner:1")
+
+    assert report.ok and [c.symbol for c in report.closes] == [BTC]
+    assert calls == ["positions"]  # no entry was cancelled: read once
+    assert await engine.trading.positions() == []
+
+
+async def test_close_all_reads_the_positions_again_after_cancelling_an_entry(
+    engine: Engine,
+) -> None:
+    await market_long(engine)
+    await resting_buy(engine)
+    calls: list[str] = []
+    record_calls(engine, calls, "positions", "cancel_order")
+
+    report = await engine.trading.close_all("owner:1")
+
+    assert report.ok and len(report.cancelled) == 1 and len(report.closes) == 1
+    # the entry might have filled before its cancel: the closes use the read after it
+    assert calls == ["positions", "cancel_order", "positions"]
+
+
 async def test_close_all_persists_every_close_first_then_sends_them_concurrently_bounded(
     engines: Engines, database_url: str
 ) -> None:

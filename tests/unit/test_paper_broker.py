@@ -484,6 +484,69 @@ async def test_place_order_twice_with_the_same_client_id_makes_one_order(
     assert (await broker.account()).balance == D("9994.315529")  # one fee only
 
 
+def _statements_of(db: Database) -> tuple[list[str], Any]:
+    """The SQL ``db`` sends from now on (first words of each), and the listener's key."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]))
+
+    listen = (db.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(*listen)
+    return sent, listen
+
+
+async def test_a_market_order_that_fills_sends_four_statements_and_reads_nothing_known(
+    broker: PaperBroker, db: Database
+) -> None:
+    await broker.account()  # the account row exists (its first transaction read the ledger)
+    sent, listen = _statements_of(db)
+
+    await broker.place_order(market("open", Side.BUY, "0.05"))  # a new position
+    opened = list(sent)
+    sent.clear()
+    await broker.place_order(market("more", Side.BUY, "0.01"))  # a held position
+    added = list(sent)
+    sent.clear()
+    await broker.place_order(market("more", Side.BUY, "0.01"))  # replayed: one more read
+    replayed = list(sent)
+    event.remove(*listen)
+
+    # the lock (returning seq, the balance and whether the client id is known), then one
+    # write per table; the positions this broker's last transaction left are current
+    # (nothing else bumped seq since), so they are not read again for the margin check
+    assert opened == [
+        "UPDATE paper_account SET",
+        "INSERT INTO paper_orders",
+        "INSERT INTO paper_positions",
+        "UPDATE paper_account SET",
+    ]
+    assert added == [*opened[:2], "UPDATE paper_positions SET", "UPDATE paper_account SET"]
+    assert replayed == [
+        "UPDATE paper_account SET",
+        "SELECT paper_orders.id, paper_orders.client_order_id,",
+    ]
+    [position] = await broker.positions()
+    assert position.quantity == D("0.06")
+
+
+async def test_positions_are_read_again_once_another_broker_wrote_the_ledger(
+    broker: PaperBroker, make_broker: Any, db: Database
+) -> None:
+    other = make_broker()  # another process on the same database
+    await broker.place_order(market("open", Side.BUY, "0.05"))
+    await other.place_order(market("other", Side.SELL, "0.02"))
+    sent, listen = _statements_of(db)
+
+    await broker.place_order(market("more", Side.BUY, "0.01"))
+
+    event.remove(*listen)
+    assert "SELECT paper_positions.symbol, paper_positions.quantity," in sent
+    for seen_by in (broker, other):
+        [position] = await seen_by.positions()
+        assert position.quantity == D("0.04")
+
+
 async def test_close_position_sells_the_whole_long_at_market(
     broker: PaperBroker, feed: ReplayFeed
 ) -> None:
@@ -563,9 +626,10 @@ async def _seq(db: Database) -> int:
 
 
 async def test_concurrent_closes_share_one_ledger_transaction_in_call_order(
-    broker: PaperBroker, db: Database
+    broker: PaperBroker, make_broker: Any, db: Database
 ) -> None:
-    await broker.place_order(market("open", Side.BUY, "0.05"))  # at 113689.42, fee 5.684471
+    # opened by another broker on the database, so this one reads the positions
+    await make_broker().place_order(market("open", Side.BUY, "0.05"))  # at 113689.42
     before = await _seq(db)
     statements: list[str] = []
     listen = (db.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
@@ -580,8 +644,10 @@ async def test_concurrent_closes_share_one_ledger_transaction_in_call_order(
 
     event.remove(*listen)
     assert await _seq(db) == before + 1
-    # the positions are read once for the batch (a close has no margin to check)
+    # the positions are read once for the batch (a close has no margin to check), the
+    # orders once (the resting ones to match and the ones asked for, together)
     assert sum(1 for s in statements if "FROM paper_positions" in s) == 1
+    assert sum(1 for s in statements if s.startswith("SELECT") and "FROM paper_orders" in s) == 1
     assert [(r.client_order_id, r.filled_quantity) for r in reports if r is not None] == [
         ("close-1", D("0.02")),
         ("close-2", D("0.02")),
@@ -618,6 +684,33 @@ async def test_concurrent_cancels_and_closes_share_one_transaction_an_unknown_id
     assert (first.state, second.state) == (OrderState.CANCELLED, OrderState.CANCELLED)
     assert isinstance(close, OrderReport) and close.filled_quantity == D("0.05")
     assert await broker.open_orders() == [] and await broker.positions() == []
+
+
+async def test_a_batch_of_cancels_reads_the_orders_once_and_no_position(
+    broker: PaperBroker, make_broker: Any, db: Database
+) -> None:
+    await broker.account()  # its account is ready
+    placing = make_broker()  # another process placed them: this broker knows no position
+    for request in (
+        market("open", Side.BUY, "0.05"),
+        limit("lim-1", Side.BUY, "0.01", "100000"),
+        limit("lim-2", Side.BUY, "0.01", "100000"),
+    ):
+        await placing.place_order(request)
+    sent, listen = _statements_of(db)
+
+    first, second = await asyncio.gather(
+        broker.cancel_order("lim-1", SYMBOL), broker.cancel_order("lim-2", SYMBOL)
+    )
+
+    event.remove(*listen)
+    assert (first.state, second.state) == (OrderState.CANCELLED, OrderState.CANCELLED)
+    assert sent == [
+        "UPDATE paper_account SET",
+        "SELECT paper_orders.id, paper_orders.client_order_id,",
+        "UPDATE paper_orders SET",
+    ]
+    assert await broker.open_orders() == []
 
 
 class FeedLost(Exception):
