@@ -43,7 +43,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, tuple_, update
+from sqlalchemy import bindparam, func, insert, tuple_, update
 from sqlalchemy import select as select_rows
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -233,7 +233,7 @@ def initial_risk(
 # --- rows -----------------------------------------------------------------------------------
 
 
-def trade_from_row(row: TradeRow) -> Trade:
+def trade_from_row(row: TradeRow | _Trade) -> Trade:
     """The domain :class:`Trade` of a row (an undecided exit style reads as WATCHED)."""
     assert row.id is not None
     return Trade(
@@ -261,12 +261,12 @@ def trade_from_row(row: TradeRow) -> Trade:
     )
 
 
-def has_exit_levels(row: TradeRow) -> bool:
+def has_exit_levels(row: TradeRow | _Trade) -> bool:
     """True when the trade has a stop loss, take profit or trailing stop to keep."""
     return any(level is not None for level in (row.stop_loss, row.take_profit, row.trail_pct))
 
 
-def _ledger(row: TradeRow) -> Ledger:
+def _ledger(row: _Trade) -> Ledger:
     return Ledger(
         side=Side(row.side),
         quantity=row.quantity,
@@ -279,7 +279,7 @@ def _ledger(row: TradeRow) -> Ledger:
     )
 
 
-def _store(row: TradeRow, ledger: Ledger, at: datetime) -> None:
+def _store(row: _Trade, ledger: Ledger, at: datetime) -> None:
     row.quantity = ledger.quantity
     row.quantity_open = ledger.quantity_open
     row.average_entry = ledger.average_entry
@@ -396,20 +396,48 @@ _LINK_ORDER = (
 )
 
 
-def _detached(found: Row[Any]) -> TradeRow:
-    """A trade read as a plain row, as a :class:`TradeRow` outside any session: the
-    recording changes it in memory and writes it with :data:`_UPDATE_TRADE`."""
-    return TradeRow(**found._mapping)
+@dataclass(slots=True)
+class _Trade:
+    """A trade as a recording reads and changes it: the columns of :class:`TradeRow`
+    (same names, same defaults) in a plain object, no ORM state. Read from a plain row
+    (``_Trade(**row._mapping)``; a column this lacks fails loudly), written back with
+    :data:`_UPDATE_TRADE` or, new (``id`` None), inserted with :data:`_INSERT_TRADE`."""
+
+    symbol: str
+    side: str
+    opened_at: datetime
+    updated_at: datetime
+    id: int | None = None
+    signal_id: int | None = None
+    status: str = TradeStatus.OPEN.value
+    quantity: Decimal = ZERO
+    quantity_open: Decimal = ZERO
+    average_entry: Decimal = ZERO
+    average_exit: Decimal | None = None
+    quantity_closed: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    initial_risk: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    trail_pct: Decimal | None = None
+    breakeven_at_r: Decimal | None = None
+    extreme_price: Decimal | None = None
+    exit_style: str = "watched"
+    exit_reason: str = ""
+    position_ref: str = ""
+    version: int = 0
+    closed_at: datetime | None = None
 
 
-def _trade_values(row: TradeRow) -> dict[str, Any]:
+def _trade_values(row: _Trade) -> dict[str, Any]:
     """:data:`_UPDATE_TRADE`'s parameters for ``row`` as it stands."""
     values = {f"v_{name}": getattr(row, name) for name in _RECORDED}
     values["trade_id"] = row.id
     return values
 
 
-def _new_trade_values(row: TradeRow) -> dict[str, Any]:
+def _new_trade_values(row: _Trade) -> dict[str, Any]:
     """:data:`_INSERT_TRADE`'s parameters: every column of the new ``row`` but its id."""
     return {c.key: getattr(row, c.key) for c in _TRADES.columns if c.key != "id"}
 
@@ -487,7 +515,7 @@ class TradeService:
             for fill in fills
         }
         pool = await self._open_pool(session, keys)
-        changed: dict[int, TradeRow] = {}
+        changed: dict[int, _Trade] = {}
         exits: list[Notification] = []
         events: list[TradeEvent] = []
         for order, fills in batch:
@@ -503,9 +531,9 @@ class TradeService:
         session: AsyncSession,
         order: OrderRow,
         fills: Sequence[FillRow],
-        pool: dict[tuple[str, str], list[TradeRow]],
+        pool: dict[tuple[str, str], list[_Trade]],
         signals: Mapping[int, Signal],
-        changed: dict[int, TradeRow],
+        changed: dict[int, _Trade],
         exits: list[Notification],
     ) -> list[TradeEvent]:
         """One order of :meth:`apply_batch` against ``pool``, the open trades by (symbol,
@@ -515,9 +543,9 @@ class TradeService:
         if not fills:
             return []
         entry = _is_entry(order)
-        touched: dict[int, TradeRow] = {}
+        touched: dict[int, _Trade] = {}
         tallies: dict[int, _Exit] = {}
-        own: TradeRow | None = None  # the signal's trade (an entry)
+        own: _Trade | None = None  # the signal's trade (an entry)
         own_fills: list[FillRow] = []
         signal = signals.get(order.signal_id) if order.signal_id is not None else None
         for fill in fills:
@@ -580,14 +608,14 @@ class TradeService:
         return events
 
     def _close_part(
-        self, row: TradeRow, quantity: Decimal, price: Decimal, fee: Decimal, at: datetime
+        self, row: _Trade, quantity: Decimal, price: Decimal, fee: Decimal, at: datetime
     ) -> None:
         _store(row, add_exit(_ledger(row), quantity, price, fee), self._clock())
         if row.quantity_open == 0:
             row.status = TradeStatus.CLOSED.value
             row.closed_at = at
 
-    def _exit_notification(self, row: TradeRow, tally: _Exit) -> Notification:
+    def _exit_notification(self, row: _Trade, tally: _Exit) -> Notification:
         """The ``trade_exit`` notification of ``tally`` (one exit of trade ``row``); a
         closed trade takes the exit's reason."""
         if row.quantity_open == 0:
@@ -617,19 +645,19 @@ class TradeService:
     @staticmethod
     async def _open_pool(
         session: AsyncSession, keys: set[tuple[str, str]]
-    ) -> dict[tuple[str, str], list[TradeRow]]:
+    ) -> dict[tuple[str, str], list[_Trade]]:
         """The OPEN trades of each (symbol, side) of ``keys``, oldest first, locked for
-        update, in one query, as rows outside the session (:func:`_detached`)."""
-        pool: dict[tuple[str, str], list[TradeRow]] = {key: [] for key in keys}
+        update, in one query, as :class:`_Trade` objects."""
+        pool: dict[tuple[str, str], list[_Trade]] = {key: [] for key in keys}
         if not keys:
             return pool
         read = await (await session.connection()).execute(_OPEN_POOL, {"keys": sorted(keys)})
         for found in read.all():
-            row = _detached(found)
+            row = _Trade(**found._mapping)
             pool[(row.symbol, row.side)].append(row)
         return pool
 
-    def _exit_targets(self, order: OrderRow, candidates: list[TradeRow]) -> list[TradeRow]:
+    def _exit_targets(self, order: OrderRow, candidates: list[_Trade]) -> list[_Trade]:
         """The trades a reducing fill reduces, in order (see the module docstring), of the
         open trades on its opposite side (``candidates``, oldest first): the order's own
         trade first, else the named ticket, else FIFO."""
@@ -647,9 +675,9 @@ class TradeService:
         session: AsyncSession,
         order: OrderRow,
         signal: Signal | None,
-        pool: dict[tuple[str, str], list[TradeRow]],
+        pool: dict[tuple[str, str], list[_Trade]],
         at: datetime,
-    ) -> TradeRow:
+    ) -> _Trade:
         """The signal's trade: the one the order is linked to (``orders.trade_id``; the
         pool's copy when the pool holds it, else read and locked), or a new one, not yet
         inserted (``id`` None), with the ``signal``'s exits, on the order's first fill
@@ -662,9 +690,9 @@ class TradeService:
             read = await (await session.connection()).execute(
                 _LOCK_TRADE, {"trade_id": order.trade_id}
             )
-            return _detached(read.one())
+            return _Trade(**read.one()._mapping)
         assert signal is not None
-        return TradeRow(
+        return _Trade(
             signal_id=order.signal_id,
             symbol=order.symbol,
             side=order.side,
@@ -827,9 +855,7 @@ def _is_entry(order: OrderRow) -> bool:
     return order.purpose == "open" and order.signal_id is not None
 
 
-def _open_in(
-    pool: dict[tuple[str, str], list[TradeRow]], symbol: str, side: Side
-) -> list[TradeRow]:
+def _open_in(pool: dict[tuple[str, str], list[_Trade]], symbol: str, side: Side) -> list[_Trade]:
     """The trades of ``pool`` (see :meth:`TradeService._open_pool`) still OPEN in ``symbol``
     on ``side``, oldest first."""
     rows = [t for t in pool.get((symbol, side.value), []) if t.status == TradeStatus.OPEN.value]
