@@ -96,10 +96,10 @@ async def test_recording_a_market_fill_is_nine_statements_and_reads_no_signal(
         "INSERT audit_events",
         "SELECT trades",  # the open trades the fill may reduce, locked
     ]
-    if second:  # the fill closes the BUY's trade: one UPDATE, its exit notification
-        trade = ["UPDATE trades", "INSERT outbox"]
-    else:  # the fill opens the signal's trade (its id comes back) and links the order
-        trade = ["INSERT trades", "UPDATE orders"]
+    # closing the BUY's trade: one UPDATE and its exit notification; opening the
+    # signal's trade: one INSERT (its id comes back) and the order linked to it
+    closes, opens = ["UPDATE trades", "INSERT outbox"], ["INSERT trades", "UPDATE orders"]
+    trade = closes if second else opens
     assert statements == [*common, *trade, "INSERT fills", "INSERT outbox"]
     # was 10: the signal read as an ORM object, the trade written by a flush
     signal = await engine.signals.get(ids[0])
