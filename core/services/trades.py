@@ -50,7 +50,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.db.engine import Database
-from core.db.models import FillRow, OrderRow, SignalRow, TradeRow
+from core.db.models import OrderRow, SignalRow, TradeRow
 from core.domain import (
     ZERO,
     ExitReason,
@@ -69,6 +69,7 @@ __all__ = [
     "AVERAGE_QUANTUM",
     "Allocation",
     "Ledger",
+    "NewFill",
     "SourceRecord",
     "TradeEvent",
     "TradeEventKind",
@@ -397,6 +398,27 @@ _LINK_ORDER = (
 
 
 @dataclass(slots=True)
+class NewFill:
+    """A fill being recorded, a row of ``fills`` to insert (the columns of
+    :class:`~core.db.models.FillRow` but the id): the venue's figures for our order
+    ``order_id`` (base quantity, quote price, the fee in ``fee_currency``) and, once
+    :meth:`TradeService.apply_batch` has placed it, the ``trade_id`` of its (first)
+    trade (None: an external position's)."""
+
+    order_id: int
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    broker_fill_id: str
+    at: datetime
+    trade_id: int | None = None
+
+
+@dataclass(slots=True)
 class _Trade:
     """A trade as a recording reads and changes it: the columns of :class:`TradeRow`
     (same names, same defaults) in a plain object, no ORM state. Read from a plain row
@@ -492,7 +514,7 @@ class TradeService:
     async def apply_batch(
         self,
         session: AsyncSession,
-        batch: Sequence[tuple[OrderRow, Sequence[FillRow]]],
+        batch: Sequence[tuple[OrderRow, Sequence[NewFill]]],
         signals: Mapping[int, Signal],
     ) -> list[TradeEvent]:
         """Apply each (order, its new fills) of ``batch`` in turn to the trade record in
@@ -530,7 +552,7 @@ class TradeService:
         self,
         session: AsyncSession,
         order: OrderRow,
-        fills: Sequence[FillRow],
+        fills: Sequence[NewFill],
         pool: dict[tuple[str, str], list[_Trade]],
         signals: Mapping[int, Signal],
         changed: dict[int, _Trade],
@@ -546,7 +568,7 @@ class TradeService:
         touched: dict[int, _Trade] = {}
         tallies: dict[int, _Exit] = {}
         own: _Trade | None = None  # the signal's trade (an entry)
-        own_fills: list[FillRow] = []
+        own_fills: list[NewFill] = []
         signal = signals.get(order.signal_id) if order.signal_id is not None else None
         for fill in fills:
             side = Side(fill.side)

@@ -69,7 +69,13 @@ from core.notify import (
     insert_outbox,
 )
 from core.services.gate import BREACH_MAX, Gate, owns
-from core.services.trades import TradeEvent, TradeEventKind, TradeService, fee_in_quote
+from core.services.trades import (
+    NewFill,
+    TradeEvent,
+    TradeEventKind,
+    TradeService,
+    fee_in_quote,
+)
 
 __all__ = [
     "CancelResult",
@@ -733,10 +739,10 @@ class TradingService:
     @staticmethod
     def _new_fills(
         order: OrderRow, report: OrderReport, known: set[tuple[int, str]]
-    ) -> list[FillRow]:
+    ) -> list[NewFill]:
         """The report's fills of ``order`` not in ``known`` (which they join, so a fill
-        reported twice in one batch is recorded once), as rows not yet added to the
-        session (the trade record links them to their trade before they are inserted)."""
+        reported twice in one batch is recorded once), as rows to insert (the trade
+        record links them to their trade before they are inserted)."""
         assert order.id is not None
         order_id = order.id
         fresh = [
@@ -746,7 +752,7 @@ class TradingService:
         ]
         known.update((order_id, fill.broker_fill_id) for fill in fresh if fill.broker_fill_id)
         return [
-            FillRow(
+            NewFill(
                 order_id=order_id,
                 client_order_id=fill.client_order_id,
                 symbol=fill.symbol,
@@ -1202,10 +1208,9 @@ _LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
 _GONE = "the venue has no such order"
 
 
-async def _insert_fills(session: AsyncSession, fills: Sequence[FillRow]) -> None:
-    """Insert ``fills`` (rows outside the session, linked to their trades) in the
-    caller's transaction now, in one Core INSERT: no unit-of-work flush, no id read
-    back. Nothing happens without any."""
+async def _insert_fills(session: AsyncSession, fills: Sequence[NewFill]) -> None:
+    """Insert ``fills`` (linked to their trades) in the caller's transaction now, in one
+    Core INSERT: no unit-of-work flush, no id read back. Nothing happens without any."""
     if fills:
         values = [{name: getattr(fill, name) for name in _FILL_COLUMNS} for fill in fills]
         await session.exec(_INSERT_FILL, params=values[0] if len(values) == 1 else values)
