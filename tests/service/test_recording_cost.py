@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlmodel import col, select
 
 from core.app import Engine
-from core.domain import Side, SignalStatus, TradeStatus
+from core.db.models import AuditEventRow, FillRow
+from core.domain import OrderReport, OrderRequest, Side, SignalStatus, TradeStatus
 from core.services import Proposal
 
 BTC = "BTC/USDT"
@@ -111,3 +113,38 @@ async def test_recording_a_market_fill_is_nine_statements_and_reads_no_signal(
         assert closed.status is TradeStatus.CLOSED
     else:
         assert opened is not None and opened.status is TradeStatus.OPEN
+
+
+async def test_three_racing_recordings_of_one_fill_count_it_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held: list[OrderReport] = []
+
+    async def send(request: OrderRequest, signal_id: int, actor: str) -> Any:
+        report = await engine.trading.broker.place_order(request)
+        held.append(report)  # recorded below, three times at once
+        return await engine.signals.get(signal_id), report
+
+    monkeypatch.setattr(engine.trading, "send", send)
+    signal_id = await _approve(engine, Side.BUY)
+    [report] = held
+    assert report.fills
+
+    settled = await asyncio.gather(
+        *(engine.trading.record_report(report, f"racer:{n}") for n in range(3))
+    )
+
+    assert [s.status if s else None for s in settled] == [SignalStatus.FILLED] * 3
+    trade = await engine.trading.trades.for_signal(signal_id)
+    assert trade is not None and trade.quantity == Decimal("0.01")  # the fill counted once
+    async with engine.db.session() as session:
+        fills = (await session.exec(select(FillRow).where(col(FillRow.trade_id) == trade.id))).all()
+        filled = (
+            await session.exec(
+                select(AuditEventRow).where(
+                    col(AuditEventRow.signal_id) == signal_id,
+                    col(AuditEventRow.to_status) == SignalStatus.FILLED.value,
+                )
+            )
+        ).all()
+    assert len(fills) == 1 and len(filled) == 1  # one fill row, one settling event
