@@ -12,12 +12,12 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import Row, event
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -26,6 +26,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.expression import Executable
 from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -309,6 +310,7 @@ class Database:
         reads = self.engine
         if self.engine.dialect.name == "postgresql":
             reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read_engine = reads
         self._reads = async_sessionmaker(reads, class_=AsyncSession, expire_on_commit=False)
 
     @property
@@ -330,6 +332,16 @@ class Database:
         opens no transaction). Never write in it."""
         async with self._reads() as session:
             yield session
+
+    async def read_row(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Row[Any] | None:
+        """The first row of one read ``statement`` (a Core query; None when it finds
+        nothing), run on a pooled connection with no session around it: what
+        :meth:`reading` does for one statement, without building a session (the
+        drawdown check after every fill reads one row this way). Never write with it."""
+        async with self._read_engine.connect() as connection:
+            return (await connection.execute(statement, params)).first()
 
     async def close(self) -> None:
         """Dispose of the connection pool."""

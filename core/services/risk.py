@@ -40,7 +40,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import Row, update
+from sqlalchemy import Row, select, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -76,6 +76,18 @@ ACTOR = "drawdown-guard"
 SNAPSHOT_EVERY = timedelta(minutes=1)
 
 HUNDRED = Decimal(100)
+
+_STATE = OperatorStateRow.__table__  # type: ignore[attr-defined]
+#: The operator state's columns a check judges by (:meth:`RiskService._assess`), as a
+#: plain row.
+_GUARD_STATE = select(
+    _STATE.c.peak_equity,
+    _STATE.c.day_start_equity,
+    _STATE.c.day_start_date,
+    _STATE.c.breach_level,
+    _STATE.c.breach_at,
+    _STATE.c.trading_state,
+).where(_STATE.c.id == 1)
 
 
 class BreachLevel(enum.StrEnum):
@@ -355,12 +367,12 @@ class RiskService:
     async def _evaluate(self, account: Account) -> RiskFigures:
         """Judge ``account`` against the persisted baselines and level. A check that would
         write nothing (baselines and level as stored, no snapshot due: most checks after a
-        fill) reads the state in one statement outside a transaction and returns; any
-        change is decided afresh in the write transaction below."""
+        fill) reads the guard's columns of the state in one statement outside a session
+        and transaction and returns; any change is decided afresh in the write
+        transaction below."""
         now = self._clock()
         if not self._snapshot_due(now):
-            async with self._db.reading() as session:
-                seen = await repo.find_operator_state(session)
+            seen = await self._db.read_row(_GUARD_STATE)
             if seen is not None:
                 base, figures, new = self._assess(account, seen, now)
                 if new is BreachLevel(seen.breach_level) and _as_stored(base, seen):

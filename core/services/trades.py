@@ -37,34 +37,39 @@ Rules (documented in docs/trades.md):
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
-from sqlalchemy import bindparam, func, tuple_
+from sqlalchemy import bindparam, func, insert, tuple_, update
+from sqlalchemy import select as select_rows
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.db.engine import Database
-from core.db.models import FillRow, OrderRow, SignalRow, TradeRow
+from core.db.models import OrderRow, SignalRow, TradeRow
 from core.domain import (
     ZERO,
     ExitReason,
     ExitStyle,
     Side,
+    Signal,
     SignalStatus,
     Trade,
     TradeStatus,
     utcnow,
 )
 from core.errors import NotFoundError
-from core.notify import TradeExit, enqueue
+from core.notify import Notification, TradeExit, insert_outbox
 
 __all__ = [
     "AVERAGE_QUANTUM",
     "Allocation",
     "Ledger",
+    "NewFill",
     "SourceRecord",
     "TradeEvent",
     "TradeEventKind",
@@ -229,7 +234,7 @@ def initial_risk(
 # --- rows -----------------------------------------------------------------------------------
 
 
-def trade_from_row(row: TradeRow) -> Trade:
+def trade_from_row(row: TradeRow | _Trade) -> Trade:
     """The domain :class:`Trade` of a row (an undecided exit style reads as WATCHED)."""
     assert row.id is not None
     return Trade(
@@ -257,12 +262,12 @@ def trade_from_row(row: TradeRow) -> Trade:
     )
 
 
-def has_exit_levels(row: TradeRow) -> bool:
+def has_exit_levels(row: TradeRow | _Trade) -> bool:
     """True when the trade has a stop loss, take profit or trailing stop to keep."""
     return any(level is not None for level in (row.stop_loss, row.take_profit, row.trail_pct))
 
 
-def _ledger(row: TradeRow) -> Ledger:
+def _ledger(row: _Trade) -> Ledger:
     return Ledger(
         side=Side(row.side),
         quantity=row.quantity,
@@ -275,7 +280,7 @@ def _ledger(row: TradeRow) -> Ledger:
     )
 
 
-def _store(row: TradeRow, ledger: Ledger, at: datetime) -> None:
+def _store(row: _Trade, ledger: Ledger, at: datetime) -> None:
     row.quantity = ledger.quantity
     row.quantity_open = ledger.quantity_open
     row.average_entry = ledger.average_entry
@@ -344,19 +349,120 @@ class SourceRecord:
         return Decimal(self.wins) / self.closed if self.closed else None
 
 
+_TRADES = TradeRow.__table__  # type: ignore[attr-defined]
+
 #: The OPEN trades of the (symbol, side) pairs ``keys`` (an expanding parameter), oldest
 #: first, locked for update: :meth:`TradeService._open_pool`'s query, built once (its
-#: cache key is computed once, not on every recording).
+#: cache key is computed once, not on every recording). Plain rows: no ORM object.
 _OPEN_POOL = (
-    select(TradeRow)
+    select_rows(_TRADES)
     .where(
-        tuple_(col(TradeRow.symbol), col(TradeRow.side)).in_(bindparam("keys", expanding=True)),
-        col(TradeRow.status) == TradeStatus.OPEN.value,
+        tuple_(_TRADES.c.symbol, _TRADES.c.side).in_(bindparam("keys", expanding=True)),
+        _TRADES.c.status == TradeStatus.OPEN.value,
     )
-    .order_by(col(TradeRow.opened_at), col(TradeRow.id))
+    .order_by(_TRADES.c.opened_at, _TRADES.c.id)
     .with_for_update()
-    .execution_options(populate_existing=True)
 )
+#: One trade by id (``trade_id``), locked for update.
+_LOCK_TRADE = select_rows(_TRADES).where(_TRADES.c.id == bindparam("trade_id")).with_for_update()
+#: A new trade, every column but the id, which comes back.
+_INSERT_TRADE = insert(_TRADES).returning(_TRADES.c.id)
+#: The columns recording a fill changes (never the protective levels: the exit service's).
+_RECORDED = (
+    "status",
+    "quantity",
+    "quantity_open",
+    "average_entry",
+    "average_exit",
+    "quantity_closed",
+    "realized_pnl",
+    "fees",
+    "initial_risk",
+    "exit_reason",
+    "version",
+    "closed_at",
+    "updated_at",
+)
+#: Write :data:`_RECORDED` (parameters ``v_<column>``) to trade ``trade_id``.
+_UPDATE_TRADE = (
+    update(_TRADES)
+    .where(_TRADES.c.id == bindparam("trade_id"))
+    .values({name: bindparam(f"v_{name}") for name in _RECORDED})
+)
+#: Link order ``order_id`` to the trade ``trade_id`` its fills opened.
+_LINK_ORDER = (
+    update(OrderRow.__table__)  # type: ignore[attr-defined]
+    .where(OrderRow.__table__.c.id == bindparam("order_id"))  # type: ignore[attr-defined]
+    .values(trade_id=bindparam("trade_id"))
+)
+
+
+@dataclass(slots=True)
+class NewFill:
+    """A fill being recorded, a row of ``fills`` to insert (the columns of
+    :class:`~core.db.models.FillRow` but the id): the venue's figures for our order
+    ``order_id`` (base quantity, quote price, the fee in ``fee_currency``) and, once
+    :meth:`TradeService.apply_batch` has placed it, the ``trade_id`` of its (first)
+    trade (None: an external position's)."""
+
+    order_id: int
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    broker_fill_id: str
+    at: datetime
+    trade_id: int | None = None
+
+
+@dataclass(slots=True)
+class _Trade:
+    """A trade as a recording reads and changes it: the columns of :class:`TradeRow`
+    (same names, same defaults) in a plain object, no ORM state. Read from a plain row
+    (``_Trade(**row._mapping)``; a column this lacks fails loudly), written back with
+    :data:`_UPDATE_TRADE` or, new (``id`` None), inserted with :data:`_INSERT_TRADE`."""
+
+    symbol: str
+    side: str
+    opened_at: datetime
+    updated_at: datetime
+    id: int | None = None
+    signal_id: int | None = None
+    status: str = TradeStatus.OPEN.value
+    quantity: Decimal = ZERO
+    quantity_open: Decimal = ZERO
+    average_entry: Decimal = ZERO
+    average_exit: Decimal | None = None
+    quantity_closed: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    initial_risk: Decimal | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    trail_pct: Decimal | None = None
+    breakeven_at_r: Decimal | None = None
+    extreme_price: Decimal | None = None
+    exit_style: str = "watched"
+    exit_reason: str = ""
+    position_ref: str = ""
+    version: int = 0
+    closed_at: datetime | None = None
+
+
+def _trade_values(row: _Trade) -> dict[str, Any]:
+    """:data:`_UPDATE_TRADE`'s parameters for ``row`` as it stands."""
+    values = {f"v_{name}": getattr(row, name) for name in _RECORDED}
+    values["trade_id"] = row.id
+    return values
+
+
+def _new_trade_values(row: _Trade) -> dict[str, Any]:
+    """:data:`_INSERT_TRADE`'s parameters: every column of the new ``row`` but its id."""
+    return {c.key: getattr(row, c.key) for c in _TRADES.columns if c.key != "id"}
+
 
 #: Statuses a signal reaches only after an owner approved it.
 _APPROVED = tuple(
@@ -405,54 +511,65 @@ class TradeService:
 
     # --- writing (inside TradingService.record_report's transaction) ----------------------
 
-    async def apply_fills(
-        self, session: AsyncSession, order: OrderRow, fills: Sequence[FillRow]
-    ) -> list[TradeEvent]:
-        """Apply the new ``fills`` of ``order`` to the trade record in the caller's
-        transaction: open or grow the signal's trade for an entry, reduce trades for an
-        exit, link each fill to its (first) trade, and enqueue one ``trade_exit``
-        notification per reduced trade. The fills may still be outside the session (the
-        caller adds them after, so each is inserted once with its trade). Returns what
-        happened to which trade."""
-        return await self.apply_batch(session, [(order, fills)])
-
     async def apply_batch(
-        self, session: AsyncSession, batch: Sequence[tuple[OrderRow, Sequence[FillRow]]]
+        self,
+        session: AsyncSession,
+        batch: Sequence[tuple[OrderRow, Sequence[NewFill]]],
+        signals: Mapping[int, Signal],
     ) -> list[TradeEvent]:
-        """:meth:`apply_fills` for each (order, its new fills) of ``batch`` in turn, each
-        seeing the trades as the ones before left them, with the open trades any of the
-        fills may reduce read and locked in one query (oldest first, so two batches lock
-        in one order) and the changed trades written in one flush (plus one after each
-        entry order, which draws its trade's id). Returns every order's events in the
-        order of ``batch``."""
+        """Apply each (order, its new fills) of ``batch`` in turn to the trade record in
+        the caller's transaction, each seeing the trades as the ones before left them:
+        open or grow the signal's trade for an entry (its stop loss, take profit, trailing
+        stop and break-even from ``signals``, the orders' signals by id), reduce trades
+        for an exit, link each fill to its (first) trade and each entry order to its trade
+        (``order.trade_id``), and insert one ``trade_exit`` notification per reduced trade.
+        The fills are rows outside the session (the caller inserts them after, so each is
+        inserted once with its trade).
+
+        Core statements only, no unit of work: the open trades any fill may reduce are read
+        and locked in one query (oldest first, so two batches lock in one order), a new
+        trade is one INSERT, the changed trades one UPDATE (one row each), the exits one
+        INSERT into the outbox. Returns every order's events in the order of ``batch``.
+        """
         keys = {
             (fill.symbol if _is_entry(order) else order.symbol, Side(fill.side).opposite.value)
             for order, fills in batch
             for fill in fills
         }
         pool = await self._open_pool(session, keys)
+        changed: dict[int, _Trade] = {}
+        exits: list[Notification] = []
         events: list[TradeEvent] = []
         for order, fills in batch:
-            events.extend(await self._apply(session, order, fills, pool))
-        await session.flush()  # the trade rows as changed (a new one inserted once, complete)
+            events.extend(await self._apply(session, order, fills, pool, signals, changed, exits))
+        if changed:
+            values = [_trade_values(row) for row in changed.values()]
+            await session.exec(_UPDATE_TRADE, params=values[0] if len(values) == 1 else values)
+        await insert_outbox(session, *exits)
         return events
 
     async def _apply(
         self,
         session: AsyncSession,
         order: OrderRow,
-        fills: Sequence[FillRow],
-        pool: dict[tuple[str, str], list[TradeRow]],
+        fills: Sequence[NewFill],
+        pool: dict[tuple[str, str], list[_Trade]],
+        signals: Mapping[int, Signal],
+        changed: dict[int, _Trade],
+        exits: list[Notification],
     ) -> list[TradeEvent]:
-        """:meth:`apply_fills` of one order against ``pool``, the open trades by (symbol,
-        side) that :meth:`_open_pool` read; a trade the order opens joins it."""
+        """One order of :meth:`apply_batch` against ``pool``, the open trades by (symbol,
+        side) that :meth:`_open_pool` read (a trade the order opens joins it). Existing
+        trades it changes are put in ``changed`` (by id; written once by the caller), its
+        exit notifications appended to ``exits``; a new trade is inserted here."""
         if not fills:
             return []
         entry = _is_entry(order)
-        touched: dict[int, TradeRow] = {}
-        exits: dict[int, _Exit] = {}
-        own: TradeRow | None = None  # the signal's trade (an entry), id drawn at the flush
-        own_fills: list[FillRow] = []
+        touched: dict[int, _Trade] = {}
+        tallies: dict[int, _Exit] = {}
+        own: _Trade | None = None  # the signal's trade (an entry)
+        own_fills: list[NewFill] = []
+        signal = signals.get(order.signal_id) if order.signal_id is not None else None
         for fill in fills:
             side = Side(fill.side)
             fee = fee_in_quote(fill.fee, fill.fee_currency, fill.symbol, fill.price)
@@ -472,16 +589,15 @@ class TradeService:
                 row = by_id[allocation.trade_id]
                 self._close_part(row, allocation.quantity, fill.price, part_fee, fill.at)
                 touched[allocation.trade_id] = row
-                tally = exits.setdefault(allocation.trade_id, _Exit(reason=reason))
+                tally = tallies.setdefault(allocation.trade_id, _Exit(reason=reason))
                 tally.quantity += allocation.quantity
                 tally.notional += allocation.quantity * fill.price
             if entry and left > 0:
-                own = own or await self._entry_trade(session, order, fill.at)
+                own = own or await self._entry_trade(session, order, signal, pool, fill.at)
                 in_base = charged_in_base(fill.fee_currency, fill.symbol)
                 base_fee = fill.fee * left / fill.quantity if in_base else ZERO
                 ledger = add_entry(_ledger(own), left, fill.price, fees[-1], fee_in_base=base_fee)
                 _store(own, ledger, self._clock())
-                signal = await session.get(SignalRow, order.signal_id)
                 stop = signal.stop_loss if signal is not None else None
                 own.initial_risk = initial_risk(own.average_entry, stop, own.quantity)
                 own_fills.append(fill)
@@ -489,76 +605,81 @@ class TradeService:
                 fill.trade_id = allocations[0].trade_id
         events: list[TradeEvent] = []
         for trade_id, row in touched.items():
-            session.add(row)
-            if trade_id in exits:
+            changed[trade_id] = row
+            if trade_id in tallies:
                 kind = TradeEventKind.CLOSED if row.quantity_open == 0 else TradeEventKind.REDUCED
-                self._notify_exit(session, row, exits[trade_id])
+                exits.append(self._exit_notification(row, tallies[trade_id]))
             else:
                 kind = TradeEventKind.ADDED
             events.append(TradeEvent(trade_id, kind, order.client_order_id, has_exit_levels(row)))
         if own is not None:
-            await session.flush()  # the new trade's id
-            assert own.id is not None
+            if own.id is None:  # new: inserted complete, once
+                own.id = (await session.exec(_INSERT_TRADE, params=_new_trade_values(own))).one()[0]
+            else:
+                changed[own.id] = own
             trades = pool.setdefault((own.symbol, own.side), [])
             if all(t is not own for t in trades):
                 trades.append(own)
             kind = TradeEventKind.ADDED if order.trade_id == own.id else TradeEventKind.OPENED
-            order.trade_id = own.id
+            if order.trade_id != own.id:
+                await session.exec(_LINK_ORDER, params={"order_id": order.id, "trade_id": own.id})
+                set_committed_value(order, "trade_id", own.id)
             for fill in own_fills:
                 fill.trade_id = own.id
             events.append(TradeEvent(own.id, kind, order.client_order_id, has_exit_levels(own)))
         return events
 
     def _close_part(
-        self, row: TradeRow, quantity: Decimal, price: Decimal, fee: Decimal, at: datetime
+        self, row: _Trade, quantity: Decimal, price: Decimal, fee: Decimal, at: datetime
     ) -> None:
         _store(row, add_exit(_ledger(row), quantity, price, fee), self._clock())
         if row.quantity_open == 0:
             row.status = TradeStatus.CLOSED.value
             row.closed_at = at
 
-    def _notify_exit(self, session: AsyncSession, row: TradeRow, tally: _Exit) -> None:
+    def _exit_notification(self, row: _Trade, tally: _Exit) -> Notification:
+        """The ``trade_exit`` notification of ``tally`` (one exit of trade ``row``); a
+        closed trade takes the exit's reason."""
         if row.quantity_open == 0:
             row.exit_reason = tally.reason.value
         trade = trade_from_row(row)
         assert trade.average_exit is not None
-        enqueue(
-            session,
-            TradeExit(
-                trade_id=trade.id,
-                symbol=trade.symbol,
-                side=trade.side,
-                quantity=trade.quantity,
-                quantity_open=trade.quantity_open,
-                closed_quantity=tally.quantity,
-                exit_price=(tally.notional / tally.quantity).quantize(AVERAGE_QUANTUM),
-                average_entry=trade.average_entry,
-                average_exit=trade.average_exit,
-                realized_pnl=trade.realized_pnl,
-                fees=trade.fees,
-                r_multiple=trade.r_multiple,
-                reason=tally.reason,
-                opened_at=trade.opened_at,
-                at=row.closed_at or self._clock(),
-                currency=self._currency,
-                exit_style=row.exit_style,
-            ).notification(),
-        )
+        return TradeExit(
+            trade_id=trade.id,
+            symbol=trade.symbol,
+            side=trade.side,
+            quantity=trade.quantity,
+            quantity_open=trade.quantity_open,
+            closed_quantity=tally.quantity,
+            exit_price=(tally.notional / tally.quantity).quantize(AVERAGE_QUANTUM),
+            average_entry=trade.average_entry,
+            average_exit=trade.average_exit,
+            realized_pnl=trade.realized_pnl,
+            fees=trade.fees,
+            r_multiple=trade.r_multiple,
+            reason=tally.reason,
+            opened_at=trade.opened_at,
+            at=row.closed_at or self._clock(),
+            currency=self._currency,
+            exit_style=row.exit_style,
+        ).notification()
 
     @staticmethod
     async def _open_pool(
         session: AsyncSession, keys: set[tuple[str, str]]
-    ) -> dict[tuple[str, str], list[TradeRow]]:
+    ) -> dict[tuple[str, str], list[_Trade]]:
         """The OPEN trades of each (symbol, side) of ``keys``, oldest first, locked for
-        update, in one query."""
-        pool: dict[tuple[str, str], list[TradeRow]] = {key: [] for key in keys}
+        update, in one query, as :class:`_Trade` objects."""
+        pool: dict[tuple[str, str], list[_Trade]] = {key: [] for key in keys}
         if not keys:
             return pool
-        for row in (await session.exec(_OPEN_POOL, params={"keys": sorted(keys)})).all():
+        read = await (await session.connection()).execute(_OPEN_POOL, {"keys": sorted(keys)})
+        for found in read.all():
+            row = _Trade(**found._mapping)
             pool[(row.symbol, row.side)].append(row)
         return pool
 
-    def _exit_targets(self, order: OrderRow, candidates: list[TradeRow]) -> list[TradeRow]:
+    def _exit_targets(self, order: OrderRow, candidates: list[_Trade]) -> list[_Trade]:
         """The trades a reducing fill reduces, in order (see the module docstring), of the
         open trades on its opposite side (``candidates``, oldest first): the order's own
         trade first, else the named ticket, else FIFO."""
@@ -571,19 +692,29 @@ class TradeService:
             return [t for t in candidates if t.position_ref == order.position_ref]
         return candidates
 
-    async def _entry_trade(self, session: AsyncSession, order: OrderRow, at: datetime) -> TradeRow:
-        """The signal's trade, locked: created (with the signal's exits) on its first fill,
-        which also links the order to it (``orders.trade_id``), so an entry order without
-        a trade id has no trade yet."""
+    async def _entry_trade(
+        self,
+        session: AsyncSession,
+        order: OrderRow,
+        signal: Signal | None,
+        pool: dict[tuple[str, str], list[_Trade]],
+        at: datetime,
+    ) -> _Trade:
+        """The signal's trade: the one the order is linked to (``orders.trade_id``; the
+        pool's copy when the pool holds it, else read and locked), or a new one, not yet
+        inserted (``id`` None), with the ``signal``'s exits, on the order's first fill
+        that opens anything (so an entry order without a trade id has no trade yet)."""
         if order.trade_id is not None:
-            row = await session.get(
-                TradeRow, order.trade_id, with_for_update=True, populate_existing=True
+            for rows in pool.values():
+                for row in rows:
+                    if row.id == order.trade_id:
+                        return row
+            read = await (await session.connection()).execute(
+                _LOCK_TRADE, {"trade_id": order.trade_id}
             )
-            assert row is not None
-            return row
-        signal = await session.get(SignalRow, order.signal_id)  # the caller's row: no read
+            return _Trade(**read.one()._mapping)
         assert signal is not None
-        row = TradeRow(
+        return _Trade(
             signal_id=order.signal_id,
             symbol=order.symbol,
             side=order.side,
@@ -597,8 +728,6 @@ class TradeService:
             opened_at=at,
             updated_at=self._clock(),
         )
-        session.add(row)
-        return row
 
     # --- reading --------------------------------------------------------------------------
 
@@ -748,9 +877,7 @@ def _is_entry(order: OrderRow) -> bool:
     return order.purpose == "open" and order.signal_id is not None
 
 
-def _open_in(
-    pool: dict[tuple[str, str], list[TradeRow]], symbol: str, side: Side
-) -> list[TradeRow]:
+def _open_in(pool: dict[tuple[str, str], list[_Trade]], symbol: str, side: Side) -> list[_Trade]:
     """The trades of ``pool`` (see :meth:`TradeService._open_pool`) still OPEN in ``symbol``
     on ``side``, oldest first."""
     rows = [t for t in pool.get((symbol, side.value), []) if t.status == TradeStatus.OPEN.value]

@@ -19,8 +19,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Row, bindparam, insert, update
+from sqlalchemy import select as select_rows
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -67,7 +69,13 @@ from core.notify import (
     insert_outbox,
 )
 from core.services.gate import BREACH_MAX, Gate, owns
-from core.services.trades import TradeEvent, TradeEventKind, TradeService, fee_in_quote
+from core.services.trades import (
+    NewFill,
+    TradeEvent,
+    TradeEventKind,
+    TradeService,
+    fee_in_quote,
+)
 
 __all__ = [
     "CancelResult",
@@ -93,6 +101,22 @@ _INSERT_ORDER = insert(OrderRow.__table__)  # type: ignore[attr-defined]
 _INSERT_FILL = insert(FillRow.__table__)  # type: ignore[attr-defined]
 #: The columns a new fill row is inserted with (its id is drawn by the database).
 _FILL_COLUMNS = tuple(c.key for c in FillRow.__table__.columns if c.key != "id")  # type: ignore[attr-defined]
+
+_SIGNALS = SignalRow.__table__  # type: ignore[attr-defined]
+#: A signal's columns by id (``signal_id``), as a plain row (no ORM object).
+_READ_SIGNAL = select_rows(_SIGNALS).where(_SIGNALS.c.id == bindparam("signal_id"))
+#: Settle a SUBMITTED signal (compare-and-set ``cas_id`` from SUBMITTED) and return its
+#: columns as written: the recording's common case in one statement, no read.
+_SETTLE_SUBMITTED = (
+    update(_SIGNALS)
+    .where(_SIGNALS.c.id == bindparam("cas_id"), _SIGNALS.c.status == SignalStatus.SUBMITTED.value)
+    .values(
+        status=bindparam("v_status"),
+        status_reason=bindparam("v_status_reason"),
+        updated_at=bindparam("v_updated_at"),
+    )
+    .returning(*_SIGNALS.c)
+)
 
 #: The (order id, broker fill id) of the fills of the orders ``ids`` (an expanding
 #: parameter), built once.
@@ -515,27 +539,29 @@ class TradingService:
         if not reports:
             return []
         now = self._clock()
-        settled: list[Signal | None] = []
         async with self._db.session() as session:
             orders = await self._write_orders(session, reports, now)
             known = await self._known_fills(session, orders, reports)
-            signals = [await self._signal_row(session, order) for order in orders]
+            settled = [
+                await self._settle(session, order, report.state, actor, report.reason)
+                for report, order in zip(reports, orders, strict=True)
+            ]
             fills = [
                 self._new_fills(order, report, known)
                 for report, order in zip(reports, orders, strict=True)
             ]
-            events = await self.trades.apply_batch(session, list(zip(orders, fills, strict=True)))
+            events = await self.trades.apply_batch(
+                session,
+                list(zip(orders, fills, strict=True)),
+                {signal.id: signal for signal in settled if signal is not None},
+            )
             await _insert_fills(session, [fill for new in fills for fill in new])
-            for report, order, signal in zip(reports, orders, signals, strict=True):
-                settled.append(
-                    await self._settle(session, order, signal, report.state, actor, report.reason)
-                )
             if card:
                 await insert_outbox(
                     session,
                     *(
                         Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id)
-                        for signal in signals
+                        for signal in settled
                         if signal is not None
                     ),
                 )
@@ -568,10 +594,9 @@ class TradingService:
         values = {"state": state.value, "error": error[:500], "updated_at": now}
         async with self._db.session() as session:
             order = await self._write_order(session, client_order_id, values)
-            signal = await self._signal_row(session, order)
-            settled = await self._settle(session, order, signal, state, actor, error)
-            if card and signal is not None:
-                enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id))
+            settled = await self._settle(session, order, state, actor, error)
+            if card and settled is not None:
+                enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=settled.id))
             if state is OrderState.UNKNOWN:
                 enqueue(
                     session,
@@ -587,38 +612,64 @@ class TradingService:
             self._notifier.queued()
         return settled
 
-    @staticmethod
-    async def _signal_row(session: AsyncSession, order: OrderRow) -> SignalRow | None:
-        """The order's signal row, read once in the recording transaction (after the order
-        row is written, so after any other recording of this order); the trade record and
-        the settling use this same object."""
-        if order.signal_id is None:
-            return None
-        return await session.get(SignalRow, order.signal_id)
-
     async def _settle(
         self,
         session: AsyncSession,
         order: OrderRow,
-        signal: SignalRow | None,
         state: OrderState,
         actor: str,
         why: str,
     ) -> Signal | None:
-        """Move ``signal`` (the order's) to the state ``state`` settles (FILLED, FAILED,
+        """Move the order's signal to the status ``state`` settles (FILLED, FAILED,
         UNKNOWN; OPEN and SUBMITTED settle nothing) by compare-and-set from its current
-        status, which the UPDATE keeps in step on ``signal``. Returns it as recorded."""
-        if signal is None:
+        status, with its audit event, after the order row is written (so after any other
+        recording of this order). Returns the signal as recorded (None for an order
+        without one).
+
+        The common case, a SUBMITTED signal settled, is one ``UPDATE ... WHERE status =
+        'SUBMITTED' RETURNING`` (the signal as written, no read); otherwise, or when that
+        finds the signal in another status, the signal is read (a plain row, no ORM
+        object) and moved from what it is."""
+        if order.signal_id is None:
             return None
         new = _SETTLES.get(state)
-        current = SignalStatus(signal.status)
-        if new is not None and current != new and can_transition(current, new):
-            assert signal.id is not None
-            reason = why or f"order {order.client_order_id} {state.value.lower()}"
-            await repo.transition_signal(
-                session, signal.id, current, new, actor=actor, at=self._clock(), reason=reason
-            )
-        return repo.signal_from_row(signal)
+        now = self._clock()
+        reason = why or f"order {order.client_order_id} {state.value.lower()}"
+        if new is not None and can_transition(SignalStatus.SUBMITTED, new):
+            params = {
+                "cas_id": order.signal_id,
+                "v_status": new.value,
+                "v_status_reason": reason[:500],
+                "v_updated_at": now,
+            }
+            written = (await session.exec(_SETTLE_SUBMITTED, params=params)).first()
+            if written is not None:
+                await repo.add_audit(
+                    session,
+                    actor=actor,
+                    action=new.value.lower(),
+                    at=now,
+                    signal_id=order.signal_id,
+                    from_status=SignalStatus.SUBMITTED.value,
+                    to_status=new.value,
+                    reason=reason,
+                )
+                return _signal(written)
+        read = await (await session.connection()).execute(
+            _READ_SIGNAL, {"signal_id": order.signal_id}
+        )
+        found = read.first()
+        if found is None:
+            return None
+        signal = _signal(found)
+        current = signal.status
+        if new is None or current == new or not can_transition(current, new):
+            return signal
+        if await repo.transition_signal(
+            session, signal.id, current, new, actor=actor, at=now, reason=reason
+        ):
+            return replace(signal, status=new, status_reason=reason[:500])
+        return signal
 
     @classmethod
     async def _write_orders(
@@ -688,10 +739,10 @@ class TradingService:
     @staticmethod
     def _new_fills(
         order: OrderRow, report: OrderReport, known: set[tuple[int, str]]
-    ) -> list[FillRow]:
+    ) -> list[NewFill]:
         """The report's fills of ``order`` not in ``known`` (which they join, so a fill
-        reported twice in one batch is recorded once), as rows not yet added to the
-        session (the trade record links them to their trade before they are inserted)."""
+        reported twice in one batch is recorded once), as rows to insert (the trade
+        record links them to their trade before they are inserted)."""
         assert order.id is not None
         order_id = order.id
         fresh = [
@@ -701,7 +752,7 @@ class TradingService:
         ]
         known.update((order_id, fill.broker_fill_id) for fill in fresh if fill.broker_fill_id)
         return [
-            FillRow(
+            NewFill(
                 order_id=order_id,
                 client_order_id=fill.client_order_id,
                 symbol=fill.symbol,
@@ -1169,13 +1220,18 @@ _LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
 _GONE = "the venue has no such order"
 
 
-async def _insert_fills(session: AsyncSession, fills: Sequence[FillRow]) -> None:
-    """Insert ``fills`` (rows outside the session, linked to their trades) in the
-    caller's transaction now, in one Core INSERT: no unit-of-work flush, no id read
-    back. Nothing happens without any."""
+async def _insert_fills(session: AsyncSession, fills: Sequence[NewFill]) -> None:
+    """Insert ``fills`` (linked to their trades) in the caller's transaction now, in one
+    Core INSERT: no unit-of-work flush, no id read back. Nothing happens without any."""
     if fills:
         values = [{name: getattr(fill, name) for name in _FILL_COLUMNS} for fill in fills]
         await session.exec(_INSERT_FILL, params=values[0] if len(values) == 1 else values)
+
+
+def _signal(found: Row[Any]) -> Signal:
+    """The domain signal of a plain row of the signals table (its columns are the
+    attributes :func:`repo.signal_from_row` reads)."""
+    return repo.signal_from_row(found)  # type: ignore[arg-type]
 
 
 def _order_values(report: OrderReport, now: datetime) -> dict[str, object]:

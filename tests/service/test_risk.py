@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 from sqlmodel import col, func, select
 
 from core.app import Engine
@@ -270,6 +271,42 @@ async def test_a_check_with_nothing_to_write_opens_no_transaction_and_a_new_peak
     assert len(commits) == 2  # the peak's write above, then the check's own
     assert moved.peak_equity == Decimal(10000)
     assert (await engine.trading.operator_status()).peak_equity == Decimal(10000)
+
+
+async def test_a_check_with_nothing_to_write_reads_the_state_without_a_session(
+    engines: Engines, database_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await engines.start(database_url, feed_start=PEAK)
+    await engine.risk.check()
+    account = await engine.broker.account()
+
+    async def same_account() -> Any:  # the venue's own reads are not the check's
+        return account
+
+    monkeypatch.setattr(engine.broker, "account", same_account)
+    sessions: list[object] = []
+    statements: list[str] = []
+
+    def began(session: object, *_: object) -> None:
+        sessions.append(session)
+
+    event.listen(Session, "after_begin", began)
+    event.listen(
+        engine.db.engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _k, statement, *_: statements.append(statement),
+    )
+    clock.advance(10)  # no snapshot due, same equity: nothing to write
+
+    try:
+        quiet = await engine.risk.check()
+    finally:
+        event.remove(Session, "after_begin", began)
+
+    assert quiet.peak_equity == Decimal(10000)
+    assert sessions == []  # was one: a session built for one read (after every fill)
+    [read] = statements
+    assert "operator_state" in read and "instance_tag" not in read  # the guard's columns
 
 
 async def test_figures_describe_equity_peak_limits_and_state_without_changing_them(
