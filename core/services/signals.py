@@ -413,11 +413,14 @@ class SignalService:
         showed.
 
         The gate's checks that need the broker (quote for the drift, account) are awaited
-        first, outside any transaction. Then ONE transaction moves the signal PROPOSED ->
-        APPROVED (the compare-and-set that exactly one concurrent approver wins; on SQLite
+        first, with the signal and the trading state read in one statement, outside any
+        transaction. Then ONE transaction moves the signal PROPOSED -> APPROVED -> the
+        outcome the checks predict (SUBMITTED, or BLOCKED with their reason) in one
+        compare-and-set (the write that exactly one concurrent approver wins; on SQLite
         this first write takes the write lock), reads the trading state locked
-        (:meth:`Gate.state_in`), and moves on to BLOCKED, or to SUBMITTED with its order
-        row (and, when BLOCKED, the card update). Only after that commit is the broker
+        (:meth:`Gate.state_in`), makes the signal BLOCKED when the state forbids the order,
+        records both transitions' audit events in one INSERT, and writes the order row
+        (or, when BLOCKED, the card update). Only after that commit is the broker
         called; its outcome is recorded in one more transaction (see
         :meth:`TradingService.send`). See :mod:`core.services.gate` for why no approval can
         commit after a pause commits.
@@ -437,9 +440,10 @@ class SignalService:
             CardChangedError: ``version`` is not the signal's card version.
         """
         gate = self._trading.gate
+        trading = self._trading
         async with self._db.reading() as session:  # no lock: the approving write re-checks
-            signal = await repo.get_signal(session, signal_id)
-            row = await repo.find_operator_state(session)
+            signal, row = await repo.get_signal_and_state(session, signal_id)
+            client_order_id = await trading.client_order_id(session, signal_id)
         state = GateState.of(row) if row is not None else await gate.state()
         if signal.status is not SignalStatus.PROPOSED:
             raise TransitionConflictError(signal_id, signal.status, "approve")
@@ -451,43 +455,37 @@ class SignalService:
                 await self._decide(signal_id, SignalStatus.EXPIRED, "system", "expired")
             )
         checked = await gate.check_entry(signal, self._prices, state)
+        # the outcome the checks so far predict; the state read after the compare-and-set
+        # may still block it (then BLOCKED is written over it before anyone can see it)
+        outcome = SignalStatus.BLOCKED if checked else SignalStatus.SUBMITTED
+        reason = checked or f"order {client_order_id}"
         async with self._db.session() as session:
-            if not await repo.transition_signal(
-                session,
-                signal_id,
-                SignalStatus.PROPOSED,
-                SignalStatus.APPROVED,
-                actor=actor,
-                at=now,
-                version=version,
-                decided_by=actor[:128],
-                decided_at=now,
+            if not await repo.approve_signal(
+                session, signal_id, outcome, actor=actor, at=now, reason=reason, version=version
             ):
                 current = await repo.get_signal(session, signal_id)
                 if current.status is SignalStatus.PROPOSED:  # edited since the check above
                     raise CardChangedError(signal_id)
                 raise TransitionConflictError(signal_id, current.status, "approve")
-            approved = replace(
-                signal, status=SignalStatus.APPROVED, decided_by=actor[:128], decided_at=now
-            )
             blocked = state_reason(await gate.state_in(session)) or checked
-            if blocked:
-                await repo.transition_signal(
-                    session,
-                    signal_id,
-                    SignalStatus.APPROVED,
-                    SignalStatus.BLOCKED,
-                    actor="system",
-                    at=now,
-                    reason=blocked,
+            if blocked and blocked != checked:
+                await repo.block_approved_signal(
+                    session, signal_id, outcome, at=now, reason=blocked
                 )
+            decided = replace(
+                signal,
+                status=SignalStatus.BLOCKED if blocked else SignalStatus.SUBMITTED,
+                status_reason=blocked or reason,
+                decided_by=actor[:128],
+                decided_at=now,
+            )
+            await repo.record_approval(
+                session, signal_id, decided.status, actor=actor, at=now, reason=blocked or reason
+            )
+            if blocked:
                 enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
             else:
-                request = await self._trading.submit(session, approved, actor)
-        if blocked:
-            decided = replace(approved, status=SignalStatus.BLOCKED, status_reason=blocked)
-        else:
-            decided = replace(approved, status=SignalStatus.SUBMITTED)
+                request = await trading.submit(session, decided, client_order_id)
         if on_decided is not None:
             await on_decided(decided)
         if blocked:
