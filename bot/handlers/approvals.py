@@ -86,8 +86,9 @@ async def on_card_button(
 
     try:
         if callback_data.action is CardAction.APPROVE:
+            version = callback_data.version
             decision = await engine.signals.approve(
-                signal_id, actor, callback_data.version, decided
+                signal_id, actor, version, decided, shown=cards.pending(signal_id, version)
             )
             signal, report = decision.signal, decision.report
             toast = render.approve_toast(decision)

@@ -300,8 +300,11 @@ class Gate:
         reason the signal must not be sent, or None. The state is read again, locked, when
         the approval commits (:meth:`state_in`). Never raises BrokerError: a missing quote
         is a reason; a missing account skips the margin rule (the venue still checks it).
-        ``state`` is the state the caller has just read (default: read it here)."""
-        state = state or await self.state()
+        ``state`` is the state the caller has just read; None leaves the state to the
+        approving transaction alone (the other rules are checked as if trading were
+        ACTIVE)."""
+        if state is None:
+            state = GateState(TradingState.ACTIVE)
         held = state_reason(state)
         if held is not None:  # no broker call needed to say no
             return held

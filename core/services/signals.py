@@ -404,6 +404,8 @@ class SignalService:
         actor: str,
         version: int | None = None,
         on_decided: Callable[[Signal], Awaitable[None]] | None = None,
+        *,
+        shown: Signal | None = None,
     ) -> Decision:
         """Approve and, if the pre-trade gate passes, execute the signal.
 
@@ -411,6 +413,13 @@ class SignalService:
         for the CLI, which shows the signal it approves); a signal edited since is refused
         with :class:`CardChangedError`, so an approval always executes what the card
         showed.
+
+        ``shown`` is the signal as the tapped card showed it (PROPOSED, at ``version``),
+        when the caller drew that card: then nothing is read before the approving
+        transaction. That is safe because every edit of a pending signal's terms bumps its
+        card version and the compare-and-set requires ``version``: the write succeeds only
+        if the signal still reads as shown; the trading state is read (locked) inside the
+        transaction as always. Any other ``shown`` is ignored.
 
         The gate's checks that need the broker (quote for the drift, account) are awaited
         first, with the signal and the trading state read in one statement, outside any
@@ -441,14 +450,13 @@ class SignalService:
         """
         gate = self._trading.gate
         trading = self._trading
-        async with self._db.reading() as session:  # no lock: the approving write re-checks
-            signal, row = await repo.get_signal_and_state(session, signal_id)
-            client_order_id = await trading.client_order_id(session, signal_id)
-        state = GateState.of(row) if row is not None else await gate.state()
-        if signal.status is not SignalStatus.PROPOSED:
-            raise TransitionConflictError(signal_id, signal.status, "approve")
-        if version is not None and version != signal.card_version:
-            raise CardChangedError(signal_id)
+        state: GateState | None = None  # None: left to the approving transaction
+        if _as_shown(shown, signal_id, version):
+            assert shown is not None
+            signal = shown
+        else:
+            signal, state = await self._approvable(signal_id, version)
+        client_order_id = await trading.client_order_id(signal_id)
         now = self._clock()
         if now >= signal.expires_at:
             return Decision(
@@ -493,6 +501,20 @@ class SignalService:
             return Decision(decided)
         final, report = await self._trading.send(request, signal_id, actor)
         return Decision(final, report)
+
+    async def _approvable(self, signal_id: int, version: int | None) -> tuple[Signal, GateState]:
+        """The signal and the trading state as committed, read in one statement outside
+        any transaction (the approving write re-checks both). Raises NotFoundError,
+        TransitionConflictError (no longer PROPOSED), CardChangedError (not at
+        ``version``)."""
+        async with self._db.reading() as session:
+            signal, row = await repo.get_signal_and_state(session, signal_id)
+        state = GateState.of(row) if row is not None else await self._trading.gate.state()
+        if signal.status is not SignalStatus.PROPOSED:
+            raise TransitionConflictError(signal_id, signal.status, "approve")
+        if version is not None and version != signal.card_version:
+            raise CardChangedError(signal_id)
+        return signal, state
 
     async def reject(self, signal_id: int, actor: str, reason: str = "") -> Signal:
         """PROPOSED -> REJECTED by ``actor``. Raises NotFoundError, TransitionConflictError."""
@@ -541,6 +563,17 @@ class SignalService:
 
     async def _card_update(self, signal_id: int) -> None:
         await self._notifier.notify(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
+
+
+def _as_shown(shown: Signal | None, signal_id: int, version: int | None) -> bool:
+    """True when ``shown`` is signal ``signal_id`` PROPOSED at card ``version``."""
+    return (
+        shown is not None
+        and version is not None
+        and shown.id == signal_id
+        and shown.status is SignalStatus.PROPOSED
+        and shown.card_version == version
+    )
 
 
 def _changes(old: Signal, new: Signal) -> list[str]:

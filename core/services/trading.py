@@ -406,10 +406,13 @@ class TradingService:
 
     # --- execution ------------------------------------------------------------------------
 
-    async def client_order_id(self, session: AsyncSession, signal_id: int) -> str:
+    async def client_order_id(self, signal_id: int) -> str:
         """The client order id of ``signal_id``'s order, ``sd<tag>-s<signal id>``; the
-        database's tag is read in ``session`` the first time only."""
-        return f"sd{await self._instance_tag(session)}-s{signal_id}"
+        database's tag never changes, so it is read once (in a session of its own)."""
+        if self._tag is None:
+            async with self._db.session() as session:
+                return f"sd{await self._instance_tag(session)}-s{signal_id}"
+        return f"sd{self._tag}-s{signal_id}"
 
     async def submit(
         self, session: AsyncSession, signal: Signal, client_order_id: str

@@ -15,12 +15,14 @@ from core.app import Engine, build_engine
 from core.db.models import AuditEventRow, FillRow, OrderRow, OutboxRow, PaperOrderRow
 from core.domain import OrderState, OrderType, Side, SignalStatus
 from core.errors import (
+    CardChangedError,
     InvalidInputError,
     NotFoundError,
     TransitionConflictError,
     UnknownSymbolError,
 )
 from core.services import Proposal
+from core.services.signals import SignalEdit
 
 BTC = "BTC/USDT"
 
@@ -334,3 +336,52 @@ async def test_an_approval_records_the_same_audit_events_as_two_transitions(
         ("owner:1", "submitted", "APPROVED", "SUBMITTED", f"order {order.client_order_id}"),
         ("owner:1", "approved", "PROPOSED", "APPROVED", ""),
     ]
+
+
+async def test_an_approval_of_the_signal_its_card_showed_reads_nothing_first(
+    engine: Engine,
+) -> None:
+    await engine.signals.approve((await engine.signals.propose(buy())).id, "owner:1")  # warm
+    signal = await engine.signals.propose(buy())
+    statements: list[str] = []
+    approving: asyncio.Task[object] | None = None
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if asyncio.current_task() is approving:
+            statements.append(" ".join(statement.split()[:3]))
+
+    async def decided(_: object) -> None:
+        event.remove(sync_engine, "before_cursor_execute", seen)
+
+    sync_engine = engine.db.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", seen)
+    approving = asyncio.ensure_future(
+        engine.signals.approve(signal.id, "owner:1", signal.card_version, decided, shown=signal)
+    )
+    decision = await approving
+
+    assert statements == [
+        "UPDATE signals SET",
+        "SELECT operator_state.id, operator_state.instance_tag,",
+        "INSERT INTO audit_events",
+        "INSERT INTO orders",
+    ]
+    assert decision.signal.status is SignalStatus.FILLED
+
+
+async def test_a_card_shown_before_an_edit_or_a_decision_approves_nothing(
+    engine: Engine,
+) -> None:
+    edited = await engine.signals.propose(buy())
+    await engine.signals.edit(edited.id, edited.card_version, SignalEdit(scale=Decimal(2)), "o")
+    rejected = await engine.signals.propose(buy())
+    await engine.signals.reject(rejected.id, "owner:2")
+
+    with pytest.raises(CardChangedError):  # the card showed 0.01; the signal is 0.02 now
+        await engine.signals.approve(edited.id, "owner:1", edited.card_version, shown=edited)
+    with pytest.raises(TransitionConflictError) as conflict:
+        await engine.signals.approve(rejected.id, "owner:1", rejected.card_version, shown=rejected)
+
+    assert conflict.value.current is SignalStatus.REJECTED
+    assert await count(engine, OrderRow) == 0
+    assert (await engine.signals.get(edited.id)).status is SignalStatus.PROPOSED
