@@ -235,6 +235,27 @@ async def add_audit(
     )
 
 
+async def _compare_and_set(
+    session: AsyncSession,
+    signal_id: int,
+    current: SignalStatus,
+    written: dict[str, Any],
+    version: int | None = None,
+) -> bool:
+    """``UPDATE signals SET written WHERE id AND status = current`` (and ``card_version =
+    version`` when given); True when it changed the row, which the session's copy then
+    follows."""
+    params = {"cas_id": signal_id, "cas_status": current.value, **written}
+    query = _CAS_SIGNAL
+    if version is not None:
+        query, params["cas_version"] = _CAS_SIGNAL_VERSION, version
+    result = await session.exec(query, params=params)
+    if result.rowcount != 1:
+        return False
+    _written(session, SignalRow, signal_id, written)
+    return True
+
+
 async def transition_signal(
     session: AsyncSession,
     signal_id: int,
@@ -263,14 +284,8 @@ async def transition_signal(
     if not is_storable_id(signal_id):
         return False
     written = {"status": new.value, "status_reason": reason[:500], "updated_at": at, **values}
-    params = {"cas_id": signal_id, "cas_status": current.value, **written}
-    query = _CAS_SIGNAL
-    if version is not None:
-        query, params["cas_version"] = _CAS_SIGNAL_VERSION, version
-    result = await session.exec(query, params=params)
-    if result.rowcount != 1:
+    if not await _compare_and_set(session, signal_id, current, written, version):
         return False
-    _written(session, SignalRow, signal_id, written)
     await add_audit(
         session,
         actor=actor,
@@ -320,15 +335,7 @@ async def approve_signal(
         "decided_by": actor[:128],
         "decided_at": at,
     }
-    params = {"cas_id": signal_id, "cas_status": SignalStatus.PROPOSED.value, **written}
-    query = _CAS_SIGNAL
-    if version is not None:
-        query, params["cas_version"] = _CAS_SIGNAL_VERSION, version
-    result = await session.exec(query, params=params)
-    if result.rowcount != 1:
-        return False
-    _written(session, SignalRow, signal_id, written)
-    return True
+    return await _compare_and_set(session, signal_id, SignalStatus.PROPOSED, written, version)
 
 
 async def block_approved_signal(
@@ -343,10 +350,8 @@ async def block_approved_signal(
         "status_reason": reason[:500],
         "updated_at": at,
     }
-    params = {"cas_id": signal_id, "cas_status": current.value, **written}
-    result = await session.exec(_CAS_SIGNAL, params=params)
-    assert result.rowcount == 1, "the approving transaction holds the signal"
-    _written(session, SignalRow, signal_id, written)
+    held = await _compare_and_set(session, signal_id, current, written)
+    assert held, "the approving transaction holds the signal"
 
 
 async def record_approval(

@@ -13,7 +13,7 @@ from sqlmodel import col, func, select
 
 from core.app import Engine, build_engine
 from core.db.models import AuditEventRow, FillRow, OrderRow, OutboxRow, PaperOrderRow
-from core.domain import OrderState, OrderType, Side, SignalStatus
+from core.domain import OrderState, OrderType, Side, Signal, SignalStatus
 from core.errors import (
     CardChangedError,
     InvalidInputError,
@@ -22,7 +22,7 @@ from core.errors import (
     UnknownSymbolError,
 )
 from core.services import Proposal
-from core.services.signals import SignalEdit
+from core.services.signals import Decision, SignalEdit
 
 BTC = "BTC/USDT"
 
@@ -254,27 +254,36 @@ async def test_close_all_flattens_and_books_the_round_trip(engine: Engine) -> No
     assert account.equity == account.balance
 
 
-async def test_an_approval_reads_once_and_writes_four_statements_before_the_broker(
-    engine: Engine,
-) -> None:
-    await engine.signals.approve((await engine.signals.propose(buy())).id, "owner:1")  # warm
-    signal = await engine.signals.propose(buy())
+async def statements_until_decided(
+    engine: Engine, signal: Signal, **options: Any
+) -> tuple[list[str], Decision]:
+    """Approve ``signal`` at its card version; the first words of each statement the
+    approving task runs until ``on_decided`` (not the gate's quote and account tasks)."""
     statements: list[str] = []
-    approving: asyncio.Task[object] | None = None
+    approving: asyncio.Task[Decision] | None = None
+    sync_engine = engine.db.engine.sync_engine
 
     def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if asyncio.current_task() is approving:  # not the gate's quote and account tasks
+        if asyncio.current_task() is approving:
             statements.append(" ".join(statement.split()[:3]))
 
     async def decided(_: object) -> None:
         event.remove(sync_engine, "before_cursor_execute", seen)
 
-    sync_engine = engine.db.engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", seen)
     approving = asyncio.ensure_future(
-        engine.signals.approve(signal.id, "owner:1", signal.card_version, decided)
+        engine.signals.approve(signal.id, "owner:1", signal.card_version, decided, **options)
     )
-    await approving
+    return statements, await approving
+
+
+async def test_an_approval_reads_once_and_writes_four_statements_before_the_broker(
+    engine: Engine,
+) -> None:
+    await engine.signals.approve((await engine.signals.propose(buy())).id, "owner:1")  # warm
+    signal = await engine.signals.propose(buy())
+
+    statements, _ = await statements_until_decided(engine, signal)
 
     # the signal with the trading state in one read; then the compare-and-set (the first
     # write), the state locked after it, both audit events in one INSERT, the order row
@@ -343,22 +352,8 @@ async def test_an_approval_of_the_signal_its_card_showed_reads_nothing_first(
 ) -> None:
     await engine.signals.approve((await engine.signals.propose(buy())).id, "owner:1")  # warm
     signal = await engine.signals.propose(buy())
-    statements: list[str] = []
-    approving: asyncio.Task[object] | None = None
 
-    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if asyncio.current_task() is approving:
-            statements.append(" ".join(statement.split()[:3]))
-
-    async def decided(_: object) -> None:
-        event.remove(sync_engine, "before_cursor_execute", seen)
-
-    sync_engine = engine.db.engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", seen)
-    approving = asyncio.ensure_future(
-        engine.signals.approve(signal.id, "owner:1", signal.card_version, decided, shown=signal)
-    )
-    decision = await approving
+    statements, decision = await statements_until_decided(engine, signal, shown=signal)
 
     assert statements == [
         "UPDATE signals SET",
