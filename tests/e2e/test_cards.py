@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiogram.methods import GetUpdates
 from aiohttp.client_reqrep import ClientRequest
 from sqlalchemy import event
 
@@ -243,6 +244,36 @@ async def test_the_answer_and_the_decided_edit_are_sent_before_the_broker_is_cal
 
     # the replies to the tap are on their way before the broker call's work, not after it
     assert before_broker[-2:] == ["answerCallbackQuery", "editMessageText"]
+
+
+async def test_a_tap_is_handled_before_the_next_updates_are_asked_for(
+    start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = await start_desk()
+    card = await desk.card((await desk.propose()).id)
+    seen: list[str] = []
+
+    async def record(make_request: Any, bot: Any, method: Any) -> Any:
+        if isinstance(method, GetUpdates):
+            seen.append("getUpdates")
+        return await make_request(bot, method)
+
+    desk.app.bot.session.middleware(record)
+    signals = desk.engine.signals
+    approve = signals.approve
+
+    async def approving(*args: Any, **kwargs: Any) -> Any:
+        seen.append("approve")
+        return await approve(*args, **kwargs)
+
+    monkeypatch.setattr(signals, "approve", approving)
+    await desk.sandbox.wait_for(lambda s: s.waiting_polls > 0)  # the poll the tap answers
+    seen.clear()
+
+    await desk.approve(card)
+
+    # the poll's answer starts the handler before the next poll is built and sent
+    assert seen[:2] == ["approve", "getUpdates"]
 
 
 async def test_taps_draw_no_not_modified_edit(start_desk: StartDesk) -> None:
