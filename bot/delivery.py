@@ -305,9 +305,10 @@ class Cards:
         #: the most recent last.
         self._shown: dict[tuple[int, int], Card] = {}
         self._edit_locks: dict[tuple[int, int], asyncio.Lock] = {}
-        #: The account and context of each signal's last card rendered here, the most
-        #: recent last (:meth:`decided`).
-        self._drawn: dict[int, tuple[Account | None, CardContext]] = {}
+        #: Each signal's last card rendered here, as the signal, the account and the
+        #: context it was drawn with, the most recent last (:meth:`decided`,
+        #: :meth:`pending`).
+        self._drawn: dict[int, tuple[Signal, Account | None, CardContext]] = {}
 
     async def render(self, signal: Signal, report: OrderReport | None = None) -> render.Card:
         """The card of ``signal``. ``report`` is the order's report when the caller has it;
@@ -329,7 +330,7 @@ class Cards:
             trade = await engine.trades.for_signal(signal.id)
         context = await self._context(signal)
         self._drawn.pop(signal.id, None)
-        self._drawn[signal.id] = (account, context)
+        self._drawn[signal.id] = (signal, account, context)
         while len(self._drawn) > SHOWN_CARDS:  # forget the longest ago
             del self._drawn[next(iter(self._drawn))]
         return render.card(signal, report, account, trade, engine.broker.name, context)
@@ -344,7 +345,7 @@ class Cards:
         drawn = self._drawn.get(signal.id)
         if drawn is None:
             return await self.render(signal)
-        account, known = drawn
+        _, account, known = drawn
         context = CardContext(
             now=self._engine.clock(),
             zone=known.zone,
@@ -353,6 +354,19 @@ class Cards:
             closed_policy=known.closed_policy,
         )
         return render.card(signal, None, account, None, self._engine.broker.name, context)
+
+    def pending(self, signal_id: int, version: int) -> Signal | None:
+        """The signal as its last card rendered here showed it, if that card was of a
+        PROPOSED signal at card version ``version`` (the buttons the owner tapped); else
+        None. Its terms are those of the signal while its version stays ``version``: every
+        edit of a pending signal bumps it (see ``SignalService.approve``)."""
+        drawn = self._drawn.get(signal_id)
+        if drawn is None:
+            return None
+        signal = drawn[0]
+        if signal.status is not SignalStatus.PROPOSED or signal.card_version != version:
+            return None
+        return signal
 
     async def _context(self, signal: Signal) -> CardContext:
         """The clock, display zone, the source's track record and the symbol's instrument

@@ -35,8 +35,11 @@ from core.errors import NotFoundError
 
 __all__ = [
     "add_audit",
+    "approve_signal",
+    "block_approved_signal",
     "find_operator_state",
     "get_signal",
+    "get_signal_and_state",
     "list_audit",
     "list_signals",
     "live_orders",
@@ -45,6 +48,7 @@ __all__ = [
     "order_report",
     "order_row_for_signal",
     "orders_by_client_ids",
+    "record_approval",
     "signal_from_row",
     "transition_signal",
     "update_pending_signal",
@@ -56,6 +60,9 @@ __all__ = [
 # the tables (SQLModel's stubs do not declare ``__table__``): no unit of work, no evaluation
 # of the criteria against the session (see :func:`_written`).
 _SIGNALS = SignalRow.__table__  # type: ignore[attr-defined]
+_AUDIT_COLUMNS = (
+    "at", "actor", "action", "signal_id", "order_id", "from_status", "to_status", "reason",
+)  # fmt: skip
 _SELECT_SIGNAL = select(SignalRow).where(col(SignalRow.id) == bindparam("signal_id"))
 _SELECT_OPERATOR_STATE = select(OperatorStateRow).where(col(OperatorStateRow.id) == 1)
 _OPERATOR_STATE = OperatorStateRow.__table__  # type: ignore[attr-defined]
@@ -65,13 +72,36 @@ _CAS_SIGNAL = update(_SIGNALS).where(
     _SIGNALS.c.id == bindparam("cas_id"), _SIGNALS.c.status == bindparam("cas_status")
 )
 _CAS_SIGNAL_VERSION = _CAS_SIGNAL.where(_SIGNALS.c.card_version == bindparam("cas_version"))
-_INSERT_AUDIT = insert(AuditEventRow.__table__)  # type: ignore[attr-defined]
+_AUDIT = AuditEventRow.__table__  # type: ignore[attr-defined]
+_INSERT_AUDIT = insert(_AUDIT)
+#: An approval's two audit events (PROPOSED -> APPROVED, then APPROVED -> its outcome) as
+#: ONE statement; ids are drawn in row order.
+_INSERT_APPROVAL_AUDIT = insert(_AUDIT).values(
+    [
+        {name: bindparam(f"{row}_{name}") for name in _AUDIT_COLUMNS}
+        for row in ("approved", "outcome")
+    ]
+)
+#: The signal and the operator state it is approved under, in ONE read (the state's
+#: columns NULL on a database no engine has started on yet; ``signals`` has none of
+#: their names).
+_SELECT_SIGNAL_AND_STATE = (
+    select(
+        _SIGNALS,
+        _OPERATOR_STATE.c.trading_state,
+        _OPERATOR_STATE.c.pause_reason,
+        _OPERATOR_STATE.c.breach_level,
+    )
+    .select_from(_SIGNALS.outerjoin(_OPERATOR_STATE, _OPERATOR_STATE.c.id == 1))
+    .where(_SIGNALS.c.id == bindparam("signal_id"))
+)
 #: Read the row from the database even when the session holds it.
 _FRESH = {"populate_existing": True}
 
 
-def signal_from_row(row: SignalRow) -> Signal:
-    """The domain :class:`Signal` of a row."""
+def signal_from_row(row: SignalRow | Row[Any]) -> Signal:
+    """The domain :class:`Signal` of a row (its ORM object, or its columns as a plain
+    row)."""
     assert row.id is not None
     return Signal(
         id=row.id,
@@ -130,6 +160,25 @@ async def get_signal(session: AsyncSession, signal_id: int) -> Signal:
     return signal_from_row(row)
 
 
+async def get_signal_and_state(
+    session: AsyncSession, signal_id: int
+) -> tuple[Signal, Row[Any] | None]:
+    """One signal and the operator state as committed, in ONE statement. The state is a
+    read-only plain row whose ``trading_state``, ``pause_reason`` and ``breach_level`` are
+    those of :class:`~core.db.models.OperatorStateRow` (as :func:`find_operator_state`
+    gives), or None on a database no engine has started on yet. Only reads: fit for
+    :meth:`~core.db.engine.Database.reading`. Raises NotFoundError (also for an id no
+    column can hold)."""
+    if not is_storable_id(signal_id):
+        raise NotFoundError(f"no signal with id {signal_id}")
+    connection = await session.connection()
+    found = await connection.execute(_SELECT_SIGNAL_AND_STATE, {"signal_id": signal_id})
+    row = found.first()
+    if row is None:
+        raise NotFoundError(f"no signal with id {signal_id}")
+    return signal_from_row(row), (row if row.trading_state is not None else None)
+
+
 async def list_signals(
     session: AsyncSession,
     statuses: Sequence[SignalStatus] | None = None,
@@ -186,6 +235,27 @@ async def add_audit(
     )
 
 
+async def _compare_and_set(
+    session: AsyncSession,
+    signal_id: int,
+    current: SignalStatus,
+    written: dict[str, Any],
+    version: int | None = None,
+) -> bool:
+    """``UPDATE signals SET written WHERE id AND status = current`` (and ``card_version =
+    version`` when given); True when it changed the row, which the session's copy then
+    follows."""
+    params = {"cas_id": signal_id, "cas_status": current.value, **written}
+    query = _CAS_SIGNAL
+    if version is not None:
+        query, params["cas_version"] = _CAS_SIGNAL_VERSION, version
+    result = await session.exec(query, params=params)
+    if result.rowcount != 1:
+        return False
+    _written(session, SignalRow, signal_id, written)
+    return True
+
+
 async def transition_signal(
     session: AsyncSession,
     signal_id: int,
@@ -214,14 +284,8 @@ async def transition_signal(
     if not is_storable_id(signal_id):
         return False
     written = {"status": new.value, "status_reason": reason[:500], "updated_at": at, **values}
-    params = {"cas_id": signal_id, "cas_status": current.value, **written}
-    query = _CAS_SIGNAL
-    if version is not None:
-        query, params["cas_version"] = _CAS_SIGNAL_VERSION, version
-    result = await session.exec(query, params=params)
-    if result.rowcount != 1:
+    if not await _compare_and_set(session, signal_id, current, written, version):
         return False
-    _written(session, SignalRow, signal_id, written)
     await add_audit(
         session,
         actor=actor,
@@ -233,6 +297,98 @@ async def transition_signal(
         reason=reason,
     )
     return True
+
+
+async def approve_signal(
+    session: AsyncSession,
+    signal_id: int,
+    outcome: SignalStatus,
+    *,
+    actor: str,
+    at: datetime,
+    reason: str,
+    version: int | None = None,
+) -> bool:
+    """The compare-and-set of an approval: PROPOSED -> APPROVED -> ``outcome`` (SUBMITTED,
+    or BLOCKED with ``reason``) in ONE UPDATE, which also records ``actor`` as the one who
+    decided at ``at``. It is meant as the first write of the approving transaction (it takes
+    the write lock on SQLite and the row lock on PostgreSQL); the caller then reads the
+    trading state, may overturn a SUBMITTED with :func:`block_approved_signal`, and records
+    both transitions with :func:`record_approval` before it commits, so nobody ever sees
+    the row between the two.
+
+    Returns False (and changes nothing) when the signal is no longer PROPOSED, when
+    ``version`` is given and the signal's ``card_version`` differs, or the id is one no
+    column can hold.
+
+    Raises:
+        ValueError: ``outcome`` is not a status an approval leads to (a programming error).
+    """
+    if not can_transition(SignalStatus.APPROVED, outcome):
+        raise ValueError(f"forbidden transition {SignalStatus.APPROVED} -> {outcome}")
+    if not is_storable_id(signal_id):
+        return False
+    written = {
+        "status": outcome.value,
+        "status_reason": reason[:500],
+        "updated_at": at,
+        "decided_by": actor[:128],
+        "decided_at": at,
+    }
+    return await _compare_and_set(session, signal_id, SignalStatus.PROPOSED, written, version)
+
+
+async def block_approved_signal(
+    session: AsyncSession, signal_id: int, current: SignalStatus, *, at: datetime, reason: str
+) -> None:
+    """In the approving transaction, after :func:`approve_signal` moved the signal to
+    ``current``: make the outcome BLOCKED with ``reason`` instead (the trading state read
+    after the compare-and-set forbids the order). The transaction holds the row, so this
+    cannot lose a race."""
+    written = {
+        "status": SignalStatus.BLOCKED.value,
+        "status_reason": reason[:500],
+        "updated_at": at,
+    }
+    held = await _compare_and_set(session, signal_id, current, written)
+    assert held, "the approving transaction holds the signal"
+
+
+async def record_approval(
+    session: AsyncSession,
+    signal_id: int,
+    outcome: SignalStatus,
+    *,
+    actor: str,
+    at: datetime,
+    reason: str,
+) -> None:
+    """The audit events of an approval, in ONE INSERT and in this order: ``actor``'s
+    ``approved`` (PROPOSED -> APPROVED), then ``submitted`` by ``actor`` (APPROVED ->
+    SUBMITTED, ``reason`` naming the order) or ``blocked`` by ``system`` (APPROVED ->
+    BLOCKED, ``reason`` saying why): the same events as two :func:`transition_signal`
+    calls would record."""
+    approved, proposed = SignalStatus.APPROVED.value, SignalStatus.PROPOSED.value
+    by = actor if outcome is SignalStatus.SUBMITTED else "system"
+    params = {
+        "approved_at": at,
+        "approved_actor": actor,
+        "approved_action": approved.lower(),
+        "approved_signal_id": signal_id,
+        "approved_order_id": None,
+        "approved_from_status": proposed,
+        "approved_to_status": approved,
+        "approved_reason": "",
+        "outcome_at": at,
+        "outcome_actor": by,
+        "outcome_action": outcome.value.lower(),
+        "outcome_signal_id": signal_id,
+        "outcome_order_id": None,
+        "outcome_from_status": approved,
+        "outcome_to_status": outcome.value,
+        "outcome_reason": reason[:500],
+    }
+    await session.exec(_INSERT_APPROVAL_AUDIT, params=params)
 
 
 async def update_pending_signal(

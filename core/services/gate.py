@@ -24,11 +24,13 @@ holds back an exit. The order's quote is awaited BEFORE any transaction
 **No approval overtakes a pause.** The approving transaction (``SignalService.approve``)
 runs, in this order, in ONE transaction:
 
-1. the compare-and-set ``UPDATE signals SET status='APPROVED' WHERE id=? AND
-   status='PROPOSED'``;
+1. the compare-and-set ``UPDATE signals SET status='SUBMITTED' (or 'BLOCKED' when the
+   checks before it failed) WHERE id=? AND status='PROPOSED'``: PROPOSED -> APPROVED ->
+   the outcome the checks so far predict, in one write;
 2. :meth:`Gate.state_in` — ``SELECT ... FROM operator_state WHERE id = 1 FOR UPDATE``;
-3. when the state is ACTIVE, ``APPROVED -> SUBMITTED`` and the order row; otherwise
-   ``APPROVED -> BLOCKED`` with the reason and no order row.
+3. when the state is ACTIVE, the order row; otherwise the signal is made BLOCKED with the
+   reason and no order row is written. Both transitions' audit events (PROPOSED ->
+   APPROVED, APPROVED -> SUBMITTED or BLOCKED) are inserted here, after the state was read.
 
 A pause (:meth:`Gate.pause`, :meth:`Gate.halt_in`) is one transaction whose first write is
 ``UPDATE operator_state SET trading_state='HALTED' ... WHERE id = 1``, and whose audit
@@ -298,8 +300,11 @@ class Gate:
         reason the signal must not be sent, or None. The state is read again, locked, when
         the approval commits (:meth:`state_in`). Never raises BrokerError: a missing quote
         is a reason; a missing account skips the margin rule (the venue still checks it).
-        ``state`` is the state the caller has just read (default: read it here)."""
-        state = state or await self.state()
+        ``state`` is the state the caller has just read; None leaves the state to the
+        approving transaction alone (the other rules are checked as if trading were
+        ACTIVE)."""
+        if state is None:
+            state = GateState(TradingState.ACTIVE)
         held = state_reason(state)
         if held is not None:  # no broker call needed to say no
             return held

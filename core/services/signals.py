@@ -404,6 +404,8 @@ class SignalService:
         actor: str,
         version: int | None = None,
         on_decided: Callable[[Signal], Awaitable[None]] | None = None,
+        *,
+        shown: Signal | None = None,
     ) -> Decision:
         """Approve and, if the pre-trade gate passes, execute the signal.
 
@@ -412,12 +414,22 @@ class SignalService:
         with :class:`CardChangedError`, so an approval always executes what the card
         showed.
 
+        ``shown`` is the signal as the tapped card showed it (PROPOSED, at ``version``),
+        when the caller drew that card: then nothing is read before the approving
+        transaction. That is safe because every edit of a pending signal's terms bumps its
+        card version and the compare-and-set requires ``version``: the write succeeds only
+        if the signal still reads as shown; the trading state is read (locked) inside the
+        transaction as always. Any other ``shown`` is ignored.
+
         The gate's checks that need the broker (quote for the drift, account) are awaited
-        first, outside any transaction. Then ONE transaction moves the signal PROPOSED ->
-        APPROVED (the compare-and-set that exactly one concurrent approver wins; on SQLite
+        first, with the signal and the trading state read in one statement, outside any
+        transaction. Then ONE transaction moves the signal PROPOSED -> APPROVED -> the
+        outcome the checks predict (SUBMITTED, or BLOCKED with their reason) in one
+        compare-and-set (the write that exactly one concurrent approver wins; on SQLite
         this first write takes the write lock), reads the trading state locked
-        (:meth:`Gate.state_in`), and moves on to BLOCKED, or to SUBMITTED with its order
-        row (and, when BLOCKED, the card update). Only after that commit is the broker
+        (:meth:`Gate.state_in`), makes the signal BLOCKED when the state forbids the order,
+        records both transitions' audit events in one INSERT, and writes the order row
+        (or, when BLOCKED, the card update). Only after that commit is the broker
         called; its outcome is recorded in one more transaction (see
         :meth:`TradingService.send`). See :mod:`core.services.gate` for why no approval can
         commit after a pause commits.
@@ -437,57 +449,51 @@ class SignalService:
             CardChangedError: ``version`` is not the signal's card version.
         """
         gate = self._trading.gate
-        async with self._db.reading() as session:  # no lock: the approving write re-checks
-            signal = await repo.get_signal(session, signal_id)
-            row = await repo.find_operator_state(session)
-        state = GateState.of(row) if row is not None else await gate.state()
-        if signal.status is not SignalStatus.PROPOSED:
-            raise TransitionConflictError(signal_id, signal.status, "approve")
-        if version is not None and version != signal.card_version:
-            raise CardChangedError(signal_id)
+        trading = self._trading
+        state: GateState | None = None  # None: left to the approving transaction
+        if _as_shown(shown, signal_id, version):
+            assert shown is not None
+            signal = shown
+        else:
+            signal, state = await self._approvable(signal_id, version)
+        client_order_id = await trading.client_order_id(signal_id)
         now = self._clock()
         if now >= signal.expires_at:
             return Decision(
                 await self._decide(signal_id, SignalStatus.EXPIRED, "system", "expired")
             )
         checked = await gate.check_entry(signal, self._prices, state)
+        # the outcome the checks so far predict; the state read after the compare-and-set
+        # may still block it (then BLOCKED is written over it before anyone can see it)
+        outcome = SignalStatus.BLOCKED if checked else SignalStatus.SUBMITTED
+        reason = checked or f"order {client_order_id}"
         async with self._db.session() as session:
-            if not await repo.transition_signal(
-                session,
-                signal_id,
-                SignalStatus.PROPOSED,
-                SignalStatus.APPROVED,
-                actor=actor,
-                at=now,
-                version=version,
-                decided_by=actor[:128],
-                decided_at=now,
+            if not await repo.approve_signal(
+                session, signal_id, outcome, actor=actor, at=now, reason=reason, version=version
             ):
                 current = await repo.get_signal(session, signal_id)
                 if current.status is SignalStatus.PROPOSED:  # edited since the check above
                     raise CardChangedError(signal_id)
                 raise TransitionConflictError(signal_id, current.status, "approve")
-            approved = replace(
-                signal, status=SignalStatus.APPROVED, decided_by=actor[:128], decided_at=now
-            )
             blocked = state_reason(await gate.state_in(session)) or checked
-            if blocked:
-                await repo.transition_signal(
-                    session,
-                    signal_id,
-                    SignalStatus.APPROVED,
-                    SignalStatus.BLOCKED,
-                    actor="system",
-                    at=now,
-                    reason=blocked,
+            if blocked and blocked != checked:
+                await repo.block_approved_signal(
+                    session, signal_id, outcome, at=now, reason=blocked
                 )
+            decided = replace(
+                signal,
+                status=SignalStatus.BLOCKED if blocked else SignalStatus.SUBMITTED,
+                status_reason=blocked or reason,
+                decided_by=actor[:128],
+                decided_at=now,
+            )
+            await repo.record_approval(
+                session, signal_id, decided.status, actor=actor, at=now, reason=blocked or reason
+            )
+            if blocked:
                 enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
             else:
-                request = await self._trading.submit(session, approved, actor)
-        if blocked:
-            decided = replace(approved, status=SignalStatus.BLOCKED, status_reason=blocked)
-        else:
-            decided = replace(approved, status=SignalStatus.SUBMITTED)
+                request = await trading.submit(session, decided, client_order_id)
         if on_decided is not None:
             await on_decided(decided)
         if blocked:
@@ -495,6 +501,20 @@ class SignalService:
             return Decision(decided)
         final, report = await self._trading.send(request, signal_id, actor)
         return Decision(final, report)
+
+    async def _approvable(self, signal_id: int, version: int | None) -> tuple[Signal, GateState]:
+        """The signal and the trading state as committed, read in one statement outside
+        any transaction (the approving write re-checks both). Raises NotFoundError,
+        TransitionConflictError (no longer PROPOSED), CardChangedError (not at
+        ``version``)."""
+        async with self._db.reading() as session:
+            signal, row = await repo.get_signal_and_state(session, signal_id)
+        state = GateState.of(row) if row is not None else await self._trading.gate.state()
+        if signal.status is not SignalStatus.PROPOSED:
+            raise TransitionConflictError(signal_id, signal.status, "approve")
+        if version is not None and version != signal.card_version:
+            raise CardChangedError(signal_id)
+        return signal, state
 
     async def reject(self, signal_id: int, actor: str, reason: str = "") -> Signal:
         """PROPOSED -> REJECTED by ``actor``. Raises NotFoundError, TransitionConflictError."""
@@ -543,6 +563,17 @@ class SignalService:
 
     async def _card_update(self, signal_id: int) -> None:
         await self._notifier.notify(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
+
+
+def _as_shown(shown: Signal | None, signal_id: int, version: int | None) -> bool:
+    """True when ``shown`` is signal ``signal_id`` PROPOSED at card ``version``."""
+    return (
+        shown is not None
+        and version is not None
+        and shown.id == signal_id
+        and shown.status is SignalStatus.PROPOSED
+        and shown.card_version == version
+    )
 
 
 def _changes(old: Signal, new: Signal) -> list[str]:

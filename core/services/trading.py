@@ -57,7 +57,6 @@ from core.errors import (
     NotFoundError,
     OrderNotFoundError,
     SignalDeskError,
-    TransitionConflictError,
 )
 from core.notify import (
     NoticeKind,
@@ -431,27 +430,22 @@ class TradingService:
 
     # --- execution ------------------------------------------------------------------------
 
-    async def submit(self, session: AsyncSession, signal: Signal, actor: str) -> OrderRequest:
-        """In the caller's transaction: move an APPROVED signal to SUBMITTED and insert its
-        order row (state SUBMITTED, client order id ``sd<tag>-s<signal id>``). Once the
-        transaction commits, pass the returned request to :meth:`send`.
+    async def client_order_id(self, signal_id: int) -> str:
+        """The client order id of ``signal_id``'s order, ``sd<tag>-s<signal id>``; the
+        database's tag never changes, so it is read once (in a session of its own)."""
+        if self._tag is None:
+            async with self._db.session() as session:
+                return f"sd{await self._instance_tag(session)}-s{signal_id}"
+        return f"sd{self._tag}-s{signal_id}"
 
-        Raises:
-            TransitionConflictError: the signal was not APPROVED.
-        """
+    async def submit(
+        self, session: AsyncSession, signal: Signal, client_order_id: str
+    ) -> OrderRequest:
+        """In the caller's approving transaction, once the signal is SUBMITTED (see
+        ``SignalService.approve``): insert its order row (state SUBMITTED, client order id
+        from :meth:`client_order_id`). Once the transaction commits, pass the returned
+        request to :meth:`send`."""
         now = self._clock()
-        client_order_id = f"sd{await self._instance_tag(session)}-s{signal.id}"
-        if not await repo.transition_signal(
-            session,
-            signal.id,
-            SignalStatus.APPROVED,
-            SignalStatus.SUBMITTED,
-            actor=actor,
-            at=now,
-            reason=f"order {client_order_id}",
-        ):
-            current = await repo.get_signal(session, signal.id)
-            raise TransitionConflictError(signal.id, current.status, "submit")
         await session.exec(
             _INSERT_ORDER,
             params={

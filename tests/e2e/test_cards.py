@@ -7,8 +7,11 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiogram.methods import GetUpdates
+from aiohttp.client_reqrep import ClientRequest
 from sqlalchemy import event
 
 from bot.callbacks import CardAction
@@ -207,6 +210,70 @@ async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     assert text.endswith(f"✅ {FILLED}")
     assert "Order sent" not in text  # the final edit came after the decided one
     assert len(desk.sandbox.requests("answerCallbackQuery")) == 1
+
+
+async def test_the_answer_and_the_decided_edit_are_sent_before_the_broker_is_called(
+    start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = await start_desk()
+    warm = await desk.card((await desk.propose()).id)
+    await desk.approve(warm)  # the Bot API connections of a tap are open now
+    await desk.edited(warm, FILLED)
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+    sent: list[str] = []
+    write_bytes = ClientRequest.write_bytes
+
+    async def written(request: ClientRequest, *args: Any, **kwargs: Any) -> None:
+        await write_bytes(request, *args, **kwargs)  # aiohttp writes a request's body here
+        sent.append(request.url.path.rsplit("/", 1)[-1])
+
+    monkeypatch.setattr(ClientRequest, "write_bytes", written)
+    trading = desk.engine.trading
+    send = trading.send  # the broker call and the recording of its outcome
+    before_broker: list[str] = []
+
+    async def send_order(request: OrderRequest, *args: Any) -> Any:
+        before_broker.extend(sent)
+        return await send(request, *args)
+
+    monkeypatch.setattr(trading, "send", send_order)
+
+    assert (await desk.approve(card)).text == SENT
+    await desk.edited(card, FILLED)
+
+    # the replies to the tap are on their way before the broker call's work, not after it
+    assert before_broker[-2:] == ["answerCallbackQuery", "editMessageText"]
+
+
+async def test_a_tap_is_handled_before_the_next_updates_are_asked_for(
+    start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = await start_desk()
+    card = await desk.card((await desk.propose()).id)
+    seen: list[str] = []
+
+    async def record(make_request: Any, bot: Any, method: Any) -> Any:
+        if isinstance(method, GetUpdates):
+            seen.append("getUpdates")
+        return await make_request(bot, method)
+
+    desk.app.bot.session.middleware(record)
+    signals = desk.engine.signals
+    approve = signals.approve
+
+    async def approving(*args: Any, **kwargs: Any) -> Any:
+        seen.append("approve")
+        return await approve(*args, **kwargs)
+
+    monkeypatch.setattr(signals, "approve", approving)
+    await desk.sandbox.wait_for(lambda s: s.waiting_polls > 0)  # the poll the tap answers
+    seen.clear()
+
+    await desk.approve(card)
+
+    # the poll's answer starts the handler before the next poll is built and sent
+    assert seen[:2] == ["approve", "getUpdates"]
 
 
 async def test_taps_draw_no_not_modified_edit(start_desk: StartDesk) -> None:

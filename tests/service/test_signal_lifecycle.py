@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import col, func, select
 
 from core.app import Engine, build_engine
 from core.db.models import AuditEventRow, FillRow, OrderRow, OutboxRow, PaperOrderRow
-from core.domain import OrderState, OrderType, Side, SignalStatus
+from core.domain import OrderState, OrderType, Side, Signal, SignalStatus
 from core.errors import (
+    CardChangedError,
     InvalidInputError,
     NotFoundError,
     TransitionConflictError,
     UnknownSymbolError,
 )
 from core.services import Proposal
+from core.services.signals import Decision, SignalEdit
 
 BTC = "BTC/USDT"
 
@@ -248,3 +252,131 @@ async def test_close_all_flattens_and_books_the_round_trip(engine: Engine) -> No
     # bought at 113689.42, sold at 113643.94 (same candle): -0.4548 PnL, fees 2.2733336
     assert account.balance == Decimal(10000) - Decimal("0.4548") - Decimal("2.2733336")
     assert account.equity == account.balance
+
+
+async def statements_until_decided(
+    engine: Engine, signal: Signal, **options: Any
+) -> tuple[list[str], Decision]:
+    """Approve ``signal`` at its card version; the first words of each statement the
+    approving task runs until ``on_decided`` (not the gate's quote and account tasks)."""
+    statements: list[str] = []
+    approving: asyncio.Task[Decision] | None = None
+    sync_engine = engine.db.engine.sync_engine
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if asyncio.current_task() is approving:
+            statements.append(" ".join(statement.split()[:3]))
+
+    async def decided(_: object) -> None:
+        event.remove(sync_engine, "before_cursor_execute", seen)
+
+    event.listen(sync_engine, "before_cursor_execute", seen)
+    approving = asyncio.ensure_future(
+        engine.signals.approve(signal.id, "owner:1", signal.card_version, decided, **options)
+    )
+    return statements, await approving
+
+
+async def test_an_approval_reads_once_and_writes_four_statements_before_the_broker(
+    engine: Engine,
+) -> None:
+    await engine.signals.approve((await engine.signals.propose(buy())).id, "owner:1")  # warm
+    signal = await engine.signals.propose(buy())
+
+    statements, _ = await statements_until_decided(engine, signal)
+
+    # the signal with the trading state in one read; then the compare-and-set (the first
+    # write), the state locked after it, both audit events in one INSERT, the order row
+    assert statements == [
+        "SELECT signals.id, signals.source,",
+        "UPDATE signals SET",
+        "SELECT operator_state.id, operator_state.instance_tag,",
+        "INSERT INTO audit_events",
+        "INSERT INTO orders",
+    ]
+
+
+async def test_a_pause_between_the_checks_and_the_approving_write_blocks_with_both_events(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signal = await engine.signals.propose(buy())
+    gate = engine.trading.gate
+    checks = gate.check_entry
+
+    async def check_then_pause(*args: Any, **kwargs: Any) -> str | None:
+        passed = await checks(*args, **kwargs)  # read ACTIVE: the order would go
+        await gate.pause("news", "owner:2")
+        return passed
+
+    monkeypatch.setattr(gate, "check_entry", check_then_pause)
+
+    decision = await engine.signals.approve(signal.id, "owner:1")
+
+    assert decision.signal.status is SignalStatus.BLOCKED
+    assert decision.signal.status_reason == "paused (news)"
+    stored = await engine.signals.get(signal.id)
+    assert (stored.status, stored.status_reason) == (SignalStatus.BLOCKED, "paused (news)")
+    assert stored.decided_by == "owner:1"
+    assert await count(engine, OrderRow) == 0
+    events = [
+        (e.actor, e.action, e.from_status, e.to_status, e.reason)
+        for e in await engine.signals.history(10, signal.id)
+    ]
+    assert events[:2] == [
+        ("system", "blocked", "APPROVED", "BLOCKED", "paused (news)"),
+        ("owner:1", "approved", "PROPOSED", "APPROVED", ""),
+    ]
+
+
+async def test_an_approval_records_the_same_audit_events_as_two_transitions(
+    engine: Engine,
+) -> None:
+    signal = await engine.signals.propose(buy())
+
+    await engine.signals.approve(signal.id, "owner:1")
+
+    order = await engine.signals.order_for(signal.id)
+    assert order is not None
+    events = [
+        (e.actor, e.action, e.from_status, e.to_status, e.reason)
+        for e in await engine.signals.history(10, signal.id)
+    ]
+    assert events[1:3] == [
+        ("owner:1", "submitted", "APPROVED", "SUBMITTED", f"order {order.client_order_id}"),
+        ("owner:1", "approved", "PROPOSED", "APPROVED", ""),
+    ]
+
+
+async def test_an_approval_of_the_signal_its_card_showed_reads_nothing_first(
+    engine: Engine,
+) -> None:
+    await engine.signals.approve((await engine.signals.propose(buy())).id, "owner:1")  # warm
+    signal = await engine.signals.propose(buy())
+
+    statements, decision = await statements_until_decided(engine, signal, shown=signal)
+
+    assert statements == [
+        "UPDATE signals SET",
+        "SELECT operator_state.id, operator_state.instance_tag,",
+        "INSERT INTO audit_events",
+        "INSERT INTO orders",
+    ]
+    assert decision.signal.status is SignalStatus.FILLED
+
+
+async def test_a_card_shown_before_an_edit_or_a_decision_approves_nothing(
+    engine: Engine,
+) -> None:
+    edited = await engine.signals.propose(buy())
+    await engine.signals.edit(edited.id, edited.card_version, SignalEdit(scale=Decimal(2)), "o")
+    rejected = await engine.signals.propose(buy())
+    await engine.signals.reject(rejected.id, "owner:2")
+
+    with pytest.raises(CardChangedError):  # the card showed 0.01; the signal is 0.02 now
+        await engine.signals.approve(edited.id, "owner:1", edited.card_version, shown=edited)
+    with pytest.raises(TransitionConflictError) as conflict:
+        await engine.signals.approve(rejected.id, "owner:1", rejected.card_version, shown=rejected)
+
+    assert conflict.value.current is SignalStatus.REJECTED
+    assert await count(engine, OrderRow) == 0
+    assert (await engine.signals.get(edited.id)).status is SignalStatus.PROPOSED
