@@ -152,9 +152,32 @@ class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    """SQLAlchemy's aiosqlite connection whose cursors are :class:`_OneHopCursor`."""
+    """SQLAlchemy's aiosqlite connection whose cursors are :class:`_OneHopCursor`, and
+    whose ``commit`` and ``rollback`` make no call to the worker thread when no
+    transaction is open. Python's sqlite3 does nothing then either (it sends COMMIT or
+    ROLLBACK only while ``in_transaction``), but each call was still a round trip to the
+    thread: a read-only session ended with two (the session's rollback, then the pool's
+    reset on return) and a write with one after its commit."""
 
     __slots__ = ()
+
+    def commit(self) -> None:
+        """Commit, if a transaction is open."""
+        if self._open():
+            super().commit()
+
+    def rollback(self) -> None:
+        """Roll back, if a transaction is open."""
+        if self._open():
+            super().rollback()
+
+    def _open(self) -> bool:
+        """Whether sqlite3 holds a transaction open (a closed connection: True, so the
+        call goes through and fails as it would have)."""
+        try:
+            return bool(self._connection.in_transaction)
+        except sqlite3.Error:
+            return True
 
     def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
         """A one-hop cursor (server-side cursors as SQLAlchemy makes them)."""

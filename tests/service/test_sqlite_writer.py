@@ -1,11 +1,14 @@
 """The in-process SQLite writer queue: a write waits for this process's other writer and
 gives up with SQLite's own "database is locked" when the wait runs out; a free lock is
-taken at once, whatever the wait allowed."""
+taken at once, whatever the wait allowed. And the calls to aiosqlite's worker thread: one
+per statement, plus a commit or rollback only while a transaction is open."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
@@ -52,3 +55,41 @@ async def test_a_write_gives_up_as_locked_while_another_writes_then_goes_through
     await _insert(db, 3)  # the holder committed: the lock is free again
 
     assert await _xs(db) == [1, 3]
+
+
+@pytest.fixture
+def thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions queued to aiosqlite's worker threads from now on."""
+    calls: list[str] = []
+    queue = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kw: Any) -> Any:
+        calls.append(getattr(fn, "__name__", repr(fn)))
+        return await queue(self, fn, *args, **kw)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return calls
+
+
+async def test_a_read_is_one_call_to_the_thread_and_a_write_adds_only_its_commit(
+    db: Database, thread_calls: list[str]
+) -> None:
+    await _xs(db)
+    read = list(thread_calls)
+    thread_calls.clear()
+    await _insert(db, 1)
+
+    assert read == ["_one_hop"]  # no rollback of a transaction that never opened
+    assert thread_calls == ["_one_hop", "commit"]  # no reset-on-return rollback after it
+
+
+async def test_a_write_that_fails_is_rolled_back(db: Database, thread_calls: list[str]) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.session() as session:
+            await session.exec(text("INSERT INTO t VALUES (1)"))  # type: ignore[call-overload]
+            raise RuntimeError("after the write")
+
+    assert "rollback" in thread_calls
+    assert await _xs(db) == []
+    await _insert(db, 2)  # the write lock was given back
+    assert await _xs(db) == [2]
