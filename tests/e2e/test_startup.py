@@ -1,0 +1,63 @@
+"""``python -m bot``'s start-up before its event loop runs: the imports' objects frozen out
+of the collector's way."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import __main__ as bot_entry
+from bot.app import BotApp
+from core.config import Settings
+from tests.e2e.support import OWNER
+from tests.support.tokens import fake_token
+
+Start = Callable[[], dict[str, Any]]
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}"
+
+
+@pytest.fixture
+def start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> Start:
+    """``main()`` on a fresh SQLite file up to its event loop: ``BotApp.run`` only records
+    the collector's state, which the call returns."""
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", fake_token("STARTUP"))
+    monkeypatch.setenv("TELEGRAM_API_BASE", "http://127.0.0.1:9")  # never called
+    monkeypatch.setenv("TELEGRAM_OWNER_IDS", str(OWNER))
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setattr(bot_entry, "configure_logging", lambda *_, **__: None)  # this process's
+    seen: dict[str, Any] = {}
+
+    async def run(self: BotApp, *, handle_signals: bool = True) -> None:
+        seen.update(frozen=gc.get_freeze_count(), collecting=gc.isenabled())
+
+    monkeypatch.setattr(BotApp, "run", run)
+
+    def started() -> dict[str, Any]:
+        gc.unfreeze()  # whatever an earlier test froze
+        try:
+            assert bot_entry.main() == 0
+        finally:
+            gc.unfreeze()
+        return seen
+
+    return started
+
+
+def test_the_imports_objects_are_frozen_before_the_event_loop_runs(start: Start) -> None:
+    seen = start()
+
+    assert seen["frozen"] > 0  # no later collection scans them
+    assert seen["collecting"]
