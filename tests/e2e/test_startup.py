@@ -1,8 +1,9 @@
 """``python -m bot``'s start-up before its event loop runs: the imports' objects frozen out
-of the collector's way."""
+of the collector's way, and the schema checked once."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 from collections.abc import Callable
@@ -11,9 +12,11 @@ from typing import Any
 
 import pytest
 
+import core.db.engine
 from bot import __main__ as bot_entry
 from bot.app import BotApp
 from core.config import Settings
+from core.db.engine import _at_head, upgrade_schema
 from tests.e2e.support import OWNER
 from tests.support.tokens import fake_token
 
@@ -28,7 +31,7 @@ def url(tmp_path: Path) -> str:
 @pytest.fixture
 def start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> Start:
     """``main()`` on a fresh SQLite file up to its event loop: ``BotApp.run`` only records
-    the collector's state, which the call returns."""
+    the collector's state and the app's ``migrate``, which the call returns."""
     for name in list(os.environ):
         if name.lower() in Settings.model_fields:
             monkeypatch.delenv(name)
@@ -41,7 +44,7 @@ def start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> Start:
     seen: dict[str, Any] = {}
 
     async def run(self: BotApp, *, handle_signals: bool = True) -> None:
-        seen.update(frozen=gc.get_freeze_count(), collecting=gc.isenabled())
+        seen.update(frozen=gc.get_freeze_count(), collecting=gc.isenabled(), migrate=self.migrate)
 
     monkeypatch.setattr(BotApp, "run", run)
 
@@ -61,3 +64,26 @@ def test_the_imports_objects_are_frozen_before_the_event_loop_runs(start: Start)
 
     assert seen["frozen"] > 0  # no later collection scans them
     assert seen["collecting"]
+
+
+def test_a_fresh_database_migrated_by_the_child_is_not_checked_again(
+    start: Start, url: str
+) -> None:
+    seen = start()
+
+    assert seen["migrate"] is False
+    assert asyncio.run(_at_head(url))
+
+
+def test_a_database_at_head_is_not_checked_again(start: Start, url: str) -> None:
+    asyncio.run(upgrade_schema(url))
+
+    assert start()["migrate"] is False
+
+
+def test_after_a_failed_child_the_engine_upgrades_and_reports(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core.db.engine, "_UPGRADE_CHILD", "raise SystemExit(3)")
+
+    assert start()["migrate"] is True
