@@ -1,11 +1,13 @@
 """``python -m bot``'s start-up before its event loop runs: the imports' objects frozen out
-of the collector's way, and the schema checked once."""
+of the collector's way, the schema checked once, and nothing imported that it does not use."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from core.config import Settings
 from core.db.engine import _at_head, upgrade_schema
 from tests.e2e.support import OWNER
 from tests.support.tokens import fake_token
+
+ROOT = Path(__file__).parents[2]
 
 Start = Callable[[], dict[str, Any]]
 
@@ -87,3 +91,32 @@ def test_after_a_failed_child_the_engine_upgrades_and_reports(
     monkeypatch.setattr(core.db.engine, "_UPGRADE_CHILD", "raise SystemExit(3)")
 
     assert start()["migrate"] is True
+
+
+def test_an_engine_without_a_strategies_file_never_imports_the_toml_parser(
+    tmp_path: Path, url: str
+) -> None:
+    probe = (
+        "import asyncio, sys\n"
+        "from core.app import build_engine\n"
+        "from core.config import load_settings\n"
+        "async def start():\n"
+        f"    engine = await build_engine(load_settings(database_url={url!r}))\n"
+        "    await engine.close()\n"
+        "asyncio.run(start())\n"
+        "print('imported:', *sorted(m for m in ('tomllib',) if m in sys.modules))\n"
+    )
+    asyncio.run(upgrade_schema(url))  # as python -m bot's child does (alembic reads TOML)
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,  # no stray .env
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+    assert done.stdout.splitlines()[-1] == "imported:"
