@@ -261,7 +261,8 @@ class BotApp:
     :attr:`deliverer` and :attr:`scheduler` are available. :attr:`telegram` says whether
     Telegram answers (for a readiness probe); :attr:`owner_only` is the authorization
     middleware (its ``flush()`` queues the strangers' notice now); :attr:`webhook` is
-    webhook mode's registration (None: long polling).
+    webhook mode's registration (None: long polling). :attr:`migrate` False skips the
+    start-up hook's schema check (``python -m bot`` has brought the schema to head).
     """
 
     settings: Settings
@@ -275,6 +276,7 @@ class BotApp:
     metrics: Metrics = field(default_factory=Metrics)
     health_port: int | None = None
     webhook: WebhookMode | None = None
+    migrate: bool = True
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -383,7 +385,7 @@ class BotApp:
         configured = settings.card_chat_id
         assert configured is not None  # check_settings: there are owners
         async with AsyncExitStack() as stack:
-            engine = await build_engine(settings)
+            engine = await build_engine(settings, migrate=self.migrate)
             stack.push_async_callback(engine.close)
             chat_id = await resolve_chat(engine.db, configured)  # a group that migrated
             cards = Cards(engine, charts=settings.card_charts)

@@ -416,9 +416,9 @@ def start_upgrade(url: str) -> subprocess.Popen[bytes] | None:
     imports, and alembic (about 13 MiB and half a second of imports) stays out of the
     caller's memory. The URL goes to the child on its stdin, never on its command line.
 
-    The child is only a head start: its output is discarded and its outcome not read. The
-    caller waits for it (``.wait()``) and then upgrades as usual (``build_engine`` does),
-    which finds the schema at head, or runs alembic itself and raises what
+    The child is only a head start: its output is discarded. The caller waits for it
+    (``.wait()``): exit status 0 means the schema is at head; any other, the caller
+    upgrades as usual (``build_engine`` does), which runs alembic itself and raises what
     :func:`upgrade_schema` raises (a database that does not answer, a failed migration).
     """
     if asyncio.run(_at_head(url)):

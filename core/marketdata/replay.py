@@ -15,19 +15,22 @@ import io
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
+from typing import overload
 
 from core.domain import Candle, Quote, utcnow
 from core.errors import ConfigError, InvalidInputError, UnknownSymbolError
 from core.marketdata.base import TIMEFRAMES, Instrument
 
-__all__ = ["REPLAY_INSTRUMENT", "ReplayFeed", "ReplayMarketData", "load_candles"]
+__all__ = ["REPLAY_INSTRUMENT", "CandleRows", "ReplayFeed", "ReplayMarketData", "load_candles"]
 
 
-def load_candles(path: Path) -> list[Candle]:
+def load_candles(path: Path) -> CandleRows:
     """Read ``timestamp,open,high,low,close,volume`` rows (``.csv`` or ``.csv.gz``).
 
-    Timestamps are ISO 8601 UTC candle open times. Raises ConfigError if the file is
+    Timestamps are ISO 8601 UTC candle open times. Every row is checked here; the candles
+    are kept as their rows (:class:`CandleRows`). Raises ConfigError if the file is
     missing, empty or malformed (with the line number).
     """
     try:
@@ -35,27 +38,69 @@ def load_candles(path: Path) -> list[Candle]:
     except OSError as exc:
         raise ConfigError(f"FEED_CSV: cannot read {path}: {exc.strerror}") from exc
     text = gzip.decompress(raw).decode() if path.suffix == ".gz" else raw.decode()
-    candles: list[Candle] = []
+    rows: list[str] = []
     for line_no, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
         try:
-            at = datetime.fromisoformat(row["timestamp"])
-            if at.utcoffset() is None:
+            if datetime.fromisoformat(row["timestamp"]).utcoffset() is None:
                 raise ValueError(f"timestamp {row['timestamp']} has no UTC offset (add Z)")
-            candles.append(
-                Candle(
-                    at=at,
-                    open=Decimal(row["open"]),
-                    high=Decimal(row["high"]),
-                    low=Decimal(row["low"]),
-                    close=Decimal(row["close"]),
-                    volume=Decimal(row["volume"]),
-                )
-            )
+            fields = [row[name] for name in _COLUMNS]
+            _decode(fields)
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ConfigError(f"FEED_CSV: {path} line {line_no} is malformed: {exc}") from exc
-    if not candles:
+        rows.append(",".join(fields))
+    if not rows:
         raise ConfigError(f"FEED_CSV: {path} has no candles")
-    return candles
+    return CandleRows(rows)
+
+
+_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+#: Decoded candles a :class:`CandleRows` keeps (the current one and the strategies' and
+#: charts' look-backs fit many times over).
+DECODED_KEPT = 1024
+
+
+def _decode(fields: Sequence[str]) -> Candle:
+    at, open_, high, low, close, volume = fields
+    return Candle(
+        at=datetime.fromisoformat(at),
+        open=Decimal(open_),
+        high=Decimal(high),
+        low=Decimal(low),
+        close=Decimal(close),
+        volume=Decimal(volume),
+    )
+
+
+class CandleRows(Sequence[Candle]):
+    """Chronological candles kept as their checked CSV rows (``at,open,high,low,close,
+    volume``) and decoded when read: a row is ~120 bytes, a :class:`Candle` with its five
+    Decimals ~650, and a replay reads only its current candle and look-backs from it. The
+    last :data:`DECODED_KEPT` decoded candles are kept, so a candle read again (the current
+    one, on every quote) is the same object and costs no decoding. A slice is a list."""
+
+    def __init__(self, rows: list[str]) -> None:
+        self._rows = rows
+        self._decoded = lru_cache(maxsize=DECODED_KEPT)(self._decode_at)
+
+    def _decode_at(self, index: int) -> Candle:
+        return _decode(self._rows[index].split(","))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Candle: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Candle]: ...
+
+    def __getitem__(self, index: int | slice) -> Candle | list[Candle]:
+        size = len(self._rows)
+        if isinstance(index, slice):
+            return [self._decoded(i) for i in range(*index.indices(size))]
+        if not -size <= index < size:
+            raise IndexError("candle index out of range")
+        return self._decoded(index % size)
 
 
 class ReplayFeed:
@@ -83,7 +128,7 @@ class ReplayFeed:
         if not candles:
             raise ConfigError("a replay needs at least one candle")
         self.symbol = symbol
-        self._candles = list(candles)
+        self._candles = candles if isinstance(candles, CandleRows) else list(candles)
         self.speed = speed
         self._start = min(max(start_index, 0), len(self._candles) - 1)
         self._clock = clock

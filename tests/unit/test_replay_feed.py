@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -123,6 +124,32 @@ def test_load_candles_on_a_header_only_file_says_it_has_no_candles(tmp_path: Pat
 def test_load_candles_on_a_missing_file_says_it_cannot_read_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^FEED_CSV: cannot read .*nope\.csv"):
         load_candles(tmp_path / "nope.csv")
+
+
+def test_loaded_candles_are_decoded_when_read_and_the_same_object_when_read_again() -> None:
+    candles = load_candles(DEFAULT_FEED_CSV)
+
+    assert candles[7] is candles[7]  # the current candle, read on every quote
+    assert candles[-1] is candles[len(candles) - 1]
+    assert candles[1:3] == [candles[1], candles[2]]
+    assert candles[-2:] == [candles[-2], candles[-1]]
+    with pytest.raises(IndexError):
+        candles[len(candles)]
+
+
+def test_the_shipped_candles_take_a_fifth_of_their_decoded_memory() -> None:
+    """2,675 candles with five Decimals each took 1.7 MiB of every process; as rows, a
+    fifth, and a replay reading its look-backs keeps at most DECODED_KEPT of them."""
+    tracemalloc.start()
+    try:
+        candles = load_candles(DEFAULT_FEED_CSV)
+        feed = ReplayFeed(SYMBOL, candles, speed=0, start_index=LAST)
+        feed.candles(SYMBOL, 200)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert held < 700_000
 
 
 def test_replay_without_candles_is_a_config_error() -> None:
