@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
+from sqlmodel.main import SQLModelConfig
 
 from core.db.types import Money, UTCDateTime
 from core.domain import ZERO, utcnow
@@ -34,6 +35,15 @@ __all__ = [
 ]
 
 
+class _Table(SQLModel):
+    """The tables' base: a row is built by SQLAlchemy or by its constructor, which never
+    runs pydantic's validation, so the validator and serializer of each table are built
+    only if something asks for them (``model_validate``, ``model_dump``): ~1 MiB resident
+    in every process that imports the tables, and never asked for by the engine."""
+
+    model_config = SQLModelConfig(defer_build=True)
+
+
 def _money(default: Decimal | None = None, *, nullable: bool = False) -> Any:
     return Field(default=default, sa_type=Money, nullable=nullable)
 
@@ -44,7 +54,7 @@ def _when(*, nullable: bool = False, index: bool = False) -> Any:
     return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
 
 
-class SignalRow(SQLModel, table=True):
+class SignalRow(_Table, table=True):
     """A proposed trade and where it is in the lifecycle (see ``core.domain.SignalStatus``)."""
 
     __tablename__ = "signals"
@@ -74,7 +84,7 @@ class SignalRow(SQLModel, table=True):
     card_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
-class SignalCardRow(SQLModel, table=True):
+class SignalCardRow(_Table, table=True):
     """Where a signal's card was posted, so it can be edited in place."""
 
     __tablename__ = "signal_cards"
@@ -88,7 +98,7 @@ class SignalCardRow(SQLModel, table=True):
     kind: str = Field(default="text", max_length=8, sa_column_kwargs={"server_default": "text"})
 
 
-class ChatAliasRow(SQLModel, table=True):
+class ChatAliasRow(_Table, table=True):
     """A chat that moved: Telegram upgraded group ``old_chat_id`` to the supergroup
     ``new_chat_id`` (Bot API error parameter ``migrate_to_chat_id``). Messages meant for
     the old id go to the new one, also after a restart."""
@@ -102,7 +112,7 @@ class ChatAliasRow(SQLModel, table=True):
     migrated_at: datetime = _when()
 
 
-class OrderRow(SQLModel, table=True):
+class OrderRow(_Table, table=True):
     """An order SignalDesk sent (or is about to send). Written SUBMITTED before the broker
     is called; ``client_order_id`` is unique, so an order can never be recorded twice."""
 
@@ -135,7 +145,7 @@ class OrderRow(SQLModel, table=True):
     exit_reason: str = Field(default="", max_length=32)
 
 
-class FillRow(SQLModel, table=True):
+class FillRow(_Table, table=True):
     """One execution of an order, as reported by the broker."""
 
     __tablename__ = "fills"
@@ -155,7 +165,7 @@ class FillRow(SQLModel, table=True):
     at: datetime = _when()
 
 
-class AuditEventRow(SQLModel, table=True):
+class AuditEventRow(_Table, table=True):
     """Append-only trail: who did what, when, from which state to which, and why."""
 
     __tablename__ = "audit_events"
@@ -171,7 +181,7 @@ class AuditEventRow(SQLModel, table=True):
     reason: str = Field(default="", max_length=500)
 
 
-class TradeRow(SQLModel, table=True):
+class TradeRow(_Table, table=True):
     """A position SignalDesk opened from a signal (see :class:`core.domain.Trade` for the
     units): entry and exit averages, the open quantity, realized PnL and fees in quote
     currency, the live protective levels and where they live, and why it closed."""
@@ -207,7 +217,7 @@ class TradeRow(SQLModel, table=True):
     updated_at: datetime = _when()
 
 
-class EquitySnapshotRow(SQLModel, table=True):
+class EquitySnapshotRow(_Table, table=True):
     """Account equity over time (quote currency), written by the drawdown checks."""
 
     __tablename__ = "equity_snapshots"
@@ -220,7 +230,7 @@ class EquitySnapshotRow(SQLModel, table=True):
     drawdown_pct: Decimal = _money()
 
 
-class OperatorStateRow(SQLModel, table=True):
+class OperatorStateRow(_Table, table=True):
     """The single row (id 1) of state that must survive restarts: the trading state (and
     why, by whom, since when it was stopped), high-water mark, day-start equity, the
     drawdown breach, and this installation's client-id tag. Only
@@ -243,7 +253,7 @@ class OperatorStateRow(SQLModel, table=True):
     trading_state: str = Field(default="ACTIVE", max_length=16)
 
 
-class OutboxRow(SQLModel, table=True):
+class OutboxRow(_Table, table=True):
     """A message for the owner, written before it is delivered (the outbox).
 
     ``priority`` 0 is an alert (delivered first), 1 routine. ``kind`` says how the face
@@ -269,7 +279,7 @@ class OutboxRow(SQLModel, table=True):
     last_error: str = Field(default="", max_length=500)
 
 
-class NotificationSettingRow(SQLModel, table=True):
+class NotificationSettingRow(_Table, table=True):
     """The owner's choice of how loud one notification topic is (``/notify``): ``topic``
     and ``level`` are ``core.notify.Topic`` and ``core.notify.Loudness`` values; a topic
     without a row has its default level."""
@@ -281,7 +291,7 @@ class NotificationSettingRow(SQLModel, table=True):
     updated_at: datetime = _when()
 
 
-class PaperAccountRow(SQLModel, table=True):
+class PaperAccountRow(_Table, table=True):
     """The paper broker's cash balance (quote currency). ``seq`` is bumped first in every
     paper transaction so that writers serialize on this row, on SQLite and PostgreSQL."""
 
@@ -293,7 +303,7 @@ class PaperAccountRow(SQLModel, table=True):
     seq: int = 0
 
 
-class PaperOrderRow(SQLModel, table=True):
+class PaperOrderRow(_Table, table=True):
     """An order as the paper broker's own ledger records it."""
 
     __tablename__ = "paper_orders"
@@ -318,7 +328,7 @@ class PaperOrderRow(SQLModel, table=True):
     fill_quantity: Decimal | None = _money(nullable=True)
 
 
-class PaperPositionRow(SQLModel, table=True):
+class PaperPositionRow(_Table, table=True):
     """The paper ledger's net position per symbol: signed base quantity, average entry
     (quote) and realized PnL (quote, before fees)."""
 
@@ -330,7 +340,7 @@ class PaperPositionRow(SQLModel, table=True):
     realized_pnl: Decimal = _money(ZERO)
 
 
-class StrategyStateRow(SQLModel, table=True):
+class StrategyStateRow(_Table, table=True):
     """What must survive a restart about one strategy instance (by its name in the
     strategies file): paused by the owner, and its last run and last signal."""
 
@@ -345,7 +355,7 @@ class StrategyStateRow(SQLModel, table=True):
     last_signal_at: datetime | None = _when(nullable=True)
 
 
-class SymbolCacheRow(SQLModel, table=True):
+class SymbolCacheRow(_Table, table=True):
     """One market listed by a market-data source (``source`` = its name, ``ccxt:binance``),
     cached for symbol search; ``fetched_at`` is when the list was read (UTC)."""
 

@@ -93,18 +93,25 @@ def test_after_a_failed_child_the_engine_upgrades_and_reports(
     assert start()["migrate"] is True
 
 
-def test_an_engine_without_a_strategies_file_never_imports_the_toml_parser(
-    tmp_path: Path, url: str
-) -> None:
+def _engine_probe(tmp_path: Path, url: str, report: str) -> list[str]:
+    """The lines a fresh process prints after it built the engine on ``url`` (at head) and
+    approved one market signal (``approved: <status>``), then ran ``report`` (Python code)."""
     probe = (
         "import asyncio, sys\n"
+        "from decimal import Decimal\n"
         "from core.app import build_engine\n"
         "from core.config import load_settings\n"
+        "from core.domain import Side\n"
+        "from core.services.signals import Proposal\n"
         "async def start():\n"
         f"    engine = await build_engine(load_settings(database_url={url!r}))\n"
+        "    symbol = engine.settings.feed_symbol\n"
+        "    proposal = Proposal('probe', symbol, Side.BUY, Decimal('0.01'))\n"
+        "    signal = await engine.signals.propose(proposal)\n"
+        "    decision = await engine.signals.approve(signal.id, 'owner')\n"
+        "    print('approved:', decision.signal.status)\n"
         "    await engine.close()\n"
-        "asyncio.run(start())\n"
-        "print('imported:', *sorted(m for m in ('tomllib',) if m in sys.modules))\n"
+        "asyncio.run(start())\n" + report
     )
     asyncio.run(upgrade_schema(url))  # as python -m bot's child does (alembic reads TOML)
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
@@ -119,4 +126,24 @@ def test_an_engine_without_a_strategies_file_never_imports_the_toml_parser(
         check=True,
     )
 
-    assert done.stdout.splitlines()[-1] == "imported:"
+    return done.stdout.splitlines()
+
+
+def test_an_engine_without_a_strategies_file_never_imports_the_toml_parser(
+    tmp_path: Path, url: str
+) -> None:
+    report = "print('imported:', *sorted(m for m in ('tomllib',) if m in sys.modules))\n"
+
+    assert _engine_probe(tmp_path, url, report)[-1] == "imported:"
+
+
+def test_the_engine_never_builds_the_tables_pydantic_validators(tmp_path: Path, url: str) -> None:
+    report = (
+        "import core.db.models as models\n"
+        "tables = [getattr(models, name) for name in models.__all__]\n"
+        "built = [t.__name__ for t in tables if type(t.__dict__['__pydantic_validator__'])"
+        ".__name__ != 'MockValSer']\n"
+        "print('built:', *built)\n"
+    )
+
+    assert _engine_probe(tmp_path, url, report)[-2:] == ["approved: FILLED", "built:"]
