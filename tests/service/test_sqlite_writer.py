@@ -1,7 +1,8 @@
 """The in-process SQLite writer queue: a write waits for this process's other writer and
 gives up with SQLite's own "database is locked" when the wait runs out; a free lock is
 taken at once, whatever the wait allowed. And the calls to aiosqlite's worker thread: one
-per statement, plus a commit or rollback only while a transaction is open."""
+per statement outside a write transaction (inside one, after its first write, none), plus a
+commit or rollback only while a transaction is open."""
 
 from __future__ import annotations
 
@@ -93,3 +94,31 @@ async def test_a_write_that_fails_is_rolled_back(db: Database, thread_calls: lis
     assert await _xs(db) == []
     await _insert(db, 2)  # the write lock was given back
     assert await _xs(db) == [2]
+
+
+async def test_statements_after_a_transactions_first_write_make_no_call_to_the_thread(
+    db: Database, thread_calls: list[str]
+) -> None:
+    async with db.session() as session:
+        await session.exec(text("INSERT INTO t VALUES (1)"))  # type: ignore[call-overload]
+        await session.exec(text("INSERT INTO t VALUES (2)"))  # type: ignore[call-overload]
+        seen = (await session.exec(text("SELECT count(*) FROM t"))).one()  # type: ignore[call-overload]
+        await session.exec(text("UPDATE t SET x = x + 10 WHERE x = 2"))  # type: ignore[call-overload]
+
+    assert seen[0] == 2  # the transaction reads its own writes
+    assert thread_calls == ["_one_hop", "commit"]  # the first write and the commit only
+    assert await _xs(db) == [1, 12]
+
+
+async def test_a_failed_statement_inside_a_write_rolls_the_whole_transaction_back(
+    db: Database, thread_calls: list[str]
+) -> None:
+    with pytest.raises(OperationalError, match="no such table"):
+        async with db.session() as session:
+            await session.exec(text("INSERT INTO t VALUES (1)"))  # type: ignore[call-overload]
+            await session.exec(text("INSERT INTO missing VALUES (2)"))  # type: ignore[call-overload]
+
+    assert thread_calls == ["_one_hop", "rollback"]
+    assert await _xs(db) == []
+    await _insert(db, 3)  # the write lock was given back
+    assert await _xs(db) == [3]
