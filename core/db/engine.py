@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Row, event
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -44,6 +44,8 @@ __all__ = [
     "start_upgrade",
     "upgrade_schema",
 ]
+
+_T = TypeVar("_T")
 
 #: libpq's ``sslmode`` values (PostgreSQL manual, "SSL Mode Descriptions"); asyncpg's
 #: ``connect(ssl=...)`` accepts the same names.
@@ -112,9 +114,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _one_hop(
     connection: sqlite3.Connection, operation: str, parameters: Any
 ) -> tuple[Any, list[Any], Any, int]:
-    """In aiosqlite's worker thread: run one statement on a fresh cursor and return its
-    description, its rows, lastrowid and rowcount (-1 and -1 for a query, as the DBAPI
-    says), the cursor closed."""
+    """In aiosqlite's worker thread (or inline, see :class:`_OneHopCursor`): run one
+    statement on a fresh cursor and return its description, its rows, lastrowid and
+    rowcount (-1 and -1 for a query, as the DBAPI says), the cursor closed."""
     cursor = connection.cursor()
     try:
         if parameters is None:
@@ -128,18 +130,27 @@ def _one_hop(
         cursor.close()
 
 
-async def _inline(
-    connection: sqlite3.Connection, operation: str, parameters: Any
-) -> tuple[Any, list[Any], Any, int]:
-    """:func:`_one_hop` on the event loop's own thread, as an awaitable that never
-    suspends (SQLAlchemy's async connection requires each statement to await something;
-    this await lets no other task run)."""
-    return _one_hop(connection, operation, parameters)
+def _many_hop(connection: sqlite3.Connection, operation: str, parameters: Any) -> tuple[Any, int]:
+    """:func:`_one_hop` for ``executemany`` (a write: no rows): lastrowid and rowcount."""
+    cursor = connection.cursor()
+    try:
+        cursor.executemany(operation, parameters)
+        return cursor.lastrowid, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+async def _inline(call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)`` on the event loop's own thread, as an awaitable that never suspends
+    (SQLAlchemy's async connection requires each statement to await something; this
+    await lets no other task run)."""
+    return call(*args)
 
 
 class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
-    """SQLAlchemy's aiosqlite cursor with each statement done in ONE call to the
-    connection's worker thread, not four (open a cursor, execute, fetch, close): every
+    """SQLAlchemy's aiosqlite cursor with each statement (and each ``executemany``) done
+    in ONE call to the connection's worker thread, not four (open a cursor, execute,
+    fetch, close): every
     call is a round trip through a queue and a thread wake-up, which on a busy machine
     waits for the scheduler. Same statement, same connection, same thread, same results.
     Uses aiosqlite's ``Connection._execute`` (queue a function for its thread), as
@@ -164,18 +175,32 @@ class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     def execute(self, operation: Any, parameters: Any = None) -> Any:
         """Run ``operation`` (see :func:`_one_hop`): in the worker thread, or inline in a
         write transaction."""
-        connection = self._connection
         try:
-            if connection._conn.in_transaction:
-                done = self.await_(_inline(connection._conn, operation, parameters))
-            else:
-                done = self.await_(
-                    connection._execute(_one_hop, connection._conn, operation, parameters)
-                )
+            done = self._run(_one_hop, operation, parameters)
         except Exception as error:
             self._adapt_connection._handle_exception(error)
         self.description, rows, self.lastrowid, self.rowcount = done
         self._rows = deque(rows)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        """Run ``operation`` once per parameter set (see :func:`_many_hop`), in one call
+        to the worker thread (SQLAlchemy's own made three) or inline in a write
+        transaction."""
+        try:
+            done = self._run(_many_hop, operation, seq_of_parameters)
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        self.description = None
+        self.lastrowid, self.rowcount = done
+        self._rows = deque()
+
+    def _run(self, hop: Callable[[sqlite3.Connection, str, Any], _T], *args: Any) -> _T:
+        """``hop(sqlite3 connection, *args)``: inline when the connection has a write
+        transaction open, else in its worker thread."""
+        connection = self._connection
+        if connection._conn.in_transaction:
+            return self.await_(_inline(hop, connection._conn, *args))
+        return self.await_(connection._execute(hop, connection._conn, *args))
 
 
 class _OneHopConnection(AsyncAdapt_aiosqlite_connection):

@@ -122,3 +122,15 @@ async def test_a_failed_statement_inside_a_write_rolls_the_whole_transaction_bac
     assert await _xs(db) == []
     await _insert(db, 3)  # the write lock was given back
     assert await _xs(db) == [3]
+
+
+async def test_a_multi_row_write_is_one_call_to_the_thread_and_none_inside_a_write(
+    db: Database, thread_calls: list[str]
+) -> None:
+    insert = text("INSERT INTO t VALUES (:x)")
+    async with db.session() as session:
+        await session.exec(insert, params=[{"x": 1}, {"x": 2}])  # type: ignore[call-overload]
+        await session.exec(insert, params=[{"x": 3}, {"x": 4}])  # type: ignore[call-overload]
+
+    assert thread_calls == ["_many_hop", "commit"]
+    assert await _xs(db) == [1, 2, 3, 4]
