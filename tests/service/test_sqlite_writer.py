@@ -6,6 +6,7 @@ commit or rollback only while a transaction is open."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -134,3 +135,35 @@ async def test_a_multi_row_write_is_one_call_to_the_thread_and_none_inside_a_wri
 
     assert thread_calls == ["_many_hop", "commit"]
     assert await _xs(db) == [1, 2, 3, 4]
+
+
+async def test_a_queued_writer_starts_only_after_the_holders_commit_went_through(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's busy handler is off (a write meeting its lock fails at once) and every
+    commit takes 50 ms in the worker thread: the writer queued behind a commit must not
+    start while that commit is still in flight."""
+    pragmas = engine_module._sqlite_pragmas
+
+    def no_busy_wait(dbapi_connection: Any, record: Any) -> None:
+        pragmas(dbapi_connection, record)
+        dbapi_connection.cursor().execute("PRAGMA busy_timeout=0")
+
+    monkeypatch.setattr(engine_module, "_sqlite_pragmas", no_busy_wait)
+    commit = aiosqlite.Connection.commit
+
+    async def slow_commit(self: aiosqlite.Connection) -> None:
+        await asyncio.sleep(0.05)
+        await commit(self)
+
+    monkeypatch.setattr(aiosqlite.Connection, "commit", slow_commit)
+    db = Database(sqlite_url)
+    try:
+        async with db.session() as session:
+            await session.exec(text("CREATE TABLE t (x INTEGER)"))  # type: ignore[call-overload]
+
+        await asyncio.gather(*(_insert(db, x) for x in range(4)))
+
+        assert await _xs(db) == [0, 1, 2, 3]
+    finally:
+        await db.close()
