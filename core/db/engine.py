@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -147,28 +148,34 @@ async def _inline(call: Callable[..., _T], *args: Any) -> _T:
     return call(*args)
 
 
+#: The aiosqlite connections whose open transaction has written (so holds SQLite's write
+#: lock): their statements run inline (see :class:`_OneHopCursor`) until the commit or
+#: rollback.
+_WRITTEN: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     """SQLAlchemy's aiosqlite cursor with each statement (and each ``executemany``) done
     in ONE call to the connection's worker thread, not four (open a cursor, execute,
-    fetch, close): every
-    call is a round trip through a queue and a thread wake-up, which on a busy machine
-    waits for the scheduler. Same statement, same connection, same thread, same results.
-    Uses aiosqlite's ``Connection._execute`` (queue a function for its thread), as
-    aiosqlite's own methods do.
+    fetch, close): every call is a round trip through a queue and a thread wake-up, which
+    on a busy machine waits for the scheduler. Same statement, same connection, same
+    thread, same results. Uses aiosqlite's ``Connection._execute`` (queue a function for
+    its thread), as aiosqlite's own methods do.
 
-    A statement on a connection that has a write transaction open (its first write has
-    gone through, so it holds SQLite's write lock and this process's
-    :class:`_SQLiteWriter` lock) runs on the event loop's thread instead, with no round
-    trip at all: in WAL mode nothing a transaction does after its first write waits for
-    another connection, so the statement takes only its own time (microseconds for a
-    row). Each round trip was a turn of the event loop in which other tasks ran while the
-    write lock stayed held; at 16 concurrent approvals that stretched every write
-    transaction to about three times its own length, and every other writer waited for
-    it. The first write of a transaction (which may wait for another process's write
-    lock, up to the busy timeout) and the commit (which may checkpoint the WAL) still go
-    to the worker thread. The sqlite3 connection is opened with
-    ``check_same_thread=False`` for this; it is still used by one thread at a time (the
-    worker only runs what this connection's holder queued and awaits)."""
+    A statement on a connection whose open transaction has written (its first write went
+    through the worker thread, so it holds SQLite's write lock and this process's
+    :class:`_SQLiteWriter` lock; a transaction only opened, by a SAVEPOINT, does not
+    count) runs on the event loop's thread instead, with no round trip at all: in WAL
+    mode nothing a transaction does after its first write waits for another connection,
+    so the statement takes only its own time (microseconds for a row). Each round trip
+    was a turn of the event loop in which other tasks ran while the write lock stayed
+    held; at 16 concurrent approvals that stretched every write transaction to about
+    three times its own length, and every other writer waited for it. The first write of
+    a transaction (which may wait for another process's write lock, up to the busy
+    timeout) and the commit (which may checkpoint the WAL) still go to the worker thread.
+    The sqlite3 connection is opened with ``check_same_thread=False`` for this; it is
+    still used by one thread at a time (the worker only runs what this connection's
+    holder queued and awaits)."""
 
     __slots__ = ()
 
@@ -194,13 +201,22 @@ class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self.lastrowid, self.rowcount = done
         self._rows = deque()
 
-    def _run(self, hop: Callable[[sqlite3.Connection, str, Any], _T], *args: Any) -> _T:
-        """``hop(sqlite3 connection, *args)``: inline when the connection has a write
-        transaction open, else in its worker thread."""
+    def _run(
+        self, hop: Callable[[sqlite3.Connection, str, Any], _T], operation: str, parameters: Any
+    ) -> _T:
+        """``hop(sqlite3 connection, operation, parameters)``: inline when the connection's
+        transaction has written, else in its worker thread (and a write that goes through
+        there marks the transaction as written)."""
         connection = self._connection
-        if connection._conn.in_transaction:
-            return self.await_(_inline(hop, connection._conn, *args))
-        return self.await_(connection._execute(hop, connection._conn, *args))
+        sqlite = connection._conn
+        if not sqlite.in_transaction:
+            _WRITTEN.discard(connection)  # ended without our commit or rollback
+        elif connection in _WRITTEN:
+            return self.await_(_inline(hop, sqlite, operation, parameters))
+        done = self.await_(connection._execute(hop, sqlite, operation, parameters))
+        if sqlite.in_transaction and operation.lstrip()[:7].upper().startswith(_WRITES):
+            _WRITTEN.add(connection)
+        return done
 
 
 class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
@@ -215,11 +231,13 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
     def commit(self) -> None:
         """Commit, if a transaction is open."""
+        _WRITTEN.discard(self._connection)
         if self._open():
             super().commit()
 
     def rollback(self) -> None:
         """Roll back, if a transaction is open."""
+        _WRITTEN.discard(self._connection)
         if self._open():
             super().rollback()
 

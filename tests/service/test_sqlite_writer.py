@@ -167,3 +167,18 @@ async def test_a_queued_writer_starts_only_after_the_holders_commit_went_through
         assert await _xs(db) == [0, 1, 2, 3]
     finally:
         await db.close()
+
+
+async def test_a_transaction_opened_by_a_savepoint_sends_its_first_write_to_the_thread(
+    db: Database, thread_calls: list[str]
+) -> None:
+    """A SAVEPOINT opens a transaction without SQLite's write lock: the first write after it
+    may still wait for another process, so it is not run on the event loop's thread."""
+    async with db.session() as session, session.begin_nested():
+        await session.exec(text("INSERT INTO t VALUES (1)"))  # type: ignore[call-overload]
+        await session.exec(text("INSERT INTO t VALUES (2)"))  # type: ignore[call-overload]
+
+    # SAVEPOINT, the first INSERT; then the second INSERT and the RELEASE inline (which
+    # commits: the session's commit finds nothing open)
+    assert thread_calls == ["_one_hop", "_one_hop"]
+    assert await _xs(db) == [1, 2]
