@@ -11,11 +11,12 @@ import ssl
 import subprocess
 import sys
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Row, event
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -44,6 +45,8 @@ __all__ = [
     "start_upgrade",
     "upgrade_schema",
 ]
+
+_T = TypeVar("_T")
 
 #: libpq's ``sslmode`` values (PostgreSQL manual, "SSL Mode Descriptions"); asyncpg's
 #: ``connect(ssl=...)`` accepts the same names.
@@ -112,9 +115,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _one_hop(
     connection: sqlite3.Connection, operation: str, parameters: Any
 ) -> tuple[Any, list[Any], Any, int]:
-    """In aiosqlite's worker thread: run one statement on a fresh cursor and return its
-    description, its rows, lastrowid and rowcount (-1 and -1 for a query, as the DBAPI
-    says), the cursor closed."""
+    """In aiosqlite's worker thread (or inline, see :class:`_OneHopCursor`): run one
+    statement on a fresh cursor and return its description, its rows, lastrowid and
+    rowcount (-1 and -1 for a query, as the DBAPI says), the cursor closed."""
     cursor = connection.cursor()
     try:
         if parameters is None:
@@ -128,27 +131,92 @@ def _one_hop(
         cursor.close()
 
 
+def _many_hop(connection: sqlite3.Connection, operation: str, parameters: Any) -> tuple[Any, int]:
+    """:func:`_one_hop` for ``executemany`` (a write: no rows): lastrowid and rowcount."""
+    cursor = connection.cursor()
+    try:
+        cursor.executemany(operation, parameters)
+        return cursor.lastrowid, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+async def _inline(call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)`` on the event loop's own thread, as an awaitable that never suspends
+    (SQLAlchemy's async connection requires each statement to await something; this
+    await lets no other task run)."""
+    return call(*args)
+
+
+#: The aiosqlite connections whose open transaction has written (so holds SQLite's write
+#: lock): their statements run inline (see :class:`_OneHopCursor`) until the commit or
+#: rollback.
+_WRITTEN: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 class _OneHopCursor(AsyncAdapt_aiosqlite_cursor):
-    """SQLAlchemy's aiosqlite cursor with each statement done in ONE call to the
-    connection's worker thread, not four (open a cursor, execute, fetch, close): every
-    call is a round trip through a queue and a thread wake-up, which on a busy machine
-    waits for the scheduler. Same statement, same connection, same thread, same results.
-    Uses aiosqlite's ``Connection._execute`` (queue a function for its thread), as
-    aiosqlite's own methods do."""
+    """SQLAlchemy's aiosqlite cursor with each statement (and each ``executemany``) done
+    in ONE call to the connection's worker thread, not four (open a cursor, execute,
+    fetch, close): every call is a round trip through a queue and a thread wake-up, which
+    on a busy machine waits for the scheduler. Same statement, same connection, same
+    thread, same results. Uses aiosqlite's ``Connection._execute`` (queue a function for
+    its thread), as aiosqlite's own methods do.
+
+    A statement on a connection whose open transaction has written (its first write went
+    through the worker thread, so it holds SQLite's write lock and this process's
+    :class:`_SQLiteWriter` lock; a transaction only opened, by a SAVEPOINT, does not
+    count) runs on the event loop's thread instead, with no round trip at all: in WAL
+    mode nothing a transaction does after its first write waits for another connection,
+    so the statement takes only its own time (microseconds for a row). Each round trip
+    was a turn of the event loop in which other tasks ran while the write lock stayed
+    held; at 16 concurrent approvals that stretched every write transaction to about
+    three times its own length, and every other writer waited for it. The first write of
+    a transaction (which may wait for another process's write lock, up to the busy
+    timeout) and the commit (which may checkpoint the WAL) still go to the worker thread.
+    The sqlite3 connection is opened with ``check_same_thread=False`` for this; it is
+    still used by one thread at a time (the worker only runs what this connection's
+    holder queued and awaits)."""
 
     __slots__ = ()
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
-        """Run ``operation`` (see :func:`_one_hop`)."""
-        connection = self._connection
+        """Run ``operation`` (see :func:`_one_hop`): in the worker thread, or inline in a
+        write transaction."""
         try:
-            done = self.await_(
-                connection._execute(_one_hop, connection._conn, operation, parameters)
-            )
+            done = self._run(_one_hop, operation, parameters)
         except Exception as error:
             self._adapt_connection._handle_exception(error)
         self.description, rows, self.lastrowid, self.rowcount = done
         self._rows = deque(rows)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        """Run ``operation`` once per parameter set (see :func:`_many_hop`), in one call
+        to the worker thread (SQLAlchemy's own made three) or inline in a write
+        transaction."""
+        try:
+            done = self._run(_many_hop, operation, seq_of_parameters)
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        self.description = None
+        self.lastrowid, self.rowcount = done
+        self._rows = deque()
+
+    def _run(
+        self, hop: Callable[[sqlite3.Connection, str, Any], _T], operation: str, parameters: Any
+    ) -> _T:
+        """``hop(sqlite3 connection, operation, parameters)``: inline when the connection's
+        transaction has written, else in its worker thread (and a write that goes through
+        there marks the transaction as written)."""
+        connection = self._connection
+        sqlite = connection._conn
+        if not sqlite.in_transaction:
+            _WRITTEN.discard(connection)  # ended without our commit or rollback
+        elif connection in _WRITTEN:
+            return self.await_(_inline(hop, sqlite, operation, parameters))
+        done = self.await_(connection._execute(hop, sqlite, operation, parameters))
+        if sqlite.in_transaction and operation.lstrip()[:7].upper().startswith(_WRITES):
+            _WRITTEN.add(connection)
+        return done
 
 
 class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
@@ -163,11 +231,13 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
     def commit(self) -> None:
         """Commit, if a transaction is open."""
+        _WRITTEN.discard(self._connection)
         if self._open():
             super().commit()
 
     def rollback(self) -> None:
         """Roll back, if a transaction is open."""
+        _WRITTEN.discard(self._connection)
         if self._open():
             super().rollback()
 
@@ -253,11 +323,32 @@ class _SQLiteWriter:
         self._lock = asyncio.Lock()
 
     def install(self, engine: AsyncEngine) -> None:
-        """Listen on ``engine``'s statements and transaction ends."""
+        """Listen on ``engine``'s statements, and release after each commit or rollback
+        has gone through (wrapping the engine's own dialect's ``do_commit`` and
+        ``do_rollback``; SQLAlchemy's ``commit`` and ``rollback`` events come before the
+        database's, so a writer woken there met SQLite's write lock still held by the
+        commit in flight and slept in the busy handler, 1 ms or more, holding this lock:
+        about once per approval at 16 concurrent approvals). Also released when a pooled
+        connection is reset, closed or invalidated."""
         sync = engine.sync_engine
         event.listen(sync, "before_cursor_execute", self._before_execute)
-        event.listen(sync, "commit", self._ended)
-        event.listen(sync, "rollback", self._ended)
+        dialect = sync.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+
+        def do_commit(dbapi_connection: Any) -> None:
+            try:
+                commit(dbapi_connection)
+            finally:
+                self._ended(dbapi_connection)
+
+        def do_rollback(dbapi_connection: Any) -> None:
+            try:
+                rollback(dbapi_connection)
+            finally:
+                self._ended(dbapi_connection)
+
+        dialect.do_commit = do_commit  # type: ignore[method-assign]
+        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
         event.listen(sync.pool, "reset", self._reset)
         event.listen(sync.pool, "close", self._closed)
         event.listen(sync.pool, "invalidate", self._invalidated)
@@ -279,8 +370,15 @@ class _SQLiteWriter:
         async with asyncio.timeout(WRITE_WAIT_SECONDS):
             await self._lock.acquire()
 
-    def _ended(self, conn: Any) -> None:
-        self._release(conn.connection.info)
+    def _ended(self, dbapi_connection: Any) -> None:
+        """Release after the transaction of a pooled connection ended (the connection
+        SQLAlchemy made for its first-connect checks has no ``info``, and never holds the
+        lock)."""
+        try:
+            info = dbapi_connection.info
+        except NotImplementedError:
+            return
+        self._release(info)
 
     def _reset(self, dbapi_connection: Any, connection_record: Any, reset_state: Any) -> None:
         self._release(connection_record.info)
@@ -317,7 +415,8 @@ class Database:
         if parsed.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}
             if parsed.get_driver_name() == "aiosqlite":
-                kwargs["module"] = _OneHopDBAPI()
+                kwargs["module"] = _OneHopDBAPI()  # statements in a write: on the loop thread
+                kwargs["connect_args"]["check_same_thread"] = False
         else:
             kwargs["connect_args"] = connect_args
         self.engine: AsyncEngine = create_async_engine(parsed, **kwargs)

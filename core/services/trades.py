@@ -63,7 +63,7 @@ from core.domain import (
     utcnow,
 )
 from core.errors import NotFoundError
-from core.notify import Notification, TradeExit, insert_outbox
+from core.notify import Notification, TradeExit
 
 __all__ = [
     "AVERAGE_QUANTUM",
@@ -516,20 +516,22 @@ class TradeService:
         session: AsyncSession,
         batch: Sequence[tuple[OrderRow, Sequence[NewFill]]],
         signals: Mapping[int, Signal],
+        outbox: list[Notification],
     ) -> list[TradeEvent]:
         """Apply each (order, its new fills) of ``batch`` in turn to the trade record in
         the caller's transaction, each seeing the trades as the ones before left them:
         open or grow the signal's trade for an entry (its stop loss, take profit, trailing
         stop and break-even from ``signals``, the orders' signals by id), reduce trades
         for an exit, link each fill to its (first) trade and each entry order to its trade
-        (``order.trade_id``), and insert one ``trade_exit`` notification per reduced trade.
-        The fills are rows outside the session (the caller inserts them after, so each is
-        inserted once with its trade).
+        (``order.trade_id``), and append one ``trade_exit`` notification per reduced trade
+        to ``outbox``. The fills and the notifications are left to the caller, who
+        inserts them in the same transaction (each fill once with its trade; the
+        notifications in one INSERT with any of its own).
 
         Core statements only, no unit of work: the open trades any fill may reduce are read
         and locked in one query (oldest first, so two batches lock in one order), a new
-        trade is one INSERT, the changed trades one UPDATE (one row each), the exits one
-        INSERT into the outbox. Returns every order's events in the order of ``batch``.
+        trade is one INSERT, the changed trades one UPDATE (one row each). Returns every
+        order's events in the order of ``batch``.
         """
         keys = {
             (fill.symbol if _is_entry(order) else order.symbol, Side(fill.side).opposite.value)
@@ -538,14 +540,12 @@ class TradeService:
         }
         pool = await self._open_pool(session, keys)
         changed: dict[int, _Trade] = {}
-        exits: list[Notification] = []
         events: list[TradeEvent] = []
         for order, fills in batch:
-            events.extend(await self._apply(session, order, fills, pool, signals, changed, exits))
+            events.extend(await self._apply(session, order, fills, pool, signals, changed, outbox))
         if changed:
             values = [_trade_values(row) for row in changed.values()]
             await session.exec(_UPDATE_TRADE, params=values[0] if len(values) == 1 else values)
-        await insert_outbox(session, *exits)
         return events
 
     async def _apply(

@@ -544,21 +544,21 @@ class TradingService:
                 self._new_fills(order, report, known)
                 for report, order in zip(reports, orders, strict=True)
             ]
+            outbox: list[Notification] = []  # the trades' exits, then the cards
             events = await self.trades.apply_batch(
                 session,
                 list(zip(orders, fills, strict=True)),
                 {signal.id: signal for signal in settled if signal is not None},
+                outbox,
             )
             await _insert_fills(session, [fill for new in fills for fill in new])
             if card:
-                await insert_outbox(
-                    session,
-                    *(
-                        Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id)
-                        for signal in settled
-                        if signal is not None
-                    ),
+                outbox.extend(
+                    Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id)
+                    for signal in settled
+                    if signal is not None
                 )
+            await insert_outbox(session, *outbox)
         if card or any(e.kind in _EXITED for e in events):  # outbox rows to deliver now
             self._notifier.queued()
         if any(r.fills for r in reports) and self.on_fill is not None:

@@ -1,10 +1,12 @@
 """The in-process SQLite writer queue: a write waits for this process's other writer and
 gives up with SQLite's own "database is locked" when the wait runs out; a free lock is
 taken at once, whatever the wait allowed. And the calls to aiosqlite's worker thread: one
-per statement, plus a commit or rollback only while a transaction is open."""
+per statement outside a write transaction (inside one, after its first write, none), plus a
+commit or rollback only while a transaction is open."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -93,3 +95,90 @@ async def test_a_write_that_fails_is_rolled_back(db: Database, thread_calls: lis
     assert await _xs(db) == []
     await _insert(db, 2)  # the write lock was given back
     assert await _xs(db) == [2]
+
+
+async def test_statements_after_a_transactions_first_write_make_no_call_to_the_thread(
+    db: Database, thread_calls: list[str]
+) -> None:
+    async with db.session() as session:
+        await session.exec(text("INSERT INTO t VALUES (1)"))  # type: ignore[call-overload]
+        await session.exec(text("INSERT INTO t VALUES (2)"))  # type: ignore[call-overload]
+        seen = (await session.exec(text("SELECT count(*) FROM t"))).one()  # type: ignore[call-overload]
+        await session.exec(text("UPDATE t SET x = x + 10 WHERE x = 2"))  # type: ignore[call-overload]
+
+    assert seen[0] == 2  # the transaction reads its own writes
+    assert thread_calls == ["_one_hop", "commit"]  # the first write and the commit only
+    assert await _xs(db) == [1, 12]
+
+
+async def test_a_failed_statement_inside_a_write_rolls_the_whole_transaction_back(
+    db: Database, thread_calls: list[str]
+) -> None:
+    with pytest.raises(OperationalError, match="no such table"):
+        async with db.session() as session:
+            await session.exec(text("INSERT INTO t VALUES (1)"))  # type: ignore[call-overload]
+            await session.exec(text("INSERT INTO missing VALUES (2)"))  # type: ignore[call-overload]
+
+    assert thread_calls == ["_one_hop", "rollback"]
+    assert await _xs(db) == []
+    await _insert(db, 3)  # the write lock was given back
+    assert await _xs(db) == [3]
+
+
+async def test_a_multi_row_write_is_one_call_to_the_thread_and_none_inside_a_write(
+    db: Database, thread_calls: list[str]
+) -> None:
+    insert = text("INSERT INTO t VALUES (:x)")
+    async with db.session() as session:
+        await session.exec(insert, params=[{"x": 1}, {"x": 2}])  # type: ignore[call-overload]
+        await session.exec(insert, params=[{"x": 3}, {"x": 4}])  # type: ignore[call-overload]
+
+    assert thread_calls == ["_many_hop", "commit"]
+    assert await _xs(db) == [1, 2, 3, 4]
+
+
+async def test_a_queued_writer_starts_only_after_the_holders_commit_went_through(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's busy handler is off (a write meeting its lock fails at once) and every
+    commit takes 50 ms in the worker thread: the writer queued behind a commit must not
+    start while that commit is still in flight."""
+    pragmas = engine_module._sqlite_pragmas
+
+    def no_busy_wait(dbapi_connection: Any, record: Any) -> None:
+        pragmas(dbapi_connection, record)
+        dbapi_connection.cursor().execute("PRAGMA busy_timeout=0")
+
+    monkeypatch.setattr(engine_module, "_sqlite_pragmas", no_busy_wait)
+    commit = aiosqlite.Connection.commit
+
+    async def slow_commit(self: aiosqlite.Connection) -> None:
+        await asyncio.sleep(0.05)
+        await commit(self)
+
+    monkeypatch.setattr(aiosqlite.Connection, "commit", slow_commit)
+    db = Database(sqlite_url)
+    try:
+        async with db.session() as session:
+            await session.exec(text("CREATE TABLE t (x INTEGER)"))  # type: ignore[call-overload]
+
+        await asyncio.gather(*(_insert(db, x) for x in range(4)))
+
+        assert await _xs(db) == [0, 1, 2, 3]
+    finally:
+        await db.close()
+
+
+async def test_a_transaction_opened_by_a_savepoint_sends_its_first_write_to_the_thread(
+    db: Database, thread_calls: list[str]
+) -> None:
+    """A SAVEPOINT opens a transaction without SQLite's write lock: the first write after it
+    may still wait for another process, so it is not run on the event loop's thread."""
+    async with db.session() as session, session.begin_nested():
+        await session.exec(text("INSERT INTO t VALUES (1)"))  # type: ignore[call-overload]
+        await session.exec(text("INSERT INTO t VALUES (2)"))  # type: ignore[call-overload]
+
+    # SAVEPOINT, the first INSERT; then the second INSERT and the RELEASE inline (which
+    # commits: the session's commit finds nothing open)
+    assert thread_calls == ["_one_hop", "_one_hop"]
+    assert await _xs(db) == [1, 2]
