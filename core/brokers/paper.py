@@ -606,8 +606,7 @@ class PaperBroker:
         (one statement sees one committed state, on SQLite and on PostgreSQL), or None
         when the ledger must be entered instead: resting orders may be due for matching,
         or no account exists yet."""
-        async with self._db.reading() as session:
-            rows = (await (await session.connection()).execute(_SNAPSHOT)).all()
+        rows = await self._db.read_rows(_SNAPSHOT)
         if not rows or rows[0].resting:
             return None
         held = [_Held(*row[2:]) for row in rows if row.symbol is not None]

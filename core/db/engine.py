@@ -13,7 +13,7 @@ import sys
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -464,6 +464,14 @@ class Database:
         drawdown check after every fill reads one row this way). Never write with it."""
         async with self._read_engine.connect() as connection:
             return (await connection.execute(statement, params)).first()
+
+    async def read_rows(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """Every row of one read ``statement``, as :meth:`read_row` reads one (the paper
+        venue's account and positions, twice per approval). Never write with it."""
+        async with self._read_engine.connect() as connection:
+            return (await connection.execute(statement, params)).all()
 
     async def close(self) -> None:
         """Dispose of the connection pool."""

@@ -42,6 +42,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func
+from sqlalchemy.orm import Session
 from sqlmodel import select
 
 from core.brokers.paper import PaperBroker
@@ -494,6 +495,25 @@ def _statements_of(db: Database) -> tuple[list[str], Any]:
     listen = (db.engine.sync_engine, "before_cursor_execute", record)
     event.listen(*listen)
     return sent, listen
+
+
+async def test_the_account_with_nothing_resting_is_one_read_and_builds_no_session(
+    broker: PaperBroker, db: Database
+) -> None:
+    await broker.place_order(market("open", Side.BUY, "0.05"))
+    sent, listen = _statements_of(db)
+    sessions: list[object] = []
+    began = (Session, "after_begin", lambda session, *_: sessions.append(session))
+    event.listen(*began)
+    try:
+        account = await broker.account()
+    finally:
+        event.remove(*listen)
+        event.remove(*began)
+
+    assert [s.split()[0] for s in sent] == ["SELECT"]  # the balance and positions together
+    assert sessions == []  # twice per approval: a session for one read cost twice the read
+    assert account.balance < D(10000)  # the fill's notional and fee are in it
 
 
 async def test_a_market_order_that_fills_sends_four_statements_and_reads_nothing_known(
