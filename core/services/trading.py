@@ -19,9 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy import select as select_rows
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col, select
@@ -648,14 +647,14 @@ class TradingService:
                     to_status=new.value,
                     reason=reason,
                 )
-                return _signal(written)
+                return repo.signal_from_row(written)
         read = await (await session.connection()).execute(
             _READ_SIGNAL, {"signal_id": order.signal_id}
         )
         found = read.first()
         if found is None:
             return None
-        signal = _signal(found)
+        signal = repo.signal_from_row(found)
         current = signal.status
         if new is None or current == new or not can_transition(current, new):
             return signal
@@ -1220,12 +1219,6 @@ async def _insert_fills(session: AsyncSession, fills: Sequence[NewFill]) -> None
     if fills:
         values = [{name: getattr(fill, name) for name in _FILL_COLUMNS} for fill in fills]
         await session.exec(_INSERT_FILL, params=values[0] if len(values) == 1 else values)
-
-
-def _signal(found: Row[Any]) -> Signal:
-    """The domain signal of a plain row of the signals table (its columns are the
-    attributes :func:`repo.signal_from_row` reads)."""
-    return repo.signal_from_row(found)  # type: ignore[arg-type]
 
 
 def _order_values(report: OrderReport, now: datetime) -> dict[str, object]:
