@@ -306,9 +306,10 @@ def _imports(run, command: str, modules: tuple[str, ...]):  # type: ignore[no-un
 def test_status_never_imports_aiogram_ccxt_or_plotting(run) -> None:  # type: ignore[no-untyped-def]
     """A command that does not talk to Telegram imports neither aiogram nor the heavy
     optional libraries (nor rich, which structlog would pull in, nor stamina, which only a
-    failed broker call needs), so the command line answers at once."""
+    failed broker call needs, nor APScheduler with no strategy to schedule), so the
+    command line answers at once."""
     heavy = ("aiogram", "aiohttp", "ccxt", "matplotlib", "ib_async", "MetaTrader5", "rich")
-    heavy += ("stamina", "tenacity")
+    heavy += ("stamina", "tenacity", "apscheduler")
     done = _imports(run, "status", heavy)
     assert "trading    ACTIVE" in done.stdout
     assert done.stdout.splitlines()[-1] == "imported:"
