@@ -25,11 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
-
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
+from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
 from core.errors import ConfigError
@@ -37,6 +33,10 @@ from core.marketdata.base import TIMEFRAMES
 from core.strategies.base import Strategy
 from core.strategies.donchian import DonchianBreakout
 from core.strategies.sma_cross import SmaCross
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
+    from apscheduler.triggers.cron import CronTrigger
 
 __all__ = [
     "KINDS",
@@ -89,11 +89,22 @@ class StrategySpec:
         interval). Raises ConfigError for a bad crontab."""
         if self.cron:
             try:
-                return CronTrigger.from_crontab(self.cron, timezone=UTC), 60
+                return crontab(self.cron), 60
             except ValueError as exc:
                 raise ConfigError(f"strategy {self.name!r} field cron: {exc}") from exc
+        from apscheduler.triggers.interval import IntervalTrigger
+
         seconds = self.every_seconds or 60
         return IntervalTrigger(seconds=seconds, timezone=UTC), seconds
+
+
+def crontab(text: str) -> CronTrigger:
+    """APScheduler's trigger (UTC) for a five-field crontab; ValueError when it is not one.
+    APScheduler is imported here, by the processes that schedule or check a strategy, not
+    by every command that builds an engine."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    return CronTrigger.from_crontab(text, timezone=UTC)
 
 
 def _decimals(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,7 +167,7 @@ def parse_strategies(
             bad("cron", "give exactly one of cron or every")
         elif cron is not None:
             try:
-                CronTrigger.from_crontab(str(cron), timezone=UTC)
+                crontab(str(cron))
             except ValueError as exc:
                 bad("cron", f"{cron!r} is not a crontab: {exc}")
         else:
@@ -244,7 +255,7 @@ def shorthand(settings: Settings, timeframe: str) -> list[StrategySpec]:
         raise ConfigError("STRATEGY: set STRATEGY=none when STRATEGIES_FILE lists the strategies")
     if settings.strategy_cron:
         try:
-            CronTrigger.from_crontab(settings.strategy_cron, timezone=UTC)
+            crontab(settings.strategy_cron)
         except ValueError as exc:
             raise ConfigError(f"STRATEGY_CRON: {exc}") from exc
     return [

@@ -305,9 +305,11 @@ def _imports(run, command: str, modules: tuple[str, ...]):  # type: ignore[no-un
 
 def test_status_never_imports_aiogram_ccxt_or_plotting(run) -> None:  # type: ignore[no-untyped-def]
     """A command that does not talk to Telegram imports neither aiogram nor the heavy
-    optional libraries (nor rich, which structlog would pull in), so the command line
-    answers at once."""
+    optional libraries (nor rich, which structlog would pull in, nor stamina, which only a
+    failed broker call needs, nor APScheduler with no strategy to schedule), so the
+    command line answers at once."""
     heavy = ("aiogram", "aiohttp", "ccxt", "matplotlib", "ib_async", "MetaTrader5", "rich")
+    heavy += ("stamina", "tenacity", "apscheduler")
     done = _imports(run, "status", heavy)
     assert "trading    ACTIVE" in done.stdout
     assert done.stdout.splitlines()[-1] == "imported:"
@@ -319,3 +321,41 @@ def test_help_imports_neither_the_engine_nor_rich(run) -> None:  # type: ignore[
     done = _imports(run, "--help", ("sqlalchemy", "sqlmodel", "core.db", "structlog", "rich"))
     assert "Commands:" in done.stdout and "status" in done.stdout
     assert done.stdout.splitlines()[-1] == "imported:"
+
+
+def _plugin_package(root: Path) -> Path:
+    """An installed pydantic plugin under ``root`` (a dist-info with a ``pydantic`` entry
+    point, observing nothing); loading it writes the file it returns."""
+    (root / "probe_plugin-1.0.dist-info").mkdir(parents=True)
+    (root / "probe_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: probe-plugin\nVersion: 1.0\n"
+    )
+    (root / "probe_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[pydantic]\nprobe = probe_plugin:plugin\n"
+    )
+    (root / "probe_plugin.py").write_text(
+        "from pathlib import Path\n"
+        f"Path({str(root / 'loaded')!r}).write_text('yes')\n"
+        "class _Plugin:\n"
+        "    def new_schema_validator(self, *args, **kwargs):\n"
+        "        return None, None, None\n"
+        "plugin = _Plugin()\n"
+    )
+    return root / "loaded"
+
+
+@pytest.mark.parametrize(("setting", "loads"), [(None, False), ("", True)])
+def test_pydantic_plugins_are_off_unless_the_environment_says_otherwise(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, setting: str | None, loads: bool
+) -> None:
+    """Every entry point spares pydantic's scan for plugins (PYDANTIC_DISABLE_PLUGINS
+    defaults to __all__); an explicit value, empty included, is pydantic's to read."""
+    loaded = _plugin_package(tmp_path / "site")
+    checkout = str(Path(__file__).resolve().parents[2])
+    env = {"PYTHONPATH": os.pathsep.join([checkout, str(tmp_path / "site")])}
+    if setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = setting
+    done = run("status", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "trading    ACTIVE" in done.stdout
+    assert loaded.exists() is loads

@@ -102,6 +102,13 @@ def test_load_candles_on_a_truncated_row_raises_config_error_with_its_line(tmp_p
         load_candles(path)
 
 
+def test_load_candles_without_a_column_names_it_at_the_first_row(tmp_path: Path) -> None:
+    path = tmp_path / "candles.csv"
+    path.write_text("timestamp,open,high,low,close\n2025-01-01T00:00:00Z,1,2,0.5,1.5\n")
+    with pytest.raises(ConfigError, match="line 2 is malformed: the header has no volume column"):
+        load_candles(path)
+
+
 def test_load_candles_never_returns_a_naive_candle_time(tmp_path: Path) -> None:
     path = tmp_path / "candles.csv"
     path.write_text(HEADER + GOOD_ROW.replace("11:00:00Z", "11:00:00"), "utf-8")
