@@ -17,8 +17,9 @@ from sqlalchemy import event
 from bot.callbacks import CardAction
 from bot.delivery import Cards, DeliveryPolicy
 from core.domain import OrderReport, OrderRequest, SignalStatus
+from core.notify import NoticeKind, Notification
 from tests.e2e.conftest import StartDesk
-from tests.e2e.support import card_button
+from tests.e2e.support import OWNER, card_button
 from tests.e2e.test_forged_input import forge
 
 FILLED = "Filled 0.01 BTC @ 113,689.42 (fee 1.14 USDT)"  # 113,666.68 + 3 bps, fee 10 bps
@@ -210,6 +211,52 @@ async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     assert text.endswith(f"✅ {FILLED}")
     assert "Order sent" not in text  # the final edit came after the decided one
     assert len(desk.sandbox.requests("answerCallbackQuery")) == 1
+
+
+async def test_the_outbox_and_the_poll_wait_while_a_tap_is_decided_not_while_its_order_is_out(
+    start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = await start_desk()
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+    await desk.drained()
+    market = desk.engine.market.inner  # type: ignore[attr-defined]
+    venue = desk.engine.trading.broker.inner  # type: ignore[attr-defined]
+    quote, place = market.quote, venue.place_order
+    quoting, broker = asyncio.Event(), asyncio.Event()
+    release_quote, release_broker = asyncio.Event(), asyncio.Event()
+
+    async def held_quote(symbol: str) -> Any:
+        quoting.set()
+        await release_quote.wait()
+        return await quote(symbol)
+
+    async def held_order(request: OrderRequest) -> OrderReport:
+        broker.set()
+        await release_broker.wait()
+        return await place(request)
+
+    monkeypatch.setattr(market, "quote", held_quote)
+    monkeypatch.setattr(venue, "place_order", held_order)
+    taps = desk.app.taps
+    polls = len(desk.sandbox.requests("getUpdates"))
+
+    query = desk.tap(card, CardAction.APPROVE)
+    await asyncio.wait_for(quoting.wait(), 10)  # the tap is being decided
+    await desk.engine.notifier.notify(Notification(NoticeKind.TEXT, "while deciding"))
+    await desk.sandbox.wait_for(lambda _: taps.waiting == 2)  # the deliverer and the poll
+
+    assert taps.open == 1
+    assert await desk.app.deliverer.pending() == 1  # queued, not sent
+    assert len(desk.sandbox.requests("getUpdates")) == polls + 1  # the one that got the tap
+    release_quote.set()
+    assert (await desk.answer(query)).text == SENT
+    await asyncio.wait_for(broker.wait(), 10)
+    await desk.sandbox.wait_for_message(OWNER, contains="while deciding")  # the order still out
+
+    assert not release_broker.is_set() and taps.open == 0
+    release_broker.set()
+    await desk.edited(card, FILLED)
 
 
 async def test_the_answer_and_the_decided_edit_are_sent_before_the_broker_is_called(
