@@ -70,9 +70,10 @@ id is the user's id), once each:
 - **Latency.** Woken at once by the in-process notifier (:meth:`OutboxDeliverer.wake` as
   ``OutboxNotifier.on_enqueue``) and polling every ``poll_interval`` seconds for rows
   written by other processes (the CLI, the webhook).
-  It gives way to taps: while one is being decided it waits before its next row and
-  before each step of a card row (:mod:`bot.priority`; at most a second, outside any
-  write transaction).
+  It gives way to taps: while one is being decided it waits before it looks up its next
+  row, before each attempt at a row, before each chat a card goes to and before it marks
+  the row delivered (:mod:`bot.priority`; at most a second each, never inside a write
+  transaction on SQLite).
 
 **More than one process** (PostgreSQL): each delivering process claims the row it sends
 with ``SELECT ... FOR UPDATE SKIP LOCKED`` in a transaction held until the row is marked
@@ -713,6 +714,7 @@ class OutboxDeliverer:
         try:
             while not error:
                 attempts += 1
+                await self._cards.taps.quiet()
                 try:
                     await self._send(row, silent=level is Loudness.SILENT)
                     break
@@ -731,6 +733,7 @@ class OutboxDeliverer:
             log.info("outbox.off", row=row.id, topic=row.topic)
         elif error:
             log.warning("outbox.dropped", row=row.id, kind=row.kind, error=error)
+        await self._cards.taps.quiet()
         async with self._row_session() as session:
             stored = await session.get(OutboxRow, row.id)
             assert stored is not None
@@ -804,7 +807,6 @@ class OutboxDeliverer:
             return
         first = row.kind == NoticeKind.SIGNAL_CARD.value
         signals = self._engine.signals
-        await self._cards.taps.quiet()
         # before a card is first posted its size rules run again: an account that changed
         # since the proposal gets the card posted BLOCKED, without buttons
         signal = await (signals.recheck if first else signals.get)(row.signal_id)

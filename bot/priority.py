@@ -10,9 +10,10 @@ step, which returns at once when no tap is open and otherwise waits for the last
 to close, at most :attr:`Taps.patience` seconds (a tap stuck on a slow venue's quote
 delays the outbox by that much at worst, never more).
 
-A tap is opened by the card button's handler (:meth:`Taps.deciding`) and closed when its
-answer and decided edit have been handed to the connection (before the broker is called),
-or when the handler ends, whichever comes first. Nothing here orders or skips any work:
+A tap is opened by the card button's handler (:meth:`Taps.deciding`) and closed when
+Telegram has answered its answer and its decided edit (:meth:`TapHandle.close_after`; the
+broker call runs meanwhile, only the background waits), or when the handler ends,
+whichever comes first. Nothing here orders or skips any work:
 every row is still delivered (at-least-once is the deliverer's), every update still read.
 Callers must not wait while holding a lock a tap needs: the deliverer waits between
 rows and between the steps of a row, outside any write transaction.
@@ -21,8 +22,9 @@ rows and between the steps of a row, outside any write transaction.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from typing import Any
 
 __all__ = ["PATIENCE", "TapHandle", "Taps"]
 
@@ -54,7 +56,7 @@ class Taps:
     @contextmanager
     def deciding(self) -> Iterator[TapHandle]:
         """Open a tap for the block; ``handle.close()`` closes it earlier (once its
-        replies are on the wire). Closing twice is harmless."""
+        replies are out). Closing twice is harmless."""
         handle = TapHandle(self)
         self._open += 1
         self._quiet.clear()
@@ -94,3 +96,20 @@ class TapHandle:
         if self._taps is not None:
             taps, self._taps = self._taps, None
             taps._closed()
+
+    def close_after(self, replies: Sequence[asyncio.Future[Any]]) -> None:
+        """Close once every one of ``replies`` (the answer, the decided edit) is done,
+        whatever its outcome: then Telegram has them."""
+        left = len(replies)
+        if not left:
+            self.close()
+            return
+
+        def done(_: asyncio.Future[Any]) -> None:
+            nonlocal left
+            left -= 1
+            if not left:
+                self.close()
+
+        for reply in replies:
+            reply.add_done_callback(done)

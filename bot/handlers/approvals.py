@@ -21,7 +21,7 @@ deliverer skips it when this process already showed that very card
 (:meth:`bot.delivery.Cards.edit`), so Telegram never has to refuse a second edit as "message
 is not modified".
 
-Until the answer and the decided edit are on the wire, the tap is open in
+Until Telegram has taken the answer and the decided edit, the tap is open in
 :class:`bot.priority.Taps` (``cards.taps``): the outbox deliverer and the next long poll
 wait for it."""
 
@@ -100,9 +100,9 @@ async def _on_card_button(
         answer = answer_with(render.decided_toast(signal))
         if message is not None:  # the buttons go now, whatever the broker's latency
             shown = asyncio.ensure_future(_show_decided(bot, cards, message, signal))
+        tap.close_after([answer] if shown is None else [answer, shown])
         for _ in range(SEND_TURNS):  # onto the wire before the broker call's work starts
             await asyncio.sleep(0)
-        tap.close()
 
     try:
         if callback_data.action is CardAction.APPROVE:

@@ -57,3 +57,19 @@ async def test_quiet_gives_up_after_its_patience() -> None:
     with taps.deciding():
         await asyncio.wait_for(taps.quiet(), 1)  # returns although the tap is open
         assert taps.open == 1
+
+
+async def test_a_tap_closes_once_all_its_replies_are_done() -> None:
+    taps = Taps()
+    loop = asyncio.get_running_loop()
+    answer, edit = loop.create_future(), loop.create_future()
+    with taps.deciding() as tap:
+        tap.close_after([answer, edit])
+        answer.set_result(True)
+        await _turns()
+        assert taps.open == 1  # the edit is still on its way
+
+        edit.set_exception(RuntimeError("Telegram refused the edit"))
+        await _turns()
+        assert taps.open == 0  # done either way
+        edit.exception()  # retrieved, as the handler does
