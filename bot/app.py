@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
+from functools import partial
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -203,29 +204,24 @@ _QUIET_POLLING = _QuietPolling()
 POLL_YIELD_TURNS = 2
 
 
-class _HandlersFirst:
-    """Request middleware: ``getUpdates`` lets the handlers of the updates just received
-    start first. aiogram's polling starts each update's handler as a task and asks for
-    the next updates at once, so building that request (about half a millisecond of CPU)
-    would delay every tap; a long poll loses nothing by waiting
-    :data:`POLL_YIELD_TURNS` turns (a tap's first turns: the authorization, the handler,
-    the approval's first database call), then for the taps those handlers opened to be
-    answered (:meth:`bot.priority.Taps.quiet`)."""
-
-    def __init__(self, taps: Taps) -> None:
-        self._taps = taps
-
-    async def __call__(
-        self,
-        make_request: NextRequestMiddlewareType[TelegramType],
-        bot: Bot,
-        method: TelegramMethod[TelegramType],
-    ) -> Response[TelegramType]:
-        if isinstance(method, GetUpdates):
-            for _ in range(POLL_YIELD_TURNS):
-                await asyncio.sleep(0)
-            await self._taps.quiet()
-        return await make_request(bot, method)
+async def _handlers_first(
+    taps: Taps,
+    make_request: NextRequestMiddlewareType[TelegramType],
+    bot: Bot,
+    method: TelegramMethod[TelegramType],
+) -> Response[TelegramType]:
+    """Request middleware (bound to ``taps`` with ``functools.partial``): ``getUpdates``
+    lets the handlers of the updates just received start first. aiogram's polling starts
+    each update's handler as a task and asks for the next updates at once, so building
+    that request (about half a millisecond of CPU) would delay every tap; a long poll
+    loses nothing by waiting :data:`POLL_YIELD_TURNS` turns (a tap's first turns: the
+    authorization, the handler, the approval's first database call), then for the taps
+    those handlers opened to be answered (:meth:`bot.priority.Taps.quiet`)."""
+    if isinstance(method, GetUpdates):
+        for _ in range(POLL_YIELD_TURNS):
+            await asyncio.sleep(0)
+        await taps.quiet()
+    return await make_request(bot, method)
 
 
 def _create_bot(settings: Settings, link: TelegramLink, webhook: WebhookMode | None) -> Bot:
@@ -312,7 +308,7 @@ class BotApp:
         bot = _create_bot(settings, link, webhook)
         bot.session.middleware(metrics.request_counter())
         taps = Taps()
-        bot.session.middleware(_HandlersFirst(taps))
+        bot.session.middleware(partial(_handlers_first, taps))
         app = cls(settings, bot, dispatcher, link, owner_only, policy or DeliveryPolicy(), taps)
         app.metrics, app.webhook = metrics, webhook
         dispatcher.startup.register(app._startup)

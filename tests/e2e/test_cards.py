@@ -16,7 +16,7 @@ from sqlalchemy import event
 
 from bot.callbacks import CardAction
 from bot.delivery import Cards, DeliveryPolicy
-from core.domain import OrderReport, OrderRequest, SignalStatus
+from core.domain import OrderRequest, SignalStatus
 from core.notify import NoticeKind, Notification
 from tests.e2e.conftest import StartDesk
 from tests.e2e.support import OWNER, card_button
@@ -179,6 +179,23 @@ async def test_card_from_another_process_reaches_the_chat_by_polling(
     assert "Source: cli" in card.plain_text
 
 
+def _hold(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make ``owner.name`` (an async method) wait until released: returns (reached: the
+    call is waiting, release: let it go on)."""
+    method = getattr(owner, name)
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def held(*args: Any) -> Any:
+        reached.set()
+        await release.wait()
+        return await method(*args)
+
+    monkeypatch.setattr(owner, name, held)
+    return reached, release
+
+
 async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,16 +203,8 @@ async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     signal = await desk.propose()
     card = await desk.card(signal.id)
     venue = desk.engine.trading.broker.inner  # type: ignore[attr-defined]
-    place = venue.place_order
-    release = asyncio.Event()
-    reached = asyncio.Event()
-
-    async def slow(request: OrderRequest) -> OrderReport:
-        reached.set()
-        await release.wait()  # the broker answers only once the tap was answered
-        return await place(request)
-
-    monkeypatch.setattr(venue, "place_order", slow)
+    # the broker answers only once the tap was answered
+    reached, release = _hold(monkeypatch, venue, "place_order")
 
     query = desk.tap(card, CardAction.APPROVE)
     answer = await desk.answer(query)
@@ -221,23 +230,9 @@ async def test_the_outbox_and_the_poll_wait_while_a_tap_is_decided_not_while_its
     card = await desk.card(signal.id)
     await desk.drained()
     market = desk.engine.market.inner  # type: ignore[attr-defined]
+    quoting, release_quote = _hold(monkeypatch, market, "quote")
     venue = desk.engine.trading.broker.inner  # type: ignore[attr-defined]
-    quote, place = market.quote, venue.place_order
-    quoting, broker = asyncio.Event(), asyncio.Event()
-    release_quote, release_broker = asyncio.Event(), asyncio.Event()
-
-    async def held_quote(symbol: str) -> Any:
-        quoting.set()
-        await release_quote.wait()
-        return await quote(symbol)
-
-    async def held_order(request: OrderRequest) -> OrderReport:
-        broker.set()
-        await release_broker.wait()
-        return await place(request)
-
-    monkeypatch.setattr(market, "quote", held_quote)
-    monkeypatch.setattr(venue, "place_order", held_order)
+    broker, release_broker = _hold(monkeypatch, venue, "place_order")
     taps = desk.app.taps
     polls = len(desk.sandbox.requests("getUpdates"))
 
