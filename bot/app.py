@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
+from functools import partial
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -81,6 +82,7 @@ from bot.link import (
 )
 from bot.middlewares import OwnerOnly, StaleCommands
 from bot.preflight import check_settings
+from bot.priority import Taps
 from core.app import Engine, build_engine
 from core.config import Settings
 from core.domain import utcnow
@@ -203,19 +205,22 @@ POLL_YIELD_TURNS = 2
 
 
 async def _handlers_first(
+    taps: Taps,
     make_request: NextRequestMiddlewareType[TelegramType],
     bot: Bot,
     method: TelegramMethod[TelegramType],
 ) -> Response[TelegramType]:
-    """Request middleware: ``getUpdates`` lets the handlers of the updates just received
-    start first. aiogram's polling starts each update's handler as a task and asks for
-    the next updates at once, so building that request (about half a millisecond of CPU)
-    would delay every tap; a long poll loses nothing by waiting
-    :data:`POLL_YIELD_TURNS` turns (a tap's first turns: the authorization, the handler,
-    the approval's first database call)."""
+    """Request middleware (bound to ``taps`` with ``functools.partial``): ``getUpdates``
+    lets the handlers of the updates just received start first. aiogram's polling starts
+    each update's handler as a task and asks for the next updates at once, so building
+    that request (about half a millisecond of CPU) would delay every tap; a long poll
+    loses nothing by waiting :data:`POLL_YIELD_TURNS` turns (a tap's first turns: the
+    authorization, the handler, the approval's first database call), then for the taps
+    those handlers opened to be answered (:meth:`bot.priority.Taps.quiet`)."""
     if isinstance(method, GetUpdates):
         for _ in range(POLL_YIELD_TURNS):
             await asyncio.sleep(0)
+        await taps.quiet()
     return await make_request(bot, method)
 
 
@@ -271,6 +276,7 @@ class BotApp:
     telegram: TelegramLink
     owner_only: OwnerOnly
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    taps: Taps = field(default_factory=Taps)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     leadership: Leadership | None = None
     metrics: Metrics = field(default_factory=Metrics)
@@ -301,8 +307,9 @@ class BotApp:
         webhook = WebhookMode.from_settings(settings, dispatcher)
         bot = _create_bot(settings, link, webhook)
         bot.session.middleware(metrics.request_counter())
-        bot.session.middleware(_handlers_first)
-        app = cls(settings, bot, dispatcher, link, owner_only, policy or DeliveryPolicy())
+        taps = Taps()
+        bot.session.middleware(partial(_handlers_first, taps))
+        app = cls(settings, bot, dispatcher, link, owner_only, policy or DeliveryPolicy(), taps)
         app.metrics, app.webhook = metrics, webhook
         dispatcher.startup.register(app._startup)
         dispatcher.shutdown.register(app._shutdown)
@@ -388,7 +395,7 @@ class BotApp:
             engine = await build_engine(settings, migrate=self.migrate)
             stack.push_async_callback(engine.close)
             chat_id = await resolve_chat(engine.db, configured)  # a group that migrated
-            cards = Cards(engine, charts=settings.card_charts)
+            cards = Cards(engine, charts=settings.card_charts, taps=self.taps)
             if settings.card_charts:  # matplotlib's first import is slow: not on a card
                 warming = asyncio.create_task(asyncio.to_thread(warm_up), name="chart-warm-up")
                 stack.push_async_callback(_settle, warming)

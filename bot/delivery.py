@@ -70,6 +70,10 @@ id is the user's id), once each:
 - **Latency.** Woken at once by the in-process notifier (:meth:`OutboxDeliverer.wake` as
   ``OutboxNotifier.on_enqueue``) and polling every ``poll_interval`` seconds for rows
   written by other processes (the CLI, the webhook).
+  It gives way to taps: while one is being decided it waits before it looks up its next
+  row, before each attempt at a row, before each chat a card goes to and before it marks
+  the row delivered (:mod:`bot.priority`; at most a second each, never inside a write
+  transaction on SQLite).
 
 **More than one process** (PostgreSQL): each delivering process claims the row it sends
 with ``SELECT ... FOR UPDATE SKIP LOCKED`` in a transaction held until the row is marked
@@ -114,6 +118,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot import render
 from bot.chart import DEFAULT_TIMEFRAME, ChartSpec, chart_png
 from bot.link import TelegramLink
+from bot.priority import Taps
 from bot.render import Card, CardContext
 from core.app import Engine
 from core.brokers.base import MarketHoursSource
@@ -296,8 +301,11 @@ class Cards:
         charts: bool = True,
         make_chart: ChartMaker = chart_png,
         chart_timeout: float = 10.0,
+        taps: Taps | None = None,
     ) -> None:
         self._engine = engine
+        #: The taps being decided: the deliverer gives way to them (:mod:`bot.priority`).
+        self.taps = taps or Taps()
         self.charts = charts
         self.make_chart = make_chart
         self.chart_timeout = chart_timeout
@@ -616,6 +624,7 @@ class OutboxDeliverer:
 
         The row is looked up once when a token is free; when one must be waited for, the
         row is chosen again after the wait (an alert may have arrived meanwhile)."""
+        await self._cards.taps.quiet()
         async with self._claim() as row:
             if row is None:
                 return False
@@ -705,6 +714,7 @@ class OutboxDeliverer:
         try:
             while not error:
                 attempts += 1
+                await self._cards.taps.quiet()
                 try:
                     await self._send(row, silent=level is Loudness.SILENT)
                     break
@@ -723,6 +733,7 @@ class OutboxDeliverer:
             log.info("outbox.off", row=row.id, topic=row.topic)
         elif error:
             log.warning("outbox.dropped", row=row.id, kind=row.kind, error=error)
+        await self._cards.taps.quiet()
         async with self._row_session() as session:
             stored = await session.get(OutboxRow, row.id)
             assert stored is not None
@@ -807,6 +818,7 @@ class OutboxDeliverer:
             targets = list(dict.fromkeys([self.chat_id, *copies]))
         held: TelegramAPIError | None = None
         for chat in targets:
+            await self._cards.taps.quiet()
             try:
                 await self._card_to(chat, signal, card, copies.get(chat), silent)
             except TelegramAPIError as exc:

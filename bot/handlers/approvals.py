@@ -19,7 +19,11 @@ to the signal's final state (the fill). The second edit waits for the first, so 
 never ends on the earlier state. The engine also queues a card update in the outbox; the
 deliverer skips it when this process already showed that very card
 (:meth:`bot.delivery.Cards.edit`), so Telegram never has to refuse a second edit as "message
-is not modified"."""
+is not modified".
+
+Until Telegram has taken the answer and the decided edit, the tap is open in
+:class:`bot.priority.Taps` (``cards.taps``): the outbox deliverer and the next long poll
+wait for it."""
 
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from aiogram.types import CallbackQuery, ForceReply, Message
 from bot import render
 from bot.callbacks import CardAction, SignalCallback
 from bot.delivery import Cards, kind_of
+from bot.priority import TapHandle
 from core import bounds
 from core.app import Engine
 from core.domain import OrderReport, Signal, SignalStatus
@@ -63,7 +68,21 @@ async def on_card_button(
     query: CallbackQuery, callback_data: SignalCallback, bot: Bot, engine: Engine, cards: Cards
 ) -> None:
     """Approve or reject ``callback_data.signal_id`` as the tapping owner, answer the
-    callback with the outcome, and edit the tapped card to the signal's current state."""
+    callback with the outcome, and edit the tapped card to the signal's current state.
+    Background work gives way until the answer and the decided edit are on the wire
+    (:mod:`bot.priority`)."""
+    with cards.taps.deciding() as tap:
+        await _on_card_button(query, callback_data, bot, engine, cards, tap)
+
+
+async def _on_card_button(
+    query: CallbackQuery,
+    callback_data: SignalCallback,
+    bot: Bot,
+    engine: Engine,
+    cards: Cards,
+    tap: TapHandle,
+) -> None:
     actor = render.actor_name(query.from_user)
     signal_id = callback_data.signal_id
     signal: Signal | None = None
@@ -81,6 +100,7 @@ async def on_card_button(
         answer = answer_with(render.decided_toast(signal))
         if message is not None:  # the buttons go now, whatever the broker's latency
             shown = asyncio.ensure_future(_show_decided(bot, cards, message, signal))
+        tap.close_after([answer] if shown is None else [answer, shown])
         for _ in range(SEND_TURNS):  # onto the wire before the broker call's work starts
             await asyncio.sleep(0)
 

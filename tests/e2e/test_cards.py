@@ -16,9 +16,10 @@ from sqlalchemy import event
 
 from bot.callbacks import CardAction
 from bot.delivery import Cards, DeliveryPolicy
-from core.domain import OrderReport, OrderRequest, SignalStatus
+from core.domain import OrderRequest, SignalStatus
+from core.notify import NoticeKind, Notification
 from tests.e2e.conftest import StartDesk
-from tests.e2e.support import card_button
+from tests.e2e.support import OWNER, card_button
 from tests.e2e.test_forged_input import forge
 
 FILLED = "Filled 0.01 BTC @ 113,689.42 (fee 1.14 USDT)"  # 113,666.68 + 3 bps, fee 10 bps
@@ -178,6 +179,23 @@ async def test_card_from_another_process_reaches_the_chat_by_polling(
     assert "Source: cli" in card.plain_text
 
 
+def _hold(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make ``owner.name`` (an async method) wait until released: returns (reached: the
+    call is waiting, release: let it go on)."""
+    method = getattr(owner, name)
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def held(*args: Any) -> Any:
+        reached.set()
+        await release.wait()
+        return await method(*args)
+
+    monkeypatch.setattr(owner, name, held)
+    return reached, release
+
+
 async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,16 +203,8 @@ async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     signal = await desk.propose()
     card = await desk.card(signal.id)
     venue = desk.engine.trading.broker.inner  # type: ignore[attr-defined]
-    place = venue.place_order
-    release = asyncio.Event()
-    reached = asyncio.Event()
-
-    async def slow(request: OrderRequest) -> OrderReport:
-        reached.set()
-        await release.wait()  # the broker answers only once the tap was answered
-        return await place(request)
-
-    monkeypatch.setattr(venue, "place_order", slow)
+    # the broker answers only once the tap was answered
+    reached, release = _hold(monkeypatch, venue, "place_order")
 
     query = desk.tap(card, CardAction.APPROVE)
     answer = await desk.answer(query)
@@ -210,6 +220,38 @@ async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     assert text.endswith(f"✅ {FILLED}")
     assert "Order sent" not in text  # the final edit came after the decided one
     assert len(desk.sandbox.requests("answerCallbackQuery")) == 1
+
+
+async def test_the_outbox_and_the_poll_wait_while_a_tap_is_decided_not_while_its_order_is_out(
+    start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = await start_desk()
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+    await desk.drained()
+    market = desk.engine.market.inner  # type: ignore[attr-defined]
+    quoting, release_quote = _hold(monkeypatch, market, "quote")
+    venue = desk.engine.trading.broker.inner  # type: ignore[attr-defined]
+    broker, release_broker = _hold(monkeypatch, venue, "place_order")
+    taps = desk.app.taps
+    polls = len(desk.sandbox.requests("getUpdates"))
+
+    query = desk.tap(card, CardAction.APPROVE)
+    await asyncio.wait_for(quoting.wait(), 10)  # the tap is being decided
+    await desk.engine.notifier.notify(Notification(NoticeKind.TEXT, "while deciding"))
+    await desk.sandbox.wait_for(lambda _: taps.waiting == 2)  # the deliverer and the poll
+
+    assert taps.open == 1
+    assert await desk.app.deliverer.pending() == 1  # queued, not sent
+    assert len(desk.sandbox.requests("getUpdates")) == polls + 1  # the one that got the tap
+    release_quote.set()
+    assert (await desk.answer(query)).text == SENT
+    await asyncio.wait_for(broker.wait(), 10)
+    await desk.sandbox.wait_for_message(OWNER, contains="while deciding")  # the order still out
+
+    assert not release_broker.is_set() and taps.open == 0
+    release_broker.set()
+    await desk.edited(card, FILLED)
 
 
 async def test_the_answer_and_the_decided_edit_are_sent_before_the_broker_is_called(
