@@ -43,7 +43,6 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
-from functools import partial
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -205,22 +204,20 @@ POLL_YIELD_TURNS = 2
 
 
 async def _handlers_first(
-    taps: Taps,
     make_request: NextRequestMiddlewareType[TelegramType],
     bot: Bot,
     method: TelegramMethod[TelegramType],
 ) -> Response[TelegramType]:
-    """Request middleware (bound to ``taps`` with ``functools.partial``): ``getUpdates``
-    lets the handlers of the updates just received start first. aiogram's polling starts
-    each update's handler as a task and asks for the next updates at once, so building
-    that request (about half a millisecond of CPU) would delay every tap; a long poll
-    loses nothing by waiting :data:`POLL_YIELD_TURNS` turns (a tap's first turns: the
-    authorization, the handler, the approval's first database call), then for the taps
-    those handlers opened to be answered (:meth:`bot.priority.Taps.quiet`)."""
+    """Request middleware: ``getUpdates`` lets the handlers of the updates just received
+    start first. aiogram's polling starts each update's handler as a task and asks for
+    the next updates at once, so building that request (about half a millisecond of CPU)
+    would delay every tap; a long poll loses nothing by waiting :data:`POLL_YIELD_TURNS`
+    turns (a tap's first turns: the authorization, the handler, the approval's first
+    database call). It does not wait for the taps to be answered (:mod:`bot.priority`):
+    a ``/pause`` sent while a tap waits on a slow venue is read at once."""
     if isinstance(method, GetUpdates):
         for _ in range(POLL_YIELD_TURNS):
             await asyncio.sleep(0)
-        await taps.quiet()
     return await make_request(bot, method)
 
 
@@ -307,9 +304,8 @@ class BotApp:
         webhook = WebhookMode.from_settings(settings, dispatcher)
         bot = _create_bot(settings, link, webhook)
         bot.session.middleware(metrics.request_counter())
-        taps = Taps()
-        bot.session.middleware(partial(_handlers_first, taps))
-        app = cls(settings, bot, dispatcher, link, owner_only, policy or DeliveryPolicy(), taps)
+        bot.session.middleware(_handlers_first)
+        app = cls(settings, bot, dispatcher, link, owner_only, policy or DeliveryPolicy())
         app.metrics, app.webhook = metrics, webhook
         dispatcher.startup.register(app._startup)
         dispatcher.shutdown.register(app._shutdown)

@@ -2,13 +2,13 @@
 
 A tap (a card button) is the one moment the owner watches this bot: from the callback
 query's arrival until its answer and the card's edit are on the wire, every turn of the
-event loop spent elsewhere is added to what they wait for. Two pieces of work share the
-loop without anybody waiting on them right then: the outbox deliverer (posting the other
-cards of a batch, re-rendering a card update) and long polling's next ``getUpdates``
-(about half a millisecond of CPU to build). Both ask :meth:`Taps.quiet` before their next
-step, which returns at once when no tap is open and otherwise waits for the last open tap
-to close, at most :attr:`Taps.patience` seconds (a tap stuck on a slow venue's quote
-delays the outbox by that much at worst, never more).
+event loop spent elsewhere is added to what they wait for. The outbox deliverer shares
+the loop without anybody waiting on it right then (posting the other cards of a batch,
+re-rendering a card update): it asks :meth:`Taps.quiet` before its next step, which
+returns at once when no tap is open and otherwise waits for the last open tap to close, at
+most :attr:`Taps.patience` seconds (a tap stuck on a slow venue's quote delays the outbox
+by that much at worst, never more). Long polling does not wait: a ``/pause`` sent while a
+tap waits on a slow venue must be read at once.
 
 A tap is opened by the card button's handler (:meth:`Taps.deciding`) and closed when
 Telegram has answered its answer and its decided edit (:meth:`TapHandle.close_after`; the

@@ -22,8 +22,8 @@ deliverer skips it when this process already showed that very card
 is not modified".
 
 Until Telegram has taken the answer and the decided edit, the tap is open in
-:class:`bot.priority.Taps` (``cards.taps``): the outbox deliverer and the next long poll
-wait for it."""
+:class:`bot.priority.Taps` (``cards.taps``): the outbox deliverer waits for it; long
+polling does not (a ``/pause`` is read at once)."""
 
 from __future__ import annotations
 

@@ -222,7 +222,7 @@ async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     assert len(desk.sandbox.requests("answerCallbackQuery")) == 1
 
 
-async def test_the_outbox_and_the_poll_wait_while_a_tap_is_decided_not_while_its_order_is_out(
+async def test_the_outbox_waits_while_a_tap_is_decided_not_while_its_order_is_out(
     start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     desk = await start_desk()
@@ -234,16 +234,14 @@ async def test_the_outbox_and_the_poll_wait_while_a_tap_is_decided_not_while_its
     venue = desk.engine.trading.broker.inner  # type: ignore[attr-defined]
     broker, release_broker = _hold(monkeypatch, venue, "place_order")
     taps = desk.app.taps
-    polls = len(desk.sandbox.requests("getUpdates"))
 
     query = desk.tap(card, CardAction.APPROVE)
     await asyncio.wait_for(quoting.wait(), 10)  # the tap is being decided
     await desk.engine.notifier.notify(Notification(NoticeKind.TEXT, "while deciding"))
-    await desk.sandbox.wait_for(lambda _: taps.waiting == 2)  # the deliverer and the poll
+    await desk.sandbox.wait_for(lambda _: taps.waiting == 1)  # the deliverer
 
     assert taps.open == 1
     assert await desk.app.deliverer.pending() == 1  # queued, not sent
-    assert len(desk.sandbox.requests("getUpdates")) == polls + 1  # the one that got the tap
     release_quote.set()
     assert (await desk.answer(query)).text == SENT
     await asyncio.wait_for(broker.wait(), 10)
@@ -252,6 +250,28 @@ async def test_the_outbox_and_the_poll_wait_while_a_tap_is_decided_not_while_its
     assert not release_broker.is_set() and taps.open == 0
     release_broker.set()
     await desk.edited(card, FILLED)
+
+
+async def test_a_pause_sent_while_a_tap_waits_on_the_venue_is_read_at_once_and_blocks_it(
+    start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk = await start_desk()
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+    await desk.drained()
+    market = desk.engine.market.inner  # type: ignore[attr-defined]
+    quoting, release_quote = _hold(monkeypatch, market, "quote")
+    desk.app.taps.patience = 3600.0  # whatever waits for this tap waits until it closes
+
+    query = desk.tap(card, CardAction.APPROVE)
+    await asyncio.wait_for(quoting.wait(), 10)  # the tap is being decided
+    reply = await desk.say("/pause news")  # polling does not wait for the tap
+
+    assert reply.plain_text.startswith("⏸ Paused: news")
+    assert desk.app.taps.open == 1 and not release_quote.is_set()
+    release_quote.set()
+    assert (await desk.answer(query)).text == "Blocked: paused (news)"
+    assert await desk.orders_for(signal.id) == 0
 
 
 async def test_the_answer_and_the_decided_edit_are_sent_before_the_broker_is_called(
