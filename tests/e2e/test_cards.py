@@ -16,10 +16,11 @@ from sqlalchemy import event
 
 from bot.callbacks import CardAction
 from bot.delivery import Cards, DeliveryPolicy
-from core.domain import OrderRequest, SignalStatus
+from bot.sandbox import SentMessage
+from core.domain import OrderRequest, Signal, SignalStatus
 from core.notify import NoticeKind, Notification
 from tests.e2e.conftest import StartDesk
-from tests.e2e.support import OWNER, card_button
+from tests.e2e.support import OWNER, Desk, card_button
 from tests.e2e.test_forged_input import forge
 
 FILLED = "Filled 0.01 BTC @ 113,689.42 (fee 1.14 USDT)"  # 113,666.68 + 3 bps, fee 10 bps
@@ -196,6 +197,22 @@ def _hold(
     return reached, release
 
 
+async def _deciding(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Signal, SentMessage, str, asyncio.Event]:
+    """A posted card tapped Approve, its tap being decided: the market data's quote is
+    held. Returns the signal, its card, the callback query id and the event that releases
+    the quote."""
+    signal = await desk.propose()
+    card = await desk.card(signal.id)
+    await desk.drained()
+    market = desk.engine.market.inner  # type: ignore[attr-defined]
+    quoting, release_quote = _hold(monkeypatch, market, "quote")
+    query = desk.tap(card, CardAction.APPROVE)
+    await asyncio.wait_for(quoting.wait(), 10)
+    return signal, card, query, release_quote
+
+
 async def test_a_slow_broker_never_keeps_the_spinner_running_nor_the_buttons(
     start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -226,17 +243,11 @@ async def test_the_outbox_waits_while_a_tap_is_decided_not_while_its_order_is_ou
     start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     desk = await start_desk()
-    signal = await desk.propose()
-    card = await desk.card(signal.id)
-    await desk.drained()
-    market = desk.engine.market.inner  # type: ignore[attr-defined]
-    quoting, release_quote = _hold(monkeypatch, market, "quote")
     venue = desk.engine.trading.broker.inner  # type: ignore[attr-defined]
     broker, release_broker = _hold(monkeypatch, venue, "place_order")
     taps = desk.app.taps
 
-    query = desk.tap(card, CardAction.APPROVE)
-    await asyncio.wait_for(quoting.wait(), 10)  # the tap is being decided
+    _, card, query, release_quote = await _deciding(desk, monkeypatch)
     await desk.engine.notifier.notify(Notification(NoticeKind.TEXT, "while deciding"))
     await desk.sandbox.wait_for(lambda _: taps.waiting == 1)  # the deliverer
 
@@ -256,15 +267,9 @@ async def test_a_pause_sent_while_a_tap_waits_on_the_venue_is_read_at_once_and_b
     start_desk: StartDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     desk = await start_desk()
-    signal = await desk.propose()
-    card = await desk.card(signal.id)
-    await desk.drained()
-    market = desk.engine.market.inner  # type: ignore[attr-defined]
-    quoting, release_quote = _hold(monkeypatch, market, "quote")
     desk.app.taps.patience = 3600.0  # whatever waits for this tap waits until it closes
 
-    query = desk.tap(card, CardAction.APPROVE)
-    await asyncio.wait_for(quoting.wait(), 10)  # the tap is being decided
+    signal, _, query, release_quote = await _deciding(desk, monkeypatch)
     reply = await desk.say("/pause news")  # polling does not wait for the tap
 
     assert reply.plain_text.startswith("⏸ Paused: news")
