@@ -74,14 +74,6 @@ _CAS_SIGNAL = update(_SIGNALS).where(
 _CAS_SIGNAL_VERSION = _CAS_SIGNAL.where(_SIGNALS.c.card_version == bindparam("cas_version"))
 _AUDIT = AuditEventRow.__table__  # type: ignore[attr-defined]
 _INSERT_AUDIT = insert(_AUDIT)
-#: An approval's two audit events (PROPOSED -> APPROVED, then APPROVED -> its outcome) as
-#: ONE statement; ids are drawn in row order.
-_INSERT_APPROVAL_AUDIT = insert(_AUDIT).values(
-    [
-        {name: bindparam(f"{row}_{name}") for name in _AUDIT_COLUMNS}
-        for row in ("approved", "outcome")
-    ]
-)
 #: The signal and the operator state it is approved under, in ONE read (the state's
 #: columns NULL on a database no engine has started on yet; ``signals`` has none of
 #: their names).
@@ -363,32 +355,23 @@ async def record_approval(
     at: datetime,
     reason: str,
 ) -> None:
-    """The audit events of an approval, in ONE INSERT and in this order: ``actor``'s
+    """The audit events of an approval, in ONE statement (an executemany of the cached
+    one-row INSERT: a multi-row ``VALUES`` statement has no cache key, so SQLAlchemy would
+    compile it again on every call) and in this order: ``actor``'s
     ``approved`` (PROPOSED -> APPROVED), then ``submitted`` by ``actor`` (APPROVED ->
     SUBMITTED, ``reason`` naming the order) or ``blocked`` by ``system`` (APPROVED ->
     BLOCKED, ``reason`` saying why): the same events as two :func:`transition_signal`
     calls would record."""
     approved, proposed = SignalStatus.APPROVED.value, SignalStatus.PROPOSED.value
     by = actor if outcome is SignalStatus.SUBMITTED else "system"
-    params = {
-        "approved_at": at,
-        "approved_actor": actor,
-        "approved_action": approved.lower(),
-        "approved_signal_id": signal_id,
-        "approved_order_id": None,
-        "approved_from_status": proposed,
-        "approved_to_status": approved,
-        "approved_reason": "",
-        "outcome_at": at,
-        "outcome_actor": by,
-        "outcome_action": outcome.value.lower(),
-        "outcome_signal_id": signal_id,
-        "outcome_order_id": None,
-        "outcome_from_status": approved,
-        "outcome_to_status": outcome.value,
-        "outcome_reason": reason[:500],
-    }
-    await session.exec(_INSERT_APPROVAL_AUDIT, params=params)
+    rows = [
+        dict(zip(_AUDIT_COLUMNS, event, strict=True))
+        for event in (
+            (at, actor, approved.lower(), signal_id, None, proposed, approved, ""),
+            (at, by, outcome.value.lower(), signal_id, None, approved, outcome.value, reason[:500]),
+        )
+    ]
+    await session.exec(_INSERT_AUDIT, params=rows)
 
 
 async def update_pending_signal(
