@@ -1,8 +1,10 @@
 """Repository functions: the only place that turns rows into domain objects and back.
 
-Each function takes an open :class:`~sqlalchemy.ext.asyncio.AsyncSession`; the caller owns
-the transaction. Signal transitions are compare-and-set: ``UPDATE ... WHERE id = ? AND
-status = ?`` changes one row or none, so exactly one of several concurrent callers wins.
+Each function takes an open :class:`~sqlalchemy.ext.asyncio.AsyncSession` (the ones typed
+:data:`Executor` also a plain :class:`~sqlalchemy.ext.asyncio.AsyncConnection`, which
+skips the session's machinery on hot paths); the caller owns the transaction. Signal
+transitions are compare-and-set: ``UPDATE ... WHERE id = ? AND status = ?`` changes one
+row or none, so exactly one of several concurrent callers wins.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, update
+from sqlalchemy import Result, Row, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.expression import Executable
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -87,6 +91,10 @@ _SELECT_SIGNAL_AND_STATE = (
     .select_from(_SIGNALS.outerjoin(_OPERATOR_STATE, _OPERATOR_STATE.c.id == 1))
     .where(_SIGNALS.c.id == bindparam("signal_id"))
 )
+#: Where a repository function runs its statements: a session's transaction, or a plain
+#: connection's (no unit of work, no identity map to keep in step).
+Executor = AsyncSession | AsyncConnection
+
 #: Read the row from the database even when the session holds it.
 _FRESH = {"populate_existing": True}
 
@@ -183,6 +191,13 @@ async def list_signals(
     return [signal_from_row(row) for row in (await session.exec(query)).all()]
 
 
+async def _execute(db: Executor, statement: Executable, params: Mapping[str, Any]) -> Result[Any]:
+    """``statement`` with ``params`` in ``db``'s transaction now."""
+    if isinstance(db, AsyncSession):
+        return await db.exec(statement, params=params)  # type: ignore[call-overload,no-any-return]
+    return await db.execute(statement, params)
+
+
 def _written(
     session: AsyncSession, model: type[SQLModel], key: object, values: Mapping[str, Any]
 ) -> None:
@@ -198,7 +213,7 @@ def _written(
 
 
 async def add_audit(
-    session: AsyncSession,
+    db: Executor,
     *,
     actor: str,
     action: str,
@@ -212,44 +227,43 @@ async def add_audit(
     """Insert one audit event in the session's transaction, now (a Core INSERT: no
     unit-of-work, no id read back; an ``order_id`` or ``signal_id`` it names must be in
     the database already, which every id is once the session has drawn it)."""
-    await session.exec(
-        _INSERT_AUDIT,
-        params={
-            "at": at,
-            "actor": actor,
-            "action": action,
-            "signal_id": signal_id,
-            "order_id": order_id,
-            "from_status": from_status,
-            "to_status": to_status,
-            "reason": reason[:500],
-        },
-    )
+    params = {
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "signal_id": signal_id,
+        "order_id": order_id,
+        "from_status": from_status,
+        "to_status": to_status,
+        "reason": reason[:500],
+    }
+    await _execute(db, _INSERT_AUDIT, params)
 
 
 async def _compare_and_set(
-    session: AsyncSession,
+    db: Executor,
     signal_id: int,
     current: SignalStatus,
     written: dict[str, Any],
     version: int | None = None,
 ) -> bool:
     """``UPDATE signals SET written WHERE id AND status = current`` (and ``card_version =
-    version`` when given); True when it changed the row, which the session's copy then
+    version`` when given); True when it changed the row, which a session's copy then
     follows."""
     params = {"cas_id": signal_id, "cas_status": current.value, **written}
     query = _CAS_SIGNAL
     if version is not None:
         query, params["cas_version"] = _CAS_SIGNAL_VERSION, version
-    result = await session.exec(query, params=params)
-    if result.rowcount != 1:
+    result = await _execute(db, query, params)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    _written(session, SignalRow, signal_id, written)
+    if isinstance(db, AsyncSession):
+        _written(db, SignalRow, signal_id, written)
     return True
 
 
 async def transition_signal(
-    session: AsyncSession,
+    db: Executor,
     signal_id: int,
     current: SignalStatus,
     new: SignalStatus,
@@ -276,10 +290,10 @@ async def transition_signal(
     if not is_storable_id(signal_id):
         return False
     written = {"status": new.value, "status_reason": reason[:500], "updated_at": at, **values}
-    if not await _compare_and_set(session, signal_id, current, written, version):
+    if not await _compare_and_set(db, signal_id, current, written, version):
         return False
     await add_audit(
-        session,
+        db,
         actor=actor,
         action=action or new.value.lower(),
         at=at,
