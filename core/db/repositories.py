@@ -24,6 +24,7 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.bounds import is_storable_id
+from core.db.engine import Database
 from core.db.models import AuditEventRow, OperatorStateRow, OrderRow, SignalRow
 from core.domain import (
     AuditEvent,
@@ -160,20 +161,17 @@ async def get_signal(session: AsyncSession, signal_id: int) -> Signal:
     return signal_from_row(row)
 
 
-async def get_signal_and_state(
-    session: AsyncSession, signal_id: int
-) -> tuple[Signal, Row[Any] | None]:
-    """One signal and the operator state as committed, in ONE statement. The state is a
-    read-only plain row whose ``trading_state``, ``pause_reason`` and ``breach_level`` are
-    those of :class:`~core.db.models.OperatorStateRow` (as :func:`find_operator_state`
-    gives), or None on a database no engine has started on yet. Only reads: fit for
-    :meth:`~core.db.engine.Database.reading`. Raises NotFoundError (also for an id no
-    column can hold)."""
+async def get_signal_and_state(db: Database, signal_id: int) -> tuple[Signal, Row[Any] | None]:
+    """One signal and the operator state as committed, in ONE statement on a read
+    connection of ``db`` (:meth:`~core.db.engine.Database.read_row`: no session, no
+    transaction). The state is a read-only plain row whose ``trading_state``,
+    ``pause_reason`` and ``breach_level`` are those of
+    :class:`~core.db.models.OperatorStateRow` (as :func:`find_operator_state` gives), or
+    None on a database no engine has started on yet. Raises NotFoundError (also for an id
+    no column can hold)."""
     if not is_storable_id(signal_id):
         raise NotFoundError(f"no signal with id {signal_id}")
-    connection = await session.connection()
-    found = await connection.execute(_SELECT_SIGNAL_AND_STATE, {"signal_id": signal_id})
-    row = found.first()
+    row = await db.read_row(_SELECT_SIGNAL_AND_STATE, {"signal_id": signal_id})
     if row is None:
         raise NotFoundError(f"no signal with id {signal_id}")
     return signal_from_row(row), (row if row.trading_state is not None else None)
