@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -407,14 +408,13 @@ def enqueue(session: AsyncSession, notification: Notification) -> None:
 _INSERT_OUTBOX = insert(OutboxRow.__table__)  # type: ignore[attr-defined]
 
 
-async def insert_outbox(session: AsyncSession, *notifications: Notification) -> None:
-    """:func:`enqueue` as a Core INSERT executed now in the caller's transaction: one
-    statement for all ``notifications``, their rows in the order given, after whatever the
-    session had pending (flushed first) and before any row a later flush inserts; no
-    unit-of-work, no id read back. Nothing happens without any."""
+async def insert_outbox(conn: AsyncConnection, *notifications: Notification) -> None:
+    """:func:`enqueue` as a Core INSERT executed now in the transaction of the connection
+    ``conn``: one statement for all ``notifications``, their rows in the order given; no
+    session, no id read back. Nothing happens without any."""
     if notifications:
         values = [_outbox_values(n) for n in notifications]
-        await session.exec(_INSERT_OUTBOX, params=values[0] if len(values) == 1 else values)
+        await conn.execute(_INSERT_OUTBOX, values[0] if len(values) == 1 else values)
 
 
 def _outbox_row(notification: Notification) -> OutboxRow:

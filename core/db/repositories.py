@@ -1,8 +1,10 @@
 """Repository functions: the only place that turns rows into domain objects and back.
 
-Each function takes an open :class:`~sqlalchemy.ext.asyncio.AsyncSession`; the caller owns
-the transaction. Signal transitions are compare-and-set: ``UPDATE ... WHERE id = ? AND
-status = ?`` changes one row or none, so exactly one of several concurrent callers wins.
+Each function takes an open :class:`~sqlalchemy.ext.asyncio.AsyncSession` (the ones typed
+:data:`Executor` also a plain :class:`~sqlalchemy.ext.asyncio.AsyncConnection`, which
+skips the session's machinery on hot paths); the caller owns the transaction. Signal
+transitions are compare-and-set: ``UPDATE ... WHERE id = ? AND status = ?`` changes one
+row or none, so exactly one of several concurrent callers wins.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, update
+from sqlalchemy import Result, Row, bindparam, insert, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.expression import Executable
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.bounds import is_storable_id
+from core.db.engine import Database
 from core.db.models import AuditEventRow, OperatorStateRow, OrderRow, SignalRow
 from core.domain import (
     AuditEvent,
@@ -74,14 +79,6 @@ _CAS_SIGNAL = update(_SIGNALS).where(
 _CAS_SIGNAL_VERSION = _CAS_SIGNAL.where(_SIGNALS.c.card_version == bindparam("cas_version"))
 _AUDIT = AuditEventRow.__table__  # type: ignore[attr-defined]
 _INSERT_AUDIT = insert(_AUDIT)
-#: An approval's two audit events (PROPOSED -> APPROVED, then APPROVED -> its outcome) as
-#: ONE statement; ids are drawn in row order.
-_INSERT_APPROVAL_AUDIT = insert(_AUDIT).values(
-    [
-        {name: bindparam(f"{row}_{name}") for name in _AUDIT_COLUMNS}
-        for row in ("approved", "outcome")
-    ]
-)
 #: The signal and the operator state it is approved under, in ONE read (the state's
 #: columns NULL on a database no engine has started on yet; ``signals`` has none of
 #: their names).
@@ -95,6 +92,10 @@ _SELECT_SIGNAL_AND_STATE = (
     .select_from(_SIGNALS.outerjoin(_OPERATOR_STATE, _OPERATOR_STATE.c.id == 1))
     .where(_SIGNALS.c.id == bindparam("signal_id"))
 )
+#: Where a repository function runs its statements: a session's transaction, or a plain
+#: connection's (no unit of work, no identity map to keep in step).
+Executor = AsyncSession | AsyncConnection
+
 #: Read the row from the database even when the session holds it.
 _FRESH = {"populate_existing": True}
 
@@ -160,20 +161,17 @@ async def get_signal(session: AsyncSession, signal_id: int) -> Signal:
     return signal_from_row(row)
 
 
-async def get_signal_and_state(
-    session: AsyncSession, signal_id: int
-) -> tuple[Signal, Row[Any] | None]:
-    """One signal and the operator state as committed, in ONE statement. The state is a
-    read-only plain row whose ``trading_state``, ``pause_reason`` and ``breach_level`` are
-    those of :class:`~core.db.models.OperatorStateRow` (as :func:`find_operator_state`
-    gives), or None on a database no engine has started on yet. Only reads: fit for
-    :meth:`~core.db.engine.Database.reading`. Raises NotFoundError (also for an id no
-    column can hold)."""
+async def get_signal_and_state(db: Database, signal_id: int) -> tuple[Signal, Row[Any] | None]:
+    """One signal and the operator state as committed, in ONE statement on a read
+    connection of ``db`` (:meth:`~core.db.engine.Database.read_row`: no session, no
+    transaction). The state is a read-only plain row whose ``trading_state``,
+    ``pause_reason`` and ``breach_level`` are those of
+    :class:`~core.db.models.OperatorStateRow` (as :func:`find_operator_state` gives), or
+    None on a database no engine has started on yet. Raises NotFoundError (also for an id
+    no column can hold)."""
     if not is_storable_id(signal_id):
         raise NotFoundError(f"no signal with id {signal_id}")
-    connection = await session.connection()
-    found = await connection.execute(_SELECT_SIGNAL_AND_STATE, {"signal_id": signal_id})
-    row = found.first()
+    row = await db.read_row(_SELECT_SIGNAL_AND_STATE, {"signal_id": signal_id})
     if row is None:
         raise NotFoundError(f"no signal with id {signal_id}")
     return signal_from_row(row), (row if row.trading_state is not None else None)
@@ -191,6 +189,13 @@ async def list_signals(
     return [signal_from_row(row) for row in (await session.exec(query)).all()]
 
 
+async def _execute(db: Executor, statement: Executable, params: Mapping[str, Any]) -> Result[Any]:
+    """``statement`` with ``params`` in ``db``'s transaction now."""
+    if isinstance(db, AsyncSession):
+        return await db.exec(statement, params=params)  # type: ignore[call-overload,no-any-return]
+    return await db.execute(statement, params)
+
+
 def _written(
     session: AsyncSession, model: type[SQLModel], key: object, values: Mapping[str, Any]
 ) -> None:
@@ -206,7 +211,7 @@ def _written(
 
 
 async def add_audit(
-    session: AsyncSession,
+    db: Executor,
     *,
     actor: str,
     action: str,
@@ -220,44 +225,43 @@ async def add_audit(
     """Insert one audit event in the session's transaction, now (a Core INSERT: no
     unit-of-work, no id read back; an ``order_id`` or ``signal_id`` it names must be in
     the database already, which every id is once the session has drawn it)."""
-    await session.exec(
-        _INSERT_AUDIT,
-        params={
-            "at": at,
-            "actor": actor,
-            "action": action,
-            "signal_id": signal_id,
-            "order_id": order_id,
-            "from_status": from_status,
-            "to_status": to_status,
-            "reason": reason[:500],
-        },
-    )
+    params = {
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "signal_id": signal_id,
+        "order_id": order_id,
+        "from_status": from_status,
+        "to_status": to_status,
+        "reason": reason[:500],
+    }
+    await _execute(db, _INSERT_AUDIT, params)
 
 
 async def _compare_and_set(
-    session: AsyncSession,
+    db: Executor,
     signal_id: int,
     current: SignalStatus,
     written: dict[str, Any],
     version: int | None = None,
 ) -> bool:
     """``UPDATE signals SET written WHERE id AND status = current`` (and ``card_version =
-    version`` when given); True when it changed the row, which the session's copy then
+    version`` when given); True when it changed the row, which a session's copy then
     follows."""
     params = {"cas_id": signal_id, "cas_status": current.value, **written}
     query = _CAS_SIGNAL
     if version is not None:
         query, params["cas_version"] = _CAS_SIGNAL_VERSION, version
-    result = await session.exec(query, params=params)
-    if result.rowcount != 1:
+    result = await _execute(db, query, params)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    _written(session, SignalRow, signal_id, written)
+    if isinstance(db, AsyncSession):
+        _written(db, SignalRow, signal_id, written)
     return True
 
 
 async def transition_signal(
-    session: AsyncSession,
+    db: Executor,
     signal_id: int,
     current: SignalStatus,
     new: SignalStatus,
@@ -284,10 +288,10 @@ async def transition_signal(
     if not is_storable_id(signal_id):
         return False
     written = {"status": new.value, "status_reason": reason[:500], "updated_at": at, **values}
-    if not await _compare_and_set(session, signal_id, current, written, version):
+    if not await _compare_and_set(db, signal_id, current, written, version):
         return False
     await add_audit(
-        session,
+        db,
         actor=actor,
         action=action or new.value.lower(),
         at=at,
@@ -363,32 +367,23 @@ async def record_approval(
     at: datetime,
     reason: str,
 ) -> None:
-    """The audit events of an approval, in ONE INSERT and in this order: ``actor``'s
+    """The audit events of an approval, in ONE statement (an executemany of the cached
+    one-row INSERT: a multi-row ``VALUES`` statement has no cache key, so SQLAlchemy would
+    compile it again on every call) and in this order: ``actor``'s
     ``approved`` (PROPOSED -> APPROVED), then ``submitted`` by ``actor`` (APPROVED ->
     SUBMITTED, ``reason`` naming the order) or ``blocked`` by ``system`` (APPROVED ->
     BLOCKED, ``reason`` saying why): the same events as two :func:`transition_signal`
     calls would record."""
     approved, proposed = SignalStatus.APPROVED.value, SignalStatus.PROPOSED.value
     by = actor if outcome is SignalStatus.SUBMITTED else "system"
-    params = {
-        "approved_at": at,
-        "approved_actor": actor,
-        "approved_action": approved.lower(),
-        "approved_signal_id": signal_id,
-        "approved_order_id": None,
-        "approved_from_status": proposed,
-        "approved_to_status": approved,
-        "approved_reason": "",
-        "outcome_at": at,
-        "outcome_actor": by,
-        "outcome_action": outcome.value.lower(),
-        "outcome_signal_id": signal_id,
-        "outcome_order_id": None,
-        "outcome_from_status": approved,
-        "outcome_to_status": outcome.value,
-        "outcome_reason": reason[:500],
-    }
-    await session.exec(_INSERT_APPROVAL_AUDIT, params=params)
+    rows = [
+        dict(zip(_AUDIT_COLUMNS, event, strict=True))
+        for event in (
+            (at, actor, approved.lower(), signal_id, None, proposed, approved, ""),
+            (at, by, outcome.value.lower(), signal_id, None, approved, outcome.value, reason[:500]),
+        )
+    ]
+    await session.exec(_INSERT_AUDIT, params=rows)
 
 
 async def update_pending_signal(

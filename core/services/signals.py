@@ -507,8 +507,7 @@ class SignalService:
         any transaction (the approving write re-checks both). Raises NotFoundError,
         TransitionConflictError (no longer PROPOSED), CardChangedError (not at
         ``version``)."""
-        async with self._db.reading() as session:
-            signal, row = await repo.get_signal_and_state(session, signal_id)
+        signal, row = await repo.get_signal_and_state(self._db, signal_id)
         state = GateState.of(row) if row is not None else await self._trading.gate.state()
         if signal.status is not SignalStatus.PROPOSED:
             raise TransitionConflictError(signal_id, signal.status, "approve")

@@ -43,11 +43,10 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, tuple_, update
+from sqlalchemy import Row, bindparam, func, insert, tuple_, update
 from sqlalchemy import select as select_rows
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.db.engine import Database
 from core.db.models import OrderRow, SignalRow, TradeRow
@@ -513,8 +512,8 @@ class TradeService:
 
     async def apply_batch(
         self,
-        session: AsyncSession,
-        batch: Sequence[tuple[OrderRow, Sequence[NewFill]]],
+        conn: AsyncConnection,
+        batch: Sequence[tuple[OrderRow | Row[Any], Sequence[NewFill]]],
         signals: Mapping[int, Signal],
         outbox: list[Notification],
     ) -> list[TradeEvent]:
@@ -538,33 +537,41 @@ class TradeService:
             for order, fills in batch
             for fill in fills
         }
-        pool = await self._open_pool(session, keys)
+        pool = await self._open_pool(conn, keys)
         changed: dict[int, _Trade] = {}
+        linked: dict[int, int] = {}
         events: list[TradeEvent] = []
         for order, fills in batch:
-            events.extend(await self._apply(session, order, fills, pool, signals, changed, outbox))
+            events.extend(
+                await self._apply(conn, order, fills, pool, signals, changed, outbox, linked)
+            )
         if changed:
             values = [_trade_values(row) for row in changed.values()]
-            await session.exec(_UPDATE_TRADE, params=values[0] if len(values) == 1 else values)
+            await conn.execute(_UPDATE_TRADE, values[0] if len(values) == 1 else values)
         return events
 
     async def _apply(
         self,
-        session: AsyncSession,
-        order: OrderRow,
+        conn: AsyncConnection,
+        order: OrderRow | Row[Any],
         fills: Sequence[NewFill],
         pool: dict[tuple[str, str], list[_Trade]],
         signals: Mapping[int, Signal],
         changed: dict[int, _Trade],
         exits: list[Notification],
+        linked: dict[int, int],
     ) -> list[TradeEvent]:
         """One order of :meth:`apply_batch` against ``pool``, the open trades by (symbol,
         side) that :meth:`_open_pool` read (a trade the order opens joins it). Existing
         trades it changes are put in ``changed`` (by id; written once by the caller), its
-        exit notifications appended to ``exits``; a new trade is inserted here."""
+        exit notifications appended to ``exits``; a new trade is inserted here. ``linked``
+        holds the trade each entry order of the batch was linked to so far (by order id:
+        the order rows are as read before the batch)."""
         if not fills:
             return []
         entry = _is_entry(order)
+        assert order.id is not None
+        trade_id: int | None = linked.get(order.id, order.trade_id)
         touched: dict[int, _Trade] = {}
         tallies: dict[int, _Exit] = {}
         own: _Trade | None = None  # the signal's trade (an entry)
@@ -577,7 +584,8 @@ class TradeService:
                 targets = [] if self.hedging else _open_in(pool, fill.symbol, side.opposite)
                 reason = ExitReason.REVERSED
             else:
-                targets = self._exit_targets(order, _open_in(pool, order.symbol, side.opposite))
+                candidates = _open_in(pool, order.symbol, side.opposite)
+                targets = self._exit_targets(order, trade_id, candidates)
                 reason = _exit_reason(order)
             allocations, left = allocate_fifo(
                 [(t.id or 0, t.quantity_open) for t in targets], fill.quantity
@@ -593,7 +601,7 @@ class TradeService:
                 tally.quantity += allocation.quantity
                 tally.notional += allocation.quantity * fill.price
             if entry and left > 0:
-                own = own or await self._entry_trade(session, order, signal, pool, fill.at)
+                own = own or await self._entry_trade(conn, order, trade_id, signal, pool, fill.at)
                 in_base = charged_in_base(fill.fee_currency, fill.symbol)
                 base_fee = fill.fee * left / fill.quantity if in_base else ZERO
                 ledger = add_entry(_ledger(own), left, fill.price, fees[-1], fee_in_base=base_fee)
@@ -614,16 +622,16 @@ class TradeService:
             events.append(TradeEvent(trade_id, kind, order.client_order_id, has_exit_levels(row)))
         if own is not None:
             if own.id is None:  # new: inserted complete, once
-                own.id = (await session.exec(_INSERT_TRADE, params=_new_trade_values(own))).one()[0]
+                own.id = (await conn.execute(_INSERT_TRADE, _new_trade_values(own))).one()[0]
             else:
                 changed[own.id] = own
             trades = pool.setdefault((own.symbol, own.side), [])
             if all(t is not own for t in trades):
                 trades.append(own)
-            kind = TradeEventKind.ADDED if order.trade_id == own.id else TradeEventKind.OPENED
-            if order.trade_id != own.id:
-                await session.exec(_LINK_ORDER, params={"order_id": order.id, "trade_id": own.id})
-                set_committed_value(order, "trade_id", own.id)
+            kind = TradeEventKind.ADDED if trade_id == own.id else TradeEventKind.OPENED
+            if trade_id != own.id:
+                await conn.execute(_LINK_ORDER, {"order_id": order.id, "trade_id": own.id})
+                linked[order.id] = own.id
             for fill in own_fills:
                 fill.trade_id = own.id
             events.append(TradeEvent(own.id, kind, order.client_order_id, has_exit_levels(own)))
@@ -666,52 +674,53 @@ class TradeService:
 
     @staticmethod
     async def _open_pool(
-        session: AsyncSession, keys: set[tuple[str, str]]
+        conn: AsyncConnection, keys: set[tuple[str, str]]
     ) -> dict[tuple[str, str], list[_Trade]]:
         """The OPEN trades of each (symbol, side) of ``keys``, oldest first, locked for
         update, in one query, as :class:`_Trade` objects."""
         pool: dict[tuple[str, str], list[_Trade]] = {key: [] for key in keys}
         if not keys:
             return pool
-        read = await (await session.connection()).execute(_OPEN_POOL, {"keys": sorted(keys)})
+        read = await conn.execute(_OPEN_POOL, {"keys": sorted(keys)})
         for found in read.all():
             row = _Trade(**found._mapping)
             pool[(row.symbol, row.side)].append(row)
         return pool
 
-    def _exit_targets(self, order: OrderRow, candidates: list[_Trade]) -> list[_Trade]:
+    def _exit_targets(
+        self, order: OrderRow | Row[Any], trade_id: int | None, candidates: list[_Trade]
+    ) -> list[_Trade]:
         """The trades a reducing fill reduces, in order (see the module docstring), of the
         open trades on its opposite side (``candidates``, oldest first): the order's own
-        trade first, else the named ticket, else FIFO."""
-        if order.trade_id is not None:
-            own = [t for t in candidates if t.id == order.trade_id]
+        trade (``trade_id``) first, else the named ticket, else FIFO."""
+        if trade_id is not None:
+            own = [t for t in candidates if t.id == trade_id]
             if self.hedging:
                 return own
-            return own + [t for t in candidates if t.id != order.trade_id]
+            return own + [t for t in candidates if t.id != trade_id]
         if order.position_ref:
             return [t for t in candidates if t.position_ref == order.position_ref]
         return candidates
 
     async def _entry_trade(
         self,
-        session: AsyncSession,
-        order: OrderRow,
+        conn: AsyncConnection,
+        order: OrderRow | Row[Any],
+        trade_id: int | None,
         signal: Signal | None,
         pool: dict[tuple[str, str], list[_Trade]],
         at: datetime,
     ) -> _Trade:
-        """The signal's trade: the one the order is linked to (``orders.trade_id``; the
-        pool's copy when the pool holds it, else read and locked), or a new one, not yet
-        inserted (``id`` None), with the ``signal``'s exits, on the order's first fill
-        that opens anything (so an entry order without a trade id has no trade yet)."""
-        if order.trade_id is not None:
+        """The signal's trade: the one the order is linked to (``trade_id``; the pool's
+        copy when the pool holds it, else read and locked), or a new one, not yet inserted
+        (``id`` None), with the ``signal``'s exits, on the order's first fill that opens
+        anything (so an entry order without a trade id has no trade yet)."""
+        if trade_id is not None:
             for rows in pool.values():
                 for row in rows:
-                    if row.id == order.trade_id:
+                    if row.id == trade_id:
                         return row
-            read = await (await session.connection()).execute(
-                _LOCK_TRADE, {"trade_id": order.trade_id}
-            )
+            read = await conn.execute(_LOCK_TRADE, {"trade_id": trade_id})
             return _Trade(**read.one()._mapping)
         assert signal is not None
         return _Trade(
@@ -872,7 +881,7 @@ def trade_stats(trades: Sequence[Trade]) -> TradeStats:
     )
 
 
-def _is_entry(order: OrderRow) -> bool:
+def _is_entry(order: OrderRow | Row[Any]) -> bool:
     """True for a signal's entry order (its fills open or grow the signal's trade)."""
     return order.purpose == "open" and order.signal_id is not None
 
@@ -884,7 +893,7 @@ def _open_in(pool: dict[tuple[str, str], list[_Trade]], symbol: str, side: Side)
     return sorted(rows, key=lambda t: (t.opened_at, t.id or 0))
 
 
-def _exit_reason(order: OrderRow) -> ExitReason:
+def _exit_reason(order: OrderRow | Row[Any]) -> ExitReason:
     """Why a reducing order's fills closed a trade (see the module docstring)."""
     if order.exit_reason:
         return ExitReason(order.exit_reason)

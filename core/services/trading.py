@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Row, bindparam, insert, update
 from sqlalchemy import select as select_rows
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningUpdate
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -63,7 +65,6 @@ from core.notify import (
     Notifier,
     Priority,
     Topic,
-    enqueue,
     insert_outbox,
 )
 from core.services.gate import BREACH_MAX, Gate, owns
@@ -101,6 +102,14 @@ _INSERT_FILL = insert(FillRow.__table__)  # type: ignore[attr-defined]
 _FILL_COLUMNS = tuple(c.key for c in FillRow.__table__.columns if c.key != "id")  # type: ignore[attr-defined]
 
 _SIGNALS = SignalRow.__table__  # type: ignore[attr-defined]
+_ORDERS = OrderRow.__table__  # type: ignore[attr-defined]
+#: Lock the order rows with client order ids ``cids`` (an expanding parameter), the first
+#: write of a recording of several orders.
+_TOUCH_ORDERS = (
+    update(_ORDERS)
+    .where(_ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True)))
+    .values(updated_at=bindparam("now"))
+)
 #: A signal's columns by id (``signal_id``), as a plain row (no ORM object).
 _READ_SIGNAL = select_rows(_SIGNALS).where(_SIGNALS.c.id == bindparam("signal_id"))
 #: Settle a SUBMITTED signal (compare-and-set ``cas_id`` from SUBMITTED) and return its
@@ -124,17 +133,16 @@ _KNOWN_FILLS = select(FillRow.order_id, FillRow.broker_fill_id).where(
 
 
 @functools.cache
-def _write_order_statement(names: tuple[str, ...]) -> ReturningUpdate[tuple[OrderRow]]:
-    """``UPDATE orders SET <names> WHERE client_order_id = :cid RETURNING orders`` with
+def _write_order_statement(names: tuple[str, ...]) -> ReturningUpdate[Any]:
+    """``UPDATE orders SET <names> WHERE client_order_id = :cid RETURNING orders.*`` with
     each value as the parameter ``v_<name>``, built once per set of columns written
-    (a handful: a report's, a failure's). It is its transaction's first statement, so the
-    session holds no row to synchronize (and the ORM could not evaluate the parameters)."""
+    (a handful: a report's, a failure's): a Core statement, the row comes back as a plain
+    row (no ORM object)."""
     return (
-        update(OrderRow)
-        .where(col(OrderRow.client_order_id) == bindparam("cid"))
+        update(_ORDERS)
+        .where(_ORDERS.c.client_order_id == bindparam("cid"))
         .values({name: bindparam(f"v_{name}") for name in names})
-        .returning(OrderRow)
-        .execution_options(synchronize_session=False)
+        .returning(*_ORDERS.c)
     )
 
 
@@ -532,11 +540,11 @@ class TradingService:
         if not reports:
             return []
         now = self._clock()
-        async with self._db.session() as session:
-            orders = await self._write_orders(session, reports, now)
-            known = await self._known_fills(session, orders, reports)
+        async with self._db.engine.begin() as conn:  # Core statements only: no session
+            orders = await self._write_orders(conn, reports, now)
+            known = await self._known_fills(conn, orders, reports)
             settled = [
-                await self._settle(session, order, report.state, actor, report.reason)
+                await self._settle(conn, order, report.state, actor, report.reason)
                 for report, order in zip(reports, orders, strict=True)
             ]
             fills = [
@@ -545,19 +553,19 @@ class TradingService:
             ]
             outbox: list[Notification] = []  # the trades' exits, then the cards
             events = await self.trades.apply_batch(
-                session,
+                conn,
                 list(zip(orders, fills, strict=True)),
                 {signal.id: signal for signal in settled if signal is not None},
                 outbox,
             )
-            await _insert_fills(session, [fill for new in fills for fill in new])
+            await _insert_fills(conn, [fill for new in fills for fill in new])
             if card:
                 outbox.extend(
                     Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal.id)
                     for signal in settled
                     if signal is not None
                 )
-            await insert_outbox(session, *outbox)
+            await insert_outbox(conn, *outbox)
         if card or any(e.kind in _EXITED for e in events):  # outbox rows to deliver now
             self._notifier.queued()
         if any(r.fills for r in reports) and self.on_fill is not None:
@@ -585,14 +593,14 @@ class TradingService:
         """
         now = self._clock()
         values = {"state": state.value, "error": error[:500], "updated_at": now}
-        async with self._db.session() as session:
-            order = await self._write_order(session, client_order_id, values)
-            settled = await self._settle(session, order, state, actor, error)
+        notes: list[Notification] = []
+        async with self._db.engine.begin() as conn:
+            order = await self._write_order(conn, client_order_id, values)
+            settled = await self._settle(conn, order, state, actor, error)
             if card and settled is not None:
-                enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=settled.id))
+                notes.append(Notification(NoticeKind.SIGNAL_UPDATE, signal_id=settled.id))
             if state is OrderState.UNKNOWN:
-                enqueue(
-                    session,
+                notes.append(
                     Notification(
                         NoticeKind.TEXT,
                         f"Order {client_order_id}: outcome unknown ({error}). "
@@ -601,14 +609,15 @@ class TradingService:
                         topic=Topic.WARNING,
                     ),
                 )
+            await insert_outbox(conn, *notes)
         if card or state is OrderState.UNKNOWN:
             self._notifier.queued()
         return settled
 
     async def _settle(
         self,
-        session: AsyncSession,
-        order: OrderRow,
+        conn: AsyncConnection,
+        order: Row[Any],
         state: OrderState,
         actor: str,
         why: str,
@@ -635,10 +644,10 @@ class TradingService:
                 "v_status_reason": reason[:500],
                 "v_updated_at": now,
             }
-            written = (await session.exec(_SETTLE_SUBMITTED, params=params)).first()
+            written = (await conn.execute(_SETTLE_SUBMITTED, params)).first()
             if written is not None:
                 await repo.add_audit(
-                    session,
+                    conn,
                     actor=actor,
                     action=new.value.lower(),
                     at=now,
@@ -648,10 +657,7 @@ class TradingService:
                     reason=reason,
                 )
                 return repo.signal_from_row(written)
-        read = await (await session.connection()).execute(
-            _READ_SIGNAL, {"signal_id": order.signal_id}
-        )
-        found = read.first()
+        found = (await conn.execute(_READ_SIGNAL, {"signal_id": order.signal_id})).first()
         if found is None:
             return None
         signal = repo.signal_from_row(found)
@@ -659,48 +665,38 @@ class TradingService:
         if new is None or current == new or not can_transition(current, new):
             return signal
         if await repo.transition_signal(
-            session, signal.id, current, new, actor=actor, at=now, reason=reason
+            conn, signal.id, current, new, actor=actor, at=now, reason=reason
         ):
             return replace(signal, status=new, status_reason=reason[:500])
         return signal
 
     @classmethod
     async def _write_orders(
-        cls, session: AsyncSession, reports: Sequence[OrderReport], now: datetime
-    ) -> list[OrderRow]:
+        cls, conn: AsyncConnection, reports: Sequence[OrderReport], now: datetime
+    ) -> list[Row[Any]]:
         """Write each report's state and figures to its order row, the rows being this
-        transaction's first write (see :meth:`_write_order`), and return the rows in the
-        order of ``reports``. One report is one ``UPDATE ... RETURNING``; several lock
-        every row first in client order id order (two batches recording the same orders
-        cannot interleave or deadlock), read them in one query, and the changes go out
-        with the transaction's flush.
+        transaction's first write (see :meth:`_write_order`), and return the rows as
+        written, in the order of ``reports``. One report is one ``UPDATE ... RETURNING``;
+        several lock every row first, in one statement in client order id order (two
+        batches recording the same orders cannot interleave or deadlock), then each is
+        one ``UPDATE ... RETURNING``.
 
         Raises:
             SignalDeskError: no order has a report's client order id.
         """
-        values = [_order_values(report, now) for report in reports]
-        if len(reports) == 1:
-            return [await cls._write_order(session, reports[0].client_order_id, values[0])]
-        ids = sorted({report.client_order_id for report in reports})
-        await session.exec(
-            update(OrderRow).where(col(OrderRow.client_order_id).in_(ids)).values(updated_at=now)
-        )
-        rows = {row.client_order_id: row for row in await repo.orders_by_client_ids(session, ids)}
-        written = []
-        for report, changes in zip(reports, values, strict=True):
-            row = rows.get(report.client_order_id)
-            if row is None:
-                raise SignalDeskError(f"no order with client order id {report.client_order_id}")
-            for name, value in changes.items():
-                setattr(row, name, value)
-            written.append(row)
-        return written
+        if len(reports) > 1:
+            cids = sorted({report.client_order_id for report in reports})
+            await conn.execute(_TOUCH_ORDERS, {"cids": cids, "now": now})
+        return [
+            await cls._write_order(conn, report.client_order_id, _order_values(report, now))
+            for report in reports
+        ]
 
     @staticmethod
     async def _write_order(
-        session: AsyncSession, client_order_id: str, values: Mapping[str, object]
-    ) -> OrderRow:
-        """Write ``values`` to our order row as this transaction's first statement (a row
+        conn: AsyncConnection, client_order_id: str, values: Mapping[str, object]
+    ) -> Row[Any]:
+        """Write ``values`` to our order row (as this transaction's first statement: a row
         lock on PostgreSQL, the write lock on SQLite, so two recordings of one order cannot
         interleave) and return the row as written (``RETURNING``, no second read).
 
@@ -709,16 +705,14 @@ class TradingService:
         """
         query = _write_order_statement(tuple(values))
         params = {f"v_{name}": value for name, value in values.items()}
-        order = (
-            (await session.exec(query, params={"cid": client_order_id, **params})).scalars().first()
-        )
+        order = (await conn.execute(query, {"cid": client_order_id, **params})).first()
         if order is None:
             raise SignalDeskError(f"no order with client order id {client_order_id}")
         return order
 
     @staticmethod
     async def _known_fills(
-        session: AsyncSession, orders: Sequence[OrderRow], reports: Sequence[OrderReport]
+        conn: AsyncConnection, orders: Sequence[Row[Any]], reports: Sequence[OrderReport]
     ) -> set[tuple[int, str]]:
         """(order id, broker fill id) of the fills already recorded for the orders whose
         report carries fills, in one query (after the orders are written, so after any
@@ -726,12 +720,12 @@ class TradingService:
         ids = [o.id for o, r in zip(orders, reports, strict=True) if r.fills and o.id]
         if not ids:
             return set()
-        found = await session.exec(_KNOWN_FILLS, params={"ids": ids})
+        found = await conn.execute(_KNOWN_FILLS, {"ids": ids})
         return {(order_id, fill_id) for order_id, fill_id in found.all()}
 
     @staticmethod
     def _new_fills(
-        order: OrderRow, report: OrderReport, known: set[tuple[int, str]]
+        order: Row[Any], report: OrderReport, known: set[tuple[int, str]]
     ) -> list[NewFill]:
         """The report's fills of ``order`` not in ``known`` (which they join, so a fill
         reported twice in one batch is recorded once), as rows to insert (the trade
@@ -1213,12 +1207,12 @@ _LIVE = frozenset({OrderState.SUBMITTED.value, OrderState.OPEN.value})
 _GONE = "the venue has no such order"
 
 
-async def _insert_fills(session: AsyncSession, fills: Sequence[NewFill]) -> None:
+async def _insert_fills(conn: AsyncConnection, fills: Sequence[NewFill]) -> None:
     """Insert ``fills`` (linked to their trades) in the caller's transaction now, in one
-    Core INSERT: no unit-of-work flush, no id read back. Nothing happens without any."""
+    Core INSERT: no id read back. Nothing happens without any."""
     if fills:
         values = [{name: getattr(fill, name) for name in _FILL_COLUMNS} for fill in fills]
-        await session.exec(_INSERT_FILL, params=values[0] if len(values) == 1 else values)
+        await conn.execute(_INSERT_FILL, values[0] if len(values) == 1 else values)
 
 
 def _order_values(report: OrderReport, now: datetime) -> dict[str, object]:

@@ -79,3 +79,35 @@ async def test_a_connection_the_server_terminated_is_replaced(database_url: str)
     finally:
         await admin.close()
         await db.close()
+
+
+async def test_reads_reuse_a_kept_connection_without_checking_it_out_again(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    checkouts: list[object] = []
+    event.listen(db.engine.sync_engine.pool, "checkout", lambda *a: checkouts.append(a))
+    try:
+        rows = [await db.read_row(text("SELECT pg_backend_pid()")) for _ in range(5)]
+    finally:
+        await db.close()
+    assert len({row[0] for row in rows if row is not None}) == 1
+    assert len(checkouts) == 1  # was one checkout and one checkin per read
+
+
+async def test_a_kept_read_connection_the_server_terminated_is_replaced(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    admin = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql", 1))
+    try:
+        first = await db.read_row(text("SELECT pg_backend_pid()"))
+        assert first is not None
+        await admin.execute("SELECT pg_terminate_backend($1)", first[0])
+
+        second = await db.read_row(text("SELECT pg_backend_pid()"))  # no error reaches us
+
+        assert second is not None and second[0] != first[0]
+    finally:
+        await admin.close()
+        await db.close()
