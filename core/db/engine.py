@@ -525,7 +525,9 @@ class Database:
         params: Mapping[str, Any] | None,
     ) -> Sequence[Row[Any]]:
         """``statement``'s rows on ``connection``, which is then kept (up to
-        :data:`READERS_KEPT`) or closed; closed on any failure or cancellation."""
+        :data:`READERS_KEPT`) or closed: at once, so a caller waiting for the pool gets it
+        now (many reads at a time: ``close_all``); in a task of its own after a failure or
+        a cancellation."""
         try:
             rows = (await connection.execute(statement, params)).all()
         except BaseException:
@@ -534,7 +536,7 @@ class Database:
         if len(self._readers) < READERS_KEPT and not self._closed:
             self._readers.append((connection, time.monotonic()))
         else:
-            self._closing(connection)
+            await connection.close()
         return rows
 
     def _closing(self, connection: AsyncConnection) -> None:
