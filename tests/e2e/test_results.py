@@ -150,6 +150,11 @@ async def test_pnl_without_equity_history_is_text_and_bad_arguments_name_themsel
     start_desk: StartDesk,
 ) -> None:
     desk = await start_desk()
+    runs = desk.app.metrics.registry.get_sample_value
+    await desk.sandbox.wait_for(  # the guard's first check (at start) has written its snapshot
+        lambda _: (runs("signaldesk_duty_runs_total", {"job": "drawdown"}) or 0) >= 1,
+        description="the drawdown duty's first run",
+    )
     async with desk.engine.db.session() as session:  # as before the guard's first check
         for row in (await session.exec(select(EquitySnapshotRow))).all():
             await session.delete(row)
