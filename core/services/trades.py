@@ -513,7 +513,7 @@ class TradeService:
     async def apply_batch(
         self,
         conn: AsyncConnection,
-        batch: Sequence[tuple[OrderRow | Row[Any], Sequence[NewFill]]],
+        batch: Sequence[tuple[Row[Any], Sequence[NewFill]]],
         signals: Mapping[int, Signal],
         outbox: list[Notification],
     ) -> list[TradeEvent]:
@@ -553,7 +553,7 @@ class TradeService:
     async def _apply(
         self,
         conn: AsyncConnection,
-        order: OrderRow | Row[Any],
+        order: Row[Any],
         fills: Sequence[NewFill],
         pool: dict[tuple[str, str], list[_Trade]],
         signals: Mapping[int, Signal],
@@ -688,7 +688,7 @@ class TradeService:
         return pool
 
     def _exit_targets(
-        self, order: OrderRow | Row[Any], trade_id: int | None, candidates: list[_Trade]
+        self, order: Row[Any], trade_id: int | None, candidates: list[_Trade]
     ) -> list[_Trade]:
         """The trades a reducing fill reduces, in order (see the module docstring), of the
         open trades on its opposite side (``candidates``, oldest first): the order's own
@@ -705,7 +705,7 @@ class TradeService:
     async def _entry_trade(
         self,
         conn: AsyncConnection,
-        order: OrderRow | Row[Any],
+        order: Row[Any],
         trade_id: int | None,
         signal: Signal | None,
         pool: dict[tuple[str, str], list[_Trade]],
@@ -881,7 +881,7 @@ def trade_stats(trades: Sequence[Trade]) -> TradeStats:
     )
 
 
-def _is_entry(order: OrderRow | Row[Any]) -> bool:
+def _is_entry(order: Row[Any]) -> bool:
     """True for a signal's entry order (its fills open or grow the signal's trade)."""
     return order.purpose == "open" and order.signal_id is not None
 
@@ -893,7 +893,7 @@ def _open_in(pool: dict[tuple[str, str], list[_Trade]], symbol: str, side: Side)
     return sorted(rows, key=lambda t: (t.opened_at, t.id or 0))
 
 
-def _exit_reason(order: OrderRow | Row[Any]) -> ExitReason:
+def _exit_reason(order: Row[Any]) -> ExitReason:
     """Why a reducing order's fills closed a trade (see the module docstring)."""
     if order.exit_reason:
         return ExitReason(order.exit_reason)
