@@ -65,6 +65,9 @@ __all__ = [
 # the tables (SQLModel's stubs do not declare ``__table__``): no unit of work, no evaluation
 # of the criteria against the session (see :func:`_written`).
 _SIGNALS = SignalRow.__table__  # type: ignore[attr-defined]
+_AUDIT_COLUMNS = (
+    "at", "actor", "action", "signal_id", "order_id", "from_status", "to_status", "reason",
+)  # fmt: skip
 _SELECT_SIGNAL = select(SignalRow).where(col(SignalRow.id) == bindparam("signal_id"))
 _SELECT_OPERATOR_STATE = select(OperatorStateRow).where(col(OperatorStateRow.id) == 1)
 _OPERATOR_STATE = OperatorStateRow.__table__  # type: ignore[attr-defined]
@@ -222,33 +225,7 @@ async def add_audit(
     """Insert one audit event in the session's transaction, now (a Core INSERT: no
     unit-of-work, no id read back; an ``order_id`` or ``signal_id`` it names must be in
     the database already, which every id is once the session has drawn it)."""
-    params = _audit_row(
-        actor=actor,
-        action=action,
-        at=at,
-        signal_id=signal_id,
-        order_id=order_id,
-        from_status=from_status,
-        to_status=to_status,
-        reason=reason,
-    )
-    await _execute(db, _INSERT_AUDIT, params)
-
-
-def _audit_row(
-    *,
-    actor: str,
-    action: str,
-    at: datetime,
-    signal_id: int | None = None,
-    order_id: int | None = None,
-    from_status: str = "",
-    to_status: str = "",
-    reason: str = "",
-) -> dict[str, Any]:
-    """The parameters of :data:`_INSERT_AUDIT` for one event (``reason`` cut to its
-    column's 500 characters)."""
-    return {
+    params = {
         "at": at,
         "actor": actor,
         "action": action,
@@ -258,6 +235,7 @@ def _audit_row(
         "to_status": to_status,
         "reason": reason[:500],
     }
+    await _execute(db, _INSERT_AUDIT, params)
 
 
 async def _compare_and_set(
@@ -399,23 +377,11 @@ async def record_approval(
     approved, proposed = SignalStatus.APPROVED.value, SignalStatus.PROPOSED.value
     by = actor if outcome is SignalStatus.SUBMITTED else "system"
     rows = [
-        _audit_row(
-            actor=actor,
-            action=approved.lower(),
-            at=at,
-            signal_id=signal_id,
-            from_status=proposed,
-            to_status=approved,
-        ),
-        _audit_row(
-            actor=by,
-            action=outcome.value.lower(),
-            at=at,
-            signal_id=signal_id,
-            from_status=approved,
-            to_status=outcome.value,
-            reason=reason,
-        ),
+        dict(zip(_AUDIT_COLUMNS, event, strict=True))
+        for event in (
+            (at, actor, approved.lower(), signal_id, None, proposed, approved, ""),
+            (at, by, outcome.value.lower(), signal_id, None, approved, outcome.value, reason[:500]),
+        )
     ]
     await session.exec(_INSERT_AUDIT, params=rows)
 
