@@ -9,9 +9,9 @@ row or none, so exactly one of several concurrent callers wins.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from secrets import token_hex
 from typing import Any
 
 from sqlalchemy import Result, Row, bindparam, insert, update
@@ -73,6 +73,7 @@ _SELECT_OPERATOR_STATE = select(OperatorStateRow).where(col(OperatorStateRow.id)
 _OPERATOR_STATE = OperatorStateRow.__table__  # type: ignore[attr-defined]
 #: The operator state's columns as a plain row (no ORM object to build or track).
 _READ_OPERATOR_STATE = select(_OPERATOR_STATE).where(_OPERATOR_STATE.c.id == 1)
+_INSERT_OPERATOR_STATE = insert(_OPERATOR_STATE)
 _CAS_SIGNAL = update(_SIGNALS).where(
     _SIGNALS.c.id == bindparam("cas_id"), _SIGNALS.c.status == bindparam("cas_status")
 )
@@ -189,8 +190,11 @@ async def list_signals(
     return [signal_from_row(row) for row in (await session.exec(query)).all()]
 
 
-async def _execute(db: Executor, statement: Executable, params: Mapping[str, Any]) -> Result[Any]:
-    """``statement`` with ``params`` in ``db``'s transaction now."""
+async def _execute(
+    db: Executor, statement: Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> Result[Any]:
+    """``statement`` with ``params`` (a list of them: an executemany) in ``db``'s
+    transaction now."""
     if isinstance(db, AsyncSession):
         return await db.exec(statement, params=params)  # type: ignore[call-overload,no-any-return]
     return await db.execute(statement, params)
@@ -304,7 +308,7 @@ async def transition_signal(
 
 
 async def approve_signal(
-    session: AsyncSession,
+    db: Executor,
     signal_id: int,
     outcome: SignalStatus,
     *,
@@ -339,11 +343,11 @@ async def approve_signal(
         "decided_by": actor[:128],
         "decided_at": at,
     }
-    return await _compare_and_set(session, signal_id, SignalStatus.PROPOSED, written, version)
+    return await _compare_and_set(db, signal_id, SignalStatus.PROPOSED, written, version)
 
 
 async def block_approved_signal(
-    session: AsyncSession, signal_id: int, current: SignalStatus, *, at: datetime, reason: str
+    db: Executor, signal_id: int, current: SignalStatus, *, at: datetime, reason: str
 ) -> None:
     """In the approving transaction, after :func:`approve_signal` moved the signal to
     ``current``: make the outcome BLOCKED with ``reason`` instead (the trading state read
@@ -354,12 +358,12 @@ async def block_approved_signal(
         "status_reason": reason[:500],
         "updated_at": at,
     }
-    held = await _compare_and_set(session, signal_id, current, written)
+    held = await _compare_and_set(db, signal_id, current, written)
     assert held, "the approving transaction holds the signal"
 
 
 async def record_approval(
-    session: AsyncSession,
+    db: Executor,
     signal_id: int,
     outcome: SignalStatus,
     *,
@@ -383,7 +387,7 @@ async def record_approval(
             (at, by, outcome.value.lower(), signal_id, None, approved, outcome.value, reason[:500]),
         )
     ]
-    await session.exec(_INSERT_AUDIT, params=rows)
+    await _execute(db, _INSERT_AUDIT, rows)
 
 
 async def update_pending_signal(
@@ -469,14 +473,21 @@ async def load_operator_state(session: AsyncSession) -> OperatorStateRow:
     row = (await session.exec(_SELECT_OPERATOR_STATE, execution_options=_FRESH)).first()
     if row is not None:
         return row
-    try:
-        async with session.begin_nested():
-            session.add(OperatorStateRow(id=1, instance_tag=secrets.token_hex(3)))
-    except IntegrityError:  # another process created it first
-        pass
+    await create_operator_state(session)
     row = await session.get(OperatorStateRow, 1, populate_existing=True)
     assert row is not None
     return row
+
+
+async def create_operator_state(db: Executor) -> None:
+    """Create the operator state row (trading ACTIVE, a random instance tag) in ``db``'s
+    transaction, in a savepoint: when another process has created it first, its row stays
+    and nothing else is undone."""
+    try:
+        async with db.begin_nested():
+            await _execute(db, _INSERT_OPERATOR_STATE, {"id": 1, "instance_tag": token_hex(3)})
+    except IntegrityError:  # another process created it first
+        pass
 
 
 async def order_by_client_id(session: AsyncSession, client_order_id: str) -> OrderRow | None:

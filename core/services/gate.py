@@ -73,6 +73,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Row, case, func, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -111,10 +112,17 @@ BREACH_MAX = "max"
 HUNDRED = Decimal(100)
 
 
-#: The state row, locked (:meth:`Gate.state_in`); built once, so SQLAlchemy computes its
-#: cache key once, and read fresh even when the session holds the row.
-_LOCK_STATE = select(OperatorStateRow).where(col(OperatorStateRow.id) == 1).with_for_update()
-_FRESH = {"populate_existing": True}
+#: The state's columns the gate reads, the row locked (:meth:`Gate.state_in`), as a plain
+#: row (no ORM object); built once, so SQLAlchemy computes its cache key once.
+_LOCK_STATE = (
+    select(
+        col(OperatorStateRow.trading_state),
+        col(OperatorStateRow.pause_reason),
+        col(OperatorStateRow.breach_level),
+    )
+    .where(col(OperatorStateRow.id) == 1)
+    .with_for_update()
+)
 
 
 # --- the pure rules -----------------------------------------------------------------------
@@ -277,15 +285,16 @@ class Gate:
         async with self._db.session() as session:
             return GateState.of(await repo.load_operator_state(session))
 
-    async def state_in(self, session: AsyncSession) -> GateState:
-        """The state inside the caller's transaction, locked against a concurrent pause
-        (``FOR UPDATE`` on PostgreSQL; on SQLite the caller must already have written in
-        this transaction, which holds the database's write lock). See the module
+    async def state_in(self, conn: AsyncConnection) -> GateState:
+        """The state inside the transaction of the caller's connection ``conn``, locked
+        against a concurrent pause (``FOR UPDATE`` on PostgreSQL; on SQLite the caller
+        must already have written in this transaction, which holds the database's write
+        lock); created first on a database no engine has started on yet. See the module
         docstring."""
-        row = (await session.exec(_LOCK_STATE, execution_options=_FRESH)).first()
+        row = (await conn.execute(_LOCK_STATE)).first()
         if row is None:  # a database no engine has started on yet: create it, lock it
-            await repo.load_operator_state(session)
-            row = (await session.exec(_LOCK_STATE, execution_options=_FRESH)).one()
+            await repo.create_operator_state(conn)
+            row = (await conn.execute(_LOCK_STATE)).one()
         return GateState.of(row)
 
     async def check_entry(

@@ -47,7 +47,7 @@ from core.errors import (
     TransitionConflictError,
 )
 from core.marketdata.base import MarketData
-from core.notify import NoticeKind, Notification, Notifier, enqueue
+from core.notify import NoticeKind, Notification, Notifier, insert_outbox
 from core.services.gate import GateState, state_reason
 from core.services.trading import TradingService
 
@@ -423,7 +423,8 @@ class SignalService:
 
         The gate's checks that need the broker (quote for the drift, account) are awaited
         first, with the signal and the trading state read in one statement, outside any
-        transaction. Then ONE transaction moves the signal PROPOSED -> APPROVED -> the
+        transaction. Then ONE transaction (Core statements on a plain connection: no
+        session to build, flush or track) moves the signal PROPOSED -> APPROVED -> the
         outcome the checks predict (SUBMITTED, or BLOCKED with their reason) in one
         compare-and-set (the write that exactly one concurrent approver wins; on SQLite
         this first write takes the write lock), reads the trading state locked
@@ -467,19 +468,14 @@ class SignalService:
         # may still block it (then BLOCKED is written over it before anyone can see it)
         outcome = SignalStatus.BLOCKED if checked else SignalStatus.SUBMITTED
         reason = checked or f"order {client_order_id}"
-        async with self._db.session() as session:
+        async with self._db.engine.begin() as conn:  # Core statements only: no session
             if not await repo.approve_signal(
-                session, signal_id, outcome, actor=actor, at=now, reason=reason, version=version
+                conn, signal_id, outcome, actor=actor, at=now, reason=reason, version=version
             ):
-                current = await repo.get_signal(session, signal_id)
-                if current.status is SignalStatus.PROPOSED:  # edited since the check above
-                    raise CardChangedError(signal_id)
-                raise TransitionConflictError(signal_id, current.status, "approve")
-            blocked = state_reason(await gate.state_in(session)) or checked
+                raise await self._refusal(signal_id)
+            blocked = state_reason(await gate.state_in(conn)) or checked
             if blocked and blocked != checked:
-                await repo.block_approved_signal(
-                    session, signal_id, outcome, at=now, reason=blocked
-                )
+                await repo.block_approved_signal(conn, signal_id, outcome, at=now, reason=blocked)
             decided = replace(
                 signal,
                 status=SignalStatus.BLOCKED if blocked else SignalStatus.SUBMITTED,
@@ -488,12 +484,14 @@ class SignalService:
                 decided_at=now,
             )
             await repo.record_approval(
-                session, signal_id, decided.status, actor=actor, at=now, reason=blocked or reason
+                conn, signal_id, decided.status, actor=actor, at=now, reason=blocked or reason
             )
             if blocked:
-                enqueue(session, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id))
+                await insert_outbox(
+                    conn, Notification(NoticeKind.SIGNAL_UPDATE, signal_id=signal_id)
+                )
             else:
-                request = await trading.submit(session, decided, client_order_id)
+                request = await trading.submit(conn, decided, client_order_id)
         if on_decided is not None:
             await on_decided(decided)
         if blocked:
@@ -501,6 +499,17 @@ class SignalService:
             return Decision(decided)
         final, report = await self._trading.send(request, signal_id, actor)
         return Decision(final, report)
+
+    async def _refusal(self, signal_id: int) -> CardChangedError | TransitionConflictError:
+        """Why the approval's compare-and-set of ``signal_id`` changed nothing, from the
+        signal as committed now (its status only ever leaves PROPOSED): CardChangedError
+        while it is still PROPOSED (edited since it was shown), else
+        TransitionConflictError with its current status. Raises NotFoundError (no such
+        signal)."""
+        current, _ = await repo.get_signal_and_state(self._db, signal_id)
+        if current.status is SignalStatus.PROPOSED:
+            return CardChangedError(signal_id)
+        return TransitionConflictError(signal_id, current.status, "approve")
 
     async def _approvable(self, signal_id: int, version: int | None) -> tuple[Signal, GateState]:
         """The signal and the trading state as committed, read in one statement outside

@@ -446,16 +446,16 @@ class TradingService:
         return f"sd{self._tag}-s{signal_id}"
 
     async def submit(
-        self, session: AsyncSession, signal: Signal, client_order_id: str
+        self, conn: AsyncConnection, signal: Signal, client_order_id: str
     ) -> OrderRequest:
-        """In the caller's approving transaction, once the signal is SUBMITTED (see
-        ``SignalService.approve``): insert its order row (state SUBMITTED, client order id
-        from :meth:`client_order_id`). Once the transaction commits, pass the returned
-        request to :meth:`send`."""
+        """In the caller's approving transaction (on the connection ``conn``), once the
+        signal is SUBMITTED (see ``SignalService.approve``): insert its order row (state
+        SUBMITTED, client order id from :meth:`client_order_id`). Once the transaction
+        commits, pass the returned request to :meth:`send`."""
         now = self._clock()
-        await session.exec(
+        await conn.execute(
             _INSERT_ORDER,
-            params={
+            {
                 "client_order_id": client_order_id,
                 "signal_id": signal.id,
                 "symbol": signal.symbol,

@@ -9,10 +9,17 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlmodel import col, func, select
+from sqlmodel import col, delete, func, select
 
 from core.app import Engine, build_engine
-from core.db.models import AuditEventRow, FillRow, OrderRow, OutboxRow, PaperOrderRow
+from core.db.models import (
+    AuditEventRow,
+    FillRow,
+    OperatorStateRow,
+    OrderRow,
+    OutboxRow,
+    PaperOrderRow,
+)
 from core.domain import OrderState, OrderType, Side, Signal, SignalStatus
 from core.errors import (
     CardChangedError,
@@ -290,7 +297,7 @@ async def test_an_approval_reads_once_and_writes_four_statements_before_the_brok
     assert statements == [
         "SELECT signals.id, signals.source,",
         "UPDATE signals SET",
-        "SELECT operator_state.id, operator_state.instance_tag,",
+        "SELECT operator_state.trading_state, operator_state.pause_reason,",
         "INSERT INTO audit_events",
         "INSERT INTO orders",
     ]
@@ -357,11 +364,29 @@ async def test_an_approval_of_the_signal_its_card_showed_reads_nothing_first(
 
     assert statements == [
         "UPDATE signals SET",
-        "SELECT operator_state.id, operator_state.instance_tag,",
+        "SELECT operator_state.trading_state, operator_state.pause_reason,",
         "INSERT INTO audit_events",
         "INSERT INTO orders",
     ]
     assert decision.signal.status is SignalStatus.FILLED
+
+
+async def test_an_approval_after_the_operator_state_row_went_missing_creates_it_active(
+    engine: Engine,
+) -> None:
+    await engine.signals.approve((await engine.signals.propose(buy())).id, "owner:1")
+    await engine.risk.idle()  # the client-order-id tag is read once, and is kept
+    async with engine.db.session() as session:
+        await session.exec(delete(OperatorStateRow))  # type: ignore[call-overload]
+    signal = await engine.signals.propose(buy())
+
+    decision = await engine.signals.approve(signal.id, "owner:1", signal.card_version, shown=signal)
+
+    # the approving transaction found no state to lock, created it (ACTIVE) and locked it
+    assert decision.signal.status is SignalStatus.FILLED
+    async with engine.db.reading() as session:
+        rows = (await session.exec(select(OperatorStateRow))).all()
+    assert [(row.id, row.trading_state) for row in rows] == [(1, "ACTIVE")]
 
 
 async def test_a_card_shown_before_an_edit_or_a_decision_approves_nothing(
