@@ -49,7 +49,7 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, true, update
+from sqlalchemy import Row, bindparam, insert, literal, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -112,14 +112,17 @@ _BUMP_SEQ = (
 _ORDERS_BY_CLIENT_ID = select(_ORDERS).where(
     _ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True))
 )
-_RESTING = select(_ORDERS).where(_ORDERS.c.state == _OPEN).order_by(_ORDERS.c.id)
+#: "the order rests", with the state written into the SQL, not bound: PostgreSQL's plan
+#: made once for a prepared statement (after five executions) cannot know a bound value,
+#: so against a history of FILLED orders it expects every row to match, and an EXISTS
+#: over it would read the whole table looking for the first resting order. With the
+#: value in the SQL the planner sees how rare OPEN is and uses ``ix_paper_orders_state``.
+_IS_RESTING = _ORDERS.c.state == literal(_OPEN, literal_execute=True)
+_RESTING = select(_ORDERS).where(_IS_RESTING).order_by(_ORDERS.c.id)
 #: the resting orders and the orders with client order ids ``cids``, oldest first
 _RESTING_AND = (
     select(_ORDERS)
-    .where(
-        (_ORDERS.c.state == _OPEN)
-        | _ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True))
-    )
+    .where(_IS_RESTING | _ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True)))
     .order_by(_ORDERS.c.id)
 )
 _ALL_POSITIONS = select(_POSITIONS)
@@ -133,7 +136,7 @@ _SET_BALANCE = update(_ACCOUNTS).where(_ACCOUNTS.c.id == 1)
 _SNAPSHOT = (
     select(
         _ACCOUNTS.c.balance,
-        select(_ORDERS.c.id).where(_ORDERS.c.state == _OPEN).exists().label("resting"),
+        select(_ORDERS.c.id).where(_IS_RESTING).exists().label("resting"),
         _POSITIONS.c.symbol,
         _POSITIONS.c.quantity,
         _POSITIONS.c.average_entry,

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.delivery import OutboxDeliverer
 from core.app import Engine
@@ -197,3 +198,88 @@ def test_a_postgres_plan_is_read_as_a_scan_when_a_growing_table_is_read_whole() 
     ]
     assert _postgres_scans(seq, "SELECT 1") == {"paper_orders"}
     assert _postgres_scans(cond, "SELECT 1") == set()
+
+
+#: Paths whose statements filter a growing table by a state that history makes rare.
+RARE_STATES = ("reconciler pass", "paper account()", "paper open orders")
+#: Filled orders of the seeded history, each in the paper ledger and in ``orders``.
+HISTORY = 20_000
+
+
+async def _seed_filled_history(engine: Engine) -> None:
+    """``HISTORY`` filled orders in ``orders`` and ``paper_orders``, then analyzed: the
+    statistics autovacuum leaves on a desk that has traded for a while (every order FILLED,
+    none resting)."""
+    filled = (
+        "SELECT 'past-' || n, 'BTC/USDT', 'BUY', 0.001, 'market', 'FILLED', {extra} "
+        "FROM generate_series(1, {history}) AS n"
+    )
+    columns = "client_order_id, symbol, side, quantity, order_type, state"
+    async with engine.db.engine.begin() as conn:
+        await conn.exec_driver_sql(
+            f"INSERT INTO paper_orders ({columns}, placed_candle_at, fee, created_at) "
+            + filled.format(extra="now(), 0, now()", history=HISTORY)
+        )
+        await conn.exec_driver_sql(
+            f"INSERT INTO orders ({columns}, purpose, broker_order_id, filled_quantity, fee, "
+            "fee_currency, error, resubmitted, created_at, updated_at) "
+            + filled.format(
+                extra="'entry', 'b-' || n, 0.001, 0, 'USDT', '', false, now(), now()",
+                history=HISTORY,
+            )
+        )
+        await conn.exec_driver_sql("ANALYZE paper_orders")
+        await conn.exec_driver_sql("ANALYZE orders")
+
+
+async def _generic_plan_scans(conn: AsyncConnection, statement: str) -> set[str]:
+    """The growing tables ``statement``'s generic plan reads whole: prepared on ``conn``
+    (whose ``plan_cache_mode`` forces generic plans) and EXPLAINed with NULL for every
+    parameter (a generic plan does not depend on the values)."""
+    await conn.exec_driver_sql(f"PREPARE checked AS {statement}")
+    params = len(set(re.findall(r"\$\d+", statement)))
+    values = f"({', '.join(['NULL'] * params)})" if params else ""
+    result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) EXECUTE checked{values}")
+    plan = result.scalar_one()
+    await conn.exec_driver_sql("DEALLOCATE checked")
+    return _postgres_scans(json.loads(plan) if isinstance(plan, str) else plan, statement)
+
+
+async def test_a_rare_state_keeps_its_index_in_the_plan_postgresql_makes_once(
+    engine: Engine,
+) -> None:
+    """PostgreSQL plans a prepared statement once for all values after five executions (a
+    generic plan). Against a history of FILLED orders such a plan expects a bound state to
+    match most rows, and reads the whole table: an EXISTS for a resting paper order, or the
+    reconciler's unresolved orders by the primary key. Each statement of these paths is
+    prepared and its generic plan read, with the real costs (no ``enable_seqscan = off``)."""
+    if engine.db.dialect != "postgresql":
+        pytest.skip("generic plans of prepared statements are PostgreSQL's")
+    deliverer = OutboxDeliverer(cast(Any, None), engine, cast(Any, None), 1)
+    await _seed_filled_history(engine)
+    captured: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            captured.append(statement)
+
+    sync_engine = engine.db.engine.sync_engine
+    found: dict[str, set[str]] = {}
+    for path in RARE_STATES:
+        captured.clear()
+        event.listen(sync_engine, "before_cursor_execute", capture)
+        try:
+            await PATHS[path](engine, deliverer)
+        finally:
+            event.remove(sync_engine, "before_cursor_execute", capture)
+        assert captured, f"{path} sent no query"
+        found[path] = set()
+        async with engine.db.engine.connect() as conn:
+            await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+            try:
+                for statement in captured:
+                    found[path] |= await _generic_plan_scans(conn, statement)
+            finally:
+                await conn.exec_driver_sql("RESET plan_cache_mode")
+
+    assert found == {path: set[str]() for path in RARE_STATES}
