@@ -49,13 +49,13 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, literal, select, true, update
+from sqlalchemy import Row, bindparam, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.brokers.base import closing_request
 from core.config import Settings
-from core.db.engine import Database
+from core.db.engine import Database, sql_literal
 from core.db.models import PaperAccountRow, PaperOrderRow, PaperPositionRow
 from core.domain import (
     ZERO,
@@ -112,12 +112,8 @@ _BUMP_SEQ = (
 _ORDERS_BY_CLIENT_ID = select(_ORDERS).where(
     _ORDERS.c.client_order_id.in_(bindparam("cids", expanding=True))
 )
-#: "the order rests", with the state written into the SQL, not bound: PostgreSQL's plan
-#: made once for a prepared statement (after five executions) cannot know a bound value,
-#: so against a history of FILLED orders it expects every row to match, and an EXISTS
-#: over it would read the whole table looking for the first resting order. With the
-#: value in the SQL the planner sees how rare OPEN is and uses ``ix_paper_orders_state``.
-_IS_RESTING = _ORDERS.c.state == literal(_OPEN, literal_execute=True)
+#: "the order rests": rare in a long history, so written into the SQL (``sql_literal``)
+_IS_RESTING = _ORDERS.c.state == sql_literal(_OPEN)
 _RESTING = select(_ORDERS).where(_IS_RESTING).order_by(_ORDERS.c.id)
 #: the resting orders and the orders with client order ids ``cids``, oldest first
 _RESTING_AND = (

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Row, event
+from sqlalchemy import BindParameter, Row, event, literal
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -47,6 +47,7 @@ __all__ = [
     "alembic_config",
     "connect_options",
     "migrations_dir",
+    "sql_literal",
     "start_upgrade",
     "upgrade_schema",
 ]
@@ -97,6 +98,19 @@ def connect_options(url: str) -> tuple[URL, dict[str, Any]]:
         context.check_hostname = mode == "verify-full"
         return parsed, {"ssl": context}
     return parsed, {"ssl": mode}
+
+
+def sql_literal(value: str) -> BindParameter[str]:
+    """``value`` written into the SQL when the statement runs (escaped as a string literal),
+    not bound as a parameter: for a filter on a value that history makes rare or absent (an
+    order resting or unresolved, a symbol never traded). PostgreSQL may plan a prepared
+    statement once for all values after its fifth execution (a generic plan), and such a
+    plan cannot know a bound value: against a history of FILLED orders it expects a bound
+    state to match most rows, so it reads the whole table (or walks a whole index), and an
+    EXISTS expects its first row at once and scans everything when none matches. With the
+    value in the SQL, every plan sees how rare it is and uses the column's index. The
+    statement is still compiled once (the value goes in at execution)."""
+    return literal(value, literal_execute=True)
 
 
 def migrations_dir() -> Path:

@@ -54,7 +54,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.brokers.base import Broker, retry_temporary
 from core.db import repositories as repo
-from core.db.engine import Database
+from core.db.engine import Database, sql_literal
 from core.db.models import OrderRow, SignalRow, TradeRow
 from core.domain import (
     Account,
@@ -340,7 +340,7 @@ class ExitService:
             query = select(OrderRow).where(
                 col(OrderRow.purpose).in_(EXIT_PURPOSES),
                 col(OrderRow.order_type).in_(_TRIGGER_TYPES),
-                col(OrderRow.state) == OrderState.OPEN.value,
+                col(OrderRow.state) == sql_literal(OrderState.OPEN.value),  # rare: in the SQL
             )
             if symbol is not None:
                 query = query.where(col(OrderRow.symbol) == symbol)

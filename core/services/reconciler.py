@@ -48,14 +48,14 @@ from datetime import datetime
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import Select, bindparam, exists, update
+from sqlalchemy import Select, exists, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.brokers.base import Broker, retry_temporary
 from core.config import Settings
 from core.db import repositories as repo
-from core.db.engine import Database
+from core.db.engine import Database, sql_literal
 from core.db.models import AuditEventRow, FillRow, OrderRow
 from core.domain import (
     OrderReport,
@@ -93,21 +93,16 @@ FOREIGN_ACTION = "foreign_position"
 
 ACTOR = "reconciler"
 
-#: The orders a pass looks at, oldest first. The states are written into the SQL, not
-#: bound: PostgreSQL's plan made once for a prepared statement (after five executions)
-#: cannot know bound values, so against a history of FILLED orders it expects most rows to
-#: match and reads the whole table; with the values in the SQL the planner sees how rare
-#: they are and uses ``ix_orders_state``.
+#: The orders a pass looks at, oldest first; their states are rare in a long history, so
+#: written into the SQL (``sql_literal``).
 _UNRESOLVED = (
     select(OrderRow)
     .where(
         col(OrderRow.state).in_(
-            bindparam(
-                "unresolved",
-                [OrderState.SUBMITTED.value, OrderState.UNKNOWN.value, OrderState.OPEN.value],
-                expanding=True,
-                literal_execute=True,
-            )
+            [
+                sql_literal(s.value)
+                for s in (OrderState.SUBMITTED, OrderState.UNKNOWN, OrderState.OPEN)
+            ]
         )
     )
     .order_by(col(OrderRow.id))
@@ -498,7 +493,7 @@ async def _traded(session: AsyncSession, symbols: list[str]) -> set[str]:
     traded: set[str] = set()
     for start in range(0, len(symbols), _EXISTS_PER_STATEMENT):
         chunk = symbols[start : start + _EXISTS_PER_STATEMENT]
-        probes = [exists().where(col(FillRow.symbol) == symbol) for symbol in chunk]
+        probes = [exists().where(col(FillRow.symbol) == sql_literal(symbol)) for symbol in chunk]
         query: Select[tuple[bool, ...]] = Select(*probes)
         row = (await (await session.connection()).execute(query)).one()
         traded.update(symbol for symbol, found in zip(chunk, row, strict=True) if found)

@@ -201,7 +201,7 @@ def test_a_postgres_plan_is_read_as_a_scan_when_a_growing_table_is_read_whole() 
 
 
 #: Paths whose statements filter a growing table by a state that history makes rare.
-RARE_STATES = ("reconciler pass", "paper account()", "paper open orders")
+RARE_STATES = ("reconciler pass", "exit check", "paper account()", "paper open orders")
 #: Filled orders of the seeded history, each in the paper ledger and in ``orders``.
 HISTORY = 20_000
 
