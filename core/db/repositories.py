@@ -190,11 +190,8 @@ async def list_signals(
     return [signal_from_row(row) for row in (await session.exec(query)).all()]
 
 
-async def _execute(
-    db: Executor, statement: Executable, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
-) -> Result[Any]:
-    """``statement`` with ``params`` (a list of them: an executemany) in ``db``'s
-    transaction now."""
+async def _execute(db: Executor, statement: Executable, params: Mapping[str, Any]) -> Result[Any]:
+    """``statement`` with ``params`` in ``db``'s transaction now."""
     if isinstance(db, AsyncSession):
         return await db.exec(statement, params=params)  # type: ignore[call-overload,no-any-return]
     return await db.execute(statement, params)
@@ -308,7 +305,7 @@ async def transition_signal(
 
 
 async def approve_signal(
-    db: Executor,
+    conn: AsyncConnection,
     signal_id: int,
     outcome: SignalStatus,
     *,
@@ -343,11 +340,11 @@ async def approve_signal(
         "decided_by": actor[:128],
         "decided_at": at,
     }
-    return await _compare_and_set(db, signal_id, SignalStatus.PROPOSED, written, version)
+    return await _compare_and_set(conn, signal_id, SignalStatus.PROPOSED, written, version)
 
 
 async def block_approved_signal(
-    db: Executor, signal_id: int, current: SignalStatus, *, at: datetime, reason: str
+    conn: AsyncConnection, signal_id: int, current: SignalStatus, *, at: datetime, reason: str
 ) -> None:
     """In the approving transaction, after :func:`approve_signal` moved the signal to
     ``current``: make the outcome BLOCKED with ``reason`` instead (the trading state read
@@ -358,12 +355,12 @@ async def block_approved_signal(
         "status_reason": reason[:500],
         "updated_at": at,
     }
-    held = await _compare_and_set(db, signal_id, current, written)
+    held = await _compare_and_set(conn, signal_id, current, written)
     assert held, "the approving transaction holds the signal"
 
 
 async def record_approval(
-    db: Executor,
+    conn: AsyncConnection,
     signal_id: int,
     outcome: SignalStatus,
     *,
@@ -387,7 +384,7 @@ async def record_approval(
             (at, by, outcome.value.lower(), signal_id, None, approved, outcome.value, reason[:500]),
         )
     ]
-    await _execute(db, _INSERT_AUDIT, rows)
+    await conn.execute(_INSERT_AUDIT, rows)
 
 
 async def update_pending_signal(
