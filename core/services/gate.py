@@ -15,7 +15,10 @@ read, and is testable without I/O.
 then ``MAX_ORDER_QUANTITY``, the price (a quote the broker could give), the drift since the
 proposal (``MAX_PRICE_DRIFT_PCT``), ``MAX_ORDER_NOTIONAL`` (quote currency), and the free
 margin the broker's account reports (an order cannot be afforded when none is free; the
-venue does the exact margin arithmetic, since only it knows the leverage). Orders that
+venue does the exact margin arithmetic, since only it knows the leverage). On a broker that
+keeps market hours with ``MARKET_CLOSED_POLICY=block`` (IBKR), an approval while the
+market is closed is refused too (:meth:`Gate.closed_market`): BLOCKED, no order row, the
+same outcome as a proposal made while it is closed. Orders that
 reduce risk (closes, stops, take profits, the flatten: ``reduce_only`` or a purpose other
 than ``open``) pass in every state and are exempt from the caps, so a kill switch never
 holds back an exit. The order's quote is awaited BEFORE any transaction
@@ -77,8 +80,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from core.brokers.base import Broker
-from core.config import Settings
+from core.brokers.base import Broker, MarketHoursSource
+from core.config import MarketClosedPolicy, Settings
 from core.db import repositories as repo
 from core.db.engine import Database
 from core.db.models import OperatorStateRow, OrderRow
@@ -305,10 +308,12 @@ class Gate:
     ) -> str | None:
         """Run :func:`check_order` for an approval of ``signal`` with a quote from
         ``prices`` (the market-data port the signal was priced with; default the broker)
-        and the broker's account, both awaited here, outside any transaction. Returns the
-        reason the signal must not be sent, or None. The state is read again, locked, when
-        the approval commits (:meth:`state_in`). Never raises BrokerError: a missing quote
-        is a reason; a missing account skips the margin rule (the venue still checks it).
+        and the broker's account, and ask whether its market is closed
+        (:meth:`closed_market`), all awaited here together, outside any transaction.
+        Returns the reason the signal must not be sent, or None. The state is read again,
+        locked, when the approval commits (:meth:`state_in`). Never raises BrokerError: a
+        missing quote is a reason; a missing account skips the margin rule and missing
+        market hours skip the closed-market rule (the venue still checks both).
         ``state`` is the state the caller has just read; None leaves the state to the
         approving transaction alone (the other rules are checked as if trading were
         ACTIVE)."""
@@ -317,14 +322,18 @@ class Gate:
         held = state_reason(state)
         if held is not None:  # no broker call needed to say no
             return held
-        quote, account = await asyncio.gather(
+        asks: list[Awaitable[Any]] = [
             (prices or self.broker).quote(signal.symbol),
             self.broker.account(),
-            return_exceptions=True,
-        )
-        for outcome in (quote, account):
+        ]
+        if self._refusing_when_closed() is not None:  # no task for it on other brokers
+            asks.append(self.closed_market(signal.symbol))
+        quote, account, *closed = await asyncio.gather(*asks, return_exceptions=True)
+        for outcome in (quote, account, *closed):
             if isinstance(outcome, BaseException) and not isinstance(outcome, BrokerError):
                 raise outcome
+        if closed and isinstance(closed[0], str) and closed[0]:
+            return closed[0]
         price = None if isinstance(quote, BaseException) else quote.last
         price_error = str(quote) if isinstance(quote, BaseException) else ""
         free_margin = None if isinstance(account, BaseException) else account.free_margin
@@ -337,6 +346,30 @@ class Gate:
             free_margin=free_margin,
         )
         return check_order(state, order, self.limits)
+
+    async def closed_market(self, symbol: str) -> str:
+        """Why an order that adds risk on ``symbol`` is refused now: its market is closed
+        on a broker that keeps market hours (:class:`MarketHoursSource`: IBKR's regular
+        trading hours) and refuses such orders meanwhile (``MARKET_CLOSED_POLICY=block``),
+        as ``market closed, opens in 2 h``; "" otherwise (no broker call on a broker
+        without market hours, or with ``day_order``). Raises BrokerError (the hours could
+        not be read; UnknownSymbolError)."""
+        broker = self._refusing_when_closed()
+        if broker is None:
+            return ""
+        hours = await broker.market_hours(symbol)
+        return "" if hours.is_open else hours.describe()
+
+    def _refusing_when_closed(self) -> MarketHoursSource | None:
+        """The broker, when it keeps market hours and refuses new risk while the market is
+        closed (``MARKET_CLOSED_POLICY=block``); else None."""
+        broker = self.broker
+        if (
+            isinstance(broker, MarketHoursSource)
+            and broker.closed_policy is MarketClosedPolicy.BLOCK
+        ):
+            return broker
+        return None
 
     async def check_size(
         self, quantity: Decimal, price: Decimal, limit_price: Decimal | None = None

@@ -26,8 +26,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from core.brokers.base import Broker, MarketHoursSource
-from core.config import MarketClosedPolicy, Settings
+from core.brokers.base import Broker
+from core.config import Settings
 from core.db import repositories as repo
 from core.db.engine import Database
 from core.db.models import SignalRow
@@ -163,7 +163,7 @@ class SignalService:
         entry = proposal.limit_price if proposal.limit_price is not None else quote.last
         _check_exits(proposal.side, entry, proposal.stop_loss, proposal.take_profit)
         await self._check_size(proposal.quantity, quote.last, proposal.limit_price)
-        closed = await self._closed_market(proposal.symbol)
+        closed = await self._trading.gate.closed_market(proposal.symbol)
         status = SignalStatus.BLOCKED if closed else SignalStatus.PROPOSED
         now = self._clock()
         ttl = proposal.ttl_seconds or self._settings.signal_ttl_seconds
@@ -202,18 +202,6 @@ class SignalService:
             signal = repo.signal_from_row(row)
         await self._notifier.notify(Notification(NoticeKind.SIGNAL_CARD, signal_id=signal.id))
         return signal
-
-    async def _closed_market(self, symbol: str) -> str:
-        """Why a proposal for ``symbol`` is refused now: its market is closed on a broker
-        that keeps market hours and refuses orders meanwhile (``market closed, opens in
-        2 h``); "" otherwise. Raises BrokerError."""
-        broker = self._broker
-        if not isinstance(broker, MarketHoursSource):
-            return ""
-        if broker.closed_policy is not MarketClosedPolicy.BLOCK:
-            return ""
-        hours = await broker.market_hours(symbol)
-        return "" if hours.is_open else hours.describe()
 
     async def get(self, signal_id: int) -> Signal:
         """One signal. Raises NotFoundError."""
@@ -421,17 +409,17 @@ class SignalService:
         if the signal still reads as shown; the trading state is read (locked) inside the
         transaction as always. Any other ``shown`` is ignored.
 
-        The gate's checks that need the broker (quote for the drift, account) are awaited
-        first, with the signal and the trading state read in one statement, outside any
-        transaction. Then ONE transaction (Core statements on a plain connection: no
-        session to build, flush or track) moves the signal PROPOSED -> APPROVED -> the
-        outcome the checks predict (SUBMITTED, or BLOCKED with their reason) in one
-        compare-and-set (the write that exactly one concurrent approver wins; on SQLite
-        this first write takes the write lock), reads the trading state locked
-        (:meth:`Gate.state_in`), makes the signal BLOCKED when the state forbids the order,
-        records both transitions' audit events in one INSERT, and writes the order row
-        (or, when BLOCKED, the card update). Only after that commit is the broker
-        called; its outcome is recorded in one more transaction (see
+        The gate's checks that need the broker (quote for the drift, account, market hours
+        where the broker keeps them) are awaited first, with the signal and the trading
+        state read in one statement, outside any transaction. Then ONE transaction (Core
+        statements on a plain connection: no session to build, flush or track) moves the
+        signal PROPOSED -> APPROVED -> the outcome the checks predict (SUBMITTED, or BLOCKED
+        with their reason) in one compare-and-set (the write that exactly one concurrent
+        approver wins; on SQLite this first write takes the write lock), reads the trading
+        state locked (:meth:`Gate.state_in`), makes the signal BLOCKED when the state
+        forbids the order, records both transitions' audit events in one INSERT, and writes
+        the order row (or, when BLOCKED, the card update). Only after that commit is the
+        broker called; its outcome is recorded in one more transaction (see
         :meth:`TradingService.send`). See :mod:`core.services.gate` for why no approval can
         commit after a pause commits.
 

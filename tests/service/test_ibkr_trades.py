@@ -19,8 +19,8 @@ import pytest
 from bot.delivery import Cards
 from core.app import Engine, build_engine
 from core.config import MarketClosedPolicy
-from core.domain import ExitReason, ExitStyle, Side, SignalStatus, TradeStatus
-from core.errors import TransitionConflictError
+from core.domain import ExitReason, ExitStyle, Side, Signal, SignalStatus, TradeStatus
+from core.errors import BrokerTemporaryError, TransitionConflictError
 from core.services import Proposal
 from tests.conftest import Clock
 from tests.service.test_trades import exit_orders
@@ -119,6 +119,15 @@ async def _closed_engine(
     return await build_engine(settings, broker=broker, clock=clock)
 
 
+async def _pending_past_the_close(engine: Engine, clock: Clock) -> Signal:
+    """A buy of 1 AAPL proposed five minutes before Monday's close; the clock then moves ten
+    minutes on, so its card is still pending after the close."""
+    clock.now = datetime(2026, 1, 5, 20, 55, tzinfo=UTC)
+    signal = await engine.signals.propose(Proposal("ib", "AAPL", Side.BUY, D(1)))
+    clock.advance(10 * 60)
+    return signal
+
+
 async def test_on_a_closed_market_the_block_policy_posts_the_card_blocked_and_sends_nothing(
     database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
 ) -> None:
@@ -141,24 +150,57 @@ async def test_on_a_closed_market_the_block_policy_posts_the_card_blocked_and_se
         await engine.close()
 
 
-async def test_a_card_still_pending_after_the_close_says_approval_is_refused_and_it_is(
+async def test_a_card_still_pending_after_the_close_says_approval_is_refused_and_blocks_it(
     database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
 ) -> None:
     settings = make_settings(
         database_url=database_url, display_timezone="Europe/Berlin", max_order_quantity=D(100)
     )
     engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.BLOCK)
-    clock.now = datetime(2026, 1, 5, 20, 55, tzinfo=UTC)  # five minutes before the close
     try:
-        signal = await engine.signals.propose(Proposal("ib", "AAPL", Side.BUY, D(1)))
-        clock.advance(10 * 60)
+        signal = await _pending_past_the_close(engine, clock)
         card = await Cards(engine, charts=False).render(signal)
         decision = await engine.signals.approve(signal.id, "owner:1")
+        after = await Cards(engine, charts=False).render(decision.signal)
 
         assert signal.status is SignalStatus.PROPOSED
         assert card.text.splitlines()[-1] == (
             "🌙 Market closed, opens in 17 h (Tue 15:30 CET): approval is refused until the open"
         )
+        # refused by the gate, as a proposal made after the close is: BLOCKED, not FAILED,
+        # and no order exists, here or at IB
+        assert decision.signal.status is SignalStatus.BLOCKED
+        assert decision.signal.status_reason == "market closed, opens in 17 h"
+        assert decision.report is None
+        assert await engine.signals.order_for(signal.id) is None
+        assert gateway.placed == 0
+        assert after.markup is None
+        assert after.text.splitlines()[-1] == "<b>⛔ Blocked: market closed, opens in 17 h</b>"
+        latest, *_ = await engine.signals.history(signal_id=signal.id)  # newest first
+        assert (latest.to_status, latest.reason) == ("BLOCKED", "market closed, opens in 17 h")
+    finally:
+        await engine.close()
+
+
+async def test_market_hours_unreadable_at_approval_leave_the_refusal_to_the_venue(
+    database_url: str, make_settings: Any, clock: Clock, gateway: ib_fake.FakeGateway
+) -> None:
+    settings = make_settings(database_url=database_url, max_order_quantity=D(100))
+    engine = await _closed_engine(settings, gateway, clock, MarketClosedPolicy.BLOCK)
+    try:
+        signal = await _pending_past_the_close(engine, clock)
+        broker: Any = engine.broker
+        read_hours = broker.market_hours
+
+        async def unreadable(symbol: str) -> Any:
+            raise BrokerTemporaryError("IB 1100: connectivity between IB and TWS lost")
+
+        broker.market_hours = unreadable
+        decision = await engine.signals.approve(signal.id, "owner:1")
+        broker.market_hours = read_hours
+
+        # the gate skipped its closed-market rule; the adapter's own check still refused
+        # the order before anything reached IB
         assert decision.signal.status is SignalStatus.FAILED
         assert decision.signal.status_reason == "AAPL: market closed, opens in 17 h"
         assert gateway.placed == 0
