@@ -271,6 +271,14 @@ class Gate:
         self._db = db
         self.broker = broker
         self.limits = OrderLimits.from_settings(settings)
+        # the broker, when it keeps market hours and refuses new risk while the market is
+        # closed (MARKET_CLOSED_POLICY=block); both are fixed when the broker is built
+        self._closing_hours: MarketHoursSource | None = (
+            broker
+            if isinstance(broker, MarketHoursSource)
+            and broker.closed_policy is MarketClosedPolicy.BLOCK
+            else None
+        )
         self._clock = clock
         #: Called after a change of the trading state commits (the pending cards follow
         #: it: ``SignalService.follow_state``, wired by the engine).
@@ -326,7 +334,7 @@ class Gate:
             (prices or self.broker).quote(signal.symbol),
             self.broker.account(),
         ]
-        if self._refusing_when_closed() is not None:  # no task for it on other brokers
+        if self._closing_hours is not None:  # no task for it on other brokers
             asks.append(self.closed_market(signal.symbol))
         quote, account, *closed = await asyncio.gather(*asks, return_exceptions=True)
         for outcome in (quote, account, *closed):
@@ -354,22 +362,10 @@ class Gate:
         as ``market closed, opens in 2 h``; "" otherwise (no broker call on a broker
         without market hours, or with ``day_order``). Raises BrokerError (the hours could
         not be read; UnknownSymbolError)."""
-        broker = self._refusing_when_closed()
-        if broker is None:
+        if self._closing_hours is None:
             return ""
-        hours = await broker.market_hours(symbol)
+        hours = await self._closing_hours.market_hours(symbol)
         return "" if hours.is_open else hours.describe()
-
-    def _refusing_when_closed(self) -> MarketHoursSource | None:
-        """The broker, when it keeps market hours and refuses new risk while the market is
-        closed (``MARKET_CLOSED_POLICY=block``); else None."""
-        broker = self.broker
-        if (
-            isinstance(broker, MarketHoursSource)
-            and broker.closed_policy is MarketClosedPolicy.BLOCK
-        ):
-            return broker
-        return None
 
     async def check_size(
         self, quantity: Decimal, price: Decimal, limit_price: Decimal | None = None

@@ -190,14 +190,12 @@ async def test_market_hours_unreadable_at_approval_leave_the_refusal_to_the_venu
     try:
         signal = await _pending_past_the_close(engine, clock)
         broker: Any = engine.broker
-        read_hours = broker.market_hours
 
         async def unreadable(symbol: str) -> Any:
             raise BrokerTemporaryError("IB 1100: connectivity between IB and TWS lost")
 
         broker.market_hours = unreadable
         decision = await engine.signals.approve(signal.id, "owner:1")
-        broker.market_hours = read_hours
 
         # the gate skipped its closed-market rule; the adapter's own check still refused
         # the order before anything reached IB
